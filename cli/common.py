@@ -1,0 +1,52 @@
+"""What every mamol command shares: logging, one-line errors, clean Ctrl-C, common options."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable
+
+import click
+
+from mamol_core.errors import MamolError
+from mamol_core.progress import MODES
+
+log = logging.getLogger("mamol")
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Turn :class:`MamolError` into ``error: ...`` on one line (exit 1) and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MamolError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was written", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def device_options(command: Callable) -> Callable:
+    """``--device`` and ``--precision``."""
+    command = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+                           help="Autocast precision: auto = bf16 on GPUs and on CPUs with native bf16, else fp32.")(command)
+    return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(command)
+
+
+def progress_option(command: Callable) -> Callable:
+    return click.option("--progress", "progress_mode", type=click.Choice(MODES), default="bar", show_default=True,
+                        help="bar: a progress bar on stderr; json: one JSON line per update on stdout (for programs).")(command)
+
+
+def quiet_option(command: Callable) -> Callable:
+    return click.option("--quiet", is_flag=True, help="Only warnings and errors on stderr.")(command)

@@ -1,0 +1,49 @@
+"""mamol-eval: accuracy of a saved model on a scene's test labels, overall and per missing pattern."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+from mamol_core.config import ProtocolSpec
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
+@click.option("--scene", type=click.Path(path_type=Path), help="Scene folder (modality rasters and test_labels.tif).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif.")
+@click.option("--label-field", help="Class field of vector labels.")
+@click.option("--missing-rate", type=float, help="Override the model's test missing rate.")
+@click.option("--missing", help="Override the model's missing condition (both, subsets or a modality name).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.eval next to the model.")
+@device_options
+@progress_option
+@quiet_option
+@handle_errors
+def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, output, device, precision, progress_mode, quiet):
+    """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override)."""
+    setup_logging(quiet)
+    from mamol_core.checkpoint import load_model
+    from mamol_core.modelfile import read_config
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.pipeline import evaluate_model_on_scene
+    from mamol_core.report import write_report
+    from mamol_core.scene import open_scene, parse_inputs
+
+    config = read_config(model_path)
+    compute = resolve_device(device)
+    opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
+                        for_training=False)
+    protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
+                            config.protocol.missing if missing is None else missing, config.protocol.seed)
+    model, config = load_model(model_path, compute)
+    evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
+                                         progress_mode=progress_mode)
+    folder = output or model_path.with_suffix(".eval")
+    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "device": str(compute)})
+    for name, summary in evaluation.summaries.items():
+        log.info("%-28s OA %6.2f  kappa %6.2f  AA %6.2f  (n=%d)", name, summary["oa"], summary["kappa"], summary["aa"], summary["samples"])
+    log.info("report written to %s", folder)

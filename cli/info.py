@@ -1,0 +1,32 @@
+"""mamol-info: what a model file expects (modalities, bands, classes), read without loading torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from cli.common import handle_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole embedded config as JSON.")
+@handle_errors
+def main(model_path, as_json):
+    """Describe MODEL_PATH: modalities with band counts, classes, backbone and protocol."""
+    from mamol_core.modelfile import read_config
+
+    config = read_config(model_path)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(config), indent=1))
+        return
+    model = config.model
+    click.echo(f"mamol model {model_path} (mamol {config.mamol_version}, format {config.format_version})")
+    click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} bands)" for m in model.modalities))
+    click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
+    click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "
+               f"{model.experts.num_layers} blocks, rank {model.experts.rank}; patch {model.patch_size} px")
+    click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")

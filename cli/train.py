@@ -1,0 +1,75 @@
+"""mamol-train: train a MaMOL model on a scene and report its accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+from mamol_core.atomic import check_writable
+from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--scene", type=click.Path(path_type=Path), help="Scene folder: <modality>.tif files, train_labels.tif, test_labels.tif, classes.json.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Training labels: a label raster or vector points/polygons.")
+@click.option("--label-field", help="Class field of vector labels (class codes or names).")
+@click.option("--test-labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif.")
+@click.option("--classes", type=click.Path(path_type=Path), help="Class table JSON; default: the scene's classes.json.")
+@click.option("--holdout", type=float, default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
+@click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
+@click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
+@click.option("--backbone", default="auto", show_default=True, help="clip-vit-b-16, minilm-l6, tiny, openclip:MODEL[:TAG] or auto.")
+@click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local weights file (or MiniLM folder) for the backbone.")
+@click.option("--expert-layers", type=int, default=6, show_default=True, help="How many blocks get expert layers.")
+@click.option("--placement", type=click.Choice(["last", "first"]), default="last", show_default=True)
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank of every expert.")
+@click.option("--dynamic-experts", type=int, default=2, show_default=True)
+@click.option("--top-k", type=int, default=1, show_default=True)
+@click.option("--patch-size", type=int, default=9, show_default=True, help="Patch side in pixels (one token per pixel per modality).")
+@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=2e-2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.report next to the model.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Model file to write (.safetensors).")
+@device_options
+@progress_option
+@quiet_option
+@handle_errors
+def main(scene, inputs, labels, label_field, test_labels, classes, holdout, missing_rate, missing, backbone, backbone_weights,
+         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, epochs, batch_size, lr, weight_decay, seed,
+         report, output, device, precision, progress_mode, quiet):
+    """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
+    setup_logging(quiet)
+    from mamol_core.checkpoint import save_model
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.pipeline import evaluate_run, train_on_scene
+    from mamol_core.report import write_report
+    from mamol_core.scene import open_scene, parse_inputs
+
+    check_writable(output)
+    compute = resolve_device(device)
+    amp = autocast_dtype(compute, precision)
+    opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed)
+    protocol = ProtocolSpec(missing_rate, missing, seed)
+    experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
+                         num_dynamic=dynamic_experts, top_k=top_k)
+    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
+                         patch_size, protocol, spec, compute, amp, progress_mode)
+    save_model(run.model, run.config, output)
+    log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
+    if run.prepared.test is None:
+        log.info("no test pixels: no accuracy report")
+        return
+    evaluation = evaluate_run(run, amp, progress_mode=progress_mode)
+    folder = report or output.with_suffix(".report")
+    context = {"model": str(output), "protocol": vars(protocol), "device": str(compute), "train_seconds": round(run.seconds, 1)}
+    write_report(folder, evaluation, context)
+    for name, summary in evaluation.summaries.items():
+        log.info("%-28s OA %6.2f  kappa %6.2f  AA %6.2f  (n=%d)", name, summary["oa"], summary["kappa"], summary["aa"], summary["samples"])
+    log.info("report written to %s", folder)

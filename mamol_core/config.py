@@ -1,0 +1,147 @@
+"""Configuration dataclasses: the single source of truth, saved inside every model file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mamol_core import FORMAT_VERSION, __version__
+from mamol_core.errors import MamolError
+
+
+@dataclass
+class ModalitySpec:
+    """One input modality: its name, band count and the per-band normalisation fitted on training pixels."""
+
+    name: str
+    bands: int
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ClassSpec:
+    """One land-cover class: the value written in label and output rasters, a name and a colour."""
+
+    value: int
+    name: str
+    color: str
+
+
+@dataclass
+class BackboneSpec:
+    """Which frozen backbone to build: a registry name and, optionally, a local weights file."""
+
+    name: str = "auto"
+    weights: str | None = None
+
+
+@dataclass
+class ExpertSpec:
+    """Where expert layers go and how they are shaped.
+
+    ``method`` names the adapter family (``mamol`` by default); ``placement`` is ``last`` or
+    ``first`` and ``num_layers`` how many blocks receive experts.
+    """
+
+    method: str = "mamol"
+    placement: str = "last"
+    num_layers: int = 6
+    rank: int = 8
+    alpha: float = 8.0
+    num_dynamic: int = 2
+    top_k: int = 1
+    shared: bool = True
+    modality: bool = True
+    pattern_embed_dim: int = 32
+    router_hidden: int = 64
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network: inputs, classes, backbone, experts, patch size."""
+
+    modalities: list[ModalitySpec]
+    classes: list[ClassSpec]
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    experts: ExpertSpec = field(default_factory=ExpertSpec)
+    patch_size: int = 9
+    tokenizer_hidden: int = 256
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    @property
+    def total_bands(self) -> int:
+        return sum(m.bands for m in self.modalities)
+
+
+@dataclass
+class ProtocolSpec:
+    """Missing-modality protocol (MMP): rate eta, which modality is missing (or ``both``), seed."""
+
+    missing_rate: float = 0.7
+    missing: str = "both"
+    seed: int = 0
+
+
+@dataclass
+class TrainSpec:
+    """Optimisation settings; defaults follow the paper (Adam, lr 2e-3, wd 2e-2, 10% warm-up, batch 128)."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 2e-2
+    warmup_fraction: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    dense_supervision: bool = True
+
+
+@dataclass
+class MamolConfig:
+    """The whole configuration of a trained model, embedded as JSON in its weights file."""
+
+    model: ModelConfig
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    mamol_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model file") -> "MamolConfig":
+        """Parse a config; refuse other format versions with a one-line error naming ``source``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MamolError(f"{source}: its embedded config is not valid JSON ({exc.msg}); retrain the model") from None
+        found = data.get("format_version")
+        if found != FORMAT_VERSION:
+            raise MamolError(
+                f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); "
+                f"this mamol {__version__} reads format {FORMAT_VERSION}: retrain it or install that mamol version"
+            )
+        try:
+            return _from_dict(cls, data)
+        except (TypeError, KeyError) as exc:
+            raise MamolError(f"{source}: its embedded config is incomplete ({exc}); retrain the model") from None
+
+
+def _from_dict(kind: Any, value: Any) -> Any:
+    """Rebuild nested dataclasses (and lists of them) from plain JSON values."""
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        known = {f.name for f in dataclasses.fields(kind)}
+        return kind(**{k: _from_dict(hints[k], v) for k, v in value.items() if k in known})
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return [_from_dict(item, v) for v in value]
+    return value

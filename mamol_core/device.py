@@ -1,0 +1,42 @@
+"""Choosing the compute device and the autocast precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mamol_core.errors import MamolError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MamolError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise MamolError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AMX or AVX512-BF16, where bf16 matrix products beat float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (auto, bf16 or fp32); None means plain float32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise MamolError(f"--precision {precision}: use auto, bf16 or fp32")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_native_bf16() else None

@@ -1,0 +1,8 @@
+"""User-facing errors: one line that names the offending file and the fix."""
+
+
+class MamolError(Exception):
+    """An input problem the user can fix; the CLI prints its message as one line and exits 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))

@@ -1,0 +1,156 @@
+"""Ground truth: class tables, label rasters, vector points/polygons rasterised onto the scene grid,
+and a grouped hold-out split when no test labels are given."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from rasterio import features
+from rasterio.windows import Window
+from scipy import ndimage
+
+from mamol_core.config import ClassSpec
+from mamol_core.errors import MamolError
+from mamol_core.rasters import Grid, check_grid, grid_of, open_raster
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
+PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+           "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1",
+           "#000075", "#808080"]
+
+
+def is_raster(path: Path) -> bool:
+    return Path(path).suffix.lower() in RASTER_SUFFIXES
+
+
+def load_class_table(path: Path) -> list[ClassSpec]:
+    """Read ``classes.json`` (``{"1": {"name": ..., "color": "#rrggbb"}, ...}``)."""
+    try:
+        table = json.loads(Path(path).read_text())
+        classes = [ClassSpec(int(k), str(v["name"]), str(v.get("color", PALETTE[i % len(PALETTE)])))
+                   for i, (k, v) in enumerate(table.items())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MamolError(f"{path}: not a class table ({exc}); write {{\"1\": {{\"name\": \"Water\", \"color\": \"#0000ff\"}}, ...}}") from None
+    bad = [c.value for c in classes if not 1 <= c.value <= 255]
+    if bad:
+        raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
+    return sorted(classes, key=lambda c: c.value)
+
+
+def default_classes(values: list[int]) -> list[ClassSpec]:
+    """Class table for label values that came without one: ``class N`` and a fixed palette."""
+    return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
+
+
+def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path) -> None:
+    """Stop when ``labels`` holds a value that is not in the class table."""
+    known = {c.value for c in classes} | {0}
+    unknown = sorted(set(np.unique(labels).tolist()) - known)
+    if unknown:
+        raise MamolError(f"{path}: label values {unknown} are not in the class table; add them to classes.json or relabel them as 0")
+
+
+def read_label_raster(path: Path, grid: Grid, reference: Path) -> np.ndarray:
+    """A label raster on the scene grid, as int32 (0 = unlabelled)."""
+    with open_raster(path) as src:
+        check_grid(path, grid_of(src), grid, reference)
+        labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
+        if src.nodata is not None:
+            labels = np.where(labels == src.nodata, 0, labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+            raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() > 255:
+        raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}")
+    return labels.astype(np.int32)
+
+
+def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
+    """Burn points/polygons into the scene grid.
+
+    Returns labels (int32, 0 = unlabelled), the 1-based index of the feature each pixel came from
+    (for grouped hold-out splits) and the class table. The class field may hold class codes or
+    class names (names are matched to the table, or numbered in sorted order without one).
+    """
+    import geopandas
+
+    try:
+        frame = geopandas.read_file(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
+    if field is None or field not in frame.columns:
+        fields = [c for c in frame.columns if c != frame.geometry.name]
+        what = "needs --label-field" if field is None else f"has no field {field!r}"
+        raise MamolError(f"{path}: {what}; its fields are {', '.join(fields) or 'none'}")
+    if frame.crs is None:
+        raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the scene")
+    if grid.crs is None:
+        raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give the rasters a CRS")
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(grid.crs)
+    codes, classes = _class_codes(frame[field], classes, path, field)
+    shape = (grid.height, grid.width)
+    shapes = list(zip(frame.geometry, codes))
+    labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
+    ids = features.rasterize(zip(frame.geometry, range(1, len(frame) + 1)), out_shape=shape, transform=grid.transform,
+                             fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
+    if not labels.any():
+        raise MamolError(f"{path}: no labelled feature falls inside the scene ({grid.describe()}); check the file's CRS and extent")
+    inside = len(np.unique(ids[ids > 0]))
+    if inside < len(frame):
+        log.warning("%s: %d of %d features lie outside the scene and were skipped", path, len(frame) - inside, len(frame))
+    return labels, ids, classes
+
+
+def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str) -> tuple[np.ndarray, list[ClassSpec]]:
+    from pandas.api.types import is_numeric_dtype
+
+    if is_numeric_dtype(values):
+        if values.isna().any():
+            raise MamolError(f"{path}: field {field!r} is empty on some features; fill it or drop them")
+        codes = values.to_numpy().astype(np.int64)
+        table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
+        check_label_values(codes, table, path)
+        return codes, table
+    names = values.astype(str).to_numpy()
+    if classes:
+        lookup = {c.name: c.value for c in classes}
+        unknown = sorted(set(names) - set(lookup))
+        if unknown:
+            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table; add them to classes.json")
+        return np.array([lookup[n] for n in names]), classes
+    table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
+    lookup = {c.name: c.value for c in table}
+    return np.array([lookup[n] for n in names]), table
+
+
+def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split labelled pixels into train and test by whole groups (features, or connected patches of
+    one class for rasters), so that neighbouring pixels of one field never sit on both sides."""
+    if groups is None:
+        groups = np.zeros_like(labels)
+        offset = 0
+        for value in np.unique(labels[labels > 0]):
+            parts, count = ndimage.label(labels == value)
+            groups[parts > 0] = parts[parts > 0] + offset
+            offset += count
+    rng = np.random.default_rng(seed)
+    test_groups = []
+    for value in np.unique(labels[labels > 0]):
+        ids, sizes = np.unique(groups[(labels == value) & (groups > 0)], return_counts=True)
+        if len(ids) < 2:
+            log.warning("class %d has a single labelled group: it is used for training only", value)
+            continue
+        order = rng.permutation(len(ids))
+        taken = np.cumsum(sizes[order]) <= fraction * sizes.sum()
+        taken[0] = True
+        if taken.all():
+            taken[-1] = False
+        test_groups.extend(ids[order][taken].tolist())
+    is_test = np.isin(groups, test_groups) & (labels > 0)
+    return np.where(is_test, 0, labels), np.where(is_test, labels, 0)

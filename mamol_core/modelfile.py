@@ -1,0 +1,38 @@
+"""Reading a model file's embedded configuration with the standard library only (no torch)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from mamol_core.config import MamolConfig
+from mamol_core.errors import MamolError
+
+CONFIG_KEY = "mamol_config"
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read with the standard library only."""
+    path = Path(path)
+    if not path.is_file():
+        raise MamolError(f"{path}: no such model file; pass the file written by mamol-train")
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(handle.read(length))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise MamolError(f"{path}: not a mamol model (no safetensors header); pass a file written by mamol-train") from None
+    if not isinstance(header, dict):
+        raise MamolError(f"{path}: not a mamol model (unexpected header); pass a file written by mamol-train")
+    return header.get("__metadata__") or {}
+
+
+def read_config(path: Path) -> MamolConfig:
+    """The configuration embedded in a model file; refuses non-mamol files and other format versions."""
+    metadata = read_metadata(path)
+    if CONFIG_KEY not in metadata:
+        raise MamolError(f"{path}: a safetensors file but not a mamol model (no {CONFIG_KEY}); pass a file written by mamol-train")
+    return MamolConfig.from_json(metadata[CONFIG_KEY], source=str(path))

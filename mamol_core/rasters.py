@@ -1,0 +1,92 @@
+"""Opening modality rasters, checking they share one grid, and reading windows with validity masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from mamol_core.errors import MamolError
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and size in pixels."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    def describe(self) -> str:
+        return f"{self.width}x{self.height} px, {self.crs or 'no CRS'}, origin ({self.transform.c:g}, {self.transform.f:g}), pixel {self.transform.a:g}"
+
+
+@dataclass(frozen=True)
+class ModalityRaster:
+    """One modality's raster file and its band count and nodata value."""
+
+    name: str
+    path: Path
+    bands: int
+    nodata: float | None
+
+
+def open_raster(path: Path):
+    """``rasterio.open`` with a one-line error naming the file."""
+    if not Path(path).exists():
+        raise MamolError(f"{path}: no such file; check the path")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise MamolError(f"{path}: cannot be read as a raster ({str(exc).splitlines()[0]}); pass a complete GeoTIFF or another GDAL raster") from None
+
+
+def grid_of(dataset) -> Grid:
+    return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
+
+
+def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
+    """Read a raster's header: its :class:`ModalityRaster` and :class:`Grid`."""
+    with open_raster(path) as src:
+        return ModalityRaster(name, Path(path), src.count, src.nodata), grid_of(src)
+
+
+def same_grid(a: Grid, b: Grid) -> bool:
+    return a.crs == b.crs and (a.width, a.height) == (b.width, b.height) and a.transform.almost_equals(b.transform, precision=1e-6)
+
+
+def check_grid(path: Path, grid: Grid, reference: Grid, reference_path: Path) -> None:
+    """Stop when ``path``'s grid differs from the reference raster's."""
+    if not same_grid(grid, reference):
+        raise MamolError(
+            f"{path}: its grid ({grid.describe()}) differs from {reference_path.name} ({reference.describe()}); "
+            f"resample it onto the scene grid first (e.g. gdalwarp -te/-tr/-t_srs to match)"
+        )
+
+
+def read_modalities(rasters: list[ModalityRaster], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` of every modality.
+
+    Returns ``data`` ``[total_bands, h, w]`` float32 and ``valid`` ``[M, h, w]``: a pixel is valid
+    for a modality when every band is finite and differs from the raster's nodata value.
+    """
+    data, valid = [], []
+    for raster in rasters:
+        with open_raster(raster.path) as src:
+            try:
+                block = src.read(window=window).astype(np.float32)
+            except RasterioError as exc:
+                raise MamolError(f"{raster.path}: reading failed ({str(exc).splitlines()[0]}); the file may be truncated, re-export it") from None
+        ok = np.isfinite(block)
+        if raster.nodata is not None:
+            ok &= block != np.float32(raster.nodata)
+        data.append(block)
+        valid.append(ok.all(axis=0))
+    return np.concatenate(data, axis=0), np.stack(valid)

@@ -1,0 +1,73 @@
+"""Writing an accuracy report: metrics.json, metrics.csv, confusion matrices as CSV and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mamol_core.evaluate import Evaluation
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
+    """Write the report files into ``folder`` (created) and return the path of ``metrics.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summaries = evaluation.summaries
+    payload = {"context": context, "classes": evaluation.class_names,
+               "results": {name: {**summary, "confusion_matrix": evaluation.matrices[name].tolist()} for name, summary in summaries.items()}}
+    (folder / "metrics.json").write_text(json.dumps(payload, indent=1))
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *[f"acc_{slug(c)}" for c in evaluation.class_names]])
+        for name, s in summaries.items():
+            writer.writerow([name, s["samples"], _fmt(s["oa"]), _fmt(s["kappa"]), _fmt(s["aa"]), *[_fmt(v) for v in s["producer_accuracy"]]])
+    for name, matrix in evaluation.matrices.items():
+        with open(folder / f"confusion_{slug(name)}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["reference \\ predicted", *evaluation.class_names])
+            for class_name, row in zip(evaluation.class_names, matrix):
+                writer.writerow([class_name, *row.tolist()])
+    plot_confusions(evaluation, folder / "confusion.png")
+    return folder / "metrics.json"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def plot_confusions(evaluation: Evaluation, path: Path) -> None:
+    """One row-normalised confusion matrix panel per pattern, overall first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(evaluation.matrices)
+    count = len(evaluation.class_names)
+    side = 1.2 + 0.45 * count
+    fig, axes = plt.subplots(1, len(names), figsize=(side * len(names), side + 0.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        matrix = evaluation.matrices[name]
+        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+        summary = evaluation.summaries[name]
+        oa = "n/a" if summary["oa"] is None else f"{summary['oa']:.1f}%"
+        ax.set_title(f"{name}\nOA {oa}, n={summary['samples']}", fontsize=9)
+        ax.set_xticks(range(count), evaluation.class_names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(count), evaluation.class_names, fontsize=7)
+        for (i, j), value in np.ndenumerate(matrix):
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=6, color="white" if share[i, j] > 0.5 else "black")
+        ax.set_xlabel("predicted", fontsize=8)
+    axes[0][0].set_ylabel("reference", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

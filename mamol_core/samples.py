@@ -1,0 +1,117 @@
+"""Labelled pixels ready for training and testing: the scene window around them, per-band
+normalisation fitted on training pixels only, and each pixel's presence mask."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from mamol_core.config import ClassSpec, ModalitySpec, ProtocolSpec
+from mamol_core.errors import MamolError
+from mamol_core.protocol import assign_presence
+from mamol_core.rasters import read_modalities
+from mamol_core.scene import Scene
+
+log = logging.getLogger(__name__)
+
+#: Seed offset of the test split's protocol assignment (train uses the protocol seed itself).
+TEST_SEED_OFFSET = 1
+
+
+@dataclass
+class PixelSet:
+    """Pixels (window coordinates), their class indices (0-based) and presence masks ``[n, M]``."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    targets: np.ndarray
+    presence: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class PreparedScene:
+    """Normalised bands of the labelled part of a scene (invalid values set to 0) and its pixel sets."""
+
+    data: np.ndarray
+    valid: np.ndarray
+    window: Window
+    train: PixelSet
+    test: PixelSet | None
+
+
+def label_window(scene: Scene, margin: int) -> Window:
+    """Bounding box of all labelled pixels, grown by ``margin`` and clipped to the grid."""
+    labelled = scene.train_labels > 0
+    if scene.test_labels is not None:
+        labelled = labelled | (scene.test_labels > 0)
+    rows, cols = np.nonzero(labelled)
+    r0, r1 = max(rows.min() - margin, 0), min(rows.max() + margin + 1, scene.grid.height)
+    c0, c1 = max(cols.min() - margin, 0), min(cols.max() + margin + 1, scene.grid.width)
+    return Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+
+
+def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: np.ndarray, cols: np.ndarray) -> list[ModalitySpec]:
+    """Per-band mean and standard deviation over the valid training pixels of each modality."""
+    specs, start = [], 0
+    for index, raster in enumerate(scene.modalities):
+        bands = data[start : start + raster.bands]
+        usable = valid[index, rows, cols]
+        if not usable.any():
+            raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
+        values = bands[:, rows[usable], cols[usable]].astype(np.float64)
+        std = values.std(axis=1)
+        specs.append(ModalitySpec(raster.name, raster.bands, values.mean(axis=1).tolist(), np.where(std > 0, std, 1.0).tolist()))
+        start += raster.bands
+    return specs
+
+
+def normalize(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec]) -> np.ndarray:
+    """``(x - mean) / std`` per band in place; values of invalid pixels become 0 (the band mean)."""
+    start = 0
+    for index, spec in enumerate(specs):
+        block = data[start : start + spec.bands]
+        block -= np.asarray(spec.mean, np.float32)[:, None, None]
+        block /= np.asarray(spec.std, np.float32)[:, None, None]
+        block[:, ~valid[index]] = 0.0
+        start += spec.bands
+    return data
+
+
+def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: list[ClassSpec], names: list[str],
+              protocol: ProtocolSpec, seed: int, split: str) -> PixelSet:
+    """Labelled pixels of ``labels`` inside ``window`` with protocol masks, restricted to valid data."""
+    rows, cols = np.nonzero(labels[window.row_off : window.row_off + window.height, window.col_off : window.col_off + window.width])
+    index_of = {c.value: i for i, c in enumerate(classes)}
+    values = labels[rows + window.row_off, cols + window.col_off]
+    presence = assign_presence(len(rows), names, protocol.missing_rate, protocol.missing, seed) & valid[:, rows, cols].T
+    keep = presence.any(axis=1)
+    if (~keep).any():
+        log.warning("%s: %d labelled pixels have no valid data in any modality and are skipped", split, int((~keep).sum()))
+    return PixelSet(rows[keep], cols[keep], np.array([index_of[v] for v in values[keep]], np.int64), presence[keep])
+
+
+def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
+                  specs: list[ModalitySpec] | None = None) -> tuple[PreparedScene, list[ModalitySpec]]:
+    """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
+    and build the pixel sets."""
+    window = label_window(scene, margin)
+    data, valid = read_modalities(scene.modalities, window)
+    fitting = specs is None
+    if fitting:
+        train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
+                                                               window.col_off : window.col_off + window.width])
+        specs = fit_normalization(data, valid, scene, train_rows, train_cols)
+    normalize(data, valid, specs)
+    train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")
+    if fitting and len(train) == 0:
+        raise MamolError(f"{scene.modalities[0].path.parent}: no training pixel is left after masking nodata; check the rasters' nodata values")
+    test = None
+    if scene.test_labels is not None and (scene.test_labels > 0).any():
+        test = pixel_set(scene.test_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
+    return PreparedScene(data, valid, window, train, test), specs

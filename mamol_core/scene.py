@@ -1,0 +1,145 @@
+"""A scene: co-registered modality rasters on one grid, training and test labels, and a class table.
+
+A scene folder holds ``<modality>.tif`` files, ``train_labels.tif``, ``test_labels.tif`` and
+``classes.json``. ``--input NAME=PATH`` adds or replaces a modality; ``--labels`` gives ground truth
+as a raster or as vector points/polygons with a class field.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mamol_core.config import ClassSpec
+from mamol_core.errors import MamolError
+from mamol_core.labels import (
+    check_label_values,
+    default_classes,
+    grouped_holdout,
+    is_raster,
+    load_class_table,
+    rasterize_vector,
+    read_label_raster,
+)
+from mamol_core.rasters import Grid, ModalityRaster, check_grid, describe_modality
+
+log = logging.getLogger(__name__)
+
+TRAIN_LABELS, TEST_LABELS, CLASS_TABLE = "train_labels", "test_labels", "classes.json"
+RESERVED = {TRAIN_LABELS, TEST_LABELS}
+
+
+@dataclass
+class Scene:
+    """Modality rasters sharing ``grid``, label arrays on that grid (0 = unlabelled) and classes."""
+
+    modalities: list[ModalityRaster]
+    grid: Grid
+    train_labels: np.ndarray
+    test_labels: np.ndarray | None
+    classes: list[ClassSpec]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+
+def parse_inputs(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` pairs from the command line."""
+    inputs = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise MamolError(f"--input {pair!r}: write NAME=PATH, e.g. --input lidar=dsm.tif")
+        inputs[name.strip()] = Path(path)
+    return inputs
+
+
+def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, Path]:
+    """Modality files of a scene folder (by file stem, label files excluded), then ``inputs``."""
+    found: dict[str, Path] = {}
+    if folder is not None:
+        if not folder.is_dir():
+            raise MamolError(f"{folder}: no such scene folder; pass a folder of GeoTIFFs (see README)")
+        for path in sorted(folder.iterdir()):
+            if is_raster(path) and path.stem not in RESERVED and not path.stem.endswith("_labels"):
+                found[path.stem] = path
+    found.update(inputs)
+    if not found:
+        raise MamolError(f"{folder or 'the command line'}: no modality rasters found; add <name>.tif files or --input NAME=PATH")
+    return found
+
+
+def open_scene(
+    folder: Path | None,
+    inputs: dict[str, Path] | None = None,
+    labels: Path | None = None,
+    label_field: str | None = None,
+    test_labels: Path | None = None,
+    classes: Path | list[ClassSpec] | None = None,
+    holdout: float = 0.3,
+    seed: int = 0,
+    for_training: bool = True,
+) -> Scene:
+    """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
+
+    ``classes`` is a class-table file or a ready table (a model's). Without test labels, training
+    scenes hold out ``holdout`` of the labelled groups for testing. With ``for_training=False`` only
+    test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
+    """
+    folder = Path(folder) if folder is not None else None
+    paths = find_modalities(folder, inputs or {})
+    rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
+    reference = rasters[0]
+    for raster, grid in zip(rasters[1:], grids[1:]):
+        check_grid(raster.path, grid, grids[0], reference.path)
+    grid = grids[0]
+    table = _class_table(folder, classes)
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
+        if is_raster(path):
+            values = read_label_raster(path, grid, reference.path)
+            found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
+            check_label_values(values, found, path)
+            return values, None, found
+        return rasterize_vector(path, label_field, grid, table)
+
+    if not for_training:
+        test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
+        if test_path is None or not Path(test_path).exists():
+            raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
+        test, _, table = read(Path(test_path))
+        return Scene(list(rasters), grid, np.zeros_like(test), test, table)
+
+    train_path = labels or (folder / f"{TRAIN_LABELS}.tif" if folder is not None else None)
+    if train_path is None or not Path(train_path).exists():
+        raise MamolError(f"{train_path or 'no --labels'}: training labels not found; add {TRAIN_LABELS}.tif to the scene or pass --labels FILE")
+    train, groups, table = read(Path(train_path))
+
+    test_path = test_labels or (folder / f"{TEST_LABELS}.tif" if folder is not None and labels is None else None)
+    test = None
+    if test_path is not None and Path(test_path).exists():
+        test = read(Path(test_path))[0]
+        overlap = int(((train > 0) & (test > 0)).sum())
+        if overlap:
+            log.warning("%s and %s share %d labelled pixels; accuracy will be optimistic", train_path, test_path, overlap)
+    elif holdout > 0:
+        train, test = grouped_holdout(train, groups, holdout, seed)
+        log.info("no test labels: %d labelled pixels held out by whole groups for testing", int((test > 0).sum()))
+    if not (train > 0).any():
+        raise MamolError(f"{train_path}: no labelled training pixels on the scene grid; check the labels and their extent")
+    return Scene(list(rasters), grid, train, test, table)
+
+
+def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:
+    if isinstance(classes, list):
+        return classes
+    if classes is not None:
+        if not Path(classes).is_file():
+            raise MamolError(f"{classes}: no such class table; pass a classes.json")
+        return load_class_table(Path(classes))
+    default = folder / CLASS_TABLE if folder is not None else None
+    return load_class_table(default) if default is not None and default.is_file() else None

@@ -1,0 +1,38 @@
+"""Shared fixtures: a small synthetic scene and tiny model configurations (CPU, seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, ModalitySpec, ModelConfig
+from mamol_core.synthetic import write_scene
+
+TRENTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "trento"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def scene_dir(tmp_path_factory) -> Path:
+    """A 40x40 synthetic two-sensor scene (8-band cube + DSM) with raster and vector labels."""
+    folder = tmp_path_factory.mktemp("scene")
+    write_scene(folder, 40, 40, bands=8, fields=18, per_field=10, seed=3, vector=True)
+    return folder
+
+
+def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 5, **experts) -> ModelConfig:
+    """A model config on the tiny backbone with unit normalisation."""
+    return ModelConfig(
+        modalities=[ModalitySpec(n, b, [0.0] * b, [1.0] * b) for n, b in modalities],
+        classes=[ClassSpec(i + 1, f"class {i + 1}", "#000000") for i in range(classes)],
+        backbone=BackboneSpec("tiny"),
+        experts=ExpertSpec(**{"num_layers": 2, "rank": 4, **experts}),
+        patch_size=patch,
+        tokenizer_hidden=16,
+    )

@@ -1,0 +1,92 @@
+"""Backbone loading: open_clip from a local checkpoint, offline fail-fast and fallback, MiniLM weights."""
+
+import json
+import logging
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mamol_core.backbones import build_backbone, openclip, resolve_backbone
+from mamol_core.backbones.minilm import minilm_directory
+from mamol_core.config import BackboneSpec
+from mamol_core.errors import MamolError
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def tiny_clip_checkpoint(tmp_path):
+    import open_clip
+
+    (tmp_path / "mamol-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp_path / "mamol-test-tiny-clip.json")
+    model = open_clip.create_model("mamol-test-tiny-clip")
+    path = tmp_path / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path, model
+
+
+def test_openclip_backbone_loads_a_local_checkpoint(tiny_clip_checkpoint):
+    path, reference = tiny_clip_checkpoint
+    backbone = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip", str(path)))
+    assert backbone.width == 32 and len(backbone.blocks) == 3
+    assert torch.equal(backbone.visual.transformer.resblocks[1].mlp.c_fc.weight, reference.visual.transformer.resblocks[1].mlp.c_fc.weight)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    tokens = torch.randn(2, 10, 32)
+    expected = reference.visual.ln_post(reference.visual.transformer(reference.visual.ln_pre(tokens)))
+    torch.testing.assert_close(backbone(tokens), expected)
+
+
+def test_wrong_local_checkpoint_is_a_one_line_error(tiny_clip_checkpoint, tmp_path):
+    path, _ = tiny_clip_checkpoint
+    with pytest.raises(MamolError, match="no such backbone weights file"):
+        build_backbone(BackboneSpec("clip-vit-b-16", str(tmp_path / "absent.pt")))
+    with pytest.raises(MamolError, match="open_clip could not load these weights"):
+        build_backbone(BackboneSpec("clip-vit-b-16", str(path)))
+
+
+def test_clip_without_weights_or_network_fails_fast(monkeypatch):
+    monkeypatch.setattr(openclip, "cached_weights", lambda model, tag: None)
+    monkeypatch.setattr(openclip, "hub_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(MamolError, match="not on disk and the hub cannot be reached; pass --backbone-weights"):
+        build_backbone(BackboneSpec("clip-vit-b-16"))
+    assert time.perf_counter() - start < 10
+
+
+def test_auto_falls_back_to_the_offline_backbone_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(openclip, "cached_weights", lambda model, tag: None)
+    monkeypatch.setattr(openclip, "hub_reachable", lambda timeout=3.0: False)
+    with caplog.at_level(logging.WARNING):
+        spec, backbone = resolve_backbone(BackboneSpec("auto"))
+    assert spec.name == "minilm-l6" and backbone.width == 384
+    assert "using the offline backbone minilm-l6" in caplog.text
+
+
+def test_hub_probe_respects_offline_mode(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert openclip.hub_reachable() is False
+
+
+def test_unknown_backbone_name():
+    with pytest.raises(MamolError, match="unknown backbone 'vit-huge'"):
+        build_backbone(BackboneSpec("vit-huge"))
+
+
+def test_minilm_matches_the_reference_bert_implementation():
+    transformers = pytest.importorskip("transformers")
+    folder = minilm_directory(None)
+    reference = transformers.BertModel.from_pretrained(str(folder), local_files_only=True).eval()
+    ours = build_backbone(BackboneSpec("minilm-l6"))
+    embeddings = torch.randn(2, 12, 384)
+    with torch.inference_mode():
+        hidden = reference.embeddings.LayerNorm(embeddings)
+        for layer in reference.encoder.layer:
+            hidden = layer(hidden)[0] if isinstance(layer(hidden), tuple) else layer(hidden)
+        torch.testing.assert_close(ours(embeddings), hidden, rtol=1e-4, atol=1e-4)

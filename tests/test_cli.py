@@ -1,0 +1,81 @@
+"""The commands: train, evaluate and describe a model; bad input stops with one line and writes nothing."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli import evaluate, info, train
+
+FAST = ["--backbone", "tiny", "--patch-size", "5", "--epochs", "3", "--expert-layers", "2", "--rank", "4",
+        "--device", "cpu", "--progress", "none", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model_file(scene_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--missing-rate", "0.5", "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_model_and_report(model_file):
+    report = model_file.with_suffix(".report")
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"overall", "complete", "missing dsm", "missing hsi"}
+    assert (report / "confusion.png").stat().st_size > 0
+    assert (report / "confusion_overall.csv").read_text().startswith("reference \\ predicted,Grass,Trees")
+
+
+def test_eval_and_info(model_file, scene_dir, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(out),
+                                                "--missing", "hsi", "--device", "cpu", "--progress", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"overall", "complete", "missing hsi"}
+    described = CliRunner().invoke(info.main, [str(model_file)])
+    assert "dsm (1 bands), hsi (8 bands)" in described.output
+    config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)
+    assert config["model"]["backbone"]["name"] == "tiny"
+
+
+def test_json_progress_lines(scene_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = ["--scene", str(scene_dir), "-o", str(out), *FAST]
+    args[args.index("--progress") + 1] = "json"
+    result = CliRunner().invoke(train.main, args)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["stage"] == "evaluating" and lines[-1]["percent"] == 100.0
+    assert any(line["stage"] == "training" and "loss" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--scene", "/nonexistent/scene"], "error: /nonexistent/scene: no such scene folder"),
+        (["--missing", "sar"], "unknown modality"),
+        (["--backbone", "vit-huge"], "unknown backbone 'vit-huge'"),
+        (["--input", "broken"], "--input 'broken': write NAME=PATH"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, message):
+    out = tmp_path / "model.safetensors"
+    args = ["--scene", str(scene_dir), "-o", str(out), *FAST, *extra]
+    result = CliRunner().invoke(train.main, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder(scene_dir, tmp_path):
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "no" / "m.safetensors"), *FAST])
+    assert result.exit_code == 1 and "does not exist; create it" in result.output
+
+
+def test_not_a_model_file(tmp_path):
+    fake = tmp_path / "fake.safetensors"
+    fake.write_text("hello world, not a model")
+    result = CliRunner().invoke(info.main, [str(fake)])
+    assert result.exit_code == 1 and "not a mamol model" in result.output

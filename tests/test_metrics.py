@@ -1,0 +1,30 @@
+"""Accuracy measures agree with scikit-learn."""
+
+import numpy as np
+from sklearn import metrics
+
+from mamol_core.metrics import confusion_matrix, summarize
+
+
+def test_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, 2000)
+    predicted = np.where(rng.random(2000) < 0.7, truth, rng.integers(0, 5, 2000))
+    matrix = confusion_matrix(truth, predicted, 5)
+    assert np.array_equal(matrix, metrics.confusion_matrix(truth, predicted, labels=range(5)))
+    summary = summarize(matrix)
+    assert np.isclose(summary["oa"], 100 * metrics.accuracy_score(truth, predicted))
+    assert np.isclose(summary["kappa"], 100 * metrics.cohen_kappa_score(truth, predicted))
+    assert np.isclose(summary["aa"], 100 * metrics.balanced_accuracy_score(truth, predicted))
+    recall = metrics.recall_score(truth, predicted, average=None)
+    precision = metrics.precision_score(truth, predicted, average=None)
+    assert np.allclose(summary["producer_accuracy"], 100 * recall, atol=1e-3)
+    assert np.allclose(summary["user_accuracy"], 100 * precision, atol=1e-3)
+
+
+def test_absent_classes_do_not_count_in_average_accuracy():
+    truth = np.array([0, 0, 1, 1])
+    predicted = np.array([0, 1, 1, 1])
+    summary = summarize(confusion_matrix(truth, predicted, 3))
+    assert summary["producer_accuracy"][2] is None
+    assert np.isclose(summary["aa"], 75.0)

@@ -1,0 +1,48 @@
+"""The missing-modality protocol: proportions, determinism, generalisation to M modalities."""
+
+import numpy as np
+import pytest
+
+from mamol_core.errors import MamolError
+from mamol_core.protocol import assign_presence, missing_patterns, pattern_name
+
+NAMES = ["hsi", "lidar"]
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.7, 0.9])
+def test_both_splits_missing_share_evenly(rate):
+    presence = assign_presence(1000, NAMES, rate, "both", seed=0)
+    assert not (~presence).all(axis=1).any(), "no sample may miss everything"
+    assert abs((~presence[:, 0]).sum() - 500 * rate) <= 1
+    assert abs((~presence[:, 1]).sum() - 500 * rate) <= 1
+    assert presence.all(axis=1).sum() == 1000 - round(1000 * rate)
+
+
+def test_single_modality_condition():
+    presence = assign_presence(819, NAMES, 0.7, "lidar", seed=0)
+    assert presence[:, 0].all()
+    assert (~presence[:, 1]).sum() == round(0.7 * 819)
+
+
+def test_deterministic_by_seed_and_different_across_seeds():
+    a = assign_presence(500, NAMES, 0.7, "both", seed=4)
+    assert np.array_equal(a, assign_presence(500, NAMES, 0.7, "both", seed=4))
+    assert not np.array_equal(a, assign_presence(500, NAMES, 0.7, "both", seed=5))
+
+
+def test_three_modalities_match_table_3_availability():
+    presence = assign_presence(1200, ["hsi", "sar", "lidar"], 0.75, "both", seed=0)
+    assert np.allclose(presence.mean(axis=0), 0.75, atol=0.002)
+    assert (presence.sum(axis=1) >= 2).all()
+    subsets = missing_patterns(["hsi", "sar", "lidar"], "subsets")
+    assert len(subsets) == 6 and all(0 < p.sum() < 3 for p in subsets)
+
+
+def test_bad_conditions_are_one_line_errors():
+    with pytest.raises(MamolError, match="unknown modality"):
+        assign_presence(10, NAMES, 0.5, "sar", 0)
+    with pytest.raises(MamolError, match="between 0 and 1"):
+        assign_presence(10, NAMES, 70, "both", 0)
+    with pytest.raises(MamolError, match="every modality"):
+        assign_presence(10, NAMES, 0.5, "hsi,lidar", 0)
+    assert pattern_name(np.array([True, False]), NAMES) == "missing lidar"

@@ -1,0 +1,129 @@
+"""Scene loading: discovery, vector ground truth, and one-line errors for bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from mamol_core.config import ProtocolSpec
+from mamol_core.errors import MamolError
+from mamol_core.samples import prepare_scene
+from mamol_core.scene import open_scene, parse_inputs
+from mamol_core.synthetic import write_raster
+
+
+@pytest.fixture
+def scene_copy(scene_dir, tmp_path):
+    target = tmp_path / "scene"
+    shutil.copytree(scene_dir, target)
+    return target
+
+
+def test_scene_discovers_modalities_and_labels(scene_dir):
+    scene = open_scene(scene_dir)
+    assert scene.names == ["dsm", "hsi"]
+    assert [m.bands for m in scene.modalities] == [1, 8]
+    assert len(scene.classes) == 6 and scene.classes[1].name == "Trees"
+    assert (scene.train_labels > 0).sum() > 0 and (scene.test_labels > 0).sum() > 0
+
+
+def test_normalisation_is_fitted_on_training_pixels_only(scene_dir):
+    scene = open_scene(scene_dir)
+    prepared, specs = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=5)
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dsm = src.read(1).astype(np.float64)
+    train = scene.train_labels > 0
+    assert np.isclose(specs[0].mean[0], dsm[train].mean(), rtol=1e-6)
+    assert np.isclose(specs[0].std[0], dsm[train].std(), rtol=1e-5)
+    assert not np.isclose(specs[0].mean[0], dsm[scene.test_labels > 0].mean(), rtol=1e-6)
+    assert len(prepared.train) == train.sum()
+
+
+def test_vector_points_and_polygons_rasterise_like_the_rasters(scene_dir):
+    scene = open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover",
+                       test_labels=scene_dir / "test_polygons.gpkg")
+    raster_scene = open_scene(scene_dir)
+    assert np.array_equal(scene.train_labels, raster_scene.train_labels)
+    agree = (scene.test_labels == raster_scene.test_labels).mean()
+    assert agree > 0.97
+
+
+def test_vector_in_another_crs_lands_on_the_same_pixels(scene_dir, tmp_path):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg").to_crs("EPSG:4326")
+    points.to_file(tmp_path / "points_wgs84.geojson", driver="GeoJSON")
+    scene = open_scene(scene_dir, labels=tmp_path / "points_wgs84.geojson", label_field="landcover")
+    assert not ((scene.test_labels > 0) & (scene.train_labels > 0)).any()
+    assert np.array_equal(scene.train_labels + scene.test_labels, open_scene(scene_dir).train_labels)
+    assert (scene.test_labels > 0).any()
+
+
+def test_wrong_path_is_a_one_line_error(tmp_path):
+    with pytest.raises(MamolError, match="no such scene folder"):
+        open_scene(tmp_path / "missing")
+    with pytest.raises(MamolError, match="no such file"):
+        open_scene(None, parse_inputs(["hsi=" + str(tmp_path / "nope.tif")]))
+
+
+def test_raster_on_another_grid_is_refused(scene_copy):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        data = src.read()
+    write_raster(scene_copy / "dsm.tif", data[:, :30, :], Affine(2, 0, 664000, 0, -2, 5104000))
+    with pytest.raises(MamolError, match=r"hsi\.tif: its grid \(40x40 px.*\) differs from dsm\.tif \(40x30 px.*resample it"):
+        open_scene(scene_copy)
+
+
+def test_label_value_missing_from_class_table(scene_copy):
+    table = json.loads((scene_copy / "classes.json").read_text())
+    del table["6"]
+    (scene_copy / "classes.json").write_text(json.dumps(table))
+    with pytest.raises(MamolError, match=r"train_labels\.tif: label values \[6\] are not in the class table"):
+        open_scene(scene_copy)
+
+
+def test_vector_without_the_class_field(scene_dir):
+    with pytest.raises(MamolError, match=r"train_points\.gpkg: has no field 'class'; its fields are landcover"):
+        open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="class")
+
+
+def test_vector_outside_the_scene(scene_dir, tmp_path):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points.geometry = points.geometry.translate(50_000, 0)
+    points.to_file(tmp_path / "far.gpkg", driver="GPKG")
+    with pytest.raises(MamolError, match="far.gpkg: no labelled feature falls inside the scene"):
+        open_scene(scene_dir, labels=tmp_path / "far.gpkg", label_field="landcover")
+
+
+def test_empty_training_set_after_masking(scene_copy):
+    for name in ("hsi", "dsm"):
+        with rasterio.open(scene_copy / f"{name}.tif") as src:
+            data, transform = src.read(), src.transform
+        write_raster(scene_copy / f"{name}.tif", np.full_like(data, -9999), transform, nodata=-9999)
+    scene = open_scene(scene_copy)
+    with pytest.raises(MamolError, match=r"dsm\.tif: no valid value under any training pixel"):
+        prepare_scene(scene, ProtocolSpec(0.5, "both", 0), margin=5)
+
+
+def test_nodata_makes_a_modality_missing_for_that_pixel(scene_copy):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        data, transform = src.read(), src.transform
+    data[:, :, :20] = -9999
+    write_raster(scene_copy / "dsm.tif", data, transform, nodata=-9999)
+    prepared, _ = prepare_scene(open_scene(scene_copy), ProtocolSpec(0.0, "both", 0), margin=5)
+    left = prepared.train.cols + prepared.window.col_off < 20
+    assert left.any() and not prepared.train.presence[left, 0].any()
+    assert prepared.train.presence[~left].all()
+
+
+def test_holdout_split_keeps_groups_together(scene_dir):
+    scene = open_scene(scene_dir, labels=scene_dir / "test_labels.tif", holdout=0.3, seed=1)
+    assert scene.test_labels is not None
+    assert not ((scene.train_labels > 0) & (scene.test_labels > 0)).any()
+    share = (scene.test_labels > 0).sum() / ((scene.test_labels > 0).sum() + (scene.train_labels > 0).sum())
+    assert 0.1 < share < 0.5

@@ -1,0 +1,84 @@
+"""Training end to end on the synthetic scene, and the model-file round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from mamol_core.checkpoint import load_model, save_model
+from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.errors import MamolError
+from mamol_core.evaluate import evaluate_predictions, predict_pixels
+from mamol_core.modelfile import read_config
+from mamol_core.patches import PatchSampler
+from mamol_core.pipeline import evaluate_run, train_on_scene
+from mamol_core.samples import PixelSet
+from mamol_core.scene import open_scene
+from mamol_core.train import warmup_linear
+
+
+@pytest.fixture(scope="module")
+def trained(scene_dir):
+    scene = open_scene(scene_dir)
+    return train_on_scene(scene, BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), patch_size=5,
+                          protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec(epochs=40, batch_size=64, lr=5e-3),
+                          device=torch.device("cpu"), amp_dtype=None, progress_mode="none", tokenizer_hidden=32)
+
+
+def with_presence(pixels: PixelSet, pattern) -> PixelSet:
+    return PixelSet(pixels.rows, pixels.cols, pixels.targets, np.tile(np.array(pattern), (len(pixels), 1)))
+
+
+def oa(run, pattern) -> float:
+    pixels = with_presence(run.prepared.test, pattern)
+    predicted = predict_pixels(run.model, run.sampler, pixels, 512, None, "none")
+    return evaluate_predictions(pixels, predicted, ["c"] * 6, ["dsm", "hsi"]).overall["oa"]
+
+
+def test_learns_a_task_that_needs_both_modalities(trained):
+    assert trained.history[-1] < trained.history[0] / 3
+    both, dsm_only, hsi_only = oa(trained, [True, True]), oa(trained, [True, False]), oa(trained, [False, True])
+    assert both > 85, (both, dsm_only, hsi_only)
+    assert both > dsm_only + 15 and both > hsi_only + 10, (both, dsm_only, hsi_only)
+
+
+def test_report_breaks_down_by_missing_pattern(trained):
+    evaluation = evaluate_run(trained, None, progress_mode="none")
+    names = set(evaluation.matrices)
+    assert names == {"overall", "complete", "missing dsm", "missing hsi"}
+    assert sum(evaluation.matrices[n].sum() for n in names - {"overall"}) == evaluation.matrices["overall"].sum()
+
+
+def test_save_load_round_trip_reproduces_predictions(trained, tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_model(trained.model, trained.config, path)
+    model, config = load_model(path)
+    assert config == trained.config
+    assert config.model.modalities[0].mean == trained.config.model.modalities[0].mean
+    x = torch.randn(6, 9, 5, 5)
+    mask = torch.tensor([[True, True], [True, False], [False, True]] * 2)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, mask), trained.model(x, mask), rtol=0, atol=0)
+    sampler = PatchSampler(torch.from_numpy(trained.prepared.data), 5)
+    a = predict_pixels(model, sampler, trained.prepared.test, 256, None, "none")
+    b = predict_pixels(trained.model, trained.sampler, trained.prepared.test, 256, None, "none")
+    assert np.array_equal(a, b)
+
+
+def test_model_file_of_another_format_is_refused(trained, tmp_path):
+    path = tmp_path / "old.safetensors"
+    trained.config.format_version = 0
+    try:
+        save_model(trained.model, trained.config, path)
+    finally:
+        trained.config.format_version = 1
+    with pytest.raises(MamolError, match="model format 0.*retrain it or install that mamol version"):
+        read_config(path)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(MamolError, match="not a mamol model"):
+        read_config(tmp_path / "junk.safetensors")
+
+
+def test_warmup_then_linear_decay():
+    factor = warmup_linear(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5) and factor(100) == 0.0
