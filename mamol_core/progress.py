@@ -16,37 +16,55 @@ MODES = ("bar", "json", "none")
 
 
 class JsonProgress:
-    """Iterates like tqdm and prints ``{"stage", "done", "total", "percent", "rate", "eta_s"}`` lines."""
+    """A tqdm-like counter that prints ``{"stage", "done", "total", "percent", "rate", "unit", "eta_s"}``
+    lines on stdout, at most every ``interval`` seconds and once at the end."""
 
-    def __init__(self, iterable: Iterable[T], total: int, desc: str, unit: str, interval: float = 0.5) -> None:
-        self.iterable, self.total, self.desc, self.unit, self.interval = iterable, total, desc, unit, interval
-        self.postfix: dict = {}
+    def __init__(self, total: int, desc: str, unit: str, interval: float = 0.5) -> None:
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.done, self.postfix = 0, {}
+        self.start = self.last = time.perf_counter()
 
     def set_postfix(self, **values) -> None:
         self.postfix = values
 
-    def _emit(self, done: int, start: float) -> None:
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        rate = done / elapsed
-        record = {"stage": self.desc, "done": done, "total": self.total, "percent": round(100 * done / max(self.total, 1), 1),
-                  "rate": round(rate, 3), "unit": self.unit, "eta_s": round((self.total - done) / rate, 1) if rate > 0 else None}
-        record.update(self.postfix)
-        print(json.dumps(record), file=sys.stdout, flush=True)
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if now - self.last >= self.interval or self.done >= self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            record = {"stage": self.desc, "done": self.done, "total": self.total,
+                      "percent": round(100 * self.done / max(self.total, 1), 1), "rate": round(rate, 3), "unit": self.unit,
+                      "eta_s": round((self.total - self.done) / rate, 1) if rate > 0 else None, **self.postfix}
+            print(json.dumps(record), file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        """Nothing to release; present so both kinds of counter are used alike."""
+
+
+def counter(total: int, desc: str, unit: str, mode: str = "bar"):
+    """A progress counter with ``update(n)``, ``set_postfix(**kv)`` and ``close()`` in ``mode``."""
+    if mode == "json":
+        return JsonProgress(total, desc, unit)
+    return tqdm(total=total, desc=desc, unit=unit, disable=mode == "none", file=sys.stderr, dynamic_ncols=True)
+
+
+class _Counted:
+    def __init__(self, iterable: Iterable[T], bar) -> None:
+        self.iterable, self.bar = iterable, bar
+
+    def set_postfix(self, **values) -> None:
+        self.bar.set_postfix(**values)
 
     def __iter__(self) -> Iterator[T]:
-        start = last = time.perf_counter()
-        done = 0
-        for item in self.iterable:
-            yield item
-            done += 1
-            now = time.perf_counter()
-            if now - last >= self.interval or done == self.total:
-                self._emit(done, start)
-                last = now
+        try:
+            for item in self.iterable:
+                yield item
+                self.bar.update(1)
+        finally:
+            self.bar.close()
 
 
-def progress(iterable: Iterable[T], total: int, desc: str, unit: str, mode: str = "bar"):
-    """Wrap ``iterable`` in the progress display ``mode`` asks for."""
-    if mode == "json":
-        return JsonProgress(iterable, total, desc, unit)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=mode == "none", file=sys.stderr, dynamic_ncols=True)
+def progress(iterable: Iterable[T], total: int, desc: str, unit: str, mode: str = "bar") -> _Counted:
+    """Wrap ``iterable`` so that each item advances a counter shown as ``mode`` asks."""
+    return _Counted(iterable, counter(total, desc, unit, mode))

@@ -1,0 +1,78 @@
+"""mamol-map: a land-cover GeoTIFF from whichever modality rasters are at hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+
+ALIASES = ("hsi", "lidar", "sar")
+
+
+def optional_output(name: str, what: str):
+    return click.option(f"--{name}", type=click.Path(path_type=Path), is_flag=False, flag_value=Path("-"), default=None,
+                        help=f"Also write {what}; alone, next to the output as <OUTPUT>_{name}.tif.")
+
+
+def sibling(output: Path, value: Path | None, name: str) -> Path | None:
+    if value is None:
+        return None
+    return output.with_name(f"{output.stem}_{name}.tif") if str(value) == "-" else value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
+@click.option("--hsi", type=click.Path(path_type=Path), help="Raster of the model's modality 'hsi'.")
+@click.option("--lidar", type=click.Path(path_type=Path), help="Raster of the model's modality 'lidar'.")
+@click.option("--sar", type=click.Path(path_type=Path), help="Raster of the model's modality 'sar'.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Raster of any modality the model knows (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Class GeoTIFF to write.")
+@optional_output("probabilities", "per-class probabilities (uint8 percent, one band per class)")
+@optional_output("confidence", "the winning class's probability (uint8 percent)")
+@optional_output("availability", "which modalities were used per pixel (bit mask)")
+@click.option("--reference", type=click.Path(path_type=Path), help="Input whose grid (CRS, pixel size, alignment) the map uses; default: the finest.")
+@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
+@click.option("--resampling", type=click.Choice(["bilinear", "nearest", "cubic", "average"]), default="bilinear", show_default=True)
+@click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended).")
+@click.option("--batch-size", type=int, help="Tiles per forward pass; default 256 on CPU, 2048 on GPU.")
+@click.option("--block-size", type=int, help="Block side in pixels read at once; default: from a 128 MiB budget.")
+@click.option("--min-valid", type=float, default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")
+@device_options
+@progress_option
+@quiet_option
+@handle_errors
+def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence, availability, reference, assume_crs, resampling,
+         stride, batch_size, block_size, min_valid, device, precision, progress_mode, quiet):
+    """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
+    setup_logging(quiet)
+    from mamol_core.align import MapInput
+    from mamol_core.atomic import check_writable
+    from mamol_core.checkpoint import load_model
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.mapper import MapOptions, check_names, map_rasters
+    from mamol_core.modelfile import read_config
+    from mamol_core.outputs import OutputPaths
+    from mamol_core.scene import parse_inputs
+
+    config = read_config(model_path)
+    given = {name: path for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
+    given.update(parse_inputs(inputs))
+    items = [MapInput(name, path) for name, path in given.items()]
+    check_names(config, items)
+    outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
+                          sibling(output, availability, "availability"))
+    for path in outputs.all():
+        check_writable(path)
+    compute = resolve_device(device)
+    model, config = load_model(model_path, compute)
+    options = MapOptions(stride, batch_size or (2048 if compute.type == "cuda" else 256), block_size, min_valid, assume_crs,
+                         reference, resampling)
+    summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision), progress_mode)
+    log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
+             summary.seconds, summary.megapixels_per_second)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Land-cover mapping of georeferenced rasters: block by block, tile by tile, bounded memory.
+
+The output grid is split into square blocks. For each block, the tiles of the global tile grid
+(every ``stride`` pixels, plus a last row and column flush with the raster's edge) that touch it
+are read through the aligned inputs, normalised with the model's statistics, predicted and
+blended, and the block is written. Tiles that straddle two blocks are predicted twice, so every
+block is self-contained and memory does not grow with the raster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from mamol_core.align import AlignedInputs, MapInput
+from mamol_core.config import MamolConfig
+from mamol_core.dense import MIN_VALID, DensePredictor, tile_starts
+from mamol_core.errors import MamolError
+from mamol_core.model import MaMOLClassifier
+from mamol_core.outputs import MapWriter, OutputPaths
+from mamol_core.progress import counter
+from mamol_core.samples import normalize
+
+log = logging.getLogger(__name__)
+
+#: Bytes of input bands one block may hold when the block size is chosen automatically.
+BLOCK_BUDGET = 128 * 2**20
+
+
+@dataclass
+class MapOptions:
+    """How to map: tile stride (default: about half the tile), tiles per batch, block side, etc."""
+
+    stride: int | None = None
+    batch_size: int = 256
+    block_size: int | None = None
+    min_valid: float = MIN_VALID
+    assume_crs: str | None = None
+    reference: Path | None = None
+    resampling: str = "bilinear"
+
+
+@dataclass
+class MapSummary:
+    """What a mapping run did."""
+
+    width: int
+    height: int
+    tiles: int
+    seconds: float
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
+
+
+def default_stride(patch_size: int) -> int:
+    return max(1, math.ceil(patch_size / 2))
+
+
+def check_inputs(config: MamolConfig, inputs: list[MapInput], aligned: AlignedInputs) -> None:
+    """Stop on a modality the model does not know or a band count that differs from the model's."""
+    specs = {m.name: m for m in config.model.modalities}
+    for item, dataset in zip(inputs, aligned.datasets):
+        spec = specs[item.name]
+        if dataset.count != spec.bands:
+            raise MamolError(f"{item.path}: {dataset.count} bands, but the model's {item.name} has {spec.bands}; pass the {item.name} raster the model was trained on")
+
+
+def check_names(config: MamolConfig, inputs: list[MapInput]) -> None:
+    if not inputs:
+        raise MamolError(f"no input raster given; the model expects {', '.join(config.model.modality_names)} (e.g. --input {config.model.modality_names[0]}=PATH)")
+    known = config.model.modality_names
+    for item in inputs:
+        if item.name not in known:
+            raise MamolError(f"{item.path}: the model knows no modality {item.name!r}; it expects {', '.join(known)} (use --input NAME=PATH)")
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise MamolError(f"modality given twice among {', '.join(names)}; give each modality once")
+
+
+def block_side(config: MamolConfig, requested: int | None) -> int:
+    if requested is not None:
+        return max(requested, config.model.patch_size)
+    side = int(math.sqrt(BLOCK_BUDGET / 4 / max(config.model.total_bands, 1)))
+    return int(min(1024, max(config.model.patch_size * 4, 64, side)))
+
+
+class BlockReader:
+    """Reads the inputs for a window on the output grid, in the model's band layout: an absent
+    modality (not given, or outside its raster) reads as zeros with no valid pixel. Windows may
+    reach past the raster when the raster is smaller than one tile; that part is invalid too."""
+
+    def __init__(self, config: MamolConfig, inputs: list[MapInput], aligned: AlignedInputs) -> None:
+        self.config, self.aligned = config, aligned
+        given = {item.name: index for index, item in enumerate(inputs)}
+        self.order = [given.get(m.name) for m in config.model.modalities]
+        self.offsets = np.cumsum([0] + [m.bands for m in config.model.modalities])
+        starts = np.cumsum([0] + [aligned.datasets[i].count for i in range(len(inputs))])
+        self.input_bands = [slice(starts[i], starts[i + 1]) for i in range(len(inputs))]
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        grid = self.aligned.grid
+        row0, col0 = int(window.row_off), int(window.col_off)
+        rows = min(int(window.height), grid.height - row0)
+        cols = min(int(window.width), grid.width - col0)
+        data = np.zeros((self.offsets[-1], int(window.height), int(window.width)), np.float32)
+        valid = np.zeros((len(self.order), int(window.height), int(window.width)), bool)
+        block, ok = self.aligned.read(Window(col0, row0, cols, rows))
+        for modality, index in enumerate(self.order):
+            if index is not None:
+                data[self.offsets[modality] : self.offsets[modality + 1], :rows, :cols] = block[self.input_bands[index]]
+                valid[modality, :rows, :cols] = ok[index]
+        normalize(data, valid, self.config.model.modalities)
+        return data, valid
+
+
+def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
+                options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> MapSummary:
+    """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes."""
+    check_names(config, inputs)
+    size = config.model.patch_size
+    stride = options.stride or default_stride(size)
+    predictor = DensePredictor(model, stride, options.batch_size, amp_dtype, options.min_valid)
+    with AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
+        check_inputs(config, inputs, aligned)
+        aligned.check_readable()
+        grid = aligned.grid
+        reader = BlockReader(config, inputs, aligned)
+        row_tiles = tile_starts(max(grid.height, size), size, stride)
+        col_tiles = tile_starts(max(grid.width, size), size, stride)
+        side = block_side(config, options.block_size)
+        blocks = [(r, c) for r in range(0, grid.height, side) for c in range(0, grid.width, side)]
+
+        def touching(starts: np.ndarray, lo: int, hi: int) -> np.ndarray:
+            return starts[(starts < hi) & (starts + size > lo)]
+
+        total = sum(len(touching(row_tiles, r, r + side)) * len(touching(col_tiles, c, c + side)) for r, c in blocks)
+        log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px, stride %d, device %s",
+                 grid.width, grid.height, grid.crs, len(blocks), total, size, stride, device)
+        start = time.perf_counter()
+        bar = counter(total, "mapping", "tile", progress_mode)
+        try:
+            with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
+                for r0, c0 in blocks:
+                    r1, c1 = min(r0 + side, grid.height), min(c0 + side, grid.width)
+                    rows, cols = touching(row_tiles, r0, r1), touching(col_tiles, c0, c1)
+                    read_r0, read_c0 = int(rows[0]), int(cols[0])
+                    window = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
+                    data, valid = reader.read(window)
+                    origins = torch.as_tensor(np.stack(np.meshgrid(rows - read_r0, cols - read_c0, indexing="ij"), -1).reshape(-1, 2))
+                    inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
+                    inside[: grid.height - read_r0, : grid.width - read_c0] = True
+                    result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device), origins,
+                                               on_tiles=bar.update, inside=inside)
+                    crop = (slice(None), slice(r0 - read_r0, r1 - read_r0), slice(c0 - read_c0, c1 - read_c0))
+                    writer.write(Window(c0, r0, c1 - c0, r1 - r0), result.probabilities[crop].cpu().numpy(), result.used[crop].cpu().numpy())
+                writer.commit()
+        finally:
+            bar.close()
+        return MapSummary(grid.width, grid.height, total, time.perf_counter() - start)

@@ -1,0 +1,192 @@
+"""Map outputs: a tiled, compressed uint8 class GeoTIFF with colour table, category names (GDAL
+PAM sidecar) and nodata 0; a QGIS ``.qml`` style; optional probability, confidence and
+availability rasters; a PNG quick-look. Everything is written under temporary names and renamed
+only when the map is complete."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from mamol_core.atomic import atomic_paths
+from mamol_core.config import ClassSpec
+from mamol_core.rasters import Grid
+
+#: Nodata of the class raster (class values are 1..255) and of the percent rasters.
+CLASS_NODATA, PERCENT_NODATA = 0, 255
+
+
+@dataclass
+class OutputPaths:
+    """Where each output goes; ``None`` for optional outputs that were not asked for."""
+
+    classes: Path
+    probabilities: Path | None = None
+    confidence: Path | None = None
+    availability: Path | None = None
+
+    @property
+    def style(self) -> Path:
+        return self.classes.with_suffix(".qml")
+
+    @property
+    def categories(self) -> Path:
+        return self.classes.with_name(self.classes.name + ".aux.xml")
+
+    @property
+    def quicklook(self) -> Path:
+        return self.classes.with_name(self.classes.stem + "_quicklook.png")
+
+    def all(self) -> list[Path]:
+        optional = [p for p in (self.probabilities, self.confidence, self.availability) if p is not None]
+        return [self.classes, self.categories, self.style, self.quicklook, *optional]
+
+
+def hex_rgba(color: str) -> tuple[int, int, int, int]:
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16), 255
+
+
+def qml_style(classes: list[ClassSpec]) -> str:
+    """A QGIS paletted-renderer style with the classes' values, colours and names."""
+    entries = "\n".join(
+        f'        <paletteEntry value="{c.value}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>' for c in classes
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <colorPalette>
+{entries}
+      </colorPalette>
+      <colorramp type="randomcolors" name="[source]"/>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def category_sidecar(classes: list[ClassSpec]) -> str:
+    """GDAL PAM ``.aux.xml`` with band category names (index = pixel value; GeoTIFF has no slot of its own)."""
+    names = [""] * (max(c.value for c in classes) + 1)
+    for c in classes:
+        names[c.value] = c.name
+    items = "\n".join(f"      <Category>{_escape(n)}</Category>" for n in names)
+    return f"""<PAMDataset>
+  <PAMRasterBand band="1">
+    <CategoryNames>
+{items}
+    </CategoryNames>
+  </PAMRasterBand>
+</PAMDataset>
+"""
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def geotiff_profile(grid: Grid, count: int, nodata: int) -> dict:
+    block = 256 if min(grid.width, grid.height) >= 256 else 16 * max(1, min(grid.width, grid.height) // 16)
+    return dict(driver="GTiff", width=grid.width, height=grid.height, count=count, dtype="uint8", crs=grid.crs,
+                transform=grid.transform, nodata=nodata, tiled=True, blockxsize=block, blockysize=block,
+                compress="deflate", predictor=2, BIGTIFF="IF_SAFER")
+
+
+class MapWriter(contextlib.ExitStack):
+    """Opens every output on a temporary name; :meth:`write` stores one block, :meth:`commit`
+    finishes the side files and renames everything into place. Leaving the context without
+    :meth:`commit` (an error, Ctrl-C) deletes all temporaries."""
+
+    def __init__(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
+        super().__init__()
+        self.paths, self.grid, self.classes, self.modality_names = paths, grid, classes, modality_names
+        self.values = np.array([c.value for c in classes], np.uint8)
+        self.temporaries = dict(zip(paths.all(), self.enter_context(atomic_paths(paths.all()))))
+        self.classes_ds = self._open(paths.classes, 1, CLASS_NODATA)
+        self.classes_ds.write_colormap(1, {c.value: hex_rgba(c.color) for c in classes})
+        self.classes_ds.set_band_description(1, "land cover")
+        self.probabilities_ds = self._open(paths.probabilities, len(classes), PERCENT_NODATA)
+        if self.probabilities_ds is not None:
+            for band, c in enumerate(classes, start=1):
+                self.probabilities_ds.set_band_description(band, f"P({c.name}) %")
+        self.confidence_ds = self._open(paths.confidence, 1, PERCENT_NODATA)
+        self.availability_ds = self._open(paths.availability, 1, 0)
+        if self.availability_ds is not None:
+            legend = ", ".join(f"bit {i} ({1 << i}) = {n}" for i, n in enumerate(modality_names))
+            self.availability_ds.set_band_description(1, f"modalities used: {legend}")
+            self.availability_ds.update_tags(1, **{f"bit_{i}": n for i, n in enumerate(modality_names)})
+
+    def _open(self, path: Path | None, count: int, nodata: int):
+        if path is None:
+            return None
+        return self.enter_context(rasterio.open(self.temporaries[path], "w", **geotiff_profile(self.grid, count, nodata)))
+
+    def write(self, window: Window, probabilities: np.ndarray, used: np.ndarray) -> None:
+        """Store one block: ``probabilities`` ``[K, h, w]`` and ``used`` ``[M, h, w]`` (bool)."""
+        predicted = used.any(0)
+        self.classes_ds.write(np.where(predicted, self.values[probabilities.argmax(0)], CLASS_NODATA)[None], window=window)
+        percent = np.rint(probabilities * 100).astype(np.uint8)
+        if self.probabilities_ds is not None:
+            self.probabilities_ds.write(np.where(predicted[None], percent, PERCENT_NODATA), window=window)
+        if self.confidence_ds is not None:
+            self.confidence_ds.write(np.where(predicted, percent.max(0), PERCENT_NODATA)[None], window=window)
+        if self.availability_ds is not None:
+            bits = (used.astype(np.uint8) << np.arange(len(used), dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8)
+            self.availability_ds.write(bits[None], window=window)
+
+    def commit(self) -> None:
+        """Close the rasters, write the style, category names and quick-look, then rename all."""
+        for dataset in (self.classes_ds, self.probabilities_ds, self.confidence_ds, self.availability_ds):
+            if dataset is not None:
+                dataset.close()
+        self.temporaries[self.paths.style].write_text(qml_style(self.classes))
+        self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
+        write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
+        self.close()
+
+
+def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_side: int = 1024) -> None:
+    """A PNG of the class map, decimated to at most ``max_side`` pixels, with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    with rasterio.open(classes_tif) as src:
+        scale = max(src.width, src.height) / max_side
+        shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
+        array = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+    lookup = np.zeros((256, 4))
+    for c in classes:
+        lookup[c.value] = np.array(hex_rgba(c.color)) / 255
+    height, width = array.shape
+    fig_height = max(height / 100, 0.22 * len(classes) + 0.4)
+    fig = plt.figure(figsize=(width / 100 + 2.0, fig_height), dpi=100)
+    ax = fig.add_axes([0.0, (1 - height / 100 / fig_height) / 2, width / 100 / fig.get_figwidth(), height / 100 / fig_height])
+    ax.imshow(array, cmap=ListedColormap(lookup), vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes], loc="center right", fontsize=8, frameon=False)
+    fig.savefig(png, format="png")
+    plt.close(fig)

@@ -1,0 +1,83 @@
+"""Dense tile prediction: edge coverage, blending, per-tile presence masks."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from mamol_core.dense import DensePredictor, tent_window, tile_starts
+from mamol_core.model import build_model
+
+
+@pytest.mark.parametrize("length, size, stride", [(20, 5, 3), (5, 5, 2), (23, 7, 4), (100, 9, 9), (8, 7, 7)])
+def test_tiles_reach_the_last_row_and_column(length, size, stride):
+    starts = tile_starts(length, size, stride)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + size] = True
+    assert covered.all() and starts[0] == 0 and starts[-1] == length - size
+    assert np.all(np.diff(starts) <= stride) and np.all(np.diff(starts) > 0)
+
+
+def test_tent_window_is_positive_and_peaks_in_the_centre():
+    window = tent_window(7)
+    assert window.min() > 0 and window[3, 3] == 1 and window[0, 0] == window.min()
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = build_model(tiny_config(patch=5))
+    for p in m.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.3)
+    return m.eval()
+
+
+def test_single_tile_equals_the_model_output(model):
+    data = torch.randn(5, 5, 5)
+    valid = torch.ones(2, 5, 5, dtype=torch.bool)
+    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
+    expected = torch.softmax(model(data[None], torch.tensor([[True, True]])), 1)[0]
+    torch.testing.assert_close(result.probabilities, expected)
+    assert result.predicted.all()
+
+
+def test_overlapping_tiles_blend_to_a_distribution_and_cover_everything(model):
+    data = torch.randn(5, 13, 17)
+    valid = torch.ones(2, 13, 17, dtype=torch.bool)
+    tiles = []
+    result = DensePredictor(model, stride=2, batch_size=7, amp_dtype=None).predict(data, valid, on_tiles=tiles.append)
+    assert sum(tiles) == len(tile_starts(13, 5, 2)) * len(tile_starts(17, 5, 2))
+    torch.testing.assert_close(result.probabilities.sum(0), torch.ones(13, 17))
+    assert result.predicted.all()
+
+
+def test_presence_follows_valid_share_per_tile(model):
+    data = torch.randn(5, 5, 10)
+    valid = torch.ones(2, 5, 10, dtype=torch.bool)
+    valid[1, :, 5:] = False
+    valid[1, 0, 5] = True
+    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
+    left = torch.softmax(model(data[None, :, :, :5], torch.tensor([[True, True]])), 1)[0]
+    right = torch.softmax(model(data[None, :, :, 5:], torch.tensor([[True, False]])), 1)[0]
+    torch.testing.assert_close(result.probabilities[:, :, :5], left)
+    torch.testing.assert_close(result.probabilities[:, :, 5:], right)
+    assert result.used[1, :, :5].all() and not result.used[1, :, 5:].any()
+
+
+def test_pixels_without_any_modality_get_no_prediction(model):
+    data = torch.randn(5, 5, 10)
+    valid = torch.ones(2, 5, 10, dtype=torch.bool)
+    valid[:, :, 5:] = False
+    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
+    assert result.predicted[:, :5].all() and not result.predicted[:, 5:].any()
+
+
+def test_forced_pattern_overrides_presence(model):
+    data = torch.randn(5, 5, 5)
+    valid = torch.ones(2, 5, 5, dtype=torch.bool)
+    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid, force=torch.tensor([False, True]))
+    expected = torch.softmax(model(data[None], torch.tensor([[False, True]])), 1)[0]
+    torch.testing.assert_close(result.probabilities, expected)
+    assert not result.used[0].any()

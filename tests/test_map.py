@@ -1,0 +1,200 @@
+"""mamol-map end to end on small georeferenced rasters: outputs, alignment, masks, bad input, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from cli import map as map_cli
+from mamol_core.checkpoint import save_model
+from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.evaluate import predict_pixels
+from mamol_core.pipeline import train_on_scene
+from mamol_core.scene import open_scene
+from mamol_core.synthetic import write_raster
+
+import torch
+
+
+@pytest.fixture(scope="module")
+def trained(scene_dir, tmp_path_factory):
+    run = train_on_scene(open_scene(scene_dir), BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), 5,
+                         ProtocolSpec(0.5, "both", 0), TrainSpec(epochs=25, batch_size=64, lr=5e-3),
+                         torch.device("cpu"), None, "none", tokenizer_hidden=32)
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_model(run.model, run.config, path)
+    return run, path
+
+
+def run_map(model, out, *inputs, extra=()):
+    args = ["--model", str(model), "-o", str(out), "--device", "cpu", "--progress", "none", "--quiet", *extra]
+    for name, path in inputs:
+        args += ["--input", f"{name}={path}"]
+    return CliRunner().invoke(map_cli.main, args)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.profile, src
+
+
+def test_map_writes_styled_class_raster_and_side_outputs(trained, scene_dir, tmp_path):
+    _, model = trained
+    out = tmp_path / "landcover.tif"
+    result = run_map(model, out, ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif"),
+                     extra=["--probabilities", "--confidence", "--availability"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src, rasterio.open(scene_dir / "hsi.tif") as ref:
+        assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
+        assert src.dtypes[0] == "uint8" and src.nodata == 0 and src.profile["tiled"] and src.compression.value == "DEFLATE"
+        assert src.colormap(1)[2] == (27, 120, 55, 255)
+        classes = src.read(1)
+    assert set(np.unique(classes)) <= set(range(1, 7)) and classes.min() >= 1
+    assert "<Category>Trees</Category>" in (tmp_path / "landcover.tif.aux.xml").read_text()
+    assert 'label="Buildings"' in (tmp_path / "landcover.qml").read_text()
+    assert (tmp_path / "landcover_quicklook.png").read_bytes()[:4] == b"\x89PNG"
+    probabilities, profile, _ = read(tmp_path / "landcover_probabilities.tif")
+    assert probabilities.shape[0] == 6 and np.abs(probabilities.sum(0).astype(int) - 100).max() <= 3
+    confidence = read(tmp_path / "landcover_confidence.tif")[0][0]
+    assert np.array_equal(confidence, probabilities.max(0))
+    assert np.all(read(tmp_path / "landcover_availability.tif")[0] == 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "landcover.tif", "landcover.tif.aux.xml", "landcover.qml", "landcover_quicklook.png",
+        "landcover_probabilities.tif", "landcover_confidence.tif", "landcover_availability.tif"])
+
+
+def test_dense_map_agrees_with_per_pixel_classification(trained, scene_dir, tmp_path):
+    run, model = trained
+    out = tmp_path / "map.tif"
+    assert run_map(model, out, ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    test = run.prepared.test
+    complete = type(test)(test.rows, test.cols, test.targets, np.ones_like(test.presence))
+    per_pixel = predict_pixels(run.model, run.sampler, complete, 512, None, "none")
+    dense = read(out)[0][0][test.rows + run.prepared.window.row_off, test.cols + run.prepared.window.col_off] - 1
+    assert (dense == per_pixel).mean() > 0.9
+
+
+def test_one_modality_is_enough(trained, scene_dir, tmp_path):
+    _, model = trained
+    out = tmp_path / "dsm_only.tif"
+    assert run_map(model, out, ("dsm", scene_dir / "dsm.tif"), extra=["--availability"]).exit_code == 0
+    assert (read(out)[0] > 0).all()
+    assert np.all(read(tmp_path / "dsm_only_availability.tif")[0] == 1)
+
+
+def test_mixed_resolutions_and_crs_align_on_the_finest_grid(trained, scene_dir, tmp_path):
+    _, model = trained
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube, transform, crs = src.read(), src.transform, src.crs
+    coarse = cube.reshape(cube.shape[0], 20, 2, 20, 2).mean((2, 4))
+    write_raster(tmp_path / "hsi_4m.tif", coarse, transform @ Affine.scale(2))
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dst_transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+        dsm = np.zeros((1, height, width), np.float32)
+        reproject(src.read(), dsm, src_transform=src.transform, src_crs=src.crs, dst_transform=dst_transform,
+                  dst_crs="EPSG:3857", resampling=Resampling.bilinear, dst_nodata=np.nan)
+    with rasterio.open(tmp_path / "dsm_3857.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                       crs="EPSG:3857", transform=dst_transform, nodata=np.nan) as dst:
+        dst.write(dsm)
+    out = tmp_path / "mixed.tif"
+    result = run_map(model, out, ("hsi", tmp_path / "hsi_4m.tif"), ("dsm", tmp_path / "dsm_3857.tif"),
+                     extra=["--reference", str(tmp_path / "hsi_4m.tif"), "--availability"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        assert src.crs == crs and src.res == (4.0, 4.0)
+        assert abs(src.bounds.left - transform.c) < 4.01 and abs(src.bounds.top - transform.f) < 4.01
+    availability = read(tmp_path / "mixed_availability.tif")[0][0]
+    assert (availability == 3).mean() > 0.8
+    default = tmp_path / "finest.tif"
+    assert run_map(model, default, ("hsi", tmp_path / "hsi_4m.tif"), ("dsm", tmp_path / "dsm_3857.tif")).exit_code == 0
+    with rasterio.open(default) as src:
+        assert src.crs.to_epsg() == 3857 and src.res[0] < 4.0
+
+
+def test_partial_coverage_uses_what_is_there_and_leaves_nodata_where_nothing_is(trained, scene_dir, tmp_path):
+    _, model = trained
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube, transform = src.read(), src.transform
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dsm = src.read()
+    write_raster(tmp_path / "hsi_left.tif", cube[:, :, :20], transform)
+    write_raster(tmp_path / "dsm_top.tif", dsm[:, :20, :], transform)
+    out = tmp_path / "partial.tif"
+    result = run_map(model, out, ("hsi", tmp_path / "hsi_left.tif"), ("dsm", tmp_path / "dsm_top.tif"), extra=["--availability"])
+    assert result.exit_code == 0, result.output
+    classes = read(out)[0][0]
+    availability = read(tmp_path / "partial_availability.tif")[0][0]
+    assert classes.shape == (40, 40)
+    assert (classes[20:, 20:] == 0).all() and (availability[20:, 20:] == 0).all()
+    assert (classes[:18, :18] > 0).all() and (availability[:18, :18] == 3).all()
+    assert (availability[24:, :16] == 2).all() and (availability[:16, 24:] == 1).all()
+
+
+def test_raster_smaller_than_a_tile(trained, scene_dir, tmp_path):
+    _, model = trained
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        write_raster(tmp_path / "tiny.tif", src.read()[:, :3, :4], src.transform)
+    out = tmp_path / "tiny_map.tif"
+    assert run_map(model, out, ("dsm", tmp_path / "tiny.tif")).exit_code == 0
+    assert read(out)[0].shape == (1, 3, 4) and (read(out)[0] > 0).all()
+
+
+def expect_error(result, message, folder, before):
+    assert result.exit_code == 1, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(folder.iterdir()) == before
+
+
+def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp_path):
+    _, model = trained
+    out = tmp_path / "out.tif"
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube, transform = src.read(), src.transform
+    write_raster(tmp_path / "hsi5.tif", cube[:5], transform)
+    write_raster(tmp_path / "far.tif", cube, transform @ Affine.translation(1000, 0))
+    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=40, height=40, count=8, dtype="float32",
+                       transform=transform) as dst:
+        dst.write(cube)
+    data = (scene_dir / "hsi.tif").read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(data[: len(data) // 2])
+    (tmp_path / "fake_model.safetensors").write_bytes(b"not a model at all")
+    before = sorted(tmp_path.iterdir())
+    hsi, dsm = ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")
+    expect_error(run_map(model, out, ("hsi", tmp_path / "hsi5.tif")), "hsi5.tif: 5 bands, but the model's hsi has 8", tmp_path, before)
+    expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi", tmp_path, before)
+    expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "does not overlap", tmp_path, before)
+    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; pass --assume-crs", tmp_path, before)
+    expect_error(run_map(model, out, ("hsi", tmp_path / "truncated.tif")), "truncated.tif: ", tmp_path, before)
+    expect_error(run_map(model, tmp_path / "missing" / "o.tif", hsi), "does not exist; create it", tmp_path, before)
+    expect_error(run_map(tmp_path / "fake_model.safetensors", out, hsi), "not a mamol model", tmp_path, before)
+    expect_error(run_map(model, out), "no input raster given; the model expects dsm, hsi", tmp_path, before)
+    assert run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:32632"]).exit_code == 0
+
+
+def test_ctrl_c_leaves_no_partial_output(trained, tmp_path):
+    _, model = trained
+    rng = np.random.default_rng(0)
+    transform = Affine(2, 0, 664000, 0, -2, 5104000)
+    write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), transform)
+    out = tmp_path / "map.tif"
+    command = [sys.executable, "-m", "cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
+               "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    first = json.loads(process.stdout.readline())
+    assert first["stage"] == "mapping" and first["done"] < first["total"]
+    process.send_signal(signal.SIGINT)
+    start = time.perf_counter()
+    _, stderr = process.communicate(timeout=30)
+    assert time.perf_counter() - start < 5
+    assert process.returncode == 130 and "interrupted: nothing was written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
