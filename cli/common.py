@@ -19,6 +19,19 @@ def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
+def embedding() -> dict:
+    """Settings of a caller that runs a command in its own process (the QGIS plugin):
+    ``main.main(args, standalone_mode=False, obj={"progress": sink, "raise": True})``. ``progress``
+    receives every progress record; ``raise`` lets errors propagate instead of exiting."""
+    context = click.get_current_context(silent=True)
+    return context.obj if context is not None and isinstance(context.obj, dict) else {}
+
+
+def progress_sink(progress_mode: str):
+    """The progress mode to use: the embedding caller's sink when there is one."""
+    return embedding().get("progress", progress_mode)
+
+
 def handle_errors(command: Callable) -> Callable:
     """Turn :class:`MamolError` into ``error: ...`` on one line (exit 1) and Ctrl-C into exit 130."""
 
@@ -27,9 +40,13 @@ def handle_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except MamolError as exc:
+            if embedding().get("raise"):
+                raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
+            if embedding().get("raise"):
+                raise
             click.echo("interrupted: nothing was written", err=True)
             sys.exit(130)
 

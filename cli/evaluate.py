@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.config import ProtocolSpec
 
 
@@ -18,14 +18,18 @@ from mamol_core.config import ProtocolSpec
 @click.option("--label-field", help="Class field of vector labels.")
 @click.option("--missing-rate", type=float, help="Override the model's test missing rate.")
 @click.option("--missing", help="Override the model's missing condition (both, subsets or a modality name).")
+@click.option("--mode", type=click.Choice(["pixel", "dense"]), default="pixel", show_default=True,
+              help="pixel: a patch centred on each test pixel; dense: blended tiles as mamol-map predicts.")
+@click.option("--stride", type=int, help="Tile step of --mode dense; default: half the tile.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.eval next to the model.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
-def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, output, device, precision, progress_mode, quiet):
+def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, mode, stride, output, device, precision, progress_mode, quiet):
     """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override)."""
     setup_logging(quiet)
+    progress_mode = progress_sink(progress_mode)
     from mamol_core.checkpoint import load_model
     from mamol_core.modelfile import read_config
     from mamol_core.device import autocast_dtype, resolve_device
@@ -41,9 +45,9 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
                             config.protocol.missing if missing is None else missing, config.protocol.seed)
     model, config = load_model(model_path, compute)
     evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
-                                         progress_mode=progress_mode)
+                                         progress_mode=progress_mode, mode=mode, stride=stride)
     folder = output or model_path.with_suffix(".eval")
-    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "device": str(compute)})
+    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "device": str(compute), "mode": mode})
     for name, summary in evaluation.summaries.items():
         log.info("%-28s OA %6.2f  kappa %6.2f  AA %6.2f  (n=%d)", name, summary["oa"], summary["kappa"], summary["aa"], summary["samples"])
     log.info("report written to %s", folder)

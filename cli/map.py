@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
 
 ALIASES = ("hsi", "lidar", "sar")
 
@@ -47,6 +47,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
          stride, batch_size, block_size, min_valid, device, precision, progress_mode, quiet):
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
+    progress_mode = progress_sink(progress_mode)
     from mamol_core.align import MapInput
     from mamol_core.atomic import check_writable
     from mamol_core.checkpoint import load_model

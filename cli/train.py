@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, quiet_option, setup_logging
+from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.atomic import check_writable
 from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
 
@@ -45,6 +45,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
          report, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
+    progress_mode = progress_sink(progress_mode)
     from mamol_core.checkpoint import save_model
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.pipeline import evaluate_run, train_on_scene

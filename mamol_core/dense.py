@@ -10,6 +10,7 @@ valid in no modality get no prediction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,11 @@ from mamol_core.model import MaMOLClassifier
 
 #: Default share of valid pixels a modality needs in a tile to count as present there.
 MIN_VALID = 0.5
+
+
+def default_stride(patch_size: int) -> int:
+    """Tile step used unless one is given: half the tile, rounded up."""
+    return max(1, math.ceil(patch_size / 2))
 
 
 def tile_starts(length: int, size: int, stride: int) -> np.ndarray:

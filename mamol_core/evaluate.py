@@ -60,3 +60,41 @@ def evaluate_predictions(pixels: PixelSet, predicted: np.ndarray, class_names: l
         chosen = inverse.reshape(-1) == index
         result.matrices[pattern_name(pattern, modality_names)] = confusion_matrix(pixels.targets[chosen], predicted[chosen], count)
     return result
+
+
+def tiles_touching(mark: torch.Tensor, origins: torch.Tensor, size: int) -> torch.Tensor:
+    """Origins ``[N, 2]`` of the tiles that contain at least one marked pixel (integral image)."""
+    integral = torch.nn.functional.pad(mark.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    r, c = origins[:, 0], origins[:, 1]
+    counts = integral[r + size, c + size] - integral[r, c + size] - integral[r + size, c] + integral[r, c]
+    return origins[counts > 0]
+
+
+@torch.inference_mode()
+def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torch.Tensor, pixels: PixelSet, stride: int,
+                         batch_size: int, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> np.ndarray:
+    """Class index of each pixel from blended dense tiles, one pass per presence pattern over the
+    tiles that hold pixels of that pattern (the pattern is forced on every tile)."""
+    from mamol_core.dense import DensePredictor
+    from mamol_core.progress import counter
+
+    predictor = DensePredictor(model, stride, batch_size, amp_dtype)
+    patterns, inverse = np.unique(pixels.presence, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    all_origins = predictor.origins(*data.shape[1:]).to(data.device)
+    jobs = []
+    for index, pattern in enumerate(patterns):
+        chosen = inverse == index
+        mark = torch.zeros(data.shape[1:], dtype=torch.bool, device=data.device)
+        mark[torch.as_tensor(pixels.rows[chosen]), torch.as_tensor(pixels.cols[chosen])] = True
+        jobs.append((chosen, torch.as_tensor(pattern), tiles_touching(mark, all_origins, predictor.size)))
+    predicted = np.zeros(len(pixels), np.int64)
+    bar = counter(sum(len(o) for _, _, o in jobs), "evaluating (dense)", "tile", progress_mode)
+    try:
+        for chosen, pattern, origins in jobs:
+            result = predictor.predict(data, valid, origins, force=pattern, on_tiles=bar.update)
+            rows, cols = torch.as_tensor(pixels.rows[chosen]), torch.as_tensor(pixels.cols[chosen])
+            predicted[chosen] = result.probabilities[:, rows, cols].argmax(0).cpu().numpy()
+    finally:
+        bar.close()
+    return predicted

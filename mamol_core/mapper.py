@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from mamol_core.align import AlignedInputs, MapInput
 from mamol_core.config import MamolConfig
-from mamol_core.dense import MIN_VALID, DensePredictor, tile_starts
+from mamol_core.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier
 from mamol_core.outputs import MapWriter, OutputPaths
@@ -59,10 +59,6 @@ class MapSummary:
     @property
     def megapixels_per_second(self) -> float:
         return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
-
-
-def default_stride(patch_size: int) -> int:
-    return max(1, math.ceil(patch_size / 2))
 
 
 def check_inputs(config: MamolConfig, inputs: list[MapInput], aligned: AlignedInputs) -> None:

@@ -11,7 +11,8 @@ import torch
 from mamol_core.backbones import resolve_backbone
 from mamol_core.config import BackboneSpec, ExpertSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
-from mamol_core.evaluate import Evaluation, evaluate_predictions, predict_pixels
+from mamol_core.dense import default_stride
+from mamol_core.evaluate import Evaluation, evaluate_predictions, predict_pixels, predict_pixels_dense
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.patches import PatchSampler
 from mamol_core.samples import PreparedScene, prepare_scene
@@ -85,14 +86,26 @@ def order_scene_for_model(scene: Scene, config: MamolConfig, source: str) -> Sce
     return replace(scene, modalities=ordered)
 
 
+def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: str, stride: int | None,
+                        amp_dtype: torch.dtype | None, batch_size: int, progress_mode: str, device: torch.device):
+    """Predictions for the test pixels: ``pixel`` (a patch centred on each) or ``dense`` (blended tiles)."""
+    if mode == "pixel":
+        sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), model.config.patch_size)
+        return predict_pixels(model, sampler, prepared.test, batch_size, amp_dtype, progress_mode)
+    if mode == "dense":
+        return predict_pixels_dense(model, torch.from_numpy(prepared.data).to(device), torch.from_numpy(prepared.valid).to(device),
+                                    prepared.test, stride or default_stride(model.config.patch_size), batch_size, amp_dtype,
+                                    progress_mode)
+    raise MamolError(f"--mode {mode}: use pixel or dense")
+
+
 def evaluate_model_on_scene(model: MaMOLClassifier, config: MamolConfig, scene: Scene, protocol: ProtocolSpec,
                             device: torch.device, amp_dtype: torch.dtype | None, batch_size: int = 256,
-                            progress_mode: str = "bar") -> Evaluation:
+                            progress_mode: str = "bar", mode: str = "pixel", stride: int | None = None) -> Evaluation:
     """Evaluate a saved model on a scene's test labels with the model's own normalisation."""
     scene = order_scene_for_model(scene, config, "the scene")
     if scene.test_labels is None or not (scene.test_labels > 0).any():
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --labels")
     prepared, _ = prepare_scene(scene, protocol, margin=config.model.patch_size, specs=config.model.modalities)
-    sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), config.model.patch_size)
-    predicted = predict_pixels(model, sampler, prepared.test, batch_size, amp_dtype, progress_mode)
+    predicted = predict_test_pixels(model, prepared, mode, stride, amp_dtype, batch_size, progress_mode, device)
     return evaluate_predictions(prepared.test, predicted, [c.name for c in config.model.classes], config.model.modality_names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar, Union
 
 from tqdm import tqdm
 
@@ -14,13 +14,20 @@ T = TypeVar("T")
 #: How progress is shown: ``bar`` (tqdm on stderr), ``json`` (lines on stdout) or ``none``.
 MODES = ("bar", "json", "none")
 
+#: A mode name, or a function that receives each progress record (a dict) and may raise to stop the work.
+Mode = Union[str, Callable[[dict], None]]
 
-class JsonProgress:
-    """A tqdm-like counter that prints ``{"stage", "done", "total", "percent", "rate", "unit", "eta_s"}``
-    lines on stdout, at most every ``interval`` seconds and once at the end."""
 
-    def __init__(self, total: int, desc: str, unit: str, interval: float = 0.5) -> None:
-        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+def print_json(record: dict) -> None:
+    print(json.dumps(record), file=sys.stdout, flush=True)
+
+
+class RecordProgress:
+    """A tqdm-like counter that hands ``{"stage", "done", "total", "percent", "rate", "unit", "eta_s"}``
+    records to ``sink`` at most every ``interval`` seconds and once at the end."""
+
+    def __init__(self, total: int, desc: str, unit: str, sink: Callable[[dict], None], interval: float = 0.5) -> None:
+        self.total, self.desc, self.unit, self.sink, self.interval = total, desc, unit, sink, interval
         self.done, self.postfix = 0, {}
         self.start = self.last = time.perf_counter()
 
@@ -36,16 +43,18 @@ class JsonProgress:
             record = {"stage": self.desc, "done": self.done, "total": self.total,
                       "percent": round(100 * self.done / max(self.total, 1), 1), "rate": round(rate, 3), "unit": self.unit,
                       "eta_s": round((self.total - self.done) / rate, 1) if rate > 0 else None, **self.postfix}
-            print(json.dumps(record), file=sys.stdout, flush=True)
+            self.sink(record)
 
     def close(self) -> None:
         """Nothing to release; present so both kinds of counter are used alike."""
 
 
-def counter(total: int, desc: str, unit: str, mode: str = "bar"):
-    """A progress counter with ``update(n)``, ``set_postfix(**kv)`` and ``close()`` in ``mode``."""
+def counter(total: int, desc: str, unit: str, mode: Mode = "bar"):
+    """A progress counter with ``update(n)``, ``set_postfix(**kv)`` and ``close()`` shown as ``mode``."""
+    if callable(mode):
+        return RecordProgress(total, desc, unit, mode)
     if mode == "json":
-        return JsonProgress(total, desc, unit)
+        return RecordProgress(total, desc, unit, print_json)
     return tqdm(total=total, desc=desc, unit=unit, disable=mode == "none", file=sys.stderr, dynamic_ncols=True)
 
 
@@ -65,6 +74,6 @@ class _Counted:
             self.bar.close()
 
 
-def progress(iterable: Iterable[T], total: int, desc: str, unit: str, mode: str = "bar") -> _Counted:
+def progress(iterable: Iterable[T], total: int, desc: str, unit: str, mode: Mode = "bar") -> _Counted:
     """Wrap ``iterable`` so that each item advances a counter shown as ``mode`` asks."""
     return _Counted(iterable, counter(total, desc, unit, mode))

@@ -111,12 +111,14 @@ def write_class_table(path: Path) -> None:
 
 def write_scene(folder: Path, height: int, width: int, bands: int = 16, fields: int = 40, per_field: int = 8,
                 seed: int = 0, vector: bool = False) -> SyntheticScene:
-    """Write ``hsi.tif``, ``dsm.tif``, label rasters, ``classes.json`` (and vector ground truth) to ``folder``."""
+    """Write ``hsi.tif`` (uint16 reflectance x 10000, nodata 0), ``dsm.tif`` (float32 metres), label
+    rasters, ``classes.json`` (and vector ground truth) to ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scene = generate(height, width, bands, fields, seed)
     train, test = split_labels(scene, per_field, seed)
-    write_raster(folder / "hsi.tif", scene.cube, scene.transform)
+    reflectance = np.clip(np.rint(scene.cube * 10000), 1, 65535).astype(np.uint16)
+    write_raster(folder / "hsi.tif", reflectance, scene.transform, nodata=0)
     write_raster(folder / "dsm.tif", scene.dsm, scene.transform)
     write_raster(folder / "train_labels.tif", train, scene.transform, nodata=0)
     write_raster(folder / "test_labels.tif", test, scene.transform, nodata=0)

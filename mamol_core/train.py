@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from mamol_core.config import TrainSpec
 from mamol_core.model import MaMOLClassifier
 from mamol_core.patches import DIHEDRAL, PatchSampler
-from mamol_core.progress import progress
+from mamol_core.progress import counter
 from mamol_core.samples import PixelSet
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     size = sampler.size
     history = []
     model.train()
-    bar = progress(range(spec.epochs), spec.epochs, "training", "epoch", progress_mode)
-    for _ in bar:
+    bar = counter(spec.epochs * steps_per_epoch, "training", "step", progress_mode)
+    for epoch in range(spec.epochs):
         order = torch.randperm(len(pixels), generator=generator).to(device)
         total = 0.0
         for batch in order.split(spec.batch_size):
@@ -91,7 +91,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
             optimizer.step()
             scheduler.step()
             total += loss.item() * count
+            bar.update(1)
         history.append(total / len(pixels))
-        bar.set_postfix(loss=round(history[-1], 4))
+        bar.set_postfix(epoch=epoch + 1, loss=round(history[-1], 4))
+    bar.close()
     model.eval()
     return history

@@ -34,6 +34,12 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == {"overall", "complete", "missing hsi"}
+    dense = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "dense"),
+                                               "--mode", "dense", "--device", "cpu", "--progress", "none", "--quiet"])
+    assert dense.exit_code == 0, dense.output
+    dense_metrics = json.loads((tmp_path / "dense" / "metrics.json").read_text())
+    assert dense_metrics["context"]["mode"] == "dense"
+    assert dense_metrics["results"]["overall"]["samples"] == metrics["results"]["overall"]["samples"]
     described = CliRunner().invoke(info.main, [str(model_file)])
     assert "dsm (1 bands), hsi (8 bands)" in described.output
     config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)

@@ -82,3 +82,15 @@ def test_warmup_then_linear_decay():
     factor = warmup_linear(100, 0.1)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5) and factor(100) == 0.0
+
+
+def test_dense_evaluation_agrees_with_per_pixel(trained):
+    from mamol_core.evaluate import predict_pixels_dense
+
+    prepared = trained.prepared
+    per_pixel = predict_pixels(trained.model, trained.sampler, prepared.test, 512, None, "none")
+    dense = predict_pixels_dense(trained.model, torch.from_numpy(prepared.data), torch.from_numpy(prepared.valid),
+                                 prepared.test, 3, 64, None, "none")
+    assert (dense == per_pixel).mean() > 0.9
+    truth = prepared.test.targets
+    assert abs((dense == truth).mean() - (per_pixel == truth).mean()) < 0.05

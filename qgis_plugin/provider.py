@@ -1,0 +1,46 @@
+"""The MaMOL Processing provider: the training algorithm and one mapping algorithm per known model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from . import settings
+from .algorithms import ICON, MapLandCover, TrainModel
+from .environment import CommandFailed, MamolNotFound, model_info
+
+
+class MamolProvider(QgsProcessingProvider):
+    """Provider ``mamol``: ``mamol:train`` and ``mamol:map_<model>_<hash>`` for every known model file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._info_cache: dict[tuple[str, float], dict] = {}
+
+    def id(self) -> str:
+        return "mamol"
+
+    def name(self) -> str:
+        return "MaMOL"
+
+    def longName(self) -> str:  # noqa: N802
+        return "MaMOL land-cover mapping from any subset of sensors"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def info(self, model: str) -> dict:
+        key = (model, Path(model).stat().st_mtime)
+        if key not in self._info_cache:
+            self._info_cache[key] = model_info(model, settings.bin_dir())
+        return self._info_cache[key]
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        self.addAlgorithm(TrainModel())
+        for model in settings.known_models():
+            try:
+                self.addAlgorithm(MapLandCover(model, self.info(model)))
+            except (CommandFailed, MamolNotFound, OSError, KeyError, ValueError) as exc:
+                QgsMessageLog.logMessage(f"{model}: skipped ({exc})", "MaMOL", Qgis.Warning)

