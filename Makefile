@@ -1,25 +1,43 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both start from a fresh clone.
+# The README's two set-up commands are `make demo` and `make test`; both work from a fresh clone.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+QGIS_PACKAGES = python3-qgis qgis-providers qgis
 
-.PHONY: demo test install sample clean
+.PHONY: demo test install qgis plugin sample screenshot clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
-test: install
+# Real QGIS for the plugin tests (Debian's packages; headless).
+qgis:
+	@dpkg -s $(QGIS_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(QGIS_PACKAGES) >/dev/null; }
+
+test: install qgis
 	$(BIN)/pytest -q
 
 demo: install
-	$(BIN)/python scripts/make_sample_data.py sample_data/scene
-	$(BIN)/mamol-train --scene sample_data/scene --backbone tiny --patch-size 7 --epochs 30 --missing-rate 0.5 \
-	    --device auto -o sample_data/demo_model.safetensors
+	$(BIN)/mamol-map --model sample_data/sample_model.safetensors \
+	    --hsi sample_data/hsi.tif --lidar sample_data/dsm.tif -o sample_data/landcover.tif --availability
+	@echo "map: sample_data/landcover.tif; picture: sample_data/landcover_quicklook.png"
+
+plugin: install
+	$(BIN)/python scripts/build_plugin.py dist
+
+# Regenerate the bundled sample (scene and model) and the README's dialog screenshot.
+sample: install
+	$(BIN)/python scripts/make_sample_data.py sample_data
+
+screenshot: install qgis
+	$(BIN)/python scripts/qgis_screenshot.py docs/qgis_map_dialog.png
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) dist

@@ -28,7 +28,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank of every expert.")
 @click.option("--dynamic-experts", type=int, default=2, show_default=True)
 @click.option("--top-k", type=int, default=1, show_default=True)
-@click.option("--patch-size", type=int, default=9, show_default=True, help="Patch side in pixels (one token per pixel per modality).")
+@click.option("--patch-size", type=int, default=11, show_default=True, help="Patch side in pixels (one token per pixel per modality).")
 @click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)

@@ -68,7 +68,7 @@ class ModelConfig:
     classes: list[ClassSpec]
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     experts: ExpertSpec = field(default_factory=ExpertSpec)
-    patch_size: int = 9
+    patch_size: int = 11
     tokenizer_hidden: int = 256
 
     @property
@@ -93,7 +93,7 @@ class ProtocolSpec:
 class TrainSpec:
     """Optimisation settings; defaults follow the paper (Adam, lr 2e-3, wd 2e-2, 10% warm-up, batch 128)."""
 
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 2e-2

@@ -10,12 +10,14 @@ from qgis.core import QgsSettings
 KEY = "mamol"
 #: Extra model files or folders for the provider, separated by os.pathsep (handy for qgis_process).
 MODELS_ENV = "MAMOL_QGIS_MODELS"
+#: Folder of the mamol executables when the plugin setting is empty (handy for qgis_process).
+BIN_ENV = "MAMOL_BIN_DIR"
 
 
 def bin_dir() -> str | None:
-    """Folder of the configured mamol executables; None means: look on PATH."""
+    """Folder of the configured mamol executables (setting, else $MAMOL_BIN_DIR); None means: look on PATH."""
     value = QgsSettings().value(f"{KEY}/bin_dir", "", type=str)
-    return value or None
+    return value or os.environ.get(BIN_ENV) or None
 
 
 def set_bin_dir(folder: str | None) -> None:

@@ -1,0 +1,176 @@
+"""Benchmark grids: scene x missing rate x condition x method x seed, resumable, one CSV row per cell."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mamol_core import __version__
+from mamol_core.checkpoint import save_model
+from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.errors import MamolError
+from mamol_core.evaluate import evaluate_predictions
+from mamol_core.pipeline import predict_test_pixels, train_on_scene
+from mamol_core.scene import Scene
+
+log = logging.getLogger(__name__)
+
+#: Method name -> the expert configuration it trains (MaMOL and the paper's Table 5 ablations).
+METHODS: dict[str, ExpertSpec] = {
+    "mamol": ExpertSpec(),
+    "baseline": ExpertSpec(num_layers=0),
+    "no_dynamic": ExpertSpec(num_dynamic=0),
+    "no_static": ExpertSpec(shared=False, modality=False),
+    "no_modality": ExpertSpec(modality=False),
+}
+
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "epochs", "trainable_params",
+          "oa", "kappa", "aa", "per_pattern_oa", "train_s", "eval_s", "eval_mode", "device", "hardware", "mamol_version"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark cell."""
+
+    scene: str
+    missing_rate: float
+    condition: str
+    method: str
+    seed: int
+
+    def key(self) -> tuple:
+        return (self.scene, f"{self.missing_rate:g}", self.condition, self.method, str(self.seed))
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "CPU"
+    return f"{model} ({os.cpu_count()} threads)"
+
+
+def finished(results: Path) -> set[tuple]:
+    if not results.is_file():
+        return set()
+    with open(results, newline="") as handle:
+        return {(r["scene"], f"{float(r['missing_rate']):g}", r["condition"], r["method"], r["seed"]) for r in csv.DictReader(handle)}
+
+
+def append_row(results: Path, row: dict) -> None:
+    new = not results.is_file()
+    with open(results, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def run_cell(cell: Cell, scene: Scene, backbone: BackboneSpec, patch_size: int, train: TrainSpec, device: torch.device,
+             amp_dtype: torch.dtype | None, eval_mode: str, progress_mode: str, model_dir: Path | None) -> dict:
+    """Train and evaluate one cell; returns its CSV row."""
+    if cell.method not in METHODS:
+        raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
+    protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
+    run = train_on_scene(scene, backbone, dataclasses.replace(METHODS[cell.method]), patch_size, protocol,
+                         dataclasses.replace(train, seed=cell.seed), device, amp_dtype, progress_mode)
+    if run.prepared.test is None:
+        raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
+    start = time.perf_counter()
+    predicted = predict_test_pixels(run.model, run.prepared, eval_mode, None, amp_dtype, 256, progress_mode, device)
+    evaluation = evaluate_predictions(run.prepared.test, predicted, [c.name for c in scene.classes], scene.names)
+    eval_seconds = time.perf_counter() - start
+    if model_dir is not None:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        save_model(run.model, run.config, model_dir / f"{cell.scene}_{cell.method}_{cell.condition}_{cell.missing_rate:g}_s{cell.seed}.safetensors")
+    summaries = evaluation.summaries
+    overall = summaries.pop("overall")
+    return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
+            "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": patch_size, "epochs": train.epochs,
+            "trainable_params": run.model.trainable_parameters(), "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
+            "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
+            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "eval_mode": eval_mode, "device": str(device),
+            "hardware": hardware_name(device), "mamol_version": __version__}
+
+
+def run_grid(cells: list[Cell], scene: Scene, results: Path, **options) -> None:
+    """Run every cell not yet in ``results`` (resumable: finished cells are skipped)."""
+    done = finished(results)
+    todo = [c for c in cells if c.key() not in done]
+    log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
+    for index, cell in enumerate(todo, start=1):
+        log.info("[%d/%d] %s", index, len(todo), cell)
+        append_row(results, run_cell(cell, scene, **options))
+
+
+#: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
+PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
+                   paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None) -> str:
+    """One row per missing rate x condition: each method's OA/Kappa (mean over seeds, with the
+    seed count), the anchor's and, where given, the paper's MaMOL numbers; then training time."""
+    rows = read_rows(results)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cells = list(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows))
+    to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
+    anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
+               if a["dataset"] == anchor_dataset} if anchor else {}
+    papers = {(f"{int(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in read_rows(paper)
+              if p["dataset"] == paper_dataset} if paper else {}
+    header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods]]
+    if anchors:
+        header += ["anchor OA / κ", "best − anchor (OA)"]
+    if papers:
+        header += ["paper MaMOL OA / κ"]
+    header += ["train s / cell", "eval s / cell"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rate, condition in cells:
+        chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
+        line = [f"{float(rate):.0%}", condition]
+        best = None
+        for method in methods:
+            runs = [r for r in chosen if r["method"] == method]
+            if not runs:
+                line.append("")
+                continue
+            oa = sum(float(r["oa"]) for r in runs) / len(runs)
+            kappa = sum(float(r["kappa"]) for r in runs) / len(runs)
+            best = oa if best is None else max(best, oa)
+            line.append(f"{oa:.2f} / {kappa:.2f}" + (f" (n={len(runs)})" if len(runs) > 1 else ""))
+        if anchors:
+            a = anchors.get((rate, to_anchor.get(condition, condition)))
+            line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
+        if papers:
+            p = papers.get((rate, to_paper.get(condition, condition), "MaMOL"))
+            line.append(f"{float(p['oa']):.2f} / {float(p['kappa']):.2f}" if p else "")
+        line += [f"{sum(float(r['train_s']) for r in chosen) / len(chosen):.0f}", f"{sum(float(r['eval_s']) for r in chosen) / len(chosen):.0f}"]
+        lines.append("| " + " | ".join(line) + " |")
+    devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
+    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, {r['epochs']} epochs, {r['eval_mode']} evaluation" for r in rows})
+    return "\n".join(lines) + f"\n\nDevice: {'; '.join(devices)}. Setup: {'; '.join(backbones)}.\n"
