@@ -24,13 +24,25 @@ from mamol_core.scene import Scene
 
 log = logging.getLogger(__name__)
 
-#: Method name -> the expert configuration it trains (MaMOL and the paper's Table 5 ablations).
+#: Method name -> the configuration it trains: MaMOL, the paper's baselines (Table 1), the ablations
+#: (Table 5: baseline = no experts) and expert placements (Table 4: blocks x dynamic experts; the
+#: paper's "head 6x2" is mamol_first6, "last 6x2" is mamol; on a 6-block backbone first6 = last6,
+#: so mamol_first3 / mamol_last3 compare halves there).
 METHODS: dict[str, ExpertSpec] = {
     "mamol": ExpertSpec(),
     "baseline": ExpertSpec(num_layers=0),
     "no_dynamic": ExpertSpec(num_dynamic=0),
     "no_static": ExpertSpec(shared=False, modality=False),
     "no_modality": ExpertSpec(modality=False),
+    "moe_ada": ExpertSpec(method="moe_ada", num_dynamic=4, top_k=2),
+    "moe_task": ExpertSpec(method="moe_task", num_dynamic=4, top_k=2),
+    "moe_rep": ExpertSpec(method="moe_rep", num_dynamic=2, top_k=1),
+    "mmp": ExpertSpec(method="mmp", placement="first", num_layers=6, prompt_length=16),
+    "dcp": ExpertSpec(method="dcp", placement="first", num_layers=6, prompt_length=36),
+    "mamol_first6": ExpertSpec(placement="first", num_layers=6),
+    "mamol_first3": ExpertSpec(placement="first", num_layers=3),
+    "mamol_last3": ExpertSpec(placement="last", num_layers=3),
+    "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "epochs", "trainable_params",

@@ -43,8 +43,9 @@ class BackboneSpec:
 class ExpertSpec:
     """Where expert layers go and how they are shaped.
 
-    ``method`` names the adapter family (``mamol`` by default); ``placement`` is ``last`` or
-    ``first`` and ``num_layers`` how many blocks receive experts.
+    ``method`` names the family (``mamol``, ``moe_ada``, ``moe_task``, ``moe_rep``, ``mmp``, ``dcp``);
+    ``placement`` is ``last`` or ``first`` and ``num_layers`` how many blocks receive them. For the
+    MoE baselines ``num_dynamic``/``top_k`` size the routed pool; prompts have ``prompt_length`` tokens.
     """
 
     method: str = "mamol"
@@ -58,6 +59,7 @@ class ExpertSpec:
     modality: bool = True
     pattern_embed_dim: int = 32
     router_hidden: int = 64
+    prompt_length: int = 16
 
 
 @dataclass

@@ -67,7 +67,7 @@ class MaMOLClassifier(nn.Module):
         self.modality_type = nn.Parameter(torch.randn(count, width) * 0.02)
         self.backbone = backbone
         self.routing = RoutingContext()
-        self.expert_layers = attach_experts(backbone, count, config.experts, self.routing)
+        self.expert_layers, self.prompt_tokens = attach_experts(backbone, count, config.experts, self.routing)
         self.head = nn.Sequential(nn.LayerNorm(count * width), nn.Linear(count * width, len(config.classes)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ class MaMOLClassifier(nn.Module):
         finally:
             self.routing.mask = None
         count = len(self.tokenizers)
-        features = features.unflatten(1, (count, size * size)) * present[:, :, None, None].to(features.dtype)
+        features = features[:, self.prompt_tokens :].unflatten(1, (count, size * size)) * present[:, :, None, None].to(features.dtype)
         features = features.permute(0, 2, 1, 3).flatten(2)
         logits = self.head(features)
         return logits.transpose(1, 2).unflatten(2, (size, size))

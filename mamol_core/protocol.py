@@ -5,6 +5,8 @@ them lack those modalities. ``missing=both`` (alias ``all``): they are spread ev
 single-modality absences (each ``rate/M``; for two modalities the paper's eta/2 each, and for three
 the 75%/75%/75% availability of Table 3), so no sample misses everything. ``missing=subsets``:
 spread evenly over all ``2^M - 2`` patterns with at least one modality present and one missing.
+``missing=sar:1+dsm:2``: single-modality absences in the given proportions (Table 3's uneven rows,
+e.g. eta = 75% as SAR missing on 25% and DSM on 50% of the samples).
 The assignment is a seeded permutation, one pattern per sample, the same rule in training and testing.
 """
 
@@ -17,8 +19,27 @@ import numpy as np
 from mamol_core.errors import MamolError
 
 
+def weighted_patterns(names: list[str], missing: str) -> tuple[list[np.ndarray], list[float]]:
+    """Presence patterns (bool ``[M]``) the incomplete samples are spread over, with their weights."""
+    if ":" not in missing:
+        patterns = missing_patterns(names, missing)
+        return patterns, [1.0] * len(patterns)
+    patterns, weights = [], []
+    for part in missing.split("+"):
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if name not in names or value <= 0:
+            raise MamolError(f"--missing {missing!r}: write NAME:WEIGHT+NAME:WEIGHT with modalities among {', '.join(names)} and positive weights")
+        patterns.append(np.arange(len(names)) != names.index(name))
+        weights.append(value)
+    return patterns, weights
+
+
 def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
-    """Presence patterns (bool ``[M]``) that the incomplete samples are spread over."""
+    """Presence patterns (bool ``[M]``) that the incomplete samples are spread over evenly."""
     count = len(names)
     if missing in ("both", "all"):
         if count < 2:
@@ -43,11 +64,16 @@ def assign_presence(count: int, names: list[str], rate: float, missing: str, see
     """Presence masks ``[count, M]`` for ``count`` samples: ``round(rate * count)`` of them incomplete."""
     if not 0.0 <= rate <= 1.0:
         raise MamolError(f"--missing-rate {rate}: give a fraction between 0 and 1 (0.7 for 70%)")
-    patterns = missing_patterns(names, missing)
+    patterns, weights = weighted_patterns(names, missing)
     presence = np.ones((count, len(names)), bool)
     order = np.random.default_rng(seed).permutation(count)
     incomplete = order[: int(round(rate * count))]
-    for pattern, chunk in zip(patterns, np.array_split(incomplete, len(patterns))):
+    if len(set(weights)) == 1:
+        chunks = np.array_split(incomplete, len(patterns))
+    else:
+        bounds = np.rint(np.cumsum(weights) / sum(weights) * len(incomplete)).astype(int)
+        chunks = np.split(incomplete, bounds[:-1])
+    for pattern, chunk in zip(patterns, chunks):
         presence[chunk] = pattern
     return presence
 

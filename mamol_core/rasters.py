@@ -90,3 +90,14 @@ def read_modalities(rasters: list[ModalityRaster], window: Window) -> tuple[np.n
         data.append(block)
         valid.append(ok.all(axis=0))
     return np.concatenate(data, axis=0), np.stack(valid)
+
+
+def write_raster(path: Path, array: np.ndarray, transform: Affine, nodata: float | None = None, crs: str = "EPSG:32632") -> None:
+    """Write a ``[H, W]`` or ``[B, H, W]`` array as a tiled, deflate-compressed GeoTIFF."""
+    array = array if array.ndim == 3 else array[None]
+    profile = dict(driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0], dtype=array.dtype.name,
+                   crs=CRS.from_string(crs), transform=transform, nodata=nodata, compress="deflate", tiled=True,
+                   blockxsize=256 if array.shape[2] >= 256 else 16 * max(1, array.shape[2] // 16),
+                   blockysize=256 if array.shape[1] >= 256 else 16 * max(1, array.shape[1] // 16))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.crs import CRS
 from scipy import ndimage
+
+from mamol_core.rasters import write_raster
 
 CLASSES = {
     1: ("Grass", "#9be564", "vegetation", False),
@@ -92,16 +93,6 @@ def split_labels(scene: SyntheticScene, per_field: int, seed: int = 0) -> tuple[
         train.ravel()[chosen] = scene.classes.ravel()[chosen]
     test = np.where(interior & (train == 0), scene.classes, 0).astype(np.uint8)
     return train, test
-
-
-def write_raster(path: Path, array: np.ndarray, transform: Affine, nodata: float | None = None) -> None:
-    array = array if array.ndim == 3 else array[None]
-    profile = dict(driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0], dtype=array.dtype.name,
-                   crs=CRS.from_string(CRS_CODE), transform=transform, nodata=nodata, compress="deflate", tiled=True,
-                   blockxsize=256 if array.shape[2] >= 256 else 16 * max(1, array.shape[2] // 16),
-                   blockysize=256 if array.shape[1] >= 256 else 16 * max(1, array.shape[1] // 16))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
 
 
 def write_class_table(path: Path) -> None:

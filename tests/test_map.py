@@ -20,7 +20,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
 from mamol_core.evaluate import predict_pixels
 from mamol_core.pipeline import train_on_scene
 from mamol_core.scene import open_scene
-from mamol_core.synthetic import write_raster
+from mamol_core.rasters import write_raster
 
 import torch
 

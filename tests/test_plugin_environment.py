@@ -59,7 +59,7 @@ def test_cancel_stops_and_leaves_nothing(model, scene_dir, tmp_path, bin_dir):
     import numpy as np
     from affine import Affine
 
-    from mamol_core.synthetic import write_raster
+    from mamol_core.rasters import write_raster
 
     write_raster(tmp_path / "dsm.tif", np.random.default_rng(0).normal(200, 5, (1, 1000, 1000)).astype(np.float32),
                  Affine(2, 0, 664000, 0, -2, 5104000))

@@ -38,6 +38,13 @@ def test_three_modalities_match_table_3_availability():
     assert len(subsets) == 6 and all(0 < p.sum() < 3 for p in subsets)
 
 
+def test_weighted_single_absences_match_table_3_rows():
+    names = ["hsi", "sar", "dsm"]
+    presence = assign_presence(1200, names, 0.75, "sar:1+dsm:2", seed=0)
+    assert np.allclose(presence.mean(axis=0), [1.0, 0.75, 0.5], atol=0.002)
+    assert (presence.sum(axis=1) >= 2).all()
+
+
 def test_bad_conditions_are_one_line_errors():
     with pytest.raises(MamolError, match="unknown modality"):
         assign_presence(10, NAMES, 0.5, "sar", 0)
@@ -45,4 +52,6 @@ def test_bad_conditions_are_one_line_errors():
         assign_presence(10, NAMES, 70, "both", 0)
     with pytest.raises(MamolError, match="every modality"):
         assign_presence(10, NAMES, 0.5, "hsi,lidar", 0)
+    with pytest.raises(MamolError, match="NAME:WEIGHT"):
+        assign_presence(10, NAMES, 0.5, "lidar:x", 0)
     assert pattern_name(np.array([True, False]), NAMES) == "missing lidar"

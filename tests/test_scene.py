@@ -12,7 +12,7 @@ from mamol_core.config import ProtocolSpec
 from mamol_core.errors import MamolError
 from mamol_core.samples import prepare_scene
 from mamol_core.scene import open_scene, parse_inputs
-from mamol_core.synthetic import write_raster
+from mamol_core.rasters import write_raster
 
 
 @pytest.fixture

@@ -1,4 +1,10 @@
-"""Expert layers and how they are attached to a frozen backbone's feed-forward networks."""
+"""Expert and prompt layers, and how each method attaches them to a frozen backbone.
+
+Methods: ``mamol`` (shared + modality + routed dynamic LoRA experts; its ablations switch parts
+off through :class:`ExpertSpec`), ``moe_ada`` and ``moe_task`` (one routed LoRA pool, router on
+the tokens or on tokens and pattern), ``moe_rep`` (trainable full-FFN experts replacing the FFN),
+``mmp`` and ``dcp`` (deep prompts chosen by the missing pattern).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,8 @@ from mamol_core.config import ExpertSpec
 from mamol_core.errors import MamolError
 from mamol_core.experts.context import ExpertFFN, RoutingContext
 from mamol_core.experts.mamol import MaMOLAdapter
-
-#: method name -> factory(width, num_modalities, spec) of the per-block adapter module.
-ADAPTERS: dict[str, Callable[[int, int, ExpertSpec], nn.Module]] = {
-    "mamol": MaMOLAdapter,
-}
+from mamol_core.experts.moe import SwitchFFN, adapter_moe, task_moe
+from mamol_core.experts.prompts import CorrelatedChain, DeepCorrelatedPrompts, MissingAwarePrompts, PromptedBlock
 
 
 def expert_layers(depth: int, spec: ExpertSpec) -> list[int]:
@@ -28,13 +31,56 @@ def expert_layers(depth: int, spec: ExpertSpec) -> list[int]:
     raise MamolError(f"unknown expert placement {spec.placement!r}; use first or last")
 
 
-def attach_experts(backbone: FrozenBackbone, num_modalities: int, spec: ExpertSpec, context: RoutingContext) -> list[int]:
-    """Wrap the ``.mlp`` of the chosen blocks with an :class:`ExpertFFN`; returns the block indices."""
-    if spec.method not in ADAPTERS:
-        raise MamolError(f"unknown method {spec.method!r}; choose one of {', '.join(sorted(ADAPTERS))}")
-    layers = expert_layers(len(backbone.blocks), spec)
+def _residual(factory: Callable[[int, int, ExpertSpec], nn.Module]):
+    """Attach ``factory``'s module beside each chosen block's frozen FFN: ``ffn(z) + module(z)``."""
+
+    def attach(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
+        for index in layers:
+            block = backbone.blocks[index]
+            block.mlp = ExpertFFN(block.mlp, factory(backbone.width, count, spec), context, index)
+        return 0
+
+    return attach
+
+
+def _replace(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
     for index in layers:
         block = backbone.blocks[index]
-        adapter = ADAPTERS[spec.method](backbone.width, num_modalities, spec)
-        block.mlp = ExpertFFN(block.mlp, adapter, context, index)
-    return layers
+        block.mlp = SwitchFFN(block.mlp, backbone.width, spec, context, index)
+    return 0
+
+
+def _mmp(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
+    for step, index in enumerate(layers):
+        prompts = MissingAwarePrompts(backbone.width, count, spec.prompt_length, context)
+        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, spec.prompt_length, first=step == 0)
+    return spec.prompt_length if layers else 0
+
+
+def _dcp(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
+    chain = CorrelatedChain(backbone.width, count, spec.prompt_length // 3, max(len(layers), 1))
+    backbone.prompt_chain = chain
+    for step, index in enumerate(layers):
+        prompts = DeepCorrelatedPrompts(backbone.width, count, spec.prompt_length, step, chain, context)
+        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, spec.prompt_length, first=step == 0)
+    return spec.prompt_length if layers else 0
+
+
+#: method name -> attach(backbone, num_modalities, spec, context, layers) returning the number of prompt tokens.
+METHODS: dict[str, Callable] = {
+    "mamol": _residual(MaMOLAdapter),
+    "moe_ada": _residual(adapter_moe),
+    "moe_task": _residual(task_moe),
+    "moe_rep": _replace,
+    "mmp": _mmp,
+    "dcp": _dcp,
+}
+
+
+def attach_experts(backbone: FrozenBackbone, num_modalities: int, spec: ExpertSpec, context: RoutingContext) -> tuple[list[int], int]:
+    """Attach ``spec.method``'s modules to the chosen blocks; returns the block indices and how many
+    prompt tokens lead the sequence after the backbone."""
+    if spec.method not in METHODS:
+        raise MamolError(f"unknown method {spec.method!r}; choose one of {', '.join(sorted(METHODS))}")
+    layers = expert_layers(len(backbone.blocks), spec)
+    return layers, METHODS[spec.method](backbone, num_modalities, spec, context, layers)

@@ -16,29 +16,39 @@ def pattern_index(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long() * weights).sum(-1)
 
 
-class PatternRouter(nn.Module):
-    """Router of eq. 15: ``TopK(softmax(W phi([z; psi(m)])))``.
+class TopKRouter(nn.Module):
+    """Token router ``TopK(softmax(W phi(z)))``: ``phi`` is a one-layer projection with GELU and
+    ``W`` the routing matrix. The kept gates are the softmax values of the top-k experts (not
+    renormalised); the others are 0. This is the input-only router of adapter-based MoE."""
 
-    ``psi`` embeds the missing pattern (one vector per presence pattern, i.e. a linear map of its
-    one-hot code), ``phi`` is a one-layer projection with GELU and ``W`` the routing matrix. The
-    kept gates are the softmax values of the top-k experts (not renormalised); the others are 0.
-    """
-
-    def __init__(self, width: int, num_modalities: int, num_experts: int, top_k: int, embed_dim: int, hidden: int) -> None:
+    def __init__(self, width: int, num_experts: int, top_k: int, hidden: int, extra: int = 0) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
-            raise ValueError(f"top_k={top_k} must lie between 1 and the number of dynamic experts ({num_experts})")
+            raise ValueError(f"top_k={top_k} must lie between 1 and the number of routed experts ({num_experts})")
         self.top_k = top_k
-        self.psi = nn.Embedding(2**num_modalities, embed_dim)
-        self.phi = nn.Sequential(nn.Linear(width + embed_dim, hidden), nn.GELU())
+        self.phi = nn.Sequential(nn.Linear(width + extra, hidden), nn.GELU())
         self.W = nn.Linear(hidden, num_experts)
+
+    def route(self, features: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.W(self.phi(features)).float(), dim=-1)
+        top = probs.topk(self.top_k, dim=-1)
+        return torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.route(z)
+
+
+class PatternRouter(TopKRouter):
+    """Router of eq. 15: ``TopK(softmax(W phi([z; psi(m)])))``, where ``psi`` embeds the missing
+    pattern (one vector per presence pattern, i.e. a linear map of its one-hot code)."""
+
+    def __init__(self, width: int, num_modalities: int, num_experts: int, top_k: int, embed_dim: int, hidden: int) -> None:
+        super().__init__(width, num_experts, top_k, hidden, extra=embed_dim)
+        self.psi = nn.Embedding(2**num_modalities, embed_dim)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         task = self.psi(pattern_index(mask)).to(z.dtype)
-        task = task[:, None, :].expand(-1, z.shape[1], -1)
-        probs = torch.softmax(self.W(self.phi(torch.cat([z, task], dim=-1))).float(), dim=-1)
-        top = probs.topk(self.top_k, dim=-1)
-        return torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+        return self.route(torch.cat([z, task[:, None, :].expand(-1, z.shape[1], -1)], dim=-1))
 
 
 class MaMOLAdapter(nn.Module):

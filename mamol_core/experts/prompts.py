@@ -1,0 +1,77 @@
+"""Prompt baselines on the frozen backbone: MMP (Lee et al. 2023) and DCP (Hu et al. 2024).
+
+Prompt tokens are prepended to the sequence at the first prompted block and overwritten at each
+later prompted block (deep prompts); the classifier drops them after the backbone. Both choose
+their prompts by the sample's presence pattern.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mamol_core.experts.context import RoutingContext
+from mamol_core.experts.mamol import pattern_index
+
+
+class PromptedBlock(nn.Module):
+    """Runs ``block`` on ``[prompts; tokens]``: prepends the prompts (``first``) or replaces the
+    previous block's prompt tokens with this block's."""
+
+    def __init__(self, block: nn.Module, prompts: nn.Module, length: int, first: bool) -> None:
+        super().__init__()
+        self.block, self.prompts, self.length, self.first = block, prompts, length, first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x if self.first else x[:, self.length :]
+        prompts = self.prompts(tokens).to(x.dtype)
+        return self.block(torch.cat([prompts, tokens], dim=1))
+
+
+class MissingAwarePrompts(nn.Module):
+    """MMP: one learnable prompt set per presence pattern for this block."""
+
+    def __init__(self, width: int, num_modalities: int, length: int, context: RoutingContext) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(2**num_modalities, length, width) * 0.02)
+        self._context = context
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table[pattern_index(self._context.require_mask())]
+
+
+class CorrelatedChain(nn.Module):
+    """DCP's correlated prompts: block 0 learns one set per pattern; each later block projects the
+    previous block's prompts (kept in ``state`` during a forward pass)."""
+
+    def __init__(self, width: int, num_modalities: int, length: int, depth: int) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(2**num_modalities, length, width) * 0.02)
+        self.projections = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        self.state: torch.Tensor | None = None
+
+    def at(self, step: int, mask: torch.Tensor) -> torch.Tensor:
+        self.state = self.start[pattern_index(mask)] if step == 0 else self.projections[step - 1](self.state)
+        return self.state
+
+
+class DeepCorrelatedPrompts(nn.Module):
+    """DCP for one block: correlated prompts, dynamic prompts (per-pattern queries attending over the
+    block's input tokens) and modal-common prompts shared by all patterns, a third of the length each."""
+
+    def __init__(self, width: int, num_modalities: int, length: int, step: int, chain: CorrelatedChain, context: RoutingContext) -> None:
+        super().__init__()
+        third = length // 3
+        self.step, self._chain, self._context = step, [chain], context
+        self.queries = nn.Parameter(torch.randn(2**num_modalities, third, width) * 0.02)
+        self.common = nn.Parameter(torch.randn(length - 2 * third, width) * 0.02)
+        self.scale = width**-0.5
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = self._context.require_mask()
+        correlated = self._chain[0].at(self.step, mask)
+        queries = self.queries[pattern_index(mask)].to(tokens.dtype)
+        attention = torch.softmax((queries @ tokens.transpose(1, 2)).float() * self.scale, dim=-1).to(tokens.dtype)
+        dynamic = attention @ tokens
+        common = self.common[None].expand(len(tokens), -1, -1)
+        return torch.cat([correlated.to(tokens.dtype), dynamic, common.to(tokens.dtype)], dim=1)

@@ -1,0 +1,62 @@
+"""The baselines of the benchmark: each builds, starts where it should, and trains only its own parameters."""
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from mamol_core.bench import METHODS
+from mamol_core.model import build_model
+
+X = torch.randn(4, 5, 5, 5)
+MASK = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
+
+
+def plain_output(model):
+    """The same tokenizers, embeddings and head on the bare frozen backbone (the tiny backbone is seeded)."""
+    reference = build_model(tiny_config(num_layers=0))
+    with torch.no_grad():
+        reference.position.copy_(model.position)
+        reference.modality_type.copy_(model.modality_type)
+    reference.tokenizers.load_state_dict(model.tokenizers.state_dict())
+    reference.head.load_state_dict(model.head.state_dict())
+    return reference(X, MASK)
+
+
+@pytest.mark.parametrize("method", ["moe_ada", "moe_task", "moe_rep"])
+def test_moe_baselines_start_at_the_frozen_backbone(method):
+    spec = METHODS[method]
+    model = build_model(tiny_config(method=spec.method, num_layers=2, rank=4, num_dynamic=spec.num_dynamic, top_k=spec.top_k))
+    torch.testing.assert_close(model(X, MASK), plain_output(model), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_only_its_own_parameters(method):
+    spec = METHODS[method]
+    config = tiny_config(method=spec.method, placement=spec.placement, num_layers=min(spec.num_layers, 2), rank=4,
+                         num_dynamic=spec.num_dynamic, top_k=min(spec.top_k, max(spec.num_dynamic, 1)), shared=spec.shared,
+                         modality=spec.modality, prompt_length=spec.prompt_length)
+    model = build_model(config)
+    model.train()
+    out = model(X, MASK)
+    assert out.shape == (4, 4, 5, 5)
+    out.sum().backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen_backbone = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    assert frozen_backbone and all(p.grad is None for n, p in model.backbone.named_parameters() if not p.requires_grad)
+    assert any(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")) == (method != "baseline")
+    assert "head.1.weight" in trainable
+
+
+@pytest.mark.parametrize("method", ["mmp", "dcp"])
+def test_prompts_depend_on_the_missing_pattern(method):
+    spec = METHODS[method]
+    model = build_model(tiny_config(method=spec.method, placement="first", num_layers=2, prompt_length=spec.prompt_length))
+    assert model.prompt_tokens == spec.prompt_length
+    x = X[:1].expand(2, -1, -1, -1)
+    a = model(x, torch.tensor([[True, True], [True, True]]))
+    assert torch.allclose(a[0], a[1])
+    prompts = model.backbone.blocks[0].prompts
+    with torch.no_grad():
+        (prompts.table if method == "mmp" else model.backbone.prompt_chain.start).normal_()
+    b = model(x, torch.tensor([[True, True], [True, False]]))
+    assert not torch.allclose(b[0], b[1])
