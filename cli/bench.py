@@ -25,6 +25,7 @@ def main():
 @click.option("--conditions", default="both", show_default=True, help="Missing conditions (modality names or both), comma-separated.")
 @click.option("--methods", default="mamol", show_default=True, help="Methods, comma-separated.")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated.")
+@click.option("--modalities", help="Use only these modalities of the scene, comma-separated.")
 @click.option("--backbone", default="auto", show_default=True)
 @click.option("--patch-size", type=int, default=11, show_default=True)
 @click.option("--epochs", type=int, default=30, show_default=True)
@@ -35,25 +36,114 @@ def main():
 @progress_option
 @quiet_option
 @handle_errors
-def run(scene, name, rates, conditions, methods, seeds, backbone, patch_size, epochs, eval_mode, save_models, output, device,
-        precision, progress_mode, quiet):
+def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, epochs, eval_mode, save_models, output,
+        device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
-    progress_mode = progress_sink(progress_mode)
-    from mamol_core.bench import Cell, run_grid
-    from mamol_core.config import BackboneSpec, TrainSpec
-    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.bench import Grid, run_grid
+
+    grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone, patch_size,
+                epochs, eval_mode, save_models)
+    run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))
+    log.info("results in %s", output / "results.csv")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="A model with routed experts.")
+@click.option("--scene", type=click.Path(path_type=Path), required=True, help="Scene whose test pixels are routed.")
+@click.option("--class-name", help="Only test pixels of this class (the paper used one class).")
+@click.option("--max-pixels", type=int, default=2000, show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG to write; a JSON with the shares goes beside it.")
+@device_options
+@quiet_option
+@handle_errors
+def routing(model_path, scene, class_name, max_pixels, output, device, precision, quiet):
+    """Plot per-block expert activations under each missing pattern (the paper's Fig. 5)."""
+    setup_logging(quiet)
+    import json
+
+    import numpy as np
+    import torch
+
+    from mamol_core.checkpoint import load_model
+    from mamol_core.config import ProtocolSpec
+    from mamol_core.device import resolve_device
+    from mamol_core.errors import MamolError
+    from mamol_core.modelfile import read_config
+    from mamol_core.patches import PatchSampler
+    from mamol_core.pipeline import order_scene_for_model
+    from mamol_core.routing import describe_patterns, plot_routing, routing_shares
+    from mamol_core.samples import PixelSet, prepare_scene
     from mamol_core.scene import open_scene
 
-    opened = open_scene(scene)
+    config = read_config(model_path)
     compute = resolve_device(device)
-    output.mkdir(parents=True, exist_ok=True)
-    cells = [Cell(name or scene.name, float(r), c, m, int(s)) for r in split(rates) for c in split(conditions)
-             for m in split(methods) for s in split(seeds)]
-    run_grid(cells, opened, output / "results.csv", backbone=BackboneSpec(backbone), patch_size=patch_size,
-             train=TrainSpec(epochs=epochs), device=compute, amp_dtype=autocast_dtype(compute, precision), eval_mode=eval_mode,
-             progress_mode=progress_mode, model_dir=output / "models" if save_models else None)
-    log.info("results in %s", output / "results.csv")
+    opened = order_scene_for_model(open_scene(scene, classes=config.model.classes, for_training=False), config, str(scene))
+    prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.patch_size, specs=config.model.modalities)
+    pixels = prepared.test
+    names = [c.name for c in config.model.classes]
+    chosen = np.ones(len(pixels), bool)
+    if class_name is not None:
+        if class_name not in names:
+            raise MamolError(f"--class-name {class_name!r}: the model's classes are {', '.join(names)}")
+        chosen = pixels.targets == names.index(class_name)
+    index = np.flatnonzero(chosen)[:max_pixels]
+    pixels = PixelSet(pixels.rows[index], pixels.cols[index], pixels.targets[index], pixels.presence[index])
+    model, config = load_model(model_path, compute)
+    sampler = PatchSampler(torch.from_numpy(prepared.data).to(compute), config.model.patch_size)
+    shares = {name: routing_shares(model, sampler, pixels, pattern) for name, pattern in describe_patterns(config.model.modality_names)}
+    if not any(shares.values()):
+        raise MamolError(f"{model_path}: this model has no routed experts to plot")
+    plot_routing(shares, output, f"{model_path.name}: {len(pixels)} test pixels" + (f" of class {class_name}" if class_name else ""))
+    output.with_suffix(".json").write_text(json.dumps({k: {str(l): v.tolist() for l, v in d.items()} for k, d in shares.items()}, indent=1))
+    log.info("routing plot written to %s", output)
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["houston2013", "trento", "augsburg"]), required=True)
+@click.option("--source", type=click.Path(path_type=Path), required=True, help="Folder holding the dataset's .mat files.")
+@click.option("--var", "overrides", multiple=True, metavar="WHAT=FILE:VARIABLE",
+              help="Where an array is when the names differ (WHAT: a modality, train, test or ground_truth).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training draw when only a ground-truth map exists.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Scene folder to write.")
+@handle_errors
+def prepare(dataset, source, overrides, seed, output):
+    """Turn a benchmark dataset's .mat files into a scene folder (GeoTIFFs, label rasters, classes.json)."""
+    from mamol_core.datasets import prepare_dataset
+    from mamol_core.scene import parse_inputs
+
+    prepare_dataset(dataset, source, output, {k: str(v) for k, v in parse_inputs(overrides, "--var").items()}, seed)
+    click.echo(f"scene written to {output}")
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["houston2013", "trento", "augsburg"]), required=True)
+@click.option("--source", type=click.Path(path_type=Path), required=True, help="Folder holding the dataset's .mat files.")
+@click.option("--table", type=click.Choice(["1", "3"]), default="1", show_default=True, help="The paper's Table 1 or Table 3 (Augsburg, three modalities).")
+@click.option("--methods", help="Methods, comma-separated (default: the table's).")
+@click.option("--seeds", default="0", show_default=True)
+@click.option("--backbone", default="auto", show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--paper-numbers", type=click.Path(path_type=Path), help="Folder with paper_table1.csv / paper_table3_augsburg3.csv.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@device_options
+@progress_option
+@quiet_option
+@handle_errors
+def paper(dataset, source, table, methods, seeds, backbone, epochs, paper_numbers, output, device, precision, progress_mode, quiet):
+    """Reproduce the paper's Table 1 (or 3) on a dataset's .mat files: prepare the scene, run the grid, write table.md."""
+    setup_logging(quiet)
+    from mamol_core.bench import paper_grid, paper_table, run_grid
+    from mamol_core.datasets import prepare_dataset
+
+    scene = output / "scene"
+    if not (scene / "train_labels.tif").is_file():
+        prepare_dataset(dataset, source, scene)
+    grid = paper_grid(dataset, table, split(methods) if methods else None, split(seeds), backbone, epochs)
+    run_grid(scene, dataset, grid, output, device, precision, progress_sink(progress_mode))
+    text = paper_table(output / "results.csv", dataset, table, paper_numbers)
+    (output / "table.md").write_text(text)
+    click.echo(text)
 
 
 @main.command()

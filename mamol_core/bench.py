@@ -119,14 +119,90 @@ def run_cell(cell: Cell, scene: Scene, backbone: BackboneSpec, patch_size: int, 
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 
-def run_grid(cells: list[Cell], scene: Scene, results: Path, **options) -> None:
-    """Run every cell not yet in ``results`` (resumable: finished cells are skipped)."""
+@dataclass
+class Grid:
+    """A benchmark grid over one scene, and how each cell is trained and evaluated."""
+
+    rates: list[str]
+    conditions: list[str]
+    methods: list[str]
+    seeds: list[str]
+    modalities: list[str] = dataclasses.field(default_factory=list)
+    backbone: str = "auto"
+    patch_size: int = 11
+    epochs: int = 30
+    eval_mode: str = "pixel"
+    save_models: bool = False
+
+    def cells(self, name: str) -> list[Cell]:
+        return [Cell(name, float(r), c, m, int(s)) for r in self.rates for c in self.conditions for m in self.methods for s in self.seeds]
+
+
+def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, precision: str, progress_mode) -> None:
+    """Run every cell of ``grid`` not yet in ``output/results.csv`` (resumable: finished cells are skipped)."""
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.scene import open_scene, select_modalities
+
+    unknown = [m for m in grid.methods if m not in METHODS]
+    if unknown:
+        raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    scene = select_modalities(open_scene(scene_dir), grid.modalities)
+    compute = resolve_device(device)
+    amp = autocast_dtype(compute, precision)
+    output.mkdir(parents=True, exist_ok=True)
+    results = output / "results.csv"
+    cells = grid.cells(name)
     done = finished(results)
     todo = [c for c in cells if c.key() not in done]
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     for index, cell in enumerate(todo, start=1):
         log.info("[%d/%d] %s", index, len(todo), cell)
-        append_row(results, run_cell(cell, scene, **options))
+        append_row(results, run_cell(cell, scene, BackboneSpec(grid.backbone), grid.patch_size, TrainSpec(epochs=grid.epochs),
+                                     compute, amp, grid.eval_mode, progress_mode, output / "models" if grid.save_models else None))
+
+
+#: The paper's Table 1 grid per dataset (modalities used, condition names in our terms) and Table 3's rows.
+PAPER_DATASETS = {"houston2013": ("Houston13", ["hsi", "lidar"]), "trento": ("Trento", ["hsi", "lidar"]),
+                  "augsburg": ("Augsburg", ["hsi", "sar"])}
+TABLE1_METHODS = ["mmp", "dcp", "moe_rep", "moe_ada", "moe_task", "mamol"]
+TABLE3_CONDITIONS = {"both": (75, 75, 75), "sar:1+dsm:2": (100, 75, 50), "hsi:2+dsm:1": (50, 100, 75), "hsi:1+sar:2": (75, 50, 100)}
+
+
+def paper_grid(dataset: str, table: str, methods: list[str] | None, seeds: list[str], backbone: str, epochs: int) -> Grid:
+    """The grid of the paper's Table 1 (rates 50/70/90% x other/HS/both missing) or Table 3 (Augsburg, 75%)."""
+    if table == "3":
+        if dataset != "augsburg":
+            raise MamolError("Table 3 is the three-modality Augsburg experiment; use --dataset augsburg")
+        return Grid(["0.75"], list(TABLE3_CONDITIONS), methods or ["mamol"], seeds, [], backbone, epochs=epochs)
+    _, (hs, other) = PAPER_DATASETS[dataset]
+    return Grid(["0.5", "0.7", "0.9"], [other, hs, "both"], methods or TABLE1_METHODS, seeds, [hs, other], backbone, epochs=epochs)
+
+
+def paper_table(results: Path, dataset: str, table: str, numbers: Path | None) -> str:
+    """Our results beside the paper's numbers for the same cells."""
+    folder = numbers or Path(__file__).resolve().parents[2] / "shared" / "bench"
+    if table == "3":
+        return table3_markdown(results, folder / "paper_table3_augsburg3.csv")
+    paper_name, (hs, other) = PAPER_DATASETS[dataset]
+    paper = folder / "paper_table1.csv"
+    return markdown_table(results, paper=paper if paper.is_file() else None, paper_dataset=paper_name,
+                          paper_map=f"{other}=missing_other,{hs}=missing_hs,both=missing_both")
+
+
+def table3_markdown(results: Path, paper: Path) -> str:
+    """Table 3 rows (availability of HS / SAR / DSM) with our OA/kappa and the paper's."""
+    published = {}
+    if paper.is_file():
+        for p in read_rows(paper):
+            published[(int(p["hs_available"]), int(p["sar_available"]), int(p["lidar_available"]))] = p
+    lines = ["| condition | HS / SAR / DSM available | method | OA / κ | paper MaMOL OA / κ |", "|---|---|---|---|---|"]
+    for row in read_rows(results):
+        available = TABLE3_CONDITIONS.get(row["condition"])
+        shares = " / ".join(f"{a}%" for a in available) if available else ""
+        p = published.get(available)
+        theirs = f"{float(p['oa']):.2f} / {float(p['kappa']):.2f}" if p else ""
+        lines.append(f"| {row['condition']} | {shares} | {row['method']} | {float(row['oa']):.2f} / {float(row['kappa']):.2f} | {theirs} |")
+    return "\n".join(lines) + "\n"
 
 
 #: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
@@ -146,7 +222,8 @@ def read_rows(path: Path) -> list[dict]:
 def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
                    paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None) -> str:
     """One row per missing rate x condition: each method's OA/Kappa (mean over seeds, with the
-    seed count), the anchor's and, where given, the paper's MaMOL numbers; then training time."""
+    seed count, and the paper's number for that method in brackets where given), the anchor's;
+    then training and evaluation time."""
     rows = read_rows(results)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = list(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows))
@@ -158,8 +235,6 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods]]
     if anchors:
         header += ["anchor OA / κ", "best − anchor (OA)"]
-    if papers:
-        header += ["paper MaMOL OA / κ"]
     header += ["train s / cell", "eval s / cell"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rate, condition in cells:
@@ -174,13 +249,12 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             oa = sum(float(r["oa"]) for r in runs) / len(runs)
             kappa = sum(float(r["kappa"]) for r in runs) / len(runs)
             best = oa if best is None else max(best, oa)
-            line.append(f"{oa:.2f} / {kappa:.2f}" + (f" (n={len(runs)})" if len(runs) > 1 else ""))
+            published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
+            line.append(f"{oa:.2f} / {kappa:.2f}" + (f" (n={len(runs)})" if len(runs) > 1 else "")
+                        + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
             line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
-        if papers:
-            p = papers.get((rate, to_paper.get(condition, condition), "MaMOL"))
-            line.append(f"{float(p['oa']):.2f} / {float(p['kappa']):.2f}" if p else "")
         line += [f"{sum(float(r['train_s']) for r in chosen) / len(chosen):.0f}", f"{sum(float(r['eval_s']) for r in chosen) / len(chosen):.0f}"]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})

@@ -7,6 +7,7 @@ as a raster or as vector points/polygons with a class field.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +48,25 @@ class Scene:
         return [m.name for m in self.modalities]
 
 
-def parse_inputs(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
-    """``NAME=PATH`` pairs from the command line."""
+def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input") -> dict[str, Path]:
+    """``NAME=PATH`` pairs from the command line (``flag`` names the option in errors)."""
     inputs = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
-            raise MamolError(f"--input {pair!r}: write NAME=PATH, e.g. --input lidar=dsm.tif")
+            raise MamolError(f"{flag} {pair!r}: write NAME=PATH, e.g. {flag} lidar=dsm.tif")
         inputs[name.strip()] = Path(path)
     return inputs
+
+
+def select_modalities(scene: Scene, names: list[str] | None) -> Scene:
+    """The scene restricted to the modalities ``names`` (all when None)."""
+    if not names:
+        return scene
+    unknown = [n for n in names if n not in scene.names]
+    if unknown:
+        raise MamolError(f"--modalities {','.join(names)}: the scene has no {', '.join(unknown)}; it has {', '.join(scene.names)}")
+    return dataclasses.replace(scene, modalities=[m for m in scene.modalities if m.name in names])
 
 
 def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, Path]:

@@ -1,0 +1,84 @@
+"""mamol-bench: resumable grids, tables beside anchors and the paper, dataset preparation, routing plots."""
+
+import csv
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from scipy.io import savemat
+
+from cli import bench
+
+FAST = ["--backbone", "tiny", "--patch-size", "5", "--epochs", "1", "--progress", "none", "--quiet", "--device", "cpu"]
+
+
+def rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
+    args = ["run", "--scene", str(scene_dir), "--name", "synthetic", "--rates", "0.5,0.9", "--conditions", "dsm,both",
+            "--methods", "mamol,no_dynamic", "--save-models", "-o", str(tmp_path), *FAST]
+    assert CliRunner().invoke(bench.main, args).exit_code == 0
+    first = rows(tmp_path / "results.csv")
+    assert len(first) == 8 and {r["method"] for r in first} == {"mamol", "no_dynamic"}
+    assert int(first[0]["trainable_params"]) > 0 and json.loads(first[0]["per_pattern_oa"])
+    assert len(list((tmp_path / "models").glob("*.safetensors"))) == 8
+    again = CliRunner().invoke(bench.main, args)
+    assert again.exit_code == 0 and rows(tmp_path / "results.csv") == first
+    anchor = tmp_path / "anchor.csv"
+    anchor.write_text("dataset,missing_rate,condition,method,oa,kappa\nsynth,50,missing_both,RF,50.00,40.00\n")
+    table = CliRunner().invoke(bench.main, ["table", "--results", str(tmp_path / "results.csv"), "--anchor", str(anchor),
+                                            "--anchor-dataset", "synth", "--anchor-map", "both=missing_both"])
+    line = next(line for line in table.output.splitlines() if line.startswith("| 50% | both"))
+    ours = max(float(r["oa"]) for r in first if r["missing_rate"] == "0.5" and r["condition"] == "both")
+    assert "50.00 / 40.00" in line and f"{ours - 50:+.2f}" in line
+
+
+def test_unknown_method_is_refused(scene_dir, tmp_path):
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene_dir), "--methods", "svm", "-o", str(tmp_path), *FAST])
+    assert result.exit_code == 1 and "unknown method svm" in result.output
+
+
+def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):
+    rng = np.random.default_rng(0)
+    height, width = 24, 30
+    truth = rng.integers(1, 16, (height, width))
+    train = np.where(rng.random((height, width)) < 0.4, truth, 0)
+    test = np.where(train == 0, truth, 0)
+    source = tmp_path / "houston"
+    source.mkdir()
+    savemat(source / "HSI.mat", {"HSI": rng.random((height, width, 144)).astype(np.float32)})
+    savemat(source / "LiDAR.mat", {"LiDAR": rng.random((height, width))})
+    savemat(source / "TRLabel.mat", {"TRLabel": train.astype(np.uint8)})
+    savemat(source / "TSLabel.mat", {"TSLabel": test.astype(np.uint8)})
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    (papers / "paper_table1.csv").write_text("dataset,modalities,missing_rate,condition,hs_available,other_available,method,oa,kappa\n"
+                                            "Houston13,HS+LiDAR,70,missing_hs,30,100,MaMOL,88.80,88.00\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench.main, ["paper", "--dataset", "houston2013", "--source", str(source), "--methods", "mamol",
+                                             "--backbone", "tiny", "--epochs", "1", "--paper-numbers", str(papers), "-o", str(out),
+                                             "--progress", "none", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert {(r["missing_rate"], r["condition"]) for r in rows(out / "results.csv")} == {
+        (r, c) for r in ("0.5", "0.7", "0.9") for c in ("lidar", "hsi", "both")}
+    line = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| 70% | hsi"))
+    assert "[paper 88.80 / 88.00]" in line
+
+
+def test_routing_plot_from_a_trained_model(scene_dir, tmp_path):
+    run = ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both", "--methods", "mamol", "--save-models",
+           "-o", str(tmp_path), *FAST]
+    assert CliRunner().invoke(bench.main, run).exit_code == 0
+    model = next((tmp_path / "models").glob("*.safetensors"))
+    out = tmp_path / "routing.png"
+    result = CliRunner().invoke(bench.main, ["routing", "--model", str(model), "--scene", str(scene_dir), "--class-name", "Trees",
+                                             "-o", str(out), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    shares = json.loads(out.with_suffix(".json").read_text())
+    assert set(shares) == {"complete", "missing dsm", "missing hsi"}
+    for per_layer in shares.values():
+        assert len(per_layer) == 2 and all(abs(sum(v) - 1) < 1e-6 for v in per_layer.values())
+    assert out.read_bytes()[:4] == b"\x89PNG"
