@@ -25,7 +25,7 @@ def main(model_path, as_json):
         return
     model = config.model
     click.echo(f"mamol model {model_path} (mamol {config.mamol_version}, format {config.format_version})")
-    click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} bands)" for m in model.modalities))
+    click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'})" for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "
                f"{model.experts.num_layers} blocks, rank {model.experts.rank}; patch {model.patch_size} px")

@@ -187,6 +187,7 @@ def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_
     ax = fig.add_axes([0.0, (1 - height / 100 / fig_height) / 2, width / 100 / fig.get_figwidth(), height / 100 / fig_height])
     ax.imshow(array, cmap=ListedColormap(lookup), vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
-    fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes], loc="center right", fontsize=8, frameon=False)
+    fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes], loc="center left", fontsize=8, frameon=False,
+               bbox_to_anchor=(width / 100 / fig.get_figwidth() + 0.02, 0.5))
     fig.savefig(png, format="png")
     plt.close(fig)

@@ -43,6 +43,10 @@ def algorithm_name(model_path: str) -> str:
     return f"map_{stem}_{digest}"
 
 
+def bands(count: int) -> str:
+    return f"{count} band" + ("" if count == 1 else "s")
+
+
 def parameter_name(modality: str) -> str:
     return f"LAYER_{modality}" if modality.upper() in RESERVED else modality
 
@@ -122,7 +126,7 @@ class MapLandCover(MamolAlgorithm):
         return "map"
 
     def shortHelpString(self) -> str:  # noqa: N802
-        names = ", ".join(f"{m['name']} ({m['bands']} bands)" for m in self.modalities)
+        names = ", ".join(f"{m['name']} ({bands(m['bands'])})" for m in self.modalities)
         classes = ", ".join(c["name"] for c in self.info["model"]["classes"])
         return (f"<p>Maps land cover with the MaMOL model <b>{Path(self.model_path).name}</b>.</p>"
                 f"<p>Give a raster for any subset of its modalities: {names}. A modality that is not given, or "
@@ -136,7 +140,7 @@ class MapLandCover(MamolAlgorithm):
                                                      optional=True))
         for modality in self.modalities:
             self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
-                                                                f"{modality['name']} ({modality['bands']} bands)", optional=True))
+                                                                f"{modality['name']} ({bands(modality['bands'])})", optional=True))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Land cover"))
         for key, (_, label) in OPTIONAL_OUTPUTS.items():

@@ -23,6 +23,7 @@ class MamolPlugin:
         self.iface = iface
         self.provider: MamolProvider | None = None
         self.actions: list[QAction] = []
+        self.toolbar_actions: list[QAction] = []
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
         self.provider = MamolProvider()
@@ -39,14 +40,17 @@ class MamolPlugin:
             action.triggered.connect(slot)
             if on_toolbar:
                 self.iface.addToolBarIcon(action)
+                self.toolbar_actions.append(action)
             self.iface.addPluginToRasterMenu(MENU, action)
             self.actions.append(action)
 
     def unload(self) -> None:
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
+        for action in self.toolbar_actions:
             self.iface.removeToolBarIcon(action)
         self.actions.clear()
+        self.toolbar_actions.clear()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -10,12 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def render_dialog(algorithm_id: str, path: Path) -> None:
-    """Open the Processing dialog of ``algorithm_id`` offscreen and save a picture of it."""
+def render_dialog(algorithm_id: str, path: Path, parameters: dict | None = None) -> None:
+    """Open the Processing dialog of ``algorithm_id`` offscreen (with ``parameters`` filled in) and save a picture of it."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsApplication
 
     dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(algorithm_id))
+    if parameters:
+        dialog.setParameters(parameters)
     dialog.resize(900, 620)
     dialog.show()
     for _ in range(5):
@@ -54,11 +56,16 @@ def main(out: Path) -> None:
         def addPluginToRasterMenu(self, menu, action) -> None:  # noqa: N802
             pass
 
-    model = ROOT / "sample_data" / "sample_model.safetensors"
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    sample = ROOT / "sample_data"
+    layers = {name: QgsRasterLayer(str(sample / file), name) for name, file in (("hsi", "hsi.tif"), ("lidar", "dsm.tif"))}
+    for layer in layers.values():
+        QgsProject.instance().addMapLayer(layer)
     plugin = qgis_plugin.classFactory(Iface())
     plugin.initProcessing()
-    algorithm = plugin.map_algorithm_id(str(model.resolve()))
-    render_dialog(algorithm, out)
+    algorithm = plugin.map_algorithm_id(str((sample / "sample_model.safetensors").resolve()))
+    render_dialog(algorithm, out, {"hsi": layers["hsi"].id(), "lidar": layers["lidar"].id()})
     print(f"{out} written ({algorithm})")
 
 

@@ -75,6 +75,8 @@ def plugin(qgis_app):
     loaded.initGui()
     yield loaded, iface
     loaded.unload()
+    assert iface.toolbar == [] and iface.menu == []
+    assert QgsApplication.processingRegistry().providerById("mamol") is None
 
 
 @pytest.fixture(scope="module")
