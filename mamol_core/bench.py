@@ -46,7 +46,7 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "epochs", "trainable_params",
-          "oa", "kappa", "aa", "per_pattern_oa", "train_s", "eval_s", "eval_mode", "device", "hardware", "mamol_version"]
+          "oa", "kappa", "aa", "per_pattern_oa", "train_s", "eval_s", "cpu_s", "eval_mode", "device", "hardware", "mamol_version"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def run_cell(cell: Cell, scene: Scene, backbone: BackboneSpec, patch_size: int, 
     if cell.method not in METHODS:
         raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
+    cpu_start = time.process_time()
     run = train_on_scene(scene, backbone, dataclasses.replace(METHODS[cell.method]), patch_size, protocol,
                          dataclasses.replace(train, seed=cell.seed), device, amp_dtype, progress_mode)
     if run.prepared.test is None:
@@ -115,7 +116,8 @@ def run_cell(cell: Cell, scene: Scene, backbone: BackboneSpec, patch_size: int, 
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": patch_size, "epochs": train.epochs,
             "trainable_params": run.model.trainable_parameters(), "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
-            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "eval_mode": eval_mode, "device": str(device),
+            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
+            "eval_mode": eval_mode, "device": str(device),
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mamol_core.dense import inference_model
 from mamol_core.metrics import confusion_matrix, summarize
 from mamol_core.model import MaMOLClassifier
 from mamol_core.patches import PatchSampler
@@ -36,6 +37,8 @@ def predict_pixels(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
                    amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> np.ndarray:
     """Class index of each pixel from a patch centred on it (per-pixel patch classification)."""
     device = sampler.data.device
+    model = inference_model(model, amp_dtype)
+    dtype = amp_dtype or torch.float32
     rows = torch.as_tensor(pixels.rows, device=device)
     cols = torch.as_tensor(pixels.cols, device=device)
     presence = torch.as_tensor(pixels.presence, device=device)
@@ -43,9 +46,7 @@ def predict_pixels(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
     batches = list(torch.arange(len(pixels), device=device).split(batch_size))
     out = []
     for batch in progress(batches, len(batches), "evaluating", "batch", progress_mode):
-        x = sampler.centred(rows[batch], cols[batch])
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x, presence[batch])
+        logits = model(sampler.centred(rows[batch], cols[batch]).to(dtype), presence[batch])
         out.append(logits[:, :, centre, centre].argmax(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
