@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.windows import Window
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes of input bands one block may hold when the block size is chosen automatically.
 BLOCK_BUDGET = 128 * 2**20
+#: GDAL's raster block cache while mapping, in MB (its default, 5% of RAM, lets memory grow with the raster).
+GDAL_CACHE_MB = 128
 
 
 @dataclass
@@ -125,7 +128,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
     size = config.model.patch_size
     stride = options.stride or default_stride(size)
     predictor = DensePredictor(model, stride, options.batch_size, amp_dtype, options.min_valid)
-    with AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
         check_inputs(config, inputs, aligned)
         aligned.check_readable()
         grid = aligned.grid

