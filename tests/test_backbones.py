@@ -36,7 +36,7 @@ def test_openclip_backbone_loads_a_local_checkpoint(tiny_clip_checkpoint):
     path, reference = tiny_clip_checkpoint
     backbone = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip", str(path)))
     assert backbone.width == 32 and len(backbone.blocks) == 3
-    assert torch.equal(backbone.visual.transformer.resblocks[1].mlp.c_fc.weight, reference.visual.transformer.resblocks[1].mlp.c_fc.weight)
+    assert torch.equal(backbone.blocks[1].mlp.c_fc.weight, reference.visual.transformer.resblocks[1].mlp.c_fc.weight)
     assert not any(p.requires_grad for p in backbone.parameters())
     tokens = torch.randn(2, 10, 32)
     expected = reference.visual.ln_post(reference.visual.transformer(reference.visual.ln_pre(tokens)))
@@ -90,3 +90,42 @@ def test_minilm_matches_the_reference_bert_implementation():
         for layer in reference.encoder.layer:
             hidden = layer(hidden)[0] if isinstance(layer(hidden), tuple) else layer(hidden)
         torch.testing.assert_close(ours(embeddings), hidden, rtol=1e-4, atol=1e-4)
+
+
+def test_random_openclip_tower_is_seeded_and_travels_in_the_model_file(tiny_clip_checkpoint, tmp_path):
+    from dataclasses import replace
+
+    from mamol_core.checkpoint import load_model, save_model
+    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
+    from mamol_core.model import build_model
+    from tests.conftest import tiny_config
+
+    rng_before = torch.random.get_rng_state()
+    first = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip"))
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    second = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip"))
+    assert first.ships_weights and all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
+
+    config = replace(tiny_config(), backbone=BackboneSpec("openclip:mamol-test-tiny-clip"))
+    model = build_model(config)
+    with torch.no_grad():
+        model.backbone.blocks[2].mlp.base.c_fc.weight.add_(1.0)
+    path = tmp_path / "random_clip.safetensors"
+    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
+    loaded, _ = load_model(path)
+    x, mask = torch.randn(3, 5, 5, 5), torch.tensor([[True, True], [True, False], [False, True]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+
+
+def test_scratch_backbone_trains_with_the_experts():
+    from dataclasses import replace
+
+    from mamol_core.model import build_model
+    from tests.conftest import tiny_config
+
+    model = build_model(replace(tiny_config(), backbone=BackboneSpec("scratch-small")))
+    own = [p for name, p in model.backbone.named_parameters() if ".adapter." not in name]
+    assert all(p.requires_grad for p in own)
+    model(torch.randn(2, 5, 5, 5), torch.ones(2, 2, dtype=torch.bool)).float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)

@@ -26,20 +26,22 @@ class BackboneUnavailable(MamolError):
 
 
 class OpenClipVisual(FrozenBackbone):
-    """open_clip ``VisionTransformer`` without its patch embedding: our tokens go through ln_pre,
-    the residual blocks (whose ``.mlp`` expert layers wrap) and ln_post."""
+    """The parts of an open_clip ``VisionTransformer`` that see our tokens: ln_pre, the residual
+    blocks (whose ``.mlp`` expert layers wrap) and ln_post. The patch embedding, class token and
+    projection are dropped, so every weight has exactly one name in a state dict."""
 
     def __init__(self, visual: torch.nn.Module) -> None:
         super().__init__()
-        self.visual = visual
         self.width = visual.transformer.width
+        self.ln_pre = visual.ln_pre
         self.blocks = visual.transformer.resblocks
+        self.ln_post = visual.ln_post
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.visual.ln_pre(tokens)
+        x = self.ln_pre(tokens)
         for block in self.blocks:
             x = block(x)
-        return self.visual.ln_post(x)
+        return self.ln_post(x)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
