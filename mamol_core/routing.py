@@ -52,12 +52,13 @@ def plot_routing(shares: dict[str, dict[int, np.ndarray]], path: Path, title: st
     names = list(shares)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
-        layers = list(shares[name])
-        matrix = np.stack([shares[name][layer] for layer in layers])
+        layers = [int(layer) for layer in shares[name]]
+        matrix = np.stack([shares[name][layer] for layer in shares[name]])
         bottom = np.zeros(len(layers))
         for expert in range(matrix.shape[1]):
-            ax.bar([str(layer) for layer in layers], matrix[:, expert], bottom=bottom, label=f"expert {expert + 1}")
+            ax.bar(layers, matrix[:, expert], bottom=bottom, label=f"expert {expert + 1}")
             bottom += matrix[:, expert]
+        ax.set_xticks(layers)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("block")
     axes[0][0].set_ylabel("share of routing selections")

@@ -36,7 +36,7 @@ from mamol_core.samples import PixelSet  # noqa: E402
 from mamol_core.rasters import write_raster  # noqa: E402
 
 TRENTO = ROOT.parent / "shared" / "data" / "trento"
-BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "openclip:ViT-B-16"}
+BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "vit-b-16-random"}
 S2_GROUPS = {"s2_10m": ["B02", "B03", "B04", "B08"], "s2_20m": ["B05", "B06", "B07", "B8A", "B11", "B12"], "s2_60m": ["B01", "B09", "B10"]}
 
 
