@@ -87,7 +87,7 @@ class MaMOLClassifier(nn.Module):
         try:
             features = self.backbone(torch.cat(tokens, dim=1))
         finally:
-            self.routing.mask = None
+            self.routing.end_pass()
         count = len(self.tokenizers)
         features = features[:, self.prompt_tokens :].unflatten(1, (count, size * size)) * present[:, :, None, None].to(features.dtype)
         features = features.permute(0, 2, 1, 3).flatten(2)

@@ -5,6 +5,7 @@ import torch
 
 from conftest import tiny_config
 from mamol_core.bench import METHODS
+from mamol_core.dense import inference_model
 from mamol_core.model import build_model
 
 X = torch.randn(4, 5, 5, 5)
@@ -45,6 +46,8 @@ def test_every_method_trains_only_its_own_parameters(method):
     assert frozen_backbone and all(p.grad is None for n, p in model.backbone.named_parameters() if not p.requires_grad)
     assert any(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")) == (method != "baseline")
     assert "head.1.weight" in trainable
+    with torch.inference_mode():
+        assert inference_model(model, torch.bfloat16)(X.bfloat16(), MASK).shape == out.shape
 
 
 @pytest.mark.parametrize("method", ["mmp", "dcp"])

@@ -11,11 +11,18 @@ from torch import nn
 @dataclass
 class RoutingContext:
     """The current batch's presence mask ``[B, M]`` (1 = modality present), set by the model for
-    the duration of one forward pass; ``gates`` collects router outputs when ``record`` is on."""
+    the duration of one forward pass; ``carried`` is what one block hands to the next within that
+    pass (DCP's correlated prompts); ``gates`` collects router outputs when ``record`` is on."""
 
     mask: torch.Tensor | None = None
+    carried: torch.Tensor | None = None
     record: bool = False
     gates: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def end_pass(self) -> None:
+        """Drop the per-pass tensors so that no activation outlives its forward pass."""
+        self.mask = None
+        self.carried = None
 
     def require_mask(self) -> torch.Tensor:
         if self.mask is None:

@@ -42,17 +42,17 @@ class MissingAwarePrompts(nn.Module):
 
 class CorrelatedChain(nn.Module):
     """DCP's correlated prompts: block 0 learns one set per pattern; each later block projects the
-    previous block's prompts (kept in ``state`` during a forward pass)."""
+    previous block's prompts (handed on through the routing context during a forward pass)."""
 
     def __init__(self, width: int, num_modalities: int, length: int, depth: int) -> None:
         super().__init__()
         self.start = nn.Parameter(torch.randn(2**num_modalities, length, width) * 0.02)
         self.projections = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
-        self.state: torch.Tensor | None = None
 
-    def at(self, step: int, mask: torch.Tensor) -> torch.Tensor:
-        self.state = self.start[pattern_index(mask)] if step == 0 else self.projections[step - 1](self.state)
-        return self.state
+    def at(self, step: int, context: RoutingContext) -> torch.Tensor:
+        mask = context.require_mask()
+        context.carried = self.start[pattern_index(mask)] if step == 0 else self.projections[step - 1](context.carried)
+        return context.carried
 
 
 class DeepCorrelatedPrompts(nn.Module):
@@ -69,7 +69,7 @@ class DeepCorrelatedPrompts(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = self._context.require_mask()
-        correlated = self._chain[0].at(self.step, mask)
+        correlated = self._chain[0].at(self.step, self._context)
         queries = self.queries[pattern_index(mask)].to(tokens.dtype)
         attention = torch.softmax((queries @ tokens.transpose(1, 2)).float() * self.scale, dim=-1).to(tokens.dtype)
         dynamic = attention @ tokens
