@@ -16,7 +16,7 @@ from mamol_core.samples import PixelSet
 @torch.inference_mode()
 def routing_shares(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, pattern: np.ndarray,
                    batch_size: int = 256) -> dict[int, np.ndarray]:
-    """For each routed block: the share of routing weight each routed expert receives over all
+    """For each routed block: the share of top-k selections each routed expert receives over all
     tokens of patches centred on ``pixels``, with every patch given ``pattern`` (presence ``[M]``)."""
     device = sampler.data.device
     totals: dict[int, torch.Tensor] = {}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mamol_core.bench import hardware_name  # noqa: E402
 from mamol_core.checkpoint import save_model  # noqa: E402
 from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
 from mamol_core.dense import DensePredictor, default_stride  # noqa: E402
@@ -38,13 +37,6 @@ from mamol_core.rasters import write_raster  # noqa: E402
 TRENTO = ROOT.parent / "shared" / "data" / "trento"
 BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "vit-b-16-random"}
 S2_GROUPS = {"s2_10m": ["B02", "B03", "B04", "B08"], "s2_20m": ["B05", "B06", "B07", "B8A", "B11", "B12"], "s2_60m": ["B01", "B09", "B10"]}
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def untrained_config(modalities: list[tuple[str, int]], backbone: str, patch: int = 11, means=None, stds=None) -> MamolConfig:
@@ -237,7 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     amp = autocast_dtype(device)
-    results = {"hardware": hardware(device), "torch": torch.__version__, "precision": str(amp or "float32")}
+    results = {"hardware": hardware_name(device), "torch": torch.__version__, "precision": str(amp or "float32")}
     sizes = {"tiny": 512, "minilm-l6": 192, "vit-b-16 (random weights)": 96} if device.type == "cpu" else \
         {"tiny": 4096, "minilm-l6": 4096, "vit-b-16 (random weights)": 2048}
     with tempfile.TemporaryDirectory() as tmp:

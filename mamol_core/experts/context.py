@@ -24,6 +24,11 @@ class RoutingContext:
         self.mask = None
         self.carried = None
 
+    def keep_gates(self, layer: int, gates: torch.Tensor) -> None:
+        """Record ``layer``'s router output when ``record`` is on (for routing statistics)."""
+        if self.record:
+            self.gates[layer] = gates.detach()
+
     def require_mask(self) -> torch.Tensor:
         if self.mask is None:
             raise RuntimeError("expert layer called outside MaMOLClassifier.forward: no modality mask is set")

@@ -89,6 +89,6 @@ class MaMOLAdapter(nn.Module):
 
     def forward(self, z: torch.Tensor, context: RoutingContext, layer: int) -> torch.Tensor:
         coeff = self.coefficients(z, context.require_mask())
-        if context.record and self.router is not None:
-            context.gates[layer] = coeff[..., -self.num_dynamic :].detach()
+        if self.router is not None:
+            context.keep_gates(layer, coeff[..., -self.num_dynamic :])
         return self.bank(z, coeff)

@@ -23,8 +23,7 @@ class RoutedLoRAPool(nn.Module):
 
     def forward(self, z: torch.Tensor, context: RoutingContext, layer: int) -> torch.Tensor:
         gates = self.router(z, context.require_mask())
-        if context.record:
-            context.gates[layer] = gates.detach()
+        context.keep_gates(layer, gates)
         return self.bank(z, gates)
 
 
@@ -59,8 +58,7 @@ class SwitchFFN(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         gates = self.router(z, self._context.require_mask())
-        if self._context.record:
-            self._context.gates[self.layer] = gates.detach()
+        self._context.keep_gates(self.layer, gates)
         chosen = gates > 0
         scale = torch.where(chosen, gates / gates.detach().clamp_min(1e-9), torch.zeros_like(gates)) / self.top_k
         out = torch.zeros_like(z)
