@@ -154,13 +154,15 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, paper_number
 @click.option("--paper", type=click.Path(path_type=Path), help="The paper's Table 1 CSV.")
 @click.option("--paper-dataset", help="Dataset name in the paper table (e.g. Trento).")
 @click.option("--paper-map", help="Our condition = paper condition, comma-separated.")
+@click.option("--methods", help="Comma-separated methods to tabulate, in column order (default: all in the results).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the markdown table here too.")
 @handle_errors
-def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, output):
+def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, methods, output):
     """Print a markdown table of a results CSV beside an anchor and the paper's numbers."""
     from mamol_core.bench import markdown_table
 
-    text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map)
+    text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
+                          split(methods) if methods else None)
     if output:
         output.write_text(text)
     click.echo(text)

@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,27 +223,33 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
-                   paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None) -> str:
+                   paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
+                   methods: list[str] | None = None) -> str:
     """One row per missing rate x condition: each method's OA/Kappa (mean over seeds, with the
-    seed count, and the paper's number for that method in brackets where given), the anchor's;
-    then training and evaluation time."""
+    seed count, and the paper's number for that method in brackets where given), the best method,
+    the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
+    (default: every method in the results). A footer counts the cells each method wins."""
     rows = read_rows(results)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = methods or list(dict.fromkeys(r["method"] for r in rows))
+    rows = [r for r in rows if r["method"] in methods]
+    if not rows:
+        raise MamolError(f"{results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
     cells = list(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows))
     to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
     anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
                if a["dataset"] == anchor_dataset} if anchor else {}
     papers = {(f"{int(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in read_rows(paper)
               if p["dataset"] == paper_dataset} if paper else {}
-    header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods]]
+    header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
     if anchors:
         header += ["anchor OA / κ", "best − anchor (OA)"]
     header += ["train s / cell", "eval s / cell"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    wins = Counter()
     for rate, condition in cells:
         chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
         line = [f"{float(rate):.0%}", condition]
-        best = None
+        best, winner = None, ""
         for method in methods:
             runs = [r for r in chosen if r["method"] == method]
             if not runs:
@@ -250,10 +257,15 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                 continue
             oa = sum(float(r["oa"]) for r in runs) / len(runs)
             kappa = sum(float(r["kappa"]) for r in runs) / len(runs)
-            best = oa if best is None else max(best, oa)
+            if best is None or oa > best:
+                best, winner = oa, method
             published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
             line.append(f"{oa:.2f} / {kappa:.2f}" + (f" (n={len(runs)})" if len(runs) > 1 else "")
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
+        complete = set(methods) <= {r["method"] for r in chosen}
+        line.append(winner if complete else "")
+        if complete:
+            wins[winner] += 1
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
             line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
@@ -261,4 +273,6 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
     backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, {r['epochs']} epochs, {r['eval_mode']} evaluation" for r in rows})
-    return "\n".join(lines) + f"\n\nDevice: {'; '.join(devices)}. Setup: {'; '.join(backbones)}.\n"
+    tally = ", ".join(f"{m} {wins[m]}" for m in methods)
+    return ("\n".join(lines) + f"\n\nBest OA in the {sum(wins.values())} cells that every method finished: {tally}.\n"
+            f"Device: {'; '.join(devices)}. Setup: {'; '.join(backbones)}.\n")
