@@ -225,7 +225,7 @@ def read_rows(path: Path) -> list[dict]:
 def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
                    paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
                    methods: list[str] | None = None) -> str:
-    """One row per missing rate x condition: each method's OA/Kappa (mean over seeds, with the
+    """One row per missing rate x condition, by increasing rate: each method's OA/Kappa (mean over seeds, with the
     seed count, and the paper's number for that method in brackets where given), the best method,
     the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
     (default: every method in the results). A footer counts the cells each method wins."""
@@ -234,7 +234,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     rows = [r for r in rows if r["method"] in methods]
     if not rows:
         raise MamolError(f"{results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
-    cells = list(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows))
+    cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
     anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
                if a["dataset"] == anchor_dataset} if anchor else {}
