@@ -228,7 +228,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     """One row per missing rate x condition, by increasing rate: each method's OA/Kappa (mean over seeds, with the
     seed count, and the paper's number for that method in brackets where given), the best method,
     the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
-    (default: every method in the results). A footer counts the cells each method wins."""
+    (default: every method in the results). A footer counts the cells each method wins and
+    averages each method's OA over the cells that every method finished."""
     rows = read_rows(results)
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
     rows = [r for r in rows if r["method"] in methods]
@@ -245,11 +246,11 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         header += ["anchor OA / κ", "best − anchor (OA)"]
     header += ["train s / cell", "eval s / cell"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    wins = Counter()
+    wins, totals = Counter(), Counter()
     for rate, condition in cells:
         chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
         line = [f"{float(rate):.0%}", condition]
-        best, winner = None, ""
+        scores = {}
         for method in methods:
             runs = [r for r in chosen if r["method"] == method]
             if not runs:
@@ -257,15 +258,16 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                 continue
             oa = sum(float(r["oa"]) for r in runs) / len(runs)
             kappa = sum(float(r["kappa"]) for r in runs) / len(runs)
-            if best is None or oa > best:
-                best, winner = oa, method
+            scores[method] = oa
             published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
             line.append(f"{oa:.2f} / {kappa:.2f}" + (f" (n={len(runs)})" if len(runs) > 1 else "")
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
-        complete = set(methods) <= {r["method"] for r in chosen}
-        line.append(winner if complete else "")
+        best = max(scores.values(), default=None)
+        complete = len(scores) == len(methods)
+        line.append(max(scores, key=scores.get) if complete else "")
         if complete:
-            wins[winner] += 1
+            wins[line[-1]] += 1
+            totals.update(scores)
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
             line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
@@ -273,6 +275,9 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
     backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, {r['epochs']} epochs, {r['eval_mode']} evaluation" for r in rows})
+    finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
-    return ("\n".join(lines) + f"\n\nBest OA in the {sum(wins.values())} cells that every method finished: {tally}.\n"
+    means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
+    return ("\n".join(lines) + f"\n\nBest OA in the {finished_cells} cells that every method finished: {tally}.\n"
+            f"Mean OA over those cells: {means}.\n"
             f"Device: {'; '.join(devices)}. Setup: {'; '.join(backbones)}.\n")

@@ -51,6 +51,7 @@ def test_table_sorts_rates_picks_methods_and_leaves_unfinished_cells_without_a_w
     assert lines[2].startswith("| 50% | both | 70.00 / 10.00 | 60.00 / 10.00 | b |")
     assert lines[3].startswith("| 70% | both |  | 65.00 / 10.00 |  |")
     assert "Best OA in the 1 cells that every method finished: b 1, a 0." in table.output
+    assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
     refused = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "svm"])
     assert refused.exit_code == 1 and "no rows for the methods svm" in refused.output
 
