@@ -38,17 +38,18 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
     assert f"| {winner['method']} |" in line and "Best OA in the 4 cells that every method finished" in table.output
 
 
-def test_table_sorts_rates_picks_methods_and_leaves_unfinished_cells_without_a_winner(tmp_path):
+def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
     row = "s,{rate},both,{method},0,tiny,5,1,{oa},10.00,3,1,dense,cpu,test\n"
     results = tmp_path / "results.csv"
-    results.write_text(header + row.format(rate=0.7, method="a", oa=65) + row.format(rate=0.5, method="a", oa=60)
-                       + row.format(rate=0.5, method="b", oa=70) + row.format(rate=0.5, method="c", oa=90))
+    results.write_text(header + row.format(rate=0.7, method="a", oa=65) + row.format(rate=0.5, method="a", oa=59)
+                       + row.format(rate=0.5, method="b", oa=70) + row.format(rate=0.5, method="c", oa=90)
+                       + row.format(rate=0.5, method="a", oa=61).replace(",a,0,", ",a,1,"))
     table = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "b,a"])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0].startswith("| missing rate | condition | b OA / κ | a OA / κ | best |") and "c OA" not in lines[0]
-    assert lines[2].startswith("| 50% | both | 70.00 / 10.00 | 60.00 / 10.00 | b |")
+    assert lines[2].startswith("| 50% | both | 70.00 / 10.00 | 60.00 ± 1.41 / 10.00 (n=2) | b |")
     assert lines[3].startswith("| 70% | both |  | 65.00 / 10.00 |  |")
     assert "Best OA in the 1 cells that every method finished: b 1, a 0." in table.output
     assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
