@@ -227,8 +227,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                    paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
                    methods: list[str] | None = None) -> str:
     """One row per missing rate x condition, by increasing rate: each method's OA/Kappa (mean over seeds, with the
-    OA's sample standard deviation and the seed count where there are several, and the paper's number for that method in brackets where given), the best method,
-    the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
+    OA's sample standard deviation and the seed count where there are several, and the paper's number for that
+    method in brackets where given), the best method, the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
     (default: every method in the results). A footer counts the cells each method wins and
     averages each method's OA over the cells that every method finished."""
     rows = read_rows(results)
@@ -261,8 +261,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             oa, kappa = statistics.mean(oas), statistics.mean(float(r["kappa"]) for r in runs)
             scores[method] = oa
             published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
-            line.append(f"{oa:.2f}" + (f" ± {statistics.stdev(oas):.2f}" if len(runs) > 1 else "") + f" / {kappa:.2f}"
-                        + (f" (n={len(runs)})" if len(runs) > 1 else "")
+            spread, count = (f" ± {statistics.stdev(oas):.2f}", f" (n={len(runs)})") if len(runs) > 1 else ("", "")
+            line.append(f"{oa:.2f}{spread} / {kappa:.2f}{count}"
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
         best = max(scores.values(), default=None)
         complete = len(scores) == len(methods)

@@ -40,11 +40,11 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
 
 def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
-    row = "s,{rate},both,{method},0,tiny,5,1,{oa},10.00,3,1,dense,cpu,test\n"
+    row = "s,{rate},both,{method},{seed},tiny,5,1,{oa},10.00,3,1,dense,cpu,test\n"
     results = tmp_path / "results.csv"
-    results.write_text(header + row.format(rate=0.7, method="a", oa=65) + row.format(rate=0.5, method="a", oa=59)
-                       + row.format(rate=0.5, method="b", oa=70) + row.format(rate=0.5, method="c", oa=90)
-                       + row.format(rate=0.5, method="a", oa=61).replace(",a,0,", ",a,1,"))
+    results.write_text(header + row.format(rate=0.7, method="a", seed=0, oa=65) + row.format(rate=0.5, method="a", seed=0, oa=59)
+                       + row.format(rate=0.5, method="b", seed=0, oa=70) + row.format(rate=0.5, method="c", seed=0, oa=90)
+                       + row.format(rate=0.5, method="a", seed=1, oa=61))
     table = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "b,a"])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
