@@ -228,9 +228,9 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                    methods: list[str] | None = None) -> str:
     """One row per missing rate x condition, by increasing rate: each method's OA/Kappa (mean over seeds, with the
     OA's sample standard deviation and the seed count where there are several, and the paper's number for that
-    method in brackets where given), the best method, the anchor's; then training and evaluation time. ``methods`` picks and orders the columns
-    (default: every method in the results). A footer counts the cells each method wins and
-    averages each method's OA over the cells that every method finished."""
+    method in brackets where given), the best method, the anchor's; then training and evaluation time.
+    ``methods`` picks and orders the columns (default: every method in the results). A footer counts the
+    cells each method wins and averages each method's OA over the cells that every method finished."""
     rows = read_rows(results)
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
     rows = [r for r in rows if r["method"] in methods]
@@ -273,7 +273,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
             line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
-        line += [f"{sum(float(r['train_s']) for r in chosen) / len(chosen):.0f}", f"{sum(float(r['eval_s']) for r in chosen) / len(chosen):.0f}"]
+        line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
     backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, {r['epochs']} epochs, {r['eval_mode']} evaluation" for r in rows})
