@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_core.config import LayoutSpec, TrainSpec
 
 
 def split(text: str) -> list[str]:
@@ -27,23 +28,27 @@ def main():
 @click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated.")
 @click.option("--modalities", help="Use only these modalities of the scene, comma-separated.")
 @click.option("--backbone", default="auto", show_default=True)
-@click.option("--patch-size", type=int, default=11, show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--eval-mode", type=click.Choice(["pixel", "dense"]), default="pixel", show_default=True)
+@layout_options
+@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
+@click.option("--eval-mode", default="pixel", show_default=True,
+              help="pixel, dense or dense@STRIDE; comma-separated for several (the first is the headline OA).")
+@click.option("--validation", type=float, default=0.0, show_default=True,
+              help="Hold out this share of the training labels (whole groups per class) and score on it instead of the test labels.")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for results.csv (cells already there are skipped).")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
-def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, epochs, eval_mode, save_models, output,
-        device, precision, progress_mode, quiet):
+def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
+        eval_mode, validation, save_models, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench import Grid, run_grid
 
-    grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone, patch_size,
-                epochs, eval_mode, save_models)
+    grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
+                LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models)
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))
     log.info("results in %s", output / "results.csv")
 
@@ -79,7 +84,7 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = order_scene_for_model(open_scene(scene, classes=config.model.classes, for_training=False), config, str(scene))
-    prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.patch_size, specs=config.model.modalities)
+    prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.layout.patch_size, specs=config.model.modalities)
     pixels = prepared.test
     names = [c.name for c in config.model.classes]
     chosen = np.ones(len(pixels), bool)
@@ -90,7 +95,7 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     index = np.flatnonzero(chosen)[:max_pixels]
     pixels = PixelSet(pixels.rows[index], pixels.cols[index], pixels.targets[index], pixels.presence[index])
     model, config = load_model(model_path, compute)
-    sampler = PatchSampler(torch.from_numpy(prepared.data).to(compute), config.model.patch_size)
+    sampler = PatchSampler(torch.from_numpy(prepared.data).to(compute), config.model.layout.patch_size)
     shares = {name: routing_shares(model, sampler, pixels, pattern) for name, pattern in describe_patterns(config.model.modality_names)}
     if not any(shares.values()):
         raise MamolError(f"{model_path}: this model has no routed experts to plot")
@@ -123,14 +128,15 @@ def prepare(dataset, source, overrides, seed, output):
 @click.option("--methods", help="Methods, comma-separated (default: the table's).")
 @click.option("--seeds", default="0", show_default=True)
 @click.option("--backbone", default="auto", show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
 @click.option("--paper-numbers", type=click.Path(path_type=Path), help="Folder with paper_table1.csv / paper_table3_augsburg3.csv.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
-def paper(dataset, source, table, methods, seeds, backbone, epochs, paper_numbers, output, device, precision, progress_mode, quiet):
+def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, paper_numbers, output, device, precision, progress_mode, quiet):
     """Reproduce the paper's Table 1 (or 3) on a dataset's .mat files: prepare the scene, run the grid, write table.md."""
     setup_logging(quiet)
     from mamol_core.bench import paper_grid, paper_table, run_grid
@@ -139,7 +145,7 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, paper_number
     scene = output / "scene"
     if not (scene / "train_labels.tif").is_file():
         prepare_dataset(dataset, source, scene)
-    grid = paper_grid(dataset, table, split(methods) if methods else None, split(seeds), backbone, epochs)
+    grid = paper_grid(dataset, table, split(methods) if methods else None, split(seeds), backbone, epochs, min_steps)
     run_grid(scene, dataset, grid, output, device, precision, progress_sink(progress_mode))
     text = paper_table(output / "results.csv", dataset, table, paper_numbers)
     (output / "table.md").write_text(text)
@@ -166,3 +172,39 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
     if output:
         output.write_text(text)
     click.echo(text)
+
+
+@main.command()
+@click.option("--side", type=int, help="Side of the synthetic raster in pixels; default 384 on a CPU, 2048 on a GPU.")
+@click.option("--bands", type=int, default=8, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
+@click.option("--backbones", default="minilm-l6,vit-b-16-random", show_default=True, help="Backbones to measure, comma-separated.")
+@layout_options
+@click.option("--train-steps", type=int, default=6, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
+@click.option("--batch-size", type=int, help="Tiles per mapping batch; default 256 on CPU, 2048 on GPU.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures to this JSON file.")
+@device_options
+@quiet_option
+@handle_errors
+def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps, batch_size, json_path, device, precision, quiet):
+    """Mapping and training throughput of MaMOL beside a random forest's, on one synthetic raster."""
+    setup_logging(quiet)
+    import json
+
+    from mamol_core.atomic import atomic_path, check_writable
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.speed import SpeedSettings, run_speed, speed_table
+
+    if json_path is not None:
+        check_writable(json_path)
+    compute = resolve_device(device)
+    settings = SpeedSettings(side or (2048 if compute.type == "cuda" else 384), bands, tuple(split(backbones)),
+                             LayoutSpec(patch_size, token_size, encoding=encoding), train_steps, map_batch=batch_size)
+    result = run_speed(settings, compute, autocast_dtype(compute, precision))
+    if json_path is not None:
+        with atomic_path(json_path) as temporary:
+            temporary.write_text(json.dumps(result.as_dict(), indent=1))
+    click.echo(speed_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -60,6 +60,18 @@ def device_options(command: Callable) -> Callable:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(command)
 
 
+def layout_options(command: Callable) -> Callable:
+    """``--patch-size``, ``--token-size`` and ``--encoding`` (the model's token layout)."""
+    from mamol_core.config import ENCODINGS, LayoutSpec
+
+    command = click.option("--encoding", type=click.Choice(ENCODINGS), default=LayoutSpec.encoding, show_default=True,
+                           help="separate: each present modality in its own backbone pass; joint: all in one sequence.")(command)
+    command = click.option("--token-size", type=int, default=LayoutSpec.token_size, show_default=True,
+                           help="Pixels per token side; the head predicts all of a token's pixels.")(command)
+    return click.option("--patch-size", type=int, default=LayoutSpec.patch_size, show_default=True,
+                        help="Patch (and mapping tile) side in pixels, a multiple of --token-size.")(command)
+
+
 def progress_option(command: Callable) -> Callable:
     return click.option("--progress", "progress_mode", type=click.Choice(MODES), default="bar", show_default=True,
                         help="bar: a progress bar on stderr; json: one JSON line per update on stdout (for programs).")(command)

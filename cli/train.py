@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.atomic import check_writable
-from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,8 +28,10 @@ from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank of every expert.")
 @click.option("--dynamic-experts", type=int, default=2, show_default=True)
 @click.option("--top-k", type=int, default=1, show_default=True)
-@click.option("--patch-size", type=int, default=11, show_default=True, help="Patch side in pixels (one token per pixel per modality).")
+@layout_options
 @click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True,
+              help="At least this many optimizer steps, whatever the epochs (small label sets need more passes).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=2e-2, show_default=True)
@@ -41,7 +43,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
 @quiet_option
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, holdout, missing_rate, missing, backbone, backbone_weights,
-         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, epochs, batch_size, lr, weight_decay, seed,
+         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
          report, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
@@ -59,9 +61,9 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
     protocol = ProtocolSpec(missing_rate, missing, seed)
     experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                          num_dynamic=dynamic_experts, top_k=top_k)
-    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
     run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
-                         patch_size, protocol, spec, compute, amp, progress_mode)
+                         LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode)
     save_model(run.model, run.config, output)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
     if run.prepared.test is None:

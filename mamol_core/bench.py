@@ -18,11 +18,13 @@ import torch
 
 from mamol_core import __version__
 from mamol_core.checkpoint import save_model
-from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import evaluate_predictions
 from mamol_core.pipeline import predict_test_pixels, train_on_scene
+from mamol_core.labels import grouped_holdout
 from mamol_core.scene import Scene
+from mamol_core.train import schedule_steps
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,9 @@ METHODS: dict[str, ExpertSpec] = {
     "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
-FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "epochs", "trainable_params",
-          "oa", "kappa", "aa", "per_pattern_oa", "train_s", "eval_s", "cpu_s", "eval_mode", "device", "hardware", "mamol_version"]
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "steps",
+          "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s", "eval_mode",
+          "device", "hardware", "mamol_version"]
 
 
 @dataclass(frozen=True)
@@ -94,38 +97,16 @@ def append_row(results: Path, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def run_cell(cell: Cell, scene: Scene, backbone: BackboneSpec, patch_size: int, train: TrainSpec, device: torch.device,
-             amp_dtype: torch.dtype | None, eval_mode: str, progress_mode: str, model_dir: Path | None) -> dict:
-    """Train and evaluate one cell; returns its CSV row."""
-    if cell.method not in METHODS:
-        raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
-    protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
-    cpu_start = time.process_time()
-    run = train_on_scene(scene, backbone, dataclasses.replace(METHODS[cell.method]), patch_size, protocol,
-                         dataclasses.replace(train, seed=cell.seed), device, amp_dtype, progress_mode)
-    if run.prepared.test is None:
-        raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
-    start = time.perf_counter()
-    predicted = predict_test_pixels(run.model, run.prepared, eval_mode, None, amp_dtype, 256, progress_mode, device)
-    evaluation = evaluate_predictions(run.prepared.test, predicted, [c.name for c in scene.classes], scene.names)
-    eval_seconds = time.perf_counter() - start
-    if model_dir is not None:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        save_model(run.model, run.config, model_dir / f"{cell.scene}_{cell.method}_{cell.condition}_{cell.missing_rate:g}_s{cell.seed}.safetensors")
-    summaries = evaluation.summaries
-    overall = summaries.pop("overall")
-    return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
-            "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": patch_size, "epochs": train.epochs,
-            "trainable_params": run.model.trainable_parameters(), "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
-            "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
-            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
-            "eval_mode": eval_mode, "device": str(device),
-            "hardware": hardware_name(device), "mamol_version": __version__}
-
-
 @dataclass
 class Grid:
-    """A benchmark grid over one scene, and how each cell is trained and evaluated."""
+    """A benchmark grid over one scene, and how each cell is trained and evaluated.
+
+    ``eval_modes`` are ``pixel`` (one centred patch per pixel), ``dense`` (blended tiles at the
+    default stride) or ``dense@S`` (stride ``S``); the first gives the row's headline OA, all of them
+    go to its ``oa_by_mode``. With ``validation`` > 0 that share of the training labels (whole
+    groups per class) is held out, the model trains on the rest and is scored on the held-out part
+    only: the split for choosing settings, which never reads the test labels.
+    """
 
     rates: list[str]
     conditions: list[str]
@@ -133,13 +114,68 @@ class Grid:
     seeds: list[str]
     modalities: list[str] = dataclasses.field(default_factory=list)
     backbone: str = "auto"
-    patch_size: int = 11
-    epochs: int = 30
-    eval_mode: str = "pixel"
+    layout: LayoutSpec = dataclasses.field(default_factory=LayoutSpec)
+    epochs: int = TrainSpec.epochs
+    min_steps: int = TrainSpec.min_steps
+    eval_modes: list[str] = dataclasses.field(default_factory=lambda: ["pixel"])
+    validation: float = 0.0
     save_models: bool = False
 
     def cells(self, name: str) -> list[Cell]:
         return [Cell(name, float(r), c, m, int(s)) for r in self.rates for c in self.conditions for m in self.methods for s in self.seeds]
+
+
+def parse_eval_mode(mode: str) -> tuple[str, int | None]:
+    """``pixel``, ``dense`` or ``dense@S`` -> (mode, stride or None)."""
+    name, _, stride = mode.partition("@")
+    if name not in ("pixel", "dense") or (stride and (name != "dense" or not stride.isdigit() or int(stride) < 1)):
+        raise MamolError(f"--eval-mode {mode}: use pixel, dense or dense@STRIDE (e.g. dense@6)")
+    return name, int(stride) if stride else None
+
+
+def validation_scene(scene: Scene, fraction: float, seed: int) -> Scene:
+    """The scene with ``fraction`` of its training labels (whole groups per class) moved to the test side."""
+    train, held_out = grouped_holdout(scene.train_labels, None, fraction, seed)
+    return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
+
+
+def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str,
+             model_dir: Path | None) -> dict:
+    """Train and evaluate one cell; returns its CSV row."""
+    if cell.method not in METHODS:
+        raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
+    modes = [parse_eval_mode(m) for m in grid.eval_modes]
+    if grid.validation > 0:
+        scene = validation_scene(scene, grid.validation, cell.seed)
+    protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
+    cpu_start = time.process_time()
+    run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
+                         TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed), device, amp_dtype, progress_mode)
+    if run.prepared.test is None:
+        raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
+    start = time.perf_counter()
+    evaluations = {}
+    for text, (mode, stride) in zip(grid.eval_modes, modes):
+        predicted = predict_test_pixels(run.model, run.prepared, mode, stride, amp_dtype, 256, progress_mode, device)
+        evaluations[text] = evaluate_predictions(run.prepared.test, predicted, [c.name for c in scene.classes], scene.names)
+    eval_seconds = time.perf_counter() - start
+    if model_dir is not None:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        save_model(run.model, run.config, model_dir / f"{cell.scene}_{cell.method}_{cell.condition}_{cell.missing_rate:g}_s{cell.seed}.safetensors")
+    summaries = evaluations[grid.eval_modes[0]].summaries
+    overall = summaries.pop("overall")
+    layout = run.config.model.layout
+    return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
+            "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
+            "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
+            "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
+            "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
+            "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
+            "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
+            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
+            "eval_mode": grid.eval_modes[0], "device": str(device),
+            "hardware": hardware_name(device), "mamol_version": __version__}
 
 
 def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, precision: str, progress_mode) -> None:
@@ -150,6 +186,9 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
         raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    for mode in grid.eval_modes:
+        parse_eval_mode(mode)
+    grid.layout.check()
     scene = select_modalities(open_scene(scene_dir), grid.modalities)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
@@ -161,8 +200,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     for index, cell in enumerate(todo, start=1):
         log.info("[%d/%d] %s", index, len(todo), cell)
-        append_row(results, run_cell(cell, scene, BackboneSpec(grid.backbone), grid.patch_size, TrainSpec(epochs=grid.epochs),
-                                     compute, amp, grid.eval_mode, progress_mode, output / "models" if grid.save_models else None))
+        append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None))
 
 
 #: The paper's Table 1 grid per dataset (modalities used, condition names in our terms) and Table 3's rows.
@@ -172,14 +210,16 @@ TABLE1_METHODS = ["mmp", "dcp", "moe_rep", "moe_ada", "moe_task", "mamol"]
 TABLE3_CONDITIONS = {"both": (75, 75, 75), "sar:1+dsm:2": (100, 75, 50), "hsi:2+dsm:1": (50, 100, 75), "hsi:1+sar:2": (75, 50, 100)}
 
 
-def paper_grid(dataset: str, table: str, methods: list[str] | None, seeds: list[str], backbone: str, epochs: int) -> Grid:
+def paper_grid(dataset: str, table: str, methods: list[str] | None, seeds: list[str], backbone: str, epochs: int,
+               min_steps: int = TrainSpec.min_steps) -> Grid:
     """The grid of the paper's Table 1 (rates 50/70/90% x other/HS/both missing) or Table 3 (Augsburg, 75%)."""
     if table == "3":
         if dataset != "augsburg":
             raise MamolError("Table 3 is the three-modality Augsburg experiment; use --dataset augsburg")
-        return Grid(["0.75"], list(TABLE3_CONDITIONS), methods or ["mamol"], seeds, [], backbone, epochs=epochs)
+        return Grid(["0.75"], list(TABLE3_CONDITIONS), methods or ["mamol"], seeds, [], backbone, epochs=epochs, min_steps=min_steps)
     _, (hs, other) = PAPER_DATASETS[dataset]
-    return Grid(["0.5", "0.7", "0.9"], [other, hs, "both"], methods or TABLE1_METHODS, seeds, [hs, other], backbone, epochs=epochs)
+    return Grid(["0.5", "0.7", "0.9"], [other, hs, "both"], methods or TABLE1_METHODS, seeds, [hs, other], backbone, epochs=epochs,
+                min_steps=min_steps)
 
 
 def paper_table(results: Path, dataset: str, table: str, numbers: Path | None) -> str:
@@ -276,7 +316,9 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
-    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, {r['epochs']} epochs, {r['eval_mode']} evaluation" for r in rows})
+    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px, {r['epochs']} epochs"
+                        f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, "
+                        f"{r['eval_mode']} evaluation on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"

@@ -62,16 +62,49 @@ class ExpertSpec:
     prompt_length: int = 16
 
 
+#: How modalities go through the backbone: each present one in its own sequence, or all in one.
+ENCODINGS = ("separate", "joint")
+
+
+@dataclass
+class LayoutSpec:
+    """How pixels become tokens.
+
+    A sample (and a mapping tile) is a ``patch_size`` x ``patch_size`` pixel square; each token
+    covers ``token_size`` x ``token_size`` pixels of one modality, so a tile holds
+    ``(patch_size / token_size)**2`` tokens per modality. ``hidden`` is the width of the tokenizer's
+    per-pixel convolution. ``encoding`` is ``separate`` (each present modality in its own backbone
+    sequence, absent ones not computed; the paper's eq. 4) or ``joint`` (one sequence of all
+    modalities' tokens, absent ones replaced by dummy tokens).
+    """
+
+    patch_size: int = 12
+    token_size: int = 4
+    hidden: int = 256
+    encoding: str = "separate"
+
+    @property
+    def tokens_per_side(self) -> int:
+        return self.patch_size // self.token_size
+
+    def check(self) -> None:
+        """One-line error for a layout the network cannot be built with."""
+        if self.token_size < 1 or self.patch_size < self.token_size or self.patch_size % self.token_size:
+            raise MamolError(f"--patch-size {self.patch_size} with --token-size {self.token_size}: the patch side must be a "
+                             f"positive multiple of the token side (e.g. --patch-size {max(self.token_size, 1) * 3})")
+        if self.encoding not in ENCODINGS:
+            raise MamolError(f"--encoding {self.encoding}: use {' or '.join(ENCODINGS)}")
+
+
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild the network: inputs, classes, backbone, experts, patch size."""
+    """Everything needed to rebuild the network: inputs, classes, backbone, experts, token layout."""
 
     modalities: list[ModalitySpec]
     classes: list[ClassSpec]
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     experts: ExpertSpec = field(default_factory=ExpertSpec)
-    patch_size: int = 11
-    tokenizer_hidden: int = 256
+    layout: LayoutSpec = field(default_factory=LayoutSpec)
 
     @property
     def modality_names(self) -> list[str]:
@@ -93,9 +126,15 @@ class ProtocolSpec:
 
 @dataclass
 class TrainSpec:
-    """Optimisation settings; defaults follow the paper (Adam, lr 2e-3, wd 2e-2, 10% warm-up, batch 128)."""
+    """Optimisation settings; defaults follow the paper (Adam, lr 2e-3, wd 2e-2, 10% warm-up, batch 128).
+
+    The schedule runs ``epochs`` passes over the training pixels but at least ``min_steps``
+    optimizer steps, so that a small label set is not left under-trained (chosen on a validation
+    split of Trento's training labels; docs/benchmarks.md).
+    """
 
     epochs: int = 30
+    min_steps: int = 500
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 2e-2
@@ -125,16 +164,35 @@ class MamolConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise MamolError(f"{source}: its embedded config is not valid JSON ({exc.msg}); retrain the model") from None
+        if not isinstance(data, dict):
+            raise MamolError(f"{source}: its embedded config is not an object; retrain the model")
         found = data.get("format_version")
         if found != FORMAT_VERSION:
-            raise MamolError(
-                f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); "
-                f"this mamol {__version__} reads format {FORMAT_VERSION}: retrain it or install that mamol version"
-            )
+            written = f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); this mamol {__version__} reads format {FORMAT_VERSION}"
+            if isinstance(found, int) and found > FORMAT_VERSION:
+                raise MamolError(f"{written}: upgrade mamol to use it")
+            raise MamolError(f"{written}: retrain it on the same inputs with this mamol ({retrain_hint(data)}), "
+                             f"or map with mamol {data.get('mamol_version', 'of that version')}")
         try:
             return _from_dict(cls, data)
         except (TypeError, KeyError) as exc:
             raise MamolError(f"{source}: its embedded config is incomplete ({exc}); retrain the model") from None
+
+
+def retrain_hint(data: dict) -> str:
+    """The ``mamol-train`` settings of an older model file's config, as far as it records them."""
+    protocol = data.get("protocol") if isinstance(data.get("protocol"), dict) else {}
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    backbone = model.get("backbone") if isinstance(model.get("backbone"), dict) else {}
+    modalities = model.get("modalities") if isinstance(model.get("modalities"), list) else []
+    parts = ["mamol-train", *(f"--input {m.get('name')}=PATH" for m in modalities if isinstance(m, dict)), "--labels LABELS"]
+    for flag, value in (("--missing-rate", protocol.get("missing_rate")), ("--missing", protocol.get("missing")),
+                        ("--backbone", backbone.get("name")), ("--epochs", train.get("epochs")), ("--min-steps", train.get("min_steps")),
+                        ("--seed", train.get("seed"))):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " ".join(parts + ["-o NEW.safetensors"])
 
 
 def _from_dict(kind: Any, value: Any) -> Any:

@@ -11,21 +11,22 @@ valid in no modality get no prediction.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from mamol_core.config import LayoutSpec
 from mamol_core.model import MaMOLClassifier
 
 #: Default share of valid pixels a modality needs in a tile to count as present there.
 MIN_VALID = 0.5
 
 
-def default_stride(patch_size: int) -> int:
-    """Tile step used unless one is given: half the tile, rounded up."""
-    return max(1, math.ceil(patch_size / 2))
+def default_stride(layout: LayoutSpec) -> int:
+    """Tile step used unless one is given: the tile side, so tiles lie side by side and every
+    pixel is predicted once (overlap blends several views but costs more; docs/benchmarks.md)."""
+    return layout.patch_size
 
 
 def tile_starts(length: int, size: int, stride: int) -> np.ndarray:
@@ -77,7 +78,7 @@ class DensePredictor:
         self.model = inference_model(model, amp_dtype)
         self.dtype = amp_dtype or torch.float32
         self.stride, self.batch_size, self.min_valid = stride, batch_size, min_valid
-        self.size = model.config.patch_size
+        self.size = model.config.layout.patch_size
         if not 1 <= stride <= self.size:
             raise ValueError(f"stride {stride} must lie between 1 and the tile size {self.size}")
 

@@ -1,10 +1,12 @@
 """Land-cover mapping of georeferenced rasters: block by block, tile by tile, bounded memory.
 
-The output grid is split into square blocks. For each block, the tiles of the global tile grid
-(every ``stride`` pixels, plus a last row and column flush with the raster's edge) that touch it
-are read through the aligned inputs, normalised with the model's statistics, predicted and
-blended, and the block is written. Tiles that straddle two blocks are predicted twice, so every
-block is self-contained and memory does not grow with the raster.
+The output grid is split into square blocks whose side is a multiple of the tile stride. For
+each block, the tiles of the global tile grid (every ``stride`` pixels, plus a last row and column
+flush with the raster's edge) that touch it are read through the aligned inputs, normalised with
+the model's statistics, predicted and blended, and the block is written. With the default stride
+(tiles side by side) a tile never straddles two blocks; with overlapping tiles, those that do are
+predicted twice, so every block is self-contained and memory does not grow with the raster.
+Reading runs one block ahead, in a background thread.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mamol_core.dense import MIN_VALID, DensePredictor, default_stride, tile_sta
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier
 from mamol_core.outputs import MapWriter, OutputPaths
+from mamol_core.prefetch import prefetched
 from mamol_core.progress import counter
 from mamol_core.samples import normalize
 
@@ -85,11 +88,47 @@ def check_names(config: MamolConfig, inputs: list[MapInput]) -> None:
         raise MamolError(f"modality given twice among {', '.join(names)}; give each modality once")
 
 
-def block_side(config: MamolConfig, requested: int | None) -> int:
-    if requested is not None:
-        return max(requested, config.model.patch_size)
-    side = int(math.sqrt(BLOCK_BUDGET / 4 / max(config.model.total_bands, 1)))
-    return int(min(1024, max(config.model.patch_size * 4, 64, side)))
+def block_side(config: MamolConfig, stride: int, requested: int | None) -> int:
+    """Side of the square blocks read at once: a multiple of the tile stride (so that, with tiles
+    that do not overlap, no tile straddles two blocks and none is predicted twice), at least one
+    tile, sized from ``BLOCK_BUDGET`` unless ``requested``."""
+    size = config.model.layout.patch_size
+    if requested is None:
+        budget = int(math.sqrt(BLOCK_BUDGET / 4 / max(config.model.total_bands, 1)))
+        requested = int(min(1024, max(size * 4, 64, budget)))
+    return max(size, stride * math.ceil(max(requested, 1) / stride))
+
+
+@dataclass
+class Block:
+    """One block of the output grid: the part it writes, the window read for its tiles (which may
+    reach past the block, and past the raster when the raster is smaller than a tile), and the
+    origins of those tiles inside the read window."""
+
+    target: Window
+    read: Window
+    origins: np.ndarray
+
+
+def plan_blocks(height: int, width: int, size: int, stride: int, side: int) -> list[Block]:
+    """The blocks covering a ``height x width`` grid and the tiles of the global tile grid (every
+    ``stride`` pixels plus a last row and column flush with the edge) that each one predicts."""
+    row_tiles = tile_starts(max(height, size), size, stride)
+    col_tiles = tile_starts(max(width, size), size, stride)
+
+    def touching(starts: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        return starts[(starts < hi) & (starts + size > lo)]
+
+    blocks = []
+    for r0 in range(0, height, side):
+        for c0 in range(0, width, side):
+            r1, c1 = min(r0 + side, height), min(c0 + side, width)
+            rows, cols = touching(row_tiles, r0, r1), touching(col_tiles, c0, c1)
+            read_r0, read_c0 = int(rows[0]), int(cols[0])
+            read = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
+            origins = np.stack(np.meshgrid(rows - read_r0, cols - read_c0, indexing="ij"), -1).reshape(-1, 2)
+            blocks.append(Block(Window(c0, r0, c1 - c0, r1 - r0), read, origins))
+    return blocks
 
 
 class BlockReader:
@@ -123,44 +162,36 @@ class BlockReader:
 
 def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
                 options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> MapSummary:
-    """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes."""
+    """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
+
+    Blocks are read (warped, normalised) in a background thread one block ahead of the model."""
     check_names(config, inputs)
-    size = config.model.patch_size
-    stride = options.stride or default_stride(size)
+    size = config.model.layout.patch_size
+    stride = options.stride or default_stride(config.model.layout)
     predictor = DensePredictor(model, stride, options.batch_size, amp_dtype, options.min_valid)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
         check_inputs(config, inputs, aligned)
         aligned.check_readable()
         grid = aligned.grid
         reader = BlockReader(config, inputs, aligned)
-        row_tiles = tile_starts(max(grid.height, size), size, stride)
-        col_tiles = tile_starts(max(grid.width, size), size, stride)
-        side = block_side(config, options.block_size)
-        blocks = [(r, c) for r in range(0, grid.height, side) for c in range(0, grid.width, side)]
-
-        def touching(starts: np.ndarray, lo: int, hi: int) -> np.ndarray:
-            return starts[(starts < hi) & (starts + size > lo)]
-
-        total = sum(len(touching(row_tiles, r, r + side)) * len(touching(col_tiles, c, c + side)) for r, c in blocks)
-        log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px, stride %d, device %s",
-                 grid.width, grid.height, grid.crs, len(blocks), total, size, stride, device)
+        blocks = plan_blocks(grid.height, grid.width, size, stride, block_side(config, stride, options.block_size))
+        total = sum(len(b.origins) for b in blocks)
+        log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
+                 grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
         start = time.perf_counter()
         bar = counter(total, "mapping", "tile", progress_mode)
         try:
             with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
-                for r0, c0 in blocks:
-                    r1, c1 = min(r0 + side, grid.height), min(c0 + side, grid.width)
-                    rows, cols = touching(row_tiles, r0, r1), touching(col_tiles, c0, c1)
-                    read_r0, read_c0 = int(rows[0]), int(cols[0])
-                    window = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
-                    data, valid = reader.read(window)
-                    origins = torch.as_tensor(np.stack(np.meshgrid(rows - read_r0, cols - read_c0, indexing="ij"), -1).reshape(-1, 2))
+                for block, (data, valid) in prefetched(blocks, lambda b: reader.read(b.read)):
+                    read_r0, read_c0 = int(block.read.row_off), int(block.read.col_off)
                     inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
                     inside[: grid.height - read_r0, : grid.width - read_c0] = True
-                    result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device), origins,
-                                               on_tiles=bar.update, inside=inside)
-                    crop = (slice(None), slice(r0 - read_r0, r1 - read_r0), slice(c0 - read_c0, c1 - read_c0))
-                    writer.write(Window(c0, r0, c1 - c0, r1 - r0), result.probabilities[crop].cpu().numpy(), result.used[crop].cpu().numpy())
+                    result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),
+                                               torch.as_tensor(block.origins), on_tiles=bar.update, inside=inside)
+                    t = block.target
+                    crop = (slice(None), slice(int(t.row_off) - read_r0, int(t.row_off + t.height) - read_r0),
+                            slice(int(t.col_off) - read_c0, int(t.col_off + t.width) - read_c0))
+                    writer.write(t, result.probabilities[crop].cpu().numpy(), result.used[crop].cpu().numpy())
                 writer.commit()
         finally:
             bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mamol_core.backbones import build_backbone
 from mamol_core.backbones.base import FrozenBackbone
@@ -13,19 +14,21 @@ from mamol_core.experts.context import RoutingContext
 
 
 class ModalityTokenizer(nn.Module):
-    """One token per pixel: Conv3x3 (bands -> hidden), GELU, Conv1x1 (hidden -> backbone width).
+    """One token per ``s x s`` pixels: Conv3x3 (bands -> hidden) on every pixel, GELU, then a
+    ``s x s`` convolution with stride ``s`` (hidden -> backbone width) that merges each block.
 
-    This is the authors' tokenizer (CLIP's own patch embedding is skipped); each token sees the
-    3x3 neighbourhood of its pixel.
+    With ``s = 1`` this is the authors' tokenizer (Conv3x3 then Conv1x1; CLIP's own patch
+    embedding is skipped). Every pixel is read: a token sees its ``s x s`` block and a one-pixel rim.
     """
 
-    def __init__(self, bands: int, hidden: int, width: int) -> None:
+    def __init__(self, bands: int, hidden: int, width: int, token_size: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(bands, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, width, 1))
+        self.pixels = nn.Sequential(nn.Conv2d(bands, hidden, 3, padding=1), nn.GELU())
+        self.merge = nn.Conv2d(hidden, width, token_size, stride=token_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, bands, P, P]`` -> ``[B, P*P, width]``."""
-        return self.net(x).flatten(2).transpose(1, 2)
+        """``[B, bands, P, P]`` -> ``[B, (P/s)**2, width]``."""
+        return self.merge(self.pixels(x)).flatten(2).transpose(1, 2)
 
 
 def sincos_2d(size: int, width: int) -> torch.Tensor:
@@ -40,59 +43,103 @@ def sincos_2d(size: int, width: int) -> torch.Tensor:
 
 
 class MaMOLClassifier(nn.Module):
-    """Classifies every pixel of a ``P x P`` patch from all modalities at once.
+    """Classifies every pixel of a ``P x P`` patch from whichever modalities are present.
 
-    Missing modalities: the tokens of an absent modality are replaced by zeros *after* its
-    tokenizer (the paper's "encoder outputs replaced with zero-filled tensors"), so the input can
-    hold anything there. Position and modality-type embeddings are still added, which keeps the
-    sequence layout fixed and makes the dummy token a learned constant per position (eq. 3). The
-    presence mask also reaches every expert layer, and the features of absent modalities are
-    zeroed before the head, as in the authors' code.
+    Each modality is tokenized on its own (``s x s`` pixels per token) and given a learned
+    position and modality-type embedding. With the ``separate`` encoding (the default, the paper's
+    eq. 4) every present modality of a sample is one backbone sequence, all of a batch's sequences
+    go through the backbone together, and an absent modality is not computed at all: its features
+    are zeros. With ``joint`` encoding all modalities of a sample share one sequence and an absent
+    modality's tokens are the dummy tokens of eq. 3 (position and type embeddings only), so
+    attention fuses modalities at every block. In both, every sequence carries its sample's whole
+    presence mask to the expert layers (``alpha_i = m_i``, ``psi(m)``).
 
-    All modalities share one token sequence (``M * P * P`` tokens), so attention fuses them. The
-    head reads, for each pixel, the concatenated per-modality features of that pixel's tokens.
+    The head fuses per token: the concatenated features of the token's modalities (zeros for
+    absent ones) go through LayerNorm and one linear map to ``classes x s x s`` logits, which a
+    pixel shuffle puts back on the ``P x P`` pixel grid.
     """
 
     def __init__(self, config: ModelConfig, backbone: FrozenBackbone) -> None:
         super().__init__()
+        config.layout.check()
         self.config = config
-        width, size, count = backbone.width, config.patch_size, len(config.modalities)
+        layout, width, count = config.layout, backbone.width, len(config.modalities)
         self.band_slices = []
         start = 0
         for modality in config.modalities:
             self.band_slices.append(slice(start, start + modality.bands))
             start += modality.bands
-        self.tokenizers = nn.ModuleList(ModalityTokenizer(m.bands, config.tokenizer_hidden, width) for m in config.modalities)
-        self.position = nn.Parameter(sincos_2d(size, width))
+        self.tokenizers = nn.ModuleList(ModalityTokenizer(m.bands, layout.hidden, width, layout.token_size) for m in config.modalities)
+        self.position = nn.Parameter(sincos_2d(layout.tokens_per_side, width))
         self.modality_type = nn.Parameter(torch.randn(count, width) * 0.02)
         self.backbone = backbone
         self.routing = RoutingContext()
         self.expert_layers, self.prompt_tokens = attach_experts(backbone, count, config.experts, self.routing)
-        self.head = nn.Sequential(nn.LayerNorm(count * width), nn.Linear(count * width, len(config.classes)))
+        self.head = nn.Sequential(nn.LayerNorm(count * width), nn.Linear(count * width, len(config.classes) * layout.token_size**2))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x``: ``[B, total_bands, P, P]`` normalised bands; ``mask``: ``[B, M]`` presence (bool).
 
         Returns per-pixel class logits ``[B, classes, P, P]``.
         """
-        batch, _, size, _ = x.shape
-        if size != self.config.patch_size:
-            raise ValueError(f"patch size {size} differs from the model's {self.config.patch_size}")
-        present = mask.to(x.dtype)
-        tokens = [
-            tok(x[:, bands]) * present[:, i, None, None] + self.position + self.modality_type[i]
-            for i, (tok, bands) in enumerate(zip(self.tokenizers, self.band_slices))
-        ]
+        size = self.config.layout.patch_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            raise ValueError(f"patch size {tuple(x.shape[-2:])} differs from the model's {size}")
+        mask = mask.bool()
+        encode = self._encode_joint if self.config.layout.encoding == "joint" else self._encode_separate
+        features = encode(x, mask)
+        return self._decode(features)
+
+    def _embed(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.tokenizers[index](x[:, self.band_slices[index]]) + self.position + self.modality_type[index]
+
+    def _run_backbone(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.routing.mask = mask
         try:
-            features = self.backbone(torch.cat(tokens, dim=1))
+            return self.backbone(tokens)[:, self.prompt_tokens :]
         finally:
             self.routing.end_pass()
+
+    def _encode_separate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, M, T, width]``: one backbone sequence per present (sample, modality)."""
         count = len(self.tokenizers)
-        features = features[:, self.prompt_tokens :].unflatten(1, (count, size * size)) * present[:, :, None, None].to(features.dtype)
-        features = features.permute(0, 2, 1, 3).flatten(2)
-        logits = self.head(features)
-        return logits.transpose(1, 2).unflatten(2, (size, size))
+        samples, modalities, sequences = [], [], []
+        for index in range(count):
+            present = mask[:, index].nonzero().squeeze(1)
+            if len(present):
+                samples.append(present)
+                modalities.append(torch.full_like(present, index))
+                sequences.append(self._embed(index, x[present]))
+        tokens = self.layout_tokens
+        if not sequences:
+            return x.new_zeros(len(x), count, tokens, self.backbone.width)
+        samples, modalities = torch.cat(samples), torch.cat(modalities)
+        encoded = self._run_backbone(torch.cat(sequences), mask[samples])
+        features = encoded.new_zeros(len(x), count, tokens, encoded.shape[-1])
+        features[samples, modalities] = encoded
+        return features
+
+    def _encode_joint(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, M, T, width]`` from one sequence per sample holding every modality's tokens."""
+        present = mask.to(x.dtype)
+        tokens = [self.tokenizers[i](x[:, bands]) * present[:, i, None, None] + self.position + self.modality_type[i]
+                  for i, bands in enumerate(self.band_slices)]
+        encoded = self._run_backbone(torch.cat(tokens, dim=1), mask)
+        features = encoded.unflatten(1, (len(self.tokenizers), self.layout_tokens))
+        return features * present[:, :, None, None].to(features.dtype)
+
+    @property
+    def layout_tokens(self) -> int:
+        """Tokens per modality and sample."""
+        return self.config.layout.tokens_per_side**2
+
+    def _decode(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, M, T, width]`` -> logits ``[B, classes, P, P]`` (pixel shuffle of ``s x s`` per token)."""
+        layout = self.config.layout
+        side = layout.tokens_per_side
+        logits = self.head(features.permute(0, 2, 1, 3).flatten(2))
+        logits = logits.transpose(1, 2).unflatten(2, (side, side))
+        return F.pixel_shuffle(logits, layout.token_size)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -110,4 +157,3 @@ def describe(model: MaMOLClassifier) -> str:
     """One line with the trainable and total parameter counts."""
     trainable, total = model.trainable_parameters(), model.total_parameters()
     return f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%), experts in blocks {model.expert_layers}"
-

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from mamol_core.backbones import resolve_backbone
-from mamol_core.config import BackboneSpec, ExpertSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.dense import default_stride
 from mamol_core.evaluate import Evaluation, evaluate_predictions, predict_pixels, predict_pixels_dense
@@ -34,15 +34,14 @@ class TrainingRun:
     seconds: float
 
 
-def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, patch_size: int, protocol: ProtocolSpec,
-                   train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar",
-                   tokenizer_hidden: int = 256) -> TrainingRun:
+def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
+                   train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> TrainingRun:
     """Fit normalisation, build the model and train it on the scene's training pixels."""
-    if patch_size < 1:
-        raise MamolError(f"--patch-size {patch_size}: use a positive size such as 9")
+    layout.check()
+    patch_size = layout.patch_size
     prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
     resolved, frozen = resolve_backbone(backbone)
-    model_config = ModelConfig(specs, scene.classes, resolved, experts, patch_size, tokenizer_hidden)
+    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout)
     config = MamolConfig(model_config, protocol, train)
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)
@@ -90,11 +89,11 @@ def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: s
                         amp_dtype: torch.dtype | None, batch_size: int, progress_mode: str, device: torch.device):
     """Predictions for the test pixels: ``pixel`` (a patch centred on each) or ``dense`` (blended tiles)."""
     if mode == "pixel":
-        sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), model.config.patch_size)
+        sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), model.config.layout.patch_size)
         return predict_pixels(model, sampler, prepared.test, batch_size, amp_dtype, progress_mode)
     if mode == "dense":
         return predict_pixels_dense(model, torch.from_numpy(prepared.data).to(device), torch.from_numpy(prepared.valid).to(device),
-                                    prepared.test, stride or default_stride(model.config.patch_size), batch_size, amp_dtype,
+                                    prepared.test, stride or default_stride(model.config.layout), batch_size, amp_dtype,
                                     progress_mode)
     raise MamolError(f"--mode {mode}: use pixel or dense")
 
@@ -106,6 +105,6 @@ def evaluate_model_on_scene(model: MaMOLClassifier, config: MamolConfig, scene: 
     scene = order_scene_for_model(scene, config, "the scene")
     if scene.test_labels is None or not (scene.test_labels > 0).any():
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --labels")
-    prepared, _ = prepare_scene(scene, protocol, margin=config.model.patch_size, specs=config.model.modalities)
+    prepared, _ = prepare_scene(scene, protocol, margin=config.model.layout.patch_size, specs=config.model.modalities)
     predicted = predict_test_pixels(model, prepared, mode, stride, amp_dtype, batch_size, progress_mode, device)
     return evaluate_predictions(prepared.test, predicted, [c.name for c in config.model.classes], config.model.modality_names)

@@ -46,9 +46,15 @@ def warmup_linear(total_steps: int, warmup_fraction: float):
     return factor
 
 
+def schedule_steps(pixels: int, spec: TrainSpec) -> int:
+    """Optimizer steps of a run: ``spec.epochs`` passes over ``pixels`` samples, at least ``spec.min_steps``."""
+    return max(spec.epochs * math.ceil(pixels / spec.batch_size), spec.min_steps)
+
+
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,
                 amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> list[float]:
-    """Train the trainable parameters of ``model`` on ``pixels``; returns the mean loss per epoch.
+    """Train the trainable parameters of ``model`` on ``pixels`` for :func:`schedule_steps` steps;
+    returns the mean loss per epoch (the last one may be cut short by the step count).
 
     Each sample places its labelled (anchor) pixel at a random position of the patch, so every
     position of the per-pixel head learns, which dense tile inference relies on; with ``augment``
@@ -63,16 +69,17 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     torch.manual_seed(spec.seed)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
-    steps_per_epoch = math.ceil(len(pixels) / spec.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(spec.epochs * steps_per_epoch, spec.warmup_fraction))
+    total_steps = schedule_steps(len(pixels), spec)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, spec.warmup_fraction))
     size = sampler.size
     history = []
     model.train()
-    bar = counter(spec.epochs * steps_per_epoch, "training", "step", progress_mode)
-    for epoch in range(spec.epochs):
+    bar = counter(total_steps, "training", "step", progress_mode)
+    step, epoch = 0, 0
+    while step < total_steps:
         order = torch.randperm(len(pixels), generator=generator).to(device)
-        total = 0.0
-        for batch in order.split(spec.batch_size):
+        total, seen = 0.0, 0
+        for batch in order.split(spec.batch_size)[: total_steps - step]:
             count = len(batch)
             target_i = torch.randint(size, (count,), generator=generator).to(device)
             target_j = torch.randint(size, (count,), generator=generator).to(device)
@@ -91,9 +98,12 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
             optimizer.step()
             scheduler.step()
             total += loss.item() * count
+            seen += count
+            step += 1
             bar.update(1)
-        history.append(total / len(pixels))
-        bar.set_postfix(epoch=epoch + 1, loss=round(history[-1], 4))
+        epoch += 1
+        history.append(total / seen)
+        bar.set_postfix(epoch=epoch, loss=round(history[-1], 4))
     bar.close()
     model.eval()
     return history

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench import hardware_name  # noqa: E402
 from mamol_core.checkpoint import save_model  # noqa: E402
-from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
 from mamol_core.dense import DensePredictor, default_stride  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
 from mamol_core.evaluate import predict_pixels  # noqa: E402
@@ -39,11 +39,11 @@ BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights
 S2_GROUPS = {"s2_10m": ["B02", "B03", "B04", "B08"], "s2_20m": ["B05", "B06", "B07", "B8A", "B11", "B12"], "s2_60m": ["B01", "B09", "B10"]}
 
 
-def untrained_config(modalities: list[tuple[str, int]], backbone: str, patch: int = 11, means=None, stds=None) -> MamolConfig:
-    """A model config for throughput runs: its trainable weights are random, its outputs meaningless."""
+def untrained_config(modalities: list[tuple[str, int]], backbone: str, means=None, stds=None) -> MamolConfig:
+    """A model config for throughput runs (the default token layout): its trainable weights are random, its outputs meaningless."""
     specs = [ModalitySpec(n, b, list(means[i]) if means else [0.0] * b, list(stds[i]) if stds else [1.0] * b) for i, (n, b) in enumerate(modalities)]
     classes = [ClassSpec(i + 1, f"class {i + 1}", "#%02x%02x%02x" % (40 * i, 255 - 40 * i, 128)) for i in range(6)]
-    return MamolConfig(ModelConfig(specs, classes, BackboneSpec(backbone), ExpertSpec(), patch))
+    return MamolConfig(ModelConfig(specs, classes, BackboneSpec(backbone), ExpertSpec(), LayoutSpec()))
 
 
 def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list[dict]:
@@ -55,16 +55,17 @@ def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list
         side = sizes[label]
         data = torch.randn(25, side, side, device=device)
         valid = torch.ones(2, side, side, dtype=torch.bool, device=device)
-        predictor = DensePredictor(model, default_stride(11), 2048 if device.type == "cuda" else 256, amp)
-        predictor.predict(data[:, :16, :16], valid[:, :16, :16])
+        layout = config.model.layout
+        predictor = DensePredictor(model, default_stride(layout), 2048 if device.type == "cuda" else 256, amp)
+        predictor.predict(data[:, :24, :24], valid[:, :24, :24])
         start = time.perf_counter()
         predictor.predict(data, valid)
         _sync(device)
         dense = side * side / (time.perf_counter() - start) / 1e6
-        count = max(64, side * side // 121)
+        count = max(64, side * side // layout.patch_size**2)
         rng = np.random.default_rng(0)
         pixels = PixelSet(rng.integers(0, side, count), rng.integers(0, side, count), np.zeros(count, np.int64), np.ones((count, 2), bool))
-        sampler = PatchSampler(data, 11)
+        sampler = PatchSampler(data, layout.patch_size)
         start = time.perf_counter()
         predict_pixels(model, sampler, pixels, 2048 if device.type == "cuda" else 256, amp, "none")
         _sync(device)
@@ -188,7 +189,7 @@ def peak_rss(device: str, work: Path, sides: tuple[int, int]) -> list[dict]:
                 h = min(1024, side - r)
                 dst.write(rng.normal(200, 5, (1, h, side)).astype(np.float32), window=rasterio.windows.Window(0, r, side, h))
         stats = run_map(["--model", str(model_path), "--input", f"hsi={hsi}", "--input", f"lidar={lidar}",
-                         "-o", str(work / f"map_{side}.tif"), "--device", device, "--stride", "11"])
+                         "-o", str(work / f"map_{side}.tif"), "--device", device])
         input_mb = (side * side * (8 * 2 + 4)) / 2**20
         rows.append({"side": side, "mpx": side * side / 1e6, "input_mb_uncompressed": input_mb, **stats})
         print(f"  rss {side}: {rows[-1]}", flush=True)

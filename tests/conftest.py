@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, ModalitySpec, ModelConfig
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, ModalitySpec, ModelConfig
 from mamol_core.synthetic import write_scene
 
 TRENTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "trento"
@@ -26,13 +26,13 @@ def scene_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 5, **experts) -> ModelConfig:
-    """A model config on the tiny backbone with unit normalisation."""
+def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 6, token: int = 2, encoding: str = "separate",
+                **experts) -> ModelConfig:
+    """A model config on the tiny backbone with unit normalisation (6 x 6 patches of 2 x 2-pixel tokens by default)."""
     return ModelConfig(
         modalities=[ModalitySpec(n, b, [0.0] * b, [1.0] * b) for n, b in modalities],
         classes=[ClassSpec(i + 1, f"class {i + 1}", "#000000") for i in range(classes)],
         backbone=BackboneSpec("tiny"),
         experts=ExpertSpec(**{"num_layers": 2, "rank": 4, **experts}),
-        patch_size=patch,
-        tokenizer_hidden=16,
+        layout=LayoutSpec(patch, token, 16, encoding),
     )

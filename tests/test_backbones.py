@@ -113,7 +113,7 @@ def test_random_openclip_tower_is_seeded_and_travels_in_the_model_file(tiny_clip
     path = tmp_path / "random_clip.safetensors"
     save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
     loaded, _ = load_model(path)
-    x, mask = torch.randn(3, 5, 5, 5), torch.tensor([[True, True], [True, False], [False, True]])
+    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
 
@@ -127,5 +127,5 @@ def test_scratch_backbone_trains_with_the_experts():
     model = build_model(replace(tiny_config(), backbone=BackboneSpec("scratch-small")))
     own = [p for name, p in model.backbone.named_parameters() if ".adapter." not in name]
     assert all(p.requires_grad for p in own)
-    model(torch.randn(2, 5, 5, 5), torch.ones(2, 2, dtype=torch.bool)).float().pow(2).mean().backward()
+    model(torch.randn(2, 5, 6, 6), torch.ones(2, 2, dtype=torch.bool)).float().pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)

@@ -9,7 +9,7 @@ from scipy.io import savemat
 
 from cli import bench
 
-FAST = ["--backbone", "tiny", "--patch-size", "5", "--epochs", "1", "--progress", "none", "--quiet", "--device", "cpu"]
+FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "1", "--min-steps", "0", "--progress", "none", "--quiet", "--device", "cpu"]
 
 
 def rows(path):
@@ -80,7 +80,7 @@ def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):
                                             "Houston13,HS+LiDAR,70,missing_hs,30,100,MaMOL,88.80,88.00\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(bench.main, ["paper", "--dataset", "houston2013", "--source", str(source), "--methods", "mamol",
-                                             "--backbone", "tiny", "--epochs", "1", "--paper-numbers", str(papers), "-o", str(out),
+                                             "--backbone", "tiny", "--epochs", "1", "--min-steps", "0", "--paper-numbers", str(papers), "-o", str(out),
                                              "--progress", "none", "--quiet", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert {(r["missing_rate"], r["condition"]) for r in rows(out / "results.csv")} == {

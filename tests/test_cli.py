@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from cli import evaluate, info, train
 
-FAST = ["--backbone", "tiny", "--patch-size", "5", "--epochs", "3", "--expert-layers", "2", "--rank", "4",
+FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2", "--rank", "4",
         "--device", "cpu", "--progress", "none", "--quiet"]
 
 
@@ -85,3 +85,31 @@ def test_not_a_model_file(tmp_path):
     fake.write_text("hello world, not a model")
     result = CliRunner().invoke(info.main, [str(fake)])
     assert result.exit_code == 1 and "not a mamol model" in result.output
+
+
+def test_model_of_the_previous_format_gets_one_line_that_says_how_to_retrain(model_file, scene_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cli import map as map_cli
+    from mamol_core.modelfile import read_metadata
+
+    config = json.loads(read_metadata(model_file)["mamol_config"])
+    layout = config["model"].pop("layout")
+    config["model"].update(patch_size=layout["patch_size"], tokenizer_hidden=layout["hidden"])
+    del config["train"]["min_steps"]
+    config.update(mamol_version="0.1.0", format_version=1)
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(model_file)), str(old), metadata={"mamol_config": json.dumps(config), "format": "mamol"})
+    before = sorted(tmp_path.iterdir())
+    runs = [
+        CliRunner().invoke(map_cli.main, ["--model", str(old), "--input", f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif")]),
+        CliRunner().invoke(evaluate.main, ["--model", str(old), "--scene", str(scene_dir), "-o", str(tmp_path / "report")]),
+        CliRunner().invoke(info.main, [str(old)]),
+    ]
+    for result in runs:
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "old.safetensors was written by mamol 0.1.0 (model format 1)" in lines[0], result.output
+        assert "retrain it on the same inputs with this mamol (mamol-train --input dsm=PATH --input hsi=PATH" in lines[0]
+        assert "--missing-rate 0.5 --missing both --backbone tiny --epochs 3 --seed 0 -o NEW.safetensors" in lines[0]
+    assert sorted(tmp_path.iterdir()) == before

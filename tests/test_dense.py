@@ -27,7 +27,7 @@ def test_tent_window_is_positive_and_peaks_in_the_centre():
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    m = build_model(tiny_config(patch=5))
+    m = build_model(tiny_config())
     for p in m.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.3)
@@ -35,9 +35,9 @@ def model():
 
 
 def test_single_tile_equals_the_model_output(model):
-    data = torch.randn(5, 5, 5)
-    valid = torch.ones(2, 5, 5, dtype=torch.bool)
-    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
+    data = torch.randn(5, 6, 6)
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    result = DensePredictor(model, stride=6, batch_size=8, amp_dtype=None).predict(data, valid)
     expected = torch.softmax(model(data[None], torch.tensor([[True, True]])), 1)[0]
     torch.testing.assert_close(result.probabilities, expected)
     assert result.predicted.all()
@@ -48,36 +48,36 @@ def test_overlapping_tiles_blend_to_a_distribution_and_cover_everything(model):
     valid = torch.ones(2, 13, 17, dtype=torch.bool)
     tiles = []
     result = DensePredictor(model, stride=2, batch_size=7, amp_dtype=None).predict(data, valid, on_tiles=tiles.append)
-    assert sum(tiles) == len(tile_starts(13, 5, 2)) * len(tile_starts(17, 5, 2))
+    assert sum(tiles) == len(tile_starts(13, 6, 2)) * len(tile_starts(17, 6, 2))
     torch.testing.assert_close(result.probabilities.sum(0), torch.ones(13, 17))
     assert result.predicted.all()
 
 
 def test_presence_follows_valid_share_per_tile(model):
-    data = torch.randn(5, 5, 10)
-    valid = torch.ones(2, 5, 10, dtype=torch.bool)
-    valid[1, :, 5:] = False
-    valid[1, 0, 5] = True
-    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
-    left = torch.softmax(model(data[None, :, :, :5], torch.tensor([[True, True]])), 1)[0]
-    right = torch.softmax(model(data[None, :, :, 5:], torch.tensor([[True, False]])), 1)[0]
-    torch.testing.assert_close(result.probabilities[:, :, :5], left)
-    torch.testing.assert_close(result.probabilities[:, :, 5:], right)
-    assert result.used[1, :, :5].all() and not result.used[1, :, 5:].any()
+    data = torch.randn(5, 6, 12)
+    valid = torch.ones(2, 6, 12, dtype=torch.bool)
+    valid[1, :, 6:] = False
+    valid[1, 0, 6] = True
+    result = DensePredictor(model, stride=6, batch_size=8, amp_dtype=None).predict(data, valid)
+    left = torch.softmax(model(data[None, :, :, :6], torch.tensor([[True, True]])), 1)[0]
+    right = torch.softmax(model(data[None, :, :, 6:], torch.tensor([[True, False]])), 1)[0]
+    torch.testing.assert_close(result.probabilities[:, :, :6], left)
+    torch.testing.assert_close(result.probabilities[:, :, 6:], right)
+    assert result.used[1, :, :6].all() and not result.used[1, :, 6:].any()
 
 
 def test_pixels_without_any_modality_get_no_prediction(model):
-    data = torch.randn(5, 5, 10)
-    valid = torch.ones(2, 5, 10, dtype=torch.bool)
-    valid[:, :, 5:] = False
-    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid)
-    assert result.predicted[:, :5].all() and not result.predicted[:, 5:].any()
+    data = torch.randn(5, 6, 12)
+    valid = torch.ones(2, 6, 12, dtype=torch.bool)
+    valid[:, :, 6:] = False
+    result = DensePredictor(model, stride=6, batch_size=8, amp_dtype=None).predict(data, valid)
+    assert result.predicted[:, :6].all() and not result.predicted[:, 6:].any()
 
 
 def test_forced_pattern_overrides_presence(model):
-    data = torch.randn(5, 5, 5)
-    valid = torch.ones(2, 5, 5, dtype=torch.bool)
-    result = DensePredictor(model, stride=5, batch_size=8, amp_dtype=None).predict(data, valid, force=torch.tensor([False, True]))
+    data = torch.randn(5, 6, 6)
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    result = DensePredictor(model, stride=6, batch_size=8, amp_dtype=None).predict(data, valid, force=torch.tensor([False, True]))
     expected = torch.softmax(model(data[None], torch.tensor([[False, True]])), 1)[0]
     torch.testing.assert_close(result.probabilities, expected)
     assert not result.used[0].any()

@@ -70,7 +70,7 @@ def test_zero_initialised_lora_leaves_backbone_output_unchanged():
     without = build_model(plain_config)
     state = {k: v for k, v in with_experts.state_dict().items() if "adapter" not in k}
     without.load_state_dict({k.replace(".base.", "."): v for k, v in state.items()})
-    x = torch.randn(3, 5, 5, 5)
+    x = torch.randn(3, 5, 6, 6)
     mask = torch.tensor([[True, True], [True, False], [False, True]])
     torch.testing.assert_close(with_experts(x, mask), without(x, mask), rtol=0, atol=0)
 
@@ -78,7 +78,7 @@ def test_zero_initialised_lora_leaves_backbone_output_unchanged():
 def test_backbone_weights_receive_no_gradient():
     model = build_model(tiny_config())
     model.train()
-    x = torch.randn(4, 5, 5, 5)
+    x = torch.randn(4, 5, 6, 6)
     model(x, torch.tensor([[True, True], [True, False], [False, True], [True, True]])).sum().backward()
     frozen = [n for n, p in model.backbone.named_parameters() if "adapter" not in n]
     assert frozen
@@ -93,10 +93,10 @@ def test_backbone_weights_receive_no_gradient():
 
 def test_missing_modality_input_is_ignored():
     model = build_model(tiny_config())
-    x = torch.randn(2, 5, 5, 5)
+    x = torch.randn(2, 5, 6, 6)
     mask = torch.tensor([[True, False], [True, False]])
     changed = x.clone()
-    changed[:, 3:] = torch.randn(2, 2, 5, 5) * 100
+    changed[:, 3:] = torch.randn(2, 2, 6, 6) * 100
     torch.testing.assert_close(model(x, mask), model(changed, mask))
 
 

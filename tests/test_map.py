@@ -16,7 +16,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from cli import map as map_cli
 from mamol_core.checkpoint import save_model
-from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.evaluate import predict_pixels
 from mamol_core.pipeline import train_on_scene
 from mamol_core.scene import open_scene
@@ -27,9 +27,9 @@ import torch
 
 @pytest.fixture(scope="module")
 def trained(scene_dir, tmp_path_factory):
-    run = train_on_scene(open_scene(scene_dir), BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), 5,
-                         ProtocolSpec(0.5, "both", 0), TrainSpec(epochs=25, batch_size=64, lr=5e-3),
-                         torch.device("cpu"), None, "none", tokenizer_hidden=32)
+    run = train_on_scene(open_scene(scene_dir), BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), LayoutSpec(6, 2, 32),
+                         ProtocolSpec(0.5, "both", 0), TrainSpec(epochs=25, min_steps=0, batch_size=64, lr=5e-3),
+                         torch.device("cpu"), None, "none")
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     save_model(run.model, run.config, path)
     return run, path
@@ -198,3 +198,84 @@ def test_ctrl_c_leaves_no_partial_output(trained, tmp_path):
     assert time.perf_counter() - start < 5
     assert process.returncode == 130 and "interrupted: nothing was written" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
+
+
+def test_multi_pixel_tokens_predict_every_pixel_on_the_input_grid(trained, scene_dir, tmp_path):
+    run, model = trained
+    assert run.config.model.layout.token_size > 1
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube, transform = src.read(), src.transform
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dsm = src.read()
+    origin = transform @ Affine.translation(3, 5)
+    write_raster(tmp_path / "hsi_odd.tif", cube[:, 5:28, 3:20], origin)
+    write_raster(tmp_path / "dsm_odd.tif", dsm[:, 5:28, 3:20], origin)
+    out = tmp_path / "odd.tif"
+    assert run_map(model, out, ("hsi", tmp_path / "hsi_odd.tif"), ("dsm", tmp_path / "dsm_odd.tif")).exit_code == 0
+    with rasterio.open(out) as src, rasterio.open(tmp_path / "hsi_odd.tif") as ref:
+        assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, (23, 17))
+        assert (src.read(1) > 0).all()
+
+
+def test_blocks_share_no_tile_when_tiles_lie_side_by_side():
+    from mamol_core.mapper import plan_blocks
+
+    blocks = plan_blocks(100, 75, size=12, stride=12, side=48)
+    starts = [(int(b.read.row_off) + r, int(b.read.col_off) + c) for b in blocks for r, c in b.origins]
+    # rows of tiles start at 0, 12, ..., 84 and 88 (flush with the edge); only the row at 88, which reaches into
+    # the last block row (96-100) too, is predicted twice: once per block row, 7 tiles each
+    assert len(starts) == len(set(starts)) + 7
+    covered = np.zeros((100, 75), int)
+    for r, c in set(starts):
+        covered[r : r + 12, c : c + 12] += 1
+    assert covered.min() >= 1
+    targets = np.zeros((100, 75), int)
+    for b in blocks:
+        t = b.target
+        targets[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] += 1
+    assert (targets == 1).all()
+
+
+def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scene_dir):
+    import threading
+
+    from mamol_core.align import AlignedInputs, MapInput
+    from mamol_core.mapper import BlockReader, plan_blocks
+    from mamol_core.modelfile import read_config
+    from mamol_core.prefetch import prefetched
+
+    _, model = trained
+    config = read_config(model)
+    inputs = [MapInput("hsi", scene_dir / "hsi.tif"), MapInput("dsm", scene_dir / "dsm.tif")]
+    with AlignedInputs(inputs) as aligned:
+        reader = BlockReader(config, inputs, aligned)
+        blocks = plan_blocks(aligned.grid.height, aligned.grid.width, 6, 6, 12)
+        sequential = [reader.read(b.read) for b in blocks]
+        threads = []
+
+        def load(block):
+            threads.append(threading.current_thread().name)
+            return reader.read(block.read)
+
+        ahead = list(prefetched(blocks, load))
+    assert len(blocks) == 16 and [b for b, _ in ahead] == blocks
+    for (data, valid), (_, (data2, valid2)) in zip(sequential, ahead):
+        assert np.array_equal(data, data2) and np.array_equal(valid, valid2)
+    assert all(name.startswith("mamol-read") for name in threads)
+
+
+def test_background_reader_raises_a_read_error_at_its_block():
+    from mamol_core.errors import MamolError
+    from mamol_core.prefetch import prefetched
+
+    def load(item):
+        if item == 3:
+            raise MamolError("block 3 cannot be read")
+        return item * 10
+
+    seen = []
+    with pytest.raises(MamolError, match="block 3"):
+        for item, value in prefetched(range(6), load):
+            seen.append(value)
+    assert seen == [0, 10, 20]
+    assert list(prefetched([], load)) == []

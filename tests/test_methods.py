@@ -8,7 +8,7 @@ from mamol_core.bench import METHODS
 from mamol_core.dense import inference_model
 from mamol_core.model import build_model
 
-X = torch.randn(4, 5, 5, 5)
+X = torch.randn(4, 5, 6, 6)
 MASK = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
 
 
@@ -39,7 +39,7 @@ def test_every_method_trains_only_its_own_parameters(method):
     model = build_model(config)
     model.train()
     out = model(X, MASK)
-    assert out.shape == (4, 4, 5, 5)
+    assert out.shape == (4, 4, 6, 6)
     out.sum().backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     frozen_backbone = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}

@@ -17,8 +17,8 @@ def model(scene_dir, tmp_path_factory):
     from cli import train
 
     out = tmp_path_factory.mktemp("plugin") / "model.safetensors"
-    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--backbone", "tiny", "--patch-size", "5",
-                                             "--epochs", "2", "--expert-layers", "2", "--device", "cpu", "--progress", "none", "--quiet"])
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--backbone", "tiny", "--patch-size", "6", "--token-size", "2",
+                                             "--epochs", "2", "--min-steps", "0", "--expert-layers", "2", "--device", "cpu", "--progress", "none", "--quiet"])
     assert result.exit_code == 0, result.output
     return out
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from mamol_core import FORMAT_VERSION
 from mamol_core.checkpoint import load_model, save_model
-from mamol_core.config import BackboneSpec, ExpertSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import evaluate_predictions, predict_pixels
 from mamol_core.modelfile import read_config
@@ -19,9 +20,9 @@ from mamol_core.train import warmup_linear
 @pytest.fixture(scope="module")
 def trained(scene_dir):
     scene = open_scene(scene_dir)
-    return train_on_scene(scene, BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), patch_size=5,
-                          protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec(epochs=40, batch_size=64, lr=5e-3),
-                          device=torch.device("cpu"), amp_dtype=None, progress_mode="none", tokenizer_hidden=32)
+    return train_on_scene(scene, BackboneSpec("tiny"), ExpertSpec(num_layers=2, rank=4), layout=LayoutSpec(6, 2, 32),
+                          protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec(epochs=40, min_steps=0, batch_size=64, lr=5e-3),
+                          device=torch.device("cpu"), amp_dtype=None, progress_mode="none")
 
 
 def with_presence(pixels: PixelSet, pattern) -> PixelSet:
@@ -62,11 +63,11 @@ def test_save_load_round_trip_reproduces_predictions(trained, tmp_path):
     model, config = load_model(path)
     assert config == trained.config
     assert config.model.modalities[0].mean == trained.config.model.modalities[0].mean
-    x = torch.randn(6, 9, 5, 5)
+    x = torch.randn(6, 9, 6, 6)
     mask = torch.tensor([[True, True], [True, False], [False, True]] * 2)
     with torch.inference_mode():
         torch.testing.assert_close(model(x, mask), trained.model(x, mask), rtol=0, atol=0)
-    sampler = PatchSampler(torch.from_numpy(trained.prepared.data), 5)
+    sampler = PatchSampler(torch.from_numpy(trained.prepared.data), 6)
     a = predict_pixels(model, sampler, trained.prepared.test, 256, None, "none")
     b = predict_pixels(trained.model, trained.sampler, trained.prepared.test, 256, None, "none")
     assert np.array_equal(a, b)
@@ -78,8 +79,8 @@ def test_model_file_of_another_format_is_refused(trained, tmp_path):
     try:
         save_model(trained.model, trained.config, path)
     finally:
-        trained.config.format_version = 1
-    with pytest.raises(MamolError, match="model format 0.*retrain it or install that mamol version"):
+        trained.config.format_version = FORMAT_VERSION
+    with pytest.raises(MamolError, match="model format 0.*retrain it on the same inputs with this mamol"):
         read_config(path)
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(MamolError, match="not a mamol model"):
@@ -102,3 +103,30 @@ def test_dense_evaluation_agrees_with_per_pixel(trained):
     assert (dense == per_pixel).mean() > 0.9
     truth = prepared.test.targets
     assert abs((dense == truth).mean() - (per_pixel == truth).mean()) < 0.05
+
+
+def test_small_label_sets_get_at_least_min_steps():
+    from mamol_core.train import schedule_steps
+
+    assert schedule_steps(819, TrainSpec(epochs=30, min_steps=500)) == 500
+    assert schedule_steps(819, TrainSpec(epochs=100, min_steps=500)) == 700
+    assert schedule_steps(50_000, TrainSpec(epochs=2, min_steps=0)) == 782
+
+
+def test_training_stops_after_the_scheduled_steps(scene_dir):
+    from conftest import tiny_config
+    from mamol_core.model import build_model
+    from mamol_core.pipeline import training_label_map
+    from mamol_core.samples import prepare_scene
+    from mamol_core.train import train_model
+
+    scene = open_scene(scene_dir)
+    prepared, _ = prepare_scene(scene, ProtocolSpec(0.5, "both", 0), margin=6)
+    model = build_model(tiny_config(modalities=(("dsm", 1), ("hsi", 8)), classes=6))
+    sampler = PatchSampler(torch.from_numpy(prepared.data), 6, training_label_map(prepared, torch.device("cpu")))
+    steps = []
+    model.head.register_forward_hook(lambda module, args, out: steps.append(1))
+    spec = TrainSpec(epochs=1, min_steps=7, batch_size=64)
+    history = train_model(model, sampler, prepared.train, spec, None, "none")
+    per_epoch = -(-len(prepared.train) // 64)
+    assert len(steps) == 7 and len(history) == -(-7 // per_epoch)

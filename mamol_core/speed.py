@@ -1,0 +1,208 @@
+"""Cost per pixel, measured in one run on one synthetic raster: MaMOL's end-to-end mapping and
+training throughput for each backbone, and a random forest's prediction throughput beside it.
+
+The raster is the synthetic two-sensor scene (a hyperspectral-like cube and a DSM, with training
+labels). MaMOL models are untrained (speed does not depend on the weights) but use the layout and
+method a trained model would; mapping runs :func:`map_rasters` from the model file to the written
+outputs, as ``mamol-map`` does. The forest is the classic analyst's tool: scikit-learn, 300 trees,
+fitted on 11 x 11 patches of every band around the training pixels, predicting every pixel of the
+raster from the same patch features, in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+from mamol_core.align import MapInput
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
+from mamol_core.mapper import MapOptions, map_rasters
+from mamol_core.outputs import OutputPaths
+
+log = logging.getLogger(__name__)
+
+#: The backbones ``mamol-bench speed`` compares: the offline default and the paper's architecture.
+SPEED_BACKBONES = ("minilm-l6", "vit-b-16-random")
+
+
+@dataclass
+class SpeedSettings:
+    """What to measure: the raster side and bands, the backbones, training steps, the forest."""
+
+    side: int = 384
+    bands: int = 8
+    backbones: tuple[str, ...] = SPEED_BACKBONES
+    layout: LayoutSpec = field(default_factory=LayoutSpec)
+    train_steps: int = 6
+    batch_size: int = 128
+    map_batch: int | None = None
+    trees: int = 300
+    forest_patch: int = 11
+
+
+@dataclass
+class SpeedResult:
+    """One run's figures; ratios are MaMOL mapping over forest prediction (above 1: MaMOL faster)."""
+
+    hardware: str
+    device: str
+    torch: str
+    precision: str
+    threads: int
+    side: int
+    megapixels: float
+    layout: dict
+    trees: int
+    forest_patch: int
+    mapping: dict[str, float] = field(default_factory=dict)
+    training_steps_s: dict[str, float] = field(default_factory=dict)
+    training_samples_s: dict[str, float] = field(default_factory=dict)
+    forest_mpx_s: float = 0.0
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {name: rate / self.forest_mpx_s for name, rate in self.mapping.items()} if self.forest_mpx_s else {}
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio_to_forest": self.ratios}
+
+
+def speed_model_config(folder: Path, backbone: str, layout: LayoutSpec) -> MamolConfig:
+    """An untrained model config for the synthetic scene in ``folder``, normalisation fitted on it."""
+    from mamol_core.samples import prepare_scene
+    from mamol_core.scene import open_scene
+
+    scene = open_scene(folder)
+    _, specs = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=layout.patch_size)
+    return MamolConfig(ModelConfig(specs, scene.classes, BackboneSpec(backbone), ExpertSpec(), layout), ProtocolSpec(), TrainSpec())
+
+
+def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch.device, amp: torch.dtype | None, batch: int) -> float:
+    """Mpx/s of mapping the scene in ``folder``, from the model file saved in ``work`` to the outputs written there."""
+    from mamol_core.checkpoint import load_model, save_model
+    from mamol_core.model import build_model
+
+    model_path = work / f"speed_{config.model.backbone.name}.safetensors"
+    save_model(build_model(config.model), config, model_path)
+    inputs = [MapInput(m.name, folder / f"{m.name}.tif") for m in config.model.modalities]
+    outputs = OutputPaths(work / f"map_{config.model.backbone.name}.tif")
+    start = time.perf_counter()
+    model, config = load_model(model_path, device)
+    summary = map_rasters(model, config, inputs, outputs, MapOptions(batch_size=batch), device, amp, "none")
+    seconds = time.perf_counter() - start
+    return summary.width * summary.height / 1e6 / seconds
+
+
+def measure_training(folder: Path, config: MamolConfig, settings: SpeedSettings, device: torch.device,
+                     amp: torch.dtype | None) -> float:
+    """Training steps per second at the default protocol (one warm-up step, then ``train_steps`` timed)."""
+    from mamol_core.model import build_model
+    from mamol_core.patches import PatchSampler
+    from mamol_core.pipeline import training_label_map
+    from mamol_core.samples import PixelSet, prepare_scene
+    from mamol_core.scene import open_scene
+    from mamol_core.train import train_model
+
+    prepared, _ = prepare_scene(open_scene(folder), ProtocolSpec(), margin=config.model.layout.patch_size,
+                                specs=config.model.modalities)
+    model = build_model(config.model).to(device)
+    sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), config.model.layout.patch_size,
+                           training_label_map(prepared, device))
+
+    def steps(count: int) -> float:
+        index = np.resize(np.arange(len(prepared.train)), count * settings.batch_size)
+        train = prepared.train
+        pixels = PixelSet(train.rows[index], train.cols[index], train.targets[index], train.presence[index])
+        start = time.perf_counter()
+        train_model(model, sampler, pixels, TrainSpec(epochs=1, min_steps=0, batch_size=settings.batch_size), amp, "none")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    steps(1)
+    return settings.train_steps / steps(settings.train_steps)
+
+
+def patch_features(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
+    """``[n, bands * patch * patch]`` features: the reflect-padded patch of every band around each pixel."""
+    half = patch // 2
+    padded = np.pad(stack, ((0, 0), (half, half), (half, half)), mode="reflect")
+    offsets = np.arange(patch)
+    r = rows[:, None, None] + offsets[None, :, None]
+    c = cols[:, None, None] + offsets[None, None, :]
+    return padded[:, r, c].transpose(1, 0, 2, 3).reshape(len(rows), -1)
+
+
+def measure_forest(folder: Path, settings: SpeedSettings, chunk: int = 16384) -> float:
+    """Mpx/s of a fitted forest predicting every pixel of the raster (features built per chunk)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    with rasterio.open(folder / "hsi.tif") as hsi, rasterio.open(folder / "dsm.tif") as dsm, \
+            rasterio.open(folder / "train_labels.tif") as labels:
+        stack = np.concatenate([hsi.read().astype(np.float32), dsm.read().astype(np.float32)])
+        train = labels.read(1)
+    stack = (stack - stack.mean(axis=(1, 2), keepdims=True)) / np.maximum(stack.std(axis=(1, 2), keepdims=True), 1e-6)
+    rows, cols = np.nonzero(train)
+    forest = RandomForestClassifier(settings.trees, n_jobs=-1, random_state=0)
+    forest.fit(patch_features(stack, rows, cols, settings.forest_patch), train[rows, cols])
+    height, width = stack.shape[1:]
+    all_rows, all_cols = np.divmod(np.arange(height * width), width)
+    start = time.perf_counter()
+    for begin in range(0, height * width, chunk):
+        part = slice(begin, begin + chunk)
+        forest.predict(patch_features(stack, all_rows[part], all_cols[part], settings.forest_patch))
+    return height * width / 1e6 / (time.perf_counter() - start)
+
+
+def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | None) -> SpeedResult:
+    """Every figure of ``mamol-bench speed`` on one synthetic raster written to a temporary folder."""
+    from mamol_core.bench import hardware_name
+    from mamol_core.synthetic import write_scene
+
+    settings.layout.check()
+    batch = settings.map_batch or (2048 if device.type == "cuda" else 256)
+    result = SpeedResult(hardware_name(device), str(device), torch.__version__, str(amp or "float32"), torch.get_num_threads(),
+                         settings.side, settings.side**2 / 1e6, asdict(settings.layout), settings.trees, settings.forest_patch)
+    with tempfile.TemporaryDirectory(prefix="mamol-speed-") as tmp:
+        folder, work = Path(tmp) / "scene", Path(tmp) / "outputs"
+        work.mkdir()
+        fields = max(12, math.ceil(40 * settings.side**2 / 384**2))
+        write_scene(folder, settings.side, settings.side, bands=settings.bands, fields=fields, per_field=20, seed=1)
+        for backbone in settings.backbones:
+            config = speed_model_config(folder, backbone, settings.layout)
+            log.info("%s: mapping %dx%d px", backbone, settings.side, settings.side)
+            result.mapping[backbone] = measure_mapping(folder, work, config, device, amp, batch)
+            log.info("%s: %d training steps of %d samples", backbone, settings.train_steps, settings.batch_size)
+            steps = measure_training(folder, config, settings, device, amp)
+            result.training_steps_s[backbone] = steps
+            result.training_samples_s[backbone] = steps * settings.batch_size
+        log.info("random forest (%d trees, %d x %d patches): fit, then predict %dx%d px", settings.trees, settings.forest_patch,
+                 settings.forest_patch, settings.side, settings.side)
+        result.forest_mpx_s = measure_forest(folder, settings)
+    return result
+
+
+def speed_table(result: SpeedResult) -> str:
+    """The figures as a markdown table with the hardware line."""
+    layout = result.layout
+    lines = [f"Hardware: {result.hardware}; device {result.device}; torch {result.torch}; {result.threads} threads; "
+             f"precision {result.precision}.",
+             f"Raster: synthetic {result.side} x {result.side} px ({result.megapixels:.3f} Mpx), a cube and a DSM; MaMOL tiles of "
+             f"{layout['patch_size']} px, tokens of {layout['token_size']} px, {layout['encoding']} encoding, untrained weights.",
+             "",
+             "| model | mapping Mpx/s (end to end) | mapping / forest | training steps/s | training samples/s |",
+             "|---|---:|---:|---:|---:|"]
+    for name, rate in result.mapping.items():
+        lines.append(f"| MaMOL, {name} | {rate:.4g} | {result.ratios[name]:.3g}x | {result.training_steps_s[name]:.3g} | "
+                     f"{result.training_samples_s[name]:.4g} |")
+    lines.append(f"| random forest, {result.trees} trees, {result.forest_patch} x {result.forest_patch} patches | "
+                 f"{result.forest_mpx_s:.4g} | 1x | | |")
+    return "\n".join(lines) + "\n"

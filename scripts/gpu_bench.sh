@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One command for a lent GPU: mamol-bench speed (ViT-B/16 and the offline backbone) and one Trento
+# cell trained at the default budget, with the device name in every output. Run from the repository
+# root on the device machine, with the wheels of ../shared/tools/device-wheels.sh in .whl/ and the
+# Trento scene in .data/trento (both ignored by git, both carried):
+#     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && \
+#     export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_bench.sh "$OUT"
+# On a machine without a GPU the same commands run on the CPU (slowly).
+set -euo pipefail
+out="${1:-runs/gpu_bench}"
+mkdir -p "$out"
+python3 - <<'PY' | tee "$out/device.txt"
+import torch
+print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "| torch", torch.__version__)
+PY
+python3 -m cli.bench speed --json "$out/speed.json" | tee "$out/speed.md"
+if [ -d .data/trento ]; then
+  python3 -m cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
+      --backbone minilm-l6 --eval-mode pixel,dense --progress none -o "$out/trento_minilm"
+  python3 -m cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
+      --backbone vit-b-16-random --eval-mode pixel,dense --progress none -o "$out/trento_vit"
+  python3 -m cli.bench table --results "$out/trento_minilm/results.csv" | tee "$out/trento_minilm.md"
+  python3 -m cli.bench table --results "$out/trento_vit/results.csv" | tee "$out/trento_vit.md"
+fi
