@@ -35,8 +35,8 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--reference", type=click.Path(path_type=Path), help="Input whose grid (CRS, pixel size, alignment) the map uses; default: the finest.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
 @click.option("--resampling", type=click.Choice(["bilinear", "nearest", "cubic", "average"]), default="bilinear", show_default=True)
-@click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended).")
-@click.option("--batch-size", type=int, help="Tiles per forward pass; default 256 on CPU, 2048 on GPU.")
+@click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended; the tile side is 4x cheaper).")
+@click.option("--batch-size", type=int, help="Tiles per forward pass; default 128 on CPU, 2048 on GPU.")
 @click.option("--block-size", type=int, help="Block side in pixels read at once; default: from a 128 MiB budget.")
 @click.option("--min-valid", type=float, default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")
 @device_options
@@ -52,7 +52,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.atomic import check_writable
     from mamol_core.checkpoint import load_model
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.mapper import MapOptions, check_names, map_rasters
+    from mamol_core.mapper import MapOptions, check_names, default_batch, map_rasters
     from mamol_core.modelfile import read_config
     from mamol_core.outputs import OutputPaths
     from mamol_core.scene import parse_inputs
@@ -68,7 +68,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         check_writable(path)
     compute = resolve_device(device)
     model, config = load_model(model_path, compute)
-    options = MapOptions(stride, batch_size or (2048 if compute.type == "cuda" else 256), block_size, min_valid, assume_crs,
+    options = MapOptions(stride, batch_size or default_batch(compute), block_size, min_valid, assume_crs,
                          reference, resampling)
     summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision), progress_mode)
     log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,

@@ -49,7 +49,7 @@ METHODS: dict[str, ExpertSpec] = {
     "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
-FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "steps",
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "epochs", "steps",
           "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s", "eval_mode",
           "device", "hardware", "mamol_version"]
 
@@ -167,7 +167,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     layout = run.config.model.layout
     return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
-            "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
+            "token_size": layout.token_size, "epochs": grid.epochs,
             "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
             "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",

@@ -62,10 +62,6 @@ class ExpertSpec:
     prompt_length: int = 16
 
 
-#: How modalities go through the backbone: each present one in its own sequence, or all in one.
-ENCODINGS = ("separate", "joint")
-
-
 @dataclass
 class LayoutSpec:
     """How pixels become tokens.
@@ -73,15 +69,12 @@ class LayoutSpec:
     A sample (and a mapping tile) is a ``patch_size`` x ``patch_size`` pixel square; each token
     covers ``token_size`` x ``token_size`` pixels of one modality, so a tile holds
     ``(patch_size / token_size)**2`` tokens per modality. ``hidden`` is the width of the tokenizer's
-    per-pixel convolution. ``encoding`` is ``separate`` (each present modality in its own backbone
-    sequence, absent ones not computed; the paper's eq. 4) or ``joint`` (one sequence of all
-    modalities' tokens, absent ones replaced by dummy tokens).
+    per-pixel convolution.
     """
 
     patch_size: int = 12
     token_size: int = 4
     hidden: int = 256
-    encoding: str = "separate"
 
     @property
     def tokens_per_side(self) -> int:
@@ -92,8 +85,6 @@ class LayoutSpec:
         if self.token_size < 1 or self.patch_size < self.token_size or self.patch_size % self.token_size:
             raise MamolError(f"--patch-size {self.patch_size} with --token-size {self.token_size}: the patch side must be a "
                              f"positive multiple of the token side (e.g. --patch-size {max(self.token_size, 1) * 3})")
-        if self.encoding not in ENCODINGS:
-            raise MamolError(f"--encoding {self.encoding}: use {' or '.join(ENCODINGS)}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ valid in no modality get no prediction.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +25,10 @@ MIN_VALID = 0.5
 
 
 def default_stride(layout: LayoutSpec) -> int:
-    """Tile step used unless one is given: the tile side, so tiles lie side by side and every
-    pixel is predicted once (overlap blends several views but costs more; docs/benchmarks.md)."""
-    return layout.patch_size
+    """Tile step used unless one is given: half the tile (rounded up), so about four tiles blend
+    at each pixel. On Trento's validation split this was 3 points of OA above tiles side by side
+    (a quarter of the cost) and above a third of the overlap; docs/benchmarks.md."""
+    return max(1, math.ceil(layout.patch_size / 2))
 
 
 def tile_starts(length: int, size: int, stride: int) -> np.ndarray:

@@ -46,13 +46,11 @@ class MaMOLClassifier(nn.Module):
     """Classifies every pixel of a ``P x P`` patch from whichever modalities are present.
 
     Each modality is tokenized on its own (``s x s`` pixels per token) and given a learned
-    position and modality-type embedding. With the ``separate`` encoding (the default, the paper's
-    eq. 4) every present modality of a sample is one backbone sequence, all of a batch's sequences
+    position and modality-type embedding. Every present modality of a sample is one backbone
+    sequence (the paper's eq. 4: each modality encoded independently); all sequences of a batch
     go through the backbone together, and an absent modality is not computed at all: its features
-    are zeros. With ``joint`` encoding all modalities of a sample share one sequence and an absent
-    modality's tokens are the dummy tokens of eq. 3 (position and type embeddings only), so
-    attention fuses modalities at every block. In both, every sequence carries its sample's whole
-    presence mask to the expert layers (``alpha_i = m_i``, ``psi(m)``).
+    are zeros. Every sequence carries its sample's whole presence mask to the expert layers
+    (``alpha_i = m_i`` for the modality experts, ``psi(m)`` in the router).
 
     The head fuses per token: the concatenated features of the token's modalities (zeros for
     absent ones) go through LayerNorm and one linear map to ``classes x s x s`` logits, which a
@@ -69,6 +67,7 @@ class MaMOLClassifier(nn.Module):
         for modality in config.modalities:
             self.band_slices.append(slice(start, start + modality.bands))
             start += modality.bands
+        self.tokens_per_modality = layout.tokens_per_side**2
         self.tokenizers = nn.ModuleList(ModalityTokenizer(m.bands, layout.hidden, width, layout.token_size) for m in config.modalities)
         self.position = nn.Parameter(sincos_2d(layout.tokens_per_side, width))
         self.modality_type = nn.Parameter(torch.randn(count, width) * 0.02)
@@ -85,55 +84,31 @@ class MaMOLClassifier(nn.Module):
         size = self.config.layout.patch_size
         if x.shape[-1] != size or x.shape[-2] != size:
             raise ValueError(f"patch size {tuple(x.shape[-2:])} differs from the model's {size}")
-        mask = mask.bool()
-        encode = self._encode_joint if self.config.layout.encoding == "joint" else self._encode_separate
-        features = encode(x, mask)
-        return self._decode(features)
+        return self.decode(self.encode(x, mask.bool()))
 
-    def _embed(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.tokenizers[index](x[:, self.band_slices[index]]) + self.position + self.modality_type[index]
-
-    def _run_backbone(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        self.routing.mask = mask
-        try:
-            return self.backbone(tokens)[:, self.prompt_tokens :]
-        finally:
-            self.routing.end_pass()
-
-    def _encode_separate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, M, T, width]``: one backbone sequence per present (sample, modality)."""
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, M, T, width]``: one backbone sequence per present (sample, modality), zeros for absent ones."""
         count = len(self.tokenizers)
         samples, modalities, sequences = [], [], []
-        for index in range(count):
+        for index, (tokenizer, bands) in enumerate(zip(self.tokenizers, self.band_slices)):
             present = mask[:, index].nonzero().squeeze(1)
             if len(present):
                 samples.append(present)
                 modalities.append(torch.full_like(present, index))
-                sequences.append(self._embed(index, x[present]))
-        tokens = self.layout_tokens
+                sequences.append(tokenizer(x[present, bands]) + self.position + self.modality_type[index])
         if not sequences:
-            return x.new_zeros(len(x), count, tokens, self.backbone.width)
+            return x.new_zeros(len(x), count, self.tokens_per_modality, self.backbone.width)
         samples, modalities = torch.cat(samples), torch.cat(modalities)
-        encoded = self._run_backbone(torch.cat(sequences), mask[samples])
-        features = encoded.new_zeros(len(x), count, tokens, encoded.shape[-1])
+        self.routing.mask = mask[samples]
+        try:
+            encoded = self.backbone(torch.cat(sequences))[:, self.prompt_tokens :]
+        finally:
+            self.routing.end_pass()
+        features = encoded.new_zeros(len(x), count, self.tokens_per_modality, encoded.shape[-1])
         features[samples, modalities] = encoded
         return features
 
-    def _encode_joint(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, M, T, width]`` from one sequence per sample holding every modality's tokens."""
-        present = mask.to(x.dtype)
-        tokens = [self.tokenizers[i](x[:, bands]) * present[:, i, None, None] + self.position + self.modality_type[i]
-                  for i, bands in enumerate(self.band_slices)]
-        encoded = self._run_backbone(torch.cat(tokens, dim=1), mask)
-        features = encoded.unflatten(1, (len(self.tokenizers), self.layout_tokens))
-        return features * present[:, :, None, None].to(features.dtype)
-
-    @property
-    def layout_tokens(self) -> int:
-        """Tokens per modality and sample."""
-        return self.config.layout.tokens_per_side**2
-
-    def _decode(self, features: torch.Tensor) -> torch.Tensor:
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, M, T, width]`` -> logits ``[B, classes, P, P]`` (pixel shuffle of ``s x s`` per token)."""
         layout = self.config.layout
         side = layout.tokens_per_side

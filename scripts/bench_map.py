@@ -29,6 +29,7 @@ from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, M
 from mamol_core.dense import DensePredictor, default_stride  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
 from mamol_core.evaluate import predict_pixels  # noqa: E402
+from mamol_core.mapper import default_batch  # noqa: E402
 from mamol_core.model import build_model  # noqa: E402
 from mamol_core.patches import PatchSampler  # noqa: E402
 from mamol_core.samples import PixelSet  # noqa: E402
@@ -56,7 +57,7 @@ def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list
         data = torch.randn(25, side, side, device=device)
         valid = torch.ones(2, side, side, dtype=torch.bool, device=device)
         layout = config.model.layout
-        predictor = DensePredictor(model, default_stride(layout), 2048 if device.type == "cuda" else 256, amp)
+        predictor = DensePredictor(model, default_stride(layout), default_batch(device), amp)
         predictor.predict(data[:, :24, :24], valid[:, :24, :24])
         start = time.perf_counter()
         predictor.predict(data, valid)
@@ -67,7 +68,7 @@ def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list
         pixels = PixelSet(rng.integers(0, side, count), rng.integers(0, side, count), np.zeros(count, np.int64), np.ones((count, 2), bool))
         sampler = PatchSampler(data, layout.patch_size)
         start = time.perf_counter()
-        predict_pixels(model, sampler, pixels, 2048 if device.type == "cuda" else 256, amp, "none")
+        predict_pixels(model, sampler, pixels, default_batch(device), amp, "none")
         _sync(device)
         per_pixel = count / (time.perf_counter() - start) / 1e6
         rows.append({"backbone": label, "dense_mpx_s": dense, "pixel_mpx_s": per_pixel, "dense_pixels": side * side, "pixel_pixels": count})

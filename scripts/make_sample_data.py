@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mamol_core.synthetic import write_scene
 
-TRAIN = ["--missing-rate", "0.5", "--missing", "both", "--backbone", "minilm-l6", "--patch-size", "9", "--epochs", "12",
+TRAIN = ["--missing-rate", "0.5", "--missing", "both", "--backbone", "minilm-l6",
          "--seed", "0", "--progress", "none"]
 
 

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from scipy.io import savemat
 
@@ -103,3 +104,18 @@ def test_routing_plot_from_a_trained_model(scene_dir, tmp_path):
     for per_layer in shares.values():
         assert len(per_layer) == 2 and all(abs(sum(v) - 1) < 1e-6 for v in per_layer.values())
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speed_prints_mapping_training_and_forest_in_one_table(tmp_path):
+    out = tmp_path / "speed.json"
+    result = CliRunner().invoke(bench.main, ["speed", "--side", "40", "--bands", "3", "--backbones", "tiny", "--patch-size", "8",
+                                             "--token-size", "4", "--train-steps", "1", "--device", "cpu", "--json", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["side"] == 40 and figures["layout"]["token_size"] == 4 and figures["hardware"]
+    assert figures["mapping"]["tiny"] > 0 and figures["training_steps_s"]["tiny"] > 0 and figures["forest_mpx_s"] > 0
+    assert figures["ratio_to_forest"]["tiny"] == pytest.approx(figures["mapping"]["tiny"] / figures["forest_mpx_s"])
+    assert figures["training_samples_s"]["tiny"] == pytest.approx(128 * figures["training_steps_s"]["tiny"])
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Hardware: ") and any(line.startswith("| MaMOL, tiny |") for line in lines)
+    assert any(line.startswith("| random forest, 300 trees, 11 x 11 patches |") for line in lines)

@@ -27,23 +27,19 @@ def test_an_absent_modality_costs_no_backbone_sequence():
     calls = sequences_through_backbone(model, torch.randn(5, 5, 6, 6), MASK)
     assert calls == [(int(MASK.sum()), 9)]
     assert sequences_through_backbone(model, torch.randn(2, 5, 6, 6), torch.tensor([[True, False], [True, False]])) == [(2, 9)]
-    joint = build_model(tiny_config(patch=6, token=2, encoding="joint"))
-    assert sequences_through_backbone(joint, torch.randn(5, 5, 6, 6), MASK) == [(5, 18)]
 
 
-@pytest.mark.parametrize("encoding", ["separate", "joint"])
-def test_garbage_in_an_absent_modality_changes_nothing(encoding):
-    model = build_model(tiny_config(encoding=encoding)).eval()
+def test_garbage_in_an_absent_modality_changes_nothing():
+    model = build_model(tiny_config()).eval()
     x = torch.randn(5, 5, 6, 6)
     garbage = x.clone()
     garbage[MASK[:, 0].logical_not(), :3] = torch.randn(1, 3, 6, 6) * 1e4
     garbage[MASK[:, 1].logical_not(), 3:] = torch.randn(1, 2, 6, 6) * 1e4
     with torch.inference_mode():
         torch.testing.assert_close(model(garbage, MASK), model(x, MASK), rtol=0, atol=0)
-    if encoding == "separate":
-        garbage[MASK[:, 1].logical_not(), 3:] = float("nan")
-        with torch.inference_mode():
-            torch.testing.assert_close(model(garbage, MASK), model(x, MASK), rtol=0, atol=0)
+    garbage[MASK[:, 1].logical_not(), 3:] = float("nan")
+    with torch.inference_mode():
+        torch.testing.assert_close(model(garbage, MASK), model(x, MASK), rtol=0, atol=0)
 
 
 def test_a_sample_is_predicted_the_same_alone_and_in_a_mixed_batch():
@@ -73,9 +69,9 @@ def test_the_head_puts_each_tokens_pixels_in_place():
     """A feature that only one token carries moves only the ``s x s`` pixels of that token."""
     model = build_model(tiny_config(patch=6, token=2)).eval()
     features = torch.zeros(1, 2, 9, model.backbone.width)
-    base = model._decode(features)
+    base = model.decode(features)
     features[0, 0, 4] = 3.0  # the centre token of the 3 x 3 token grid
-    changed = (model._decode(features) - base).abs().sum(1)[0] > 0
+    changed = (model.decode(features) - base).abs().sum(1)[0] > 0
     expected = torch.zeros(6, 6, dtype=torch.bool)
     expected[2:4, 2:4] = True
     assert torch.equal(changed, expected)
@@ -84,5 +80,5 @@ def test_the_head_puts_each_tokens_pixels_in_place():
 def test_a_layout_the_network_cannot_build_is_refused():
     with pytest.raises(MamolError, match="multiple of the token side"):
         LayoutSpec(10, 4).check()
-    with pytest.raises(MamolError, match="--encoding stacked"):
-        LayoutSpec(12, 4, encoding="stacked").check()
+    with pytest.raises(MamolError, match="multiple of the token side"):
+        LayoutSpec(12, 0).check()
