@@ -8,6 +8,7 @@ import click
 
 from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.config import LayoutSpec, TrainSpec
+from mamol_core.speed import SPEED_BACKBONES, SpeedSettings
 
 
 def split(text: str) -> list[str]:
@@ -29,11 +30,11 @@ def main():
 @click.option("--modalities", help="Use only these modalities of the scene, comma-separated.")
 @click.option("--backbone", default="auto", show_default=True)
 @layout_options
-@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
-@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
+@click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
 @click.option("--eval-mode", default="pixel", show_default=True,
               help="pixel, dense or dense@STRIDE; comma-separated for several (the first is the headline OA).")
-@click.option("--validation", type=float, default=0.0, show_default=True,
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Hold out this share of the training labels (whole groups per class) and score on it instead of the test labels.")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for results.csv (cells already there are skipped).")
@@ -128,8 +129,8 @@ def prepare(dataset, source, overrides, seed, output):
 @click.option("--methods", help="Methods, comma-separated (default: the table's).")
 @click.option("--seeds", default="0", show_default=True)
 @click.option("--backbone", default="auto", show_default=True)
-@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
-@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
+@click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
 @click.option("--paper-numbers", type=click.Path(path_type=Path), help="Folder with paper_table1.csv / paper_table3_augsburg3.csv.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @device_options
@@ -176,10 +177,10 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 
 @main.command()
 @click.option("--side", type=int, help="Side of the synthetic raster in pixels; default 512 on a CPU, 2048 on a GPU.")
-@click.option("--bands", type=int, default=8, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
-@click.option("--backbones", default="minilm-l6,vit-b-16-random", show_default=True, help="Backbones to measure, comma-separated.")
+@click.option("--bands", type=int, default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
+@click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, help="Backbones to measure, comma-separated.")
 @layout_options
-@click.option("--train-steps", type=int, default=6, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
+@click.option("--train-steps", type=int, default=SpeedSettings.train_steps, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
 @click.option("--batch-size", type=int, help="Tiles per mapping batch; default 128 on CPU, 2048 on GPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures to this JSON file.")
 @device_options
@@ -192,7 +193,7 @@ def speed(side, bands, backbones, patch_size, token_size, train_steps, batch_siz
 
     from mamol_core.atomic import atomic_path, check_writable
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.speed import SpeedSettings, run_speed, speed_table
+    from mamol_core.speed import run_speed, speed_table
 
     if json_path is not None:
         check_writable(json_path)

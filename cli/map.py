@@ -35,7 +35,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--reference", type=click.Path(path_type=Path), help="Input whose grid (CRS, pixel size, alignment) the map uses; default: the finest.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
 @click.option("--resampling", type=click.Choice(["bilinear", "nearest", "cubic", "average"]), default="bilinear", show_default=True)
-@click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended; the tile side is 4x cheaper).")
+@click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended). The tile side is 4x cheaper, less accurate.")
 @click.option("--batch-size", type=int, help="Tiles per forward pass; default 128 on CPU, 2048 on GPU.")
 @click.option("--block-size", type=int, help="Block side in pixels read at once; default: from a 128 MiB budget.")
 @click.option("--min-valid", type=float, default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")

@@ -29,8 +29,8 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 @click.option("--dynamic-experts", type=int, default=2, show_default=True)
 @click.option("--top-k", type=int, default=1, show_default=True)
 @layout_options
-@click.option("--epochs", type=int, default=TrainSpec.epochs, show_default=True)
-@click.option("--min-steps", type=int, default=TrainSpec.min_steps, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True,
               help="At least this many optimizer steps, whatever the epochs (small label sets need more passes).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)

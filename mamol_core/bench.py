@@ -21,8 +21,8 @@ from mamol_core.checkpoint import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import evaluate_predictions
-from mamol_core.pipeline import predict_test_pixels, train_on_scene
 from mamol_core.labels import grouped_holdout
+from mamol_core.pipeline import predict_test_pixels, train_on_scene
 from mamol_core.scene import Scene
 from mamol_core.train import schedule_steps
 
@@ -49,7 +49,7 @@ METHODS: dict[str, ExpertSpec] = {
     "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
-FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "epochs", "steps",
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "epochs", "min_steps", "steps",
           "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s", "eval_mode",
           "device", "hardware", "mamol_version"]
 
@@ -84,6 +84,25 @@ def finished(results: Path) -> set[tuple]:
         return set()
     with open(results, newline="") as handle:
         return {(r["scene"], f"{float(r['missing_rate']):g}", r["condition"], r["method"], r["seed"]) for r in csv.DictReader(handle)}
+
+
+def check_results(results: Path, grid: "Grid") -> None:
+    """Refuse to add cells to a ``results.csv`` of other columns (an older mamol-bench) or of another
+    setup (layout, budget, split, headline evaluation, backbone), which would mix in one table."""
+    if not results.is_file():
+        return
+    with open(results, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != FIELDS:
+            raise MamolError(f"{results}: written by an older mamol-bench (other columns); pass a new -o folder for this grid")
+        wanted = grid.setup()
+        for row in reader:
+            found = {k: row[k] for k in wanted}
+            if grid.backbone == "auto":
+                found["backbone"] = wanted["backbone"] = "auto"
+            if found != wanted:
+                differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+                raise MamolError(f"{results}: holds cells of another setup ({differ}); pass another -o folder for this grid")
 
 
 def append_row(results: Path, row: dict) -> None:
@@ -121,7 +140,14 @@ class Grid:
     validation: float = 0.0
     save_models: bool = False
 
+    def setup(self) -> dict[str, str]:
+        """The settings every row of one results file shares, as written in its columns."""
+        return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
+                "epochs": str(self.epochs), "min_steps": str(self.min_steps), "split": "validation" if self.validation > 0 else "test",
+                "eval_mode": self.eval_modes[0]}
+
     def cells(self, name: str) -> list[Cell]:
+        """Every cell of the grid: rates x conditions x methods x seeds."""
         return [Cell(name, float(r), c, m, int(s)) for r in self.rates for c in self.conditions for m in self.methods for s in self.seeds]
 
 
@@ -168,7 +194,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
             "token_size": layout.token_size, "epochs": grid.epochs,
-            "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "min_steps": grid.min_steps, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
             "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
@@ -186,14 +212,19 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
         raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    for mode in grid.eval_modes:
-        parse_eval_mode(mode)
     grid.layout.check()
+    for mode in grid.eval_modes:
+        _, stride = parse_eval_mode(mode)
+        if stride is not None and stride > grid.layout.patch_size:
+            raise MamolError(f"--eval-mode {mode}: the stride must not exceed the tile side ({grid.layout.patch_size} px)")
+    if not 0 <= grid.validation < 1:
+        raise MamolError(f"--validation {grid.validation}: give a share between 0 and 1, e.g. 0.25")
     scene = select_modalities(open_scene(scene_dir), grid.modalities)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.csv"
+    check_results(results, grid)
     cells = grid.cells(name)
     done = finished(results)
     todo = [c for c in cells if c.key() not in done]

@@ -78,6 +78,7 @@ class LayoutSpec:
 
     @property
     def tokens_per_side(self) -> int:
+        """Tokens along a tile's side, per modality."""
         return self.patch_size // self.token_size
 
     def check(self) -> None:
@@ -171,16 +172,26 @@ class MamolConfig:
 
 
 def retrain_hint(data: dict) -> str:
-    """The ``mamol-train`` settings of an older model file's config, as far as it records them."""
-    protocol = data.get("protocol") if isinstance(data.get("protocol"), dict) else {}
-    train = data.get("train") if isinstance(data.get("train"), dict) else {}
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    backbone = model.get("backbone") if isinstance(model.get("backbone"), dict) else {}
+    """The ``mamol-train`` command that retrains an older model file, from the settings its config records."""
+
+    def section(parent: dict, key: str) -> dict:
+        value = parent.get(key)
+        return value if isinstance(value, dict) else {}
+
+    model, protocol, train = section(data, "model"), section(data, "protocol"), section(data, "train")
+    backbone, experts = section(model, "backbone"), section(model, "experts")
+    if experts.get("method", "mamol") != "mamol":
+        return f"a {experts['method']} model: mamol-bench run --methods {experts['method']} ..."
     modalities = model.get("modalities") if isinstance(model.get("modalities"), list) else []
     parts = ["mamol-train", *(f"--input {m.get('name')}=PATH" for m in modalities if isinstance(m, dict)), "--labels LABELS"]
-    for flag, value in (("--missing-rate", protocol.get("missing_rate")), ("--missing", protocol.get("missing")),
-                        ("--backbone", backbone.get("name")), ("--epochs", train.get("epochs")), ("--min-steps", train.get("min_steps")),
-                        ("--seed", train.get("seed"))):
+    flags = (("--missing-rate", protocol, "missing_rate"), ("--missing", protocol, "missing"), ("--backbone", backbone, "name"),
+             ("--backbone-weights", backbone, "weights"), ("--expert-layers", experts, "num_layers"),
+             ("--placement", experts, "placement"), ("--rank", experts, "rank"), ("--dynamic-experts", experts, "num_dynamic"),
+             ("--top-k", experts, "top_k"), ("--epochs", train, "epochs"), ("--min-steps", train, "min_steps"),
+             ("--batch-size", train, "batch_size"), ("--lr", train, "lr"), ("--weight-decay", train, "weight_decay"),
+             ("--seed", train, "seed"))
+    for flag, source, key in flags:
+        value = source.get(key)
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     return " ".join(parts + ["-o NEW.safetensors"])

@@ -3,14 +3,15 @@
 The output grid is split into square blocks whose side is a multiple of the tile stride. For
 each block, the tiles of the global tile grid (every ``stride`` pixels, plus a last row and column
 flush with the raster's edge) that touch it are read through the aligned inputs, normalised with
-the model's statistics, predicted and blended, and the block is written. With the default stride
-(tiles side by side) a tile never straddles two blocks; with overlapping tiles, those that do are
-predicted twice, so every block is self-contained and memory does not grow with the raster.
-Reading runs one block ahead, in a background thread.
+the model's statistics, predicted and blended, and the block is written. Overlapping tiles that
+straddle two blocks are predicted twice, so every block is self-contained and memory does not
+grow with the raster; with tiles side by side (``--stride`` = the tile side) no tile straddles
+two blocks. Reading runs one block ahead, in a background thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -34,7 +35,8 @@ from mamol_core.samples import normalize
 
 log = logging.getLogger(__name__)
 
-#: Bytes of input bands one block may hold when the block size is chosen automatically.
+#: Bytes of input bands one block may hold when the block size is chosen automatically (with the
+#: read-ahead, two to three blocks are in memory at once).
 BLOCK_BUDGET = 128 * 2**20
 #: GDAL's raster block cache while mapping, in MB (its default, 5% of RAM, lets memory grow with the raster).
 GDAL_CACHE_MB = 128
@@ -51,7 +53,7 @@ class MapOptions:
     """How to map: tile stride (default: half the tile), tiles per batch, block side, etc."""
 
     stride: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # default_batch of a CPU
     block_size: int | None = None
     min_valid: float = MIN_VALID
     assume_crs: str | None = None
@@ -102,7 +104,7 @@ def block_side(config: MamolConfig, stride: int, requested: int | None) -> int:
     if requested is None:
         budget = int(math.sqrt(BLOCK_BUDGET / 4 / max(config.model.total_bands, 1)))
         requested = int(min(1024, max(size * 4, 64, budget)))
-    return max(size, stride * math.ceil(max(requested, 1) / stride))
+    return stride * math.ceil(max(requested, size) / stride)
 
 
 @dataclass
@@ -112,7 +114,7 @@ class Block:
     origins of those tiles inside the read window."""
 
     target: Window
-    read: Window
+    read_window: Window
     origins: np.ndarray
 
 
@@ -131,9 +133,9 @@ def plan_blocks(height: int, width: int, size: int, stride: int, side: int) -> l
             r1, c1 = min(r0 + side, height), min(c0 + side, width)
             rows, cols = touching(row_tiles, r0, r1), touching(col_tiles, c0, c1)
             read_r0, read_c0 = int(rows[0]), int(cols[0])
-            read = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
+            read_window = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
             origins = np.stack(np.meshgrid(rows - read_r0, cols - read_c0, indexing="ij"), -1).reshape(-1, 2)
-            blocks.append(Block(Window(c0, r0, c1 - c0, r1 - r0), read, origins))
+            blocks.append(Block(Window(c0, r0, c1 - c0, r1 - r0), read_window, origins))
     return blocks
 
 
@@ -187,9 +189,10 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
         start = time.perf_counter()
         bar = counter(total, "mapping", "tile", progress_mode)
         try:
-            with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
-                for block, (data, valid) in prefetched(blocks, lambda b: reader.read(b.read)):
-                    read_r0, read_c0 = int(block.read.row_off), int(block.read.col_off)
+            with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer, \
+                    contextlib.closing(prefetched(blocks, lambda b: reader.read(b.read_window))) as ahead:
+                for block, (data, valid) in ahead:
+                    read_r0, read_c0 = int(block.read_window.row_off), int(block.read_window.col_off)
                     inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
                     inside[: grid.height - read_r0, : grid.width - read_c0] = True
                     result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),

@@ -1,4 +1,5 @@
-"""MaMOLClassifier: per-modality tokenizers, a frozen backbone with expert layers, a per-pixel head."""
+"""MaMOLClassifier: per-modality tokenizers of s x s-pixel tokens, a frozen backbone with expert layers
+run once per present modality, and a head that predicts every pixel of every token."""
 
 from __future__ import annotations
 

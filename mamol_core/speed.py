@@ -42,7 +42,7 @@ class SpeedSettings:
     backbones: tuple[str, ...] = SPEED_BACKBONES
     layout: LayoutSpec = field(default_factory=LayoutSpec)
     train_steps: int = 6
-    batch_size: int = 128
+    train_batch: int = 128
     map_batch: int | None = None
     trees: int = 300
     forest_patch: int = 11
@@ -62,16 +62,18 @@ class SpeedResult:
     layout: dict
     trees: int
     forest_patch: int
-    mapping: dict[str, float] = field(default_factory=dict)
+    mapping_mpx_s: dict[str, float] = field(default_factory=dict)
     training_steps_s: dict[str, float] = field(default_factory=dict)
     training_samples_s: dict[str, float] = field(default_factory=dict)
     forest_mpx_s: float = 0.0
 
     @property
     def ratios(self) -> dict[str, float]:
-        return {name: rate / self.forest_mpx_s for name, rate in self.mapping.items()} if self.forest_mpx_s else {}
+        """MaMOL's mapping Mpx/s over the forest's, per backbone."""
+        return {name: rate / self.forest_mpx_s for name, rate in self.mapping_mpx_s.items()} if self.forest_mpx_s else {}
 
     def as_dict(self) -> dict:
+        """Every figure, the ratios included, for ``--json``."""
         return {**asdict(self), "ratio_to_forest": self.ratios}
 
 
@@ -97,8 +99,8 @@ def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch
     outputs = OutputPaths(work / f"map_{config.model.backbone.name}.tif")
     for _ in range(2):
         start = time.perf_counter()
-        model, config = load_model(model_path, device)
-        summary = map_rasters(model, config, inputs, outputs, MapOptions(batch_size=batch), device, amp, "none")
+        model, loaded = load_model(model_path, device)
+        summary = map_rasters(model, loaded, inputs, outputs, MapOptions(batch_size=batch), device, amp, "none")
         seconds = time.perf_counter() - start
     return summary.width * summary.height / 1e6 / seconds
 
@@ -119,18 +121,18 @@ def measure_training(folder: Path, config: MamolConfig, settings: SpeedSettings,
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), config.model.layout.patch_size,
                            training_label_map(prepared, device))
 
-    def steps(count: int) -> float:
-        index = np.resize(np.arange(len(prepared.train)), count * settings.batch_size)
+    def seconds_for(count: int) -> float:
+        index = np.resize(np.arange(len(prepared.train)), count * settings.train_batch)
         train = prepared.train
         pixels = PixelSet(train.rows[index], train.cols[index], train.targets[index], train.presence[index])
         start = time.perf_counter()
-        train_model(model, sampler, pixels, TrainSpec(epochs=1, min_steps=0, batch_size=settings.batch_size), amp, "none")
+        train_model(model, sampler, pixels, TrainSpec(epochs=1, min_steps=0, batch_size=settings.train_batch), amp, "none")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    steps(1)
-    return settings.train_steps / steps(settings.train_steps)
+    seconds_for(1)
+    return settings.train_steps / seconds_for(settings.train_steps)
 
 
 def patch_features(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
@@ -181,11 +183,11 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
         for backbone in settings.backbones:
             config = speed_model_config(folder, backbone, settings.layout)
             log.info("%s: mapping %dx%d px", backbone, settings.side, settings.side)
-            result.mapping[backbone] = measure_mapping(folder, work, config, device, amp, batch)
-            log.info("%s: %d training steps of %d samples", backbone, settings.train_steps, settings.batch_size)
+            result.mapping_mpx_s[backbone] = measure_mapping(folder, work, config, device, amp, batch)
+            log.info("%s: %d training steps of %d samples", backbone, settings.train_steps, settings.train_batch)
             steps = measure_training(folder, config, settings, device, amp)
             result.training_steps_s[backbone] = steps
-            result.training_samples_s[backbone] = steps * settings.batch_size
+            result.training_samples_s[backbone] = steps * settings.train_batch
         log.info("random forest (%d trees, %d x %d patches): fit, then predict %dx%d px", settings.trees, settings.forest_patch,
                  settings.forest_patch, settings.side, settings.side)
         result.forest_mpx_s = measure_forest(folder, settings)
@@ -202,7 +204,7 @@ def speed_table(result: SpeedResult) -> str:
              "",
              "| model | mapping Mpx/s (end to end) | mapping / forest | training steps/s | training samples/s |",
              "|---|---:|---:|---:|---:|"]
-    for name, rate in result.mapping.items():
+    for name, rate in result.mapping_mpx_s.items():
         lines.append(f"| MaMOL, {name} | {rate:.4g} | {result.ratios[name]:.3g}x | {result.training_steps_s[name]:.3g} | "
                      f"{result.training_samples_s[name]:.4g} |")
     lines.append(f"| random forest, {result.trees} trees, {result.forest_patch} x {result.forest_patch} patches | "

@@ -47,8 +47,8 @@ def warmup_linear(total_steps: int, warmup_fraction: float):
 
 
 def schedule_steps(pixels: int, spec: TrainSpec) -> int:
-    """Optimizer steps of a run: ``spec.epochs`` passes over ``pixels`` samples, at least ``spec.min_steps``."""
-    return max(spec.epochs * math.ceil(pixels / spec.batch_size), spec.min_steps)
+    """Optimizer steps of a run: ``spec.epochs`` passes over ``pixels`` samples, at least ``spec.min_steps`` (and one)."""
+    return max(spec.epochs * math.ceil(pixels / spec.batch_size), spec.min_steps, 1)
 
 
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,

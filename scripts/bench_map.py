@@ -33,7 +33,6 @@ from mamol_core.mapper import default_batch  # noqa: E402
 from mamol_core.model import build_model  # noqa: E402
 from mamol_core.patches import PatchSampler  # noqa: E402
 from mamol_core.samples import PixelSet  # noqa: E402
-from mamol_core.rasters import write_raster  # noqa: E402
 
 TRENTO = ROOT.parent / "shared" / "data" / "trento"
 BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "vit-b-16-random"}

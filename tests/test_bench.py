@@ -113,9 +113,51 @@ def test_speed_prints_mapping_training_and_forest_in_one_table(tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
     assert figures["side"] == 40 and figures["layout"]["token_size"] == 4 and figures["hardware"]
-    assert figures["mapping"]["tiny"] > 0 and figures["training_steps_s"]["tiny"] > 0 and figures["forest_mpx_s"] > 0
-    assert figures["ratio_to_forest"]["tiny"] == pytest.approx(figures["mapping"]["tiny"] / figures["forest_mpx_s"])
+    assert figures["mapping_mpx_s"]["tiny"] > 0 and figures["training_steps_s"]["tiny"] > 0 and figures["forest_mpx_s"] > 0
+    assert figures["ratio_to_forest"]["tiny"] == pytest.approx(figures["mapping_mpx_s"]["tiny"] / figures["forest_mpx_s"])
     assert figures["training_samples_s"]["tiny"] == pytest.approx(128 * figures["training_steps_s"]["tiny"])
     lines = result.output.splitlines()
     assert lines[0].startswith("Hardware: ") and any(line.startswith("| MaMOL, tiny |") for line in lines)
     assert any(line.startswith("| random forest, 300 trees, 11 x 11 patches |") for line in lines)
+
+
+def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir, tmp_path):
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / "results.csv").write_text("scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa\n")
+    args = ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both", "-o", str(out), *FAST]
+    result = CliRunner().invoke(bench.main, args)
+    assert result.exit_code == 1 and "written by an older mamol-bench (other columns); pass a new -o folder" in result.output
+    (out / "results.csv").unlink()
+    assert CliRunner().invoke(bench.main, args).exit_code == 0
+    again = CliRunner().invoke(bench.main, args + ["--validation", "0.3"])
+    assert again.exit_code == 1 and "holds cells of another setup (split test (this grid: validation))" in again.output
+    wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
+    assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
+
+
+def test_validation_split_scores_held_out_training_labels_in_several_modes(scene_dir, tmp_path):
+    out = tmp_path / "val"
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both",
+                                             "--validation", "0.3", "--eval-mode", "pixel,dense@6,dense@3", "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    (row,) = list(csv.DictReader(open(out / "results.csv")))
+    assert row["split"] == "validation" and row["token_size"] == "2" and row["min_steps"] == "0" and row["eval_mode"] == "pixel"
+    modes = json.loads(row["oa_by_mode"])
+    assert set(modes) == {"pixel", "dense@6", "dense@3"} and modes["pixel"] == float(row["oa"])
+    assert int(row["steps"]) in (1, 2)  # one epoch over about 70 % of 180 training pixels, batches of 128
+
+
+def test_validation_split_holds_out_whole_groups_of_training_labels_only(scene_dir):
+    from mamol_core.bench import validation_scene
+    from mamol_core.scene import open_scene
+
+    scene = open_scene(scene_dir)
+    split = validation_scene(scene, 0.3, seed=1)
+    train, held_out = split.train_labels, split.test_labels
+    assert not ((train > 0) & (held_out > 0)).any()
+    assert np.array_equal(np.where(train > 0, train, held_out), scene.train_labels)
+    share = (held_out > 0).sum() / (scene.train_labels > 0).sum()
+    assert 0.15 < share < 0.45
+    assert set(np.unique(held_out[held_out > 0])) == set(np.unique(scene.train_labels[scene.train_labels > 0]))
+    assert not np.array_equal(validation_scene(scene, 0.3, seed=2).test_labels, held_out)

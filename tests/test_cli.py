@@ -111,5 +111,6 @@ def test_model_of_the_previous_format_gets_one_line_that_says_how_to_retrain(mod
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and "old.safetensors was written by mamol 0.1.0 (model format 1)" in lines[0], result.output
         assert "retrain it on the same inputs with this mamol (mamol-train --input dsm=PATH --input hsi=PATH" in lines[0]
-        assert "--missing-rate 0.5 --missing both --backbone tiny --epochs 3 --seed 0 -o NEW.safetensors" in lines[0]
+        assert ("--missing-rate 0.5 --missing both --backbone tiny --expert-layers 2 --placement last --rank 4 --dynamic-experts 2 "
+                "--top-k 1 --epochs 3 --batch-size 128 --lr 0.002 --weight-decay 0.02 --seed 0 -o NEW.safetensors") in lines[0]
     assert sorted(tmp_path.iterdir()) == before

@@ -221,7 +221,7 @@ def test_blocks_share_no_tile_when_tiles_lie_side_by_side():
     from mamol_core.mapper import plan_blocks
 
     blocks = plan_blocks(100, 75, size=12, stride=12, side=48)
-    starts = [(int(b.read.row_off) + r, int(b.read.col_off) + c) for b in blocks for r, c in b.origins]
+    starts = [(int(b.read_window.row_off) + r, int(b.read_window.col_off) + c) for b in blocks for r, c in b.origins]
     # rows of tiles start at 0, 12, ..., 84 and 88 (flush with the edge); only the row at 88, which reaches into
     # the last block row (96-100) too, is predicted twice: once per block row, 7 tiles each
     assert len(starts) == len(set(starts)) + 7
@@ -250,12 +250,12 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
     with AlignedInputs(inputs) as aligned:
         reader = BlockReader(config, inputs, aligned)
         blocks = plan_blocks(aligned.grid.height, aligned.grid.width, 6, 6, 12)
-        sequential = [reader.read(b.read) for b in blocks]
+        sequential = [reader.read(b.read_window) for b in blocks]
         threads = []
 
         def load(block):
             threads.append(threading.current_thread().name)
-            return reader.read(block.read)
+            return reader.read(block.read_window)
 
         ahead = list(prefetched(blocks, load))
     assert len(blocks) == 16 and [b for b, _ in ahead] == blocks
@@ -279,3 +279,36 @@ def test_background_reader_raises_a_read_error_at_its_block():
             seen.append(value)
     assert seen == [0, 10, 20]
     assert list(prefetched([], load)) == []
+
+
+def test_stopping_early_waits_for_the_read_in_flight():
+    import contextlib
+    import threading
+
+    from mamol_core.prefetch import prefetched
+
+    started, finished = [], []
+
+    def load(item):
+        started.append(item)
+        time.sleep(0.05)
+        finished.append(item)
+        return item
+
+    with contextlib.closing(prefetched(range(10), load)) as ahead:
+        for item, _ in ahead:
+            if item == 2:
+                break
+    assert started == finished and len(started) <= 4
+    assert not any(t.name.startswith("mamol-read") for t in threading.enumerate())
+
+
+def test_block_side_is_a_multiple_of_the_stride():
+    from conftest import tiny_config
+    from mamol_core.config import MamolConfig
+    from mamol_core.mapper import block_side
+
+    config = MamolConfig(tiny_config(patch=12, token=4))
+    for stride, requested in ((7, 5), (6, None), (12, 100), (5, 12)):
+        side = block_side(config, stride, requested)
+        assert side % stride == 0 and side >= 12 and (requested is None or side >= requested)

@@ -8,7 +8,7 @@ from mamol_core import FORMAT_VERSION
 from mamol_core.checkpoint import load_model, save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
-from mamol_core.evaluate import evaluate_predictions, predict_pixels
+from mamol_core.evaluate import predict_pixels
 from mamol_core.modelfile import read_config
 from mamol_core.patches import PatchSampler
 from mamol_core.pipeline import evaluate_run, train_on_scene
