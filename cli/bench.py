@@ -35,7 +35,7 @@ def main():
 @click.option("--eval-mode", default="pixel", show_default=True,
               help="pixel, dense or dense@STRIDE; comma-separated for several (the first is the headline OA).")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Hold out this share of the training labels (whole groups per class) and score on it instead of the test labels.")
+              help="Hold out about this share of the training labels (whole 32-pixel blocks) and score on it instead of the test labels.")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for results.csv (cells already there are skipped).")
 @device_options

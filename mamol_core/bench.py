@@ -21,7 +21,7 @@ from mamol_core.checkpoint import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import evaluate_predictions
-from mamol_core.labels import grouped_holdout
+from mamol_core.labels import block_holdout
 from mamol_core.pipeline import predict_test_pixels, train_on_scene
 from mamol_core.scene import Scene
 from mamol_core.train import schedule_steps
@@ -122,8 +122,8 @@ class Grid:
 
     ``eval_modes`` are ``pixel`` (one centred patch per pixel), ``dense`` (blended tiles at the
     default stride) or ``dense@S`` (stride ``S``); the first gives the row's headline OA, all of them
-    go to its ``oa_by_mode``. With ``validation`` > 0 that share of the training labels (whole
-    groups per class) is held out, the model trains on the rest and is scored on the held-out part
+    go to its ``oa_by_mode``. With ``validation`` > 0 about that share of the training labels (whole
+    blocks of ``VALIDATION_BLOCK`` pixels) is held out, the model trains on the rest and is scored on the held-out part
     only: the split for choosing settings, which never reads the test labels.
     """
 
@@ -159,9 +159,14 @@ def parse_eval_mode(mode: str) -> tuple[str, int | None]:
     return name, int(stride) if stride else None
 
 
+#: Side of the square blocks a validation split holds out whole, in pixels.
+VALIDATION_BLOCK = 32
+
+
 def validation_scene(scene: Scene, fraction: float, seed: int) -> Scene:
-    """The scene with ``fraction`` of its training labels (whole groups per class) moved to the test side."""
-    train, held_out = grouped_holdout(scene.train_labels, None, fraction, seed)
+    """The scene with about ``fraction`` of its training labels, in whole ``VALIDATION_BLOCK`` blocks,
+    moved to the test side (the test labels are not read)."""
+    train, held_out = block_holdout(scene.train_labels, fraction, VALIDATION_BLOCK, seed)
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 

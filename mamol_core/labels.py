@@ -154,3 +154,31 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: flo
         test_groups.extend(ids[order][taken].tolist())
     is_test = np.isin(groups, test_groups) & (labels > 0)
     return np.where(is_test, 0, labels), np.where(is_test, labels, 0)
+
+
+def block_holdout(labels: np.ndarray, fraction: float, block: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split labelled pixels into train and validation by whole square blocks of ``block`` pixels,
+    so that validation pixels lie in areas the training pixels do not reach into.
+
+    Blocks are visited in a seeded random order; a block is held out while some class it holds
+    has less than ``fraction`` of its pixels held out and no class would have more than half of
+    its pixels held out (each class keeps at least half of its pixels for training)."""
+    rows, cols = np.nonzero(labels)
+    values = labels[rows, cols]
+    classes = np.unique(values)
+    per_class_total = np.array([(values == c).sum() for c in classes])
+    block_of = (rows // block) * (labels.shape[1] // block + 1) + cols // block
+    blocks, inverse = np.unique(block_of, return_inverse=True)
+    counts = np.zeros((len(blocks), len(classes)), np.int64)
+    np.add.at(counts, (inverse.reshape(-1), np.searchsorted(classes, values)), 1)
+    held_counts = np.zeros(len(classes), np.int64)
+    held = np.zeros(len(blocks), bool)
+    for index in np.random.default_rng(seed).permutation(len(blocks)):
+        inside = counts[index]
+        wanted = (inside > 0) & (held_counts < fraction * per_class_total)
+        if wanted.any() and np.all(held_counts + inside <= 0.5 * per_class_total):
+            held[index] = True
+            held_counts += inside
+    is_held = np.zeros_like(labels, bool)
+    is_held[rows, cols] = held[inverse.reshape(-1)]
+    return np.where(is_held, 0, labels), np.where(is_held, labels, 0)

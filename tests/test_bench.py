@@ -148,8 +148,8 @@ def test_validation_split_scores_held_out_training_labels_in_several_modes(scene
     assert int(row["steps"]) in (1, 2)  # one epoch over about 70 % of 180 training pixels, batches of 128
 
 
-def test_validation_split_holds_out_whole_groups_of_training_labels_only(scene_dir):
-    from mamol_core.bench import validation_scene
+def test_validation_split_holds_out_whole_blocks_of_training_labels_only(scene_dir):
+    from mamol_core.bench import VALIDATION_BLOCK, validation_scene
     from mamol_core.scene import open_scene
 
     scene = open_scene(scene_dir)
@@ -157,7 +157,23 @@ def test_validation_split_holds_out_whole_groups_of_training_labels_only(scene_d
     train, held_out = split.train_labels, split.test_labels
     assert not ((train > 0) & (held_out > 0)).any()
     assert np.array_equal(np.where(train > 0, train, held_out), scene.train_labels)
-    share = (held_out > 0).sum() / (scene.train_labels > 0).sum()
-    assert 0.15 < share < 0.45
-    assert set(np.unique(held_out[held_out > 0])) == set(np.unique(scene.train_labels[scene.train_labels > 0]))
-    assert not np.array_equal(validation_scene(scene, 0.3, seed=2).test_labels, held_out)
+    held_blocks = {(r // VALIDATION_BLOCK, c // VALIDATION_BLOCK) for r, c in zip(*np.nonzero(held_out))}
+    train_blocks = {(r // VALIDATION_BLOCK, c // VALIDATION_BLOCK) for r, c in zip(*np.nonzero(train))}
+    assert held_blocks and not held_blocks & train_blocks
+    for value in np.unique(scene.train_labels[scene.train_labels > 0]):
+        assert (held_out == value).sum() <= 0.5 * (scene.train_labels == value).sum()
+
+
+def test_block_holdout_reaches_the_share_per_class_and_keeps_half_for_training():
+    from mamol_core.labels import block_holdout
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((200, 300), np.uint8)
+    for _ in range(120):
+        r, c = rng.integers(0, 195), rng.integers(0, 295)
+        labels[r : r + 4, c : c + 4] = rng.integers(1, 5)
+    train, held = block_holdout(labels, 0.25, 16, seed=3)
+    for value in range(1, 5):
+        total, taken = (labels == value).sum(), (held == value).sum()
+        assert 0.2 * total <= taken <= 0.5 * total
+    assert not np.array_equal(block_holdout(labels, 0.25, 16, seed=4)[1], held)
