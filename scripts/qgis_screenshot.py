@@ -41,7 +41,6 @@ def main(out: Path) -> None:
 
     Processing.initialize()
     import qgis_plugin
-    from qgis_plugin.algorithms import algorithm_name
 
     class Iface:
         def __init__(self) -> None:
