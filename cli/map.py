@@ -52,7 +52,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.atomic import check_writable
     from mamol_core.checkpoint import load_model
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.mapper import MapOptions, check_names, default_batch, map_rasters
+    from mamol_core.mapper import MapOptions, check_names, map_rasters
     from mamol_core.modelfile import read_config
     from mamol_core.outputs import OutputPaths
     from mamol_core.scene import parse_inputs
@@ -68,7 +68,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         check_writable(path)
     compute = resolve_device(device)
     model, config = load_model(model_path, compute)
-    options = MapOptions(stride, batch_size or default_batch(compute), block_size, min_valid, assume_crs,
+    options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs,
                          reference, resampling)
     summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision), progress_mode)
     log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,

@@ -50,10 +50,10 @@ def default_batch(device: torch.device) -> int:
 
 @dataclass
 class MapOptions:
-    """How to map: tile stride (default: half the tile), tiles per batch, block side, etc."""
+    """How to map: tile stride (default: half the tile), tiles per batch (default: by device), block side, etc."""
 
     stride: int | None = None
-    batch_size: int = 128  # default_batch of a CPU
+    batch_size: int | None = None  # default: default_batch(device)
     block_size: int | None = None
     min_valid: float = MIN_VALID
     assume_crs: str | None = None
@@ -176,7 +176,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
     check_names(config, inputs)
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
-    predictor = DensePredictor(model, stride, options.batch_size, amp_dtype, options.min_valid)
+    predictor = DensePredictor(model, stride, options.batch_size or default_batch(device), amp_dtype, options.min_valid)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
         check_inputs(config, inputs, aligned)
         aligned.check_readable()

@@ -24,7 +24,7 @@ import torch
 
 from mamol_core.align import MapInput
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
-from mamol_core.mapper import MapOptions, default_batch, map_rasters
+from mamol_core.mapper import MapOptions, map_rasters
 from mamol_core.outputs import OutputPaths
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,11 @@ def speed_model_config(folder: Path, backbone: str, layout: LayoutSpec) -> Mamol
     return MamolConfig(ModelConfig(specs, scene.classes, BackboneSpec(backbone), ExpertSpec(), layout), ProtocolSpec(), TrainSpec())
 
 
-def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch.device, amp: torch.dtype | None, batch: int) -> float:
+def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch.device, amp: torch.dtype | None,
+                    batch: int | None) -> float:
     """Mpx/s of mapping the scene in ``folder``, from the model file saved in ``work`` to the outputs written
-    there; the second of two runs, so that one-off start-up (thread pools, kernel selection) is not counted."""
+    there, ``batch`` tiles per forward pass (None: the device's default); the second of two runs, so that
+    one-off start-up (thread pools, kernel selection) is not counted."""
     from mamol_core.checkpoint import load_model, save_model
     from mamol_core.model import build_model
 
@@ -172,7 +174,6 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
     from mamol_core.synthetic import write_scene
 
     settings.layout.check()
-    batch = settings.map_batch or default_batch(device)
     result = SpeedResult(hardware_name(device), str(device), torch.__version__, str(amp or "float32"), torch.get_num_threads(),
                          settings.side, settings.side**2 / 1e6, asdict(settings.layout), settings.trees, settings.forest_patch)
     with tempfile.TemporaryDirectory(prefix="mamol-speed-") as tmp:
@@ -183,7 +184,7 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
         for backbone in settings.backbones:
             config = speed_model_config(folder, backbone, settings.layout)
             log.info("%s: mapping %dx%d px", backbone, settings.side, settings.side)
-            result.mapping_mpx_s[backbone] = measure_mapping(folder, work, config, device, amp, batch)
+            result.mapping_mpx_s[backbone] = measure_mapping(folder, work, config, device, amp, settings.map_batch)
             log.info("%s: %d training steps of %d samples", backbone, settings.train_steps, settings.train_batch)
             steps = measure_training(folder, config, settings, device, amp)
             result.training_steps_s[backbone] = steps
