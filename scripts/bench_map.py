@@ -46,6 +46,15 @@ def untrained_config(modalities: list[tuple[str, int]], backbone: str, means=Non
     return MamolConfig(ModelConfig(specs, classes, BackboneSpec(backbone), ExpertSpec(), LayoutSpec()))
 
 
+def dense_mpx_s(predictor: DensePredictor, data: torch.Tensor, valid: torch.Tensor, device: torch.device) -> float:
+    """Mpx/s of one dense prediction of ``data``, after a small warm-up prediction."""
+    predictor.predict(data[:, :24, :24], valid[:, :24, :24])
+    start = time.perf_counter()
+    predictor.predict(data, valid)
+    _sync(device)
+    return data.shape[-1] * data.shape[-2] / (time.perf_counter() - start) / 1e6
+
+
 def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list[dict]:
     """Model-only throughput (no I/O) of dense tiles and of one centred patch per pixel."""
     rows = []
@@ -56,12 +65,7 @@ def compute_throughput(device: torch.device, amp, sizes: dict[str, int]) -> list
         data = torch.randn(25, side, side, device=device)
         valid = torch.ones(2, side, side, dtype=torch.bool, device=device)
         layout = config.model.layout
-        predictor = DensePredictor(model, default_stride(layout), default_batch(device), amp)
-        predictor.predict(data[:, :24, :24], valid[:, :24, :24])
-        start = time.perf_counter()
-        predictor.predict(data, valid)
-        _sync(device)
-        dense = side * side / (time.perf_counter() - start) / 1e6
+        dense = dense_mpx_s(DensePredictor(model, default_stride(layout), default_batch(device), amp), data, valid, device)
         count = max(64, side * side // layout.patch_size**2)
         rng = np.random.default_rng(0)
         pixels = PixelSet(rng.integers(0, side, count), rng.integers(0, side, count), np.zeros(count, np.int64), np.ones((count, 2), bool))
@@ -84,11 +88,7 @@ def compute_presence(device: torch.device, amp, side: int) -> list[dict]:
     rows = []
     for label, present in (("both", (True, True)), ("hsi only", (True, False)), ("lidar only", (False, True))):
         valid = torch.tensor(present, device=device)[:, None, None].expand(2, side, side)
-        predictor.predict(data[:, :24, :24], valid[:, :24, :24])
-        start = time.perf_counter()
-        predictor.predict(data, valid)
-        _sync(device)
-        rows.append({"present": label, "dense_mpx_s": side * side / (time.perf_counter() - start) / 1e6})
+        rows.append({"present": label, "dense_mpx_s": dense_mpx_s(predictor, data, valid, device)})
         print(f"  {label}: dense {rows[-1]['dense_mpx_s']:.4g} Mpx/s", flush=True)
     return rows
 
