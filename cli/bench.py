@@ -42,14 +42,14 @@ def main():
 @progress_option
 @quiet_option
 @handle_errors
-def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, epochs, min_steps,
+def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
         eval_mode, validation, save_models, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
-                LayoutSpec(patch_size, token_size), epochs, min_steps, split(eval_mode), validation, save_models)
+                LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models)
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))
     log.info("results in %s", output / "results.csv")
 
@@ -186,7 +186,7 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 @device_options
 @quiet_option
 @handle_errors
-def speed(side, bands, backbones, patch_size, token_size, train_steps, batch_size, json_path, device, precision, quiet):
+def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps, batch_size, json_path, device, precision, quiet):
     """Mapping and training throughput of MaMOL beside a random forest's, on one synthetic raster."""
     setup_logging(quiet)
     import json
@@ -199,7 +199,7 @@ def speed(side, bands, backbones, patch_size, token_size, train_steps, batch_siz
         check_writable(json_path)
     compute = resolve_device(device)
     settings = SpeedSettings(side or (2048 if compute.type == "cuda" else SpeedSettings.side), bands, tuple(split(backbones)),
-                             LayoutSpec(patch_size, token_size), train_steps, map_batch=batch_size)
+                             LayoutSpec(patch_size, token_size, encoding=encoding), train_steps, map_batch=batch_size)
     result = run_speed(settings, compute, autocast_dtype(compute, precision))
     if json_path is not None:
         with atomic_path(json_path) as temporary:

@@ -61,9 +61,12 @@ def device_options(command: Callable) -> Callable:
 
 
 def layout_options(command: Callable) -> Callable:
-    """``--patch-size`` and ``--token-size`` (the model's token layout)."""
-    from mamol_core.config import LayoutSpec
+    """``--patch-size``, ``--token-size`` and ``--encoding`` (the model's token layout)."""
+    from mamol_core.config import ENCODINGS, LayoutSpec
 
+    command = click.option("--encoding", type=click.Choice(ENCODINGS), default=LayoutSpec.encoding, show_default=True,
+                           help="separate: one backbone sequence per sensor, fused at the head; joint: one sequence per "
+                                "sample with the tokens of its present sensors, which attend to each other.")(command)
     command = click.option("--token-size", type=int, default=LayoutSpec.token_size, show_default=True,
                            help="Pixels per token side; the head predicts all of a token's pixels.")(command)
     return click.option("--patch-size", type=int, default=LayoutSpec.patch_size, show_default=True,

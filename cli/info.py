@@ -28,5 +28,6 @@ def main(model_path, as_json):
     click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'})" for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "
-               f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, tokens of {model.layout.token_size} px")
+               f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
+               f"tokens of {model.layout.token_size} px, {model.layout.encoding} encoding")
     click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")

@@ -43,7 +43,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 @quiet_option
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, holdout, missing_rate, missing, backbone, backbone_weights,
-         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, epochs, min_steps, batch_size, lr, weight_decay, seed,
+         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
          report, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
@@ -63,7 +63,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
                          num_dynamic=dynamic_experts, top_k=top_k)
     spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
     run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
-                         LayoutSpec(patch_size, token_size), protocol, spec, compute, amp, progress_mode)
+                         LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode)
     save_model(run.model, run.config, output)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
     if run.prepared.test is None:

@@ -49,9 +49,9 @@ METHODS: dict[str, ExpertSpec] = {
     "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
-FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "epochs", "min_steps", "steps",
-          "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s", "eval_mode",
-          "device", "hardware", "mamol_version"]
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "min_steps",
+          "steps", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
+          "eval_mode", "device", "hardware", "mamol_version"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,8 @@ class Grid:
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
-                "epochs": str(self.epochs), "min_steps": str(self.min_steps), "split": "validation" if self.validation > 0 else "test",
+                "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
+                "split": "validation" if self.validation > 0 else "test",
                 "eval_mode": self.eval_modes[0]}
 
     def cells(self, name: str) -> list[Cell]:
@@ -198,7 +199,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     layout = run.config.model.layout
     return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
-            "token_size": layout.token_size, "epochs": grid.epochs,
+            "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
             "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
@@ -352,7 +353,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
-    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px, {r['epochs']} epochs"
+    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
+                        f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}, {r['epochs']} epochs"
                         f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, "
                         f"{r['eval_mode']} evaluation on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())

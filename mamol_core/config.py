@@ -62,6 +62,10 @@ class ExpertSpec:
     prompt_length: int = 16
 
 
+#: How modalities meet in the backbone (LayoutSpec.encoding).
+ENCODINGS = ("separate", "joint")
+
+
 @dataclass
 class LayoutSpec:
     """How pixels become tokens.
@@ -69,12 +73,17 @@ class LayoutSpec:
     A sample (and a mapping tile) is a ``patch_size`` x ``patch_size`` pixel square; each token
     covers ``token_size`` x ``token_size`` pixels of one modality, so a tile holds
     ``(patch_size / token_size)**2`` tokens per modality. ``hidden`` is the width of the tokenizer's
-    per-pixel convolution.
+    per-pixel convolution. ``encoding`` is how modalities meet in the backbone: ``joint`` (default),
+    one sequence per sample holding the tokens of its present modalities, so they attend to each
+    other, or ``separate``, one sequence per present modality (the paper's eq. 4), fused only at
+    the head; joint fuses a sensor that is only sometimes present far better (docs/benchmarks.md).
+    Either way an absent modality is never computed.
     """
 
     patch_size: int = 12
     token_size: int = 4
     hidden: int = 256
+    encoding: str = "joint"
 
     @property
     def tokens_per_side(self) -> int:
@@ -86,6 +95,8 @@ class LayoutSpec:
         if self.token_size < 1 or self.patch_size < self.token_size or self.patch_size % self.token_size:
             raise MamolError(f"--patch-size {self.patch_size} with --token-size {self.token_size}: the patch side must be a "
                              f"positive multiple of the token side (e.g. --patch-size {max(self.token_size, 1) * 3})")
+        if self.encoding not in ENCODINGS:
+            raise MamolError(f"encoding {self.encoding!r} is unknown; use {' or '.join(ENCODINGS)}")
 
 
 @dataclass
@@ -165,6 +176,9 @@ class MamolConfig:
                 raise MamolError(f"{written}: upgrade mamol to use it")
             raise MamolError(f"{written}: retrain it on the same inputs with this mamol ({retrain_hint(data)}), "
                              f"or map with mamol {data.get('mamol_version', 'of that version')}")
+        layout = data["model"].get("layout") if isinstance(data.get("model"), dict) else None
+        if isinstance(layout, dict):
+            layout.setdefault("encoding", "separate")  # files written before the encoding was recorded
         try:
             return _from_dict(cls, data)
         except (TypeError, KeyError) as exc:

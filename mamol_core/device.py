@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mamol_core.errors import MamolError
 
@@ -40,3 +42,10 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def training_attention(device: torch.device) -> contextlib.AbstractContextManager:
+    """The attention kernel for training steps: on CPUs the plain (math) kernel, whose backward runs
+    the tens-of-token sequences of MaMOL tiles about three times faster than the flash kernel's
+    (docs/benchmarks.md); on GPUs PyTorch's own choice. Inference keeps the default kernel."""
+    return sdpa_kernel([SDPBackend.MATH]) if device.type == "cpu" else contextlib.nullcontext()

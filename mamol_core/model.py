@@ -1,5 +1,5 @@
 """MaMOLClassifier: per-modality tokenizers of s x s-pixel tokens, a frozen backbone with expert layers
-run once per present modality, and a head that predicts every pixel of every token."""
+that sees only the present modalities' tokens, and a head that predicts every pixel of every token."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mamol_core.backbones.base import FrozenBackbone
 from mamol_core.config import ModelConfig
 from mamol_core.experts import attach_experts
 from mamol_core.experts.context import RoutingContext
+from mamol_core.experts.mamol import pattern_index
 
 
 class ModalityTokenizer(nn.Module):
@@ -47,11 +48,13 @@ class MaMOLClassifier(nn.Module):
     """Classifies every pixel of a ``P x P`` patch from whichever modalities are present.
 
     Each modality is tokenized on its own (``s x s`` pixels per token) and given a learned
-    position and modality-type embedding. Every present modality of a sample is one backbone
-    sequence (the paper's eq. 4: each modality encoded independently); all sequences of a batch
-    go through the backbone together, and an absent modality is not computed at all: its features
-    are zeros. Every sequence carries its sample's whole presence mask to the expert layers
-    (``alpha_i = m_i`` for the modality experts, ``psi(m)`` in the router).
+    position and modality-type embedding. How the tokens meet the frozen backbone is the layout's
+    ``encoding``: ``joint`` (the default) puts the tokens of a sample's present modalities in one
+    sequence, so they attend to each other, with one backbone call per number of present
+    modalities in the batch; ``separate`` makes every present (sample, modality) its own sequence (the paper's eq. 4),
+    all in one call. Either way an absent modality is not computed at all: its features are zeros.
+    Every sequence carries its sample's whole presence mask to the expert layers (``alpha_i = m_i``
+    for the modality experts, ``psi(m)`` in the router).
 
     The head fuses per token: the concatenated features of the token's modalities (zeros for
     absent ones) go through LayerNorm and one linear map to ``classes x s x s`` logits, which a
@@ -88,25 +91,69 @@ class MaMOLClassifier(nn.Module):
         return self.decode(self.encode(x, mask.bool()))
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, M, T, width]``: one backbone sequence per present (sample, modality), zeros for absent ones."""
+        """Features ``[B, M, T, width]`` of the present (sample, modality) pairs; zeros for absent ones."""
+        if self.config.layout.encoding == "joint":
+            return self._encode_joint(x, mask)
+        return self._encode_separate(x, mask)
+
+    def _embed(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Modality ``index``'s tokens of ``x`` with their position and modality-type embeddings."""
+        return self.tokenizers[index](x[:, self.band_slices[index]]) + self.position + self.modality_type[index]
+
+    def _run_backbone(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One backbone call with ``mask`` (one row per sequence) handed to the expert layers."""
+        self.routing.mask = mask
+        try:
+            return self.backbone(tokens)[:, self.prompt_tokens :]
+        finally:
+            self.routing.end_pass()
+
+    def _encode_separate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One sequence per present (sample, modality), all in one backbone call (eq. 4)."""
         count = len(self.tokenizers)
         samples, modalities, sequences = [], [], []
-        for index, (tokenizer, bands) in enumerate(zip(self.tokenizers, self.band_slices)):
+        for index in range(count):
             present = mask[:, index].nonzero().squeeze(1)
             if len(present):
                 samples.append(present)
                 modalities.append(torch.full_like(present, index))
-                sequences.append(tokenizer(x[present, bands]) + self.position + self.modality_type[index])
+                sequences.append(self._embed(index, x[present]))
         if not sequences:
             return x.new_zeros(len(x), count, self.tokens_per_modality, self.backbone.width)
         samples, modalities = torch.cat(samples), torch.cat(modalities)
-        self.routing.mask = mask[samples]
-        try:
-            encoded = self.backbone(torch.cat(sequences))[:, self.prompt_tokens :]
-        finally:
-            self.routing.end_pass()
+        encoded = self._run_backbone(torch.cat(sequences), mask[samples])
         features = encoded.new_zeros(len(x), count, self.tokens_per_modality, encoded.shape[-1])
         features[samples, modalities] = encoded
+        return features
+
+    def _encode_joint(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One sequence per sample holding the tokens of its present modalities only (in modality
+        order), so tokens of different sensors attend to each other; one backbone call per sequence
+        length, i.e. per number of present modalities."""
+        count, tokens = len(self.tokenizers), self.tokens_per_modality
+        embedded = None
+        for index in range(count):
+            present = mask[:, index].nonzero().squeeze(1)
+            if len(present):
+                tokens_of = self._embed(index, x[present])
+                if embedded is None:
+                    embedded = tokens_of.new_zeros(len(x), count, tokens, tokens_of.shape[-1])
+                embedded[present, index] = tokens_of
+        if embedded is None:
+            return x.new_zeros(len(x), count, tokens, self.backbone.width)
+        present_first = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)
+        sizes = mask.sum(1)
+        features = None
+        for size in sizes.unique().tolist():
+            if size == 0:
+                continue
+            members = (sizes == size).nonzero()
+            which = present_first[members.squeeze(1), :size]
+            sequence = embedded[members, which].flatten(1, 2)
+            encoded = self._run_backbone(sequence, mask[members.squeeze(1)]).unflatten(1, (size, tokens))
+            if features is None:
+                features = encoded.new_zeros(len(x), count, tokens, encoded.shape[-1])
+            features[members, which] = encoded
         return features
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:

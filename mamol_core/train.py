@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from mamol_core.config import TrainSpec
+from mamol_core.device import training_attention
 from mamol_core.model import MaMOLClassifier
 from mamol_core.patches import DIHEDRAL, PatchSampler
 from mamol_core.progress import counter
@@ -90,7 +91,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
                 labels = torch.zeros((count, size, size), dtype=torch.long, device=device)
                 labels[torch.arange(count, device=device), target_i, target_j] = data.targets[batch] + 1
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+            with training_attention(device), autocast:
                 logits = model(x, data.presence[batch])
             loss = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1)
             optimizer.zero_grad(set_to_none=True)

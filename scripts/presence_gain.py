@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench import validation_scene  # noqa: E402
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec  # noqa: E402
+from mamol_core.config import ENCODINGS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
 from mamol_core.pipeline import predict_test_pixels, train_on_scene  # noqa: E402
 from mamol_core.scene import open_scene  # noqa: E402
@@ -39,7 +39,7 @@ def score_seed(scene_dir: Path, args: argparse.Namespace, seed: int, device: tor
     """Validation OA of one seed's model under each forced pattern."""
     scene = validation_scene(open_scene(scene_dir), args.validation, seed)
     amp = autocast_dtype(device)
-    run = train_on_scene(scene, BackboneSpec(args.backbone), ExpertSpec(), LayoutSpec(), ProtocolSpec(args.rate, args.condition, seed),
+    run = train_on_scene(scene, BackboneSpec(args.backbone), ExpertSpec(), LayoutSpec(encoding=args.encoding), ProtocolSpec(args.rate, args.condition, seed),
                          TrainSpec(seed=seed), device, amp, "none")
     pixels = run.prepared.test
     scores = {}
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--backbone", default="minilm-l6")
     parser.add_argument("--validation", type=float, default=0.25)
+    parser.add_argument("--encoding", choices=ENCODINGS, default=LayoutSpec.encoding)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -67,7 +68,8 @@ def main() -> None:
         results[seed] = score_seed(args.scene, args, seed, device)
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[seed].items()), flush=True)
     labels = list(results[seeds[0]])
-    print(f"\n{args.scene.name}, missing rate {args.rate:g}, {args.condition} missing; validation OA with the presence forced\n")
+    print(f"\n{args.scene.name}, missing rate {args.rate:g}, {args.condition} missing, {args.encoding} encoding; "
+          "validation OA with the presence forced\n")
     print("| pattern | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | complete − pattern |")
     print("|---|" + "---:|" * (len(seeds) + 2))
     for label in labels:

@@ -26,12 +26,13 @@ def scene_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 6, token: int = 2, **experts) -> ModelConfig:
+def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 6, token: int = 2, encoding: str = "separate",
+                **experts) -> ModelConfig:
     """A model config on the tiny backbone with unit normalisation (6 x 6 patches of 2 x 2-pixel tokens by default)."""
     return ModelConfig(
         modalities=[ModalitySpec(n, b, [0.0] * b, [1.0] * b) for n, b in modalities],
         classes=[ClassSpec(i + 1, f"class {i + 1}", "#000000") for i in range(classes)],
         backbone=BackboneSpec("tiny"),
         experts=ExpertSpec(**{"num_layers": 2, "rank": 4, **experts}),
-        layout=LayoutSpec(patch, token, 16),
+        layout=LayoutSpec(patch, token, 16, encoding),
     )

@@ -1,12 +1,14 @@
 """Training end to end on the synthetic scene, and the model-file round trip."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from mamol_core import FORMAT_VERSION
 from mamol_core.checkpoint import load_model, save_model
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import predict_pixels
 from mamol_core.modelfile import read_config
@@ -85,6 +87,13 @@ def test_model_file_of_another_format_is_refused(trained, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(MamolError, match="not a mamol model"):
         read_config(tmp_path / "junk.safetensors")
+
+
+def test_a_config_written_before_the_encoding_was_recorded_reads_as_separate(trained):
+    data = json.loads(trained.config.to_json())
+    del data["model"]["layout"]["encoding"]
+    config = MamolConfig.from_json(json.dumps(data))
+    assert config.model.layout == LayoutSpec(6, 2, 32, "separate")
 
 
 def test_warmup_then_linear_decay():
