@@ -49,12 +49,12 @@ class MaMOLClassifier(nn.Module):
 
     Each modality is tokenized on its own (``s x s`` pixels per token) and given a learned
     position and modality-type embedding. How the tokens meet the frozen backbone is the layout's
-    ``encoding``: ``joint`` (the default) puts the tokens of a sample's present modalities in one
-    sequence, so they attend to each other, with one backbone call per number of present
-    modalities in the batch; ``separate`` makes every present (sample, modality) its own sequence (the paper's eq. 4),
-    all in one call. Either way an absent modality is not computed at all: its features are zeros.
-    Every sequence carries its sample's whole presence mask to the expert layers (``alpha_i = m_i``
-    for the modality experts, ``psi(m)`` in the router).
+    ``encoding``: ``separate`` (the default) makes every present (sample, modality) its own
+    sequence (the paper's eq. 4), all in one backbone call; ``joint`` puts the tokens of a sample's
+    present modalities in one sequence, so they attend to each other, with one call per number of
+    present modalities in the batch. Either way an absent modality is not computed at all: its
+    features are zeros. Every sequence carries its sample's whole presence mask to the expert
+    layers (``alpha_i = m_i`` for the modality experts, ``psi(m)`` in the router).
 
     The head fuses per token: the concatenated features of the token's modalities (zeros for
     absent ones) go through LayerNorm and one linear map to ``classes x s x s`` logits, which a
