@@ -12,7 +12,6 @@ from mamol_core.backbones.base import FrozenBackbone
 from mamol_core.config import ModelConfig
 from mamol_core.experts import attach_experts
 from mamol_core.experts.context import RoutingContext
-from mamol_core.experts.mamol import pattern_index
 
 
 class ModalityTokenizer(nn.Module):
@@ -92,13 +91,31 @@ class MaMOLClassifier(nn.Module):
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Features ``[B, M, T, width]`` of the present (sample, modality) pairs; zeros for absent ones."""
+        if not mask.any():
+            return x.new_zeros(len(x), len(self.tokenizers), self.tokens_per_modality, self.backbone.width)
+        samples, modalities, tokens = self._embed_present(x, mask)
         if self.config.layout.encoding == "joint":
-            return self._encode_joint(x, mask)
-        return self._encode_separate(x, mask)
+            return self._encode_joint(samples, modalities, tokens, mask)
+        encoded = self._run_backbone(tokens, mask[samples])
+        return self._scatter(encoded, samples, modalities, len(x))
 
-    def _embed(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Modality ``index``'s tokens of ``x`` with their position and modality-type embeddings."""
-        return self.tokenizers[index](x[:, self.band_slices[index]]) + self.position + self.modality_type[index]
+    def _embed_present(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample indices, modality indices and tokens ``[pairs, T, width]`` (with position and
+        modality-type embeddings) of every present (sample, modality) pair; absent ones are not tokenized."""
+        samples, modalities, tokens = [], [], []
+        for index, (tokenizer, bands) in enumerate(zip(self.tokenizers, self.band_slices)):
+            present = mask[:, index].nonzero().squeeze(1)
+            if len(present):
+                samples.append(present)
+                modalities.append(torch.full_like(present, index))
+                tokens.append(tokenizer(x[present, bands]) + self.position + self.modality_type[index])
+        return torch.cat(samples), torch.cat(modalities), torch.cat(tokens)
+
+    def _scatter(self, values: torch.Tensor, samples: torch.Tensor, modalities: torch.Tensor, batch: int) -> torch.Tensor:
+        """``[pairs, T, width]`` placed at their (sample, modality) in ``[batch, M, T, width]`` zeros."""
+        out = values.new_zeros(batch, len(self.tokenizers), *values.shape[1:])
+        out[samples, modalities] = values
+        return out
 
     def _run_backbone(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One backbone call with ``mask`` (one row per sequence) handed to the expert layers."""
@@ -108,39 +125,11 @@ class MaMOLClassifier(nn.Module):
         finally:
             self.routing.end_pass()
 
-    def _encode_separate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One sequence per present (sample, modality), all in one backbone call (eq. 4)."""
-        count = len(self.tokenizers)
-        samples, modalities, sequences = [], [], []
-        for index in range(count):
-            present = mask[:, index].nonzero().squeeze(1)
-            if len(present):
-                samples.append(present)
-                modalities.append(torch.full_like(present, index))
-                sequences.append(self._embed(index, x[present]))
-        if not sequences:
-            return x.new_zeros(len(x), count, self.tokens_per_modality, self.backbone.width)
-        samples, modalities = torch.cat(samples), torch.cat(modalities)
-        encoded = self._run_backbone(torch.cat(sequences), mask[samples])
-        features = encoded.new_zeros(len(x), count, self.tokens_per_modality, encoded.shape[-1])
-        features[samples, modalities] = encoded
-        return features
-
-    def _encode_joint(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _encode_joint(self, samples: torch.Tensor, modalities: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One sequence per sample holding the tokens of its present modalities only (in modality
         order), so tokens of different sensors attend to each other; one backbone call per sequence
         length, i.e. per number of present modalities."""
-        count, tokens = len(self.tokenizers), self.tokens_per_modality
-        embedded = None
-        for index in range(count):
-            present = mask[:, index].nonzero().squeeze(1)
-            if len(present):
-                tokens_of = self._embed(index, x[present])
-                if embedded is None:
-                    embedded = tokens_of.new_zeros(len(x), count, tokens, tokens_of.shape[-1])
-                embedded[present, index] = tokens_of
-        if embedded is None:
-            return x.new_zeros(len(x), count, tokens, self.backbone.width)
+        embedded = self._scatter(tokens, samples, modalities, len(mask))
         present_first = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)
         sizes = mask.sum(1)
         features = None
@@ -150,9 +139,9 @@ class MaMOLClassifier(nn.Module):
             members = (sizes == size).nonzero()
             which = present_first[members.squeeze(1), :size]
             sequence = embedded[members, which].flatten(1, 2)
-            encoded = self._run_backbone(sequence, mask[members.squeeze(1)]).unflatten(1, (size, tokens))
+            encoded = self._run_backbone(sequence, mask[members.squeeze(1)]).unflatten(1, (size, self.tokens_per_modality))
             if features is None:
-                features = encoded.new_zeros(len(x), count, tokens, encoded.shape[-1])
+                features = encoded.new_zeros(len(mask), *embedded.shape[1:3], encoded.shape[-1])
             features[members, which] = encoded
         return features
 

@@ -39,8 +39,8 @@ def score_seed(scene_dir: Path, args: argparse.Namespace, seed: int, device: tor
     """Validation OA of one seed's model under each forced pattern."""
     scene = validation_scene(open_scene(scene_dir), args.validation, seed)
     amp = autocast_dtype(device)
-    run = train_on_scene(scene, BackboneSpec(args.backbone), ExpertSpec(), LayoutSpec(encoding=args.encoding), ProtocolSpec(args.rate, args.condition, seed),
-                         TrainSpec(seed=seed), device, amp, "none")
+    run = train_on_scene(scene, BackboneSpec(args.backbone), ExpertSpec(), LayoutSpec(encoding=args.encoding),
+                         ProtocolSpec(args.rate, args.condition, seed), TrainSpec(seed=seed), device, amp, "none")
     pixels = run.prepared.test
     scores = {}
     for label, pattern in forced_patterns(scene.names).items():

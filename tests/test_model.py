@@ -51,7 +51,7 @@ def test_joint_sequences_hold_each_samples_own_sensors_in_order():
         features = model.encode(x, mask)
         for i, row in enumerate(mask):
             present = row.nonzero().squeeze(1).tolist()
-            sequence = torch.cat([model._embed(m, x[i : i + 1]) for m in present], dim=1)
+            sequence = model._embed_present(x[i : i + 1], mask[i : i + 1])[2].flatten(0, 1)[None]
             expected = model._run_backbone(sequence, mask[i : i + 1]).unflatten(1, (len(present), 9))
             torch.testing.assert_close(features[i, present], expected[0], rtol=1e-5, atol=1e-5)
             absent = [m for m in range(3) if m not in present]
