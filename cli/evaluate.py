@@ -34,6 +34,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.modelfile import read_config
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.pipeline import evaluate_model_on_scene
+    from mamol_core.metrics import summary_line
     from mamol_core.report import write_report
     from mamol_core.scene import open_scene, parse_inputs
 
@@ -49,5 +50,5 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     folder = output or model_path.with_suffix(".eval")
     write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "device": str(compute), "mode": mode})
     for name, summary in evaluation.summaries.items():
-        log.info("%-28s OA %6.2f  kappa %6.2f  AA %6.2f  (n=%d)", name, summary["oa"], summary["kappa"], summary["aa"], summary["samples"])
+        log.info(summary_line(name, summary))
     log.info("report written to %s", folder)

@@ -51,6 +51,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
     from mamol_core.checkpoint import save_model
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.pipeline import evaluate_run, train_on_scene
+    from mamol_core.metrics import summary_line
     from mamol_core.report import write_report
     from mamol_core.scene import open_scene, parse_inputs
 
@@ -74,5 +75,5 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
     context = {"model": str(output), "protocol": vars(protocol), "device": str(compute), "train_seconds": round(run.seconds, 1)}
     write_report(folder, evaluation, context)
     for name, summary in evaluation.summaries.items():
-        log.info("%-28s OA %6.2f  kappa %6.2f  AA %6.2f  (n=%d)", name, summary["oa"], summary["kappa"], summary["aa"], summary["samples"])
+        log.info(summary_line(name, summary))
     log.info("report written to %s", folder)

@@ -22,6 +22,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import evaluate_predictions
 from mamol_core.labels import block_holdout
+from mamol_core.metrics import measure_text
 from mamol_core.pipeline import predict_test_pixels, train_on_scene
 from mamol_core.scene import Scene
 from mamol_core.train import schedule_steps
@@ -31,15 +32,18 @@ log = logging.getLogger(__name__)
 #: Method name -> the configuration it trains: MaMOL, the paper's baselines (Table 1), the ablations
 #: (Table 5: baseline = no experts) and expert placements (Table 4: blocks x dynamic experts; the
 #: paper's "head 6x2" is mamol_first6, "last 6x2" is mamol; on a 6-block backbone first6 = last6,
-#: so mamol_first3 / mamol_last3 compare halves there).
+#: so mamol_first3 / mamol_last3 compare halves there). The routed MoE baselines get MaMOL's routed
+#: capacity (2 experts, top-1); ``moe_ada_4x2`` / ``moe_task_4x2`` are the 4-expert top-2 variants.
 METHODS: dict[str, ExpertSpec] = {
     "mamol": ExpertSpec(),
     "baseline": ExpertSpec(num_layers=0),
     "no_dynamic": ExpertSpec(num_dynamic=0),
     "no_static": ExpertSpec(shared=False, modality=False),
     "no_modality": ExpertSpec(modality=False),
-    "moe_ada": ExpertSpec(method="moe_ada", num_dynamic=4, top_k=2),
-    "moe_task": ExpertSpec(method="moe_task", num_dynamic=4, top_k=2),
+    "moe_ada": ExpertSpec(method="moe_ada", num_dynamic=2, top_k=1),
+    "moe_task": ExpertSpec(method="moe_task", num_dynamic=2, top_k=1),
+    "moe_ada_4x2": ExpertSpec(method="moe_ada", num_dynamic=4, top_k=2),
+    "moe_task_4x2": ExpertSpec(method="moe_task", num_dynamic=4, top_k=2),
     "moe_rep": ExpertSpec(method="moe_rep", num_dynamic=2, top_k=1),
     "mmp": ExpertSpec(method="mmp", placement="first", num_layers=6, prompt_length=16),
     "dcp": ExpertSpec(method="dcp", placement="first", num_layers=6, prompt_length=36),
@@ -202,7 +206,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
-            "oa": f"{overall['oa']:.2f}", "kappa": f"{overall['kappa']:.2f}",
+            "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
             "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
@@ -225,7 +229,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
             raise MamolError(f"--eval-mode {mode}: the stride must not exceed the tile side ({grid.layout.patch_size} px)")
     if not 0 <= grid.validation < 1:
         raise MamolError(f"--validation {grid.validation}: give a share between 0 and 1, e.g. 0.25")
-    scene = select_modalities(open_scene(scene_dir), grid.modalities)
+    scene = select_modalities(open_scene(scene_dir, disjoint=True), grid.modalities)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     output.mkdir(parents=True, exist_ok=True)
@@ -282,7 +286,7 @@ def table3_markdown(results: Path, paper: Path) -> str:
         shares = " / ".join(f"{a}%" for a in available) if available else ""
         p = published.get(available)
         theirs = f"{float(p['oa']):.2f} / {float(p['kappa']):.2f}" if p else ""
-        lines.append(f"| {row['condition']} | {shares} | {row['method']} | {float(row['oa']):.2f} / {float(row['kappa']):.2f} | {theirs} |")
+        lines.append(f"| {row['condition']} | {shares} | {row['method']} | {float(row['oa']):.2f} / {mean_kappa([row])} | {theirs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +297,12 @@ PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "mo
 def parse_mapping(text: str | None) -> dict[str, str]:
     """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
+
+
+def mean_kappa(rows: list[dict]) -> str:
+    """The mean kappa of result rows, or ``undefined`` if any row's kappa is."""
+    values = [r["kappa"] for r in rows]
+    return "undefined" if "undefined" in values else f"{statistics.mean(map(float, values)):.2f}"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -335,11 +345,11 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                 line.append("")
                 continue
             oas = [float(r["oa"]) for r in runs]
-            oa, kappa = statistics.mean(oas), statistics.mean(float(r["kappa"]) for r in runs)
+            oa, kappa = statistics.mean(oas), mean_kappa(runs)
             scores[method] = oa
             published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
             spread, count = (f" ± {statistics.stdev(oas):.2f}", f" (n={len(runs)})") if len(runs) > 1 else ("", "")
-            line.append(f"{oa:.2f}{spread} / {kappa:.2f}{count}"
+            line.append(f"{oa:.2f}{spread} / {kappa}{count}"
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
         best = max(scores.values(), default=None)
         complete = len(scores) == len(methods)

@@ -12,7 +12,10 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int)
 
 
 def summarize(matrix: np.ndarray) -> dict:
-    """OA, kappa and AA (in %), producer's and user's accuracy per class (in %, None where undefined)."""
+    """OA, kappa and AA (in %), producer's and user's accuracy per class (in %, None where undefined).
+
+    Kappa is undefined (None) when chance agreement is total: reference and predictions hold one and
+    the same single class."""
     matrix = np.asarray(matrix, np.float64)
     total = matrix.sum()
     if total == 0:
@@ -21,7 +24,7 @@ def summarize(matrix: np.ndarray) -> dict:
     reference, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
     observed = diagonal.sum() / total
     expected = (reference * predicted).sum() / total**2
-    kappa = 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+    kappa = None if expected == 1 else (observed - expected) / (1 - expected)  # one class in reference and predictions
     with np.errstate(invalid="ignore", divide="ignore"):
         producer = np.where(reference > 0, diagonal / reference, np.nan)
         user = np.where(predicted > 0, diagonal / predicted, np.nan)
@@ -29,8 +32,19 @@ def summarize(matrix: np.ndarray) -> dict:
     return {
         "samples": int(total),
         "oa": 100 * float(observed),
-        "kappa": 100 * float(kappa),
+        "kappa": None if kappa is None else 100 * float(kappa),
         "aa": 100 * float(np.nanmean(producer)),
         "producer_accuracy": as_list(producer),
         "user_accuracy": as_list(user),
     }
+
+
+def measure_text(value: float | None) -> str:
+    """A measure in % with two decimals, or ``undefined``."""
+    return "undefined" if value is None else f"{value:.2f}"
+
+
+def summary_line(name: str, summary: dict) -> str:
+    """One log line of a summary: OA, kappa and AA, and the sample count."""
+    return (f"{name:<28} OA {measure_text(summary['oa']):>6}  kappa {measure_text(summary['kappa']):>6}  "
+            f"AA {measure_text(summary['aa']):>6}  (n={summary['samples']})")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mamol_core.evaluate import Evaluation
+from mamol_core.metrics import measure_text
 
 
 def slug(name: str) -> str:
@@ -28,7 +29,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *[f"acc_{slug(c)}" for c in evaluation.class_names]])
         for name, s in summaries.items():
-            writer.writerow([name, s["samples"], _fmt(s["oa"]), _fmt(s["kappa"]), _fmt(s["aa"]), *[_fmt(v) for v in s["producer_accuracy"]]])
+            writer.writerow([name, s["samples"], *map(measure_text, [s["oa"], s["kappa"], s["aa"], *s["producer_accuracy"]])])
     for name, matrix in evaluation.matrices.items():
         with open(folder / f"confusion_{slug(name)}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -37,10 +38,6 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
                 writer.writerow([class_name, *row.tolist()])
     plot_confusions(evaluation, folder / "confusion.png")
     return folder / "metrics.json"
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
 
 
 def plot_confusions(evaluation: Evaluation, path: Path) -> None:

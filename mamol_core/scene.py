@@ -94,12 +94,14 @@ def open_scene(
     holdout: float = 0.3,
     seed: int = 0,
     for_training: bool = True,
+    disjoint: bool = False,
 ) -> Scene:
     """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
 
     ``classes`` is a class-table file or a ready table (a model's). Without test labels, training
     scenes hold out ``holdout`` of the labelled groups for testing. With ``for_training=False`` only
     test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
+    Training and test labels that share pixels are refused with ``disjoint`` (benchmarks), else warned about.
     """
     folder = Path(folder) if folder is not None else None
     paths = find_modalities(folder, inputs or {})
@@ -135,6 +137,9 @@ def open_scene(
     if test_path is not None and Path(test_path).exists():
         test = read(Path(test_path))[0]
         overlap = int(((train > 0) & (test > 0)).sum())
+        if overlap and disjoint:
+            raise MamolError(f"{test_path}: shares {overlap} labelled pixels with {train_path}; a benchmark needs disjoint "
+                             "training and test labels: remove the shared pixels from one of them")
         if overlap:
             log.warning("%s and %s share %d labelled pixels; accuracy will be optimistic", train_path, test_path, overlap)
     elif holdout > 0:

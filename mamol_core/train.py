@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from mamol_core.config import TrainSpec
 from mamol_core.device import training_attention
+from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.patches import DIHEDRAL, PatchSampler
 from mamol_core.progress import counter
@@ -33,6 +35,26 @@ class DevicePixels:
     def from_set(cls, pixels: PixelSet, device: torch.device) -> "DevicePixels":
         as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
         return cls(as_tensor(pixels.rows), as_tensor(pixels.cols), as_tensor(pixels.targets), as_tensor(pixels.presence))
+
+
+#: Modules whose ``weight`` is the matrix of a linear map (decayed); LoRA banks decay both factors.
+LINEAR_MAPS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: ``weight_decay`` on the matrices of linear maps (linear and
+    convolution weights, LoRA ``A`` and ``B``) only; none on biases, norms, embeddings, the position
+    and modality-type vectors or prompt tables, whose decay would pull them towards zero rather
+    than regularise a mapping."""
+    decayed, plain, seen = [], [], set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            matrix = isinstance(module, LoRABank) or (isinstance(module, LINEAR_MAPS) and name == "weight")
+            (decayed if matrix else plain).append(parameter)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
 def warmup_linear(total_steps: int, warmup_fraction: float):
@@ -68,8 +90,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     data = DevicePixels.from_set(pixels, device)
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, spec.weight_decay), lr=spec.lr)
     total_steps = schedule_steps(len(pixels), spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, spec.warmup_fraction))
     size = sampler.size

@@ -177,3 +177,32 @@ def test_block_holdout_reaches_the_share_per_class_and_keeps_half_for_training()
         total, taken = (labels == value).sum(), (held == value).sum()
         assert 0.2 * total <= taken <= 0.5 * total
     assert not np.array_equal(block_holdout(labels, 0.25, 16, seed=4)[1], held)
+
+
+def test_table_reports_an_undefined_kappa_as_such(tmp_path):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
+    results = tmp_path / "results.csv"
+    results.write_text(header + "s,0.5,both,a,0,tiny,5,1,100.00,undefined,3,1,pixel,cpu,test\n"
+                       + "s,0.5,both,a,1,tiny,5,1,90.00,80.00,3,1,pixel,cpu,test\n")
+    table = CliRunner().invoke(bench.main, ["table", "--results", str(results)])
+    assert table.exit_code == 0, table.output
+    assert "| 50% | both | 95.00 ± 7.07 / undefined (n=2) | a |" in table.output
+
+
+def test_grid_refuses_training_and_test_labels_that_share_pixels(scene_dir, tmp_path):
+    import shutil
+
+    import rasterio
+
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    with rasterio.open(scene / "train_labels.tif") as src:
+        train = src.read(1)
+    with rasterio.open(scene / "test_labels.tif", "r+") as dst:
+        test = dst.read(1)
+        shared = np.argwhere(train > 0)[0]
+        test[tuple(shared)] = train[tuple(shared)]
+        dst.write(test, 1)
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene), "-o", str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 1 and "test_labels.tif: shares 1 labelled pixels with" in result.output
+    assert "disjoint" in result.output and not (tmp_path / "out" / "results.csv").exists()

@@ -54,7 +54,7 @@ def test_every_method_trains_only_its_own_parameters(method):
 def test_prompts_depend_on_the_missing_pattern(method):
     spec = METHODS[method]
     model = build_model(tiny_config(method=spec.method, placement="first", num_layers=2, prompt_length=spec.prompt_length))
-    assert model.prompt_tokens == spec.prompt_length
+    assert model.prompt_tokens == spec.prompt_length * (2 if method == "mmp" else 1)
     x = X[:1].expand(2, -1, -1, -1)
     a = model(x, torch.tensor([[True, True], [True, True]]))
     assert torch.allclose(a[0], a[1])
@@ -63,3 +63,25 @@ def test_prompts_depend_on_the_missing_pattern(method):
         (prompts.table if method == "mmp" else model.backbone.prompt_chain.start).normal_()
     b = model(x, torch.tensor([[True, True], [True, False]]))
     assert not torch.allclose(b[0], b[1])
+
+
+def test_mmp_prompts_accumulate_and_dcp_prompts_replace_each_other():
+    """MMP: each prompted block prepends its prompts in front of the earlier ones (sequence grows by
+    the prompt length per block); DCP: each block's prompts replace the previous block's."""
+    seen = {}
+    for method in ("mmp", "dcp"):
+        model = build_model(tiny_config(method=method, placement="first", num_layers=2, prompt_length=6))
+        lengths = []
+        for block in model.backbone.blocks[:2]:
+            block.block.register_forward_pre_hook(lambda module, args, out=lengths: out.append(args[0].shape[1]))
+        model(X, MASK)
+        seen[method] = lengths
+    tokens = 9  # (6 / 2) ** 2 tokens per modality pass
+    assert seen["mmp"][:2] == [tokens + 6, tokens + 12] and seen["dcp"][:2] == [tokens + 6, tokens + 6]
+
+
+def test_routed_moe_baselines_have_mamols_routed_capacity():
+    for method in ("moe_ada", "moe_task"):
+        assert (METHODS[method].num_dynamic, METHODS[method].top_k) == (METHODS["mamol"].num_dynamic, METHODS["mamol"].top_k)
+        wide = METHODS[f"{method}_4x2"]
+        assert (wide.method, wide.num_dynamic, wide.top_k) == (method, 4, 2)

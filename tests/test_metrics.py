@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn import metrics
 
-from mamol_core.metrics import confusion_matrix, summarize
+from mamol_core.metrics import confusion_matrix, summarize, summary_line
 
 
 def test_metrics_equal_scikit_learn():
@@ -28,3 +28,11 @@ def test_absent_classes_do_not_count_in_average_accuracy():
     summary = summarize(confusion_matrix(truth, predicted, 3))
     assert summary["producer_accuracy"][2] is None
     assert np.isclose(summary["aa"], 75.0)
+
+
+def test_kappa_is_undefined_when_reference_and_predictions_hold_one_class():
+    summary = summarize(confusion_matrix(np.array([1, 1, 1]), np.array([1, 1, 1]), 3))
+    assert summary["oa"] == 100 and summary["kappa"] is None
+    assert "kappa undefined" in summary_line("overall", summary)
+    two = summarize(confusion_matrix(np.array([1, 1, 0]), np.array([1, 1, 1]), 3))
+    assert np.isclose(two["kappa"], 100 * metrics.cohen_kappa_score([1, 1, 0], [1, 1, 1]))

@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from mamol_core import FORMAT_VERSION
+from mamol_core.bench import METHODS
 from mamol_core.checkpoint import load_model, save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 from mamol_core.evaluate import predict_pixels
+from mamol_core.model import build_model
 from mamol_core.modelfile import read_config
 from mamol_core.patches import PatchSampler
 from mamol_core.pipeline import evaluate_run, train_on_scene
 from mamol_core.samples import PixelSet
 from mamol_core.scene import open_scene
-from mamol_core.train import warmup_linear
+from mamol_core.train import optimizer_groups, warmup_linear
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +126,6 @@ def test_small_label_sets_get_at_least_min_steps():
 
 
 def test_training_stops_after_the_scheduled_steps(scene_dir):
-    from conftest import tiny_config
-    from mamol_core.model import build_model
     from mamol_core.pipeline import training_label_map
     from mamol_core.samples import prepare_scene
     from mamol_core.train import train_model
@@ -139,3 +140,21 @@ def test_training_stops_after_the_scheduled_steps(scene_dir):
     history = train_model(model, sampler, prepared.train, spec, None, "none")
     per_epoch = -(-len(prepared.train) // 64)
     assert len(steps) == 7 and len(history) == -(-7 // per_epoch)
+
+
+@pytest.mark.parametrize("method", ["mamol", "mmp", "dcp", "moe_rep"])
+def test_weight_decay_reaches_weight_matrices_only(method):
+
+    spec = METHODS[method]
+    model = build_model(tiny_config(method=spec.method, placement=spec.placement, num_dynamic=spec.num_dynamic, top_k=spec.top_k,
+                                    prompt_length=spec.prompt_length))
+    decayed, plain = optimizer_groups(model, 0.02)
+    assert decayed["weight_decay"] == 0.02 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert decayed_names | plain_names == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not decayed_names & plain_names
+    assert all(n.endswith((".weight", ".A", ".B")) for n in decayed_names) and "head.1.weight" in decayed_names
+    assert {"position", "modality_type", "head.0.weight", "head.0.bias", "head.1.bias"} <= plain_names
+    assert not any(n.endswith((".psi.weight", ".table", ".queries", ".common", ".start")) for n in decayed_names)

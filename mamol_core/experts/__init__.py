@@ -3,7 +3,8 @@
 Methods: ``mamol`` (shared + modality + routed dynamic LoRA experts; its ablations switch parts
 off through :class:`ExpertSpec`), ``moe_ada`` and ``moe_task`` (one routed LoRA pool, router on
 the tokens or on tokens and pattern), ``moe_rep`` (trainable full-FFN experts replacing the FFN),
-``mmp`` and ``dcp`` (deep prompts chosen by the missing pattern).
+``mmp`` (prompts chosen by the missing pattern, accumulating block by block) and ``dcp`` (deep
+correlated prompts that replace each other).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def _replace(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: Ro
 def _mmp(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
     for step, index in enumerate(layers):
         prompts = MissingAwarePrompts(backbone.width, count, spec.prompt_length, context)
-        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, spec.prompt_length, first=step == 0)
-    return spec.prompt_length if layers else 0
+        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, replaced=0, carried=step * spec.prompt_length)
+    return spec.prompt_length * len(layers)
 
 
 def _dcp(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: RoutingContext, layers: list[int]) -> int:
@@ -62,7 +63,8 @@ def _dcp(backbone: FrozenBackbone, count: int, spec: ExpertSpec, context: Routin
     backbone.prompt_chain = chain
     for step, index in enumerate(layers):
         prompts = DeepCorrelatedPrompts(backbone.width, count, spec.prompt_length, step, chain, context)
-        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, spec.prompt_length, first=step == 0)
+        carried = spec.prompt_length if step else 0
+        backbone.blocks[index] = PromptedBlock(backbone.blocks[index], prompts, replaced=carried, carried=carried)
     return spec.prompt_length if layers else 0
 
 

@@ -1,8 +1,10 @@
 """Prompt baselines on the frozen backbone: MMP (Lee et al. 2023) and DCP (Hu et al. 2024).
 
-Prompt tokens are prepended to the sequence at the first prompted block and overwritten at each
-later prompted block (deep prompts); the classifier drops them after the backbone. Both choose
-their prompts by the sample's presence pattern.
+Both choose their prompts by the sample's presence pattern and prepend them to the sequence at each
+prompted block. MMP's prompts accumulate, as in the authors' input-level prompting: each prompted
+block prepends its own set in front of the earlier blocks' (outputs), so after ``L`` prompted
+blocks ``L x length`` prompt tokens lead the sequence. DCP's replace the previous block's (deep
+prompts). The classifier drops them after the backbone.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from mamol_core.experts.mamol import pattern_index
 
 
 class PromptedBlock(nn.Module):
-    """Runs ``block`` on ``[prompts; tokens]``: prepends the prompts (``first``) or replaces the
-    previous block's prompt tokens with this block's."""
+    """Runs ``block`` on ``[prompts; x]`` after dropping the ``replaced`` leading tokens of ``x``
+    (the previous block's prompts; 0 keeps them, so prompts accumulate). ``prompts`` sees the
+    sequence without its prompt tokens; ``carried`` of them lead ``x``."""
 
-    def __init__(self, block: nn.Module, prompts: nn.Module, length: int, first: bool) -> None:
+    def __init__(self, block: nn.Module, prompts: nn.Module, replaced: int, carried: int) -> None:
         super().__init__()
-        self.block, self.prompts, self.length, self.first = block, prompts, length, first
+        self.block, self.prompts, self.replaced, self.carried = block, prompts, replaced, carried
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x if self.first else x[:, self.length :]
-        prompts = self.prompts(tokens).to(x.dtype)
-        return self.block(torch.cat([prompts, tokens], dim=1))
+        prompts = self.prompts(x[:, self.carried :]).to(x.dtype)
+        return self.block(torch.cat([prompts, x[:, self.replaced :]], dim=1))
 
 
 class MissingAwarePrompts(nn.Module):
