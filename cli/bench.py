@@ -32,8 +32,9 @@ def main():
 @layout_options
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
-@click.option("--eval-mode", default="pixel", show_default=True,
-              help="pixel, dense or dense@STRIDE; comma-separated for several (the first is the headline OA).")
+@click.option("--eval-mode", default="pixel,dense", show_default=True,
+              help="pixel, dense or dense@STRIDE, comma-separated; kappa and per-pattern OA are the first's; tables lead with pixel "
+                   "(a centred patch per pixel, as in the paper) and show the others beside it.")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Hold out about this share of the training labels (whole 32-pixel blocks) and score on it instead of the test labels.")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
@@ -166,7 +167,7 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
 @handle_errors
 def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, methods, output):
     """Print a markdown table of a results CSV beside an anchor and the paper's numbers."""
-    from mamol_core.bench import markdown_table
+    from mamol_core.bench_table import markdown_table
 
     text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
                           split(methods) if methods else None)

@@ -8,15 +8,14 @@ import json
 import logging
 import os
 import platform
-import statistics
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mamol_core import __version__
+from mamol_core.bench_table import markdown_table, mean_kappa, read_rows
 from mamol_core.checkpoint import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
@@ -125,8 +124,8 @@ class Grid:
     """A benchmark grid over one scene, and how each cell is trained and evaluated.
 
     ``eval_modes`` are ``pixel`` (one centred patch per pixel), ``dense`` (blended tiles at the
-    default stride) or ``dense@S`` (stride ``S``); the first gives the row's headline OA, all of them
-    go to its ``oa_by_mode``. With ``validation`` > 0 about that share of the training labels (whole
+    default stride) or ``dense@S`` (stride ``S``); the first gives the row's ``oa``, kappa and
+    per-pattern OA, all of them go to its ``oa_by_mode`` (tables lead with ``pixel``). With ``validation`` > 0 about that share of the training labels (whole
     blocks of ``VALIDATION_BLOCK`` pixels) is held out, the model trains on the rest and is scored on the held-out part
     only: the split for choosing settings, which never reads the test labels.
     """
@@ -140,7 +139,7 @@ class Grid:
     layout: LayoutSpec = dataclasses.field(default_factory=LayoutSpec)
     epochs: int = TrainSpec.epochs
     min_steps: int = TrainSpec.min_steps
-    eval_modes: list[str] = dataclasses.field(default_factory=lambda: ["pixel"])
+    eval_modes: list[str] = dataclasses.field(default_factory=lambda: ["pixel", "dense"])
     validation: float = 0.0
     save_models: bool = False
 
@@ -288,88 +287,3 @@ def table3_markdown(results: Path, paper: Path) -> str:
         theirs = f"{float(p['oa']):.2f} / {float(p['kappa']):.2f}" if p else ""
         lines.append(f"| {row['condition']} | {shares} | {row['method']} | {float(row['oa']):.2f} / {mean_kappa([row])} | {theirs} |")
     return "\n".join(lines) + "\n"
-
-
-#: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
-PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
-
-
-def parse_mapping(text: str | None) -> dict[str, str]:
-    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
-    return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
-
-
-def mean_kappa(rows: list[dict]) -> str:
-    """The mean kappa of result rows, or ``undefined`` if any row's kappa is."""
-    values = [r["kappa"] for r in rows]
-    return "undefined" if "undefined" in values else f"{statistics.mean(map(float, values)):.2f}"
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
-                   paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
-                   methods: list[str] | None = None) -> str:
-    """One row per missing rate x condition, by increasing rate: each method's OA/Kappa (mean over seeds, with the
-    OA's sample standard deviation and the seed count where there are several, and the paper's number for that
-    method in brackets where given), the best method, the anchor's; then training and evaluation time.
-    ``methods`` picks and orders the columns (default: every method in the results). A footer counts the
-    cells each method wins and averages each method's OA over the cells that every method finished."""
-    rows = read_rows(results)
-    methods = methods or list(dict.fromkeys(r["method"] for r in rows))
-    rows = [r for r in rows if r["method"] in methods]
-    if not rows:
-        raise MamolError(f"{results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
-    cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
-    to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
-    anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
-               if a["dataset"] == anchor_dataset} if anchor else {}
-    papers = {(f"{int(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in read_rows(paper)
-              if p["dataset"] == paper_dataset} if paper else {}
-    header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
-    if anchors:
-        header += ["anchor OA / κ", "best − anchor (OA)"]
-    header += ["train s / cell", "eval s / cell"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    wins, totals = Counter(), Counter()
-    for rate, condition in cells:
-        chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
-        line = [f"{float(rate):.0%}", condition]
-        scores = {}
-        for method in methods:
-            runs = [r for r in chosen if r["method"] == method]
-            if not runs:
-                line.append("")
-                continue
-            oas = [float(r["oa"]) for r in runs]
-            oa, kappa = statistics.mean(oas), mean_kappa(runs)
-            scores[method] = oa
-            published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
-            spread, count = (f" ± {statistics.stdev(oas):.2f}", f" (n={len(runs)})") if len(runs) > 1 else ("", "")
-            line.append(f"{oa:.2f}{spread} / {kappa}{count}"
-                        + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
-        best = max(scores.values(), default=None)
-        complete = len(scores) == len(methods)
-        line.append(max(scores, key=scores.get) if complete else "")
-        if complete:
-            wins[line[-1]] += 1
-            totals.update(scores)
-        if anchors:
-            a = anchors.get((rate, to_anchor.get(condition, condition)))
-            line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
-        line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
-        lines.append("| " + " | ".join(line) + " |")
-    devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
-    backbones = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
-                        f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}, {r['epochs']} epochs"
-                        f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, "
-                        f"{r['eval_mode']} evaluation on the {r.get('split') or 'test'} split" for r in rows})
-    finished_cells = sum(wins.values())
-    tally = ", ".join(f"{m} {wins[m]}" for m in methods)
-    means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
-    return ("\n".join(lines) + f"\n\nBest OA in the {finished_cells} cells that every method finished: {tally}.\n"
-            f"Mean OA over those cells: {means}.\n"
-            f"Device: {'; '.join(devices)}. Setup: {'; '.join(backbones)}.\n")

@@ -206,3 +206,21 @@ def test_grid_refuses_training_and_test_labels_that_share_pixels(scene_dir, tmp_
     result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene), "-o", str(tmp_path / "out"), *FAST])
     assert result.exit_code == 1 and "test_labels.tif: shares 1 labelled pixels with" in result.output
     assert "disjoint" in result.output and not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_table_leads_with_per_pixel_oa_shows_dense_beside_it_and_counts_paired_wins(tmp_path):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,oa_by_mode,train_s,eval_s,eval_mode,device,hardware\n"
+
+    def row(method, seed, dense, pixel):
+        return f's,0.5,both,{method},{seed},tiny,6,1,{dense},50.00,"{{""dense"": {dense}, ""pixel"": {pixel}}}",3,1,dense,cpu,test\n'
+
+    results = tmp_path / "results.csv"
+    results.write_text(header + row("a", 0, 80, 70) + row("a", 1, 82, 74) + row("b", 0, 90, 72) + row("b", 1, 60, 71))
+    table = CliRunner().invoke(bench.main, ["table", "--results", str(results)])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert lines[2].startswith("| 50% | both | 72.00 ± 2.83 / n/a (n=2) | 71.50 ± 0.71 / n/a (n=2) | a |")
+    assert "Headline: `pixel` evaluation." in table.output
+    assert "| a | — | 1/2 (+0.50) |" in table.output and "| b | 1/2 (-0.50) | — |" in table.output
+    dense = table.output.split("`dense` evaluation")[1]
+    assert "| 50% | both | 81.00 ± 1.41 | 75.00 ± 21.21 |" in dense

@@ -1,0 +1,159 @@
+"""Markdown tables of a benchmark results CSV: mean ± sd over seeds per cell and method, per-pixel
+OA as the headline, other evaluation modes beside it, an anchor (the forest) and the paper's
+numbers, and a paired win count for every pair of methods."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import Counter
+from itertools import permutations
+from pathlib import Path
+
+from mamol_core.errors import MamolError
+
+#: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
+PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
+
+#: The evaluation mode every table leads with when the results hold it: one centred patch per pixel, as in the paper.
+HEADLINE_MODE = "pixel"
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV as dictionaries."""
+    if not Path(path).is_file():
+        raise MamolError(f"{path}: no such results file; pass the results.csv that mamol-bench run wrote")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def mean_kappa(rows: list[dict]) -> str:
+    """The mean kappa of result rows, or ``undefined`` if any row's kappa is."""
+    values = [r["kappa"] for r in rows]
+    return "undefined" if "undefined" in values else f"{statistics.mean(map(float, values)):.2f}"
+
+
+def scores_by_mode(row: dict) -> dict[str, float]:
+    """OA of a result row per evaluation mode (its first mode from the ``oa`` column if nothing else is recorded)."""
+    scores = {k: float(v) for k, v in json.loads(row.get("oa_by_mode") or "{}").items()}
+    scores.setdefault(row["eval_mode"], float(row["oa"]))
+    return scores
+
+
+def headline_mode(rows: list[dict]) -> str:
+    """``pixel`` where every row has it, else the first mode shared by all rows (older results)."""
+    shared = set.intersection(*(set(scores_by_mode(r)) for r in rows))
+    if HEADLINE_MODE in shared:
+        return HEADLINE_MODE
+    return next((r["eval_mode"] for r in rows if r["eval_mode"] in shared), sorted(shared)[0] if shared else rows[0]["eval_mode"])
+
+
+def paired_wins(rows: list[dict], methods: list[str], mode: str) -> str:
+    """A matrix: row method A, column method B, ``wins/pairs (mean A − B)`` over the runs the two share
+    (same missing rate, condition and seed)."""
+    runs = {(r["method"], r["missing_rate"], r["condition"], r["seed"]): scores_by_mode(r)[mode] for r in rows}
+    lines = ["| A \\ B | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    cells = {m: {} for m in methods}
+    for a, b in permutations(methods, 2):
+        shared = [key[1:] for key in runs if key[0] == a and (b, *key[1:]) in runs]
+        if shared:
+            differences = [runs[(a, *k)] - runs[(b, *k)] for k in shared]
+            cells[a][b] = f"{sum(d > 0 for d in differences)}/{len(differences)} ({statistics.mean(differences):+.2f})"
+    for a in methods:
+        lines.append(f"| {a} | " + " | ".join("—" if a == b else cells[a].get(b, "") for b in methods) + " |")
+    return "\n".join(lines)
+
+
+def mode_table(rows: list[dict], methods: list[str], cells: list[tuple], mode: str) -> str:
+    """Mean OA (± sd over seeds) per cell and method in one evaluation ``mode``."""
+    lines = ["| missing rate | condition | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
+    for rate, condition in cells:
+        line = [f"{float(rate):.0%}", condition]
+        for method in methods:
+            oas = [scores_by_mode(r)[mode] for r in rows if (r["missing_rate"], r["condition"], r["method"]) == (rate, condition, method)]
+            line.append(f"{statistics.mean(oas):.2f}" + (f" ± {statistics.stdev(oas):.2f}" if len(oas) > 1 else "") if oas else "")
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
+                   paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
+                   methods: list[str] | None = None) -> str:
+    """One row per missing rate x condition, by increasing rate: each method's OA / kappa in the headline
+    mode (per-pixel where recorded; mean over seeds, with the OA's sample standard deviation and the seed
+    count where there are several, and the paper's number in brackets where given), the best method, the
+    anchor's; then training and evaluation time. Kappa is shown where the rows recorded it for the headline
+    mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
+    each method wins, each method's mean OA over the cells every method finished, a paired win count for
+    every pair of methods, and the same grid in every other evaluation mode all rows recorded."""
+    rows = read_rows(results)
+    methods = methods or list(dict.fromkeys(r["method"] for r in rows))
+    rows = [r for r in rows if r["method"] in methods]
+    if not rows:
+        raise MamolError(f"{results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
+    mode = headline_mode(rows)
+    cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
+    to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
+    anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
+               if a["dataset"] == anchor_dataset} if anchor else {}
+    papers = {(f"{int(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in read_rows(paper)
+              if p["dataset"] == paper_dataset} if paper else {}
+    header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
+    if anchors:
+        header += ["anchor OA / κ", "best − anchor (OA)"]
+    header += ["train s / cell", "eval s / cell"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    wins, totals = Counter(), Counter()
+    for rate, condition in cells:
+        chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
+        line = [f"{float(rate):.0%}", condition]
+        scores = {}
+        for method in methods:
+            runs = [r for r in chosen if r["method"] == method]
+            if not runs:
+                line.append("")
+                continue
+            oas = [scores_by_mode(r)[mode] for r in runs]
+            oa = statistics.mean(oas)
+            kappa = mean_kappa(runs) if all(r["eval_mode"] == mode for r in runs) else "n/a"
+            scores[method] = oa
+            published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
+            spread, count = (f" ± {statistics.stdev(oas):.2f}", f" (n={len(runs)})") if len(runs) > 1 else ("", "")
+            line.append(f"{oa:.2f}{spread} / {kappa}{count}"
+                        + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
+        best = max(scores.values(), default=None)
+        complete = len(scores) == len(methods)
+        line.append(max(scores, key=scores.get) if complete else "")
+        if complete:
+            wins[line[-1]] += 1
+            totals.update(scores)
+        if anchors:
+            a = anchors.get((rate, to_anchor.get(condition, condition)))
+            line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
+        line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
+        lines.append("| " + " | ".join(line) + " |")
+    devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
+    setups = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
+                     f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}, {r['epochs']} epochs"
+                     f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
+    finished_cells = sum(wins.values())
+    tally = ", ".join(f"{m} {wins[m]}" for m in methods)
+    means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
+    text = ("\n".join(lines) + f"\n\nHeadline: `{mode}` evaluation"
+            f"{'' if mode == HEADLINE_MODE else ' (these results hold no per-pixel scores for every run)'}.\n"
+            f"Best OA in the {finished_cells} cells that every method finished: {tally}.\n"
+            f"Mean OA over those cells: {means}.\n"
+            f"Device: {'; '.join(devices)}. Setup: {'; '.join(setups)}.\n")
+    if len(methods) > 1:
+        text += f"\nPaired wins (`{mode}`; same cell and seed): A beats B in wins/pairs runs, mean A − B in brackets.\n\n"
+        text += paired_wins(rows, methods, mode) + "\n"
+    others = set.intersection(*(set(scores_by_mode(r)) for r in rows)) - {mode}
+    for other in sorted(others):
+        text += f"\nThe same runs scored with `{other}` evaluation (mean OA ± sd over seeds):\n\n" + mode_table(rows, methods, cells, other) + "\n"
+    return text
