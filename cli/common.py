@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import threading
 from typing import Callable
 
 import click
 
+from mamol_core.atomic import finished_outputs, forget_finished
 from mamol_core.errors import MamolError
 from mamol_core.progress import MODES
 
@@ -16,7 +19,10 @@ log = logging.getLogger("mamol")
 
 
 def setup_logging(quiet: bool) -> None:
+    """Messages on stderr, one per line: mamol's at INFO (WARNING with ``quiet``); GDAL's own error
+    reports (logged by rasterio at INFO) are left out, since mamol turns each failure into one line."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("rasterio").setLevel(logging.WARNING)
 
 
 def embedding() -> dict:
@@ -32,11 +38,33 @@ def progress_sink(progress_mode: str):
     return embedding().get("progress", progress_mode)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, a batch scheduler, a container stop), raised where Ctrl-C would be so
+    the same clean-up runs: half-written outputs are deleted, finished ones kept."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def interruption_message(exc: KeyboardInterrupt) -> str:
+    """What an interruption left behind: the outputs finished before it, or nothing."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    kept = finished_outputs()
+    if not kept:
+        return f"{what}: nothing was written"
+    return f"{what}: kept {', '.join(str(p) for p in kept)} (complete); nothing else was written"
+
+
 def handle_errors(command: Callable) -> Callable:
-    """Turn :class:`MamolError` into ``error: ...`` on one line (exit 1) and Ctrl-C into exit 130."""
+    """Turn :class:`MamolError` into ``error: ...`` on one line (exit 1), Ctrl-C into exit 130 and
+    SIGTERM into exit 143, each saying which outputs were completed before."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        forget_finished()
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:
             return command(*args, **kwargs)
         except MamolError as exc:
@@ -44,11 +72,14 @@ def handle_errors(command: Callable) -> Callable:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if embedding().get("raise"):
                 raise
-            click.echo("interrupted: nothing was written", err=True)
-            sys.exit(130)
+            click.echo(interruption_message(exc), err=True)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
 
@@ -49,7 +50,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
     from mamol_core.align import MapInput
-    from mamol_core.atomic import check_writable
+    from mamol_core.atomic import check_distinct, check_writable
     from mamol_core.checkpoint import load_model
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.mapper import MapOptions, check_names, map_rasters
@@ -58,12 +59,18 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.scene import parse_inputs
 
     config = read_config(model_path)
+    flags = {name: f"--{name}" for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
     given = {name: path for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
-    given.update(parse_inputs(inputs))
+    for name, path in parse_inputs(inputs).items():
+        if name in given:
+            raise MamolError(f"--input {name}={path}: modality {name!r} was already given by --{name} ({given[name]}); give it once")
+        given[name], flags[name] = path, f"--input {name}"
     items = [MapInput(name, path) for name, path in given.items()]
     check_names(config, items)
     outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
                           sibling(output, availability, "availability"))
+    check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference,
+                                        **{flags[item.name]: item.path for item in items}})
     for path in outputs.all():
         check_writable(path)
     compute = resolve_device(device)

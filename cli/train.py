@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
-from mamol_core.atomic import check_writable
+from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 
 
@@ -50,15 +50,20 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
     progress_mode = progress_sink(progress_mode)
     from mamol_core.checkpoint import save_model
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.pipeline import evaluate_run, train_on_scene
     from mamol_core.metrics import summary_line
+    from mamol_core.pipeline import evaluate_run, train_on_scene
     from mamol_core.report import write_report
     from mamol_core.scene import open_scene, parse_inputs
 
+    folder = report or output.with_suffix(".report")
     check_writable(output)
+    check_folder(folder)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed)
+    check_distinct({"-o": output, "--report": folder},
+                   {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
+                    **{f"the {m.name} raster": m.path for m in opened.modalities}})
     protocol = ProtocolSpec(missing_rate, missing, seed)
     experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                          num_dynamic=dynamic_experts, top_k=top_k)
@@ -71,7 +76,6 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
         log.info("no test pixels: no accuracy report")
         return
     evaluation = evaluate_run(run, amp, progress_mode=progress_mode)
-    folder = report or output.with_suffix(".report")
     context = {"model": str(output), "protocol": vars(protocol), "device": str(compute), "train_seconds": round(run.seconds, 1)}
     write_report(folder, evaluation, context)
     for name, summary in evaluation.summaries.items():

@@ -9,6 +9,19 @@ from typing import Iterator
 
 from mamol_core.errors import MamolError
 
+#: Final outputs this process has renamed into place, in order (for an honest message on interruption).
+_FINISHED: list[Path] = []
+
+
+def finished_outputs() -> list[Path]:
+    """The outputs completed (renamed to their final names) since :func:`forget_finished`."""
+    return list(_FINISHED)
+
+
+def forget_finished() -> None:
+    """Start a new command's record of completed outputs."""
+    _FINISHED.clear()
+
 
 def check_writable(path: Path) -> None:
     """Stop early when ``path``'s folder does not exist or cannot be written."""
@@ -19,6 +32,39 @@ def check_writable(path: Path) -> None:
         raise MamolError(f"{path}: the folder {folder} is not writable; choose another output path")
     if Path(path).is_dir():
         raise MamolError(f"{path}: is a folder; give a file name")
+
+
+def check_folder(folder: Path) -> None:
+    """Stop early when the folder ``folder`` (created if absent) cannot be made or written."""
+    folder = Path(folder).resolve()
+    if folder.exists() and not folder.is_dir():
+        raise MamolError(f"{folder}: is a file, not a folder; choose another folder for the report")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise MamolError(f"{folder}: cannot be written ({existing} is not a writable folder); choose another folder")
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_distinct(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
+    """Stop when an output is one of the inputs (writing it would destroy that input) or two outputs
+    are one file (one would be lost). Keys name each path as the user gave it (``-o``, ``--lidar``)."""
+    given = {os.path.realpath(path): label for label, path in inputs.items() if path is not None}
+    taken: dict[str, str] = {}
+    for label, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in given:
+            raise MamolError(f"{path}: is the input {given[key]}; writing {label} there would destroy it, choose another output path")
+        if key in taken:
+            raise MamolError(f"{path}: given as both {taken[key]} and {label}; give each output its own path")
+        taken[key] = label
 
 
 def partial_name(path: Path) -> Path:
@@ -38,7 +84,9 @@ def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
         yield temporaries
         for temporary, path in zip(temporaries, paths):
             if temporary.exists():
+                os.chmod(temporary, 0o666 & ~_umask())
                 os.replace(temporary, path)
+                _FINISHED.append(path)
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mamol_core.atomic import atomic_path
@@ -33,12 +34,16 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[MaMOLCla
     """Rebuild the model a file describes and load its weights (safetensors, no pickle)."""
     config = read_config(path)
     model = build_model(config.model)
-    state = load_file(str(path))
-    result = model.load_state_dict(state, strict=False)
+    unfit = f"{path}: its weights do not fit the network its config describes"
+    try:
+        state = load_file(str(path))
+    except SafetensorError as exc:
+        raise MamolError(f"{path}: its weights cannot be read ({exc}); copy the model file again or retrain") from None
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError:
+        raise MamolError(f"{unfit} (tensor shapes differ: was its config edited?); use the file mamol-train wrote, or retrain") from None
     missing = set(result.missing_keys) - frozen_keys(model)
     if missing or result.unexpected_keys:
-        raise MamolError(
-            f"{path}: its weights do not fit the network its config describes "
-            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected); retrain it with this mamol version"
-        )
+        raise MamolError(f"{unfit} ({len(missing)} missing, {len(result.unexpected_keys)} unexpected); retrain it with this mamol version")
     return model.to(device).eval(), config

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,9 +183,12 @@ class MamolConfig:
         if isinstance(layout, dict):
             layout.setdefault("encoding", "separate")  # files written before the encoding was recorded
         try:
-            return _from_dict(cls, data)
+            config = _from_dict(cls, data)
         except (TypeError, KeyError) as exc:
-            raise MamolError(f"{source}: its embedded config is incomplete ({exc}); retrain the model") from None
+            raise MamolError(f"{source}: its embedded config is incomplete or altered ({exc}); use the file mamol-train wrote, "
+                             "or retrain the model") from None
+        check_config(config, source)
+        return config
 
 
 def retrain_hint(data: dict) -> str:
@@ -211,13 +217,51 @@ def retrain_hint(data: dict) -> str:
     return " ".join(parts + ["-o NEW.safetensors"])
 
 
-def _from_dict(kind: Any, value: Any) -> Any:
-    """Rebuild nested dataclasses (and lists of them) from plain JSON values."""
+def _from_dict(kind: Any, value: Any, where: str = "config") -> Any:
+    """Rebuild nested dataclasses (and lists of them) from plain JSON values, checking every value's
+    type; a wrong one raises ``TypeError`` naming where it sits (``config.model.modalities[0].bands``)."""
     if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where} is not an object")
         hints = typing.get_type_hints(kind)
         known = {f.name for f in dataclasses.fields(kind)}
-        return kind(**{k: _from_dict(hints[k], v) for k, v in value.items() if k in known})
+        return kind(**{k: _from_dict(hints[k], v, f"{where}.{k}") for k, v in value.items() if k in known})
     if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where} is not a list")
         (item,) = typing.get_args(kind)
-        return [_from_dict(item, v) for v in value]
-    return value
+        return [_from_dict(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if float in allowed and type(value) in (int, float):
+        return float(value)
+    if type(value) in allowed:
+        return value
+    raise TypeError(f"{where} is {value!r}, not {' or '.join(t.__name__ for t in allowed)}")
+
+
+def check_config(config: MamolConfig, source: str) -> None:
+    """One-line error for a config whose values no network or map can be built from (an edited file)."""
+    problems = []
+    for m in config.model.modalities:
+        if m.bands < 1 or len(m.mean) != m.bands or len(m.std) != m.bands:
+            problems.append(f"modality {m.name!r} has {m.bands} bands but {len(m.mean)} means and {len(m.std)} deviations")
+        elif not all(math.isfinite(v) for v in m.mean) or not all(math.isfinite(v) and v > 0 for v in m.std):
+            problems.append(f"modality {m.name!r} has a non-finite mean or a deviation that is not positive")
+    names = [m.name for m in config.model.modalities]
+    if not names or len(set(names)) != len(names):
+        problems.append("its modality names are missing or repeated")
+    values = [c.value for c in config.model.classes]
+    if len(values) < 1 or len(set(values)) != len(values) or not all(1 <= v <= 255 for v in values):
+        problems.append("its class values are missing, repeated or outside 1..255")
+    if not all(re.fullmatch(r"#[0-9a-fA-F]{6}", c.color) for c in config.model.classes):
+        problems.append("a class colour is not #rrggbb")
+    layout = config.model.layout
+    if layout.hidden < 1 or layout.token_size < 1 or layout.patch_size < layout.token_size or layout.patch_size % layout.token_size \
+            or layout.encoding not in ENCODINGS:
+        problems.append(f"its token layout (patch {layout.patch_size}, token {layout.token_size}, encoding {layout.encoding!r}) is impossible")
+    experts = config.model.experts
+    if experts.rank < 1 or experts.num_layers < 0 or experts.num_dynamic < 0 or experts.prompt_length < 0 \
+            or (experts.num_dynamic and not 1 <= experts.top_k <= experts.num_dynamic):
+        problems.append("its expert sizes (rank, layers, routed experts, top-k, prompt length) are impossible")
+    if problems:
+        raise MamolError(f"{source}: its embedded config was altered or damaged ({'; '.join(problems)}); use the file mamol-train wrote, or retrain")

@@ -47,12 +47,36 @@ def default_classes(values: list[int]) -> list[ClassSpec]:
     return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
 
 
-def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path) -> None:
-    """Stop when ``labels`` holds a value that is not in the class table."""
+def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path,
+                       fix: str = "add them to classes.json or relabel them as 0") -> None:
+    """Stop when ``labels`` holds a value that is not in the class table (``fix`` says what to do)."""
     known = {c.value for c in classes} | {0}
     unknown = sorted(set(np.unique(labels).tolist()) - known)
     if unknown:
-        raise MamolError(f"{path}: label values {unknown} are not in the class table; add them to classes.json or relabel them as 0")
+        raise MamolError(f"{path}: label values {unknown} are not in the class table; {fix}")
+
+
+def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSpec], path: Path) -> np.ndarray:
+    """Label codes of a raster described by its own class table ``own``, recoded to the codes the
+    ``model`` gives the same class names (case-insensitive), so that "Grass" is scored as Grass
+    whatever its code; stops on a labelled class the model does not know."""
+    by_name = {c.name.casefold(): c.value for c in model}
+    present = set(np.unique(labels).tolist()) - {0}
+    recoded = np.zeros_like(labels)
+    for spec in own:
+        if spec.value not in present:
+            continue
+        target = by_name.get(spec.name.casefold())
+        if target is None:
+            raise MamolError(f"{path}: class {spec.value} {spec.name!r} of its class table is not one of the model's classes "
+                             f"({', '.join(c.name for c in model)}); relabel it as 0 or evaluate a model trained with that class")
+        recoded[labels == spec.value] = target
+        if target != spec.value:
+            log.info("%s: class %d %r is the model's class %d", path, spec.value, spec.name, target)
+    unknown = sorted(present - {c.value for c in own})
+    if unknown:
+        raise MamolError(f"{path}: label values {unknown} are not in its class table; add them to classes.json or relabel them as 0")
+    return recoded
 
 
 def read_label_raster(path: Path, grid: Grid, reference: Path) -> np.ndarray:

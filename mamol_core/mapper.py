@@ -168,6 +168,19 @@ class BlockReader:
         return data, valid
 
 
+def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]) -> None:
+    """After mapping: stop when no pixel had a usable sensor (an empty map is not a result); warn
+    for each given input that no pixel could use (all nodata, or under ``--min-valid`` everywhere)."""
+    paths = {item.name: item.path for item in inputs}
+    given = [(i, m.name) for i, m in enumerate(config.model.modalities) if m.name in paths]
+    if not used_by.any():
+        raise MamolError(f"{', '.join(str(paths[name]) for _, name in given)}: no pixel holds valid data (all nodata, or less "
+                         "than --min-valid of every tile); check the rasters' nodata value and extent")
+    for index, name in given:
+        if not used_by[index]:
+            log.warning("%s: no pixel of this %s raster holds valid data (all nodata?); the map was made without it", paths[name], name)
+
+
 def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
                 options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> MapSummary:
     """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
@@ -191,6 +204,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
         try:
             with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer, \
                     contextlib.closing(prefetched(blocks, lambda b: reader.read(b.read_window))) as ahead:
+                used_by = np.zeros(len(config.model.modalities), np.int64)
                 for block, (data, valid) in ahead:
                     read_r0, read_c0 = int(block.read_window.row_off), int(block.read_window.col_off)
                     inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
@@ -200,7 +214,10 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                     t = block.target
                     crop = (slice(None), slice(int(t.row_off) - read_r0, int(t.row_off + t.height) - read_r0),
                             slice(int(t.col_off) - read_c0, int(t.col_off + t.width) - read_c0))
-                    writer.write(t, result.probabilities[crop].cpu().numpy(), result.used[crop].cpu().numpy())
+                    used = result.used[crop].cpu().numpy()
+                    used_by += used.reshape(len(used_by), -1).sum(1)
+                    writer.write(t, result.probabilities[crop].cpu().numpy(), used)
+                check_usage(used_by, config, inputs)
                 writer.commit()
         finally:
             bar.close()

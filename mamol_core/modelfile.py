@@ -27,7 +27,24 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise MamolError(f"{path}: not a mamol model (no safetensors header); pass a file written by mamol-train") from None
     if not isinstance(header, dict):
         raise MamolError(f"{path}: not a mamol model (unexpected header); pass a file written by mamol-train")
-    return header.get("__metadata__") or {}
+    check_complete(path, header, 8 + length)
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise MamolError(f"{path}: not a mamol model (unexpected metadata); pass a file written by mamol-train")
+    return metadata
+
+
+def check_complete(path: Path, header: dict, start: int) -> None:
+    """Stop when the tensors the header lists do not exactly fill the rest of the file (a truncated
+    copy or an interrupted download)."""
+    try:
+        end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise MamolError(f"{path}: not a mamol model (damaged tensor table); pass a file written by mamol-train") from None
+    size = path.stat().st_size
+    if size != start + end:
+        raise MamolError(f"{path}: {'truncated' if size < start + end else 'damaged'} ({size:,} bytes where its header "
+                         f"describes {start + end:,}); copy the model file again or retrain")
 
 
 def read_config(path: Path) -> MamolConfig:

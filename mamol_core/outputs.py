@@ -43,9 +43,14 @@ class OutputPaths:
     def quicklook(self) -> Path:
         return self.classes.with_name(self.classes.stem + "_quicklook.png")
 
+    def labelled(self) -> dict[str, Path]:
+        """Every file the map writes, keyed by what it is (for messages)."""
+        optional = {"--probabilities": self.probabilities, "--confidence": self.confidence, "--availability": self.availability}
+        return {"-o": self.classes, "the class names (.aux.xml)": self.categories, "the style (.qml)": self.style,
+                "the quick-look (.png)": self.quicklook, **{k: v for k, v in optional.items() if v is not None}}
+
     def all(self) -> list[Path]:
-        optional = [p for p in (self.probabilities, self.confidence, self.availability) if p is not None]
-        return [self.classes, self.categories, self.style, self.quicklook, *optional]
+        return list(self.labelled().values())
 
 
 def hex_rgba(color: str) -> tuple[int, int, int, int]:

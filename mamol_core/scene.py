@@ -24,6 +24,7 @@ from mamol_core.labels import (
     load_class_table,
     rasterize_vector,
     read_label_raster,
+    recode_by_name,
 )
 from mamol_core.rasters import Grid, ModalityRaster, check_grid, describe_modality
 
@@ -55,6 +56,8 @@ def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input") -> d
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
             raise MamolError(f"{flag} {pair!r}: write NAME=PATH, e.g. {flag} lidar=dsm.tif")
+        if name.strip() in inputs:
+            raise MamolError(f"{flag} {pair!r}: modality {name.strip()!r} was already given ({inputs[name.strip()]}); give each modality once")
         inputs[name.strip()] = Path(path)
     return inputs
 
@@ -116,7 +119,8 @@ def open_scene(
         if is_raster(path):
             values = read_label_raster(path, grid, reference.path)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
-            check_label_values(values, found, path)
+            check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
+                               if isinstance(classes, list) else "add them to classes.json or relabel them as 0")
             return values, None, found
         return rasterize_vector(path, label_field, grid, table)
 
@@ -124,6 +128,13 @@ def open_scene(
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
+        own = _class_table(folder, None) if isinstance(classes, list) else None
+        if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
+            test = recode_by_name(read_label_raster(Path(test_path), grid, reference.path), own, classes, Path(test_path))
+            return Scene(list(rasters), grid, np.zeros_like(test), test, classes)
+        if isinstance(classes, list) and is_raster(Path(test_path)):
+            log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
+                        ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
         return Scene(list(rasters), grid, np.zeros_like(test), test, table)
 
@@ -147,6 +158,10 @@ def open_scene(
         log.info("no test labels: %d labelled pixels held out by whole groups for testing", int((test > 0).sum()))
     if not (train > 0).any():
         raise MamolError(f"{train_path}: no labelled training pixels on the scene grid; check the labels and their extent")
+    present = sorted(set(np.unique(train).tolist()) - {0})
+    if len(present) < 2:
+        name = next((c.name for c in table if c.value == present[0]), f"class {present[0]}")
+        raise MamolError(f"{train_path}: every training pixel is {name!r}; a classifier needs labels of at least two classes")
     return Scene(list(rasters), grid, train, test, table)
 
 

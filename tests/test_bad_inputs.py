@@ -1,0 +1,218 @@
+"""Bad input loses nothing: outputs that would destroy an input or each other, damaged and edited model
+files, unwritable report folders, rasters without one valid pixel, one-class labels, class tables
+that disagree with the model, SIGTERM; each gets one line, a non-zero exit and no half-written file."""
+
+import json
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from cli import evaluate, info, train
+from cli import map as map_cli
+from cli.common import interruption_message
+from mamol_core.atomic import atomic_path, forget_finished
+from mamol_core.rasters import write_raster
+
+FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
+        "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model(scene_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad") / "model.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--missing-rate", "0.5", "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def one_line_error(result, message):
+    assert result.exit_code == 1, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
+
+
+def run_map(*args):
+    return CliRunner().invoke(map_cli.main, [*map(str, args), "--device", "cpu", "--progress", "none", "--quiet"])
+
+
+def test_an_output_never_overwrites_an_input_or_another_output(model, scene_dir, tmp_path):
+    dsm = tmp_path / "dsm.tif"
+    dsm.write_bytes((scene_dir / "dsm.tif").read_bytes())
+    before = dsm.read_bytes()
+    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", dsm), "is the input --input dsm; writing -o there would destroy it")
+    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", dsm),
+                   "writing --probabilities there would destroy it")
+    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", tmp_path / "m.tif"),
+                   "given as both -o and --probabilities")
+    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", model), "is the input --model")
+    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"),
+                   "modality 'dsm' was already given")
+    assert dsm.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(scene_dir / "dsm.tif"), *FAST])
+    one_line_error(result, "is the input the dsm raster; writing -o there would destroy it")
+
+
+def rewrite_config(model, path, edit):
+    """A copy of ``model`` whose embedded config went through ``edit`` (tensors unchanged)."""
+    data = model.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    config = json.loads(header["__metadata__"]["mamol_config"])
+    header["__metadata__"]["mamol_config"] = json.dumps(edit(config))
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data[8 + length :])
+    return path
+
+
+def set_in(config, keys, value):
+    target = config
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    return config
+
+
+@pytest.mark.parametrize("keys, value, message", [
+    (["model", "modalities", 0, "mean"], [], "bands but 0 means"),
+    (["model", "layout", "patch_size"], 7, "token layout"),
+    (["model", "classes"], {"1": "x"}, "config.model.classes is not a list"),
+    (["model", "modalities", 0, "bands"], "one", "config.model.modalities[0].bands is 'one', not int"),
+    (["model", "classes", 0, "color"], "green", "not #rrggbb"),
+    (["model", "experts", "rank"], 0, "expert sizes"),
+])
+def test_an_edited_model_file_gets_one_line(model, scene_dir, tmp_path, keys, value, message):
+    edited = rewrite_config(model, tmp_path / "edited.safetensors", lambda c: set_in(c, keys, value))
+    for result in (CliRunner().invoke(info.main, [str(edited)]),
+                   run_map("--model", edited, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif")):
+        one_line_error(result, message)
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_weights_that_do_not_fit_an_edited_band_count_get_one_line(model, scene_dir, tmp_path):
+    def more_bands(config):
+        spec = next(m for m in config["model"]["modalities"] if m["name"] == "dsm")
+        spec.update(bands=2, mean=spec["mean"] * 2, std=spec["std"] * 2)
+        return config
+
+    edited = rewrite_config(model, tmp_path / "edited.safetensors", more_bands)
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        write_raster(tmp_path / "dsm2.tif", np.concatenate([src.read()] * 2), src.transform)
+    one_line_error(run_map("--model", edited, "--input", f"dsm={tmp_path / 'dsm2.tif'}", "-o", tmp_path / "m.tif"),
+                   "its weights do not fit the network its config describes")
+
+
+def test_a_truncated_or_config_less_model_file_gets_one_line(model, scene_dir, tmp_path):
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(model.read_bytes()[:-100])
+    one_line_error(CliRunner().invoke(info.main, [str(truncated)]), "truncated")
+    one_line_error(run_map("--model", truncated, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"), "truncated")
+    not_object = rewrite_config(model, tmp_path / "list.safetensors", lambda c: [c])
+    one_line_error(CliRunner().invoke(info.main, [str(not_object)]), "its embedded config is not an object")
+
+
+def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"),
+                                             "--report", str(blocker / "report"), *FAST])
+    one_line_error(result, "is not a writable folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_inputs_without_one_valid_pixel(model, scene_dir, tmp_path, caplog):
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        profile, shape = src.profile, (src.count, src.height, src.width)
+    profile.update(nodata=-9999.0, dtype="float32")
+    with rasterio.open(tmp_path / "empty.tif", "w", **profile) as dst:
+        dst.write(np.full(shape, -9999.0, np.float32))
+    one_line_error(run_map("--model", model, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", tmp_path / "m.tif"), "no pixel holds valid data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
+    result = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
+                                               f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif"), "--progress", "none"])
+    assert result.exit_code == 0 and "empty.tif: no pixel of this dsm raster holds valid data" in caplog.text
+
+
+def test_labels_of_one_class_are_refused(scene_dir, tmp_path):
+    with rasterio.open(scene_dir / "train_labels.tif") as src:
+        labels, profile = src.read(1), src.profile
+    with rasterio.open(tmp_path / "one.tif", "w", **profile) as dst:
+        dst.write(np.where(labels > 0, labels.max(), 0).astype(labels.dtype), 1)
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--labels", str(tmp_path / "one.tif"), "-o",
+                                             str(tmp_path / "m.safetensors"), *FAST])
+    one_line_error(result, "a classifier needs labels of at least two classes")
+
+
+def test_evaluation_matches_classes_by_name_not_by_code(model, scene_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for name in ("hsi.tif", "dsm.tif"):
+        (scene / name).write_bytes((scene_dir / name).read_bytes())
+    table = json.loads((scene_dir / "classes.json").read_text())
+    with rasterio.open(scene_dir / "test_labels.tif") as src:
+        labels, profile = src.read(1), src.profile
+    codes = sorted(int(k) for k in table)
+    swapped = {str(codes[0]): table[str(codes[1])], str(codes[1]): table[str(codes[0])],
+               **{k: v for k, v in table.items() if int(k) not in codes[:2]}}
+    recoded = labels.copy()
+    recoded[labels == codes[0]], recoded[labels == codes[1]] = codes[1], codes[0]
+    with rasterio.open(scene / "test_labels.tif", "w", **profile) as dst:
+        dst.write(recoded, 1)
+    (scene / "classes.json").write_text(json.dumps(swapped))
+    same = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene_dir), "-o", str(tmp_path / "a"), "--progress", "none"])
+    swapped_run = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "b"), "--progress", "none"])
+    assert same.exit_code == 0 and swapped_run.exit_code == 0, swapped_run.output
+    oa = [json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"]["oa"] for f in ("a", "b")]
+    assert oa[0] == oa[1] and f"is the model's class {codes[1]}" in caplog.text
+    swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
+    (scene / "classes.json").write_text(json.dumps(swapped))
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
+    one_line_error(result, "'Glacier' of its class table is not one of the model's classes")
+    assert not (tmp_path / "c").exists()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(model, tmp_path):
+    rng = np.random.default_rng(0)
+    write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), Affine(2, 0, 664000, 0, -2, 5104000))
+    out = tmp_path / "map.tif"
+    command = [sys.executable, "-m", "cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
+               "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    first = json.loads(process.stdout.readline())
+    assert first["stage"] == "mapping" and first["done"] < first["total"]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143 and "terminated (SIGTERM): nothing was written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
+
+
+def test_an_interruption_names_the_outputs_finished_before_it(tmp_path):
+    forget_finished()
+    assert interruption_message(KeyboardInterrupt()) == "interrupted: nothing was written"
+    with atomic_path(tmp_path / "model.safetensors") as temporary:
+        temporary.write_text("weights")
+    assert interruption_message(KeyboardInterrupt()) == (f"interrupted: kept {tmp_path / 'model.safetensors'} (complete); "
+                                                         "nothing else was written")
+    forget_finished()
+
+
+def test_finished_outputs_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.bin") as temporary:
+            temporary.write_bytes(b"x")
+            os.chmod(temporary, 0o600)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
