@@ -12,6 +12,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from mamol_core.atomic import atomic_paths
@@ -20,6 +21,10 @@ from mamol_core.rasters import Grid
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255
+
+#: Dataset tag on every raster mamol-map writes (its value says which output), so that a scene
+#: folder holding earlier maps does not offer them as sensors.
+OUTPUT_TAG = "MAMOL_OUTPUT"
 
 
 @dataclass
@@ -51,6 +56,15 @@ class OutputPaths:
 
     def all(self) -> list[Path]:
         return list(self.labelled().values())
+
+
+def is_map_output(path: Path) -> bool:
+    """Whether ``path`` is a raster mamol-map wrote (it carries :data:`OUTPUT_TAG`)."""
+    try:
+        with rasterio.open(path) as src:
+            return OUTPUT_TAG in src.tags()
+    except RasterioError:
+        return False  # unreadable: reading it as a modality reports the problem
 
 
 def hex_rgba(color: str) -> tuple[int, int, int, int]:
@@ -127,24 +141,26 @@ class MapWriter(contextlib.ExitStack):
         self.paths, self.grid, self.classes, self.modality_names = paths, grid, classes, modality_names
         self.values = np.array([c.value for c in classes], np.uint8)
         self.temporaries = dict(zip(paths.all(), self.enter_context(atomic_paths(paths.all()))))
-        self.classes_ds = self._open(paths.classes, 1, CLASS_NODATA)
+        self.classes_ds = self._open(paths.classes, 1, CLASS_NODATA, "classes")
         self.classes_ds.write_colormap(1, {c.value: hex_rgba(c.color) for c in classes})
         self.classes_ds.set_band_description(1, "land cover")
-        self.probabilities_ds = self._open(paths.probabilities, len(classes), PERCENT_NODATA)
+        self.probabilities_ds = self._open(paths.probabilities, len(classes), PERCENT_NODATA, "probabilities")
         if self.probabilities_ds is not None:
             for band, c in enumerate(classes, start=1):
                 self.probabilities_ds.set_band_description(band, f"P({c.name}) %")
-        self.confidence_ds = self._open(paths.confidence, 1, PERCENT_NODATA)
-        self.availability_ds = self._open(paths.availability, 1, 0)
+        self.confidence_ds = self._open(paths.confidence, 1, PERCENT_NODATA, "confidence")
+        self.availability_ds = self._open(paths.availability, 1, 0, "availability")
         if self.availability_ds is not None:
             legend = ", ".join(f"bit {i} ({1 << i}) = {n}" for i, n in enumerate(modality_names))
             self.availability_ds.set_band_description(1, f"modalities used: {legend}")
             self.availability_ds.update_tags(1, **{f"bit_{i}": n for i, n in enumerate(modality_names)})
 
-    def _open(self, path: Path | None, count: int, nodata: int):
+    def _open(self, path: Path | None, count: int, nodata: int, kind: str):
         if path is None:
             return None
-        return self.enter_context(rasterio.open(self.temporaries[path], "w", **geotiff_profile(self.grid, count, nodata)))
+        dataset = self.enter_context(rasterio.open(self.temporaries[path], "w", **geotiff_profile(self.grid, count, nodata)))
+        dataset.update_tags(**{OUTPUT_TAG: kind})
+        return dataset
 
     def write(self, window: Window, probabilities: np.ndarray, used: np.ndarray) -> None:
         """Store one block: ``probabilities`` ``[K, h, w]`` and ``used`` ``[M, h, w]`` (bool)."""

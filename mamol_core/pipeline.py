@@ -15,6 +15,7 @@ from mamol_core.dense import default_stride
 from mamol_core.evaluate import Evaluation, evaluate_predictions, predict_pixels, predict_pixels_dense
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.patches import PatchSampler
+from mamol_core.protocol import describe_protocol
 from mamol_core.samples import PreparedScene, prepare_scene
 from mamol_core.scene import Scene
 from mamol_core.train import train_model
@@ -39,6 +40,9 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     """Fit normalisation, build the model and train it on the scene's training pixels."""
     layout.check()
     patch_size = layout.patch_size
+    if len(scene.modalities) == 1 and protocol.missing_rate > 0:
+        protocol = replace(protocol, missing_rate=0.0)
+    log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
     prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
     resolved, frozen = resolve_backbone(backbone)
     model_config = ModelConfig(specs, scene.classes, resolved, experts, layout)

@@ -61,11 +61,14 @@ def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
 
 
 def assign_presence(count: int, names: list[str], rate: float, missing: str, seed: int) -> np.ndarray:
-    """Presence masks ``[count, M]`` for ``count`` samples: ``round(rate * count)`` of them incomplete."""
+    """Presence masks ``[count, M]`` for ``count`` samples: ``round(rate * count)`` of them incomplete
+    (none with one modality, which a sample cannot miss and still be classified)."""
     if not 0.0 <= rate <= 1.0:
         raise MamolError(f"--missing-rate {rate}: give a fraction between 0 and 1 (0.7 for 70%)")
-    patterns, weights = weighted_patterns(names, missing)
     presence = np.ones((count, len(names)), bool)
+    if rate == 0 or len(names) == 1:
+        return presence
+    patterns, weights = weighted_patterns(names, missing)
     order = np.random.default_rng(seed).permutation(count)
     incomplete = order[: int(round(rate * count))]
     if len(set(weights)) == 1:
@@ -82,3 +85,15 @@ def pattern_name(presence: np.ndarray, names: list[str]) -> str:
     """Readable name of one presence pattern: ``complete`` or ``missing NAME[+NAME]``."""
     absent = [n for n, p in zip(names, presence) if not p]
     return "complete" if not absent else "missing " + "+".join(absent)
+
+
+def describe_protocol(names: list[str], rate: float, missing: str) -> str:
+    """What the protocol does to the samples of these modalities, in one sentence."""
+    if len(names) == 1:
+        return f"one modality ({names[0]}): every sample is complete; the missing-modality protocol needs two or more"
+    if rate == 0:
+        return f"every sample has all of {', '.join(names)} (missing rate 0)"
+    patterns, weights = weighted_patterns(names, missing)
+    shares = [rate * w / sum(weights) for w in weights]
+    parts = [f"{share:.0%} lack {' and '.join(n for n, here in zip(names, p) if not here)}" for p, share in zip(patterns, shares)]
+    return f"{rate:.0%} of the samples miss a modality ({'; '.join(parts)}), {1 - rate:.0%} have all of {', '.join(names)}"

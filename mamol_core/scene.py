@@ -26,6 +26,7 @@ from mamol_core.labels import (
     read_label_raster,
     recode_by_name,
 )
+from mamol_core.outputs import is_map_output
 from mamol_core.rasters import Grid, ModalityRaster, check_grid, describe_modality
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
             raise MamolError(f"{folder}: no such scene folder; pass a folder of GeoTIFFs (see README)")
         for path in sorted(folder.iterdir()):
             if is_raster(path) and path.stem not in RESERVED and not path.stem.endswith("_labels"):
+                if is_map_output(path):
+                    log.info("%s: a map mamol-map wrote, not a sensor; left out of the scene", path)
+                    continue
                 found[path.stem] = path
     found.update(inputs)
     if not found:

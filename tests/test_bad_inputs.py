@@ -20,6 +20,7 @@ from cli import evaluate, info, train
 from cli import map as map_cli
 from cli.common import interruption_message
 from mamol_core.atomic import atomic_path, forget_finished
+from mamol_core.modelfile import read_config
 from mamol_core.rasters import write_raster
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
@@ -216,3 +217,20 @@ def test_finished_outputs_follow_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_single_sensor_model_trains_maps_and_ignores_earlier_maps_in_its_folder(scene_dir, tmp_path):
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for name in ("dsm.tif", "train_labels.tif", "test_labels.tif", "classes.json"):
+        (scene / name).write_bytes((scene_dir / name).read_bytes())
+    model = tmp_path / "dsm_only.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene), "-o", str(model), *FAST])
+    assert result.exit_code == 0, result.output
+    assert run_map("--model", model, "--input", f"dsm={scene / 'dsm.tif'}", "-o", scene / "landcover.tif",
+                   "--availability").exit_code == 0
+    again = CliRunner().invoke(train.main, ["--scene", str(scene), "-o", str(tmp_path / "again.safetensors"), *FAST])
+    assert again.exit_code == 0, again.output
+    for path in (model, tmp_path / "again.safetensors"):
+        config = read_config(path)
+        assert config.model.modality_names == ["dsm"] and config.protocol.missing_rate == 0.0

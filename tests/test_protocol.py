@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mamol_core.errors import MamolError
-from mamol_core.protocol import assign_presence, missing_patterns, pattern_name
+from mamol_core.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name
 
 NAMES = ["hsi", "lidar"]
 
@@ -55,3 +55,12 @@ def test_bad_conditions_are_one_line_errors():
     with pytest.raises(MamolError, match="NAME:WEIGHT"):
         assign_presence(10, NAMES, 0.5, "lidar:x", 0)
     assert pattern_name(np.array([True, False]), NAMES) == "missing lidar"
+
+
+def test_one_modality_or_rate_zero_keeps_every_sample_complete_and_says_so():
+    assert assign_presence(50, ["dsm"], 0.7, "both", 0).all()
+    assert assign_presence(50, ["dsm"], 0.7, "dsm", 0).all()
+    assert assign_presence(50, ["a", "b"], 0.0, "both", 0).all()
+    assert describe_protocol(["dsm"], 0.7, "both").startswith("one modality (dsm): every sample is complete")
+    assert describe_protocol(["a", "b"], 0.7, "both") == "70% of the samples miss a modality (35% lack a; 35% lack b), 30% have all of a, b"
+    assert describe_protocol(["a", "b", "c"], 0.5, "c") == "50% of the samples miss a modality (50% lack c), 50% have all of a, b, c"
