@@ -10,6 +10,9 @@ from cli.common import device_options, handle_errors, layout_options, log, progr
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 
+#: Test pixels the report after training scores at most (a seeded sample beyond that).
+EVAL_PIXELS = 50_000
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--scene", type=click.Path(path_type=Path), help="Scene folder: <modality>.tif files, train_labels.tif, test_labels.tif, classes.json.")
@@ -37,6 +40,9 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 @click.option("--weight-decay", type=float, default=2e-2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.report next to the model.")
+@click.option("--eval-pixels", type=click.IntRange(min=1), default=EVAL_PIXELS, show_default=True,
+              help="Score the report on at most this many test pixels (a seeded random sample, its size stated).")
+@click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Model file to write (.safetensors).")
 @device_options
 @progress_option
@@ -44,7 +50,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
-         report, output, device, precision, progress_mode, quiet):
+         report, eval_pixels, no_eval, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -57,11 +63,12 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
 
     folder = report or output.with_suffix(".report")
     check_writable(output)
-    check_folder(folder)
+    if not no_eval:
+        check_folder(folder)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed)
-    check_distinct({"-o": output, "--report": folder},
+    check_distinct({"-o": output, "--report": None if no_eval else folder},
                    {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
                     **{f"the {m.name} raster": m.path for m in opened.modalities}})
     protocol = ProtocolSpec(missing_rate, missing, seed)
@@ -72,11 +79,15 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
                          LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode)
     save_model(run.model, run.config, output)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
-    if run.prepared.test is None:
-        log.info("no test pixels: no accuracy report")
+    if no_eval or run.prepared.test is None:
+        log.info("--no-eval: no accuracy report" if no_eval else "no test pixels: no accuracy report")
         return
-    evaluation = evaluate_run(run, amp, progress_mode=progress_mode)
-    context = {"model": str(output), "protocol": vars(protocol), "device": str(compute), "train_seconds": round(run.seconds, 1)}
+    total = len(run.prepared.test)
+    if total > eval_pixels:
+        log.info("scoring a seeded random %d of the %d test pixels (--eval-pixels)", eval_pixels, total)
+    evaluation = evaluate_run(run, amp, progress_mode=progress_mode, max_pixels=eval_pixels)
+    context = {"model": str(output), "protocol": vars(run.config.protocol), "device": str(compute), "train_seconds": round(run.seconds, 1),
+               "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
     write_report(folder, evaluation, context)
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))

@@ -66,13 +66,15 @@ def training_label_map(prepared: PreparedScene, device: torch.device) -> torch.T
     return labels.to(device)
 
 
-def evaluate_run(run: TrainingRun, amp_dtype: torch.dtype | None, batch_size: int = 256, progress_mode: str = "bar") -> Evaluation:
-    """Evaluate a fresh training run on its scene's test pixels."""
+def evaluate_run(run: TrainingRun, amp_dtype: torch.dtype | None, batch_size: int = 256, progress_mode: str = "bar",
+                 max_pixels: int | None = None) -> Evaluation:
+    """Evaluate a fresh training run on its scene's test pixels: all of them, or a seeded random
+    ``max_pixels`` of them."""
     if run.prepared.test is None:
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --test-labels")
-    predicted = predict_pixels(run.model, run.sampler, run.prepared.test, batch_size, amp_dtype, progress_mode)
-    return evaluate_predictions(run.prepared.test, predicted, [c.name for c in run.config.model.classes],
-                                run.config.model.modality_names)
+    pixels = run.prepared.test if max_pixels is None else run.prepared.test.sample(max_pixels, run.config.train.seed)
+    predicted = predict_pixels(run.model, run.sampler, pixels, batch_size, amp_dtype, progress_mode)
+    return evaluate_predictions(pixels, predicted, [c.name for c in run.config.model.classes], run.config.model.modality_names)
 
 
 def order_scene_for_model(scene: Scene, config: MamolConfig, source: str) -> Scene:

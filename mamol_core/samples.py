@@ -33,6 +33,13 @@ class PixelSet:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def sample(self, count: int, seed: int) -> "PixelSet":
+        """A seeded random subset of ``count`` pixels (all of them when there are no more), in the original order."""
+        if count >= len(self):
+            return self
+        chosen = np.sort(np.random.default_rng(seed).choice(len(self), count, replace=False))
+        return PixelSet(self.rows[chosen], self.cols[chosen], self.targets[chosen], self.presence[chosen])
+
 
 @dataclass
 class PreparedScene:
@@ -89,10 +96,15 @@ def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: li
     rows, cols = np.nonzero(labels[window.row_off : window.row_off + window.height, window.col_off : window.col_off + window.width])
     index_of = {c.value: i for i, c in enumerate(classes)}
     values = labels[rows + window.row_off, cols + window.col_off]
-    presence = assign_presence(len(rows), names, protocol.missing_rate, protocol.missing, seed) & valid[:, rows, cols].T
+    has_data = valid[:, rows, cols].T
+    presence = assign_presence(len(rows), names, protocol.missing_rate, protocol.missing, seed) & has_data
     keep = presence.any(axis=1)
-    if (~keep).any():
-        log.warning("%s: %d labelled pixels have no valid data in any modality and are skipped", split, int((~keep).sum()))
+    no_data, removed = ~has_data.any(axis=1), has_data.any(axis=1) & ~keep
+    if no_data.any():
+        log.warning("%s: %d labelled pixels have no valid data in any modality and are skipped", split, int(no_data.sum()))
+    if removed.any():
+        log.warning("%s: %d labelled pixels have valid data only in modalities the protocol marks missing for them, and are "
+                    "skipped", split, int(removed.sum()))
     return PixelSet(rows[keep], cols[keep], np.array([index_of[v] for v in values[keep]], np.int64), presence[keep])
 
 

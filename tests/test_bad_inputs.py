@@ -15,13 +15,16 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.windows import Window
 
 from cli import evaluate, info, train
 from cli import map as map_cli
 from cli.common import interruption_message
 from mamol_core.atomic import atomic_path, forget_finished
+from mamol_core.config import ClassSpec, ProtocolSpec
 from mamol_core.modelfile import read_config
 from mamol_core.rasters import write_raster
+from mamol_core.samples import pixel_set
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
         "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
@@ -234,3 +237,23 @@ def test_a_single_sensor_model_trains_maps_and_ignores_earlier_maps_in_its_folde
     for path in (model, tmp_path / "again.safetensors"):
         config = read_config(path)
         assert config.model.modality_names == ["dsm"] and config.protocol.missing_rate == 0.0
+
+
+def test_evaluation_after_training_can_be_skipped_or_bounded(scene_dir, tmp_path):
+    skipped = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "a.safetensors"), "--no-eval", *FAST])
+    assert skipped.exit_code == 0 and (tmp_path / "a.safetensors").exists() and not (tmp_path / "a.report").exists()
+    bounded = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "b.safetensors"), "--eval-pixels", "50", *FAST])
+    assert bounded.exit_code == 0, bounded.output
+    metrics = json.loads((tmp_path / "b.report" / "metrics.json").read_text())
+    assert metrics["results"]["overall"]["samples"] == 50 and metrics["context"]["test_pixels_scored"] == 50
+    assert metrics["context"]["test_pixels"] > 50
+
+
+def test_skipped_labelled_pixels_are_told_apart_by_why(caplog):
+    labels = np.array([[1, 1, 2]], np.uint8)
+    valid = np.array([[[True, False, True]], [[False, False, True]]])  # pixel 0: only a; pixel 1: nothing; pixel 2: a and b
+    classes = [ClassSpec(1, "x", "#000000"), ClassSpec(2, "y", "#ffffff")]
+    kept = pixel_set(labels, Window(0, 0, 3, 1), valid, classes, ["a", "b"], ProtocolSpec(1.0, "a", 0), 0, "test")
+    assert len(kept) == 1 and kept.presence.tolist() == [[False, True]]
+    assert "test: 1 labelled pixels have no valid data in any modality" in caplog.text
+    assert "test: 1 labelled pixels have valid data only in modalities the protocol marks missing" in caplog.text
