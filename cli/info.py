@@ -31,3 +31,8 @@ def main(model_path, as_json):
                f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
                f"tokens of {model.layout.token_size} px, {model.layout.encoding} encoding")
     click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")
+    if model.grid is not None:
+        click.echo(f"training grid: {model.grid.crs or 'no CRS'}, pixel {model.grid.pixel_size[0]:g} x {model.grid.pixel_size[1]:g} "
+                   "(mamol-map maps at this pixel size unless --reference is given)")
+    else:
+        click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")

@@ -33,7 +33,9 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @optional_output("probabilities", "per-class probabilities (uint8 percent, one band per class)")
 @optional_output("confidence", "the winning class's probability (uint8 percent)")
 @optional_output("availability", "which modalities were used per pixel (bit mask)")
-@click.option("--reference", type=click.Path(path_type=Path), help="Input whose grid (CRS, pixel size, alignment) the map uses; default: the finest.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Any raster whose grid (CRS, pixel size, alignment) the map uses; default: the finest input's CRS and "
+                   "alignment at the model's training pixel size.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
 @click.option("--resampling", type=click.Choice(["bilinear", "nearest", "cubic", "average"]), default="bilinear", show_default=True)
 @click.option("--stride", type=int, help="Tile step in pixels; default: half the tile (overlapping tiles are blended). The tile side is 4x cheaper, less accurate.")

@@ -1,15 +1,17 @@
 """Putting mapping inputs on one grid without loading them: each raster is read through a
 rasterio ``WarpedVRT`` onto the output grid, window by window.
 
-The output grid takes the CRS, pixel size and pixel alignment of a reference raster (by default
-the input with the finest resolution; ``--reference`` chooses another) and covers the union of
-all inputs' extents. Outside a raster's coverage, and where it holds nodata, its values read as
+The output grid takes the CRS and pixel alignment of a reference raster (by default the input with
+the finest resolution; ``--reference`` chooses any raster) and covers the union of all inputs'
+extents. Its pixel size is the one the model was trained at (converted to the reference's units)
+unless ``--reference`` was given, whose pixel size then wins, with a warning if it differs. Outside a raster's coverage, and where it holds nodata, its values read as
 NaN, so that modality counts as missing there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,11 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
 from mamol_core.rasters import Grid, open_raster
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,13 +40,13 @@ class MapInput:
     path: Path
 
 
-def parse_crs(text: str | None) -> CRS | None:
+def parse_crs(text: str | None, source: str = "--assume-crs") -> CRS | None:
     if text is None:
         return None
     try:
         return CRS.from_user_input(text)
     except CRSError:
-        raise MamolError(f"--assume-crs {text!r}: not a CRS GDAL knows; use e.g. EPSG:32632") from None
+        raise MamolError(f"{source} {text!r}: not a CRS GDAL knows; use e.g. EPSG:32632") from None
 
 
 def source_crs(dataset, path: Path, assumed: CRS | None) -> CRS:
@@ -53,28 +58,68 @@ def source_crs(dataset, path: Path, assumed: CRS | None) -> CRS:
     return assumed
 
 
-def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, reference: int | None) -> Grid:
-    """The output grid: CRS, resolution and alignment of the reference raster, extent = union of inputs."""
+def units_per_metre(crs: CRS | None) -> float | None:
+    """Metres per CRS unit of a projected CRS; ``None`` for a geographic or unknown one."""
+    if crs is None or crs.is_geographic:
+        return None
+    try:
+        return float(crs.linear_units_factor[1])
+    except CRSError:
+        return None
+
+
+def pixel_size_in(spec: GridSpec, crs: CRS | None) -> tuple[float, float] | None:
+    """The model's training pixel size expressed in ``crs``'s units, or ``None`` when the units cannot
+    be compared (one CRS projected and the other geographic, or either unknown)."""
+    model_crs = parse_crs(spec.crs, "the model's training grid") if spec.crs else None
+    if model_crs is None and crs is None:
+        return tuple(spec.pixel_size)
+    if model_crs is None or crs is None:
+        return None
+    if model_crs.is_geographic and crs.is_geographic:
+        return tuple(spec.pixel_size)
+    model_factor, factor = units_per_metre(model_crs), units_per_metre(crs)
+    if model_factor is None or factor is None:
+        return None
+    return spec.pixel_size[0] * model_factor / factor, spec.pixel_size[1] * model_factor / factor
+
+
+def differs(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return any(abs(x - y) > 0.01 * max(x, y) for x, y in zip(a, b))
+
+
+def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, reference, reference_path: Path,
+                model_grid: GridSpec | None = None, explicit: bool = False) -> Grid:
+    """The output grid: CRS and alignment of the ``reference`` dataset, pixel size the model's training
+    pixel size (when the reference was not chosen ``explicit``-ly and the units compare; else the
+    reference's, with a warning if it differs from the model's), extent = union of the inputs."""
     crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
-    common = crs_list[0]
-    if reference is None:
-        sizes = []
-        for dataset, crs in zip(datasets, crs_list):
-            left, bottom, right, top = transform_bounds(crs, common, *dataset.bounds)
-            sizes.append(abs((right - left) / dataset.width * (top - bottom) / dataset.height))
-        reference = int(np.argmin(sizes))
-    ref, ref_crs = datasets[reference], crs_list[reference]
-    ref_bounds = ref.bounds
-    union = list(ref_bounds)
+    ref_crs = source_crs(reference, reference_path, assumed)
+    ref_bounds = reference.bounds
+    t = reference.transform
+    if t.b != 0 or t.d != 0:
+        raise MamolError(f"{reference_path}: a rotated grid cannot be the reference; warp it north-up first (gdalwarp)")
+    size = (t.a, -t.e)
+    trained = pixel_size_in(model_grid, ref_crs) if model_grid is not None else None
+    if model_grid is not None and trained is None:
+        log.warning("%s: its CRS units cannot be compared with the model's training grid (%s, pixel %g x %g); mapping at its "
+                    "pixel size %g x %g, pass --reference RASTER to choose the grid", reference_path, model_grid.crs,
+                    *model_grid.pixel_size, *size)
+    elif trained is not None and differs(size, trained):
+        if explicit:
+            log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g; the map is at the reference's",
+                        reference_path, *size, *trained)
+        else:
+            log.info("mapping at the model's training pixel size %g x %g (the finest input has %g x %g)", *trained, *size)
+            size = trained
+    union = None
     for dataset, crs, path in zip(datasets, crs_list, paths):
         left, bottom, right, top = transform_bounds(crs, ref_crs, *dataset.bounds)
         if left >= ref_bounds.right or right <= ref_bounds.left or bottom >= ref_bounds.top or top <= ref_bounds.bottom:
-            raise MamolError(f"{path}: does not overlap {paths[reference].name}; pass rasters of the same area (check their CRS)")
-        union = [min(union[0], left), min(union[1], bottom), max(union[2], right), max(union[3], top)]
-    t = ref.transform
-    if t.b != 0 or t.d != 0:
-        raise MamolError(f"{paths[reference]}: a rotated grid cannot be the reference; warp it north-up first (gdalwarp)")
-    px, py = t.a, -t.e
+            raise MamolError(f"{path}: does not overlap {reference_path.name}; pass rasters of the same area (check their CRS)")
+        box = (left, bottom, right, top)
+        union = box if union is None else (min(union[0], left), min(union[1], bottom), max(union[2], right), max(union[3], top))
+    px, py = size
     col0 = math.floor((union[0] - t.c) / px + 1e-6)
     col1 = math.ceil((union[2] - t.c) / px - 1e-6)
     row0 = math.floor((t.f - union[3]) / py + 1e-6)
@@ -83,23 +128,32 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     return Grid(ref_crs, transform, col1 - col0, row1 - row0)
 
 
+def finest(datasets: list, paths: list[Path], assumed: CRS | None) -> int:
+    """Index of the input with the smallest pixel area (compared in the first input's CRS)."""
+    crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
+    sizes = []
+    for dataset, crs in zip(datasets, crs_list):
+        left, bottom, right, top = transform_bounds(crs, crs_list[0], *dataset.bounds)
+        sizes.append(abs((right - left) / dataset.width * (top - bottom) / dataset.height))
+    return int(np.argmin(sizes))
+
+
 class AlignedInputs(contextlib.ExitStack):
     """Open inputs and their ``WarpedVRT`` views on the output grid; use as a context manager."""
 
     def __init__(self, inputs: list[MapInput], assume_crs: str | None = None, reference: Path | None = None,
-                 resampling: str = "bilinear") -> None:
+                 resampling: str = "bilinear", model_grid: GridSpec | None = None) -> None:
         super().__init__()
         self.inputs = inputs
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
         assumed = parse_crs(assume_crs)
-        index = None
-        if reference is not None:
-            resolved = [Path(p).resolve() for p in paths]
-            if Path(reference).resolve() not in resolved:
-                raise MamolError(f"--reference {reference}: not one of the given inputs; pass one of {', '.join(map(str, paths))}")
-            index = resolved.index(Path(reference).resolve())
-        self.grid = output_grid(self.datasets, paths, assumed, index)
+        if reference is None:
+            index = finest(self.datasets, paths, assumed)
+            chosen, chosen_path = self.datasets[index], paths[index]
+        else:
+            chosen, chosen_path = self.enter_context(open_raster(reference)), Path(reference)
+        self.grid = output_grid(self.datasets, paths, assumed, chosen, chosen_path, model_grid, explicit=reference is not None)
         method = Resampling[resampling]
         self.views = [
             self.enter_context(WarpedVRT(d, src_crs=source_crs(d, p, assumed), crs=self.grid.crs, transform=self.grid.transform,

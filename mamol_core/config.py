@@ -102,14 +102,25 @@ class LayoutSpec:
 
 
 @dataclass
+class GridSpec:
+    """The grid a model was trained on: its CRS (``EPSG:n`` or WKT; ``None`` for rasters without one)
+    and pixel size (x, y) in CRS units. Mapping uses this pixel size unless told otherwise."""
+
+    crs: str | None
+    pixel_size: list[float]
+
+
+@dataclass
 class ModelConfig:
-    """Everything needed to rebuild the network: inputs, classes, backbone, experts, token layout."""
+    """Everything needed to rebuild the network and map with it: inputs, classes, backbone, experts,
+    token layout and the training grid (``None`` in files written before it was recorded)."""
 
     modalities: list[ModalitySpec]
     classes: list[ClassSpec]
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     experts: ExpertSpec = field(default_factory=ExpertSpec)
     layout: LayoutSpec = field(default_factory=LayoutSpec)
+    grid: GridSpec | None = None
 
     @property
     def modality_names(self) -> list[str]:
@@ -232,6 +243,11 @@ def _from_dict(kind: Any, value: Any, where: str = "config") -> Any:
         (item,) = typing.get_args(kind)
         return [_from_dict(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    structured = [t for t in allowed if dataclasses.is_dataclass(t)]
+    if structured:
+        return _from_dict(structured[0], value, where)
     if float in allowed and type(value) in (int, float):
         return float(value)
     if type(value) in allowed:
@@ -259,6 +275,9 @@ def check_config(config: MamolConfig, source: str) -> None:
     if layout.hidden < 1 or layout.token_size < 1 or layout.patch_size < layout.token_size or layout.patch_size % layout.token_size \
             or layout.encoding not in ENCODINGS:
         problems.append(f"its token layout (patch {layout.patch_size}, token {layout.token_size}, encoding {layout.encoding!r}) is impossible")
+    grid = config.model.grid
+    if grid is not None and (len(grid.pixel_size) != 2 or not all(math.isfinite(v) and v > 0 for v in grid.pixel_size)):
+        problems.append("its training grid's pixel size is not two positive numbers")
     experts = config.model.experts
     if experts.rank < 1 or experts.num_layers < 0 or experts.num_dynamic < 0 or experts.prompt_length < 0 \
             or (experts.num_dynamic and not 1 <= experts.top_k <= experts.num_dynamic):

@@ -190,7 +190,8 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
     predictor = DensePredictor(model, stride, options.batch_size or default_batch(device), amp_dtype, options.min_valid)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling) as aligned:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling,
+                                                                  config.model.grid) as aligned:
         check_inputs(config, inputs, aligned)
         aligned.check_readable()
         grid = aligned.grid

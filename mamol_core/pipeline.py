@@ -45,7 +45,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
     prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
     resolved, frozen = resolve_backbone(backbone)
-    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout)
+    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec())
     config = MamolConfig(model_config, protocol, train)
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)

@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
 
 
@@ -23,6 +24,15 @@ class Grid:
     transform: Affine
     width: int
     height: int
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units (positive)."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    def spec(self) -> GridSpec:
+        """What a model file records of the grid it was trained on."""
+        return GridSpec(self.crs.to_string() if self.crs is not None else None, list(self.pixel_size))
 
     def describe(self) -> str:
         return f"{self.width}x{self.height} px, {self.crs or 'no CRS'}, origin ({self.transform.c:g}, {self.transform.f:g}), pixel {self.transform.a:g}"

@@ -1,6 +1,7 @@
 """mamol-map end to end on small georeferenced rasters: outputs, alignment, masks, bad input, Ctrl-C."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +13,16 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
+from cli import info
 from cli import map as map_cli
+from mamol_core.align import pixel_size_in
 from mamol_core.checkpoint import save_model
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.evaluate import predict_pixels
+from mamol_core.modelfile import read_config
 from mamol_core.pipeline import train_on_scene
 from mamol_core.scene import open_scene
 from mamol_core.rasters import write_raster
@@ -312,3 +317,34 @@ def test_block_side_is_a_multiple_of_the_stride():
     for stride, requested in ((7, 5), (6, None), (12, 100), (5, 12)):
         side = block_side(config, stride, requested)
         assert side % stride == 0 and side >= 12 and (requested is None or side >= requested)
+
+
+def test_the_map_is_at_the_models_training_pixel_size_unless_a_reference_says_otherwise(trained, scene_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run, model = trained
+    grid = read_config(model).model.grid
+    assert grid.crs == "EPSG:32632" and grid.pixel_size == [2.0, 2.0] == list(run.config.model.grid.pixel_size)
+    assert "training grid: EPSG:32632, pixel 2 x 2" in CliRunner().invoke(info.main, [str(model)]).output
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dsm, transform = src.read(), src.transform
+    write_raster(tmp_path / "dsm_1m.tif", dsm.repeat(2, axis=1).repeat(2, axis=2), transform @ Affine.scale(0.5))
+    assert run_map(model, tmp_path / "default.tif", ("dsm", tmp_path / "dsm_1m.tif")).exit_code == 0
+    with rasterio.open(tmp_path / "default.tif") as src:
+        assert src.res == (2.0, 2.0) and (src.width, src.height) == (40, 40)
+    assert "mapping at the model's training pixel size 2 x 2 (the finest input has 1 x 1)" in caplog.text
+    coarse = dsm.reshape(1, 20, 2, 20, 2).mean((2, 4))
+    write_raster(tmp_path / "grid_4m.tif", coarse, transform @ Affine.scale(2) @ Affine.translation(0.5, 0))  # not an input
+    result = run_map(model, tmp_path / "on_reference.tif", ("dsm", tmp_path / "dsm_1m.tif"), extra=["--reference", str(tmp_path / "grid_4m.tif")])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "on_reference.tif") as src:
+        assert src.res == (4.0, 4.0) and (src.transform.c - transform.c) % 4 == 2
+    assert "pixel 4 x 4, but the model was trained at 2 x 2" in caplog.text
+
+
+def test_the_training_pixel_size_converts_between_projected_units_only():
+    spec = GridSpec("EPSG:32632", [2.0, 3.0])
+    assert pixel_size_in(spec, CRS.from_epsg(32633)) == (2.0, 3.0)
+    feet = pixel_size_in(spec, CRS.from_epsg(2263))  # NAD83 / New York Long Island (US survey feet)
+    assert abs(feet[0] - 2 / 0.3048006096) < 1e-6
+    assert pixel_size_in(spec, CRS.from_epsg(4326)) is None
+    assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(4258)) == (0.001, 0.001)
