@@ -21,6 +21,10 @@ EVAL_PIXELS = 50_000
 @click.option("--label-field", help="Class field of vector labels (class codes or names).")
 @click.option("--test-labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif.")
 @click.option("--classes", type=click.Path(path_type=Path), help="Class table JSON; default: the scene's classes.json.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
+                   "grid when they share one, else the finest input's.")
+@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (only needed when grids differ).")
 @click.option("--holdout", type=float, default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
@@ -48,7 +52,7 @@ EVAL_PIXELS = 50_000
 @progress_option
 @quiet_option
 @handle_errors
-def main(scene, inputs, labels, label_field, test_labels, classes, holdout, missing_rate, missing, backbone, backbone_weights,
+def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
          report, eval_pixels, no_eval, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
@@ -67,9 +71,11 @@ def main(scene, inputs, labels, label_field, test_labels, classes, holdout, miss
         check_folder(folder)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
-    opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed)
+    opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
+                        reference=reference, assume_crs=assume_crs)
     check_distinct({"-o": output, "--report": None if no_eval else folder},
                    {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
+                    "--reference": reference,
                     **{f"the {m.name} raster": m.path for m in opened.modalities}})
     protocol = ProtocolSpec(missing_rate, missing, seed)
     experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),

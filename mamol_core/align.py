@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.rasters import Grid, open_raster
+from mamol_core.rasters import Grid, grid_of, open_raster, same_grid
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +138,43 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None) -> int:
     return int(np.argmin(sizes))
 
 
+class ExactView:
+    """A raster already on the output grid, read as it is (no resampling): nodata, masked pixels and
+    pixels outside the raster read as NaN."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def read(self, window: Window) -> np.ndarray:
+        d = self.dataset
+        inside = window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= d.width \
+            and window.row_off + window.height <= d.height
+        return np.ma.filled(d.read(window=window, out_dtype="float32", masked=True, boundless=not inside), np.nan)
+
+
 class AlignedInputs(contextlib.ExitStack):
-    """Open inputs and their ``WarpedVRT`` views on the output grid; use as a context manager."""
+    """Open inputs and a view of each on one grid: the raster itself where it is already on that
+    grid, else a ``WarpedVRT``; use as a context manager. The grid is ``grid`` when given, else
+    chosen as :func:`output_grid` says. Training, evaluation and mapping read through this."""
 
     def __init__(self, inputs: list[MapInput], assume_crs: str | None = None, reference: Path | None = None,
-                 resampling: str = "bilinear", model_grid: GridSpec | None = None) -> None:
+                 resampling: str = "bilinear", model_grid: GridSpec | None = None, grid: Grid | None = None) -> None:
         super().__init__()
         self.inputs = inputs
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
         assumed = parse_crs(assume_crs)
-        if reference is None:
+        if grid is not None:
+            self.grid = grid
+        elif reference is None:
             index = finest(self.datasets, paths, assumed)
-            chosen, chosen_path = self.datasets[index], paths[index]
+            self.grid = output_grid(self.datasets, paths, assumed, self.datasets[index], paths[index], model_grid)
         else:
-            chosen, chosen_path = self.enter_context(open_raster(reference)), Path(reference)
-        self.grid = output_grid(self.datasets, paths, assumed, chosen, chosen_path, model_grid, explicit=reference is not None)
+            chosen = self.enter_context(open_raster(reference))
+            self.grid = output_grid(self.datasets, paths, assumed, chosen, Path(reference), model_grid, explicit=True)
         method = Resampling[resampling]
         self.views = [
+            ExactView(d) if same_grid(grid_of(d), self.grid) else
             self.enter_context(WarpedVRT(d, src_crs=source_crs(d, p, assumed), crs=self.grid.crs, transform=self.grid.transform,
                                          width=self.grid.width, height=self.grid.height, resampling=method,
                                          dtype="float32", nodata=np.nan, src_nodata=d.nodata))

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 from rasterio import features
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec
 from mamol_core.errors import MamolError
-from mamol_core.rasters import Grid, check_grid, grid_of, open_raster
+from mamol_core.rasters import Grid, grid_of, open_raster, same_grid
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +81,24 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
     return recoded
 
 
-def read_label_raster(path: Path, grid: Grid, reference: Path) -> np.ndarray:
-    """A label raster on the scene grid, as int32 (0 = unlabelled)."""
+def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
+    """A label raster on the scene grid, as int32 (0 = unlabelled): read as it is when it lies on that
+    grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
     with open_raster(path) as src:
-        check_grid(path, grid_of(src), grid, reference)
-        labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
-        if src.nodata is not None:
-            labels = np.where(labels == src.nodata, 0, labels)
+        if same_grid(grid_of(src), grid):
+            labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
+            if src.nodata is not None:
+                labels = np.where(labels == src.nodata, 0, labels)
+        else:
+            if src.crs is None:
+                raise MamolError(f"{path}: has no CRS and another grid than the scene's ({grid.describe()}); assign its CRS "
+                                 "(gdal_edit.py -a_srs) or put it on the scene grid")
+            with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                           resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
+                labels = view.read(1)
+            if not (labels > 0).any():
+                raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent")
+            log.info("%s: warped onto the scene grid (nearest neighbour)", path)
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.isfinite(labels) & (labels == np.round(labels))):
             raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")

@@ -10,7 +10,6 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
-from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
@@ -70,36 +69,6 @@ def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
 
 def same_grid(a: Grid, b: Grid) -> bool:
     return a.crs == b.crs and (a.width, a.height) == (b.width, b.height) and a.transform.almost_equals(b.transform, precision=1e-6)
-
-
-def check_grid(path: Path, grid: Grid, reference: Grid, reference_path: Path) -> None:
-    """Stop when ``path``'s grid differs from the reference raster's."""
-    if not same_grid(grid, reference):
-        raise MamolError(
-            f"{path}: its grid ({grid.describe()}) differs from {reference_path.name} ({reference.describe()}); "
-            f"resample it onto the scene grid first (e.g. gdalwarp -te/-tr/-t_srs to match)"
-        )
-
-
-def read_modalities(rasters: list[ModalityRaster], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` of every modality.
-
-    Returns ``data`` ``[total_bands, h, w]`` float32 and ``valid`` ``[M, h, w]``: a pixel is valid
-    for a modality when every band is finite and differs from the raster's nodata value.
-    """
-    data, valid = [], []
-    for raster in rasters:
-        with open_raster(raster.path) as src:
-            try:
-                block = src.read(window=window).astype(np.float32)
-            except RasterioError as exc:
-                raise MamolError(f"{raster.path}: reading failed ({str(exc).splitlines()[0]}); the file may be truncated, re-export it") from None
-        ok = np.isfinite(block)
-        if raster.nodata is not None:
-            ok &= block != np.float32(raster.nodata)
-        data.append(block)
-        valid.append(ok.all(axis=0))
-    return np.concatenate(data, axis=0), np.stack(valid)
 
 
 def write_raster(path: Path, array: np.ndarray, transform: Affine, nodata: float | None = None, crs: str = "EPSG:32632") -> None:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+from mamol_core.align import AlignedInputs, MapInput
 from mamol_core.config import ClassSpec, ModalitySpec, ProtocolSpec
 from mamol_core.errors import MamolError
 from mamol_core.protocol import assign_presence
-from mamol_core.rasters import read_modalities
 from mamol_core.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
     """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
     and build the pixel sets."""
     window = label_window(scene, margin)
-    data, valid = read_modalities(scene.modalities, window)
+    with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], grid=scene.grid) as aligned:
+        data, valid = aligned.read(window)
     fitting = specs is None
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,

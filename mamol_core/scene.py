@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mamol_core.align import AlignedInputs, MapInput
 from mamol_core.config import ClassSpec
 from mamol_core.errors import MamolError
 from mamol_core.labels import (
@@ -27,7 +28,7 @@ from mamol_core.labels import (
     recode_by_name,
 )
 from mamol_core.outputs import is_map_output
-from mamol_core.rasters import Grid, ModalityRaster, check_grid, describe_modality
+from mamol_core.rasters import Grid, ModalityRaster, describe_modality, same_grid
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def open_scene(
     seed: int = 0,
     for_training: bool = True,
     disjoint: bool = False,
+    reference: Path | None = None,
+    assume_crs: str | None = None,
 ) -> Scene:
     """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
 
@@ -109,19 +112,18 @@ def open_scene(
     scenes hold out ``holdout`` of the labelled groups for testing. With ``for_training=False`` only
     test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
     Training and test labels that share pixels are refused with ``disjoint`` (benchmarks), else warned about.
+    Rasters on different grids are aligned as for mapping: the finest one's grid (or ``reference``'s)
+    over the union of their extents; label rasters on another grid are warped onto it.
     """
     folder = Path(folder) if folder is not None else None
     paths = find_modalities(folder, inputs or {})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
-    reference = rasters[0]
-    for raster, grid in zip(rasters[1:], grids[1:]):
-        check_grid(raster.path, grid, grids[0], reference.path)
-    grid = grids[0]
+    grid = scene_grid(rasters, grids, reference, assume_crs)
     table = _class_table(folder, classes)
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         if is_raster(path):
-            values = read_label_raster(path, grid, reference.path)
+            values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if isinstance(classes, list) else "add them to classes.json or relabel them as 0")
@@ -134,7 +136,7 @@ def open_scene(
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
         own = _class_table(folder, None) if isinstance(classes, list) else None
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
-            test = recode_by_name(read_label_raster(Path(test_path), grid, reference.path), own, classes, Path(test_path))
+            test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), test, classes)
         if isinstance(classes, list) and is_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
@@ -167,6 +169,18 @@ def open_scene(
         name = next((c.name for c in table if c.value == present[0]), f"class {present[0]}")
         raise MamolError(f"{train_path}: every training pixel is {name!r}; a classifier needs labels of at least two classes")
     return Scene(list(rasters), grid, train, test, table)
+
+
+def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], reference: Path | None, assume_crs: str | None) -> Grid:
+    """The grid a scene's rasters are read on: theirs when they share one (and no ``reference`` is
+    given), else the aligned grid mapping would use (:class:`AlignedInputs`)."""
+    if reference is None and all(same_grid(g, grids[0]) for g in grids[1:]):
+        return grids[0]
+    with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference) as aligned:
+        grid = aligned.grid
+    log.info("rasters on different grids: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
+             grid.crs, *grid.pixel_size, grid.width, grid.height)
+    return grid
 
 
 def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:

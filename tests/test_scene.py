@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from mamol_core.config import ProtocolSpec
 from mamol_core.errors import MamolError
@@ -69,12 +70,29 @@ def test_wrong_path_is_a_one_line_error(tmp_path):
         open_scene(None, parse_inputs(["hsi=" + str(tmp_path / "nope.tif")]))
 
 
-def test_raster_on_another_grid_is_refused(scene_copy):
+def test_rasters_on_different_grids_are_aligned_for_training_as_for_mapping(scene_copy, scene_dir):
     with rasterio.open(scene_copy / "dsm.tif") as src:
-        data = src.read()
-    write_raster(scene_copy / "dsm.tif", data[:, :30, :], Affine(2, 0, 664000, 0, -2, 5104000))
-    with pytest.raises(MamolError, match=r"hsi\.tif: its grid \(40x40 px.*\) differs from dsm\.tif \(40x30 px.*resample it"):
-        open_scene(scene_copy)
+        dsm, transform, crs = src.read(), src.transform, src.crs
+    write_raster(scene_copy / "dsm.tif", dsm[:, :30, :], transform)  # covers the top 30 rows only
+    with rasterio.open(scene_copy / "hsi.tif") as src:
+        cube = src.read()
+        dst_transform, width, height = calculate_default_transform(crs, "EPSG:3857", 20, 20, *src.bounds)
+        coarse = np.zeros((cube.shape[0], height, width), np.float32)
+        reproject(cube.reshape(cube.shape[0], 20, 2, 20, 2).mean((2, 4)), coarse, src_transform=transform @ Affine.scale(2),
+                  src_crs=crs, dst_transform=dst_transform, dst_crs="EPSG:3857", resampling=Resampling.bilinear)
+    with rasterio.open(scene_copy / "hsi.tif", "w", driver="GTiff", width=width, height=height, count=cube.shape[0],
+                       dtype="float32", crs="EPSG:3857", transform=dst_transform) as dst:
+        dst.write(coarse)
+    scene = open_scene(scene_copy)
+    assert scene.grid.crs == crs and scene.grid.pixel_size == (2.0, 2.0)
+    assert (scene.grid.transform.c - transform.c) % 2 == 0 and scene.grid.width >= 40 and scene.grid.height >= 40
+    prepared, _ = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=0)
+    dsm_index = scene.names.index("dsm")
+    row0 = int(round((transform.f - scene.grid.transform.f) / -2)) - prepared.window.row_off
+    col0 = int(round((transform.c - scene.grid.transform.c) / 2)) - prepared.window.col_off
+    assert prepared.valid[dsm_index, row0 + 35, col0 + 5] == False  # noqa: E712 (below the cropped DSM)
+    assert prepared.valid[dsm_index, row0 + 10, col0 + 10] and prepared.valid[1 - dsm_index, row0 + 10, col0 + 10]
+    assert (scene.train_labels > 0).sum() == (open_scene(scene_dir).train_labels > 0).sum()
 
 
 def test_label_value_missing_from_class_table(scene_copy):
