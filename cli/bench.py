@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.config import LayoutSpec, TrainSpec
-from mamol_core.speed import SPEED_BACKBONES, SpeedSettings
+from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 
 
 def split(text: str) -> list[str]:
@@ -47,7 +47,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
         eval_mode, validation, save_models, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
-    from mamol_core.bench import Grid, run_grid
+    from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models)
@@ -72,16 +72,16 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     import numpy as np
     import torch
 
-    from mamol_core.checkpoint import load_model
+    from mamol_core.modelfile.weights import load_model
     from mamol_core.config import ProtocolSpec
     from mamol_core.device import resolve_device
     from mamol_core.errors import MamolError
-    from mamol_core.modelfile import read_config
-    from mamol_core.patches import PatchSampler
-    from mamol_core.pipeline import order_scene_for_model
-    from mamol_core.routing import describe_patterns, plot_routing, routing_shares
-    from mamol_core.samples import PixelSet, prepare_scene
-    from mamol_core.scene import open_scene
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.data.patches import PatchSampler
+    from mamol_core.evaluation.score import order_scene_for_model
+    from mamol_core.bench.routing import describe_patterns, plot_routing, routing_shares
+    from mamol_core.data.pixels import PixelSet, prepare_scene
+    from mamol_core.data.scene import open_scene
 
     config = read_config(model_path)
     compute = resolve_device(device)
@@ -116,8 +116,8 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
 @handle_errors
 def prepare(dataset, source, overrides, seed, output):
     """Turn a benchmark dataset's .mat files into a scene folder (GeoTIFFs, label rasters, classes.json)."""
-    from mamol_core.datasets import prepare_dataset
-    from mamol_core.scene import parse_inputs
+    from mamol_core.bench.paper_data import prepare_dataset
+    from mamol_core.data.scene import parse_inputs
 
     prepare_dataset(dataset, source, output, {k: str(v) for k, v in parse_inputs(overrides, "--var").items()}, seed)
     click.echo(f"scene written to {output}")
@@ -141,8 +141,8 @@ def prepare(dataset, source, overrides, seed, output):
 def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, paper_numbers, output, device, precision, progress_mode, quiet):
     """Reproduce the paper's Table 1 (or 3) on a dataset's .mat files: prepare the scene, run the grid, write table.md."""
     setup_logging(quiet)
-    from mamol_core.bench import paper_grid, paper_table, run_grid
-    from mamol_core.datasets import prepare_dataset
+    from mamol_core.bench.grid import paper_grid, paper_table, run_grid
+    from mamol_core.bench.paper_data import prepare_dataset
 
     scene = output / "scene"
     if not (scene / "train_labels.tif").is_file():
@@ -167,7 +167,7 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
 @handle_errors
 def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, methods, output):
     """Print a markdown table of a results CSV beside an anchor and the paper's numbers."""
-    from mamol_core.bench_table import markdown_table
+    from mamol_core.bench.tables import markdown_table
 
     text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
                           split(methods) if methods else None)
@@ -194,7 +194,7 @@ def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps,
 
     from mamol_core.atomic import atomic_path, check_writable
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.speed import run_speed, speed_table
+    from mamol_core.bench.speed import run_speed, speed_table
 
     if json_path is not None:
         check_writable(json_path)

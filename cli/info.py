@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_errors
+from mamol_cli.common import handle_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +17,7 @@ from cli.common import handle_errors
 @handle_errors
 def main(model_path, as_json):
     """Describe MODEL_PATH: modalities with band counts, classes, backbone and protocol."""
-    from mamol_core.modelfile import read_config
+    from mamol_core.modelfile.header import read_config
 
     config = read_config(model_path)
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
@@ -51,14 +51,14 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
-    from mamol_core.align import MapInput
+    from mamol_core.mapping.align import MapInput
     from mamol_core.atomic import check_distinct, check_writable
-    from mamol_core.checkpoint import load_model
+    from mamol_core.modelfile.weights import load_model
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.mapper import MapOptions, check_names, map_rasters
-    from mamol_core.modelfile import read_config
-    from mamol_core.outputs import OutputPaths
-    from mamol_core.scene import parse_inputs
+    from mamol_core.mapping.mapper import MapOptions, check_names, map_rasters
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.mapping.outputs import OutputPaths
+    from mamol_core.data.scene import parse_inputs
 
     config = read_config(model_path)
     flags = {name: f"--{name}" for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}

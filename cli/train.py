@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 
@@ -58,12 +58,13 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
-    from mamol_core.checkpoint import save_model
+    from mamol_core.modelfile.weights import save_model
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.metrics import summary_line
-    from mamol_core.pipeline import evaluate_run, train_on_scene
-    from mamol_core.report import write_report
-    from mamol_core.scene import open_scene, parse_inputs
+    from mamol_core.evaluation.metrics import summary_line
+    from mamol_core.evaluation.score import evaluate_run
+    from mamol_core.training.fit import train_on_scene
+    from mamol_core.evaluation.report import write_report
+    from mamol_core.data.scene import open_scene, parse_inputs
 
     folder = report or output.with_suffix(".report")
     check_writable(output)

@@ -49,8 +49,8 @@ def find_tool(name: str, bin_dir: str | None) -> str | None:
 def imports_in_process() -> bool:
     """Whether mamol can run inside this Python (it must import cleanly, torch included)."""
     try:
-        import cli.map  # noqa: F401
-        import mamol_core.mapper  # noqa: F401
+        import mamol_cli.map  # noqa: F401
+        import mamol_core.mapping.mapper  # noqa: F401
     except Exception:  # any failure (missing package, ABI clash) means: not here
         return False
     return True
@@ -81,7 +81,7 @@ def model_info(model: str, bin_dir: str | None) -> dict:
         return json.loads(done.stdout)
     if imports_in_process():
         from mamol_core.errors import MamolError
-        from mamol_core.modelfile import read_config
+        from mamol_core.modelfile.header import read_config
 
         try:
             return dataclasses.asdict(read_config(model))
@@ -170,7 +170,7 @@ def _run_in_process(tool: str, args: list[str], on_progress, is_canceled) -> Non
 
     from mamol_core.errors import MamolError
 
-    module = importlib.import_module({"mamol-map": "cli.map", "mamol-train": "cli.train"}[tool])
+    module = importlib.import_module({"mamol-map": "mamol_cli.map", "mamol-train": "mamol_cli.train"}[tool])
 
     def sink(record: dict) -> None:
         if is_canceled():

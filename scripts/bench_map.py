@@ -23,16 +23,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mamol_core.bench import hardware_name  # noqa: E402
-from mamol_core.checkpoint import save_model  # noqa: E402
+from mamol_core.bench.grid import hardware_name  # noqa: E402
+from mamol_core.modelfile.weights import save_model  # noqa: E402
 from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
-from mamol_core.dense import DensePredictor, default_stride  # noqa: E402
+from mamol_core.mapping.dense import DensePredictor, default_stride  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
-from mamol_core.evaluate import predict_pixels  # noqa: E402
-from mamol_core.mapper import default_batch  # noqa: E402
+from mamol_core.evaluation.predict import predict_pixels  # noqa: E402
+from mamol_core.mapping.mapper import default_batch  # noqa: E402
 from mamol_core.model import build_model  # noqa: E402
-from mamol_core.patches import PatchSampler  # noqa: E402
-from mamol_core.samples import PixelSet  # noqa: E402
+from mamol_core.data.patches import PatchSampler  # noqa: E402
+from mamol_core.data.pixels import PixelSet  # noqa: E402
 
 TRENTO = ROOT.parent / "shared" / "data" / "trento"
 BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "vit-b-16-random"}
@@ -109,7 +109,7 @@ def run_map(args: list[str]) -> dict:
 def child(args: list[str]) -> None:
     from click.testing import CliRunner
 
-    from cli import map as map_cli
+    from mamol_cli import map as map_cli
 
     start = time.perf_counter()
     result = CliRunner().invoke(map_cli.main, args + ["--progress", "none", "--quiet"], catch_exceptions=False)

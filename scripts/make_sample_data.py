@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mamol_core.synthetic import write_scene
+from mamol_core.data.synthetic import write_scene
 
 TRAIN = ["--missing-rate", "0.5", "--missing", "both", "--backbone", "minilm-l6",
          "--seed", "0", "--progress", "none"]

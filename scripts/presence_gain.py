@@ -20,11 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mamol_core.bench import validation_scene  # noqa: E402
+from mamol_core.bench.grid import validation_scene  # noqa: E402
 from mamol_core.config import ENCODINGS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
-from mamol_core.pipeline import predict_test_pixels, train_on_scene  # noqa: E402
-from mamol_core.scene import open_scene  # noqa: E402
+from mamol_core.evaluation.score import predict_test_pixels  # noqa: E402
+from mamol_core.training.fit import train_on_scene  # noqa: E402
+from mamol_core.data.scene import open_scene  # noqa: E402
 
 
 def forced_patterns(names: list[str]) -> dict[str, list[bool]]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, ModalitySpec, ModelConfig
-from mamol_core.synthetic import write_scene
+from mamol_core.data.synthetic import write_scene
 
 TRENTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "trento"
 

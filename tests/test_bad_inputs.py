@@ -17,14 +17,14 @@ from affine import Affine
 from click.testing import CliRunner
 from rasterio.windows import Window
 
-from cli import evaluate, info, train
-from cli import map as map_cli
-from cli.common import interruption_message
+from mamol_cli import evaluate, info, train
+from mamol_cli import map as map_cli
+from mamol_cli.common import interruption_message
 from mamol_core.atomic import atomic_path, forget_finished
 from mamol_core.config import ClassSpec, ProtocolSpec
-from mamol_core.modelfile import read_config
-from mamol_core.rasters import write_raster
-from mamol_core.samples import pixel_set
+from mamol_core.modelfile.header import read_config
+from mamol_core.data.rasters import write_raster
+from mamol_core.data.pixels import pixel_set
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
         "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
@@ -189,7 +189,7 @@ def test_sigterm_cleans_up_like_ctrl_c(model, tmp_path):
     rng = np.random.default_rng(0)
     write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), Affine(2, 0, 664000, 0, -2, 5104000))
     out = tmp_path / "map.tif"
-    command = [sys.executable, "-m", "cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
+    command = [sys.executable, "-m", "mamol_cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
                "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from scipy.io import savemat
 
-from cli import bench
+from mamol_cli import bench
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "1", "--min-steps", "0", "--progress", "none", "--quiet", "--device", "cpu"]
 
@@ -149,8 +149,8 @@ def test_validation_split_scores_held_out_training_labels_in_several_modes(scene
 
 
 def test_validation_split_holds_out_whole_blocks_of_training_labels_only(scene_dir):
-    from mamol_core.bench import VALIDATION_BLOCK, validation_scene
-    from mamol_core.scene import open_scene
+    from mamol_core.bench.grid import VALIDATION_BLOCK, validation_scene
+    from mamol_core.data.scene import open_scene
 
     scene = open_scene(scene_dir)
     split = validation_scene(scene, 0.3, seed=1)
@@ -165,7 +165,7 @@ def test_validation_split_holds_out_whole_blocks_of_training_labels_only(scene_d
 
 
 def test_block_holdout_reaches_the_share_per_class_and_keeps_half_for_training():
-    from mamol_core.labels import block_holdout
+    from mamol_core.data.labels import block_holdout
 
     rng = np.random.default_rng(0)
     labels = np.zeros((200, 300), np.uint8)

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import evaluate, info, train
+from mamol_cli import evaluate, info, train
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2", "--rank", "4",
         "--device", "cpu", "--progress", "none", "--quiet"]
@@ -90,8 +90,8 @@ def test_not_a_model_file(tmp_path):
 def test_model_of_the_previous_format_gets_one_line_that_says_how_to_retrain(model_file, scene_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from cli import map as map_cli
-    from mamol_core.modelfile import read_metadata
+    from mamol_cli import map as map_cli
+    from mamol_core.modelfile.header import read_metadata
 
     config = json.loads(read_metadata(model_file)["mamol_config"])
     layout = config["model"].pop("layout")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from mamol_core.dense import DensePredictor, tent_window, tile_starts
+from mamol_core.mapping.dense import DensePredictor, tent_window, tile_starts
 from mamol_core.model import build_model
 
 

@@ -16,16 +16,16 @@ from click.testing import CliRunner
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from cli import info
-from cli import map as map_cli
-from mamol_core.align import pixel_size_in
-from mamol_core.checkpoint import save_model
+from mamol_cli import info
+from mamol_cli import map as map_cli
+from mamol_core.mapping.align import pixel_size_in
+from mamol_core.modelfile.weights import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
-from mamol_core.evaluate import predict_pixels
-from mamol_core.modelfile import read_config
-from mamol_core.pipeline import train_on_scene
-from mamol_core.scene import open_scene
-from mamol_core.rasters import write_raster
+from mamol_core.evaluation.predict import predict_pixels
+from mamol_core.modelfile.header import read_config
+from mamol_core.training.fit import train_on_scene
+from mamol_core.data.scene import open_scene
+from mamol_core.data.rasters import write_raster
 
 import torch
 
@@ -191,7 +191,7 @@ def test_ctrl_c_leaves_no_partial_output(trained, tmp_path):
     transform = Affine(2, 0, 664000, 0, -2, 5104000)
     write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), transform)
     out = tmp_path / "map.tif"
-    command = [sys.executable, "-m", "cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
+    command = [sys.executable, "-m", "mamol_cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
                "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -223,7 +223,7 @@ def test_multi_pixel_tokens_predict_every_pixel_on_the_input_grid(trained, scene
 
 
 def test_blocks_share_no_tile_when_tiles_lie_side_by_side():
-    from mamol_core.mapper import plan_blocks
+    from mamol_core.mapping.mapper import plan_blocks
 
     blocks = plan_blocks(100, 75, size=12, stride=12, side=48)
     starts = [(int(b.read_window.row_off) + r, int(b.read_window.col_off) + c) for b in blocks for r, c in b.origins]
@@ -244,10 +244,10 @@ def test_blocks_share_no_tile_when_tiles_lie_side_by_side():
 def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scene_dir):
     import threading
 
-    from mamol_core.align import AlignedInputs, MapInput
-    from mamol_core.mapper import BlockReader, plan_blocks
-    from mamol_core.modelfile import read_config
-    from mamol_core.prefetch import prefetched
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+    from mamol_core.mapping.mapper import BlockReader, plan_blocks
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.mapping.prefetch import prefetched
 
     _, model = trained
     config = read_config(model)
@@ -271,7 +271,7 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
 
 def test_background_reader_raises_a_read_error_at_its_block():
     from mamol_core.errors import MamolError
-    from mamol_core.prefetch import prefetched
+    from mamol_core.mapping.prefetch import prefetched
 
     def load(item):
         if item == 3:
@@ -290,7 +290,7 @@ def test_stopping_early_waits_for_the_read_in_flight():
     import contextlib
     import threading
 
-    from mamol_core.prefetch import prefetched
+    from mamol_core.mapping.prefetch import prefetched
 
     started, finished = [], []
 
@@ -311,7 +311,7 @@ def test_stopping_early_waits_for_the_read_in_flight():
 def test_block_side_is_a_multiple_of_the_stride():
     from conftest import tiny_config
     from mamol_core.config import MamolConfig
-    from mamol_core.mapper import block_side
+    from mamol_core.mapping.mapper import block_side
 
     config = MamolConfig(tiny_config(patch=12, token=4))
     for stride, requested in ((7, 5), (6, None), (12, 100), (5, 12)):

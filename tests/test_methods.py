@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from mamol_core.bench import METHODS
-from mamol_core.dense import inference_model
+from mamol_core.bench.grid import METHODS
+from mamol_core.mapping.dense import inference_model
 from mamol_core.model import build_model
 
 X = torch.randn(4, 5, 6, 6)

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn import metrics
 
-from mamol_core.metrics import confusion_matrix, summarize, summary_line
+from mamol_core.evaluation.metrics import confusion_matrix, summarize, summary_line
 
 
 def test_metrics_equal_scikit_learn():

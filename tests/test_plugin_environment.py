@@ -14,7 +14,7 @@ BIN = str(Path(sys.executable).parent)
 def model(scene_dir, tmp_path_factory):
     from click.testing import CliRunner
 
-    from cli import train
+    from mamol_cli import train
 
     out = tmp_path_factory.mktemp("plugin") / "model.safetensors"
     result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--backbone", "tiny", "--patch-size", "6", "--token-size", "2",
@@ -59,7 +59,7 @@ def test_cancel_stops_and_leaves_nothing(model, scene_dir, tmp_path, bin_dir):
     import numpy as np
     from affine import Affine
 
-    from mamol_core.rasters import write_raster
+    from mamol_core.data.rasters import write_raster
 
     write_raster(tmp_path / "dsm.tif", np.random.default_rng(0).normal(200, 5, (1, 1000, 1000)).astype(np.float32),
                  Affine(2, 0, 664000, 0, -2, 5104000))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mamol_core.errors import MamolError
-from mamol_core.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name
+from mamol_core.data.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name
 
 NAMES = ["hsi", "lidar"]
 

@@ -153,7 +153,7 @@ class CancelAfterStart(QgsProcessingFeedback):
 
 
 def test_cancel_midway_leaves_nothing(map_id, tmp_path):
-    from mamol_core.rasters import write_raster
+    from mamol_core.data.rasters import write_raster
 
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         transform = src.transform

@@ -11,9 +11,9 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from mamol_core.config import ProtocolSpec
 from mamol_core.errors import MamolError
-from mamol_core.samples import prepare_scene
-from mamol_core.scene import open_scene, parse_inputs
-from mamol_core.rasters import write_raster
+from mamol_core.data.pixels import prepare_scene
+from mamol_core.data.scene import open_scene, parse_inputs
+from mamol_core.data.rasters import write_raster
 
 
 @pytest.fixture

@@ -8,18 +8,19 @@ import torch
 
 from conftest import tiny_config
 from mamol_core import FORMAT_VERSION
-from mamol_core.bench import METHODS
-from mamol_core.checkpoint import load_model, save_model
+from mamol_core.bench.grid import METHODS
+from mamol_core.modelfile.weights import load_model, save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
-from mamol_core.evaluate import predict_pixels
+from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.model import build_model
-from mamol_core.modelfile import read_config
-from mamol_core.patches import PatchSampler
-from mamol_core.pipeline import evaluate_run, train_on_scene
-from mamol_core.samples import PixelSet
-from mamol_core.scene import open_scene
-from mamol_core.train import optimizer_groups, warmup_linear
+from mamol_core.modelfile.header import read_config
+from mamol_core.data.patches import PatchSampler
+from mamol_core.evaluation.score import evaluate_run
+from mamol_core.training.fit import train_on_scene
+from mamol_core.data.pixels import PixelSet
+from mamol_core.data.scene import open_scene
+from mamol_core.training.loop import optimizer_groups, warmup_linear
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_warmup_then_linear_decay():
 
 
 def test_dense_evaluation_agrees_with_per_pixel(trained):
-    from mamol_core.evaluate import predict_pixels_dense
+    from mamol_core.evaluation.predict import predict_pixels_dense
 
     prepared = trained.prepared
     per_pixel = predict_pixels(trained.model, trained.sampler, prepared.test, 512, None, "none")
@@ -118,7 +119,7 @@ def test_dense_evaluation_agrees_with_per_pixel(trained):
 
 
 def test_small_label_sets_get_at_least_min_steps():
-    from mamol_core.train import schedule_steps
+    from mamol_core.training.loop import schedule_steps
 
     assert schedule_steps(819, TrainSpec(epochs=30, min_steps=500)) == 500
     assert schedule_steps(819, TrainSpec(epochs=100, min_steps=500)) == 700
@@ -126,9 +127,9 @@ def test_small_label_sets_get_at_least_min_steps():
 
 
 def test_training_stops_after_the_scheduled_steps(scene_dir):
-    from mamol_core.pipeline import training_label_map
-    from mamol_core.samples import prepare_scene
-    from mamol_core.train import train_model
+    from mamol_core.training.fit import training_label_map
+    from mamol_core.data.pixels import prepare_scene
+    from mamol_core.training.loop import train_model
 
     scene = open_scene(scene_dir)
     prepared, _ = prepare_scene(scene, ProtocolSpec(0.5, "both", 0), margin=6)

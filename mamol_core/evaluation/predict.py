@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mamol_core.dense import inference_model
-from mamol_core.metrics import confusion_matrix, summarize
+from mamol_core.mapping.dense import inference_model
+from mamol_core.evaluation.metrics import confusion_matrix, summarize
 from mamol_core.model import MaMOLClassifier
-from mamol_core.patches import PatchSampler
+from mamol_core.data.patches import PatchSampler
 from mamol_core.progress import progress
-from mamol_core.protocol import pattern_name
-from mamol_core.samples import PixelSet
+from mamol_core.data.protocol import pattern_name
+from mamol_core.data.pixels import PixelSet
 
 
 @dataclass
@@ -76,7 +76,7 @@ def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torc
                          batch_size: int, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> np.ndarray:
     """Class index of each pixel from blended dense tiles, one pass per presence pattern over the
     tiles that hold pixels of that pattern (the pattern is forced on every tile)."""
-    from mamol_core.dense import DensePredictor
+    from mamol_core.mapping.dense import DensePredictor
     from mamol_core.progress import counter
 
     predictor = DensePredictor(model, stride, batch_size, amp_dtype)

@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from mamol_core.atomic import atomic_paths
 from mamol_core.config import ClassSpec
-from mamol_core.rasters import Grid
+from mamol_core.data.rasters import Grid
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255

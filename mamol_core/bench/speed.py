@@ -22,10 +22,10 @@ import numpy as np
 import rasterio
 import torch
 
-from mamol_core.align import MapInput
+from mamol_core.mapping.align import MapInput
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
-from mamol_core.mapper import MapOptions, map_rasters
-from mamol_core.outputs import OutputPaths
+from mamol_core.mapping.mapper import MapOptions, map_rasters
+from mamol_core.mapping.outputs import OutputPaths
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class SpeedResult:
 
 def speed_model_config(folder: Path, backbone: str, layout: LayoutSpec) -> MamolConfig:
     """An untrained model config for the synthetic scene in ``folder``, normalisation fitted on it."""
-    from mamol_core.samples import prepare_scene
-    from mamol_core.scene import open_scene
+    from mamol_core.data.pixels import prepare_scene
+    from mamol_core.data.scene import open_scene
 
     scene = open_scene(folder)
     _, specs = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=layout.patch_size)
@@ -92,7 +92,7 @@ def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch
     """Mpx/s of mapping the scene in ``folder``, from the model file saved in ``work`` to the outputs written
     there, ``batch`` tiles per forward pass (None: the device's default); the second of two runs, so that
     one-off start-up (thread pools, kernel selection) is not counted."""
-    from mamol_core.checkpoint import load_model, save_model
+    from mamol_core.modelfile.weights import load_model, save_model
     from mamol_core.model import build_model
 
     model_path = work / f"speed_{config.model.backbone.name}.safetensors"
@@ -111,11 +111,11 @@ def measure_training(folder: Path, config: MamolConfig, settings: SpeedSettings,
                      amp: torch.dtype | None) -> float:
     """Training steps per second at the default protocol (one warm-up step, then ``train_steps`` timed)."""
     from mamol_core.model import build_model
-    from mamol_core.patches import PatchSampler
-    from mamol_core.pipeline import training_label_map
-    from mamol_core.samples import PixelSet, prepare_scene
-    from mamol_core.scene import open_scene
-    from mamol_core.train import train_model
+    from mamol_core.data.patches import PatchSampler
+    from mamol_core.training.fit import training_label_map
+    from mamol_core.data.pixels import PixelSet, prepare_scene
+    from mamol_core.data.scene import open_scene
+    from mamol_core.training.loop import train_model
 
     prepared, _ = prepare_scene(open_scene(folder), ProtocolSpec(), margin=config.model.layout.patch_size,
                                 specs=config.model.modalities)
@@ -170,8 +170,8 @@ def measure_forest(folder: Path, settings: SpeedSettings, chunk: int = 16384) ->
 
 def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | None) -> SpeedResult:
     """Every figure of ``mamol-bench speed`` on one synthetic raster written to a temporary folder."""
-    from mamol_core.bench import hardware_name
-    from mamol_core.synthetic import write_scene
+    from mamol_core.bench.grid import hardware_name
+    from mamol_core.data.synthetic import write_scene
 
     settings.layout.check()
     result = SpeedResult(hardware_name(device), str(device), torch.__version__, str(amp or "float32"), torch.get_num_threads(),

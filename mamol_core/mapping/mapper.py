@@ -23,15 +23,15 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from mamol_core.align import AlignedInputs, MapInput
+from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.config import MamolConfig
-from mamol_core.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
+from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier
-from mamol_core.outputs import MapWriter, OutputPaths
-from mamol_core.prefetch import prefetched
+from mamol_core.mapping.outputs import MapWriter, OutputPaths
+from mamol_core.mapping.prefetch import prefetched
 from mamol_core.progress import counter
-from mamol_core.samples import normalize
+from mamol_core.data.pixels import normalize
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import rasterio
 from affine import Affine
 from scipy import ndimage
 
-from mamol_core.rasters import write_raster
+from mamol_core.data.rasters import write_raster
 
 CLASSES = {
     1: ("Grass", "#9be564", "vegetation", False),

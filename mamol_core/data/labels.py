@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from mamol_core.config import ClassSpec
 from mamol_core.errors import MamolError
-from mamol_core.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from mamol_core.config import TrainSpec
 from mamol_core.device import training_attention
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
-from mamol_core.patches import DIHEDRAL, PatchSampler
+from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.progress import counter
-from mamol_core.samples import PixelSet
+from mamol_core.data.pixels import PixelSet
 
 log = logging.getLogger(__name__)
 

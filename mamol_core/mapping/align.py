@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,17 @@ from pathlib import Path
 import torch
 
 from mamol_core import __version__
-from mamol_core.bench_table import markdown_table, mean_kappa, read_rows
-from mamol_core.checkpoint import save_model
+from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
+from mamol_core.modelfile.weights import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
-from mamol_core.evaluate import evaluate_predictions
-from mamol_core.labels import block_holdout
-from mamol_core.metrics import measure_text
-from mamol_core.pipeline import predict_test_pixels, train_on_scene
-from mamol_core.scene import Scene
-from mamol_core.train import schedule_steps
+from mamol_core.evaluation.predict import evaluate_predictions
+from mamol_core.data.labels import block_holdout
+from mamol_core.evaluation.metrics import measure_text
+from mamol_core.evaluation.score import predict_test_pixels
+from mamol_core.training.fit import train_on_scene
+from mamol_core.data.scene import Scene
+from mamol_core.training.loop import schedule_steps
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
 def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, precision: str, progress_mode) -> None:
     """Run every cell of ``grid`` not yet in ``output/results.csv`` (resumable: finished cells are skipped)."""
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.scene import open_scene, select_modalities
+    from mamol_core.data.scene import open_scene, select_modalities
 
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
@@ -264,7 +265,7 @@ def paper_grid(dataset: str, table: str, methods: list[str] | None, seeds: list[
 
 def paper_table(results: Path, dataset: str, table: str, numbers: Path | None) -> str:
     """Our results beside the paper's numbers for the same cells."""
-    folder = numbers or Path(__file__).resolve().parents[2] / "shared" / "bench"
+    folder = numbers or Path(__file__).resolve().parents[3] / "shared" / "bench"
     if table == "3":
         return table3_markdown(results, folder / "paper_table3_augsburg3.csv")
     paper_name, (hs, other) = PAPER_DATASETS[dataset]

@@ -19,8 +19,8 @@ import numpy as np
 from affine import Affine
 
 from mamol_core.errors import MamolError
-from mamol_core.labels import PALETTE
-from mamol_core.rasters import write_raster
+from mamol_core.data.labels import PALETTE
+from mamol_core.data.rasters import write_raster
 
 #: Nominal grid of the written scenes: the source files carry no georeference.
 NOMINAL_CRS = "EPSG:32632"

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from mamol_core.model import MaMOLClassifier
-from mamol_core.patches import PatchSampler
-from mamol_core.protocol import pattern_name
-from mamol_core.samples import PixelSet
+from mamol_core.data.patches import PatchSampler
+from mamol_core.data.protocol import pattern_name
+from mamol_core.data.pixels import PixelSet
 
 
 @torch.inference_mode()

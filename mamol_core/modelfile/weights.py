@@ -13,7 +13,7 @@ from mamol_core.atomic import atomic_path
 from mamol_core.config import MamolConfig
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model
-from mamol_core.modelfile import CONFIG_KEY, read_config
+from mamol_core.modelfile.header import CONFIG_KEY, read_config
 
 def frozen_keys(model: MaMOLClassifier) -> set[str]:
     """State-dict keys of the frozen backbone weights that come from the backbone's own source."""

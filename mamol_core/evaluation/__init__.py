@@ -1,0 +1,1 @@
+"""Evaluation: predictions on labelled pixels, accuracy measures, reports."""

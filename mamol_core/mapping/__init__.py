@@ -1,0 +1,1 @@
+"""Mapping rasters: alignment onto one grid, dense tile prediction, block-wise mapping, outputs."""

@@ -1,0 +1,1 @@
+"""Training: the optimisation loop, and fitting a model on a scene."""

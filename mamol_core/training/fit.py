@@ -1,0 +1,63 @@
+"""Training a model on a scene: fit the normalisation, build the network, train it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from mamol_core.backbones import resolve_backbone
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
+from mamol_core.data.patches import PatchSampler
+from mamol_core.data.pixels import PreparedScene, prepare_scene
+from mamol_core.data.protocol import describe_protocol
+from mamol_core.data.scene import Scene
+from mamol_core.model import MaMOLClassifier, build_model, describe
+from mamol_core.training.loop import train_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRun:
+    """What a training run produced."""
+
+    model: MaMOLClassifier
+    config: MamolConfig
+    prepared: PreparedScene
+    sampler: PatchSampler
+    history: list[float]
+    seconds: float
+
+
+def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
+                   train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> TrainingRun:
+    """Fit normalisation, build the model and train it on the scene's training pixels."""
+    layout.check()
+    patch_size = layout.patch_size
+    if len(scene.modalities) == 1 and protocol.missing_rate > 0:
+        protocol = replace(protocol, missing_rate=0.0)
+    log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
+    prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
+    resolved, frozen = resolve_backbone(backbone)
+    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec())
+    config = MamolConfig(model_config, protocol, train)
+    torch.manual_seed(train.seed)
+    model = build_model(model_config, frozen).to(device)
+    log.info("backbone %s; %s", resolved.name, describe(model))
+    log.info("training on %d pixels (%s), %d classes, device %s, %s", len(prepared.train), ", ".join(scene.names),
+             len(scene.classes), device, amp_dtype or "float32")
+    sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
+    start = time.perf_counter()
+    history = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode)
+    return TrainingRun(model, config, prepared, sampler, history, time.perf_counter() - start)
+
+
+def training_label_map(prepared: PreparedScene, device: torch.device) -> torch.Tensor:
+    """The training pixels as a label map over the window: class index + 1, 0 = not a training pixel."""
+    labels = torch.zeros(prepared.data.shape[1:], dtype=torch.uint8)
+    pixels = prepared.train
+    labels[torch.as_tensor(pixels.rows), torch.as_tensor(pixels.cols)] = torch.as_tensor(pixels.targets + 1, dtype=torch.uint8)
+    return labels.to(device)
