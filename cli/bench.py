@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
-from mamol_core.config import LayoutSpec, TrainSpec
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
+from mamol_core.config import LayoutSpec, TrainSpec
 
 
 def split(text: str) -> list[str]:
@@ -72,16 +72,16 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     import numpy as np
     import torch
 
-    from mamol_core.modelfile.weights import load_model
-    from mamol_core.config import ProtocolSpec
-    from mamol_core.device import resolve_device
-    from mamol_core.errors import MamolError
-    from mamol_core.modelfile.header import read_config
-    from mamol_core.data.patches import PatchSampler
-    from mamol_core.evaluation.score import order_scene_for_model
     from mamol_core.bench.routing import describe_patterns, plot_routing, routing_shares
+    from mamol_core.config import ProtocolSpec
+    from mamol_core.data.patches import PatchSampler
     from mamol_core.data.pixels import PixelSet, prepare_scene
     from mamol_core.data.scene import open_scene
+    from mamol_core.device import resolve_device
+    from mamol_core.errors import MamolError
+    from mamol_core.evaluation.score import order_scene_for_model
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.modelfile.weights import load_model
 
     config = read_config(model_path)
     compute = resolve_device(device)
@@ -193,8 +193,8 @@ def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps,
     import json
 
     from mamol_core.atomic import atomic_path, check_writable
-    from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.bench.speed import run_speed, speed_table
+    from mamol_core.device import autocast_dtype, resolve_device
 
     if json_path is not None:
         check_writable(json_path)

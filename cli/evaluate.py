@@ -30,13 +30,13 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override)."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
-    from mamol_core.modelfile.weights import load_model
-    from mamol_core.modelfile.header import read_config
+    from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.evaluation.score import evaluate_model_on_scene
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
-    from mamol_core.data.scene import open_scene, parse_inputs
+    from mamol_core.evaluation.score import evaluate_model_on_scene
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.modelfile.weights import load_model
 
     config = read_config(model_path)
     compute = resolve_device(device)

@@ -51,14 +51,15 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
-    from mamol_core.mapping.align import MapInput
     from mamol_core.atomic import check_distinct, check_writable
-    from mamol_core.modelfile.weights import load_model
-    from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.mapping.mapper import MapOptions, check_names, map_rasters
-    from mamol_core.modelfile.header import read_config
-    from mamol_core.mapping.outputs import OutputPaths
     from mamol_core.data.scene import parse_inputs
+    from mamol_core.data.sources import check_sources
+    from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.mapping.align import MapInput
+    from mamol_core.mapping.mapper import MapOptions, map_rasters
+    from mamol_core.mapping.outputs import OutputPaths
+    from mamol_core.modelfile.header import read_config
+    from mamol_core.modelfile.weights import load_model
 
     config = read_config(model_path)
     flags = {name: f"--{name}" for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
@@ -67,8 +68,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         if name in given:
             raise MamolError(f"--input {name}={path}: modality {name!r} was already given by --{name} ({given[name]}); give it once")
         given[name], flags[name] = path, f"--input {name}"
+    check_sources(config.model, given, complete=False)
     items = [MapInput(name, path) for name, path in given.items()]
-    check_names(config, items)
     outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
                           sibling(output, availability, "availability"))
     check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference,

@@ -58,13 +58,13 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
-    from mamol_core.modelfile.weights import save_model
+    from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.metrics import summary_line
-    from mamol_core.evaluation.score import evaluate_run
-    from mamol_core.training.fit import train_on_scene
     from mamol_core.evaluation.report import write_report
-    from mamol_core.data.scene import open_scene, parse_inputs
+    from mamol_core.evaluation.score import evaluate_run
+    from mamol_core.modelfile.weights import save_model
+    from mamol_core.training.fit import train_on_scene
 
     folder = report or output.with_suffix(".report")
     check_writable(output)

@@ -21,9 +21,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mamol_core.bench.grid import hardware_name  # noqa: E402
 from mamol_core.config import ENCODINGS, BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, ModalitySpec, ModelConfig  # noqa: E402
 from mamol_core.model import build_model  # noqa: E402
-from mamol_core.bench.grid import hardware_name  # noqa: E402
 
 KERNELS = {"default": contextlib.nullcontext, "math": lambda: sdpa_kernel([SDPBackend.MATH])}
 

@@ -24,15 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench.grid import hardware_name  # noqa: E402
-from mamol_core.modelfile.weights import save_model  # noqa: E402
 from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, LayoutSpec, MamolConfig, ModalitySpec, ModelConfig  # noqa: E402
-from mamol_core.mapping.dense import DensePredictor, default_stride  # noqa: E402
-from mamol_core.device import autocast_dtype  # noqa: E402
-from mamol_core.evaluation.predict import predict_pixels  # noqa: E402
-from mamol_core.mapping.mapper import default_batch  # noqa: E402
-from mamol_core.model import build_model  # noqa: E402
 from mamol_core.data.patches import PatchSampler  # noqa: E402
 from mamol_core.data.pixels import PixelSet  # noqa: E402
+from mamol_core.device import autocast_dtype  # noqa: E402
+from mamol_core.evaluation.predict import predict_pixels  # noqa: E402
+from mamol_core.mapping.dense import DensePredictor, default_stride  # noqa: E402
+from mamol_core.mapping.mapper import default_batch  # noqa: E402
+from mamol_core.model import build_model  # noqa: E402
+from mamol_core.modelfile.weights import save_model  # noqa: E402
 
 TRENTO = ROOT.parent / "shared" / "data" / "trento"
 BACKBONES = {"tiny": "tiny", "minilm-l6": "minilm-l6", "vit-b-16 (random weights)": "vit-b-16-random"}

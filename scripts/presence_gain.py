@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench.grid import validation_scene  # noqa: E402
 from mamol_core.config import ENCODINGS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec  # noqa: E402
+from mamol_core.data.scene import open_scene  # noqa: E402
 from mamol_core.device import autocast_dtype  # noqa: E402
 from mamol_core.evaluation.score import predict_test_pixels  # noqa: E402
 from mamol_core.training.fit import train_on_scene  # noqa: E402
-from mamol_core.data.scene import open_scene  # noqa: E402
 
 
 def forced_patterns(names: list[str]) -> dict[str, list[bool]]:

@@ -95,9 +95,9 @@ def test_minilm_matches_the_reference_bert_implementation():
 def test_random_openclip_tower_is_seeded_and_travels_in_the_model_file(tiny_clip_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from mamol_core.modelfile.weights import load_model, save_model
     from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
     from mamol_core.model import build_model
+    from mamol_core.modelfile.weights import load_model, save_model
     from tests.conftest import tiny_config
 
     rng_before = torch.random.get_rng_state()

@@ -22,9 +22,9 @@ from mamol_cli import map as map_cli
 from mamol_cli.common import interruption_message
 from mamol_core.atomic import atomic_path, forget_finished
 from mamol_core.config import ClassSpec, ProtocolSpec
-from mamol_core.modelfile.header import read_config
-from mamol_core.data.rasters import write_raster
 from mamol_core.data.pixels import pixel_set
+from mamol_core.data.rasters import write_raster
+from mamol_core.modelfile.header import read_config
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
         "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]

@@ -9,8 +9,8 @@ import rasterio
 from scipy.io import savemat
 
 from mamol_core.bench.paper_data import prepare_dataset, read_mat
-from mamol_core.errors import MamolError
 from mamol_core.data.scene import open_scene
+from mamol_core.errors import MamolError
 
 H, W = 12, 15
 

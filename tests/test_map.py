@@ -18,14 +18,14 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from mamol_cli import info
 from mamol_cli import map as map_cli
-from mamol_core.mapping.align import pixel_size_in
-from mamol_core.modelfile.weights import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
-from mamol_core.evaluation.predict import predict_pixels
-from mamol_core.modelfile.header import read_config
-from mamol_core.training.fit import train_on_scene
-from mamol_core.data.scene import open_scene
 from mamol_core.data.rasters import write_raster
+from mamol_core.data.scene import open_scene
+from mamol_core.evaluation.predict import predict_pixels
+from mamol_core.mapping.align import pixel_size_in
+from mamol_core.modelfile.header import read_config
+from mamol_core.modelfile.weights import save_model
+from mamol_core.training.fit import train_on_scene
 
 import torch
 
@@ -246,8 +246,8 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
 
     from mamol_core.mapping.align import AlignedInputs, MapInput
     from mamol_core.mapping.mapper import BlockReader, plan_blocks
-    from mamol_core.modelfile.header import read_config
     from mamol_core.mapping.prefetch import prefetched
+    from mamol_core.modelfile.header import read_config
 
     _, model = trained
     config = read_config(model)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mamol_core.errors import MamolError
 from mamol_core.data.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name
+from mamol_core.errors import MamolError
 
 NAMES = ["hsi", "lidar"]
 

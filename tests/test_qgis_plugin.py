@@ -139,7 +139,7 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException) as error:
         run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     message = str(error.value)
-    assert "dsm.tif: 1 bands, but the model's hsi has" in message and "Traceback" not in message
+    assert "dsm.tif: 1 band, but the model's hsi has" in message and "Traceback" not in message
     assert not (tmp_path / "wrong.tif").exists()
 
 

@@ -10,10 +10,10 @@ from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from mamol_core.config import ProtocolSpec
-from mamol_core.errors import MamolError
 from mamol_core.data.pixels import prepare_scene
-from mamol_core.data.scene import open_scene, parse_inputs
 from mamol_core.data.rasters import write_raster
+from mamol_core.data.scene import open_scene, parse_inputs
+from mamol_core.errors import MamolError
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ import torch
 from conftest import tiny_config
 from mamol_core import FORMAT_VERSION
 from mamol_core.bench.grid import METHODS
-from mamol_core.modelfile.weights import load_model, save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ProtocolSpec, TrainSpec
-from mamol_core.errors import MamolError
-from mamol_core.evaluation.predict import predict_pixels
-from mamol_core.model import build_model
-from mamol_core.modelfile.header import read_config
 from mamol_core.data.patches import PatchSampler
-from mamol_core.evaluation.score import evaluate_run
-from mamol_core.training.fit import train_on_scene
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.scene import open_scene
+from mamol_core.errors import MamolError
+from mamol_core.evaluation.predict import predict_pixels
+from mamol_core.evaluation.score import evaluate_run
+from mamol_core.model import build_model
+from mamol_core.modelfile.header import read_config
+from mamol_core.modelfile.weights import load_model, save_model
+from mamol_core.training.fit import train_on_scene
 from mamol_core.training.loop import optimizer_groups, warmup_linear
 
 
@@ -127,8 +127,8 @@ def test_small_label_sets_get_at_least_min_steps():
 
 
 def test_training_stops_after_the_scheduled_steps(scene_dir):
-    from mamol_core.training.fit import training_label_map
     from mamol_core.data.pixels import prepare_scene
+    from mamol_core.training.fit import training_label_map
     from mamol_core.training.loop import train_model
 
     scene = open_scene(scene_dir)

@@ -16,15 +16,15 @@ import torch
 
 from mamol_core import __version__
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
-from mamol_core.modelfile.weights import save_model
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
-from mamol_core.errors import MamolError
-from mamol_core.evaluation.predict import evaluate_predictions
 from mamol_core.data.labels import block_holdout
-from mamol_core.evaluation.metrics import measure_text
-from mamol_core.evaluation.score import predict_test_pixels
-from mamol_core.training.fit import train_on_scene
 from mamol_core.data.scene import Scene
+from mamol_core.errors import MamolError
+from mamol_core.evaluation.metrics import measure_text
+from mamol_core.evaluation.predict import evaluate_predictions
+from mamol_core.evaluation.score import predict_test_pixels
+from mamol_core.modelfile.weights import save_model
+from mamol_core.training.fit import train_on_scene
 from mamol_core.training.loop import schedule_steps
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
 
 def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, precision: str, progress_mode) -> None:
     """Run every cell of ``grid`` not yet in ``output/results.csv`` (resumable: finished cells are skipped)."""
-    from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.data.scene import open_scene, select_modalities
+    from mamol_core.device import autocast_dtype, resolve_device
 
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:

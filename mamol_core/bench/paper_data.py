@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from mamol_core.errors import MamolError
 from mamol_core.data.labels import PALETTE
 from mamol_core.data.rasters import write_raster
+from mamol_core.errors import MamolError
 
 #: Nominal grid of the written scenes: the source files carry no georeference.
 NOMINAL_CRS = "EPSG:32632"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mamol_core.model import MaMOLClassifier
 from mamol_core.data.patches import PatchSampler
-from mamol_core.data.protocol import pattern_name
 from mamol_core.data.pixels import PixelSet
+from mamol_core.data.protocol import pattern_name
+from mamol_core.model import MaMOLClassifier
 
 
 @torch.inference_mode()

@@ -22,8 +22,8 @@ import numpy as np
 import rasterio
 import torch
 
-from mamol_core.mapping.align import MapInput
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
+from mamol_core.mapping.align import MapInput
 from mamol_core.mapping.mapper import MapOptions, map_rasters
 from mamol_core.mapping.outputs import OutputPaths
 
@@ -92,8 +92,8 @@ def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch
     """Mpx/s of mapping the scene in ``folder``, from the model file saved in ``work`` to the outputs written
     there, ``batch`` tiles per forward pass (None: the device's default); the second of two runs, so that
     one-off start-up (thread pools, kernel selection) is not counted."""
-    from mamol_core.modelfile.weights import load_model, save_model
     from mamol_core.model import build_model
+    from mamol_core.modelfile.weights import load_model, save_model
 
     model_path = work / f"speed_{config.model.backbone.name}.safetensors"
     save_model(build_model(config.model), config, model_path)
@@ -110,11 +110,11 @@ def measure_mapping(folder: Path, work: Path, config: MamolConfig, device: torch
 def measure_training(folder: Path, config: MamolConfig, settings: SpeedSettings, device: torch.device,
                      amp: torch.dtype | None) -> float:
     """Training steps per second at the default protocol (one warm-up step, then ``train_steps`` timed)."""
-    from mamol_core.model import build_model
     from mamol_core.data.patches import PatchSampler
-    from mamol_core.training.fit import training_label_map
     from mamol_core.data.pixels import PixelSet, prepare_scene
     from mamol_core.data.scene import open_scene
+    from mamol_core.model import build_model
+    from mamol_core.training.fit import training_label_map
     from mamol_core.training.loop import train_model
 
     prepared, _ = prepare_scene(open_scene(folder), ProtocolSpec(), margin=config.model.layout.patch_size,

@@ -15,8 +15,8 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec
-from mamol_core.errors import MamolError
 from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.config import ClassSpec, ModalitySpec, ProtocolSpec
-from mamol_core.errors import MamolError
 from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
+from mamol_core.errors import MamolError
+from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.config import ClassSpec
 from mamol_core.errors import MamolError
+from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.data.labels import (
     check_label_values,
     default_classes,
@@ -27,8 +27,8 @@ from mamol_core.data.labels import (
     read_label_raster,
     recode_by_name,
 )
-from mamol_core.mapping.outputs import is_map_output
 from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, same_grid
+from mamol_core.mapping.outputs import is_map_output
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mamol_core.mapping.dense import inference_model
-from mamol_core.evaluation.metrics import confusion_matrix, summarize
-from mamol_core.model import MaMOLClassifier
 from mamol_core.data.patches import PatchSampler
-from mamol_core.progress import progress
-from mamol_core.data.protocol import pattern_name
 from mamol_core.data.pixels import PixelSet
+from mamol_core.data.protocol import pattern_name
+from mamol_core.evaluation.metrics import confusion_matrix, summarize
+from mamol_core.mapping.dense import inference_model
+from mamol_core.model import MaMOLClassifier
+from mamol_core.progress import progress
 
 
 @dataclass

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mamol_core.evaluation.predict import Evaluation
 from mamol_core.evaluation.metrics import measure_text
+from mamol_core.evaluation.predict import Evaluation
 
 
 def slug(name: str) -> str:

@@ -10,6 +10,7 @@ from mamol_core.config import MamolConfig, ProtocolSpec
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PreparedScene, prepare_scene
 from mamol_core.data.scene import Scene
+from mamol_core.data.sources import check_sources
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import Evaluation, evaluate_predictions, predict_pixels, predict_pixels_dense
 from mamol_core.mapping.dense import default_stride
@@ -29,17 +30,10 @@ def evaluate_run(run: TrainingRun, amp_dtype: torch.dtype | None, batch_size: in
 
 
 def order_scene_for_model(scene: Scene, config: MamolConfig, source: str) -> Scene:
-    """The scene's modalities in the model's order; stop on a missing modality or wrong band count."""
+    """The scene's modalities in the model's order, after :func:`check_sources` (all of them needed)."""
+    check_sources(config.model, {m.name: m.path for m in scene.modalities}, complete=True, where=source)
     by_name = {m.name: m for m in scene.modalities}
-    ordered = []
-    for spec in config.model.modalities:
-        raster = by_name.get(spec.name)
-        if raster is None:
-            raise MamolError(f"{source}: the scene has no modality {spec.name!r} that the model expects; add {spec.name}.tif or --input {spec.name}=PATH")
-        if raster.bands != spec.bands:
-            raise MamolError(f"{raster.path}: {raster.bands} bands, but the model's {spec.name} has {spec.bands}; pass the raster the model was trained with")
-        ordered.append(raster)
-    return replace(scene, modalities=ordered)
+    return replace(scene, modalities=[by_name[spec.name] for spec in config.model.modalities])
 
 
 def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: str, stride: int | None,

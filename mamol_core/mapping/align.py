@@ -26,8 +26,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
-from mamol_core.errors import MamolError
 from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
 

@@ -23,15 +23,16 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.config import MamolConfig
-from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
+from mamol_core.data.pixels import normalize
+from mamol_core.data.sources import check_sources
 from mamol_core.errors import MamolError
-from mamol_core.model import MaMOLClassifier
+from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
 from mamol_core.mapping.outputs import MapWriter, OutputPaths
 from mamol_core.mapping.prefetch import prefetched
+from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
-from mamol_core.data.pixels import normalize
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +74,6 @@ class MapSummary:
     @property
     def megapixels_per_second(self) -> float:
         return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
-
-
-def check_inputs(config: MamolConfig, inputs: list[MapInput], aligned: AlignedInputs) -> None:
-    """Stop on a modality the model does not know or a band count that differs from the model's."""
-    specs = {m.name: m for m in config.model.modalities}
-    for item, dataset in zip(inputs, aligned.datasets):
-        spec = specs[item.name]
-        if dataset.count != spec.bands:
-            raise MamolError(f"{item.path}: {dataset.count} bands, but the model's {item.name} has {spec.bands}; pass the {item.name} raster the model was trained on")
-
-
-def check_names(config: MamolConfig, inputs: list[MapInput]) -> None:
-    if not inputs:
-        raise MamolError(f"no input raster given; the model expects {', '.join(config.model.modality_names)} (e.g. --input {config.model.modality_names[0]}=PATH)")
-    known = config.model.modality_names
-    for item in inputs:
-        if item.name not in known:
-            raise MamolError(f"{item.path}: the model knows no modality {item.name!r}; it expects {', '.join(known)} (use --input NAME=PATH)")
-    names = [i.name for i in inputs]
-    if len(set(names)) != len(names):
-        raise MamolError(f"modality given twice among {', '.join(names)}; give each modality once")
 
 
 def block_side(config: MamolConfig, stride: int, requested: int | None) -> int:
@@ -186,13 +166,12 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
     """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
 
     Blocks are read (warped, normalised) in a background thread one block ahead of the model."""
-    check_names(config, inputs)
+    check_sources(config.model, {item.name: item.path for item in inputs}, complete=False)
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
     predictor = DensePredictor(model, stride, options.batch_size or default_batch(device), amp_dtype, options.min_valid)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling,
                                                                   config.model.grid) as aligned:
-        check_inputs(config, inputs, aligned)
         aligned.check_readable()
         grid = aligned.grid
         reader = BlockReader(config, inputs, aligned)

@@ -12,12 +12,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from mamol_core.config import TrainSpec
+from mamol_core.data.patches import DIHEDRAL, PatchSampler
+from mamol_core.data.pixels import PixelSet
 from mamol_core.device import training_attention
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
-from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.progress import counter
-from mamol_core.data.pixels import PixelSet
 
 log = logging.getLogger(__name__)
 

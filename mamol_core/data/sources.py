@@ -1,0 +1,32 @@
+"""One validation of input rasters against a model, for evaluation and mapping alike: known
+modality names, the model's band counts, and (for evaluation) every modality present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mamol_core.config import ModelConfig
+from mamol_core.data.rasters import open_raster
+from mamol_core.errors import MamolError
+
+
+def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, where: str = "the inputs") -> None:
+    """Stop on the first problem with one line naming the file and the fix: no raster at all, a
+    modality the model does not know, a band count that differs from the model's, or (``complete``)
+    a modality of the model that ``where`` lacks."""
+    known = model.modality_names
+    if not sources:
+        raise MamolError(f"no input raster given; the model expects {', '.join(known)} (e.g. --input {known[0]}=PATH)")
+    for name, path in sources.items():
+        if name not in known:
+            raise MamolError(f"{path}: the model knows no modality {name!r}; it expects {', '.join(known)} (use --input NAME=PATH)")
+    specs = {m.name: m for m in model.modalities}
+    for name, path in sources.items():
+        with open_raster(path) as src:
+            bands = src.count
+        if bands != specs[name].bands:
+            raise MamolError(f"{path}: {bands} band{'' if bands == 1 else 's'}, but the model's {name} has {specs[name].bands}; "
+                             f"pass the {name} raster the model was trained on")
+    missing = [name for name in known if name not in sources]
+    if complete and missing:
+        raise MamolError(f"{where}: has no modality {missing[0]!r} that the model expects; add {missing[0]}.tif or --input {missing[0]}=PATH")
