@@ -12,7 +12,7 @@ from typing import Callable
 import click
 
 from mamol_core.atomic import finished_outputs, forget_finished
-from mamol_core.errors import MamolError
+from mamol_core.errors import MamolError, Terminated
 from mamol_core.progress import MODES
 
 log = logging.getLogger("mamol")
@@ -36,11 +36,6 @@ def embedding() -> dict:
 def progress_sink(progress_mode: str):
     """The progress mode to use: the embedding caller's sink when there is one."""
     return embedding().get("progress", progress_mode)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a timeout, a batch scheduler, a container stop), raised where Ctrl-C would be so
-    the same clean-up runs: half-written outputs are deleted, finished ones kept."""
 
 
 def _terminate(signum, frame) -> None:

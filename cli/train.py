@@ -9,6 +9,7 @@ import click
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.errors import MamolError
 
 #: Test pixels the report after training scores at most (a seeded sample beyond that).
 EVAL_PIXELS = 50_000
@@ -44,6 +45,12 @@ EVAL_PIXELS = 50_000
 @click.option("--weight-decay", type=float, default=2e-2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.report next to the model.")
+@click.option("--state", "state_path", type=click.Path(path_type=Path),
+              help="Training state file, written every --save-every steps and on Ctrl-C/SIGTERM, removed once the model is "
+                   "written; default: <MODEL>.state.safetensors next to the model.")
+@click.option("--save-every", type=click.IntRange(min=1), default=100, show_default=True, help="Steps between training state saves.")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="Continue the interrupted run that wrote this state file (give the same other arguments).")
 @click.option("--eval-pixels", type=click.IntRange(min=1), default=EVAL_PIXELS, show_default=True,
               help="Score the report on at most this many test pixels (a seeded random sample, its size stated).")
 @click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report).")
@@ -54,7 +61,7 @@ EVAL_PIXELS = 50_000
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
-         report, eval_pixels, no_eval, output, device, precision, progress_mode, quiet):
+         report, state_path, save_every, resume, eval_pixels, no_eval, output, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -64,27 +71,34 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
     from mamol_core.modelfile.weights import save_model
-    from mamol_core.training.fit import train_on_scene
+    from mamol_core.training.fit import StateFiles, train_on_scene
 
     folder = report or output.with_suffix(".report")
+    state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
     check_writable(output)
+    check_writable(state_path)
+    if resume is None and state_path.exists():
+        raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume {state_path} "
+                         "(and the same other arguments), or delete the file to start afresh")
     if not no_eval:
         check_folder(folder)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
                         reference=reference, assume_crs=assume_crs)
-    check_distinct({"-o": output, "--report": None if no_eval else folder},
+    check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
                    {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
-                    "--reference": reference,
+                    "--reference": reference, "--resume": None if resume == state_path else resume,
                     **{f"the {m.name} raster": m.path for m in opened.modalities}})
     protocol = ProtocolSpec(missing_rate, missing, seed)
     experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                          num_dynamic=dynamic_experts, top_k=top_k)
     spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
     run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
-                         LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode)
+                         LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode,
+                         StateFiles(state_path, save_every, resume))
     save_model(run.model, run.config, output)
+    state_path.unlink(missing_ok=True)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
     if no_eval or run.prepared.test is None:
         log.info("--no-eval: no accuracy report" if no_eval else "no test pixels: no accuracy report")

@@ -6,3 +6,8 @@ class MamolError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, a batch scheduler, a container stop), raised where Ctrl-C would be so
+    the same clean-up runs: half-written outputs are deleted, finished ones kept."""

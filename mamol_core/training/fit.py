@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -15,7 +16,8 @@ from mamol_core.data.pixels import PreparedScene, prepare_scene
 from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
 from mamol_core.model import MaMOLClassifier, build_model, describe
-from mamol_core.training.loop import train_model
+from mamol_core.training.loop import Checkpointing, train_model
+from mamol_core.training.state import read_state
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,20 @@ class TrainingRun:
     seconds: float
 
 
+@dataclass
+class StateFiles:
+    """Training state for :func:`train_on_scene`: written to ``path`` every ``every`` steps and on
+    Ctrl-C/SIGTERM; ``resume`` is a state file to continue from."""
+
+    path: Path
+    every: int = 100
+    resume: Path | None = None
+
+
 def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
-                   train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> TrainingRun:
-    """Fit normalisation, build the model and train it on the scene's training pixels."""
+                   train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar",
+                   state: StateFiles | None = None) -> TrainingRun:
+    """Fit normalisation, build the model and train it on the scene's training pixels (resumably with ``state``)."""
     layout.check()
     patch_size = layout.patch_size
     if len(scene.modalities) == 1 and protocol.missing_rate > 0:
@@ -51,7 +64,10 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
              len(scene.classes), device, amp_dtype or "float32")
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
     start = time.perf_counter()
-    history = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode)
+    checkpointing = None
+    if state is not None:
+        checkpointing = Checkpointing(state.path, config.to_json(), state.every, read_state(state.resume) if state.resume else None)
+    history = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing)
     return TrainingRun(model, config, prepared, sampler, history, time.perf_counter() - start)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,9 +20,11 @@ from mamol_core.config import TrainSpec
 from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.device import training_attention
+from mamol_core.errors import Terminated
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
+from mamol_core.training.state import LoopPosition, SavedState, save_state
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,19 @@ def schedule_steps(pixels: int, spec: TrainSpec) -> int:
     return max(spec.epochs * math.ceil(pixels / spec.batch_size), spec.min_steps, 1)
 
 
+@dataclass
+class Checkpointing:
+    """Where and how often a run writes its training state (:mod:`mamol_core.training.state`), the
+    configuration it belongs to, and a state to resume from."""
+
+    path: Path
+    config_json: str
+    every: int = 100
+    resume: SavedState | None = None
+
+
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,
-                amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> list[float]:
+                amp_dtype: torch.dtype | None, progress_mode: str = "bar", checkpointing: Checkpointing | None = None) -> list[float]:
     """Train the trainable parameters of ``model`` on ``pixels`` for :func:`schedule_steps` steps;
     returns the mean loss per epoch (the last one may be cut short by the step count).
 
@@ -85,6 +103,10 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     ``dense_supervision`` every labelled training pixel inside the patch contributes to the loss
     under that mask (training labels come in clusters, so this multiplies the signal per pass);
     otherwise only the anchor does. ``sampler`` must hold the training label map for the former.
+
+    With ``checkpointing`` the training state is written every ``every`` steps and when Ctrl-C or
+    SIGTERM arrives (at the end of the step under way, then the interruption goes on), and a run
+    given ``resume`` continues from that state with the same random draws.
     """
     device = sampler.data.device
     data = DevicePixels.from_set(pixels, device)
@@ -93,40 +115,83 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     optimizer = torch.optim.AdamW(optimizer_groups(model, spec.weight_decay), lr=spec.lr)
     total_steps = schedule_steps(len(pixels), spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, spec.warmup_fraction))
+    position = LoopPosition()
+    if checkpointing is not None and checkpointing.resume is not None:
+        checkpointing.resume.check_config(checkpointing.config_json)
+        position = checkpointing.resume.restore(model, optimizer, scheduler, generator, device)
+        log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
+
+    def save() -> None:
+        if checkpointing is not None:
+            save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
+
     size = sampler.size
-    history = []
     model.train()
     bar = counter(total_steps, "training", "step", progress_mode)
-    step, epoch = 0, 0
-    while step < total_steps:
-        order = torch.randperm(len(pixels), generator=generator).to(device)
-        total, seen = 0.0, 0
-        for batch in order.split(spec.batch_size)[: total_steps - step]:
-            count = len(batch)
-            target_i = torch.randint(size, (count,), generator=generator).to(device)
-            target_j = torch.randint(size, (count,), generator=generator).to(device)
-            symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
-            if spec.dense_supervision:
-                x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
-            else:
-                x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
-                labels = torch.zeros((count, size, size), dtype=torch.long, device=device)
-                labels[torch.arange(count, device=device), target_i, target_j] = data.targets[batch] + 1
-            autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
-            with training_attention(device), autocast:
-                logits = model(x, data.presence[batch])
-            loss = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * count
-            seen += count
-            step += 1
-            bar.update(1)
-        epoch += 1
-        history.append(total / seen)
-        bar.set_postfix(epoch=epoch, loss=round(history[-1], 4))
+    bar.update(position.step)
+    with deferred_interruptions(checkpointing is not None) as interrupted:
+        while position.step < total_steps:
+            if position.order is None:
+                position.order = torch.randperm(len(pixels), generator=generator).to(device)
+                position.epoch_start, position.total, position.seen = position.step, 0.0, 0
+            batches = position.order.split(spec.batch_size)[: total_steps - position.epoch_start]
+            for batch in batches[position.step - position.epoch_start :]:
+                count = len(batch)
+                target_i = torch.randint(size, (count,), generator=generator).to(device)
+                target_j = torch.randint(size, (count,), generator=generator).to(device)
+                symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
+                if spec.dense_supervision:
+                    x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
+                else:
+                    x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
+                    labels = torch.zeros((count, size, size), dtype=torch.long, device=device)
+                    labels[torch.arange(count, device=device), target_i, target_j] = data.targets[batch] + 1
+                autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+                with training_attention(device), autocast:
+                    logits = model(x, data.presence[batch])
+                loss = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                position.total += loss.item() * count
+                position.seen += count
+                position.step += 1
+                bar.update(1)
+                if position.step == position.epoch_start + len(batches):
+                    position.epoch += 1
+                    position.history.append(position.total / position.seen)
+                    position.order = None
+                    bar.set_postfix(epoch=position.epoch, loss=round(position.history[-1], 4))
+                if interrupted:
+                    save()
+                    bar.close()
+                    log.warning("training state at step %d of %d saved to %s; continue with the same command and --resume %s",
+                                position.step, total_steps, checkpointing.path, checkpointing.path)
+                    raise interrupted[0]
+                if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
+                    save()
     bar.close()
     model.eval()
-    return history
+    return position.history
+
+
+@contextlib.contextmanager
+def deferred_interruptions(active: bool) -> Iterator[list[BaseException]]:
+    """While ``active`` (and on the main thread), Ctrl-C and SIGTERM do not stop the code at once:
+    they are recorded in the yielded list (as the exception each would raise) for the loop to act
+    on at a step boundary."""
+    caught: list[BaseException] = []
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    def record(signum, frame) -> None:
+        caught.append(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
+
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)

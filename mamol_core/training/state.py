@@ -1,0 +1,121 @@
+"""A training state file: everything needed to continue a run exactly where it stopped.
+
+One safetensors file (no pickle), written atomically: the trainable weights, AdamW's moments and
+step counts, the random generators' states and the current epoch's sample order as tensors; the
+run's configuration, the loop position, the loss history and the optimizer's and scheduler's
+settings as JSON metadata. A resumed run continues with the same random draws, so on a CPU it
+ends with the same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from mamol_core.atomic import atomic_path
+from mamol_core.errors import MamolError
+
+#: Metadata key of the state file's JSON.
+STATE_KEY = "mamol_training_state"
+
+
+@dataclass
+class LoopPosition:
+    """Where the training loop is: steps done, epochs done, the step the current epoch began at, the
+    current epoch's sample order (``None`` between epochs), its running loss sum and sample count,
+    and the mean loss of each finished epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_start: int = 0
+    order: torch.Tensor | None = None
+    total: float = 0.0
+    seen: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def save_state(path: Path, config_json: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler, generator: torch.Generator, position: LoopPosition) -> None:
+    """Write the state of a run at a step boundary to ``path`` atomically."""
+    tensors = {f"model.{name}": p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    optim = optimizer.state_dict()
+    for index, values in optim["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    if position.order is not None:
+        tensors["loop.order"] = position.order.to("cpu").contiguous()
+    meta = {"config": json.loads(config_json), "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
+            "total": position.total, "seen": position.seen, "history": position.history,
+            "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
+    with atomic_path(Path(path)) as temporary:
+        save_file(tensors, str(temporary), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
+
+
+@dataclass
+class SavedState:
+    """A state file as read: its JSON metadata and tensors."""
+
+    path: Path
+    meta: dict
+    tensors: dict[str, torch.Tensor]
+
+    def check_config(self, config_json: str) -> None:
+        """Stop unless the state was written by a run of exactly this configuration."""
+        ours, theirs = json.loads(config_json), self.meta["config"]
+        if ours != theirs:
+            differing = sorted(_differences(ours, theirs))
+            raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
+                             "differ); resume with the arguments of that run, or start afresh without --resume")
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
+                device: torch.device) -> LoopPosition:
+        """Put the saved weights, optimizer, scheduler and generators back; returns the loop position."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.copy_(self.tensors[f"model.{name}"].to(device))
+        state = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+        optimizer.load_state_dict({"state": state, "param_groups": self.meta["param_groups"]})
+        scheduler.load_state_dict(self.meta["scheduler"])
+        generator.set_state(self.tensors["rng.generator"])
+        torch.set_rng_state(self.tensors["rng.torch"])
+        if "rng.cuda" in self.tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(self.tensors["rng.cuda"])
+        order = self.tensors.get("loop.order")
+        m = self.meta
+        return LoopPosition(m["step"], m["epoch"], m["epoch_start"], None if order is None else order.to(device), m["total"],
+                            m["seen"], list(m["history"]))
+
+
+def read_state(path: Path) -> SavedState:
+    """Read a training state file; one-line errors for a missing, damaged or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MamolError(f"{path}: no such training state file; pass the file an interrupted mamol-train wrote (see its last message)")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+        meta = json.loads(metadata[STATE_KEY])
+    except (SafetensorError, KeyError, ValueError, OSError):
+        raise MamolError(f"{path}: not a complete mamol training state; start afresh without --resume") from None
+    return SavedState(path, meta, tensors)
+
+
+def _differences(a, b, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {d for k in set(a) | set(b) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")}
+    return set() if a == b else {prefix.rstrip(".") or "config"}

@@ -1,0 +1,60 @@
+"""Resumable training: a run interrupted by Ctrl-C or SIGTERM saves its state at the end of the step
+under way and, resumed, ends with exactly the weights of a run that was never interrupted (CPU)."""
+
+import os
+import signal
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from mamol_cli import train
+from mamol_core.progress import RecordProgress
+from mamol_core.training import loop
+
+FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--batch-size", "32",
+        "--expert-layers", "2", "--rank", "4", "--missing-rate", "0.5", "--device", "cpu", "--precision", "fp32", "--no-eval",
+        "--save-every", "2", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def every_step_reported(monkeypatch):
+    """Progress records for every training step (not every 0.5 s), so a test can stop at a given step."""
+    monkeypatch.setattr(loop, "counter", lambda total, desc, unit, mode: RecordProgress(total, desc, unit, mode, interval=0.0))
+
+
+def train_run(scene_dir, out, *extra, stop_at=None, sig=signal.SIGINT):
+    def sink(record):
+        if stop_at is not None and record.get("stage") == "training" and record.get("done") == stop_at:
+            os.kill(os.getpid(), sig)
+
+    return CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), *FAST, *extra], obj={"progress": sink})
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(scene_dir, tmp_path, sig, code):
+    straight = tmp_path / "straight.safetensors"
+    assert train_run(scene_dir, straight).exit_code == 0
+    assert not (tmp_path / "straight.state.safetensors").exists()  # removed once the model is written
+    out = tmp_path / "resumed.safetensors"
+    state = tmp_path / "resumed.state.safetensors"
+    stopped = train_run(scene_dir, out, stop_at=5, sig=sig)
+    assert stopped.exit_code == code and state.exists() and not out.exists(), stopped.output
+    assert f"kept {state}" in stopped.output
+    refused = train_run(scene_dir, out)
+    assert refused.exit_code == 1 and "an interrupted run left its training state here" in refused.output
+    other = train_run(scene_dir, out, "--resume", str(state), "--lr", "0.01")
+    assert other.exit_code == 1 and "train.lr" in other.output and "differ" in other.output
+    resumed = train_run(scene_dir, out, "--resume", str(state))
+    assert resumed.exit_code == 0, resumed.output
+    a, b = load_file(str(straight)), load_file(str(out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not state.exists()
+
+
+def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
+    broken = tmp_path / "broken.state.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
+    assert result.exit_code == 1 and "not a complete mamol training state" in result.output
