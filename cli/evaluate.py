@@ -52,3 +52,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)
+
+
+if __name__ == "__main__":
+    main()

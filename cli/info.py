@@ -36,3 +36,7 @@ def main(model_path, as_json):
                    "(mamol-map maps at this pixel size unless --reference is given)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
+
+
+if __name__ == "__main__":
+    main()

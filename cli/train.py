@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -67,6 +68,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     progress_mode = progress_sink(progress_mode)
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.distributed import process_group
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
@@ -82,21 +84,27 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                          "(and the same other arguments), or delete the file to start afresh")
     if not no_eval:
         check_folder(folder)
-    compute = resolve_device(device)
-    amp = autocast_dtype(compute, precision)
-    opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
-                        reference=reference, assume_crs=assume_crs)
-    check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
-                   {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
-                    "--reference": reference, "--resume": None if resume == state_path else resume,
-                    **{f"the {m.name} raster": m.path for m in opened.modalities}})
-    protocol = ProtocolSpec(missing_rate, missing, seed)
-    experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
-                         num_dynamic=dynamic_experts, top_k=top_k)
-    spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
-    run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
-                         LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp, progress_mode,
-                         StateFiles(state_path, save_every, resume))
+    with process_group(resolve_device(device)) as (ranks, compute):
+        if not ranks.main:  # under torchrun only rank 0 writes files and reports
+            logging.getLogger().setLevel(logging.WARNING)
+        amp = autocast_dtype(compute, precision)
+        opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
+                            reference=reference, assume_crs=assume_crs)
+        check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
+                       {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
+                        "--reference": reference, "--resume": None if resume == state_path else resume,
+                        **{f"the {m.name} raster": m.path for m in opened.modalities}})
+        protocol = ProtocolSpec(missing_rate, missing, seed)
+        experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
+                             num_dynamic=dynamic_experts, top_k=top_k)
+        spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+        if ranks.distributed:
+            log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
+        run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
+                             LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp,
+                             progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume))
+    if not ranks.main:
+        return
     save_model(run.model, run.config, output)
     state_path.unlink(missing_ok=True)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
@@ -113,3 +121,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)
+
+
+if __name__ == "__main__":
+    main()

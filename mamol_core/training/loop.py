@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
+from mamol_core import distributed
 from mamol_core.config import TrainSpec
 from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.data.pixels import PixelSet
@@ -122,12 +124,15 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
         log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
 
     def save() -> None:
-        if checkpointing is not None:
+        if checkpointing is not None and distributed.current().main:
             save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
 
     size = sampler.size
+    ranks = distributed.current()
     model.train()
-    bar = counter(total_steps, "training", "step", progress_mode)
+    network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                      find_unused_parameters=True) if ranks.distributed else model
+    bar = counter(total_steps, "training", "step", progress_mode if ranks.main else "none")
     bar.update(position.step)
     with deferred_interruptions(checkpointing is not None) as interrupted:
         while position.step < total_steps:
@@ -140,21 +145,28 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 target_i = torch.randint(size, (count,), generator=generator).to(device)
                 target_j = torch.randint(size, (count,), generator=generator).to(device)
                 symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
+                # every rank draws the whole batch's randomness, then takes its share of the samples
+                mine = slice(ranks.rank, None, ranks.world)
+                batch, target_i, target_j = batch[mine], target_i[mine], target_j[mine]
+                symmetry = symmetry[mine] if symmetry is not None else None
                 if spec.dense_supervision:
                     x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
                 else:
                     x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
-                    labels = torch.zeros((count, size, size), dtype=torch.long, device=device)
-                    labels[torch.arange(count, device=device), target_i, target_j] = data.targets[batch] + 1
+                    labels = torch.zeros((len(batch), size, size), dtype=torch.long, device=device)
+                    labels[torch.arange(len(batch), device=device), target_i, target_j] = data.targets[batch] + 1
                 autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
                 with training_attention(device), autocast:
-                    logits = model(x, data.presence[batch])
-                loss = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1)
+                    logits = network(x, data.presence[batch])
+                loss_sum = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1, reduction="sum")
+                # the mean over the whole batch's labelled pixels, whichever rank holds them (DDP averages over ranks)
+                sums = distributed.all_sum(torch.stack([loss_sum.detach(), (labels > 0).sum().to(loss_sum.dtype)]))
+                loss = loss_sum * ranks.world / sums[1].clamp_min(1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                position.total += loss.item() * count
+                position.total += (sums[0] / sums[1].clamp_min(1)).item() * count
                 position.seen += count
                 position.step += 1
                 bar.update(1)
@@ -163,15 +175,17 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     position.history.append(position.total / position.seen)
                     position.order = None
                     bar.set_postfix(epoch=position.epoch, loss=round(position.history[-1], 4))
-                if interrupted:
+                if distributed.any_rank(bool(interrupted), device):
                     save()
                     bar.close()
-                    log.warning("training state at step %d of %d saved to %s; continue with the same command and --resume %s",
-                                position.step, total_steps, checkpointing.path, checkpointing.path)
-                    raise interrupted[0]
+                    if ranks.main:
+                        log.warning("training state at step %d of %d saved to %s; continue with the same command and --resume %s",
+                                    position.step, total_steps, checkpointing.path, checkpointing.path)
+                    raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
     bar.close()
+    distributed.check_same_weights(model, device)
     model.eval()
     return position.history
 
