@@ -130,6 +130,12 @@ class ModelConfig:
     def total_bands(self) -> int:
         return sum(m.bands for m in self.modalities)
 
+    @property
+    def band_slices(self) -> list[slice]:
+        """Where each modality's bands lie in the stacked input ``[total_bands, ...]`` (the model's band layout)."""
+        ends = [sum(m.bands for m in self.modalities[: i + 1]) for i in range(len(self.modalities))]
+        return [slice(end - m.bands, end) for end, m in zip(ends, self.modalities)]
+
 
 @dataclass
 class ProtocolSpec:

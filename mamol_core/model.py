@@ -65,11 +65,7 @@ class MaMOLClassifier(nn.Module):
         config.layout.check()
         self.config = config
         layout, width, count = config.layout, backbone.width, len(config.modalities)
-        self.band_slices = []
-        start = 0
-        for modality in config.modalities:
-            self.band_slices.append(slice(start, start + modality.bands))
-            start += modality.bands
+        self.band_slices = config.band_slices
         self.tokens_per_modality = layout.tokens_per_side**2
         self.tokenizers = nn.ModuleList(ModalityTokenizer(m.bands, layout.hidden, width, layout.token_size) for m in config.modalities)
         self.position = nn.Parameter(sincos_2d(layout.tokens_per_side, width))

@@ -128,7 +128,7 @@ class BlockReader:
         self.config, self.aligned = config, aligned
         given = {item.name: index for index, item in enumerate(inputs)}
         self.order = [given.get(m.name) for m in config.model.modalities]
-        self.offsets = np.cumsum([0] + [m.bands for m in config.model.modalities])
+        self.layout = config.model.band_slices
         starts = np.cumsum([0] + [aligned.datasets[i].count for i in range(len(inputs))])
         self.input_bands = [slice(starts[i], starts[i + 1]) for i in range(len(inputs))]
 
@@ -137,12 +137,12 @@ class BlockReader:
         row0, col0 = int(window.row_off), int(window.col_off)
         rows = min(int(window.height), grid.height - row0)
         cols = min(int(window.width), grid.width - col0)
-        data = np.zeros((self.offsets[-1], int(window.height), int(window.width)), np.float32)
+        data = np.zeros((self.config.model.total_bands, int(window.height), int(window.width)), np.float32)
         valid = np.zeros((len(self.order), int(window.height), int(window.width)), bool)
         block, ok = self.aligned.read(Window(col0, row0, cols, rows))
         for modality, index in enumerate(self.order):
             if index is not None:
-                data[self.offsets[modality] : self.offsets[modality + 1], :rows, :cols] = block[self.input_bands[index]]
+                data[self.layout[modality], :rows, :cols] = block[self.input_bands[index]]
                 valid[modality, :rows, :cols] = ok[index]
         normalize(data, valid, self.config.model.modalities)
         return data, valid
