@@ -73,8 +73,8 @@ def handle_errors(command: Callable) -> Callable:
             click.echo(interruption_message(exc), err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return wrapper
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -92,7 +93,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                             reference=reference, assume_crs=assume_crs)
         check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
                        {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
-                        "--reference": reference, "--resume": None if resume == state_path else resume,
+                        "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
                         **{f"the {m.name} raster": m.path for m in opened.modalities}})
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),

@@ -14,8 +14,9 @@ _FINISHED: list[Path] = []
 
 
 def finished_outputs() -> list[Path]:
-    """The outputs completed (renamed to their final names) since :func:`forget_finished`."""
-    return list(_FINISHED)
+    """The outputs completed (renamed to their final names) since :func:`forget_finished` and still
+    there (a training state is removed once the model is written), each once."""
+    return [path for path in dict.fromkeys(_FINISHED) if path.exists()]
 
 
 def forget_finished() -> None:

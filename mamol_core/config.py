@@ -286,6 +286,7 @@ def check_config(config: MamolConfig, source: str) -> None:
         problems.append("its training grid's pixel size is not two positive numbers")
     experts = config.model.experts
     if experts.rank < 1 or experts.num_layers < 0 or experts.num_dynamic < 0 or experts.prompt_length < 0 \
+            or experts.router_hidden < 1 or experts.pattern_embed_dim < 1 \
             or (experts.num_dynamic and not 1 <= experts.top_k <= experts.num_dynamic):
         problems.append("its expert sizes (rank, layers, routed experts, top-k, prompt length) are impossible")
     if problems:

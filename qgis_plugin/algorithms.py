@@ -240,7 +240,10 @@ class TrainModel(MamolAlgorithm):
         report = self.parameterAsString(parameters, "REPORT", context)
         if report:
             args += ["--report", report]
-        self.run_mamol("mamol-train", args, feedback)
+        try:
+            self.run_mamol("mamol-train", args, feedback)
+        finally:  # a cancelled run leaves its training state, which this dialog cannot resume: remove it
+            Path(model).with_name(f"{Path(model).stem}.state.safetensors").unlink(missing_ok=True)
         self.trained = model
         return {"MODEL": model, "REPORT": report or str(Path(model).with_suffix(".report"))}
 

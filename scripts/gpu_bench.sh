@@ -8,17 +8,21 @@
 # On a machine without a GPU the same commands run on the CPU (slowly).
 set -euo pipefail
 out="${1:-runs/gpu_bench}"
+# the commands in cli/ import themselves as mamol_cli (the name pip installs them under)
+shim="$(mktemp -d)"
+ln -s "$PWD/cli" "$shim/mamol_cli"
+export PYTHONPATH="$shim:${PYTHONPATH:-}"
 mkdir -p "$out"
 python3 - <<'PY' | tee "$out/device.txt"
 import torch
 print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "| torch", torch.__version__)
 PY
-python3 -m cli.bench speed --json "$out/speed.json" | tee "$out/speed.md"
+python3 -m mamol_cli.bench speed --json "$out/speed.json" | tee "$out/speed.md"
 if [ -d .data/trento ]; then
-  python3 -m cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
+  python3 -m mamol_cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
       --backbone minilm-l6 --eval-mode pixel,dense --progress none -o "$out/trento_minilm"
-  python3 -m cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
+  python3 -m mamol_cli.bench run --scene .data/trento --name trento_lidar --rates 0.7 --conditions both --methods mamol \
       --backbone vit-b-16-random --eval-mode pixel,dense --progress none -o "$out/trento_vit"
-  python3 -m cli.bench table --results "$out/trento_minilm/results.csv" | tee "$out/trento_minilm.md"
-  python3 -m cli.bench table --results "$out/trento_vit/results.csv" | tee "$out/trento_vit.md"
+  python3 -m mamol_cli.bench table --results "$out/trento_minilm/results.csv" | tee "$out/trento_minilm.md"
+  python3 -m mamol_cli.bench table --results "$out/trento_vit/results.csv" | tee "$out/trento_vit.md"
 fi

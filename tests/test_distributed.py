@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from mamol_cli import train
+from mamol_core.data.scene import open_scene
 
 ARGS = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "2", "--min-steps", "0", "--batch-size", "32",
         "--expert-layers", "2", "--rank", "4", "--missing-rate", "0.5", "--device", "cpu", "--precision", "fp32", "--no-eval",
@@ -35,3 +36,14 @@ def test_two_processes_train_the_model_one_process_trains(scene_dir, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_a_rank_left_without_samples_in_the_last_batch_takes_part_with_weight_zero(scene_dir, tmp_path):
+    pixels = int((open_scene(scene_dir).train_labels > 0).sum())
+    out = tmp_path / "model.safetensors"
+    args = [a if a != "32" else str(pixels - 1) for a in ARGS]  # the last batch of each epoch holds one sample
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "mamol_cli.train", "--scene", str(scene_dir), "-o", str(out), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0 and out.exists(), result.stderr[-3000:]

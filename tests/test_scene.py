@@ -145,3 +145,16 @@ def test_holdout_split_keeps_groups_together(scene_dir):
     assert not ((scene.train_labels > 0) & (scene.test_labels > 0)).any()
     share = (scene.test_labels > 0).sum() / ((scene.test_labels > 0).sum() + (scene.train_labels > 0).sum())
     assert 0.1 < share < 0.5
+
+
+def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        dsm, transform = src.read(), src.transform
+    with rasterio.open(scene_copy / "dsm.tif", "w", driver="GTiff", width=20, height=20, count=1, dtype="float32",
+                       transform=transform @ Affine.scale(2)) as dst:  # 4 m, no CRS
+        dst.write(dsm.reshape(1, 20, 2, 20, 2).mean((2, 4)).astype(np.float32))
+    with pytest.raises(MamolError, match="has no CRS; pass --assume-crs"):
+        open_scene(scene_copy)
+    scene = open_scene(scene_copy, assume_crs="EPSG:32632")
+    prepared, _ = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=0)
+    assert prepared.valid.all() and scene.grid.pixel_size == (2.0, 2.0)

@@ -113,7 +113,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
     """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
     and build the pixel sets."""
     window = label_window(scene, margin)
-    with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], grid=scene.grid) as aligned:
+    with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
         data, valid = aligned.read(window)
     fitting = specs is None
     if fitting:

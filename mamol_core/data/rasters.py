@@ -1,4 +1,4 @@
-"""Opening modality rasters, checking they share one grid, and reading windows with validity masks."""
+"""Raster basics: grids, opening a raster with a one-line error, a modality raster's header, writing GeoTIFFs."""
 
 from __future__ import annotations
 

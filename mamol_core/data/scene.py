@@ -1,4 +1,4 @@
-"""A scene: co-registered modality rasters on one grid, training and test labels, and a class table.
+"""A scene: modality rasters read on one grid, training and test labels, and a class table.
 
 A scene folder holds ``<modality>.tif`` files, ``train_labels.tif``, ``test_labels.tif`` and
 ``classes.json``. ``--input NAME=PATH`` adds or replaces a modality; ``--labels`` gives ground truth
@@ -38,13 +38,15 @@ RESERVED = {TRAIN_LABELS, TEST_LABELS}
 
 @dataclass
 class Scene:
-    """Modality rasters sharing ``grid``, label arrays on that grid (0 = unlabelled) and classes."""
+    """Modality rasters read on ``grid`` (warped where they lie on another, ``assume_crs`` for those
+    without a CRS), label arrays on that grid (0 = unlabelled) and classes."""
 
     modalities: list[ModalityRaster]
     grid: Grid
     train_labels: np.ndarray
     test_labels: np.ndarray | None
     classes: list[ClassSpec]
+    assume_crs: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -137,12 +139,12 @@ def open_scene(
         own = _class_table(folder, None) if isinstance(classes, list) else None
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
-            return Scene(list(rasters), grid, np.zeros_like(test), test, classes)
+            return Scene(list(rasters), grid, np.zeros_like(test), test, classes, assume_crs)
         if isinstance(classes, list) and is_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
                         ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
-        return Scene(list(rasters), grid, np.zeros_like(test), test, table)
+        return Scene(list(rasters), grid, np.zeros_like(test), test, table, assume_crs)
 
     train_path = labels or (folder / f"{TRAIN_LABELS}.tif" if folder is not None else None)
     if train_path is None or not Path(train_path).exists():
@@ -168,7 +170,7 @@ def open_scene(
     if len(present) < 2:
         name = next((c.name for c in table if c.value == present[0]), f"class {present[0]}")
         raise MamolError(f"{train_path}: every training pixel is {name!r}; a classifier needs labels of at least two classes")
-    return Scene(list(rasters), grid, train, test, table)
+    return Scene(list(rasters), grid, train, test, table, assume_crs)
 
 
 def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], reference: Path | None, assume_crs: str | None) -> Grid:

@@ -58,7 +58,7 @@ def source_crs(dataset, path: Path, assumed: CRS | None) -> CRS:
     return assumed
 
 
-def units_per_metre(crs: CRS | None) -> float | None:
+def metres_per_unit(crs: CRS | None) -> float | None:
     """Metres per CRS unit of a projected CRS; ``None`` for a geographic or unknown one."""
     if crs is None or crs.is_geographic:
         return None
@@ -78,7 +78,7 @@ def pixel_size_in(spec: GridSpec, crs: CRS | None) -> tuple[float, float] | None
         return None
     if model_crs.is_geographic and crs.is_geographic:
         return tuple(spec.pixel_size)
-    model_factor, factor = units_per_metre(model_crs), units_per_metre(crs)
+    model_factor, factor = metres_per_unit(model_crs), metres_per_unit(crs)
     if model_factor is None or factor is None:
         return None
     return spec.pixel_size[0] * model_factor / factor, spec.pixel_size[1] * model_factor / factor
@@ -160,6 +160,14 @@ class AlignedInputs(contextlib.ExitStack):
     def __init__(self, inputs: list[MapInput], assume_crs: str | None = None, reference: Path | None = None,
                  resampling: str = "bilinear", model_grid: GridSpec | None = None, grid: Grid | None = None) -> None:
         super().__init__()
+        try:
+            self._open(inputs, assume_crs, reference, resampling, model_grid, grid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, inputs: list[MapInput], assume_crs: str | None, reference: Path | None, resampling: str,
+              model_grid: GridSpec | None, grid: Grid | None) -> None:
         self.inputs = inputs
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]

@@ -138,6 +138,13 @@ class MapWriter(contextlib.ExitStack):
 
     def __init__(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
         super().__init__()
+        try:
+            self._open_all(paths, grid, classes, modality_names)
+        except BaseException:
+            self.close()  # delete the temporaries already made
+            raise
+
+    def _open_all(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
         self.paths, self.grid, self.classes, self.modality_names = paths, grid, classes, modality_names
         self.values = np.array([c.value for c in classes], np.uint8)
         self.temporaries = dict(zip(paths.all(), self.enter_context(atomic_paths(paths.all()))))

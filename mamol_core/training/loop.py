@@ -145,8 +145,10 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 target_i = torch.randint(size, (count,), generator=generator).to(device)
                 target_j = torch.randint(size, (count,), generator=generator).to(device)
                 symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
-                # every rank draws the whole batch's randomness, then takes its share of the samples
-                mine = slice(ranks.rank, None, ranks.world)
+                # every rank draws the whole batch's randomness, then takes its share of the samples; a rank
+                # left without one (a last batch smaller than the world) computes sample 0 with weight 0
+                mine = slice(ranks.rank, None, ranks.world) if ranks.rank < count else slice(0, 1)
+                weight = 1.0 if ranks.rank < count else 0.0
                 batch, target_i, target_j = batch[mine], target_i[mine], target_j[mine]
                 symmetry = symmetry[mine] if symmetry is not None else None
                 if spec.dense_supervision:
@@ -158,9 +160,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
                 with training_attention(device), autocast:
                     logits = network(x, data.presence[batch])
-                loss_sum = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1, reduction="sum")
+                loss_sum = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1, reduction="sum") * weight
                 # the mean over the whole batch's labelled pixels, whichever rank holds them (DDP averages over ranks)
-                sums = distributed.all_sum(torch.stack([loss_sum.detach(), (labels > 0).sum().to(loss_sum.dtype)]))
+                sums = distributed.all_sum(torch.stack([loss_sum.detach(), (labels > 0).sum().to(loss_sum.dtype) * weight]))
                 loss = loss_sum * ranks.world / sums[1].clamp_min(1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -184,6 +186,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
+        if interrupted:  # arrived during the last step: the run is complete, the caller's clean-up handles it
+            bar.close()
+            raise interrupted[0]
     bar.close()
     distributed.check_same_weights(model, device)
     model.eval()
@@ -194,18 +199,20 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
 def deferred_interruptions(active: bool) -> Iterator[list[BaseException]]:
     """While ``active`` (and on the main thread), Ctrl-C and SIGTERM do not stop the code at once:
     they are recorded in the yielded list (as the exception each would raise) for the loop to act
-    on at a step boundary."""
+    on at a step boundary; a second one raises at once."""
     caught: list[BaseException] = []
     if not active or threading.current_thread() is not threading.main_thread():
         yield caught
         return
     def record(signum, frame) -> None:
-        caught.append(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
+        exception = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+        if caught:  # a second signal: the step did not end (a hung rank?), stop now
+            raise exception
+        caught.append(exception)
 
     previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield caught
     finally:
         for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
