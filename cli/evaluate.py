@@ -21,12 +21,17 @@ from mamol_core.config import ProtocolSpec
 @click.option("--mode", type=click.Choice(["pixel", "dense"]), default="pixel", show_default=True,
               help="pixel: a patch centred on each test pixel; dense: blended tiles as mamol-map predicts.")
 @click.option("--stride", type=int, help="Tile step of --mode dense; default: half the tile.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Raster whose grid the inputs are read on; default: their own when they share one at the model's pixel "
+                   "size, else the finest input's CRS and alignment at the model's training pixel size (as mamol-map).")
+@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (only needed when grids differ).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.eval next to the model.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
-def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, mode, stride, output, device, precision, progress_mode, quiet):
+def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, mode, stride, reference, assume_crs, output, device,
+         precision, progress_mode, quiet):
     """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override)."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -41,7 +46,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
-                        for_training=False)
+                        for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
     protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
                             config.protocol.missing if missing is None else missing, config.protocol.seed)
     model, config = load_model(model_path, compute)

@@ -257,3 +257,18 @@ def test_skipped_labelled_pixels_are_told_apart_by_why(caplog):
     assert len(kept) == 1 and kept.presence.tolist() == [[False, True]]
     assert "test: 1 labelled pixels have no valid data in any modality" in caplog.text
     assert "test: 1 labelled pixels have valid data only in modalities the protocol marks missing" in caplog.text
+
+
+def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model, scene_dir, tmp_path):
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    for name in ("hsi.tif", "dsm.tif", "test_labels.tif"):
+        with rasterio.open(scene_dir / name) as src:
+            data, transform = src.read(), src.transform
+        write_raster(fine / name, data.repeat(2, axis=1).repeat(2, axis=2), transform @ Affine.scale(0.5))
+    (fine / "classes.json").write_text((scene_dir / "classes.json").read_text())
+    runs = [CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(folder), "-o", str(tmp_path / name),
+                                               "--progress", "none", "--quiet"]) for name, folder in (("a", scene_dir), ("b", fine))]
+    assert all(r.exit_code == 0 for r in runs), runs[1].output
+    a, b = (json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"] for f in ("a", "b"))
+    assert a["samples"] == b["samples"] and a["oa"] == b["oa"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamol_core.config import ClassSpec
+from mamol_core.config import ClassSpec, GridSpec
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.data.labels import (
@@ -107,6 +107,7 @@ def open_scene(
     disjoint: bool = False,
     reference: Path | None = None,
     assume_crs: str | None = None,
+    model_grid: GridSpec | None = None,
 ) -> Scene:
     """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
 
@@ -115,12 +116,13 @@ def open_scene(
     test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
     Training and test labels that share pixels are refused with ``disjoint`` (benchmarks), else warned about.
     Rasters on different grids are aligned as for mapping: the finest one's grid (or ``reference``'s)
-    over the union of their extents; label rasters on another grid are warped onto it.
+    over the union of their extents, at ``model_grid``'s pixel size when a model is evaluated; label
+    rasters on another grid are warped onto it.
     """
     folder = Path(folder) if folder is not None else None
     paths = find_modalities(folder, inputs or {})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
-    grid = scene_grid(rasters, grids, reference, assume_crs)
+    grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
@@ -173,12 +175,17 @@ def open_scene(
     return Scene(list(rasters), grid, train, test, table, assume_crs)
 
 
-def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], reference: Path | None, assume_crs: str | None) -> Grid:
-    """The grid a scene's rasters are read on: theirs when they share one (and no ``reference`` is
-    given), else the aligned grid mapping would use (:class:`AlignedInputs`)."""
-    if reference is None and all(same_grid(g, grids[0]) for g in grids[1:]):
+def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], reference: Path | None, assume_crs: str | None,
+               model_grid: GridSpec | None = None) -> Grid:
+    """The grid a scene's rasters are read on: theirs when they share one (and neither ``reference``
+    nor a ``model_grid`` of another pixel size says otherwise), else the aligned grid mapping would
+    use (:class:`AlignedInputs`; at the model's training pixel size when evaluating a model)."""
+    shared = all(same_grid(g, grids[0]) for g in grids[1:])
+    at_model_size = model_grid is None or (model_grid.crs == (grids[0].crs.to_string() if grids[0].crs else None)
+                                           and list(grids[0].pixel_size) == list(model_grid.pixel_size))
+    if reference is None and shared and at_model_size:
         return grids[0]
-    with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference) as aligned:
+    with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:
         grid = aligned.grid
     log.info("rasters on different grids: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
              grid.crs, *grid.pixel_size, grid.width, grid.height)
