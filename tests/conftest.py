@@ -36,3 +36,21 @@ def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 
         experts=ExpertSpec(**{"num_layers": 2, "rank": 4, **experts}),
         layout=LayoutSpec(patch, token, 16, encoding),
     )
+
+
+#: mamol-train options for a model in seconds (tiny backbone, 6-pixel tiles, 3 epochs).
+CLI_FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
+            "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def model_file(scene_dir, tmp_path_factory) -> Path:
+    """A model trained by mamol-train on the synthetic scene (missing rate 0.5); read-only for tests."""
+    from click.testing import CliRunner
+
+    from mamol_cli import train
+
+    out = tmp_path_factory.mktemp("cli") / "model.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--missing-rate", "0.5", "-o", str(out), *CLI_FAST])
+    assert result.exit_code == 0, result.output
+    return out

@@ -5,10 +5,7 @@ that disagree with the model, SIGTERM; each gets one line, a non-zero exit and n
 import json
 import logging
 import os
-import signal
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from affine import Affine
 from click.testing import CliRunner
 from rasterio.windows import Window
 
+from conftest import CLI_FAST
 from mamol_cli import evaluate, info, train
 from mamol_cli import map as map_cli
 from mamol_cli.common import interruption_message
@@ -26,16 +24,7 @@ from mamol_core.data.pixels import pixel_set
 from mamol_core.data.rasters import write_raster
 from mamol_core.modelfile.header import read_config
 
-FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
-        "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def model(scene_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bad") / "model.safetensors"
-    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--missing-rate", "0.5", "-o", str(out), *FAST])
-    assert result.exit_code == 0, result.output
-    return out
+FAST = CLI_FAST
 
 
 def one_line_error(result, message):
@@ -48,17 +37,17 @@ def run_map(*args):
     return CliRunner().invoke(map_cli.main, [*map(str, args), "--device", "cpu", "--progress", "none", "--quiet"])
 
 
-def test_an_output_never_overwrites_an_input_or_another_output(model, scene_dir, tmp_path):
+def test_an_output_never_overwrites_an_input_or_another_output(model_file, scene_dir, tmp_path):
     dsm = tmp_path / "dsm.tif"
     dsm.write_bytes((scene_dir / "dsm.tif").read_bytes())
     before = dsm.read_bytes()
-    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", dsm), "is the input --input dsm; writing -o there would destroy it")
-    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", dsm),
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", dsm), "is the input --input dsm; writing -o there would destroy it")
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", dsm),
                    "writing --probabilities there would destroy it")
-    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", tmp_path / "m.tif"),
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--probabilities", tmp_path / "m.tif"),
                    "given as both -o and --probabilities")
-    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "-o", model), "is the input --model")
-    one_line_error(run_map("--model", model, "--input", f"dsm={dsm}", "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"),
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", model_file), "is the input --model")
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"),
                    "modality 'dsm' was already given")
     assert dsm.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]
     result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(scene_dir / "dsm.tif"), *FAST])
@@ -94,33 +83,33 @@ def set_in(config, keys, value):
     (["model", "classes", 0, "color"], "green", "not #rrggbb"),
     (["model", "experts", "rank"], 0, "expert sizes"),
 ])
-def test_an_edited_model_file_gets_one_line(model, scene_dir, tmp_path, keys, value, message):
-    edited = rewrite_config(model, tmp_path / "edited.safetensors", lambda c: set_in(c, keys, value))
+def test_an_edited_model_file_gets_one_line(model_file, scene_dir, tmp_path, keys, value, message):
+    edited = rewrite_config(model_file, tmp_path / "edited.safetensors", lambda c: set_in(c, keys, value))
     for result in (CliRunner().invoke(info.main, [str(edited)]),
                    run_map("--model", edited, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif")):
         one_line_error(result, message)
     assert not (tmp_path / "m.tif").exists()
 
 
-def test_weights_that_do_not_fit_an_edited_band_count_get_one_line(model, scene_dir, tmp_path):
+def test_weights_that_do_not_fit_an_edited_band_count_get_one_line(model_file, scene_dir, tmp_path):
     def more_bands(config):
         spec = next(m for m in config["model"]["modalities"] if m["name"] == "dsm")
         spec.update(bands=2, mean=spec["mean"] * 2, std=spec["std"] * 2)
         return config
 
-    edited = rewrite_config(model, tmp_path / "edited.safetensors", more_bands)
+    edited = rewrite_config(model_file, tmp_path / "edited.safetensors", more_bands)
     with rasterio.open(scene_dir / "dsm.tif") as src:
         write_raster(tmp_path / "dsm2.tif", np.concatenate([src.read()] * 2), src.transform)
     one_line_error(run_map("--model", edited, "--input", f"dsm={tmp_path / 'dsm2.tif'}", "-o", tmp_path / "m.tif"),
                    "its weights do not fit the network its config describes")
 
 
-def test_a_truncated_or_config_less_model_file_gets_one_line(model, scene_dir, tmp_path):
+def test_a_truncated_or_config_less_model_file_gets_one_line(model_file, scene_dir, tmp_path):
     truncated = tmp_path / "truncated.safetensors"
-    truncated.write_bytes(model.read_bytes()[:-100])
+    truncated.write_bytes(model_file.read_bytes()[:-100])
     one_line_error(CliRunner().invoke(info.main, [str(truncated)]), "truncated")
     one_line_error(run_map("--model", truncated, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"), "truncated")
-    not_object = rewrite_config(model, tmp_path / "list.safetensors", lambda c: [c])
+    not_object = rewrite_config(model_file, tmp_path / "list.safetensors", lambda c: [c])
     one_line_error(CliRunner().invoke(info.main, [str(not_object)]), "its embedded config is not an object")
 
 
@@ -133,15 +122,15 @@ def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_inputs_without_one_valid_pixel(model, scene_dir, tmp_path, caplog):
+def test_inputs_without_one_valid_pixel(model_file, scene_dir, tmp_path, caplog):
     with rasterio.open(scene_dir / "dsm.tif") as src:
         profile, shape = src.profile, (src.count, src.height, src.width)
     profile.update(nodata=-9999.0, dtype="float32")
     with rasterio.open(tmp_path / "empty.tif", "w", **profile) as dst:
         dst.write(np.full(shape, -9999.0, np.float32))
-    one_line_error(run_map("--model", model, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", tmp_path / "m.tif"), "no pixel holds valid data")
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", tmp_path / "m.tif"), "no pixel holds valid data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
-    result = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
+    result = CliRunner().invoke(map_cli.main, ["--model", str(model_file), "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
                                                f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif"), "--progress", "none"])
     assert result.exit_code == 0 and "empty.tif: no pixel of this dsm raster holds valid data" in caplog.text
 
@@ -156,7 +145,7 @@ def test_labels_of_one_class_are_refused(scene_dir, tmp_path):
     one_line_error(result, "a classifier needs labels of at least two classes")
 
 
-def test_evaluation_matches_classes_by_name_not_by_code(model, scene_dir, tmp_path, caplog):
+def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     scene = tmp_path / "scene"
     scene.mkdir()
@@ -173,32 +162,16 @@ def test_evaluation_matches_classes_by_name_not_by_code(model, scene_dir, tmp_pa
     with rasterio.open(scene / "test_labels.tif", "w", **profile) as dst:
         dst.write(recoded, 1)
     (scene / "classes.json").write_text(json.dumps(swapped))
-    same = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene_dir), "-o", str(tmp_path / "a"), "--progress", "none"])
-    swapped_run = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "b"), "--progress", "none"])
+    same = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "a"), "--progress", "none"])
+    swapped_run = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "b"), "--progress", "none"])
     assert same.exit_code == 0 and swapped_run.exit_code == 0, swapped_run.output
     oa = [json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"]["oa"] for f in ("a", "b")]
     assert oa[0] == oa[1] and f"is the model's class {codes[1]}" in caplog.text
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
-    result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
     one_line_error(result, "'Glacier' of its class table is not one of the model's classes")
     assert not (tmp_path / "c").exists()
-
-
-def test_sigterm_cleans_up_like_ctrl_c(model, tmp_path):
-    rng = np.random.default_rng(0)
-    write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), Affine(2, 0, 664000, 0, -2, 5104000))
-    out = tmp_path / "map.tif"
-    command = [sys.executable, "-m", "mamol_cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
-               "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=os.path.dirname(os.path.dirname(__file__)))
-    first = json.loads(process.stdout.readline())
-    assert first["stage"] == "mapping" and first["done"] < first["total"]
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 143 and "terminated (SIGTERM): nothing was written" in stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
 
 
 def test_an_interruption_names_the_outputs_finished_before_it(tmp_path):
@@ -227,14 +200,14 @@ def test_a_single_sensor_model_trains_maps_and_ignores_earlier_maps_in_its_folde
     scene.mkdir()
     for name in ("dsm.tif", "train_labels.tif", "test_labels.tif", "classes.json"):
         (scene / name).write_bytes((scene_dir / name).read_bytes())
-    model = tmp_path / "dsm_only.safetensors"
-    result = CliRunner().invoke(train.main, ["--scene", str(scene), "-o", str(model), *FAST])
+    dsm_model = tmp_path / "dsm_only.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene), "-o", str(dsm_model), *FAST])
     assert result.exit_code == 0, result.output
-    assert run_map("--model", model, "--input", f"dsm={scene / 'dsm.tif'}", "-o", scene / "landcover.tif",
+    assert run_map("--model", dsm_model, "--input", f"dsm={scene / 'dsm.tif'}", "-o", scene / "landcover.tif",
                    "--availability").exit_code == 0
     again = CliRunner().invoke(train.main, ["--scene", str(scene), "-o", str(tmp_path / "again.safetensors"), *FAST])
     assert again.exit_code == 0, again.output
-    for path in (model, tmp_path / "again.safetensors"):
+    for path in (dsm_model, tmp_path / "again.safetensors"):
         config = read_config(path)
         assert config.model.modality_names == ["dsm"] and config.protocol.missing_rate == 0.0
 
@@ -259,7 +232,7 @@ def test_skipped_labelled_pixels_are_told_apart_by_why(caplog):
     assert "test: 1 labelled pixels have valid data only in modalities the protocol marks missing" in caplog.text
 
 
-def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model, scene_dir, tmp_path):
+def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model_file, scene_dir, tmp_path):
     fine = tmp_path / "fine"
     fine.mkdir()
     for name in ("hsi.tif", "dsm.tif", "test_labels.tif"):
@@ -267,7 +240,7 @@ def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model,
             data, transform = src.read(), src.transform
         write_raster(fine / name, data.repeat(2, axis=1).repeat(2, axis=2), transform @ Affine.scale(0.5))
     (fine / "classes.json").write_text((scene_dir / "classes.json").read_text())
-    runs = [CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(folder), "-o", str(tmp_path / name),
+    runs = [CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(folder), "-o", str(tmp_path / name),
                                                "--progress", "none", "--quiet"]) for name, folder in (("a", scene_dir), ("b", fine))]
     assert all(r.exit_code == 0 for r in runs), runs[1].output
     a, b = (json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"] for f in ("a", "b"))

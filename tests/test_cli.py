@@ -5,18 +5,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from conftest import CLI_FAST
 from mamol_cli import evaluate, info, train
 
-FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2", "--rank", "4",
-        "--device", "cpu", "--progress", "none", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def model_file(scene_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "model.safetensors"
-    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--missing-rate", "0.5", "-o", str(out), *FAST])
-    assert result.exit_code == 0, result.output
-    return out
+FAST = CLI_FAST
 
 
 def test_train_writes_model_and_report(model_file):

@@ -185,7 +185,9 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     assert run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:32632"]).exit_code == 0
 
 
-def test_ctrl_c_leaves_no_partial_output(trained, tmp_path):
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted: nothing was written"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM): nothing was written")])
+def test_ctrl_c_and_sigterm_leave_no_partial_output(trained, tmp_path, sig, code, message):
     _, model = trained
     rng = np.random.default_rng(0)
     transform = Affine(2, 0, 664000, 0, -2, 5104000)
@@ -197,11 +199,11 @@ def test_ctrl_c_leaves_no_partial_output(trained, tmp_path):
                                cwd=os.path.dirname(os.path.dirname(__file__)))
     first = json.loads(process.stdout.readline())
     assert first["stage"] == "mapping" and first["done"] < first["total"]
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     start = time.perf_counter()
     _, stderr = process.communicate(timeout=30)
     assert time.perf_counter() - start < 5
-    assert process.returncode == 130 and "interrupted: nothing was written" in stderr
+    assert process.returncode == code and message in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
 
 
