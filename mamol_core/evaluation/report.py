@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mamol_core.atomic import atomic_paths
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 
@@ -18,25 +19,30 @@ def slug(name: str) -> str:
 
 
 def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
-    """Write the report files into ``folder`` (created) and return the path of ``metrics.json``."""
+    """Write the report files into ``folder`` (created) and return the path of ``metrics.json``.
+    Every file is written under a temporary name and renamed only when all are complete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
-    payload = {"context": context, "classes": evaluation.class_names,
-               "results": {name: {**summary, "confusion_matrix": evaluation.matrices[name].tolist()} for name, summary in summaries.items()}}
-    (folder / "metrics.json").write_text(json.dumps(payload, indent=1))
-    with open(folder / "metrics.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *[f"acc_{slug(c)}" for c in evaluation.class_names]])
-        for name, s in summaries.items():
-            writer.writerow([name, s["samples"], *map(measure_text, [s["oa"], s["kappa"], s["aa"], *s["producer_accuracy"]])])
-    for name, matrix in evaluation.matrices.items():
-        with open(folder / f"confusion_{slug(name)}.csv", "w", newline="") as handle:
+    confusions = {name: folder / f"confusion_{slug(name)}.csv" for name in evaluation.matrices}
+    files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png"]
+    with atomic_paths(files) as temporaries:
+        temporary = dict(zip(files, temporaries))
+        payload = {"context": context, "classes": evaluation.class_names,
+                   "results": {name: {**summary, "confusion_matrix": evaluation.matrices[name].tolist()} for name, summary in summaries.items()}}
+        temporary[folder / "metrics.json"].write_text(json.dumps(payload, indent=1))
+        with open(temporary[folder / "metrics.csv"], "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["reference \\ predicted", *evaluation.class_names])
-            for class_name, row in zip(evaluation.class_names, matrix):
-                writer.writerow([class_name, *row.tolist()])
-    plot_confusions(evaluation, folder / "confusion.png")
+            writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *[f"acc_{slug(c)}" for c in evaluation.class_names]])
+            for name, s in summaries.items():
+                writer.writerow([name, s["samples"], *map(measure_text, [s["oa"], s["kappa"], s["aa"], *s["producer_accuracy"]])])
+        for name, matrix in evaluation.matrices.items():
+            with open(temporary[confusions[name]], "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["reference \\ predicted", *evaluation.class_names])
+                for class_name, row in zip(evaluation.class_names, matrix):
+                    writer.writerow([class_name, *row.tolist()])
+        plot_confusions(evaluation, temporary[folder / "confusion.png"])
     return folder / "metrics.json"
 
 
@@ -66,5 +72,5 @@ def plot_confusions(evaluation: Evaluation, path: Path) -> None:
         ax.set_xlabel("predicted", fontsize=8)
     axes[0][0].set_ylabel("reference", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
