@@ -39,12 +39,11 @@ class Grid:
 
 @dataclass(frozen=True)
 class ModalityRaster:
-    """One modality's raster file and its band count and nodata value."""
+    """One modality's raster file and its band count (its nodata is applied where its data is read)."""
 
     name: str
     path: Path
     bands: int
-    nodata: float | None
 
 
 def open_raster(path: Path):
@@ -64,7 +63,7 @@ def grid_of(dataset) -> Grid:
 def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
     """Read a raster's header: its :class:`ModalityRaster` and :class:`Grid`."""
     with open_raster(path) as src:
-        return ModalityRaster(name, Path(path), src.count, src.nodata), grid_of(src)
+        return ModalityRaster(name, Path(path), src.count), grid_of(src)
 
 
 def same_grid(a: Grid, b: Grid) -> bool:
