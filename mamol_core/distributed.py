@@ -65,6 +65,7 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield ranks, device
+        dist.barrier()  # no rank closes its connections while another still finishes its last collective
     finally:
         dist.destroy_process_group()
 

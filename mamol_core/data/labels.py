@@ -62,6 +62,7 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
     """Label codes of a raster described by its own class table ``own``, recoded to the codes the
     ``model`` gives the same class names (case-insensitive), so that "Grass" is scored as Grass
     whatever its code; stops on a labelled class the model does not know."""
+    check_label_values(labels, own, path)
     by_name = {c.name.casefold(): c.value for c in model}
     present = set(np.unique(labels).tolist()) - {0}
     recoded = np.zeros_like(labels)
@@ -75,9 +76,6 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
         recoded[labels == spec.value] = target
         if target != spec.value:
             log.info("%s: class %d %r is the model's class %d", path, spec.value, spec.name, target)
-    unknown = sorted(present - {c.value for c in own})
-    if unknown:
-        raise MamolError(f"{path}: label values {unknown} are not in its class table; add them to classes.json or relabel them as 0")
     return recoded
 
 

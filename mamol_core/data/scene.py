@@ -16,7 +16,7 @@ import numpy as np
 
 from mamol_core.config import ClassSpec, GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.align import AlignedInputs, MapInput, differs, pixel_size_in
 from mamol_core.data.labels import (
     check_label_values,
     default_classes,
@@ -181,9 +181,8 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
     nor a ``model_grid`` of another pixel size says otherwise), else the aligned grid mapping would
     use (:class:`AlignedInputs`; at the model's training pixel size when evaluating a model)."""
     shared = all(same_grid(g, grids[0]) for g in grids[1:])
-    at_model_size = model_grid is None or (model_grid.crs == (grids[0].crs.to_string() if grids[0].crs else None)
-                                           and list(grids[0].pixel_size) == list(model_grid.pixel_size))
-    if reference is None and shared and at_model_size:
+    trained = pixel_size_in(model_grid, grids[0].crs) if model_grid is not None else None
+    if reference is None and shared and (model_grid is None or (trained is not None and not differs(grids[0].pixel_size, trained))):
         return grids[0]
     with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:
         grid = aligned.grid

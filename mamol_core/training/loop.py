@@ -123,12 +123,13 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
         position = checkpointing.resume.restore(model, optimizer, scheduler, generator, device)
         log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
 
+    ranks = distributed.current()
+
     def save() -> None:
-        if checkpointing is not None and distributed.current().main:
+        if checkpointing is not None and ranks.main:
             save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
 
     size = sampler.size
-    ranks = distributed.current()
     model.train()
     network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                       find_unused_parameters=True) if ranks.distributed else model
@@ -186,9 +187,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
-        if interrupted:  # arrived during the last step: the run is complete, the caller's clean-up handles it
+        if distributed.any_rank(bool(interrupted), device):  # arrived in the last step: every rank stops, the caller cleans up
             bar.close()
-            raise interrupted[0]
+            raise interrupted[0] if interrupted else KeyboardInterrupt()
     bar.close()
     distributed.check_same_weights(model, device)
     model.eval()

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mamol_core.atomic import atomic_path
 from mamol_core.errors import MamolError
+from mamol_core.modelfile.header import read_metadata
 
 #: Metadata key of the state file's JSON.
 STATE_KEY = "mamol_training_state"
@@ -106,11 +107,9 @@ def read_state(path: Path) -> SavedState:
     if not path.is_file():
         raise MamolError(f"{path}: no such training state file; pass the file an interrupted mamol-train wrote (see its last message)")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        meta = json.loads(read_metadata(path)[STATE_KEY])
         tensors = load_file(str(path))
-        meta = json.loads(metadata[STATE_KEY])
-    except (SafetensorError, KeyError, ValueError, OSError):
+    except (MamolError, SafetensorError, KeyError, ValueError, OSError):
         raise MamolError(f"{path}: not a complete mamol training state; start afresh without --resume") from None
     return SavedState(path, meta, tensors)
 
