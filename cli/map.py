@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
-from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
 
@@ -62,12 +61,9 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.modelfile.weights import load_model
 
     config = read_config(model_path)
-    flags = {name: f"--{name}" for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
-    given = {name: path for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
-    for name, path in parse_inputs(inputs).items():
-        if name in given:
-            raise MamolError(f"--input {name}={path}: modality {name!r} was already given by --{name} ({given[name]}); give it once")
-        given[name], flags[name] = path, f"--input {name}"
+    aliases = {name: (path, f"--{name}") for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
+    given = parse_inputs(inputs, given=aliases)
+    flags = {name: aliases[name][1] if name in aliases else f"--input {name}" for name in given}
     check_sources(config.model, given, complete=False)
     items = [MapInput(name, path) for name, path in given.items()]
     outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),

@@ -92,13 +92,22 @@ class LayoutSpec:
         """Tokens along a tile's side, per modality."""
         return self.patch_size // self.token_size
 
+    def problem(self) -> str | None:
+        """Why the network cannot be built with this layout, or ``None`` when it can."""
+        if self.token_size < 1 or self.patch_size < self.token_size or self.patch_size % self.token_size:
+            return (f"--patch-size {self.patch_size} with --token-size {self.token_size}: the patch side must be a positive "
+                    f"multiple of the token side (e.g. --patch-size {max(self.token_size, 1) * 3})")
+        if self.encoding not in ENCODINGS:
+            return f"encoding {self.encoding!r} is unknown; use {' or '.join(ENCODINGS)}"
+        if self.hidden < 1:
+            return f"hidden width {self.hidden} is not positive"
+        return None
+
     def check(self) -> None:
         """One-line error for a layout the network cannot be built with."""
-        if self.token_size < 1 or self.patch_size < self.token_size or self.patch_size % self.token_size:
-            raise MamolError(f"--patch-size {self.patch_size} with --token-size {self.token_size}: the patch side must be a "
-                             f"positive multiple of the token side (e.g. --patch-size {max(self.token_size, 1) * 3})")
-        if self.encoding not in ENCODINGS:
-            raise MamolError(f"encoding {self.encoding!r} is unknown; use {' or '.join(ENCODINGS)}")
+        problem = self.problem()
+        if problem is not None:
+            raise MamolError(problem)
 
 
 @dataclass
@@ -278,8 +287,7 @@ def check_config(config: MamolConfig, source: str) -> None:
     if not all(re.fullmatch(r"#[0-9a-fA-F]{6}", c.color) for c in config.model.classes):
         problems.append("a class colour is not #rrggbb")
     layout = config.model.layout
-    if layout.hidden < 1 or layout.token_size < 1 or layout.patch_size < layout.token_size or layout.patch_size % layout.token_size \
-            or layout.encoding not in ENCODINGS:
+    if layout.problem() is not None:
         problems.append(f"its token layout (patch {layout.patch_size}, token {layout.token_size}, encoding {layout.encoding!r}) is impossible")
     grid = config.model.grid
     if grid is not None and (len(grid.pixel_size) != 2 or not all(math.isfinite(v) and v > 0 for v in grid.pixel_size)):

@@ -48,7 +48,9 @@ def test_an_output_never_overwrites_an_input_or_another_output(model_file, scene
                    "given as both -o and --probabilities")
     one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", model_file), "is the input --model")
     one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"),
-                   "modality 'dsm' was already given")
+                   "modality 'dsm' was already given by --input")
+    one_line_error(run_map("--model", model_file, "--hsi", scene_dir / "hsi.tif", "--input", f"hsi={scene_dir / 'hsi.tif'}",
+                           "-o", tmp_path / "m.tif"), "modality 'hsi' was already given by --hsi")
     assert dsm.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]
     result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(scene_dir / "dsm.tif"), *FAST])
     one_line_error(result, "is the input the dsm raster; writing -o there would destroy it")

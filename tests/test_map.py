@@ -247,7 +247,8 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
     import threading
 
     from mamol_core.mapping.align import AlignedInputs, MapInput
-    from mamol_core.mapping.mapper import BlockReader, plan_blocks
+    from mamol_core.data.reader import ModelReader
+    from mamol_core.mapping.mapper import plan_blocks
     from mamol_core.mapping.prefetch import prefetched
     from mamol_core.modelfile.header import read_config
 
@@ -255,7 +256,7 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
     config = read_config(model)
     inputs = [MapInput("hsi", scene_dir / "hsi.tif"), MapInput("dsm", scene_dir / "dsm.tif")]
     with AlignedInputs(inputs) as aligned:
-        reader = BlockReader(config, inputs, aligned)
+        reader = ModelReader(config.model.modalities, aligned)
         blocks = plan_blocks(aligned.grid.height, aligned.grid.width, 6, 6, 12)
         sequential = [reader.read(b.read_window) for b in blocks]
         threads = []

@@ -13,6 +13,7 @@ from mamol_core.config import ClassSpec, ModalitySpec, ProtocolSpec
 from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
+from mamol_core.data.reader import ModelReader, normalize
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
@@ -78,18 +79,6 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
     return specs
 
 
-def normalize(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec]) -> np.ndarray:
-    """``(x - mean) / std`` per band in place; values of invalid pixels become 0 (the band mean)."""
-    start = 0
-    for index, spec in enumerate(specs):
-        block = data[start : start + spec.bands]
-        block -= np.asarray(spec.mean, np.float32)[:, None, None]
-        block /= np.asarray(spec.std, np.float32)[:, None, None]
-        block[:, ~valid[index]] = 0.0
-        start += spec.bands
-    return data
-
-
 def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: list[ClassSpec], names: list[str],
               protocol: ProtocolSpec, seed: int, split: str) -> PixelSet:
     """Labelled pixels of ``labels`` inside ``window`` with protocol masks, restricted to valid data."""
@@ -113,14 +102,15 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
     """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
     and build the pixel sets."""
     window = label_window(scene, margin)
-    with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
-        data, valid = aligned.read(window)
     fitting = specs is None
+    layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
+    with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
+        data, valid = ModelReader(layout, aligned).read(window, normalized=not fitting)
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
                                                                window.col_off : window.col_off + window.width])
         specs = fit_normalization(data, valid, scene, train_rows, train_cols)
-    normalize(data, valid, specs)
+        normalize(data, valid, specs)
     train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")
     if fitting and len(train) == 0:
         raise MamolError(f"{scene.modalities[0].path.parent}: no training pixel is left after masking nodata; check the rasters' nodata values")

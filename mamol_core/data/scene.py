@@ -53,17 +53,21 @@ class Scene:
         return [m.name for m in self.modalities]
 
 
-def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input") -> dict[str, Path]:
-    """``NAME=PATH`` pairs from the command line (``flag`` names the option in errors)."""
-    inputs = {}
+def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input",
+                 given: dict[str, tuple[Path, str]] | None = None) -> dict[str, Path]:
+    """``NAME=PATH`` pairs from the command line (``flag`` names the option in errors), added to the
+    modalities already ``given`` by other options (name -> (path, option)); a modality given twice is refused."""
+    seen = dict(given or {})
     for pair in pairs:
         name, sep, path = pair.partition("=")
+        name = name.strip()
         if not sep or not name or not path:
             raise MamolError(f"{flag} {pair!r}: write NAME=PATH, e.g. {flag} lidar=dsm.tif")
-        if name.strip() in inputs:
-            raise MamolError(f"{flag} {pair!r}: modality {name.strip()!r} was already given ({inputs[name.strip()]}); give each modality once")
-        inputs[name.strip()] = Path(path)
-    return inputs
+        if name in seen:
+            earlier, option = seen[name]
+            raise MamolError(f"{flag} {pair!r}: modality {name!r} was already given by {option} ({earlier}); give each modality once")
+        seen[name] = (Path(path), flag)
+    return {name: path for name, (path, _) in seen.items()}
 
 
 def select_modalities(scene: Scene, names: list[str] | None) -> Scene:

@@ -24,7 +24,7 @@ import torch
 from rasterio.windows import Window
 
 from mamol_core.config import MamolConfig
-from mamol_core.data.pixels import normalize
+from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
@@ -119,35 +119,6 @@ def plan_blocks(height: int, width: int, size: int, stride: int, side: int) -> l
     return blocks
 
 
-class BlockReader:
-    """Reads the inputs for a window on the output grid, in the model's band layout: an absent
-    modality (not given, or outside its raster) reads as zeros with no valid pixel. Windows may
-    reach past the raster when the raster is smaller than one tile; that part is invalid too."""
-
-    def __init__(self, config: MamolConfig, inputs: list[MapInput], aligned: AlignedInputs) -> None:
-        self.config, self.aligned = config, aligned
-        given = {item.name: index for index, item in enumerate(inputs)}
-        self.order = [given.get(m.name) for m in config.model.modalities]
-        self.layout = config.model.band_slices
-        starts = np.cumsum([0] + [aligned.datasets[i].count for i in range(len(inputs))])
-        self.input_bands = [slice(starts[i], starts[i + 1]) for i in range(len(inputs))]
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        grid = self.aligned.grid
-        row0, col0 = int(window.row_off), int(window.col_off)
-        rows = min(int(window.height), grid.height - row0)
-        cols = min(int(window.width), grid.width - col0)
-        data = np.zeros((self.config.model.total_bands, int(window.height), int(window.width)), np.float32)
-        valid = np.zeros((len(self.order), int(window.height), int(window.width)), bool)
-        block, ok = self.aligned.read(Window(col0, row0, cols, rows))
-        for modality, index in enumerate(self.order):
-            if index is not None:
-                data[self.layout[modality], :rows, :cols] = block[self.input_bands[index]]
-                valid[modality, :rows, :cols] = ok[index]
-        normalize(data, valid, self.config.model.modalities)
-        return data, valid
-
-
 def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]) -> None:
     """After mapping: stop when no pixel had a usable sensor (an empty map is not a result); warn
     for each given input that no pixel could use (all nodata, or under ``--min-valid`` everywhere)."""
@@ -174,7 +145,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                                                                   config.model.grid) as aligned:
         aligned.check_readable()
         grid = aligned.grid
-        reader = BlockReader(config, inputs, aligned)
+        reader = ModelReader(config.model.modalities, aligned)
         blocks = plan_blocks(grid.height, grid.width, size, stride, block_side(config, stride, options.block_size))
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",

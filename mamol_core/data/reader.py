@@ -1,0 +1,53 @@
+"""The one model-input seam: windows of aligned rasters in a model's band layout, normalised with
+the model's statistics, with per-modality validity. Training, evaluation and mapping read through it."""
+
+from __future__ import annotations
+
+import numpy as np
+from rasterio.windows import Window
+
+from mamol_core.config import ModalitySpec
+from mamol_core.mapping.align import AlignedInputs
+
+
+def normalize(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec]) -> np.ndarray:
+    """``(x - mean) / std`` per band in place; values of invalid pixels become 0 (the band mean)."""
+    start = 0
+    for index, spec in enumerate(specs):
+        block = data[start : start + spec.bands]
+        block -= np.asarray(spec.mean, np.float32)[:, None, None]
+        block /= np.asarray(spec.std, np.float32)[:, None, None]
+        block[:, ~valid[index]] = 0.0
+        start += spec.bands
+    return data
+
+
+class ModelReader:
+    """Reads windows of ``aligned`` in the band layout of ``modalities`` (the model's order):
+    ``[total_bands, h, w]`` float32 and validity ``[M, h, w]``. A modality that was not given, or a
+    window part outside its raster, reads as zeros with no valid pixel; windows may reach past the
+    grid (when it is smaller than one tile), and that part is invalid too."""
+
+    def __init__(self, modalities: list[ModalitySpec], aligned: AlignedInputs) -> None:
+        self.modalities, self.aligned = modalities, aligned
+        given = {item.name: index for index, item in enumerate(aligned.inputs)}
+        self.order = [given.get(m.name) for m in modalities]
+        ends = np.cumsum([m.bands for m in modalities])
+        self.layout = [slice(int(end) - m.bands, int(end)) for end, m in zip(ends, modalities)]
+        starts = np.cumsum([0] + [dataset.count for dataset in aligned.datasets])
+        self.input_bands = [slice(int(starts[i]), int(starts[i + 1])) for i in range(len(aligned.datasets))]
+
+    def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
+        false (raw values, to fit those statistics; invalid values are then NaN)."""
+        grid = self.aligned.grid
+        row0, col0 = int(window.row_off), int(window.col_off)
+        rows, cols = min(int(window.height), grid.height - row0), min(int(window.width), grid.width - col0)
+        data = np.zeros((int(self.layout[-1].stop), int(window.height), int(window.width)), np.float32)
+        valid = np.zeros((len(self.order), int(window.height), int(window.width)), bool)
+        block, ok = self.aligned.read(Window(col0, row0, cols, rows))
+        for modality, index in enumerate(self.order):
+            if index is not None:
+                data[self.layout[modality], :rows, :cols] = block[self.input_bands[index]]
+                valid[modality, :rows, :cols] = ok[index]
+        return normalize(data, valid, self.modalities) if normalized else data, valid
