@@ -12,7 +12,7 @@ from typing import Callable
 import click
 
 from mamol_core.atomic import finished_outputs, forget_finished
-from mamol_core.errors import MamolError, Terminated
+from mamol_core.errors import MamolError, PeerStopped, Terminated
 from mamol_core.progress import MODES
 
 log = logging.getLogger("mamol")
@@ -65,7 +65,8 @@ def handle_errors(command: Callable) -> Callable:
         except MamolError as exc:
             if embedding().get("raise"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            if not isinstance(exc, PeerStopped):  # under torchrun the rank that failed says why
+                click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt as exc:
             if embedding().get("raise"):

@@ -1,7 +1,9 @@
-"""mamol-map: a land-cover GeoTIFF from whichever modality rasters are at hand."""
+"""mamol-map: a land-cover GeoTIFF from whichever modality rasters are at hand. Under ``torchrun``
+the blocks are shared among the processes (docs/distributed.md)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -41,12 +43,13 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--batch-size", type=int, help="Tiles per forward pass; default 128 on CPU, 2048 on GPU.")
 @click.option("--block-size", type=int, help="Block side in pixels read at once; default: from a 128 MiB budget.")
 @click.option("--min-valid", type=float, default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")
+@click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs with overviews (GDAL's COG driver).")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence, availability, reference, assume_crs, resampling,
-         stride, batch_size, block_size, min_valid, device, precision, progress_mode, quiet):
+         stride, batch_size, block_size, min_valid, cog, device, precision, progress_mode, quiet):
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -54,29 +57,33 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.data.scene import parse_inputs
     from mamol_core.data.sources import check_sources
     from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.distributed import process_group, stop_together
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
     from mamol_core.mapping.outputs import OutputPaths
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
-    config = read_config(model_path)
-    aliases = {name: (path, f"--{name}") for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
-    given = parse_inputs(inputs, given=aliases)
-    flags = {name: aliases[name][1] if name in aliases else f"--input {name}" for name in given}
-    check_sources(config.model, given, complete=False)
-    items = [MapInput(name, path) for name, path in given.items()]
-    outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
-                          sibling(output, availability, "availability"))
-    check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference,
-                                        **{flags[item.name]: item.path for item in items}})
-    for path in outputs.all():
-        check_writable(path)
-    compute = resolve_device(device)
-    model, config = load_model(model_path, compute)
-    options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs,
-                         reference, resampling)
-    summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision), progress_mode)
+    with process_group(resolve_device(device)) as (ranks, compute):
+        if not ranks.main:  # under torchrun rank 0 reports; the others only print their own errors
+            logging.getLogger().setLevel(logging.ERROR)
+        with stop_together(compute):  # a bad argument stops every rank, with one message
+            config = read_config(model_path)
+            aliases = {name: (path, f"--{name}") for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
+            given = parse_inputs(inputs, given=aliases)
+            flags = {name: aliases[name][1] if name in aliases else f"--input {name}" for name in given}
+            check_sources(config.model, given, complete=False)
+            items = [MapInput(name, path) for name, path in given.items()]
+            outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
+                                  sibling(output, availability, "availability"), cog)
+            check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference,
+                                                **{flags[item.name]: item.path for item in items}})
+            for path in outputs.all():
+                check_writable(path)
+            model, config = load_model(model_path, compute)
+        options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs, reference, resampling)
+        summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision),
+                              progress_mode if ranks.main else "none", model_path)
     log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
              summary.seconds, summary.megapixels_per_second)
 

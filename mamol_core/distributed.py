@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from mamol_core.errors import MamolError
+from mamol_core.errors import MamolError, PeerStopped
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,11 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
                              f"most {torch.cuda.device_count()}")
         device = torch.device("cuda", ranks.local)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    store, rank, world = next(dist.rendezvous("env://"))
+    # torchrun's agent keeps one key-value store across restarts (--max-restarts): without a prefix
+    # per attempt a restarted rank may read a dead rank's address and hang connecting to it
+    store = dist.PrefixStore(f"mamol/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world)
     try:
         yield ranks, device
         dist.barrier()  # no rank closes its connections while another still finishes its last collective
@@ -95,3 +99,29 @@ def check_same_weights(model: torch.nn.Module, device: torch.device) -> None:
     differs = (reference - local).abs().max().item() > 1e-9 * max(1.0, local.abs().max().item())
     if any_rank(differs, device):
         raise MamolError("the ranks ended training with different weights; report this with the torchrun command used")
+
+
+@contextlib.contextmanager
+def stop_together(device: torch.device) -> Iterator[None]:
+    """Run the block on every rank and meet afterwards: when it fails with a :class:`MamolError` on
+    any rank, every rank stops; the lowest failing rank with its own message, the others with
+    :class:`PeerStopped`, so the job prints one clear line (and no rank waits for one that left).
+    In a single process the error is simply raised."""
+    failure = None
+    try:
+        yield
+    except MamolError as exc:
+        if not current().distributed:
+            raise
+        failure = exc
+    ranks = current()
+    if not ranks.distributed:
+        return
+    flags = torch.zeros(ranks.world, device=device)
+    flags[ranks.rank] = 1.0 if failure is not None else 0.0
+    failed = all_sum(flags).nonzero().flatten().tolist()
+    if not failed:
+        return
+    if failure is not None and failed[0] == ranks.rank:
+        raise failure
+    raise PeerStopped(f"rank {ranks.rank}: stopped because rank {failed[0]} failed")

@@ -11,3 +11,8 @@ class MamolError(Exception):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a timeout, a batch scheduler, a container stop), raised where Ctrl-C would be so
     the same clean-up runs: half-written outputs are deleted, finished ones kept."""
+
+
+class PeerStopped(MamolError):
+    """This rank stops because another torchrun rank failed; that rank prints the one message, so
+    the CLI exits 1 without printing this one."""

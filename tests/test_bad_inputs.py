@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from mamol_core.atomic import atomic_path, forget_finished
 from mamol_core.config import ClassSpec, ProtocolSpec
 from mamol_core.data.pixels import pixel_set
 from mamol_core.data.rasters import write_raster
+from mamol_core.errors import MamolError
 from mamol_core.modelfile.header import read_config
 
 FAST = CLI_FAST
@@ -247,3 +249,26 @@ def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model_
     assert all(r.exit_code == 0 for r in runs), runs[1].output
     a, b = (json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"] for f in ("a", "b"))
     assert a["samples"] == b["samples"] and a["oa"] == b["oa"]
+
+
+def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path, monkeypatch):
+    import errno
+
+    from mamol_core.mapping import parts as parts_module
+
+    parts = parts_module.BlockParts(tmp_path / "map.tif", {"job": 1})
+    assert parts.prepare() == 0
+    parts.save(0, {"classes": np.ones((4, 4), np.uint8)})
+
+    def full(arrays, filename):
+        Path(filename).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(parts_module, "save_file", full)
+    with pytest.raises(MamolError, match=r"block-0000001.safetensors: cannot be written \(No space left on device\); free space"):
+        parts.save(1, {"classes": np.ones((4, 4), np.uint8)})
+    assert sorted(p.name for p in parts.folder.iterdir()) == ["block-0000000.safetensors", "job.json"]
+    assert list(parts.finished(3)) == [True, False, False]
+    assert parts_module.BlockParts(tmp_path / "map.tif", {"job": 1}).prepare() == 1  # the same job keeps its block
+    assert parts_module.BlockParts(tmp_path / "map.tif", {"job": 2}).prepare() == 0  # another job starts afresh
+    assert sorted(p.name for p in parts.folder.iterdir()) == ["job.json"]

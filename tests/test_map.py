@@ -351,3 +351,33 @@ def test_the_training_pixel_size_converts_between_projected_units_only():
     assert abs(feet[0] - 2 / 0.3048006096) < 1e-6
     assert pixel_size_in(spec, CRS.from_epsg(4326)) is None
     assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(4258)) == (0.001, 0.001)
+
+
+def test_cog_outputs_hold_the_same_pixels_colours_and_tags(trained, scene_dir, tmp_path):
+    _, model = trained
+    inputs = (("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert run_map(model, tmp_path / "tiled.tif", *inputs, extra=["--probabilities"]).exit_code == 0
+    result = run_map(model, tmp_path / "cog.tif", *inputs, extra=["--probabilities", "--cog"])
+    assert result.exit_code == 0, result.output
+    for tiled, cog in (("tiled.tif", "cog.tif"), ("tiled_probabilities.tif", "cog_probabilities.tif")):
+        with rasterio.open(tmp_path / tiled) as a, rasterio.open(tmp_path / cog) as b:
+            assert b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and "LAYOUT" not in a.tags(ns="IMAGE_STRUCTURE")
+            assert np.array_equal(a.read(), b.read()) and a.tags() == b.tags() and (a.crs, a.transform) == (b.crs, b.transform)
+            assert a.descriptions == b.descriptions and a.nodata == b.nodata
+    with rasterio.open(tmp_path / "cog.tif") as src:
+        assert src.colormap(1)[2] == (27, 120, 55, 255)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_a_large_cog_gets_overviews_of_the_majority_class(tmp_path):
+    from mamol_core.mapping.outputs import to_cog
+
+    classes = np.repeat(np.repeat(np.array([[1, 2], [3, 4]], np.uint8), 300, 0), 300, 1)
+    path = tmp_path / "classes.tif"
+    write_raster(path, classes, Affine(2, 0, 600000, 0, -2, 5000000), nodata=0)
+    to_cog(path, "MODE")
+    with rasterio.open(path) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.overviews(1) == [2, 4]
+        overview = src.read(1, out_shape=(300, 300))
+    assert np.array_equal(overview, classes[::2, ::2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]

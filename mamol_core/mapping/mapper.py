@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import rasterio
@@ -26,10 +27,12 @@ from rasterio.windows import Window
 from mamol_core.config import MamolConfig
 from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
+from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
-from mamol_core.mapping.outputs import MapWriter, OutputPaths
+from mamol_core.mapping.outputs import MapWriter, OutputPaths, encode_block
+from mamol_core.mapping.parts import BlockParts, file_identity
 from mamol_core.mapping.prefetch import prefetched
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
@@ -132,44 +135,137 @@ def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]
             log.warning("%s: no pixel of this %s raster holds valid data (all nodata?); the map was made without it", paths[name], name)
 
 
+def job_description(model_path: Path | None, inputs: list[MapInput], grid, options: MapOptions, stride: int, side: int,
+                    block_count: int, outputs: OutputPaths, amp_dtype: torch.dtype | None) -> dict:
+    """Everything that decides a distributed map's blocks, so that a restart reuses only its own."""
+    return {"model": file_identity(model_path) if model_path is not None else None,
+            "inputs": {item.name: file_identity(item.path) for item in inputs},
+            "grid": {"crs": grid.crs.to_wkt() if grid.crs is not None else None, "transform": list(grid.transform)[:6],
+                     "width": grid.width, "height": grid.height},
+            "tiles": {"stride": stride, "block": side, "blocks": block_count, "min_valid": options.min_valid,
+                      "resampling": options.resampling},
+            "outputs": [name for name in ("probabilities", "confidence", "availability") if getattr(outputs, name) is not None],
+            "precision": str(amp_dtype)}
+
+
+def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReader, predictor: DensePredictor, grid,
+                     encode: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], device: torch.device,
+                     bar) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """``(index, encoded outputs)`` of the blocks ``indices``; each block is read (warped,
+    normalised) in a background thread while the model predicts the one before."""
+    chosen = [(index, blocks[index]) for index in indices]
+    with contextlib.closing(prefetched(chosen, lambda item: reader.read(item[1].read_window))) as ahead:
+        for (index, block), (data, valid) in ahead:
+            read_r0, read_c0 = int(block.read_window.row_off), int(block.read_window.col_off)
+            inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
+            inside[: grid.height - read_r0, : grid.width - read_c0] = True
+            result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),
+                                       torch.as_tensor(block.origins), on_tiles=bar.update, inside=inside)
+            t = block.target
+            crop = (slice(None), slice(int(t.row_off) - read_r0, int(t.row_off + t.height) - read_r0),
+                    slice(int(t.col_off) - read_c0, int(t.col_off + t.width) - read_c0))
+            yield index, encode(result.probabilities[crop].float().cpu().numpy(), result.used[crop].cpu().numpy())
+
+
+def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: list[Block], outputs: OutputPaths, grid,
+                  config: MamolConfig, inputs: list[MapInput]) -> None:
+    """Write every block's encoded outputs into ``outputs`` (they appear only when all are complete)."""
+    with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
+        used_by = np.zeros(len(config.model.modalities), np.int64)
+        for index, block in encoded:
+            writer.write(blocks[index].target, block)
+            used_by += block["used_count"]
+        check_usage(used_by, config, inputs)
+        writer.commit()
+
+
+def wait_for_blocks(parts: BlockParts, count: int, poll: float = 0.5) -> None:
+    """Rank 0, its own blocks done: wait until every rank's blocks are on disk (a rank that fails
+    makes torchrun stop this one)."""
+    done = int(parts.finished(count).sum())
+    if done < count:
+        log.info("waiting for the other ranks' blocks (%d of %d done)", done, count)
+    while done < count:
+        time.sleep(poll)
+        done = int(parts.finished(count).sum())
+
+
+def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[int]], Iterator[tuple[int, dict]]],
+              write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> int:
+    """Under torchrun: map this rank's share of the blocks not finished yet into ``parts``; rank 0
+    then waits for the others' blocks and writes the outputs from them, and the other ranks wait
+    until it has. Returns the number of tiles this rank predicted."""
+    ranks = current()
+    kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
+                                   dtype=torch.float32, device=device)).cpu().numpy() > 0
+    todo = np.flatnonzero(~kept)
+    mine = [int(i) for i in todo[ranks.rank :: ranks.world]]
+    log.info("torchrun: %d ranks share %d blocks%s", ranks.world, len(todo),
+             f" ({int(kept.sum())} finished by an earlier attempt are kept)" if kept.any() else "")
+    try:
+        for index, block in predict(mine):
+            parts.save(index, block)
+        if ranks.main:
+            wait_for_blocks(parts, len(blocks))
+            write((index, parts.load(index)) for index in range(len(blocks)))
+            parts.remove()
+        else:
+            while parts.folder.exists():
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        if ranks.main and parts.folder.exists():
+            log.warning("%d finished blocks are kept in %s; the same command continues from them",
+                        int(parts.finished(len(blocks)).sum()), parts.folder)
+        raise
+    return sum(len(blocks[i].origins) for i in mine)
+
+
 def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
-                options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> MapSummary:
+                options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar",
+                model_path: Path | None = None) -> MapSummary:
     """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
 
-    Blocks are read (warped, normalised) in a background thread one block ahead of the model."""
-    check_sources(config.model, {item.name: item.path for item in inputs}, complete=False)
+    Under torchrun (an initialised process group) the blocks are shared among the ranks through a
+    folder of finished blocks (:mod:`mamol_core.mapping.parts`; ``model_path`` identifies the job),
+    so that a restarted job skips the blocks already done; rank 0 writes the outputs."""
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
+    side = block_side(config, stride, options.block_size)
     predictor = DensePredictor(model, stride, options.batch_size or default_batch(device), amp_dtype, options.min_valid)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling,
-                                                                  config.model.grid) as aligned:
-        aligned.check_readable()
-        grid = aligned.grid
-        reader = ModelReader(config.model.modalities, aligned)
-        blocks = plan_blocks(grid.height, grid.width, size, stride, block_side(config, stride, options.block_size))
+    values = np.array([c.value for c in config.model.classes], np.uint8)
+    with contextlib.ExitStack() as stack:
+        with stop_together(device):  # under torchrun every rank stops when one cannot start
+            check_sources(config.model, {item.name: item.path for item in inputs}, complete=False)
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+            aligned = stack.enter_context(AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling,
+                                                        config.model.grid))
+            aligned.check_readable()
+            grid = aligned.grid
+            reader = ModelReader(config.model.modalities, aligned)
+            blocks = plan_blocks(grid.height, grid.width, size, stride, side)
+        parts = None
+        if current().distributed:
+            parts = BlockParts(outputs.classes, job_description(model_path, inputs, grid, options, stride, side, len(blocks),
+                                                                outputs, amp_dtype))
+            with stop_together(device):  # rank 0 makes the folder before any rank writes to it
+                if current().main:
+                    parts.prepare()
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
                  grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
         start = time.perf_counter()
-        bar = counter(total, "mapping", "tile", progress_mode)
-        try:
-            with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer, \
-                    contextlib.closing(prefetched(blocks, lambda b: reader.read(b.read_window))) as ahead:
-                used_by = np.zeros(len(config.model.modalities), np.int64)
-                for block, (data, valid) in ahead:
-                    read_r0, read_c0 = int(block.read_window.row_off), int(block.read_window.col_off)
-                    inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
-                    inside[: grid.height - read_r0, : grid.width - read_c0] = True
-                    result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),
-                                               torch.as_tensor(block.origins), on_tiles=bar.update, inside=inside)
-                    t = block.target
-                    crop = (slice(None), slice(int(t.row_off) - read_r0, int(t.row_off + t.height) - read_r0),
-                            slice(int(t.col_off) - read_c0, int(t.col_off + t.width) - read_c0))
-                    used = result.used[crop].cpu().numpy()
-                    used_by += used.reshape(len(used_by), -1).sum(1)
-                    writer.write(t, result.probabilities[crop].cpu().numpy(), used)
-                check_usage(used_by, config, inputs)
-                writer.commit()
-        finally:
-            bar.close()
+
+        def predict(indices: list[int]) -> Iterator[tuple[int, dict]]:
+            bar = stack.enter_context(contextlib.closing(counter(sum(len(blocks[i].origins) for i in indices), "mapping", "tile",
+                                                                 progress_mode)))
+            return predicted_blocks(indices, blocks, reader, predictor, grid,
+                                    lambda p, u: encode_block(p, u, values, outputs), device, bar)
+
+        def write(encoded: Iterable[tuple[int, dict]]) -> None:
+            write_outputs(encoded, blocks, outputs, grid, config, inputs)
+
+        if parts is None:
+            write(predict(list(range(len(blocks)))))
+        else:
+            map_share(parts, blocks, predict, write, device)
         return MapSummary(grid.width, grid.height, total, time.perf_counter() - start)

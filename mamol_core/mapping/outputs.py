@@ -1,5 +1,5 @@
-"""Map outputs: a tiled, compressed uint8 class GeoTIFF with colour table, category names (GDAL
-PAM sidecar) and nodata 0; a QGIS ``.qml`` style; optional probability, confidence and
+"""Map outputs: a tiled, compressed uint8 class GeoTIFF (or Cloud-Optimized GeoTIFF with overviews)
+with colour table, category names (GDAL PAM sidecar) and nodata 0; a QGIS ``.qml`` style; optional probability, confidence and
 availability rasters; a PNG quick-look. Everything is written under temporary names and renamed
 only when the map is complete."""
 
@@ -35,6 +35,7 @@ class OutputPaths:
     probabilities: Path | None = None
     confidence: Path | None = None
     availability: Path | None = None
+    cog: bool = False  # Cloud-Optimized GeoTIFFs with overviews instead of tiled GeoTIFFs
 
     @property
     def style(self) -> Path:
@@ -146,7 +147,6 @@ class MapWriter(contextlib.ExitStack):
 
     def _open_all(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
         self.paths, self.grid, self.classes, self.modality_names = paths, grid, classes, modality_names
-        self.values = np.array([c.value for c in classes], np.uint8)
         self.temporaries = dict(zip(paths.all(), self.enter_context(atomic_paths(paths.all()))))
         self.classes_ds = self._open(paths.classes, 1, CLASS_NODATA, "classes")
         self.classes_ds.write_colormap(1, {c.value: hex_rgba(c.color) for c in classes})
@@ -169,28 +169,62 @@ class MapWriter(contextlib.ExitStack):
         dataset.update_tags(**{OUTPUT_TAG: kind})
         return dataset
 
-    def write(self, window: Window, probabilities: np.ndarray, used: np.ndarray) -> None:
-        """Store one block: ``probabilities`` ``[K, h, w]`` and ``used`` ``[M, h, w]`` (bool)."""
-        predicted = used.any(0)
-        self.classes_ds.write(np.where(predicted, self.values[probabilities.argmax(0)], CLASS_NODATA)[None], window=window)
-        percent = np.rint(probabilities * 100).astype(np.uint8)
-        if self.probabilities_ds is not None:
-            self.probabilities_ds.write(np.where(predicted[None], percent, PERCENT_NODATA), window=window)
-        if self.confidence_ds is not None:
-            self.confidence_ds.write(np.where(predicted, percent.max(0), PERCENT_NODATA)[None], window=window)
-        if self.availability_ds is not None:
-            bits = (used.astype(np.uint8) << np.arange(len(used), dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8)
-            self.availability_ds.write(bits[None], window=window)
+    def write(self, window: Window, block: dict[str, np.ndarray]) -> None:
+        """Store one block encoded by :func:`encode_block`."""
+        for name, dataset in (("classes", self.classes_ds), ("probabilities", self.probabilities_ds),
+                              ("confidence", self.confidence_ds), ("availability", self.availability_ds)):
+            if dataset is not None:
+                array = block[name]
+                dataset.write(array if array.ndim == 3 else array[None], window=window)
 
     def commit(self) -> None:
-        """Close the rasters, write the style, category names and quick-look, then rename all."""
+        """Close the rasters (converted to Cloud-Optimized GeoTIFFs with overviews when asked), write
+        the style, category names and quick-look, then rename all."""
         for dataset in (self.classes_ds, self.probabilities_ds, self.confidence_ds, self.availability_ds):
             if dataset is not None:
                 dataset.close()
+        if self.paths.cog:
+            for path, resampling in ((self.paths.classes, "MODE"), (self.paths.probabilities, "AVERAGE"),
+                                     (self.paths.confidence, "AVERAGE"), (self.paths.availability, "MODE")):
+                if path is not None:
+                    to_cog(self.temporaries[path], resampling)
         self.temporaries[self.paths.style].write_text(qml_style(self.classes))
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
         self.close()
+
+
+def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray, paths: OutputPaths) -> dict[str, np.ndarray]:
+    """What the outputs store of one block, from ``probabilities`` ``[K, h, w]`` and ``used``
+    ``[M, h, w]`` (bool): ``classes`` (class values, 0 where no sensor was usable), the outputs asked
+    for in ``paths`` (``probabilities``, ``confidence`` in percent, ``availability`` bits) and
+    ``used_count``, the pixels each modality was used on."""
+    predicted = used.any(0)
+    block = {"classes": np.where(predicted, values[probabilities.argmax(0)], CLASS_NODATA).astype(np.uint8),
+             "used_count": used.reshape(len(used), -1).sum(1).astype(np.int64)}
+    if paths.probabilities is not None or paths.confidence is not None:
+        percent = np.rint(probabilities * 100).astype(np.uint8)
+        if paths.probabilities is not None:
+            block["probabilities"] = np.where(predicted[None], percent, PERCENT_NODATA).astype(np.uint8)
+        if paths.confidence is not None:
+            block["confidence"] = np.where(predicted, percent.max(0), PERCENT_NODATA).astype(np.uint8)
+    if paths.availability is not None:
+        block["availability"] = (used.astype(np.uint8) << np.arange(len(used), dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8)
+    return block
+
+
+def to_cog(path: Path, resampling: str) -> None:
+    """Rewrite the GeoTIFF ``path`` in place as a Cloud-Optimized GeoTIFF (GDAL's COG driver) with
+    internal overviews made with ``resampling`` (``MODE`` for classes, ``AVERAGE`` for percentages)."""
+    from rasterio.shutil import copy
+
+    converted = path.with_name(path.name + ".cog")
+    try:
+        copy(path, converted, driver="COG", BLOCKSIZE=256, COMPRESS="DEFLATE", PREDICTOR="YES", OVERVIEW_RESAMPLING=resampling,
+             BIGTIFF="IF_SAFER")
+        converted.replace(path)
+    finally:
+        converted.unlink(missing_ok=True)
 
 
 def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_side: int = 1024) -> None:

@@ -1,0 +1,96 @@
+"""Finished blocks of a map shared among torchrun ranks.
+
+Each finished block's encoded outputs go to their own safetensors file in a folder beside the
+class map (``.NAME.blocks/``), written under a temporary name and renamed, so that a block file is
+the record that the block is done: a restarted job (``torchrun --max-restarts``, or the same
+command run again) skips it. ``job.json`` in the folder describes the job (model, inputs, grid,
+options); blocks of another job are discarded instead of reused. The folder is removed once the
+outputs are assembled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from mamol_core.errors import MamolError
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+
+
+def file_identity(path: Path) -> dict:
+    """What identifies one version of a file: its resolved path, size and modification time."""
+    stat = os.stat(path)
+    return {"path": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+class BlockParts:
+    """The finished-block folder of the map ``output`` for the job described by ``job`` (JSON-able)."""
+
+    def __init__(self, output: Path, job: dict) -> None:
+        self.folder = Path(output).with_name(f".{Path(output).name}.blocks")
+        self.job = job
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"block-{index:07d}.safetensors"
+
+    def prepare(self) -> int:
+        """Create the folder for this job (rank 0, before any rank writes): blocks left by an earlier
+        attempt of the same job are kept, those of another job deleted. Returns how many were kept."""
+        job_file = self.folder / JOB_FILE
+        try:
+            if self.folder.exists():
+                same = job_file.exists() and json.loads(job_file.read_text()) == self.job
+                if same:
+                    return len(list(self.folder.glob("block-*.safetensors")))
+                log.warning("%s: holds blocks of another mapping job (other model, inputs or options); starting afresh", self.folder)
+                shutil.rmtree(self.folder)
+            self.folder.mkdir()
+            temporary = job_file.with_name(f".{JOB_FILE}.partial-{os.getpid()}")
+            temporary.write_text(json.dumps(self.job, indent=1))
+            temporary.replace(job_file)
+        except (OSError, ValueError) as exc:
+            raise MamolError(f"{self.folder}: cannot prepare the folder of finished blocks ({exc}); the output folder must be "
+                             "writable by every rank") from None
+        return 0
+
+    def finished(self, count: int) -> np.ndarray:
+        """Which of the ``count`` blocks have a file (bool ``[count]``)."""
+        done = np.zeros(count, bool)
+        for path in self.folder.glob("block-*.safetensors"):
+            try:
+                index = int(path.stem.removeprefix("block-"))
+            except ValueError:
+                continue
+            if 0 <= index < count:
+                done[index] = True
+        return done
+
+    def save(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write block ``index`` atomically (a full disk or an unwritable folder: one line, nothing half-written)."""
+        final = self.path(index)
+        temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(temporary))
+            temporary.replace(final)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise MamolError(f"{final}: cannot be written ({exc.strerror or exc}); free space or choose another output folder") from None
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        try:
+            return load_file(str(self.path(index)))
+        except (OSError, ValueError) as exc:
+            raise MamolError(f"{self.path(index)}: a finished block cannot be read ({exc}); delete it and run the same command "
+                             "again to map that block anew") from None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
