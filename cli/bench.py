@@ -9,6 +9,18 @@ import click
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 from mamol_core.config import LayoutSpec, TrainSpec
+from mamol_core.errors import MamolError
+
+
+def positive_counts(text: str | None) -> list[int]:
+    """``--processes 1,2`` as numbers; one line for anything else."""
+    try:
+        counts = [int(part) for part in split(text or "")]
+    except ValueError:
+        counts = [0]
+    if any(count < 1 for count in counts):
+        raise MamolError(f"--processes {text}: give process counts, e.g. --processes 1,2")
+    return counts
 
 
 def split(text: str) -> list[str]:
@@ -78,7 +90,6 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     from mamol_core.data.pixels import PixelSet, prepare_scene
     from mamol_core.data.scene import open_scene
     from mamol_core.device import resolve_device
-    from mamol_core.errors import MamolError
     from mamol_core.evaluation.score import order_scene_for_model
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
@@ -183,11 +194,14 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 @layout_options
 @click.option("--train-steps", type=int, default=SpeedSettings.train_steps, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
 @click.option("--batch-size", type=int, help="Tiles per mapping batch; default 128 on CPU, 2048 on GPU.")
+@click.option("--processes", help="Also measure mamol-map and mamol-train under torchrun with these process counts, "
+                                   "comma-separated (e.g. 1,2), with the first backbone.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures to this JSON file.")
 @device_options
 @quiet_option
 @handle_errors
-def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps, batch_size, json_path, device, precision, quiet):
+def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps, batch_size, processes, json_path, device, precision,
+          quiet):
     """Mapping and training throughput of MaMOL beside a random forest's, on one synthetic raster."""
     setup_logging(quiet)
     import json
@@ -200,7 +214,8 @@ def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps,
         check_writable(json_path)
     compute = resolve_device(device)
     settings = SpeedSettings(side or (2048 if compute.type == "cuda" else SpeedSettings.side), bands, tuple(split(backbones)),
-                             LayoutSpec(patch_size, token_size, encoding=encoding), train_steps, map_batch=batch_size)
+                             LayoutSpec(patch_size, token_size, encoding=encoding), train_steps, map_batch=batch_size,
+                             processes=tuple(positive_counts(processes)), precision=precision)
     result = run_speed(settings, compute, autocast_dtype(compute, precision))
     if json_path is not None:
         with atomic_path(json_path) as temporary:

@@ -69,7 +69,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     progress_mode = progress_sink(progress_mode)
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
-    from mamol_core.distributed import process_group
+    from mamol_core.distributed import process_group, stop_together
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
@@ -78,23 +78,24 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
 
     folder = report or output.with_suffix(".report")
     state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
-    check_writable(output)
-    check_writable(state_path)
-    if resume is None and state_path.exists():
-        raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume {state_path} "
-                         "(and the same other arguments), or delete the file to start afresh")
-    if not no_eval:
-        check_folder(folder)
     with process_group(resolve_device(device)) as (ranks, compute):
         if not ranks.main:  # under torchrun only rank 0 writes files and reports
             logging.getLogger().setLevel(logging.WARNING)
-        amp = autocast_dtype(compute, precision)
-        opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
-                            reference=reference, assume_crs=assume_crs)
-        check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
-                       {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
-                        "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
-                        **{f"the {m.name} raster": m.path for m in opened.modalities}})
+        with stop_together(compute):  # a bad argument or an input one rank cannot read stops every rank, with one message
+            check_writable(output)
+            check_writable(state_path)
+            if resume is None and state_path.exists():
+                raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume "
+                                 f"{state_path} (and the same other arguments), or delete the file to start afresh")
+            if not no_eval:
+                check_folder(folder)
+            amp = autocast_dtype(compute, precision)
+            opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
+                                reference=reference, assume_crs=assume_crs)
+            check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
+                           {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
+                            "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
+                            **{f"the {m.name} raster": m.path for m in opened.modalities}})
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from safetensors import SafetensorError
+
 from mamol_core.errors import MamolError
 
 #: Final outputs this process has renamed into place, in order (for an honest message on interruption).
@@ -68,6 +70,12 @@ def check_distinct(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
         taken[key] = label
 
 
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says a file could not be written: an ``OSError`` (rasterio's write errors are
+    ones) or safetensors' I/O error."""
+    return isinstance(exc, OSError) or (isinstance(exc, SafetensorError) and "I/O error" in str(exc))
+
+
 def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
@@ -82,7 +90,13 @@ def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
         check_writable(path)
     temporaries = [partial_name(p) for p in paths]
     try:
-        yield temporaries
+        try:
+            yield temporaries
+        except Exception as exc:  # a full disk or a lost mount, as OSError or as a writer library's own error
+            if isinstance(exc, MamolError) or not is_write_failure(exc):
+                raise
+            raise MamolError(f"{paths[0].parent}: writing {', '.join(p.name for p in paths)} failed ({str(exc).splitlines()[0]}); "
+                             "free space there or choose another output folder") from None
         for temporary, path in zip(temporaries, paths):
             if temporary.exists():
                 os.chmod(temporary, 0o666 & ~_umask())

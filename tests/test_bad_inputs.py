@@ -272,3 +272,27 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
     assert parts_module.BlockParts(tmp_path / "map.tif", {"job": 1}).prepare() == 1  # the same job keeps its block
     assert parts_module.BlockParts(tmp_path / "map.tif", {"job": 2}).prepare() == 0  # another job starts afresh
     assert sorted(p.name for p in parts.folder.iterdir()) == ["job.json"]
+
+
+def test_a_full_disk_when_the_model_or_map_is_written_is_one_line_and_leaves_nothing(scene_dir, model_file, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from mamol_core.mapping import outputs
+    from mamol_core.modelfile import weights
+
+    def full_safetensors(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(weights, "save_file", full_safetensors)
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "model.safetensors"), "--no-eval", *FAST])
+    one_line_error(result, "writing model.safetensors failed (Error while serializing: I/O error: No space left on device")
+    assert "free space there or choose another output folder" in result.output
+
+    def full_disk(*args, **kwargs):
+        raise rasterio.errors.RasterioIOError("Write failed. See previous exception for details.")
+
+    monkeypatch.setattr(outputs, "write_quicklook", full_disk)
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "map.tif"),
+                   "writing map.tif, map.tif.aux.xml, map.qml, map_quicklook.png failed (Write failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

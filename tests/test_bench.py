@@ -224,3 +224,17 @@ def test_table_leads_with_per_pixel_oa_shows_dense_beside_it_and_counts_paired_w
     assert "| a | — | 1/2 (+0.50) |" in table.output and "| b | 1/2 (-0.50) | — |" in table.output
     dense = table.output.split("`dense` evaluation")[1]
     assert "| 50% | both | 81.00 ± 1.41 | 75.00 ± 21.21 |" in dense
+
+
+def test_speed_compares_one_and_two_torchrun_processes(tmp_path):
+    out = tmp_path / "speed.json"
+    result = CliRunner().invoke(bench.main, ["speed", "--side", "40", "--bands", "3", "--backbones", "tiny", "--patch-size", "8",
+                                             "--token-size", "4", "--train-steps", "1", "--device", "cpu", "--precision", "fp32",
+                                             "--processes", "1,2", "--json", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    scaling = json.loads(out.read_text())["scaling"]
+    assert list(scaling) == ["1", "2"] and all(f["mapping_mpx_s"] > 0 and f["training_samples_s"] > 0 for f in scaling.values())
+    lines = result.output.splitlines()
+    assert any(line.startswith("| 1 | ") and "| 1x |" in line for line in lines) and any(line.startswith("| 2 | ") for line in lines)
+    bad = CliRunner().invoke(bench.main, ["speed", "--processes", "0,two", "--device", "cpu"])
+    assert bad.exit_code == 1 and "--processes 0,two: give process counts" in bad.output

@@ -17,6 +17,13 @@ def test_train_writes_model_and_report(model_file):
     assert set(metrics["results"]) == {"overall", "complete", "missing dsm", "missing hsi"}
     assert (report / "confusion.png").stat().st_size > 0
     assert (report / "confusion_overall.csv").read_text().startswith("reference \\ predicted,Grass,Trees")
+    page = (report / "report.html").read_text()
+    overall = metrics["results"]["overall"]
+    assert f"Overall accuracy <b>{overall['oa']:.2f} %</b>, kappa <b>{overall['kappa']:.2f}</b>" in page
+    assert "<td>dsm + hsi (all)</td>" in page and "<td>hsi only</td>" in page and "<td>dsm only</td>" in page
+    complete = metrics["results"]["complete"]
+    assert f"<td>dsm + hsi (all)</td><td>{complete['samples']}</td><td>{complete['oa']:.2f}</td>" in page
+    assert "<td>Trees</td>" in page and 'src="data:image/png;base64,iVBOR' in page
 
 
 def test_eval_and_info(model_file, scene_dir, tmp_path):

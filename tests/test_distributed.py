@@ -172,3 +172,19 @@ def test_an_unwritable_output_stops_every_rank_with_one_message(model_file, scen
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not exist" in errors[0], result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_rank_that_cannot_read_an_input_stops_training_on_every_rank_with_one_message(scene_dir, tmp_path):
+    for rank in (0, 1):  # each rank runs in its own folder, as on nodes that mount different file systems
+        shutil.copytree(scene_dir, tmp_path / f"node{rank}")
+    (tmp_path / "node1" / "dsm.tif").unlink()
+    output = tmp_path / "out" / "model.safetensors"
+    output.parent.mkdir()
+    training = " ".join(["-m", "mamol_cli.train", "--scene", ".", "--input", "dsm=dsm.tif", "-o", str(output), *ARGS])
+    script = f'cd "{tmp_path}/node$LOCAL_RANK" && PYTHONPATH="{ROOT}" exec "{sys.executable}" {training}'
+    result = subprocess.run(torchrun("--no-python", "sh", "-c", script), capture_output=True, text=True, timeout=300,
+                            env=ONE_THREAD, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "dsm.tif" in errors[0], result.stderr[-3000:]
+    assert list(output.parent.iterdir()) == []

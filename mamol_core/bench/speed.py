@@ -46,6 +46,8 @@ class SpeedSettings:
     map_batch: int | None = None
     trees: int = 300
     forest_patch: int = 11
+    processes: tuple[int, ...] = ()  # torchrun process counts to compare (empty: no scaling figure)
+    precision: str = "auto"  # the --precision the torchrun processes get
 
 
 @dataclass
@@ -66,6 +68,7 @@ class SpeedResult:
     training_steps_s: dict[str, float] = field(default_factory=dict)
     training_samples_s: dict[str, float] = field(default_factory=dict)
     forest_mpx_s: float = 0.0
+    scaling: dict[str, dict[str, float]] = field(default_factory=dict)  # processes -> mapping_mpx_s, training_samples_s
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -168,6 +171,49 @@ def measure_forest(folder: Path, settings: SpeedSettings, chunk: int = 16384) ->
     return height * width / 1e6 / (time.perf_counter() - start)
 
 
+def torchrun_seconds(arguments: list[str], processes: int, threads: int, pattern: str) -> float:
+    """Run a mamol command under ``torchrun --standalone --nproc_per_node processes``, the machine's
+    ``threads`` shared equally, and return the seconds its log reports (the first number matching ``pattern``)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from mamol_core.errors import MamolError
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // processes))}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    found = re.search(pattern, done.stderr)
+    if done.returncode != 0 or found is None:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise MamolError(f"torchrun with {processes} processes failed ({tail[0]}); run the same command by hand to see why")
+    return float(found.group(1))
+
+
+def measure_processes(folder: Path, work: Path, config: MamolConfig, settings: SpeedSettings, processes: int,
+                      device: torch.device) -> dict[str, float]:
+    """Mapping Mpx/s and training samples/s of ``mamol-map`` and ``mamol-train`` run under torchrun with
+    ``processes`` processes (on a CPU they share its threads; on GPUs each takes one), as the logs report
+    them: mapping from the first block read to the outputs written (16 blocks), training its steps."""
+    backbone = config.model.backbone.name
+    model_path = work / f"speed_{backbone}.safetensors"
+    inputs = [f"--input={m.name}={folder / f'{m.name}.tif'}" for m in config.model.modalities]
+    common = ["--device", device.type, "--precision", settings.precision, "--progress", "none"]
+    threads = torch.get_num_threads()
+    mapping = torchrun_seconds(["-m", "mamol_cli.map", "--model", str(model_path), *inputs, "-o", str(work / f"scaling_{processes}.tif"),
+                                "--block-size", str(max(settings.side // 4, settings.layout.patch_size)), *common],
+                               processes, threads, r"wrote .* in ([0-9.]+) s")
+    steps = 2 * settings.train_steps
+    layout = settings.layout
+    training = torchrun_seconds(["-m", "mamol_cli.train", "--scene", str(folder), "--backbone", backbone, "--patch-size",
+                                 str(layout.patch_size), "--token-size", str(layout.token_size), "--encoding", layout.encoding,
+                                 "--epochs", "0", "--min-steps", str(steps), "--batch-size", str(settings.train_batch), "--no-eval",
+                                 "-o", str(work / f"scaling_{processes}.safetensors"), *common],
+                                processes, threads, r"training took ([0-9.]+) s")
+    return {"mapping_mpx_s": settings.side**2 / 1e6 / mapping, "training_samples_s": steps * settings.train_batch / training}
+
+
 def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | None) -> SpeedResult:
     """Every figure of ``mamol-bench speed`` on one synthetic raster written to a temporary folder."""
     from mamol_core.bench.grid import hardware_name
@@ -192,6 +238,11 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
         log.info("random forest (%d trees, %d x %d patches): fit, then predict %dx%d px", settings.trees, settings.forest_patch,
                  settings.forest_patch, settings.side, settings.side)
         result.forest_mpx_s = measure_forest(folder, settings)
+        for count in settings.processes:
+            log.info("%s under torchrun with %d processes: mapping, then %d training steps", settings.backbones[0], count,
+                     2 * settings.train_steps)
+            config = speed_model_config(folder, settings.backbones[0], settings.layout)
+            result.scaling[str(count)] = measure_processes(folder, work, config, settings, count, device)
     return result
 
 
@@ -210,4 +261,12 @@ def speed_table(result: SpeedResult) -> str:
                      f"{result.training_samples_s[name]:.4g} |")
     lines.append(f"| random forest, {result.trees} trees, {result.forest_patch} x {result.forest_patch} patches | "
                  f"{result.forest_mpx_s:.4g} | 1x | | |")
+    if result.scaling:
+        first = next(iter(result.scaling.values()))
+        lines += ["", f"Scaling under torchrun ({next(iter(result.mapping_mpx_s))}; on a CPU the processes share its "
+                      f"{result.threads} threads; mamol-map with 16 blocks, mamol-train's steps as logged):", "",
+                  "| processes | mapping Mpx/s | mapping vs first | training samples/s | training vs first |", "|---:|---:|---:|---:|---:|"]
+        for count, figures in result.scaling.items():
+            lines.append(f"| {count} | {figures['mapping_mpx_s']:.4g} | {figures['mapping_mpx_s'] / first['mapping_mpx_s']:.3g}x | "
+                         f"{figures['training_samples_s']:.4g} | {figures['training_samples_s'] / first['training_samples_s']:.3g}x |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ class Evaluation:
 
     class_names: list[str]
     matrices: dict[str, np.ndarray] = field(default_factory=dict)
+    modality_names: list[str] = field(default_factory=list)  # the model's, in the order pattern names use
 
     @property
     def summaries(self) -> dict[str, dict]:
@@ -54,7 +55,7 @@ def predict_pixels(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
 def evaluate_predictions(pixels: PixelSet, predicted: np.ndarray, class_names: list[str], modality_names: list[str]) -> Evaluation:
     """Overall and per-pattern confusion matrices of ``predicted`` against ``pixels.targets``."""
     count = len(class_names)
-    result = Evaluation(class_names)
+    result = Evaluation(class_names, modality_names=list(modality_names))
     result.matrices["overall"] = confusion_matrix(pixels.targets, predicted, count)
     patterns, inverse = np.unique(pixels.presence, axis=0, return_inverse=True)
     for index, pattern in enumerate(patterns):

@@ -1,4 +1,5 @@
-"""Writing an accuracy report: metrics.json, metrics.csv, confusion matrices as CSV and a PNG plot."""
+"""Writing an accuracy report: metrics.json, metrics.csv, confusion matrices as CSV and a PNG plot,
+and report.html, one page with all of it for a browser or QGIS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mamol_core.atomic import atomic_paths
+from mamol_core.evaluation.html import report_html
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 
@@ -25,7 +27,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
     confusions = {name: folder / f"confusion_{slug(name)}.csv" for name in evaluation.matrices}
-    files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png"]
+    files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png", folder / "report.html"]
     with atomic_paths(files) as temporaries:
         temporary = dict(zip(files, temporaries))
         payload = {"context": context, "classes": evaluation.class_names,
@@ -43,6 +45,8 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
                 for class_name, row in zip(evaluation.class_names, matrix):
                     writer.writerow([class_name, *row.tolist()])
         plot_confusions(evaluation, temporary[folder / "confusion.png"])
+        page = report_html(evaluation, context, evaluation.modality_names, temporary[folder / "confusion.png"].read_bytes())
+        temporary[folder / "report.html"].write_text(page, encoding="utf-8")
     return folder / "metrics.json"
 
 

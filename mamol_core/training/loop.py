@@ -126,8 +126,11 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     ranks = distributed.current()
 
     def save() -> None:
-        if checkpointing is not None and ranks.main:
-            save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
+        if checkpointing is None:
+            return
+        with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
+            if ranks.main:
+                save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
 
     size = sampler.size
     model.train()
