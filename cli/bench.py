@@ -28,6 +28,7 @@ def split(text: str) -> list[str]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mamol")
 def main():
     """Benchmark MaMOL and its variants on scenes under the missing-modality protocol."""
 

@@ -11,6 +11,7 @@ from mamol_core.config import ProtocolSpec
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mamol")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
 @click.option("--scene", type=click.Path(path_type=Path), help="Scene folder (modality rasters and test_labels.tif).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")

@@ -12,6 +12,7 @@ from mamol_cli.common import handle_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mamol")
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole embedded config as JSON.")
 @handle_errors
@@ -24,7 +25,7 @@ def main(model_path, as_json):
         click.echo(json.dumps(dataclasses.asdict(config), indent=1))
         return
     model = config.model
-    click.echo(f"mamol model {model_path} (mamol {config.mamol_version}, format {config.format_version})")
+    click.echo(f"mamol model {model.name or model_path.stem!r}: {model_path} (mamol {config.mamol_version}, format {config.format_version})")
     click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'})" for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "

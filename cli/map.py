@@ -25,6 +25,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mamol")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
 @click.option("--hsi", type=click.Path(path_type=Path), help="Raster of the model's modality 'hsi'.")
 @click.option("--lidar", type=click.Path(path_type=Path), help="Raster of the model's modality 'lidar'.")

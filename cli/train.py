@@ -18,6 +18,7 @@ EVAL_PIXELS = 50_000
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mamol")
 @click.option("--scene", type=click.Path(path_type=Path), help="Scene folder: <modality>.tif files, train_labels.tif, test_labels.tif, classes.json.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Training labels: a label raster or vector points/polygons.")
@@ -57,13 +58,14 @@ EVAL_PIXELS = 50_000
               help="Score the report on at most this many test pixels (a seeded random sample, its size stated).")
 @click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Model file to write (.safetensors).")
+@click.option("--name", help="What the model is called (QGIS names its mapping algorithm after it); default: the model file's name.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
-         report, state_path, save_every, resume, eval_pixels, no_eval, output, device, precision, progress_mode, quiet):
+         report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -104,7 +106,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
                              LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp,
-                             progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume))
+                             progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume),
+                             name or output.stem)
     if not ranks.main:
         return
     save_model(run.model, run.config, output)

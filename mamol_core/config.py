@@ -122,7 +122,8 @@ class GridSpec:
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the network and map with it: inputs, classes, backbone, experts,
-    token layout and the training grid (``None`` in files written before it was recorded)."""
+    token layout and the training grid (``None`` in files written before it was recorded), and the
+    model's name."""
 
     modalities: list[ModalitySpec]
     classes: list[ClassSpec]
@@ -130,6 +131,7 @@ class ModelConfig:
     experts: ExpertSpec = field(default_factory=ExpertSpec)
     layout: LayoutSpec = field(default_factory=LayoutSpec)
     grid: GridSpec | None = None
+    name: str | None = None  # what the model is called (mamol-train --name); None: the model file's name
 
     @property
     def modality_names(self) -> list[str]:

@@ -1,46 +1,68 @@
-"""Processing algorithms: map land cover with a MaMOL model, and train one."""
+"""Processing algorithms: what both share, and mapping land cover with one MaMOL model."""
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import re
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-    QgsProcessingParameterVectorLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from . import settings
-from .environment import Canceled, CommandFailed, MamolNotFound, run_command
+from .environment import Canceled, CommandFailed, MamolNotFound, environment_problem, run_command
+from .layers import ResultLayer, RunGroup
 
 ICON = Path(__file__).parent / "icon.png"
 DEVICES = ["auto", "cpu", "cuda"]
-OPTIONAL_OUTPUTS = {"PROBABILITIES": ("probabilities", "Class probabilities (%)"),
-                    "CONFIDENCE": ("confidence", "Confidence (%)"),
-                    "AVAILABILITY": ("availability", "Modalities used (bit mask)")}
-RESERVED = {"MODEL", "OUTPUT", "DEVICE", *OPTIONAL_OUTPUTS}
+OPTIONAL_OUTPUTS = {"CONFIDENCE": ("confidence", "Confidence (%)"),
+                    "AVAILABILITY": ("availability", "Sensors used per pixel"),
+                    "PROBABILITIES": ("probabilities", "Class probabilities (%)")}
+#: Names of the result layers in the layer tree.
+LAYER_NAMES = {"OUTPUT": "Land cover", "CONFIDENCE": "Confidence (%)", "AVAILABILITY": "Sensors used",
+               "PROBABILITIES": "Class probabilities (%)"}
+RESERVED = {"OUTPUT", "DEVICE", *OPTIONAL_OUTPUTS}
 
 
-def algorithm_name(model_path: str) -> str:
-    """A stable Processing id for a model file: its stem plus a short hash of its path."""
-    stem = re.sub(r"[^a-z0-9]+", "_", Path(model_path).stem.lower()).strip("_") or "model"
-    digest = hashlib.sha1(str(Path(model_path).resolve()).encode()).hexdigest()[:6]
-    return f"map_{stem}_{digest}"
+def model_name(model_path: str, info: dict) -> str:
+    """What a model is called: the name given at training, else its file's name."""
+    return info.get("model", {}).get("name") or Path(model_path).stem
+
+
+def algorithm_name(name: str, taken: set[str] | frozenset = frozenset()) -> str:
+    """The Processing id of a model's mapping algorithm, from the model's own name (so moving the file
+    keeps saved models and scripts working); ``_2``, ``_3`` ... when another known model has that name."""
+    base = "map_" + (re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "model")
+    candidate, count = base, 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{base}_{count}"
+    return candidate
+
+
+def model_results(model_path: str) -> dict:
+    """The accuracy per sensor combination of the model's training report (``<model>.report/metrics.json``,
+    or ``<model>_report/``), keyed by mamol's pattern names (``complete``, ``missing hsi``); empty without one."""
+    import json
+
+    for folder in (Path(model_path).with_suffix(".report"), Path(model_path).with_name(f"{Path(model_path).stem}_report")):
+        try:
+            return json.loads((folder / "metrics.json").read_text())["results"]
+        except (OSError, ValueError, KeyError):
+            continue
+    return {}
+
+
+def pattern_of(given: list[str], modalities: list[str]) -> str:
+    """mamol's name of the presence pattern where only ``given`` are present."""
+    absent = [name for name in modalities if name not in given]
+    return "complete" if not absent else "missing " + "+".join(absent)
 
 
 def bands(count: int) -> str:
@@ -57,29 +79,6 @@ def layer_file(layer, what: str) -> str:
     if not Path(source).is_file():
         raise QgsProcessingException(f"{what}: layer '{layer.name()}' is not a raster file ({source}); save it as a GeoTIFF first")
     return source
-
-
-#: Post-processors must outlive the algorithm run that creates them.
-_STYLERS: list = []
-
-
-class StyleFromQml(QgsProcessingLayerPostProcessorInterface):
-    """Applies the ``.qml`` that mamol-map writes beside the class raster (class colours and names)."""
-
-    def __init__(self, qml: str) -> None:
-        super().__init__()
-        self.qml = qml
-
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
-        if Path(self.qml).is_file():
-            layer.loadNamedStyle(self.qml)
-            layer.triggerRepaint()
-
-    @classmethod
-    def create(cls, qml: str) -> "StyleFromQml":
-        styler = cls(qml)
-        _STYLERS.append(styler)
-        return styler
 
 
 class MamolAlgorithm(QgsProcessingAlgorithm):
@@ -105,19 +104,20 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 class MapLandCover(MamolAlgorithm):
     """Map land cover with one model: one optional raster input per modality the model knows."""
 
-    def __init__(self, model_path: str, info: dict) -> None:
+    def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
         super().__init__()
-        self.model_path, self.info = model_path, info
+        self.model_path, self.info, self.algorithm_id = model_path, info, algorithm_id
+        self.model_name = model_name(model_path, info)
         self.modalities = info["model"]["modalities"]
 
     def createInstance(self):  # noqa: N802
-        return MapLandCover(self.model_path, self.info)
+        return MapLandCover(self.model_path, self.info, self.algorithm_id)
 
     def name(self) -> str:
-        return algorithm_name(self.model_path)
+        return self.algorithm_id
 
     def displayName(self) -> str:  # noqa: N802
-        return f"Map land cover with {Path(self.model_path).stem} (MaMOL)"
+        return f"Map land cover with {self.model_name} (MaMOL)"
 
     def group(self) -> str:
         return "Map land cover"
@@ -128,16 +128,31 @@ class MapLandCover(MamolAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         names = ", ".join(f"{m['name']} ({bands(m['bands'])})" for m in self.modalities)
         classes = ", ".join(c["name"] for c in self.info["model"]["classes"])
-        return (f"<p>Maps land cover with the MaMOL model <b>{Path(self.model_path).name}</b>.</p>"
-                f"<p>Give a raster for any subset of its modalities: {names}. A modality that is not given, or "
-                f"that does not cover part of the area, counts as missing there; the model adapts to whichever "
-                f"sensors are present. Rasters may differ in CRS and resolution; they are aligned on the finest.</p>"
-                f"<p>Classes: {classes}. The output is a uint8 GeoTIFF with the classes' colours and names; "
-                f"optional outputs hold class probabilities, the winning probability and which modalities were used.</p>")
+        return (f"<p>Maps land cover with the MaMOL model <b>{self.model_name}</b> ({self.model_path}).</p>"
+                f"<p>Give a raster for any subset of its modalities: {names}. Layers named like a modality are "
+                f"filled in when the dialog opens. A modality that is not given, or that does not cover part of the area, "
+                f"counts as missing there; the model adapts to whichever sensors are present. Rasters may differ in CRS "
+                f"and resolution; the map is at the model's training pixel size.</p>"
+                f"<p>Classes: {classes}. The results are loaded in one group: the class map with the classes' colours "
+                f"and names, and, when asked for, the confidence and class probabilities as colour ramps and the sensors "
+                f"used per pixel (shown hidden, below the map).</p>" + self.accuracy_table())
+
+    def accuracy_table(self) -> str:
+        """The training report's accuracy per sensor combination, as the help panel shows it beside the slots."""
+        results = model_results(self.model_path)
+        names = [m["name"] for m in self.modalities]
+        rows = []
+        for count in range(len(names), 0, -1):
+            for given in itertools.combinations(names, count):
+                summary = results.get(pattern_of(list(given), names))
+                if summary and summary.get("oa") is not None:
+                    rows.append(f"<tr><td>{' + '.join(given)}</td><td align='right'>{summary['oa']:.1f} %</td></tr>")
+        if not rows:
+            return ""
+        return ("<p>Overall accuracy on the model's test pixels, by the sensors given:</p><table>"
+                "<tr><th>sensors</th><th>OA</th></tr>" + "".join(rows) + "</table>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("MODEL", "MaMOL model file", extension="safetensors", defaultValue=self.model_path,
-                                                     optional=True))
         for modality in self.modalities:
             self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
                                                                 f"{modality['name']} ({bands(modality['bands'])})", optional=True))
@@ -151,15 +166,32 @@ class MapLandCover(MamolAlgorithm):
         if not given:
             names = ", ".join(m["name"] for m in self.modalities)
             return False, f"Give a raster for at least one modality ({names})."
+        problem = environment_problem(settings.bin_dir())
+        if problem is not None:
+            return False, problem
         return super().checkParameterValues(parameters, context)
 
+    def accuracy_note(self, given: list[str]) -> str | None:
+        """A warning when the model's report shows the sensors ``given`` map poorly (OA under 70 %, or 10
+        points under all sensors), with the figures; ``None`` otherwise or without a report."""
+        results = model_results(self.model_path)
+        names = [m["name"] for m in self.modalities]
+        these, complete = results.get(pattern_of(given, names)), results.get("complete")
+        if not these or these.get("oa") is None:
+            return None
+        best = complete.get("oa") if complete else None
+        if these["oa"] < 70 or (best is not None and best - these["oa"] > 10):
+            return (f"{self.model_name} scored {these['oa']:.1f} % overall accuracy from {' + '.join(given)} on its test pixels"
+                    + (f" (all sensors: {best:.1f} %)" if best is not None else "") + "; expect a weaker map from these sensors.")
+        return None
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        model = self.parameterAsFile(parameters, "MODEL", context) or self.model_path
-        args = ["--model", model]
+        args, given = ["--model", self.model_path], []
         for modality in self.modalities:
             layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
             if layer is not None:
                 args += ["--input", f"{modality['name']}={layer_file(layer, modality['name'])}"]
+                given.append(modality["name"])
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         results = {"OUTPUT": output}
@@ -168,87 +200,15 @@ class MapLandCover(MamolAlgorithm):
             if path:
                 args += [f"--{option}", path]
                 results[key] = path
+        note = self.accuracy_note(given)
+        if note:
+            feedback.pushWarning(note)
         self.run_mamol("mamol-map", args, feedback)
-        if context.willLoadLayerOnCompletion(output):
-            details = context.layerToLoadOnCompletionDetails(output)
-            details.name = "Land cover"
-            details.setPostProcessor(StyleFromQml.create(str(Path(output).with_suffix(".qml"))))
+        run = RunGroup(f"{self.model_name} — {' + '.join(given)}")
+        for order, key in enumerate(["OUTPUT", *OPTIONAL_OUTPUTS]):
+            path = results.get(key)
+            if path and context.willLoadLayerOnCompletion(path):
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.setPostProcessor(ResultLayer.create(run, LAYER_NAMES[key], Path(path).with_suffix(".qml"), order,
+                                                            visible=key == "OUTPUT"))
         return results
-
-
-class TrainModel(MamolAlgorithm):
-    """Train a MaMOL model from raster layers (one per modality) and ground truth."""
-
-    def createInstance(self):  # noqa: N802
-        return TrainModel()
-
-    def name(self) -> str:
-        return "train"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Train MaMOL model"
-
-    def group(self) -> str:
-        return "Train"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "train"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("<p>Trains a MaMOL model. Each input raster is one modality, named after its layer; all must share one grid. "
-                "Ground truth is a vector layer with a class field (codes or names) or a label raster (0 = unlabelled). "
-                "Training simulates missing sensors (missing rate, and which modality is missing or 'both'), so the model "
-                "later maps from any subset of its modalities. Without test labels, 30% of the labelled features are held "
-                "out for the accuracy report.</p>")
-
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers("INPUTS", "Modality rasters (one per sensor, same grid)", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterVectorLayer("TRUTH", "Ground truth (points or polygons)", optional=True))
-        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="TRUTH", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer("TRUTH_RASTER", "Ground truth as a label raster", optional=True))
-        self.addParameter(QgsProcessingParameterNumber("MISSING_RATE", "Missing rate", QgsProcessingParameterNumber.Double, 0.7, minValue=0, maxValue=1))
-        self.addParameter(QgsProcessingParameterString("MISSING", "Missing modality (both, subsets or a layer name)", defaultValue="both"))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 30, minValue=1))
-        self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=["auto", "minilm-l6", "clip-vit-b-16", "tiny"], defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Model file", "MaMOL model (*.safetensors)"))
-        self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Accuracy report folder", optional=True))
-
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        if not parameters.get("TRUTH") and not parameters.get("TRUTH_RASTER"):
-            return False, "Give ground truth: a vector layer with a class field, or a label raster."
-        if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
-            return False, "Choose the class field of the ground-truth layer."
-        return super().checkParameterValues(parameters, context)
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        args = []
-        for layer in self.parameterAsLayerList(parameters, "INPUTS", context):
-            name = re.sub(r"[^A-Za-z0-9_]+", "_", layer.name()).strip("_") or "modality"
-            args += ["--input", f"{name}={layer_file(layer, name)}"]
-        truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
-        if truth is not None:
-            args += ["--labels", truth.source().split("|")[0], "--label-field", self.parameterAsString(parameters, "CLASS_FIELD", context)]
-        else:
-            args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "ground truth")]
-        model = self.parameterAsFileOutput(parameters, "MODEL", context)
-        args += ["--missing-rate", str(self.parameterAsDouble(parameters, "MISSING_RATE", context)),
-                 "--missing", self.parameterAsString(parameters, "MISSING", context),
-                 "--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context)),
-                 "--backbone", ["auto", "minilm-l6", "clip-vit-b-16", "tiny"][self.parameterAsEnum(parameters, "BACKBONE", context)],
-                 "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], "-o", model]
-        report = self.parameterAsString(parameters, "REPORT", context)
-        if report:
-            args += ["--report", report]
-        try:
-            self.run_mamol("mamol-train", args, feedback)
-        finally:  # a cancelled run leaves its training state, which this dialog cannot resume: remove it
-            Path(model).with_name(f"{Path(model).stem}.state.safetensors").unlink(missing_ok=True)
-        self.trained = model
-        return {"MODEL": model, "REPORT": report or str(Path(model).with_suffix(".report"))}
-
-    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
-        settings.remember_model(self.trained)
-        if self.provider() is not None:
-            self.provider().refreshAlgorithms()
-        return {}

@@ -65,10 +65,125 @@ def describe_environment(bin_dir: str | None) -> str:
     return "not found"
 
 
+SETUP_MENU = "Raster > MaMOL > Set up mamol environment…"
+
+
 def not_found(bin_dir: str | None) -> MamolNotFound:
     where = f"in {bin_dir}" if bin_dir else "on PATH"
-    return MamolNotFound(f"mamol was not found {where}: install it (pip install mamol) and set its folder in "
-                         f"Plugins > MaMOL > Set mamol environment")
+    return MamolNotFound(f"mamol was not found {where}: find or create its environment with {SETUP_MENU}")
+
+
+def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
+    """``mamol-map --version`` of the environment in ``bin_dir`` (or on PATH): proof that it runs.
+    Raises :class:`MamolNotFound` when there is no ``mamol-map`` and :class:`CommandFailed` when it does not run."""
+    tool = find_tool("mamol-map", bin_dir)
+    if tool is None:
+        raise not_found(bin_dir)
+    try:
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
+    if done.returncode != 0 or "version" not in done.stdout:
+        raise CommandFailed(f"{tool} does not run ({last_error(done.stderr) or 'exit code ' + str(done.returncode)}); "
+                            f"create a new environment with {SETUP_MENU}")
+    return done.stdout.strip()
+
+
+def environment_problem(bin_dir: str | None) -> str | None:
+    """What keeps mamol from running here, in a sentence with the fix; ``None`` when it runs."""
+    if find_tool("mamol-map", bin_dir) is None:
+        return None if imports_in_process() else str(not_found(bin_dir))
+    try:
+        tool_version(bin_dir)
+    except (MamolNotFound, CommandFailed) as exc:
+        return str(exc)
+    return None
+
+
+def default_environment() -> Path:
+    """Where the plugin creates a mamol environment: a per-user data folder that QGIS does not clean up."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "mamol" / "env"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "mamol" / "env"
+
+
+def environment_bin(folder: Path) -> Path:
+    """The folder of a virtual environment's executables."""
+    return Path(folder) / ("Scripts" if sys.platform == "win32" else "bin")
+
+
+def find_environments(bin_dir: str | None) -> list[str]:
+    """Folders holding a ``mamol-map``: the configured one, ``$MAMOL_BIN_DIR``, the plugin's own
+    environment, and the one on PATH, each once, in that order."""
+    candidates = [bin_dir, os.environ.get("MAMOL_BIN_DIR"), str(environment_bin(default_environment()))]
+    on_path = shutil.which("mamol-map")
+    candidates.append(str(Path(on_path).parent) if on_path else None)
+    found: dict[str, None] = {}
+    for folder in candidates:
+        if folder and find_tool("mamol-map", folder):
+            found[str(Path(folder).resolve())] = None
+    return list(found)
+
+
+def base_python() -> str | None:
+    """A Python to create environments with: this one when it is a Python executable (not the QGIS binary), else python3 on PATH."""
+    if Path(sys.executable).name.lower().startswith("python"):
+        return sys.executable
+    return shutil.which("python3") or shutil.which("python")
+
+
+def create_environment(folder: Path, requirement: list[str], on_line: Callable[[str], None], is_canceled: Callable[[], bool],
+                       python: str | None = None) -> str:
+    """Create a virtual environment in ``folder`` and ``pip install`` ``requirement`` into it (output
+    lines go to ``on_line``; ``is_canceled`` stops it), then check it with ``mamol-map --version``.
+    Returns the environment's executables folder. A folder this call created is removed again when
+    the creation fails or is cancelled; a failing check leaves the environment for inspection."""
+    python = python or base_python()
+    if python is None:
+        raise CommandFailed("no Python was found to create the environment with; install Python 3.10 or newer")
+    folder = Path(folder)
+    fresh = not folder.exists()
+    interpreter = environment_bin(folder) / ("python.exe" if sys.platform == "win32" else "python")
+    steps = [("creating the environment", [python, "-m", "venv", str(folder)]),
+             ("installing mamol and its dependencies", [str(interpreter), "-m", "pip", "install", "--disable-pip-version-check",
+                                                         *requirement])]
+    try:
+        for title, command in steps:
+            on_line(f"{title}: {' '.join(command)}")
+            _stream(title, command, on_line, is_canceled)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    bin_dir = str(environment_bin(folder))
+    on_line(tool_version(bin_dir))
+    return bin_dir
+
+
+def _stream(title: str, command: list[str], on_line: Callable[[str], None], is_canceled: Callable[[], bool]) -> None:
+    """Run ``command`` (what it does: ``title``), handing each output line to ``on_line``; stop it when ``is_canceled``."""
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except OSError as exc:
+        raise CommandFailed(f"{command[0]} cannot be started ({exc.strerror})") from None
+    lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(process.stdout, "out", lines), daemon=True)
+    reader.start()
+    tail: list[str] = []
+    while process.poll() is None or not lines.empty() or reader.is_alive():
+        try:
+            _, line = lines.get(timeout=0.1)
+        except queue.Empty:
+            line = None
+        if line:
+            tail = (tail + [line])[-5:]
+            on_line(line)
+        if is_canceled() and process.poll() is None:
+            process.kill()
+            process.wait()
+            raise Canceled("cancelled")
+    if process.returncode != 0:
+        raise CommandFailed(f"{title} failed: {tail[-1] if tail else 'no output'}")
 
 
 def model_info(model: str, bin_dir: str | None) -> dict:

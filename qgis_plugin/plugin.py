@@ -9,9 +9,11 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog, QMessageBox
 
 from . import settings
-from .algorithms import ICON, algorithm_name
-from .environment import describe_environment, find_tool
+from .algorithms import ICON, parameter_name
+from .layers import matching_layers
+from .environment import describe_environment
 from .provider import MamolProvider
+from .setup_dialog import SetupDialog
 
 MENU = "&MaMOL"
 
@@ -34,7 +36,7 @@ class MamolPlugin:
         window = self.iface.mainWindow()
         entries = [("Map land cover (MaMOL)…", self.open_map_dialog, True),
                    ("Train MaMOL model…", self.open_train_dialog, False),
-                   ("Set mamol environment…", self.choose_environment, False)]
+                   ("Set up mamol environment…", self.open_setup_dialog, False)]
         for text, slot, on_toolbar in entries:
             action = QAction(QIcon(str(ICON)), text, window)
             action.triggered.connect(slot)
@@ -55,40 +57,57 @@ class MamolPlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
 
-    def map_algorithm_id(self, model: str) -> str:
-        """Register ``model`` and return the id of its mapping algorithm."""
+    def map_algorithm_id(self, model: str) -> str | None:
+        """Register ``model`` and return the id of its mapping algorithm (``None`` when it cannot be read)."""
         settings.remember_model(model)
         self.provider.refreshAlgorithms()
-        return f"mamol:{algorithm_name(model)}"
+        algorithm_id = self.provider.mapping_ids().get(str(Path(model).resolve()))
+        return f"mamol:{algorithm_id}" if algorithm_id else None
 
     def open_map_dialog(self) -> None:
         """Ask for a model file, then open its mapping dialog (one layer choice per modality)."""
+        if not self.environment_ready():
+            return
         last = QgsSettings().value("mamol/last_model", "", type=str)
         model, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), "Choose a MaMOL model", last, "MaMOL models (*.safetensors)")
         if not model:
             return
         QgsSettings().setValue("mamol/last_model", model)
         algorithm = self.map_algorithm_id(model)
-        if QgsApplication.processingRegistry().algorithmById(algorithm) is None:
+        if algorithm is None or QgsApplication.processingRegistry().algorithmById(algorithm) is None:
             QMessageBox.warning(self.iface.mainWindow(), "MaMOL", f"{Path(model).name} could not be read as a MaMOL model "
                                 "(see the MaMOL tab of the log messages).")
             return
         import processing
 
-        processing.execAlgorithmDialog(algorithm, {})
+        processing.execAlgorithmDialog(algorithm, self.initial_layers(algorithm))
+
+    @staticmethod
+    def initial_layers(algorithm_id: str) -> dict:
+        """The dialog's sensor slots filled with the project's layers named like the model's modalities."""
+        algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
+        modalities = [m["name"] for m in algorithm.modalities]
+        return {parameter_name(name): layer.id() for name, layer in matching_layers(modalities).items()}
 
     def open_train_dialog(self) -> None:
+        if not self.environment_ready():
+            return
         import processing
 
         processing.execAlgorithmDialog("mamol:train", {})
 
-    def choose_environment(self) -> None:
-        """Pick the mamol-map executable of the environment mamol is installed in."""
-        current = describe_environment(settings.bin_dir())
-        path, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), f"mamol-map executable (now: {current})",
-                                              settings.bin_dir() or "", "mamol-map (mamol-map mamol-map.exe)")
-        if path:
-            settings.set_bin_dir(str(Path(path).parent))
-            if find_tool("mamol-map", settings.bin_dir()) is None:
-                QMessageBox.warning(self.iface.mainWindow(), "MaMOL", f"{path} is not an executable mamol-map.")
-            self.provider.refreshAlgorithms()
+    def open_setup_dialog(self) -> SetupDialog:
+        """The set-up window: what environment is used, whether it works, find / choose / create one."""
+        self.setup_dialog = SetupDialog(self.iface.mainWindow(), on_change=self.provider.refreshAlgorithms)
+        self.setup_dialog.show()
+        return self.setup_dialog
+
+    def environment_ready(self) -> bool:
+        """Whether mamol can run; if not, say so and offer the set-up window (before any model is read)."""
+        if describe_environment(settings.bin_dir()) != "not found":
+            return True
+        answer = QMessageBox.question(self.iface.mainWindow(), "MaMOL", "The mamol environment is not set up yet, so no model "
+                                      "can be read or run. Set it up now (find, choose or create it)?")
+        if answer == QMessageBox.Yes:
+            self.open_setup_dialog()
+        return False

@@ -8,12 +8,13 @@ from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from . import settings
-from .algorithms import ICON, MapLandCover, TrainModel
+from .algorithms import ICON, MapLandCover, algorithm_name, model_name
 from .environment import CommandFailed, MamolNotFound, model_info
+from .train_algorithm import TrainModel
 
 
 class MamolProvider(QgsProcessingProvider):
-    """Provider ``mamol``: ``mamol:train`` and ``mamol:map_<model>_<hash>`` for every known model file."""
+    """Provider ``mamol``: ``mamol:train`` and ``mamol:map_<model name>`` for every known model file."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,10 +38,18 @@ class MamolProvider(QgsProcessingProvider):
             self._info_cache[key] = model_info(model, settings.bin_dir())
         return self._info_cache[key]
 
-    def loadAlgorithms(self) -> None:  # noqa: N802
-        self.addAlgorithm(TrainModel())
+    def mapping_ids(self) -> dict[str, str]:
+        """Model file -> id of its mapping algorithm (without ``mamol:``), for every known model that can
+        be read; ids come from the models' names, in the order the models were added."""
+        ids: dict[str, str] = {}
         for model in settings.known_models():
             try:
-                self.addAlgorithm(MapLandCover(model, self.info(model)))
+                ids[model] = algorithm_name(model_name(model, self.info(model)), set(ids.values()))
             except (CommandFailed, MamolNotFound, OSError, KeyError, ValueError) as exc:
                 QgsMessageLog.logMessage(f"{model}: skipped ({exc})", "MaMOL", Qgis.Warning)
+        return ids
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        self.addAlgorithm(TrainModel())
+        for model, algorithm_id in self.mapping_ids().items():
+            self.addAlgorithm(MapLandCover(model, self.info(model), algorithm_id))

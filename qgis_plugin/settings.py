@@ -25,9 +25,10 @@ def set_bin_dir(folder: str | None) -> None:
 
 
 def known_models() -> list[str]:
-    """Model files from the settings and from $MAMOL_QGIS_MODELS (files, or folders of *.safetensors)."""
-    entries = list(QgsSettings().value(f"{KEY}/models", [], type=list) or [])
-    entries += [e for e in os.environ.get(MODELS_ENV, "").split(os.pathsep) if e]
+    """Model files from $MAMOL_QGIS_MODELS (files, or folders of *.safetensors), then those the plugin
+    remembers, in the order they were added (which decides whose mapping id gets a suffix when names repeat)."""
+    entries = [e for e in os.environ.get(MODELS_ENV, "").split(os.pathsep) if e]
+    entries += list(QgsSettings().value(f"{KEY}/models", [], type=list) or [])
     found: dict[str, None] = {}
     for entry in entries:
         path = Path(entry)

@@ -74,7 +74,11 @@ def test_map_writes_styled_class_raster_and_side_outputs(trained, scene_dir, tmp
     assert np.all(read(tmp_path / "landcover_availability.tif")[0] == 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         "landcover.tif", "landcover.tif.aux.xml", "landcover.qml", "landcover_quicklook.png",
-        "landcover_probabilities.tif", "landcover_confidence.tif", "landcover_availability.tif"])
+        "landcover_probabilities.tif", "landcover_confidence.tif", "landcover_availability.tif",
+        "landcover_probabilities.qml", "landcover_confidence.qml", "landcover_availability.qml"])
+    assert 'type="singlebandpseudocolor"' in (tmp_path / "landcover_confidence.qml").read_text()
+    availability = (tmp_path / "landcover_availability.qml").read_text()
+    assert 'value="3" color=' in availability and 'label="dsm + hsi (all)"' in availability and 'label="hsi only"' in availability
 
 
 def test_dense_map_agrees_with_per_pixel_classification(trained, scene_dir, tmp_path):

@@ -76,5 +76,65 @@ def test_not_found_explains_the_fix(monkeypatch):
     import qgis_plugin.environment as environment
 
     monkeypatch.setattr(environment, "imports_in_process", lambda: False)
-    with pytest.raises(MamolNotFound, match="Set mamol environment"):
+    with pytest.raises(MamolNotFound, match="find or create its environment with Raster > MaMOL > Set up mamol environment…"):
         run_command("mamol-map", [], "/nonexistent", lambda r: None, lambda: False, lambda line: None)
+
+
+def fake_tool(folder: Path, script: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = folder / "mamol-map"
+    tool.write_text(f"#!/bin/sh\n{script}\n")
+    tool.chmod(0o755)
+    return str(folder)
+
+
+def test_the_environment_is_checked_by_running_mamol_map_version(tmp_path):
+    from qgis_plugin.environment import tool_version
+
+    assert tool_version(BIN) == "mamol-map, version 0.2.0"
+    broken = fake_tool(tmp_path / "broken", "echo 'ModuleNotFoundError: No module named torch' >&2; exit 1")
+    with pytest.raises(CommandFailed, match="does not run \\(ModuleNotFoundError: No module named torch\\); create a new environment"):
+        tool_version(broken)
+    with pytest.raises(MamolNotFound):
+        tool_version(str(tmp_path / "nothing"))
+
+
+def test_environments_are_found_where_they_are_configured_created_or_on_path(tmp_path, monkeypatch):
+    import qgis_plugin.environment as environment
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("MAMOL_BIN_DIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert environment.default_environment() == tmp_path / "data" / "mamol" / "env"
+    assert environment.find_environments(None) == []
+    created = fake_tool(environment.environment_bin(environment.default_environment()), "echo mamol-map, version 0")
+    assert environment.find_environments(BIN) == [str(Path(BIN).resolve()), str(Path(created).resolve())]
+
+
+def test_creating_an_environment_that_fails_or_is_cancelled_leaves_nothing(tmp_path):
+    from qgis_plugin.environment import create_environment
+
+    lines = []
+    folder = tmp_path / "env"
+    with pytest.raises(CommandFailed, match="installing mamol and its dependencies failed: ERROR: No matching distribution found for mamol-that-does-not-exist"):
+        create_environment(folder, ["--no-index", "mamol-that-does-not-exist"], lines.append, lambda: False)
+    assert not folder.exists() and lines[0].startswith("creating the environment: ")
+    assert any(line.startswith("installing mamol and its dependencies") for line in lines)
+    with pytest.raises(Canceled):
+        create_environment(folder, ["--no-index", "mamol"], lines.append, lambda: True)
+    assert not folder.exists()
+
+
+def test_an_environment_whose_mamol_does_not_run_is_kept_and_explained(tmp_path):
+    import subprocess
+
+    from qgis_plugin.environment import create_environment
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(wheels),
+                    str(Path(__file__).resolve().parents[1])], check=True, capture_output=True)
+    wheel = next(wheels.glob("mamol-*.whl"))
+    folder = tmp_path / "env"
+    with pytest.raises(CommandFailed, match="mamol-map does not run .*No module named"):  # installed without its dependencies
+        create_environment(folder, ["--no-deps", "--no-index", str(wheel)], lambda line: None, lambda: False)
+    assert (folder / "bin" / "mamol-map").is_file()

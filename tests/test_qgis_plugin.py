@@ -4,6 +4,7 @@ qgis_process, and render the mapping dialog."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,9 @@ def qgis_app(tmp_path_factory):
     os.environ["MAMOL_QGIS_MODELS"] = str(MODEL)
     app = QgsApplication([], True, str(tmp_path_factory.mktemp("qgis_profile")))
     app.initQgis()
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("mamol")  # the plugin's settings from earlier runs (models it remembers) must not leak in
     from processing.core.Processing import Processing
 
     Processing.initialize()
@@ -81,9 +85,7 @@ def plugin(qgis_app):
 
 @pytest.fixture(scope="module")
 def map_id(plugin):
-    from qgis_plugin.algorithms import algorithm_name
-
-    return f"mamol:{algorithm_name(str(MODEL.resolve()))}"
+    return "mamol:map_sample_model"  # from the model's name (the file's name: the sample model has none of its own)
 
 
 def test_plugin_registers_provider_button_and_menu(plugin, map_id):
@@ -94,7 +96,7 @@ def test_plugin_registers_provider_button_and_menu(plugin, map_id):
     assert len(iface.menu) == 3
     algorithm = QgsApplication.processingRegistry().algorithmById(map_id)
     names = [p.name() for p in algorithm.parameterDefinitions()]
-    assert names == ["MODEL", "hsi", "lidar", "DEVICE", "OUTPUT", "PROBABILITIES", "CONFIDENCE", "AVAILABILITY"]
+    assert names == ["hsi", "lidar", "DEVICE", "OUTPUT", "CONFIDENCE", "AVAILABILITY", "PROBABILITIES"]
 
 
 def run(map_id, parameters, feedback=None):
@@ -195,3 +197,192 @@ def test_mapping_dialog_renders(map_id, tmp_path):
     with open(path, "rb") as handle:
         assert handle.read(4) == b"\x89PNG"
     assert path.stat().st_size > 10_000
+
+
+def test_results_load_in_one_group_named_after_the_model_and_inputs_each_styled(map_id, tmp_path):
+    import processing
+    from qgis.core import QgsProject
+
+    project = QgsProject.instance()
+    project.clear()
+    outputs = {"OUTPUT": str(tmp_path / "map.tif"), "CONFIDENCE": str(tmp_path / "confidence.tif"),
+               "AVAILABILITY": str(tmp_path / "sensors.tif"), "PROBABILITIES": str(tmp_path / "probabilities.tif")}
+    processing.runAndLoadResults(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(SAMPLE / "dsm.tif"), **outputs})
+    QgsApplication.processEvents()
+    group = project.layerTreeRoot().findGroup("sample_model — hsi + lidar")
+    assert group is not None
+    layers = [(node.name(), node.isVisible(), node.layer().renderer().type()) for node in group.findLayers()]
+    assert layers == [("Land cover", True, "paletted"), ("Confidence (%)", False, "singlebandpseudocolor"),
+                      ("Sensors used", False, "paletted"), ("Class probabilities (%)", False, "singlebandpseudocolor")]
+    legend = [label for label, _ in group.findLayers()[2].layer().renderer().legendSymbologyItems()]
+    assert legend == ["hsi only", "lidar only", "hsi + lidar (all)"]
+    assert [label for label, _ in group.findLayers()[0].layer().renderer().legendSymbologyItems()][:2] == ["Grass", "Trees"]
+    processing.runAndLoadResults(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "again.tif")})
+    QgsApplication.processEvents()
+    assert project.layerTreeRoot().findGroup("sample_model — lidar") is not None
+    project.clear()
+
+
+def test_sensor_slots_are_filled_from_layers_named_like_the_modalities(plugin, map_id):
+    from qgis.core import QgsProject
+
+    loaded, _ = plugin
+    project = QgsProject.instance()
+    project.clear()
+    hsi = QgsRasterLayer(str(SAMPLE / "hsi.tif"), "HSI cube")
+    dsm = QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm")
+    project.addMapLayers([hsi, dsm])
+    assert loaded.initial_layers(map_id) == {"hsi": hsi.id()}  # "HSI cube" is not "hsi"; the file hsi.tif is
+    lidar = QgsRasterLayer(str(SAMPLE / "dsm.tif"), "LiDAR")
+    project.addMapLayer(lidar)
+    assert loaded.initial_layers(map_id) == {"hsi": hsi.id(), "lidar": lidar.id()}
+    project.clear()
+
+
+def test_mapping_ids_come_from_model_names_and_survive_a_move(plugin, tmp_path):
+    from qgis_plugin import settings
+
+    loaded, _ = plugin
+    moved = tmp_path / "elsewhere" / "sample_model.safetensors"
+    moved.parent.mkdir()
+    shutil.copy(MODEL, moved)
+    settings.remember_model(str(moved))
+    try:
+        ids = loaded.provider.mapping_ids()
+        assert ids[str(MODEL.resolve())] == "map_sample_model" and ids[str(moved.resolve())] == "map_sample_model_2"
+    finally:
+        from qgis.core import QgsSettings
+
+        QgsSettings().remove("mamol/models")
+        loaded.provider.refreshAlgorithms()
+
+
+def categorized(layer, field, classes):
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsRendererCategory, QgsSymbol
+    from qgis.PyQt.QtGui import QColor
+
+    categories = []
+    for value, colour, label in classes:
+        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+        symbol.setColor(QColor(colour))
+        categories.append(QgsRendererCategory(value, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+
+
+def test_class_table_from_the_ground_truths_categorized_style(tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    from qgis_plugin.classes import class_table
+
+    truth = QgsVectorLayer(str(SAMPLE / "train_points.gpkg"), "truth", "ogr")
+    assert class_table(truth, "landcover") is None  # no categorized style: mamol numbers names itself
+    categorized(truth, "landcover", [("Water", "#0000ff", "open water"), ("Grass", "#00ff00", "Grass"), ("", "#000000", "other")])
+    assert class_table(truth, "landcover") == {"1": {"name": "Water", "color": "#0000ff"}, "2": {"name": "Grass", "color": "#00ff00"}}
+    truth.saveNamedStyle(str(tmp_path / "style.qml"))
+    plain = QgsVectorLayer(str(SAMPLE / "train_points.gpkg"), "plain", "ogr")
+    assert class_table(plain, "landcover", str(tmp_path / "style.qml")) == class_table(truth, "landcover")
+    with pytest.raises(QgsProcessingException, match="does not categorize the field 'code'"):
+        class_table(plain, "code", str(tmp_path / "style.qml"))
+
+
+def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(plugin, tmp_path):
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    from qgis_plugin.train_algorithm import TrainModel
+
+    truth = QgsVectorLayer(str(SAMPLE / "train_points.gpkg"), "truth", "ogr")
+    order = [("Water", "#1f78b4"), ("Road", "#555555"), ("Grass", "#9be564"), ("Trees", "#1b7837"), ("Bare soil", "#d9b382"),
+             ("Buildings", "#e31a1c")]
+    categorized(truth, "landcover", [(name, colour, name) for name, colour in order])
+    model = tmp_path / "models" / "forest.safetensors"  # the folder is made
+    result = processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "LIDAR": QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm"),
+                                            "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "BACKBONE": 3, "DEVICE": 1,
+                                            "NAME": "Sample forest", "MODEL": str(model)}, feedback=QgsProcessingFeedback())
+    assert result["MODEL"] == str(model) and result["REPORT"] == str(model.with_suffix(".report"))
+    info = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
+                                     text=True, check=True).stdout)["model"]
+    assert info["name"] == "Sample forest" and [m["name"] for m in info["modalities"]] == ["hsi", "lidar"]
+    assert [(c["name"], c["color"]) for c in info["classes"]] == order
+    assert (model.with_suffix(".report") / "report.html").is_file()
+    assert QgsApplication.processingRegistry().algorithmById("mamol:map_sample_forest") is not None
+    from qgis_plugin.report import show_report
+
+    dialog = show_report(model.with_suffix(".report") / "report.html")
+    text = dialog.browser.toPlainText()
+    assert "Accuracy per sensor combination" in text and "hsi + lidar (all)" in text
+    dialog.close()
+    algorithm = TrainModel()
+    algorithm.initAlgorithm()
+    default = Path(algorithm.parameterDefinition("MODEL").defaultValue())
+    assert default.parent.name == "mamol_models" and default.name.startswith("landcover_model_") and not default.exists()
+
+
+def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    assert "<tr><td>hsi + lidar</td>" in algorithm.shortHelpString() and "<tr><td>lidar</td>" in algorithm.shortHelpString()
+    note = algorithm.accuracy_note(["lidar"])
+    assert note.startswith("sample_model scored ") and "from lidar on its test pixels (all sensors: " in note
+    assert algorithm.accuracy_note(["hsi", "lidar"]) is None
+
+    class Warnings(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+
+    feedback = Warnings()
+    run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "weak.tif")}, feedback)
+    assert feedback.warnings == [note]
+
+
+def test_a_broken_environment_is_reported_before_run(map_id, tmp_path, monkeypatch):
+    from qgis.core import QgsProcessingContext
+
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "mamol-map").write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    (broken / "mamol-map").chmod(0o755)
+    monkeypatch.setenv("MAMOL_BIN_DIR", str(broken))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
+                                                 QgsProcessingContext())
+    assert not ok and "does not run (ModuleNotFoundError: No module named torch)" in message
+    assert "Raster > MaMOL > Set up mamol environment…" in message
+
+
+def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monkeypatch):
+    from qgis.core import QgsSettings
+
+    from qgis_plugin import settings
+
+    loaded, _ = plugin
+    QgsSettings().setValue("mamol/bin_dir", str(tmp_path / "nowhere"))
+    try:
+        dialog = loaded.open_setup_dialog()
+        assert dialog.status.text().startswith("Not working: mamol was not found in ")
+        dialog.find()  # MAMOL_BIN_DIR holds this venv's executables
+        assert settings.bin_dir() == str(Path(sys.executable).parent.resolve())
+        assert dialog.status.text() == f"Working: mamol-map, version 0.2.0 ({settings.bin_dir()})."
+        assert dialog.requirement.text() == "mamol"  # no wheel inside the source tree's plugin
+        path = tmp_path / "setup.png"
+        assert dialog.grab().save(str(path)) and path.stat().st_size > 5_000
+        dialog.close()
+    finally:
+        QgsSettings().remove("mamol/bin_dir")
+
+
+def test_without_an_environment_the_map_button_says_so_instead_of_blaming_the_model(plugin, monkeypatch):
+    from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
+
+    import qgis_plugin.plugin as plugin_module
+
+    loaded, _ = plugin
+    asked = []
+    monkeypatch.setattr(plugin_module, "describe_environment", lambda bin_dir: "not found")
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or QMessageBox.No)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args: pytest.fail("no model should be asked for"))
+    loaded.open_map_dialog()
+    assert asked and asked[0].startswith("The mamol environment is not set up yet")

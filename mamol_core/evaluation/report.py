@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mamol_core.atomic import atomic_paths
-from mamol_core.evaluation.html import report_html
+from mamol_core.evaluation.html import report_html, sensors_text
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 
@@ -67,7 +67,8 @@ def plot_confusions(evaluation: Evaluation, path: Path) -> None:
         ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
         summary = evaluation.summaries[name]
         oa = "n/a" if summary["oa"] is None else f"{summary['oa']:.1f}%"
-        ax.set_title(f"{name}\nOA {oa}, n={summary['samples']}", fontsize=9)
+        title = name if name == "overall" or not evaluation.modality_names else sensors_text(name, evaluation.modality_names)
+        ax.set_title(f"{title}\nOA {oa}, n={summary['samples']}", fontsize=9)
         ax.set_xticks(range(count), evaluation.class_names, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(count), evaluation.class_names, fontsize=7)
         for (i, j), value in np.ndenumerate(matrix):

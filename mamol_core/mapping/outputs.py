@@ -41,6 +41,11 @@ class OutputPaths:
     def style(self) -> Path:
         return self.classes.with_suffix(".qml")
 
+    def side_styles(self) -> dict[str, Path]:
+        """The QGIS style written beside each side output asked for (QGIS loads ``NAME.qml`` with ``NAME.tif``)."""
+        return {name: path.with_suffix(".qml") for name in ("probabilities", "confidence", "availability")
+                if (path := getattr(self, name)) is not None}
+
     @property
     def categories(self) -> Path:
         return self.classes.with_name(self.classes.name + ".aux.xml")
@@ -53,7 +58,8 @@ class OutputPaths:
         """Every file the map writes, keyed by what it is (for messages)."""
         optional = {"--probabilities": self.probabilities, "--confidence": self.confidence, "--availability": self.availability}
         return {"-o": self.classes, "the class names (.aux.xml)": self.categories, "the style (.qml)": self.style,
-                "the quick-look (.png)": self.quicklook, **{k: v for k, v in optional.items() if v is not None}}
+                "the quick-look (.png)": self.quicklook, **{k: v for k, v in optional.items() if v is not None},
+                **{f"the --{name} style (.qml)": path for name, path in self.side_styles().items()}}
 
     def all(self) -> list[Path]:
         return list(self.labelled().values())
@@ -78,24 +84,51 @@ def qml_style(classes: list[ClassSpec]) -> str:
     entries = "\n".join(
         f'        <paletteEntry value="{c.value}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>' for c in classes
     )
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="AllStyleCategories">
-  <pipe>
-    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
-      <rasterTransparency/>
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
+    return _style(f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
       <colorPalette>
 {entries}
       </colorPalette>
-      <colorramp type="randomcolors" name="[source]"/>
-    </rasterrenderer>
+    </rasterrenderer>""", "land cover")
+
+
+def percent_style(band: int, label: str) -> str:
+    """A QGIS style for a percent band (0-100): a red-yellow-green colour ramp with a legend."""
+    stops = [(0, "#d7191c"), (25, "#fdae61"), (50, "#ffffbf"), (75, "#a6d96a"), (100, "#1a9641")]
+    items = "\n".join(f'          <item value="{v}" color="{c}" alpha="255" label="{v} %"/>' for v, c in stops)
+    return _style(f"""    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="0"
+                    classificationMax="100" nodataColor="">
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="100"
+                         labelPrecision="0">
+{items}
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>""", label)
+
+
+def availability_style(modality_names: list[str]) -> str:
+    """A QGIS paletted style for the availability bit mask: one colour and legend entry per sensor combination."""
+    palette = ["#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f",
+               "#cab2d6", "#ffff99"]
+    entries = []
+    for value in range(1, 2 ** len(modality_names)):
+        used = [name for bit, name in enumerate(modality_names) if value >> bit & 1]
+        label = " + ".join(used) + (" (all)" if len(used) == len(modality_names) > 1 else " only" if len(modality_names) > 1 else "")
+        entries.append(f'        <paletteEntry value="{value}" color="{palette[(value - 1) % len(palette)]}" alpha="255" '
+                       f'label={quoteattr(label)}/>')
+    return _style(f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <colorPalette>
+{chr(10).join(entries)}
+      </colorPalette>
+    </rasterrenderer>""", "sensors used")
+
+
+def _style(renderer: str, title: str) -> str:
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="AllStyleCategories">
+  <!-- {_escape(title)} -->
+  <pipe>
+{renderer}
     <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
     <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100"/>
     <rasterresampler maxOversampling="2"/>
@@ -189,6 +222,13 @@ class MapWriter(contextlib.ExitStack):
                 if path is not None:
                     to_cog(self.temporaries[path], resampling)
         self.temporaries[self.paths.style].write_text(qml_style(self.classes))
+        side = self.paths.side_styles()
+        if "probabilities" in side:
+            self.temporaries[side["probabilities"]].write_text(percent_style(1, f"P({self.classes[0].name}) %"))
+        if "confidence" in side:
+            self.temporaries[side["confidence"]].write_text(percent_style(1, "confidence %"))
+        if "availability" in side:
+            self.temporaries[side["availability"]].write_text(availability_style(self.modality_names))
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
         self.close()

@@ -46,8 +46,9 @@ class StateFiles:
 
 def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
                    train: TrainSpec, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar",
-                   state: StateFiles | None = None) -> TrainingRun:
-    """Fit normalisation, build the model and train it on the scene's training pixels (resumably with ``state``)."""
+                   state: StateFiles | None = None, name: str | None = None) -> TrainingRun:
+    """Fit normalisation, build the model (called ``name``) and train it on the scene's training pixels
+    (resumably with ``state``)."""
     layout.check()
     patch_size = layout.patch_size
     if len(scene.modalities) == 1 and protocol.missing_rate > 0:
@@ -55,7 +56,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
     prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
     resolved, frozen = resolve_backbone(backbone)
-    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec())
+    model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec(), name)
     config = MamolConfig(model_config, protocol, train)
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)

@@ -1,0 +1,44 @@
+"""Class codes, names, colours and order for training, taken from the ground truth's own style: a
+categorized renderer on the class field (the layer's, or one loaded from a QML file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgis.core import QgsProcessingException
+
+
+def class_table(layer, field: str, qml: str | None = None) -> dict | None:
+    """mamol's class table (``{"code": {"name", "color"}}``, in the style's order) from the categorized
+    style of ``layer`` on ``field``, or from the QML file ``qml`` applied to a copy of the layer;
+    ``None`` when that style does not categorize ``field``. Numeric fields keep their codes (names from
+    the category labels); text fields are numbered 1, 2, ... in the style's order."""
+    if qml:
+        layer = layer.clone()
+        message, loaded = layer.loadNamedStyle(qml)
+        if not loaded:
+            raise QgsProcessingException(f"{qml}: not a style QGIS can read ({message})")
+    renderer = layer.renderer()
+    if renderer is None or renderer.type() != "categorizedSymbol" or renderer.classAttribute() != field:
+        if qml:
+            raise QgsProcessingException(f"{qml}: does not categorize the field {field!r}; save a categorized style of that field")
+        return None
+    numeric = layer.fields().field(field).isNumeric()
+    table: dict[str, dict] = {}
+    for category in renderer.categories():
+        value = category.value()
+        if value is None or value == "" or isinstance(value, list) or (hasattr(value, "isNull") and value.isNull()):
+            continue  # "all other values" and merged categories name no single class
+        colour = category.symbol().color().name() if category.symbol() is not None else "#808080"
+        if numeric:
+            table[str(int(value))] = {"name": category.label() or str(value), "color": colour}
+        else:
+            table[str(len(table) + 1)] = {"name": str(value), "color": colour}
+    return table or None
+
+
+def write_class_table(table: dict, path: str) -> str:
+    """Write ``table`` as the JSON ``mamol-train --classes`` reads; returns ``path``."""
+    Path(path).write_text(json.dumps(table, indent=1))
+    return path

@@ -1,0 +1,90 @@
+"""Layers in and out: raster layers matched to a model's modalities by name, and result layers
+loaded into one group named after the model and its inputs, each named and styled."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRasterLayer
+
+#: Post-processors must outlive the algorithm run that creates them.
+_KEEP: list = []
+ORDER_PROPERTY = "mamol/order"
+
+
+def normalized(text: str) -> str:
+    """A name compared without case, spaces or punctuation: ``LiDAR DSM`` -> ``lidardsm``."""
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+def layer_names(layer) -> set[str]:
+    """What a layer may be matched by: its name and its file's name, normalised."""
+    source = layer.source().split("|")[0]
+    return {normalized(layer.name()), normalized(Path(source).stem)}
+
+
+def matching_layers(modalities: list[str], project: QgsProject | None = None) -> dict[str, QgsRasterLayer]:
+    """For each modality, a raster layer of the project whose layer or file name is the modality's name
+    (ignoring case and punctuation), each layer used once; modalities without one are left out."""
+    project = project or QgsProject.instance()
+    rasters = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
+    found, used = {}, set()
+    for modality in modalities:
+        for layer in rasters:
+            if layer.id() not in used and normalized(modality) in layer_names(layer):
+                found[modality] = layer
+                used.add(layer.id())
+                break
+    return found
+
+
+class RunGroup:
+    """The layer-tree group of one run's results, made (with a name not yet used in the project) when
+    the first result layer is loaded."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.group = name, None
+
+    def node(self, project: QgsProject):
+        if self.group is None:
+            root = project.layerTreeRoot()
+            name, count = self.name, 1
+            while root.findGroup(name) is not None:
+                count += 1
+                name = f"{self.name} ({count})"
+            self.group = root.insertGroup(0, name)
+        return self.group
+
+
+class ResultLayer(QgsProcessingLayerPostProcessorInterface):
+    """Puts one loaded result layer into its run's group, at position ``order``, named ``name``, with
+    the style mamol wrote beside it (``qml``), shown or hidden."""
+
+    def __init__(self, run: RunGroup, name: str, qml: Path, order: int, visible: bool) -> None:
+        super().__init__()
+        self.run, self.name, self.qml, self.order, self.visible = run, name, qml, order, visible
+
+    @classmethod
+    def create(cls, run: RunGroup, name: str, qml: Path, order: int, visible: bool) -> "ResultLayer":
+        processor = cls(run, name, qml, order, visible)
+        _KEEP.append(processor)
+        return processor
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
+        if self.qml.is_file():
+            layer.loadNamedStyle(str(self.qml))
+        layer.setName(self.name)
+        project = context.project() or QgsProject.instance()
+        root = project.layerTreeRoot()
+        group = self.run.node(project)
+        node = root.findLayer(layer.id())
+        if node is None:
+            return
+        position = sum(1 for child in group.children() if (child.customProperty(ORDER_PROPERTY) or 0) < self.order)
+        moved = node.clone()
+        moved.setCustomProperty(ORDER_PROPERTY, self.order)
+        group.insertChildNode(position, moved)
+        node.parent().removeChildNode(node)
+        moved.setItemVisibilityChecked(self.visible)
+        layer.triggerRepaint()

@@ -1,0 +1,172 @@
+"""Processing algorithm: train a MaMOL model from raster layers and ground truth, save it with its
+report in a lasting place, and show the report."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+    QgsProject,
+)
+
+from . import settings
+from .algorithms import DEVICES, MamolAlgorithm, layer_file
+from .classes import class_table, write_class_table
+
+#: The standard sensor slots: parameter, modality name, label. Other sensors are named after their layers.
+SENSOR_SLOTS = [("HSI", "hsi", "Hyperspectral raster (modality 'hsi')"),
+                ("LIDAR", "lidar", "LiDAR raster, e.g. a DSM (modality 'lidar')"),
+                ("SAR", "sar", "SAR raster (modality 'sar')")]
+BACKBONES = ["auto", "minilm-l6", "clip-vit-b-16", "tiny"]
+
+
+def modality_name(layer_name: str) -> str:
+    """A modality name from a layer name: letters, digits and underscores."""
+    return re.sub(r"[^A-Za-z0-9_]+", "_", layer_name).strip("_") or "modality"
+
+
+def default_model_path(folder: Path | None = None) -> Path:
+    """A model file name not yet taken, in the project's folder (``mamol_models/``) or, for an unsaved
+    project, in ``~/mamol_models``: a place QGIS does not clean up, unlike its temporary outputs."""
+    home = QgsProject.instance().homePath()
+    folder = folder or (Path(home) if home else Path.home()) / "mamol_models"
+    count = 1
+    while (folder / f"landcover_model_{count}.safetensors").exists():
+        count += 1
+    return folder / f"landcover_model_{count}.safetensors"
+
+
+class TrainModel(MamolAlgorithm):
+    """Train a MaMOL model from raster layers (one per sensor) and ground truth."""
+
+    def createInstance(self):  # noqa: N802
+        return TrainModel()
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Train MaMOL model"
+
+    def group(self) -> str:
+        return "Train"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "train"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("<p>Trains a MaMOL model that later maps land cover from any subset of its sensors.</p>"
+                "<p>Put each sensor's raster in its slot (hyperspectral, LiDAR, SAR: the modality names the mapping "
+                "dialog matches to layers later); other sensors are named after their layers. Rasters may differ in CRS, "
+                "resolution and extent. Ground truth is a vector layer with a class field (codes or names) or a label "
+                "raster (0 = unlabelled); a categorized style of the class field (the layer's, or a QML file) gives the "
+                "classes' order, names and colours. Without test labels, 30% of the labelled features are held out for "
+                "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
+                "missing or 'both'). The model is saved in the project's folder (mamol_models/) unless you choose "
+                "another file; its accuracy report (report.html) is saved next to it and opens when training ends.</p>")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        for key, _, label in SENSOR_SLOTS:
+            self.addParameter(QgsProcessingParameterRasterLayer(key, label, optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers("INPUTS", "Other sensor rasters (each named after its layer)",
+                                                               QgsProcessing.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer("TRUTH", "Ground truth (points or polygons)", optional=True))
+        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="TRUTH", optional=True))
+        self.addParameter(QgsProcessingParameterFile("CLASS_STYLE", "Class colours and order (a QML style)", extension="qml",
+                                                     optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("TRUTH_RASTER", "Ground truth as a label raster", optional=True))
+        self.addParameter(QgsProcessingParameterNumber("MISSING_RATE", "Missing rate", QgsProcessingParameterNumber.Double, 0.7,
+                                                       minValue=0, maxValue=1))
+        self.addParameter(QgsProcessingParameterString("MISSING", "Missing modality (both, subsets or a modality name)",
+                                                       defaultValue="both"))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 30, minValue=1))
+        self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=BACKBONES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString("NAME", "Model name (default: the model file's name)", optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Model file", "MaMOL model (*.safetensors)",
+                                                                defaultValue=str(default_model_path())))
+        self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Accuracy report folder (default: next to the model)",
+                                                                  optional=True, createByDefault=False))
+
+    def sensors(self, parameters, context) -> list[tuple[str, object]]:
+        """``(modality name, layer)`` of every sensor given: the standard slots, then the others."""
+        found = [(name, self.parameterAsRasterLayer(parameters, key, context)) for key, name, _ in SENSOR_SLOTS if parameters.get(key)]
+        found += [(modality_name(layer.name()), layer) for layer in self.parameterAsLayerList(parameters, "INPUTS", context)]
+        return [(name, layer) for name, layer in found if layer is not None]
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        sensors = self.sensors(parameters, context)
+        if not sensors:
+            return False, "Give at least one sensor raster (a slot, or other sensor rasters)."
+        names = [name for name, _ in sensors]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            return False, (f"Two sensors would both be called {repeated[0]!r}: rename one layer, or use one slot per sensor.")
+        if not parameters.get("TRUTH") and not parameters.get("TRUTH_RASTER"):
+            return False, "Give ground truth: a vector layer with a class field, or a label raster."
+        if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
+            return False, "Choose the class field of the ground-truth layer."
+        return super().checkParameterValues(parameters, context)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        args = []
+        for name, layer in self.sensors(parameters, context):
+            args += ["--input", f"{name}={layer_file(layer, name)}"]
+        truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
+        if truth is not None:
+            field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+            args += ["--labels", truth.source().split("|")[0], "--label-field", field]
+            table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
+            if table is not None:
+                args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
+                feedback.pushInfo(f"classes from the style of {field!r}: " + ", ".join(c["name"] for c in table.values()))
+        else:
+            args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "ground truth")]
+        model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
+        try:
+            model.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QgsProcessingException(f"{model.parent}: cannot be created ({exc.strerror}); choose another model file") from None
+        args += ["--missing-rate", str(self.parameterAsDouble(parameters, "MISSING_RATE", context)),
+                 "--missing", self.parameterAsString(parameters, "MISSING", context),
+                 "--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context)),
+                 "--backbone", BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
+                 "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], "-o", str(model)]
+        name = self.parameterAsString(parameters, "NAME", context).strip()
+        if name:
+            args += ["--name", name]
+        report = self.parameterAsString(parameters, "REPORT", context) or str(model.with_suffix(".report"))
+        args += ["--report", report]
+        try:
+            self.run_mamol("mamol-train", args, feedback)
+        finally:  # a cancelled run leaves its training state, which this dialog cannot resume: remove it
+            model.with_name(f"{model.stem}.state.safetensors").unlink(missing_ok=True)
+        self.trained, self.report = str(model), Path(report) / "report.html"
+        feedback.pushInfo(f"model saved to {model}; accuracy report: {self.report}")
+        return {"MODEL": str(model), "REPORT": report}
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+        settings.remember_model(self.trained)
+        if self.provider() is not None:
+            self.provider().refreshAlgorithms()
+        from qgis.utils import iface
+
+        if iface is not None:  # in the QGIS window (not qgis_process): show the report
+            from .report import show_report
+
+            self.report_dialog = show_report(self.report, iface.mainWindow())
+        return {}
