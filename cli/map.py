@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
 
@@ -45,12 +46,20 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--block-size", type=int, help="Block side in pixels read at once; default: from a 128 MiB budget.")
 @click.option("--min-valid", type=float, default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")
 @click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs with overviews (GDAL's COG driver).")
+@click.option("--aoi", type=click.Path(path_type=Path), help="Map only inside the polygons of this vector file (any CRS).")
+@click.option("--mask", type=click.Path(path_type=Path), help="Map only where this raster is nonzero (any grid and CRS).")
+@click.option("--sieve", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Give class patches smaller than this many pixels the class around them (0: off); the class map is "
+                   "held in memory for it.")
+@click.option("--polygons", type=click.Path(path_type=Path), help="Also write the class map as polygons (.gpkg or .geojson).")
+@click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence, availability, reference, assume_crs, resampling,
-         stride, batch_size, block_size, min_valid, cog, device, precision, progress_mode, quiet):
+         stride, batch_size, block_size, min_valid, cog, aoi, mask, sieve, polygons, estimate, device, precision, progress_mode,
+         quiet):
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -61,7 +70,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
-    from mamol_core.mapping.outputs import OutputPaths
+    from mamol_core.mapping.outputs import POLYGON_DRIVERS, OutputPaths
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
@@ -76,17 +85,32 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
             check_sources(config.model, given, complete=False)
             items = [MapInput(name, path) for name, path in given.items()]
             outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
-                                  sibling(output, availability, "availability"), cog)
-            check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference,
+                                  sibling(output, availability, "availability"), cog, polygons, sieve)
+            if polygons is not None and polygons.suffix.lower() not in POLYGON_DRIVERS:
+                raise MamolError(f"--polygons {polygons}: write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file")
+            check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference, "--aoi": aoi, "--mask": mask,
                                                 **{flags[item.name]: item.path for item in items}})
             for path in outputs.all():
                 check_writable(path)
             model, config = load_model(model_path, compute)
-        options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs, reference, resampling)
+        options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs, reference, resampling, aoi, mask)
         summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision),
-                              progress_mode if ranks.main else "none", model_path)
+                              progress_mode if ranks.main else "none", model_path, estimate)
+    if summary.estimated:
+        log.warning("estimate: %dx%d px, %d tiles; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
+                    summary.height, summary.tiles, duration(summary.seconds), compute, summary.megapixels_per_second)
+        return
     log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
              summary.seconds, summary.megapixels_per_second)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 if __name__ == "__main__":

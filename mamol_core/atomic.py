@@ -77,7 +77,8 @@ def is_write_failure(exc: BaseException) -> bool:
 
 
 def partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+    """A hidden temporary name beside ``path`` that keeps its suffix (drivers such as GeoPackage go by it)."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
 @contextlib.contextmanager

@@ -385,3 +385,71 @@ def test_a_large_cog_gets_overviews_of_the_majority_class(tmp_path):
         overview = src.read(1, out_shape=(300, 300))
     assert np.array_equal(overview, classes[::2, ::2])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
+
+
+def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predictions(trained, scene_dir, tmp_path):
+    import geopandas
+    from shapely.geometry import Polygon
+
+    _, model = trained
+    inputs = (("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert run_map(model, tmp_path / "full.tif", *inputs, extra=["--block-size", "12"]).exit_code == 0
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        b, crs = src.bounds, src.crs
+    triangle = Polygon([(b.left + 20, b.bottom + 20), (b.left + 60, b.top - 10), (b.right - 10, b.bottom + 30)])
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[triangle], crs=crs).to_crs("EPSG:4326").to_file(tmp_path / "aoi.gpkg")
+    result = run_map(model, tmp_path / "aoi.tif", *inputs, extra=["--aoi", tmp_path / "aoi.gpkg", "--availability"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "aoi.tif") as aoi, rasterio.open(tmp_path / "full.tif") as full:
+        mapped = aoi.read(1)
+        whole = full.read(1, window=full.window(*aoi.bounds).round_offsets().round_lengths())
+        inside = rasterio.features.geometry_mask([triangle], aoi.shape, aoi.transform, invert=True)
+        assert aoi.res == full.res and aoi.width < full.width
+    assert (mapped[inside] > 0).all() and np.array_equal(mapped[inside], whole[inside])
+    assert (mapped[~inside] == 0).mean() > 0.95  # outside (up to pixels the reprojected polygon's edge adds)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:15, 20:35] = 1
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        write_raster(tmp_path / "mask.tif", mask, src.transform, nodata=None)
+    assert run_map(model, tmp_path / "masked.tif", *inputs, extra=["--mask", tmp_path / "mask.tif"]).exit_code == 0
+    with rasterio.open(tmp_path / "masked.tif") as out:
+        assert (out.read(1) > 0).sum() == mask.sum()
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points.to_file(tmp_path / "points.gpkg")
+    result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "points.gpkg"])
+    assert result.exit_code == 1 and "--aoi needs polygons (it holds Point)" in result.output
+    far = geopandas.GeoDataFrame({"id": [1]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326")
+    far.to_file(tmp_path / "far.gpkg")
+    result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "far.gpkg"])
+    assert result.exit_code == 1 and "does not overlap the input rasters" in result.output
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path):
+    import geopandas
+    from rasterio.features import shapes
+
+    _, model = trained
+    inputs = (("dsm", scene_dir / "dsm.tif"),)  # one sensor: a noisier map with small patches
+    assert run_map(model, tmp_path / "raw.tif", *inputs).exit_code == 0
+    result = run_map(model, tmp_path / "sieved.tif", *inputs, extra=["--sieve", "6", "--polygons", tmp_path / "sieved.gpkg"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "raw.tif") as raw, rasterio.open(tmp_path / "sieved.tif") as sieved:
+        before, after = raw.read(1), sieved.read(1)
+    sizes = lambda array: [int(round(geometry_area)) for geometry_area in  # noqa: E731
+                           (shape_area(g) for g, _ in shapes(array, connectivity=8))]
+    assert min(sizes(before)) < 6 <= min(sizes(after)) and (before != after).any()
+    polygons = geopandas.read_file(tmp_path / "sieved.gpkg")
+    assert set(polygons["name"]) <= {"Grass", "Trees", "Bare soil", "Buildings", "Water", "Road"}
+    assert polygons["area"].sum() == pytest.approx((after > 0).sum() * 4)  # 2 m pixels
+    estimated = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o",
+                                                  str(tmp_path / "never.tif"), "--estimate", "--device", "cpu", "--progress", "none"])
+    assert estimated.exit_code == 0 and not (tmp_path / "never.tif").exists()
+    bad = run_map(model, tmp_path / "x.tif", *inputs, extra=["--polygons", tmp_path / "x.shp"])
+    assert bad.exit_code == 1 and "write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file" in bad.output
+
+
+def shape_area(geometry) -> float:
+    from shapely.geometry import shape
+
+    return shape(geometry).area

@@ -30,6 +30,7 @@ from mamol_core.data.sources import check_sources
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.area import GridArea, MapArea
 from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
 from mamol_core.mapping.outputs import MapWriter, OutputPaths, encode_block
 from mamol_core.mapping.parts import BlockParts, file_identity
@@ -63,6 +64,8 @@ class MapOptions:
     assume_crs: str | None = None
     reference: Path | None = None
     resampling: str = "bilinear"
+    aoi: Path | None = None  # map only inside these polygons
+    mask: Path | None = None  # map only where this raster is nonzero
 
 
 @dataclass
@@ -73,6 +76,7 @@ class MapSummary:
     height: int
     tiles: int
     seconds: float
+    estimated: bool = False  # seconds is an estimate: nothing was mapped
 
     @property
     def megapixels_per_second(self) -> float:
@@ -145,26 +149,70 @@ def job_description(model_path: Path | None, inputs: list[MapInput], grid, optio
             "tiles": {"stride": stride, "block": side, "blocks": block_count, "min_valid": options.min_valid,
                       "resampling": options.resampling},
             "outputs": [name for name in ("probabilities", "confidence", "availability") if getattr(outputs, name) is not None],
+            "area": {name: file_identity(path) for name, path in (("aoi", options.aoi), ("mask", options.mask)) if path is not None},
             "precision": str(amp_dtype)}
+
+
+def tiles_touching(area: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
+    """Which tiles (``origins`` ``[N, 2]`` in the window) hold at least one pixel of ``area`` ``[h, w]``."""
+    summed = np.pad(area.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    r, c = origins[:, 0], origins[:, 1]
+    r1, c1 = np.minimum(r + size, area.shape[0]), np.minimum(c + size, area.shape[1])
+    return (summed[r1, c1] - summed[r, c1] - summed[r1, c] + summed[r, c]) > 0
 
 
 def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReader, predictor: DensePredictor, grid,
                      encode: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], device: torch.device,
-                     bar) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+                     bar, area: GridArea | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """``(index, encoded outputs)`` of the blocks ``indices``; each block is read (warped,
-    normalised) in a background thread while the model predicts the one before."""
+    normalised) in a background thread while the model predicts the one before. With ``area`` only
+    the tiles touching it are predicted and pixels outside it are left unmapped."""
     chosen = [(index, blocks[index]) for index in indices]
-    with contextlib.closing(prefetched(chosen, lambda item: reader.read(item[1].read_window))) as ahead:
-        for (index, block), (data, valid) in ahead:
+
+    def load(item: tuple[int, Block]):
+        window = item[1].read_window
+        return (*reader.read(window), area.pixels(window) if area is not None else None)
+
+    with contextlib.closing(prefetched(chosen, load)) as ahead:
+        for (index, block), (data, valid, inside_area) in ahead:
             read_r0, read_c0 = int(block.read_window.row_off), int(block.read_window.col_off)
             inside = torch.zeros(valid.shape[1:], dtype=torch.bool, device=device)
             inside[: grid.height - read_r0, : grid.width - read_c0] = True
+            origins = block.origins
+            if inside_area is not None:
+                touching = tiles_touching(inside_area, origins, predictor.size)
+                bar.update(int((~touching).sum()))
+                origins = origins[touching]
             result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),
-                                       torch.as_tensor(block.origins), on_tiles=bar.update, inside=inside)
+                                       torch.as_tensor(origins), on_tiles=bar.update, inside=inside)
             t = block.target
             crop = (slice(None), slice(int(t.row_off) - read_r0, int(t.row_off + t.height) - read_r0),
                     slice(int(t.col_off) - read_c0, int(t.col_off + t.width) - read_c0))
-            yield index, encode(result.probabilities[crop].float().cpu().numpy(), result.used[crop].cpu().numpy())
+            used = result.used[crop].cpu().numpy()
+            if inside_area is not None:
+                used &= inside_area[crop[1:]][None]
+            yield index, encode(result.probabilities[crop].float().cpu().numpy(), used)
+
+
+def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DensePredictor, device: torch.device) -> float:
+    """About how long mapping ``blocks`` takes: the first block is read, and a few batches of its tiles
+    predicted (after one warm-up tile), both timed and scaled to every block's pixels and tiles."""
+    block = max(blocks[:4], key=lambda b: len(b.origins))
+    start = time.perf_counter()
+    data, valid = reader.read(block.read_window)
+    read_seconds = time.perf_counter() - start
+    data, valid = torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device)
+    origins = torch.as_tensor(block.origins)
+    predictor.predict(data, valid, origins[:1])
+    sample = origins[: 4 * predictor.batch_size]
+    start = time.perf_counter()
+    predictor.predict(data, valid, sample)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tile_seconds = (time.perf_counter() - start) / len(sample)
+    read_pixels = sum(int(b.read_window.width * b.read_window.height) for b in blocks)
+    return read_seconds * read_pixels / int(block.read_window.width * block.read_window.height) + \
+        tile_seconds * sum(len(b.origins) for b in blocks)
 
 
 def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: list[Block], outputs: OutputPaths, grid,
@@ -222,12 +270,13 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
 
 def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
                 options: MapOptions, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str = "bar",
-                model_path: Path | None = None) -> MapSummary:
+                model_path: Path | None = None, estimate: bool = False) -> MapSummary:
     """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
 
     Under torchrun (an initialised process group) the blocks are shared among the ranks through a
     folder of finished blocks (:mod:`mamol_core.mapping.parts`; ``model_path`` identifies the job),
-    so that a restarted job skips the blocks already done; rank 0 writes the outputs."""
+    so that a restarted job skips the blocks already done; rank 0 writes the outputs. With ``estimate``
+    nothing is mapped or written: the summary holds the estimated seconds (:func:`estimate_seconds`)."""
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
     side = block_side(config, stride, options.block_size)
@@ -240,6 +289,14 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             aligned = stack.enter_context(AlignedInputs(inputs, options.assume_crs, options.reference, options.resampling,
                                                         config.model.grid))
             aligned.check_readable()
+            area = None
+            if options.aoi is not None or options.mask is not None:
+                chosen = MapArea(options.aoi, options.mask)
+                aligned = stack.enter_context(AlignedInputs(inputs, options.assume_crs, resampling=options.resampling,
+                                                            grid=chosen.crop(aligned.grid, size, stride)))
+                area = chosen.on(aligned.grid)
+                stack.callback(area.close)
+                log.info("mapping only %s", chosen.describe())
             grid = aligned.grid
             reader = ModelReader(config.model.modalities, aligned)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side)
@@ -253,13 +310,16 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
                  grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
+        if estimate:
+            seconds = estimate_seconds(blocks, reader, predictor, device)
+            return MapSummary(grid.width, grid.height, total, seconds, estimated=True)
         start = time.perf_counter()
 
         def predict(indices: list[int]) -> Iterator[tuple[int, dict]]:
             bar = stack.enter_context(contextlib.closing(counter(sum(len(blocks[i].origins) for i in indices), "mapping", "tile",
                                                                  progress_mode)))
             return predicted_blocks(indices, blocks, reader, predictor, grid,
-                                    lambda p, u: encode_block(p, u, values, outputs), device, bar)
+                                    lambda p, u: encode_block(p, u, values, outputs), device, bar, area)
 
         def write(encoded: Iterable[tuple[int, dict]]) -> None:
             write_outputs(encoded, blocks, outputs, grid, config, inputs)

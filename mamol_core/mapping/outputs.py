@@ -36,6 +36,8 @@ class OutputPaths:
     confidence: Path | None = None
     availability: Path | None = None
     cog: bool = False  # Cloud-Optimized GeoTIFFs with overviews instead of tiled GeoTIFFs
+    polygons: Path | None = None  # the class map as polygons (GeoPackage or GeoJSON)
+    sieve: int = 0  # class patches smaller than this many pixels take their surroundings' class
 
     @property
     def style(self) -> Path:
@@ -56,7 +58,8 @@ class OutputPaths:
 
     def labelled(self) -> dict[str, Path]:
         """Every file the map writes, keyed by what it is (for messages)."""
-        optional = {"--probabilities": self.probabilities, "--confidence": self.confidence, "--availability": self.availability}
+        optional = {"--probabilities": self.probabilities, "--confidence": self.confidence, "--availability": self.availability,
+                    "--polygons": self.polygons}
         return {"-o": self.classes, "the class names (.aux.xml)": self.categories, "the style (.qml)": self.style,
                 "the quick-look (.png)": self.quicklook, **{k: v for k, v in optional.items() if v is not None},
                 **{f"the --{name} style (.qml)": path for name, path in self.side_styles().items()}}
@@ -216,6 +219,11 @@ class MapWriter(contextlib.ExitStack):
         for dataset in (self.classes_ds, self.probabilities_ds, self.confidence_ds, self.availability_ds):
             if dataset is not None:
                 dataset.close()
+        if self.paths.sieve > 1:
+            sieve_classes(self.temporaries[self.paths.classes], self.paths.sieve)
+        if self.paths.polygons is not None:
+            write_polygons(self.temporaries[self.paths.classes], self.temporaries[self.paths.polygons], self.paths.polygons,
+                           self.classes)
         if self.paths.cog:
             for path, resampling in ((self.paths.classes, "MODE"), (self.paths.probabilities, "AVERAGE"),
                                      (self.paths.confidence, "AVERAGE"), (self.paths.availability, "MODE")):
@@ -251,6 +259,40 @@ def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray
     if paths.availability is not None:
         block["availability"] = (used.astype(np.uint8) << np.arange(len(used), dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8)
     return block
+
+
+#: Vector formats ``--polygons`` writes, by file suffix (single-file formats, so they can be written atomically).
+POLYGON_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def sieve_classes(path: Path, size: int) -> None:
+    """Give every patch of one class smaller than ``size`` pixels (8-connected) the class around it,
+    in the class GeoTIFF ``path`` (GDAL's sieve filter; the class map is held in memory, one byte per
+    pixel). Pixels without a class (0) stay so and are not merged into."""
+    from rasterio.features import sieve
+
+    with rasterio.open(path, "r+") as dataset:
+        classes = dataset.read(1)
+        dataset.write(sieve(classes, size, mask=classes != CLASS_NODATA, connectivity=8)[None])
+
+
+def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
+    """The class map as polygons (one per 4-connected patch) with the class value, name and area in CRS
+    units, to ``temporary`` in the format ``final``'s suffix names."""
+    import geopandas
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    names = {c.value: c.name for c in classes}
+    with rasterio.open(classes_tif) as dataset:
+        band = rasterio.band(dataset, 1)
+        found = [(shape(geometry), int(value)) for geometry, value in shapes(band, mask=dataset.read_masks(1) > 0,
+                                                                             transform=dataset.transform)]
+        crs = dataset.crs
+    frame = geopandas.GeoDataFrame({"class": [v for _, v in found], "name": [names.get(v, "") for _, v in found]},
+                                   geometry=[g for g, _ in found], crs=crs)
+    frame["area"] = frame.geometry.area
+    frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=final.stem)
 
 
 def to_cog(path: Path, resampling: str) -> None:

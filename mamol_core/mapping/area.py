@@ -1,0 +1,121 @@
+"""Where to map: inside the polygons of a vector file (``--aoi``) and/or where a mask raster is
+nonzero (``--mask``). The output grid is cut to the area's bounding box grown by one tile, on the
+whole grid's tile positions; tiles that do not touch the area are not predicted, and pixels outside
+it are nodata. Inside, predictions are those of a map of the whole raster: the same tiles, which
+still see the sensors' pixels around the area."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from rasterio import features
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from mamol_core.data.rasters import Grid, open_raster
+from mamol_core.errors import MamolError
+
+
+def read_polygons(path: Path):
+    """The polygons of a vector file (a GeoDataFrame with a CRS); one line for anything else."""
+    import geopandas
+
+    try:
+        frame = geopandas.read_file(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if frame.crs is None:
+        raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the rasters")
+    if frame.empty or not frame.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        raise MamolError(f"{path}: --aoi needs polygons (it holds {', '.join(sorted(set(frame.geom_type))) or 'no geometry'}); "
+                         "draw the area to map as polygons")
+    return frame
+
+
+def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str, margin: int = 0, step: int = 1) -> Grid:
+    """The part of ``grid`` (whole pixels, same alignment) that covers ``bounds`` (in the grid's CRS),
+    grown by ``margin`` pixels and with its edges on multiples of ``step`` pixels of ``grid`` (or on
+    its edges), so that tiles of the cut grid are tiles of the whole one."""
+    t = grid.transform
+    left, bottom, right, top = bounds
+    col0, col1 = math.floor((left - t.c) / t.a + 1e-6), math.ceil((right - t.c) / t.a - 1e-6)
+    row0, row1 = math.floor((top - t.f) / t.e + 1e-6), math.ceil((bottom - t.f) / t.e - 1e-6)
+    if min(col1, grid.width) <= max(col0, 0) or min(row1, grid.height) <= max(row0, 0):
+        raise MamolError(f"{source}: does not overlap the input rasters; pass an area inside them (check its CRS)")
+    col0, row0 = max((col0 - margin) // step * step, 0), max((row0 - margin) // step * step, 0)
+    col1 = min(-(-(col1 + margin) // step) * step, grid.width)
+    row1 = min(-(-(row1 + margin) // step) * step, grid.height)
+    return Grid(grid.crs, t @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
+
+
+class MapArea:
+    """The area to map from ``aoi`` (polygons) and/or ``mask`` (nonzero pixels); use :meth:`on` for a grid."""
+
+    def __init__(self, aoi: Path | None = None, mask: Path | None = None) -> None:
+        self.aoi, self.mask = aoi, mask
+        self.polygons = read_polygons(aoi) if aoi is not None else None
+        if mask is not None:
+            with open_raster(mask) as src:
+                if src.crs is None:
+                    raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) so it can be placed on the rasters")
+                self.mask_crs, self.mask_bounds = src.crs, src.bounds
+
+    def describe(self) -> str:
+        return " and ".join(f"{what} {path}" for what, path in (("inside", self.aoi), ("where nonzero:", self.mask)) if path)
+
+    def crop(self, grid: Grid, margin: int = 0, step: int = 1) -> Grid:
+        """``grid`` cut to the area's bounding box (the intersection of the polygons' and the mask's), as
+        :func:`crop_grid` does with ``margin`` and ``step``."""
+        boxes = []
+        if self.polygons is not None:
+            boxes.append(tuple(self.polygons.to_crs(grid.crs).total_bounds))
+        if self.mask is not None:
+            boxes.append(transform_bounds(self.mask_crs, grid.crs, *self.mask_bounds))
+        left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
+        right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
+        return crop_grid(grid, (left, bottom, right, top), self.describe(), margin, step)
+
+    def on(self, grid: Grid) -> "GridArea":
+        return GridArea(self, grid)
+
+
+class GridArea:
+    """A :class:`MapArea` on one grid: which pixels of a window are to be mapped."""
+
+    def __init__(self, area: MapArea, grid: Grid) -> None:
+        self.grid = grid
+        self.shapes = list(area.polygons.to_crs(grid.crs).geometry) if area.polygons is not None else None
+        self.mask = None
+        if area.mask is not None:
+            self.source = open_raster(area.mask)
+            self.mask = WarpedVRT(self.source, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                                  resampling=Resampling.nearest)
+
+    def pixels(self, window: Window) -> np.ndarray:
+        """``[h, w]`` bool: the window's pixels inside the area (parts past the grid are outside)."""
+        height, width = int(window.height), int(window.width)
+        inside = np.zeros((height, width), bool)
+        rows = min(height, self.grid.height - int(window.row_off))
+        cols = min(width, self.grid.width - int(window.col_off))
+        if rows <= 0 or cols <= 0:
+            return inside
+        part = np.ones((rows, cols), bool)
+        transform = self.grid.transform @ Affine.translation(int(window.col_off), int(window.row_off))
+        if self.shapes is not None:
+            part &= features.geometry_mask(self.shapes, (rows, cols), transform, invert=True, all_touched=False)
+        if self.mask is not None:
+            values = self.mask.read(1, window=Window(int(window.col_off), int(window.row_off), cols, rows), masked=True)
+            part &= np.ma.filled(values != 0, False)
+        inside[:rows, :cols] = part
+        return inside
+
+    def close(self) -> None:
+        if self.mask is not None:
+            self.mask.close()
+            self.source.close()
