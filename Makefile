@@ -37,7 +37,7 @@ sample: install
 	$(BIN)/python scripts/make_sample_data.py sample_data
 
 screenshot: install qgis
-	$(BIN)/python scripts/qgis_screenshot.py docs/qgis_map_dialog.png
+	$(BIN)/python scripts/qgis_screenshot.py docs
 
 clean:
 	rm -rf $(VENV) dist

@@ -7,17 +7,25 @@ import re
 from pathlib import Path
 
 from qgis.core import (
+    QgsFeatureRequest,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from . import settings
 from .environment import Canceled, CommandFailed, MamolNotFound, environment_problem, run_command
-from .layers import ResultLayer, RunGroup
+from .area import extent_file, polygon_file
+from .layers import ResultLayer, RunGroup, style_polygons
 
 ICON = Path(__file__).parent / "icon.png"
 DEVICES = ["auto", "cpu", "cuda"]
@@ -26,8 +34,8 @@ OPTIONAL_OUTPUTS = {"CONFIDENCE": ("confidence", "Confidence (%)"),
                     "PROBABILITIES": ("probabilities", "Class probabilities (%)")}
 #: Names of the result layers in the layer tree.
 LAYER_NAMES = {"OUTPUT": "Land cover", "CONFIDENCE": "Confidence (%)", "AVAILABILITY": "Sensors used",
-               "PROBABILITIES": "Class probabilities (%)"}
-RESERVED = {"OUTPUT", "DEVICE", *OPTIONAL_OUTPUTS}
+               "PROBABILITIES": "Class probabilities (%)", "POLYGONS": "Land cover polygons"}
+RESERVED = {"OUTPUT", "DEVICE", "AOI", "EXTENT", "MASK", "SIEVE", "ESTIMATE", "POLYGONS", *OPTIONAL_OUTPUTS}
 
 
 def model_name(model_path: str, info: dict) -> str:
@@ -156,10 +164,20 @@ class MapLandCover(MamolAlgorithm):
         for modality in self.modalities:
             self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
                                                                 f"{modality['name']} ({bands(modality['bands'])})", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Map only inside these polygons",
+                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Map only inside this extent (e.g. the map canvas)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Map only where this raster is nonzero", optional=True))
+        self.addParameter(QgsProcessingParameterNumber("SIEVE", "Merge class patches smaller than (pixels; 0 = off)",
+                                                       QgsProcessingParameterNumber.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterBoolean("ESTIMATE", "Only estimate the run time (maps nothing)", defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Land cover"))
         for key, (_, label) in OPTIONAL_OUTPUTS.items():
             self.addParameter(QgsProcessingParameterRasterDestination(key, label, optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterVectorDestination("POLYGONS", "Land cover polygons", QgsProcessing.TypeVectorPolygon,
+                                                                  optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         given = [m["name"] for m in self.modalities if parameters.get(parameter_name(m["name"]))]
@@ -192,23 +210,59 @@ class MapLandCover(MamolAlgorithm):
             if layer is not None:
                 args += ["--input", f"{modality['name']}={layer_file(layer, modality['name'])}"]
                 given.append(modality["name"])
+        args += self.area_args(parameters, context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
+        if self.parameterAsBoolean(parameters, "ESTIMATE", context):
+            context.setLayersToLoadOnCompletion({})  # nothing is written
+            self.run_mamol("mamol-map", [*args, "--estimate"], feedback)
+            return {}
         results = {"OUTPUT": output}
         for key, (option, _) in OPTIONAL_OUTPUTS.items():
             path = self.parameterAsOutputLayer(parameters, key, context) if parameters.get(key) else None
             if path:
                 args += [f"--{option}", path]
                 results[key] = path
+        polygons = self.parameterAsOutputLayer(parameters, "POLYGONS", context) if parameters.get("POLYGONS") else None
+        if polygons:
+            if Path(polygons).suffix.lower() not in (".gpkg", ".geojson"):
+                raise QgsProcessingException(f"{polygons}: save the polygons as a GeoPackage (.gpkg) or GeoJSON (.geojson)")
+            args += ["--polygons", polygons]
+            results["POLYGONS"] = polygons
+        sieve = self.parameterAsInt(parameters, "SIEVE", context)
+        if sieve > 1:
+            args += ["--sieve", str(sieve)]
         note = self.accuracy_note(given)
         if note:
             feedback.pushWarning(note)
         self.run_mamol("mamol-map", args, feedback)
         run = RunGroup(f"{self.model_name} — {' + '.join(given)}")
-        for order, key in enumerate(["OUTPUT", *OPTIONAL_OUTPUTS]):
+        for order, key in enumerate(["POLYGONS", "OUTPUT", *OPTIONAL_OUTPUTS]):
             path = results.get(key)
             if path and context.willLoadLayerOnCompletion(path):
                 details = context.layerToLoadOnCompletionDetails(path)
+                style = (lambda layer: style_polygons(layer, self.info["model"]["classes"])) if key == "POLYGONS" else None
                 details.setPostProcessor(ResultLayer.create(run, LAYER_NAMES[key], Path(path).with_suffix(".qml"), order,
-                                                            visible=key == "OUTPUT"))
+                                                            visible=key in ("OUTPUT", "POLYGONS") and not (key == "OUTPUT" and polygons),
+                                                            style=style))
         return results
+
+    def area_args(self, parameters, context) -> list[str]:
+        """``--aoi``/``--mask`` from the polygon layer, the extent (as a polygon) and the mask raster given."""
+        args = []
+        if parameters.get("AOI"):
+            layer = self.parameterAsVectorLayer(parameters, "AOI", context)
+            if layer is None:  # a feature source that is not a layer (e.g. selected features only): save it
+                source = self.parameterAsSource(parameters, "AOI", context)
+                layer = source.materialize(QgsFeatureRequest()) if source is not None else None
+            if layer is not None:
+                args += ["--aoi", polygon_file(layer)]
+        if parameters.get("EXTENT"):
+            if args:
+                raise QgsProcessingException("Give the area to map as polygons or as an extent, not both.")
+            args += ["--aoi", extent_file(self.parameterAsExtent(parameters, "EXTENT", context),
+                                          self.parameterAsExtentCrs(parameters, "EXTENT", context))]
+        mask = self.parameterAsRasterLayer(parameters, "MASK", context)
+        if mask is not None:
+            args += ["--mask", layer_file(mask, "mask")]
+        return args

@@ -61,18 +61,21 @@ class ResultLayer(QgsProcessingLayerPostProcessorInterface):
     """Puts one loaded result layer into its run's group, at position ``order``, named ``name``, with
     the style mamol wrote beside it (``qml``), shown or hidden."""
 
-    def __init__(self, run: RunGroup, name: str, qml: Path, order: int, visible: bool) -> None:
+    def __init__(self, run: RunGroup, name: str, qml: Path, order: int, visible: bool, style=None) -> None:
         super().__init__()
-        self.run, self.name, self.qml, self.order, self.visible = run, name, qml, order, visible
+        self.run, self.name, self.qml, self.order, self.visible, self.style = run, name, qml, order, visible, style
 
     @classmethod
-    def create(cls, run: RunGroup, name: str, qml: Path, order: int, visible: bool) -> "ResultLayer":
-        processor = cls(run, name, qml, order, visible)
+    def create(cls, run: RunGroup, name: str, qml: Path, order: int, visible: bool, style=None) -> "ResultLayer":
+        """``style(layer)``, when given, styles the layer instead of the ``qml`` file."""
+        processor = cls(run, name, qml, order, visible, style)
         _KEEP.append(processor)
         return processor
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
-        if self.qml.is_file():
+        if self.style is not None:
+            self.style(layer)
+        elif self.qml.is_file():
             layer.loadNamedStyle(str(self.qml))
         layer.setName(self.name)
         project = context.project() or QgsProject.instance()
@@ -88,3 +91,16 @@ class ResultLayer(QgsProcessingLayerPostProcessorInterface):
         node.parent().removeChildNode(node)
         moved.setItemVisibilityChecked(self.visible)
         layer.triggerRepaint()
+
+
+def style_polygons(layer, classes: list[dict]) -> None:
+    """Land-cover polygons drawn by class, with the model's colours and names."""
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsRendererCategory, QgsSymbol
+    from qgis.PyQt.QtGui import QColor
+
+    categories = []
+    for item in classes:
+        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+        symbol.setColor(QColor(item["color"]))
+        categories.append(QgsRendererCategory(item["value"], symbol, item["name"]))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("class", categories))

@@ -12,6 +12,7 @@ from . import settings
 from .algorithms import ICON, parameter_name
 from .layers import matching_layers
 from .environment import describe_environment
+from .models_dialog import ModelsDialog
 from .provider import MamolProvider
 from .setup_dialog import SetupDialog
 
@@ -36,6 +37,7 @@ class MamolPlugin:
         window = self.iface.mainWindow()
         entries = [("Map land cover (MaMOL)…", self.open_map_dialog, True),
                    ("Train MaMOL model…", self.open_train_dialog, False),
+                   ("MaMOL models…", self.open_models_dialog, False),
                    ("Set up mamol environment…", self.open_setup_dialog, False)]
         for text, slot, on_toolbar in entries:
             action = QAction(QIcon(str(ICON)), text, window)
@@ -95,6 +97,13 @@ class MamolPlugin:
         import processing
 
         processing.execAlgorithmDialog("mamol:train", {})
+
+    def open_models_dialog(self) -> ModelsDialog:
+        """The models the plugin offers, with their sensors and mapping algorithm; add or remove."""
+        self.models_dialog = ModelsDialog(self.provider.mapping_ids, self.provider.info, self.provider.refreshAlgorithms,
+                                          self.iface.mainWindow())
+        self.models_dialog.show()
+        return self.models_dialog
 
     def open_setup_dialog(self) -> SetupDialog:
         """The set-up window: what environment is used, whether it works, find / choose / create one."""

@@ -44,3 +44,10 @@ def remember_model(path: str) -> None:
     resolved = str(Path(path).resolve())
     if resolved not in models:
         QgsSettings().setValue(f"{KEY}/models", models + [resolved])
+
+
+def forget_model(path: str) -> None:
+    """Stop offering the model ``path`` (the file itself is left alone)."""
+    resolved = str(Path(path).resolve())
+    models = [m for m in list(QgsSettings().value(f"{KEY}/models", [], type=list) or []) if str(Path(m).resolve()) != resolved]
+    QgsSettings().setValue(f"{KEY}/models", models)

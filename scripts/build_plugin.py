@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import configparser
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -12,7 +14,15 @@ SOURCE = ROOT / "qgis_plugin"
 PACKAGE = "mamol_qgis"
 
 
-def build(destination: Path = ROOT / "dist") -> Path:
+def mamol_wheel(folder: Path) -> Path:
+    """A wheel of mamol itself (no dependencies) built into ``folder``: the set-up window installs it."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(folder), str(ROOT)],
+                   check=True, capture_output=True)
+    return next(folder.glob("mamol-*.whl"))
+
+
+def build(destination: Path = ROOT / "dist", wheel: bool = True) -> Path:
+    """The plugin ZIP; with ``wheel``, mamol's own wheel inside it (``mamol_qgis/wheels/``)."""
     metadata = configparser.ConfigParser()
     metadata.read(SOURCE / "metadata.txt")
     version = metadata["general"]["version"]
@@ -22,6 +32,10 @@ def build(destination: Path = ROOT / "dist") -> Path:
         for path in sorted(SOURCE.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 archive.write(path, f"{PACKAGE}/{path.relative_to(SOURCE)}")
+        if wheel:
+            with tempfile.TemporaryDirectory() as folder:
+                built = mamol_wheel(Path(folder))
+                archive.write(built, f"{PACKAGE}/wheels/{built.name}")
     return target
 
 

@@ -93,10 +93,12 @@ def test_plugin_registers_provider_button_and_menu(plugin, map_id):
     ids = sorted(a.id() for a in loaded.provider.algorithms())
     assert ids == sorted(["mamol:train", map_id])
     assert [a.text() for a in iface.toolbar] == ["Map land cover (MaMOL)…"]
-    assert len(iface.menu) == 3
+    assert [a.text() for _, a in iface.menu] == ["Map land cover (MaMOL)…", "Train MaMOL model…", "MaMOL models…",
+                                              "Set up mamol environment…"]
     algorithm = QgsApplication.processingRegistry().algorithmById(map_id)
     names = [p.name() for p in algorithm.parameterDefinitions()]
-    assert names == ["hsi", "lidar", "DEVICE", "OUTPUT", "CONFIDENCE", "AVAILABILITY", "PROBABILITIES"]
+    assert names == ["hsi", "lidar", "AOI", "EXTENT", "MASK", "SIEVE", "ESTIMATE", "DEVICE", "OUTPUT", "CONFIDENCE", "AVAILABILITY",
+                     "PROBABILITIES", "POLYGONS"]
 
 
 def run(map_id, parameters, feedback=None):
@@ -175,7 +177,15 @@ def test_plugin_zip_runs_through_qgis_process(map_id, tmp_path):
     plugins.mkdir(parents=True)
     with zipfile.ZipFile(archive) as zipped:
         assert "mamol_qgis/metadata.txt" in zipped.namelist() and "mamol_qgis/icon.png" in zipped.namelist()
+        assert any(name.startswith("mamol_qgis/wheels/mamol-0.2.0-") and name.endswith(".whl") for name in zipped.namelist())
         zipped.extractall(plugins)
+    sys.path.insert(0, str(plugins))
+    try:
+        from mamol_qgis.setup_dialog import default_requirement
+
+        assert default_requirement() == str(next((plugins / "mamol_qgis" / "wheels").glob("mamol-*.whl")))  # "Create" installs it
+    finally:
+        sys.path.remove(str(plugins))
     binary = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
     if not Path(binary).exists():
         pytest.skip("qgis_process is not installed (apt-get install qgis)")
@@ -386,3 +396,73 @@ def test_without_an_environment_the_map_button_says_so_instead_of_blaming_the_mo
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args: pytest.fail("no model should be asked for"))
     loaded.open_map_dialog()
     assert asked and asked[0].startswith("The mamol environment is not set up yet")
+
+
+def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tmp_path):
+    import processing
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProject, QgsVectorLayer
+
+    with rasterio.open(SAMPLE / "hsi.tif") as src:
+        b, epsg = src.bounds, src.crs.to_epsg()
+    drawn = QgsVectorLayer(f"Polygon?crs=EPSG:{epsg}", "drawn", "memory")  # an analyst's sketch: not a file
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(b.left + 10, b.bottom + 10), QgsPointXY(b.left + 10, b.top - 10),
+                                                    QgsPointXY(b.right - 10, b.bottom + 10)]]))
+    drawn.dataProvider().addFeatures([feature])
+    inputs = {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(SAMPLE / "dsm.tif")}
+    result = run(map_id, {**inputs, "AOI": drawn, "OUTPUT": str(tmp_path / "drawn.tif")})
+    with rasterio.open(result["OUTPUT"]) as out:
+        mapped = (out.read(1) > 0).mean()
+    assert 0.3 < mapped < 0.7  # a triangle of its bounding box
+    extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
+    result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:
+        assert out.width < whole.width and out.res == whole.res
+        assert (out.read(1) > 0).sum() == 20 * 15  # 40 x 30 m at 2 m
+    QgsProject.instance().clear()
+    processing.runAndLoadResults(map_id, {**inputs, "SIEVE": 8, "POLYGONS": str(tmp_path / "polygons.gpkg"),
+                                          "OUTPUT": str(tmp_path / "sieved.tif")})
+    QgsApplication.processEvents()
+    group = QgsProject.instance().layerTreeRoot().findGroup("sample_model — hsi + lidar")
+    nodes = group.findLayers()
+    assert [(n.name(), n.isVisible()) for n in nodes] == [("Land cover polygons", True), ("Land cover", False)]
+    renderer = nodes[0].layer().renderer()
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "class"
+    assert [c.label() for c in renderer.categories()][:2] == ["Grass", "Trees"]
+    QgsProject.instance().clear()
+
+
+def test_estimate_only_writes_nothing_and_reports_the_time(map_id, tmp_path):
+    class Log(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushConsoleInfo(self, text):  # noqa: N802
+            self.lines.append(text)
+
+    feedback = Log()
+    result = run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "ESTIMATE": True, "OUTPUT": str(tmp_path / "never.tif")}, feedback)
+    assert not (tmp_path / "never.tif").exists() and "OUTPUT" not in result
+    assert any(line.startswith("estimate: ") and "nothing was written" in line for line in feedback.lines)
+
+
+def test_models_window_lists_and_forgets_models(plugin, tmp_path):
+    from qgis_plugin import settings
+
+    from qgis.core import QgsSettings
+
+    loaded, _ = plugin
+    QgsSettings().remove("mamol/models")  # models earlier tests trained
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(MODEL, copy)
+    settings.remember_model(str(copy))
+    dialog = loaded.open_models_dialog()
+    rows = [[dialog.tree.topLevelItem(i).text(c) for c in range(4)] for i in range(dialog.tree.topLevelItemCount())]
+    assert rows == [["sample_model", "hsi, lidar", "mamol:map_sample_model", str(MODEL.resolve())],
+                    ["copy", "hsi, lidar", "mamol:map_copy", str(copy.resolve())]]
+    dialog.tree.topLevelItem(1).setSelected(True)
+    dialog.remove()
+    assert dialog.tree.topLevelItemCount() == 1 and copy.exists()
+    assert QgsApplication.processingRegistry().algorithmById("mamol:map_copy") is None
+    dialog.close()

@@ -158,3 +158,8 @@ def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy)
     scene = open_scene(scene_copy, assume_crs="EPSG:32632")
     prepared, _ = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=0)
     assert prepared.valid.all() and scene.grid.pixel_size == (2.0, 2.0)
+
+
+def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir):
+    scene = open_scene(scene_dir, parse_inputs([f"lidar={scene_dir / 'dsm.tif'}"]))
+    assert sorted(scene.names) == ["hsi", "lidar"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def select_modalities(scene: Scene, names: list[str] | None) -> Scene:
 
 
 def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, Path]:
-    """Modality files of a scene folder (by file stem, label files excluded), then ``inputs``."""
+    """Modality files of a scene folder (by file stem, label files excluded), then ``inputs``; a file
+    of the folder that ``--input NAME=PATH`` names takes that name instead of its stem
+    (``--scene sample_data --input lidar=sample_data/dsm.tif`` gives lidar, not dsm)."""
     found: dict[str, Path] = {}
     if folder is not None:
         if not folder.is_dir():
@@ -92,6 +95,8 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
                     log.info("%s: a map mamol-map wrote, not a sensor; left out of the scene", path)
                     continue
                 found[path.stem] = path
+    claimed = {os.path.realpath(path) for path in inputs.values()}
+    found = {name: path for name, path in found.items() if os.path.realpath(path) not in claimed}
     found.update(inputs)
     if not found:
         raise MamolError(f"{folder or 'the command line'}: no modality rasters found; add <name>.tif files or --input NAME=PATH")
