@@ -51,19 +51,22 @@ def main():
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Hold out about this share of the training labels (whole 32-pixel blocks) and score on it instead of the test labels.")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
+@click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
+              help="Share of training samples with two or more sensors that lose one more at random.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for results.csv (cells already there are skipped).")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
-        eval_mode, validation, save_models, output, device, precision, progress_mode, quiet):
+        eval_mode, validation, save_models, modality_dropout, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
-                LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models)
+                LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models,
+                modality_dropout)
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))
     log.info("results in %s", output / "results.csv")
 

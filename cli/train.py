@@ -47,6 +47,8 @@ EVAL_PIXELS = 50_000
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=2e-2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
+              help="Share of training samples with two or more sensors that lose one more at random (on top of the protocol).")
 @click.option("--report", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.report next to the model.")
 @click.option("--state", "state_path", type=click.Path(path_type=Path),
               help="Training state file, written every --save-every steps and on Ctrl-C/SIGTERM, removed once the model is "
@@ -65,6 +67,7 @@ EVAL_PIXELS = 50_000
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
+         modality_dropout,
          report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
@@ -101,7 +104,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)
-        spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+        spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         modality_dropout=modality_dropout)
         if ranks.distributed:
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,

@@ -164,7 +164,9 @@ class TrainSpec:
 
     The schedule runs ``epochs`` passes over the training pixels but at least ``min_steps``
     optimizer steps, so that a small label set is not left under-trained (chosen on a validation
-    split of Trento's training labels; docs/benchmarks.md).
+    split of Trento's training labels; docs/benchmarks.md). ``modality_dropout`` removes one more
+    present sensor from that share of the training samples (on top of the missing-modality
+    protocol), so that a sensor that is always present cannot make the others useless to the model.
     """
 
     epochs: int = 30
@@ -176,6 +178,7 @@ class TrainSpec:
     seed: int = 0
     augment: bool = True
     dense_supervision: bool = True
+    modality_dropout: float = 0.0  # share of training samples with two or more sensors that lose one more, at random
 
 
 @dataclass

@@ -159,3 +159,17 @@ def test_weight_decay_reaches_weight_matrices_only(method):
     assert all(n.endswith((".weight", ".A", ".B")) for n in decayed_names) and "head.1.weight" in decayed_names
     assert {"position", "modality_type", "head.0.weight", "head.0.bias", "head.1.bias"} <= plain_names
     assert not any(n.endswith((".psi.weight", ".table", ".queries", ".common", ".start")) for n in decayed_names)
+
+
+def test_modality_dropout_removes_one_sensor_from_a_share_of_samples_never_the_last():
+    from mamol_core.training.loop import drop_one_modality
+
+    presence = torch.tensor([[True, True, True]] * 3000 + [[True, False, False]] * 1000)
+    out = drop_one_modality(presence, 0.3, torch.Generator().manual_seed(0))
+    lost = (presence.sum(1) - out.sum(1))
+    assert set(lost.tolist()) <= {0, 1} and not (out & ~presence).any()
+    assert (out.sum(1) >= 1).all() and (lost[3000:] == 0).all()
+    assert abs(lost[:3000].float().mean().item() - 0.3) < 0.03
+    assert torch.equal(out, drop_one_modality(presence, 0.3, torch.Generator().manual_seed(0)))
+    columns = (presence & ~out)[:3000].sum(0).float()
+    assert (columns / columns.sum() - 1 / 3).abs().max() < 0.05  # each sensor as often

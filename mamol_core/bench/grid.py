@@ -54,6 +54,7 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "min_steps",
+          "modality_dropout",
           "steps", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "hardware", "mamol_version"]
 
@@ -143,11 +144,13 @@ class Grid:
     eval_modes: list[str] = dataclasses.field(default_factory=lambda: ["pixel", "dense"])
     validation: float = 0.0
     save_models: bool = False
+    modality_dropout: float = 0.0
 
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
+                "modality_dropout": f"{self.modality_dropout:g}",
                 "split": "validation" if self.validation > 0 else "test",
                 "eval_mode": self.eval_modes[0]}
 
@@ -186,7 +189,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
-                         TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed), device, amp_dtype, progress_mode)
+                         TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout),
+                         device, amp_dtype, progress_mode)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
     start = time.perf_counter()
@@ -204,7 +208,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
             "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
-            "min_steps": grid.min_steps, "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
+            "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),

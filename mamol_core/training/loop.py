@@ -149,11 +149,14 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 target_i = torch.randint(size, (count,), generator=generator).to(device)
                 target_j = torch.randint(size, (count,), generator=generator).to(device)
                 symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
+                presence = data.presence[batch]
+                if spec.modality_dropout > 0:
+                    presence = drop_one_modality(presence, spec.modality_dropout, generator)
                 # every rank draws the whole batch's randomness, then takes its share of the samples; a rank
                 # left without one (a last batch smaller than the world) computes sample 0 with weight 0
                 mine = slice(ranks.rank, None, ranks.world) if ranks.rank < count else slice(0, 1)
                 weight = 1.0 if ranks.rank < count else 0.0
-                batch, target_i, target_j = batch[mine], target_i[mine], target_j[mine]
+                batch, target_i, target_j, presence = batch[mine], target_i[mine], target_j[mine], presence[mine]
                 symmetry = symmetry[mine] if symmetry is not None else None
                 if spec.dense_supervision:
                     x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
@@ -163,7 +166,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     labels[torch.arange(len(batch), device=device), target_i, target_j] = data.targets[batch] + 1
                 autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
                 with training_attention(device), autocast:
-                    logits = network(x, data.presence[batch])
+                    logits = network(x, presence)
                 loss_sum = F.cross_entropy(logits.float(), labels.long() - 1, ignore_index=-1, reduction="sum") * weight
                 # the mean over the whole batch's labelled pixels, whichever rank holds them (DDP averages over ranks)
                 sums = distributed.all_sum(torch.stack([loss_sum.detach(), (labels > 0).sum().to(loss_sum.dtype) * weight]))
@@ -197,6 +200,20 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     distributed.check_same_weights(model, device)
     model.eval()
     return position.history
+
+
+def drop_one_modality(presence: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """``presence`` ``[n, M]`` with one present modality removed, chosen at random, from about ``share``
+    of the samples that have two or more (a sample never loses its last one). Draws from ``generator``
+    for every sample, so all ranks draw alike."""
+    count, modalities = presence.shape
+    chosen = torch.rand(count, generator=generator).to(presence.device) < share
+    scores = torch.rand(count, modalities, generator=generator).to(presence.device)
+    victim = torch.where(presence, scores, torch.full_like(scores, -1.0)).argmax(1)
+    drop = chosen & (presence.sum(1) >= 2)
+    out = presence.clone()
+    out[drop.nonzero().flatten(), victim[drop]] = False
+    return out
 
 
 @contextlib.contextmanager
