@@ -9,15 +9,23 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import handle_errors
+from mamol_core.errors import MamolError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mamol")
-@click.argument("model_path", type=click.Path(path_type=Path))
+@click.argument("model_path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole embedded config as JSON.")
+@click.option("--check", is_flag=True, help="Instead, check that this environment runs mamol: import torch, rasterio, "
+                                           "geopandas and open_clip, and say which versions and device it has.")
 @handle_errors
-def main(model_path, as_json):
+def main(model_path, as_json, check):
     """Describe MODEL_PATH: modalities with band counts, classes, backbone and protocol."""
+    if check:
+        click.echo(environment_report())
+        return
+    if model_path is None:
+        raise MamolError("give a model file (mamol-info MODEL.safetensors) or --check")
     from mamol_core.modelfile.header import read_config
 
     config = read_config(model_path)
@@ -37,6 +45,22 @@ def main(model_path, as_json):
                    "(mamol-map maps at this pixel size unless --reference is given)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
+
+
+def environment_report() -> str:
+    """One line: mamol's version and those of the libraries it maps with, and the device torch sees."""
+    from importlib.metadata import version
+
+    try:
+        import geopandas
+        import open_clip  # noqa: F401
+        import rasterio
+        import torch
+    except Exception as exc:  # a missing package or a broken binary: say which
+        raise MamolError(f"this environment cannot run mamol ({type(exc).__name__}: {exc}); reinstall it (pip install mamol)") from None
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return (f"mamol {version('mamol')} works: torch {torch.__version__} ({device}), rasterio {rasterio.__version__} "
+            f"(GDAL {rasterio.__gdal_version__}), geopandas {geopandas.__version__}, open_clip {version('open_clip_torch')}")
 
 
 if __name__ == "__main__":

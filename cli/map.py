@@ -51,7 +51,8 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--sieve", type=click.IntRange(min=0), default=0, show_default=True,
               help="Give class patches smaller than this many pixels the class around them (0: off); the class map is "
                    "held in memory for it.")
-@click.option("--polygons", type=click.Path(path_type=Path), help="Also write the class map as polygons (.gpkg or .geojson).")
+@click.option("--polygons", type=click.Path(path_type=Path),
+              help="Also write the class map as polygons (.gpkg or .geojson; held in memory while written).")
 @click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
 @device_options
 @progress_option
@@ -78,6 +79,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         if not ranks.main:  # under torchrun rank 0 reports; the others only print their own errors
             logging.getLogger().setLevel(logging.ERROR)
         with stop_together(compute):  # a bad argument stops every rank, with one message
+            if estimate and ranks.distributed:
+                raise MamolError("--estimate: run it in one process, without torchrun (it estimates one process's time)")
             config = read_config(model_path)
             aliases = {name: (path, f"--{name}") for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
             given = parse_inputs(inputs, given=aliases)

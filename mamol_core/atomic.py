@@ -96,7 +96,8 @@ def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
         except Exception as exc:  # a full disk or a lost mount, as OSError or as a writer library's own error
             if isinstance(exc, MamolError) or not is_write_failure(exc):
                 raise
-            raise MamolError(f"{paths[0].parent}: writing {', '.join(p.name for p in paths)} failed ({str(exc).splitlines()[0]}); "
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise MamolError(f"{paths[0].parent}: writing {', '.join(p.name for p in paths)} failed ({reason}); "
                              "free space there or choose another output folder") from None
         for temporary, path in zip(temporaries, paths):
             if temporary.exists():

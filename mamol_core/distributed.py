@@ -63,15 +63,27 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
         device = torch.device("cuda", ranks.local)
         torch.cuda.set_device(device)
     store, rank, world = next(dist.rendezvous("env://"))
-    # torchrun's agent keeps one key-value store across restarts (--max-restarts): without a prefix
-    # per attempt a restarted rank may read a dead rank's address and hang connecting to it
-    store = dist.PrefixStore(f"mamol/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt_store(store, world), rank=rank,
+                            world_size=world)
     try:
         yield ranks, device
         dist.barrier()  # no rank closes its connections while another still finishes its last collective
     finally:
         dist.destroy_process_group()
+
+
+def attempt_store(store, world: int):
+    """``store`` under a prefix of its own for this attempt of the job. torchrun's agent keeps one
+    key-value store across restarts (``--max-restarts``): without a prefix per attempt a restarted
+    rank may read a dead rank's address and hang connecting to it. On one node every worker restarts
+    together and ``TORCHELASTIC_RESTART_COUNT`` counts the attempts; on several nodes the agents of
+    healthy nodes restart their workers without counting, so the attempt is counted by arrivals in
+    the store instead (every rank of an attempt arrives once)."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world:
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    else:
+        attempt = str((store.add("mamol/arrivals", 1) - 1) // world)
+    return dist.PrefixStore(f"mamol/attempt-{attempt}", store)
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:

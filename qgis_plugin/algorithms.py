@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 from qgis.core import (
-    QgsFeatureRequest,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -24,7 +23,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import settings
 from .environment import Canceled, CommandFailed, MamolNotFound, environment_problem, run_command
-from .area import extent_file, polygon_file
+from .area import extent_file, vector_file
 from .layers import ResultLayer, RunGroup, style_polygons
 
 ICON = Path(__file__).parent / "icon.png"
@@ -210,7 +209,7 @@ class MapLandCover(MamolAlgorithm):
             if layer is not None:
                 args += ["--input", f"{modality['name']}={layer_file(layer, modality['name'])}"]
                 given.append(modality["name"])
-        args += self.area_args(parameters, context)
+        args += self.area_args(parameters, context, feedback)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         if self.parameterAsBoolean(parameters, "ESTIMATE", context):
@@ -247,21 +246,17 @@ class MapLandCover(MamolAlgorithm):
                                                             style=style))
         return results
 
-    def area_args(self, parameters, context) -> list[str]:
-        """``--aoi``/``--mask`` from the polygon layer, the extent (as a polygon) and the mask raster given."""
+    def area_args(self, parameters, context, feedback) -> list[str]:
+        """``--aoi``/``--mask`` from the polygons (or their selected features), the extent and the mask raster given."""
         args = []
-        if parameters.get("AOI"):
-            layer = self.parameterAsVectorLayer(parameters, "AOI", context)
-            if layer is None:  # a feature source that is not a layer (e.g. selected features only): save it
-                source = self.parameterAsSource(parameters, "AOI", context)
-                layer = source.materialize(QgsFeatureRequest()) if source is not None else None
-            if layer is not None:
-                args += ["--aoi", polygon_file(layer)]
+        polygons = vector_file(self, parameters, "AOI", context, feedback)
+        if polygons is not None:
+            args += ["--aoi", polygons]
         if parameters.get("EXTENT"):
             if args:
                 raise QgsProcessingException("Give the area to map as polygons or as an extent, not both.")
             args += ["--aoi", extent_file(self.parameterAsExtent(parameters, "EXTENT", context),
-                                          self.parameterAsExtentCrs(parameters, "EXTENT", context))]
+                                          self.parameterAsExtentCrs(parameters, "EXTENT", context), context)]
         mask = self.parameterAsRasterLayer(parameters, "MASK", context)
         if mask is not None:
             args += ["--mask", layer_file(mask, "mask")]

@@ -1,45 +1,57 @@
-"""Where to map, from QGIS: a polygon layer or an extent (the canvas's, a layer's, typed), as the
-polygon file ``mamol-map --aoi`` reads."""
+"""Vector inputs as files for the mamol commands: the area to map (a polygon layer, its selected
+features, or an extent) and the ground truth. A layer that is one plain file is passed as it is;
+anything else (a memory sketch, a sublayer of a GeoPackage, a filter, a selection) is read through
+Processing's feature source, which is safe in the algorithm's thread, and saved as a GeoPackage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateTransformContext,
     QgsFeature,
+    QgsFeatureRequest,
     QgsGeometry,
     QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingUtils,
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
 
 
-def polygon_file(layer: QgsVectorLayer) -> str:
-    """The file of a polygon layer; layers that are not one file (memory, database, a filtered or
-    multi-layer source) are saved as a GeoPackage first."""
-    source = layer.source()
-    path = source.split("|")[0]
-    if Path(path).is_file() and "|" not in source and not layer.subsetString():
-        return path
-    return save_layer(layer)
+def vector_file(algorithm, parameters: dict, name: str, context, feedback) -> str | None:
+    """A file holding the features of the vector parameter ``name`` (``None`` when it is not given)."""
+    value = parameters.get(name)
+    if not value:
+        return None
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    selected = isinstance(value, QgsProcessingFeatureSourceDefinition) and value.selectedFeaturesOnly
+    if layer is not None and not selected:
+        source = layer.source()
+        path = source.split("|")[0]
+        if "|" not in source and not layer.subsetString() and Path(path).is_file():
+            return path
+    source = algorithm.parameterAsSource(parameters, name, context)
+    if source is None:
+        raise QgsProcessingException(f"{name}: the layer cannot be read")
+    return save_layer(source.materialize(QgsFeatureRequest(), feedback), context)
 
 
-def save_layer(layer: QgsVectorLayer) -> str:
-    target = QgsProcessingUtils.generateTempFilename("area.gpkg")
+def save_layer(layer: QgsVectorLayer, context) -> str:
+    """``layer`` (one this thread owns) saved as a temporary GeoPackage."""
+    target = QgsProcessingUtils.generateTempFilename("features.gpkg")
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, QgsCoordinateTransformContext(), options)
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, context.transformContext(), options)
     if error != QgsVectorFileWriter.NoError:
-        raise QgsProcessingException(f"{layer.name()}: cannot be saved as the area to map ({message})")
+        raise QgsProcessingException(f"{layer.name()}: cannot be saved for mamol ({message})")
     return target
 
 
-def extent_file(extent, crs) -> str:
+def extent_file(extent, crs, context) -> str:
     """A GeoPackage holding the rectangle ``extent`` (a QgsRectangle in ``crs``) as one polygon."""
     layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'wkt:' + crs.toWkt()}", "extent", "memory")
     feature = QgsFeature()
     feature.setGeometry(QgsGeometry.fromRect(extent))
     layer.dataProvider().addFeatures([feature])
-    return save_layer(layer)
+    return save_layer(layer, context)

@@ -89,6 +89,22 @@ def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
     return done.stdout.strip()
 
 
+def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
+    """``mamol-info --check`` of the environment: it imports torch, rasterio, geopandas and open_clip
+    (which ``--version`` does not), so a broken install shows here. Raises like :func:`tool_version`."""
+    tool_version(bin_dir)
+    tool = find_tool("mamol-info", bin_dir)
+    if tool is None:
+        raise not_found(bin_dir)
+    try:
+        done = subprocess.run([tool, "--check"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
+    if done.returncode != 0:
+        raise CommandFailed(f"{last_error(done.stderr) or 'mamol-info --check failed'}; create a new environment with {SETUP_MENU}")
+    return done.stdout.strip()
+
+
 def environment_problem(bin_dir: str | None) -> str | None:
     """What keeps mamol from running here, in a sentence with the fix; ``None`` when it runs."""
     if find_tool("mamol-map", bin_dir) is None:
@@ -135,7 +151,7 @@ def base_python() -> str | None:
 def create_environment(folder: Path, requirement: list[str], on_line: Callable[[str], None], is_canceled: Callable[[], bool],
                        python: str | None = None) -> str:
     """Create a virtual environment in ``folder`` and ``pip install`` ``requirement`` into it (output
-    lines go to ``on_line``; ``is_canceled`` stops it), then check it with ``mamol-map --version``.
+    lines go to ``on_line``; ``is_canceled`` stops it), then check it (:func:`environment_check`).
     Returns the environment's executables folder. A folder this call created is removed again when
     the creation fails or is cancelled; a failing check leaves the environment for inspection."""
     python = python or base_python()
@@ -156,7 +172,7 @@ def create_environment(folder: Path, requirement: list[str], on_line: Callable[[
             shutil.rmtree(folder, ignore_errors=True)
         raise
     bin_dir = str(environment_bin(folder))
-    on_line(tool_version(bin_dir))
+    on_line(environment_check(bin_dir))
     return bin_dir
 
 

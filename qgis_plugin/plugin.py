@@ -106,9 +106,13 @@ class MamolPlugin:
         return self.models_dialog
 
     def open_setup_dialog(self) -> SetupDialog:
-        """The set-up window: what environment is used, whether it works, find / choose / create one."""
-        self.setup_dialog = SetupDialog(self.iface.mainWindow(), on_change=self.provider.refreshAlgorithms)
+        """The set-up window (one of it): what environment is used, whether it works, find / choose / create one."""
+        if getattr(self, "setup_dialog", None) is None:
+            self.setup_dialog = SetupDialog(self.iface.mainWindow(), on_change=self.provider.refreshAlgorithms)
+        else:
+            self.setup_dialog.refresh()
         self.setup_dialog.show()
+        self.setup_dialog.raise_()
         return self.setup_dialog
 
     def environment_ready(self) -> bool:

@@ -1,10 +1,13 @@
 """The set-up window: which mamol environment the plugin runs, whether it works (``mamol-map
---version``), and finding, choosing or creating one (a virtual environment installed with pip,
-its output shown, cancellable)."""
+--version``, then ``mamol-info --check``, which imports torch and the raster libraries), and
+finding, choosing or creating one (a virtual environment installed with pip, its output shown,
+cancellable). One creation runs at a time; closing the window while it runs cancels it."""
 
 from __future__ import annotations
 
+import os
 import queue
+import shlex
 import threading
 from pathlib import Path
 from typing import Callable
@@ -24,10 +27,15 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import settings
-from .environment import Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, find_environments, tool_version
+from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
+                          find_environments, tool_version)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
 WHEELS = Path(__file__).parent / "wheels"
+
+
+#: Only one environment is created at a time (two windows must not install into one folder).
+CREATING = threading.Lock()
 
 
 def default_requirement() -> str:
@@ -36,10 +44,21 @@ def default_requirement() -> str:
     return str(wheels[-1]) if wheels else "mamol"
 
 
-def environment_status(bin_dir: str | None) -> tuple[bool, str]:
-    """Whether the environment in ``bin_dir`` (or on PATH) runs, and a sentence saying so."""
+def requirement_args(text: str) -> list[str]:
+    """pip's arguments from the requirement field: a file path as one argument (it may hold spaces,
+    as under "Application Support"), anything else split as a shell would."""
+    text = text.strip()
+    if Path(text).is_file():
+        return [text]
+    return shlex.split(text, posix=os.name != "nt")
+
+
+def environment_status(bin_dir: str | None, deep: bool = True) -> tuple[bool, str]:
+    """Whether the environment in ``bin_dir`` (or on PATH) runs, and a sentence saying so; ``deep``
+    also imports its libraries (``mamol-info --check``, a few seconds)."""
     try:
-        return True, f"Working: {tool_version(bin_dir)} ({bin_dir or 'on PATH'})."
+        text = environment_check(bin_dir) if deep else tool_version(bin_dir)
+        return True, f"Working: {text} ({bin_dir or 'on PATH'})."
     except (MamolNotFound, CommandFailed) as exc:
         return False, f"Not working: {exc}."
 
@@ -54,6 +73,8 @@ class SetupDialog(QDialog):
         self.status = QLabel(self)
         self.status.setWordWrap(True)
         find, choose, self.create_button = QPushButton("Find automatically"), QPushButton("Choose mamol-map…"), QPushButton("Create")
+        check = QPushButton("Check")
+        check.clicked.connect(lambda: self.refresh(deep=True))
         find.clicked.connect(self.find)
         choose.clicked.connect(self.choose)
         self.create_button.clicked.connect(self.create)
@@ -62,12 +83,14 @@ class SetupDialog(QDialog):
         self.log.setReadOnly(True)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Cancel | QDialogButtonBox.Close, self)
-        self.buttons.button(QDialogButtonBox.Cancel).setEnabled(False)
-        self.buttons.button(QDialogButtonBox.Cancel).clicked.connect(self.cancel)
-        self.buttons.rejected.connect(self.close_if_idle)
+        self.cancel_button = QPushButton("Cancel creation")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Close, self)
+        self.buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
+        self.buttons.rejected.connect(self.reject)
         row = QHBoxLayout()
-        for button in (find, choose):
+        for button in (check, find, choose):
             row.addWidget(button)
         create_row = QHBoxLayout()
         create_row.addWidget(QLabel(f"New environment in {default_environment()} with:"))
@@ -84,21 +107,23 @@ class SetupDialog(QDialog):
         self.timer.timeout.connect(self.drain)
         self.refresh()
 
-    def refresh(self) -> bool:
-        working, text = environment_status(settings.bin_dir())
+    def refresh(self, deep: bool = False) -> bool:
+        """Show whether the environment runs: ``mamol-map --version`` (instant), or with ``deep`` (the Check
+        button, and after choosing or creating one) ``mamol-info --check``, which imports its libraries."""
+        working, text = environment_status(settings.bin_dir(), deep)
         self.status.setText(text)
         return working
 
     def use(self, bin_dir: str) -> bool:
         settings.set_bin_dir(bin_dir)
         self.on_change()
-        working = self.refresh()
+        working = self.refresh(deep=True)
         self.log.appendPlainText(("Now using " if working else "Set, but it does not work: ") + bin_dir)
         return working
 
     def find(self) -> None:
         for folder in find_environments(settings.bin_dir()):
-            if environment_status(folder)[0]:
+            if environment_status(folder, deep=False)[0]:
                 self.use(folder)
                 return
         self.log.appendPlainText("No working mamol environment was found (configured folder, MAMOL_BIN_DIR, "
@@ -110,13 +135,19 @@ class SetupDialog(QDialog):
         if path:
             self.use(str(Path(path).parent))
 
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.is_alive()
+
     def create(self) -> None:
         """Create the environment in a background thread; its output appears in the log."""
+        if not CREATING.acquire(blocking=False):
+            self.log.appendPlainText("An environment is being created already (in another window); wait for it to finish.")
+            return
         self.canceled = False
         self.create_button.setEnabled(False)
-        self.buttons.button(QDialogButtonBox.Cancel).setEnabled(True)
+        self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy
-        requirement = self.requirement.text().split()
+        requirement = requirement_args(self.requirement.text())
 
         def work() -> None:
             try:
@@ -125,6 +156,8 @@ class SetupDialog(QDialog):
                 self.lines.put(("done", folder))
             except (CommandFailed, MamolNotFound, Canceled) as exc:
                 self.lines.put(("failed", str(exc)))
+            finally:
+                CREATING.release()
 
         self.worker = threading.Thread(target=work, daemon=True)
         self.worker.start()
@@ -143,18 +176,27 @@ class SetupDialog(QDialog):
             self.progress.setRange(0, 1)
             self.progress.setValue(1 if kind == "done" else 0)
             self.create_button.setEnabled(True)
-            self.buttons.button(QDialogButtonBox.Cancel).setEnabled(False)
-            if kind == "done":
+            self.cancel_button.setEnabled(False)
+            if kind == "done" and not self.canceled:
                 self.use(str(value))
             else:
                 self.log.appendPlainText(f"Not created: {value}")
 
     def cancel(self) -> None:
-        self.canceled = True
-        self.log.appendPlainText("cancelling…")
+        if self.busy() and not self.canceled:
+            self.canceled = True
+            self.log.appendPlainText("cancelling the creation…")
 
-    def close_if_idle(self) -> None:
-        if self.worker is not None and self.worker.is_alive():
+    def reject(self) -> None:
+        """Close (Close, Esc, the window's X); while an environment is being created, cancel it first."""
+        if self.busy():
             self.cancel()
+            self.log.appendPlainText("The window closes once the creation has stopped.")
+            self.timer.timeout.connect(self.close_when_stopped)
             return
-        self.reject()
+        super().reject()
+
+    def close_when_stopped(self) -> None:
+        if not self.busy() and self.lines.empty():
+            self.timer.timeout.disconnect(self.close_when_stopped)
+            super().reject()

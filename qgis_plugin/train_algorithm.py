@@ -25,6 +25,7 @@ from qgis.core import (
 
 from . import settings
 from .algorithms import DEVICES, MamolAlgorithm, layer_file
+from .area import vector_file
 from .classes import class_table, write_class_table
 
 #: The standard sensor slots: parameter, modality name, label. Other sensors are named after their layers.
@@ -129,7 +130,7 @@ class TrainModel(MamolAlgorithm):
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
-            args += ["--labels", truth.source().split("|")[0], "--label-field", field]
+            args += ["--labels", vector_file(self, parameters, "TRUTH", context, feedback), "--label-field", field]
             table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
             if table is not None:
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
@@ -137,6 +138,9 @@ class TrainModel(MamolAlgorithm):
         else:
             args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "ground truth")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
+        if model.exists() and model.parent.name == "mamol_models" and model.name.startswith("landcover_model_"):
+            model = default_model_path(model.parent)  # the dialog's default, taken by an earlier run: the next free name
+            feedback.pushInfo(f"{model.parent} already holds that model; saving this one as {model.name}")
         try:
             model.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -149,7 +153,8 @@ class TrainModel(MamolAlgorithm):
         name = self.parameterAsString(parameters, "NAME", context).strip()
         if name:
             args += ["--name", name]
-        report = self.parameterAsString(parameters, "REPORT", context) or str(model.with_suffix(".report"))
+        report = (self.parameterAsFileOutput(parameters, "REPORT", context) if parameters.get("REPORT") else "") \
+            or str(model.with_suffix(".report"))
         args += ["--report", report]
         try:
             self.run_mamol("mamol-train", args, feedback)

@@ -252,8 +252,6 @@ def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model_
 
 
 def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path, monkeypatch):
-    import errno
-
     from mamol_core.mapping import parts as parts_module
 
     parts = parts_module.BlockParts(tmp_path / "map.tif", {"job": 1})
@@ -261,11 +259,14 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
     parts.save(0, {"classes": np.ones((4, 4), np.uint8)})
 
     def full(arrays, filename):
+        from safetensors import SafetensorError
+
         Path(filename).write_bytes(b"half")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(parts_module, "save_file", full)
-    with pytest.raises(MamolError, match=r"block-0000001.safetensors: cannot be written \(No space left on device\); free space"):
+    with pytest.raises(MamolError, match=r"block-0000001.safetensors: cannot be written \(Error while serializing: I/O error: No "
+                                         r"space left on device \(os error 28\)\); free space"):
         parts.save(1, {"classes": np.ones((4, 4), np.uint8)})
     assert sorted(p.name for p in parts.folder.iterdir()) == ["block-0000000.safetensors", "job.json"]
     assert list(parts.finished(3)) == [True, False, False]

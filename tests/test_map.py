@@ -425,7 +425,7 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path):
+def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
     import geopandas
     from rasterio.features import shapes
 
@@ -437,14 +437,16 @@ def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path):
     with rasterio.open(tmp_path / "raw.tif") as raw, rasterio.open(tmp_path / "sieved.tif") as sieved:
         before, after = raw.read(1), sieved.read(1)
     sizes = lambda array: [int(round(geometry_area)) for geometry_area in  # noqa: E731
-                           (shape_area(g) for g, _ in shapes(array, connectivity=8))]
+                           (shape_area(g) for g, _ in shapes(array, connectivity=4))]
     assert min(sizes(before)) < 6 <= min(sizes(after)) and (before != after).any()
     polygons = geopandas.read_file(tmp_path / "sieved.gpkg")
     assert set(polygons["name"]) <= {"Grass", "Trees", "Bare soil", "Buildings", "Water", "Road"}
     assert polygons["area"].sum() == pytest.approx((after > 0).sum() * 4)  # 2 m pixels
-    estimated = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o",
-                                                  str(tmp_path / "never.tif"), "--estimate", "--device", "cpu", "--progress", "none"])
+    with caplog.at_level(logging.WARNING):
+        estimated = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o",
+                                                      str(tmp_path / "never.tif"), "--estimate", "--device", "cpu", "--progress", "none"])
     assert estimated.exit_code == 0 and not (tmp_path / "never.tif").exists()
+    assert "estimate: 40x40 px, " in caplog.text and "nothing was written" in caplog.text
     bad = run_map(model, tmp_path / "x.tif", *inputs, extra=["--polygons", tmp_path / "x.shp"])
     assert bad.exit_code == 1 and "write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file" in bad.output
 

@@ -375,6 +375,8 @@ def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monk
         assert dialog.status.text().startswith("Not working: mamol was not found in ")
         dialog.find()  # MAMOL_BIN_DIR holds this venv's executables
         assert settings.bin_dir() == str(Path(sys.executable).parent.resolve())
+        assert dialog.status.text().startswith("Working: mamol 0.2.0 works: torch ") and settings.bin_dir() in dialog.status.text()
+        dialog.refresh()
         assert dialog.status.text() == f"Working: mamol-map, version 0.2.0 ({settings.bin_dir()})."
         assert dialog.requirement.text() == "mamol"  # no wheel inside the source tree's plugin
         path = tmp_path / "setup.png"

@@ -39,7 +39,8 @@ class ModelReader:
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
-        false (raw values, to fit those statistics; invalid values are then NaN)."""
+        false (raw values, to fit those statistics: invalid values of a given raster are then NaN, those
+        of a modality not given or past the grid 0)."""
         grid = self.aligned.grid
         row0, col0 = int(window.row_off), int(window.col_off)
         rows, cols = min(int(window.height), grid.height - row0), min(int(window.width), grid.width - col0)

@@ -13,6 +13,7 @@ import numpy as np
 from affine import Affine
 from rasterio import features
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -93,6 +94,7 @@ class GridArea:
         self.shapes = list(area.polygons.to_crs(grid.crs).geometry) if area.polygons is not None else None
         self.mask = None
         if area.mask is not None:
+            self.path = area.mask
             self.source = open_raster(area.mask)
             self.mask = WarpedVRT(self.source, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                                   resampling=Resampling.nearest)
@@ -110,7 +112,11 @@ class GridArea:
         if self.shapes is not None:
             part &= features.geometry_mask(self.shapes, (rows, cols), transform, invert=True, all_touched=False)
         if self.mask is not None:
-            values = self.mask.read(1, window=Window(int(window.col_off), int(window.row_off), cols, rows), masked=True)
+            try:
+                values = self.mask.read(1, window=Window(int(window.col_off), int(window.row_off), cols, rows), masked=True)
+            except RasterioError as exc:
+                raise MamolError(f"{self.path}: reading failed ({str(exc).splitlines()[0] if str(exc) else 'I/O error'}); "
+                                 "the file may be truncated, re-export it") from None
             part &= np.ma.filled(values != 0, False)
         inside[:rows, :cols] = part
         return inside

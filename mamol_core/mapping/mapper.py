@@ -147,7 +147,7 @@ def job_description(model_path: Path | None, inputs: list[MapInput], grid, optio
             "grid": {"crs": grid.crs.to_wkt() if grid.crs is not None else None, "transform": list(grid.transform)[:6],
                      "width": grid.width, "height": grid.height},
             "tiles": {"stride": stride, "block": side, "blocks": block_count, "min_valid": options.min_valid,
-                      "resampling": options.resampling},
+                      "resampling": options.resampling, "assume_crs": options.assume_crs},
             "outputs": [name for name in ("probabilities", "confidence", "availability") if getattr(outputs, name) is not None],
             "area": {name: file_identity(path) for name, path in (("aoi", options.aoi), ("mask", options.mask)) if path is not None},
             "precision": str(amp_dtype)}
@@ -194,25 +194,34 @@ def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReade
             yield index, encode(result.probabilities[crop].float().cpu().numpy(), used)
 
 
-def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DensePredictor, device: torch.device) -> float:
-    """About how long mapping ``blocks`` takes: the first block is read, and a few batches of its tiles
-    predicted (after one warm-up tile), both timed and scaled to every block's pixels and tiles."""
-    block = max(blocks[:4], key=lambda b: len(b.origins))
-    start = time.perf_counter()
-    data, valid = reader.read(block.read_window)
-    read_seconds = time.perf_counter() - start
-    data, valid = torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device)
-    origins = torch.as_tensor(block.origins)
-    predictor.predict(data, valid, origins[:1])
-    sample = origins[: 4 * predictor.batch_size]
-    start = time.perf_counter()
-    predictor.predict(data, valid, sample)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    tile_seconds = (time.perf_counter() - start) / len(sample)
+def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DensePredictor, device: torch.device,
+                     area: GridArea | None = None) -> float:
+    """About how long mapping ``blocks`` takes: one of the first blocks that holds data is read and a
+    few batches of its tiles with data are predicted (after one warm-up tile), both timed, then scaled
+    to every block's pixels and to the tiles there are to predict (those touching ``area``)."""
+    size = predictor.size
+    for block in blocks[:8]:
+        start = time.perf_counter()
+        data, valid = reader.read(block.read_window)
+        read_seconds = time.perf_counter() - start
+        with_data = tiles_touching(valid.any(0), block.origins, size)
+        if with_data.any():
+            break
+    tile_seconds = 0.0
+    if with_data.any():
+        data, valid = torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device)
+        origins = torch.as_tensor(block.origins[with_data])
+        predictor.predict(data, valid, origins[:1])
+        sample = origins[: 4 * predictor.batch_size]
+        start = time.perf_counter()
+        predictor.predict(data, valid, sample)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tile_seconds = (time.perf_counter() - start) / len(sample)
+    tiles = sum(int(tiles_touching(area.pixels(b.read_window), b.origins, size).sum()) if area is not None else len(b.origins)
+                for b in blocks)
     read_pixels = sum(int(b.read_window.width * b.read_window.height) for b in blocks)
-    return read_seconds * read_pixels / int(block.read_window.width * block.read_window.height) + \
-        tile_seconds * sum(len(b.origins) for b in blocks)
+    return read_seconds * read_pixels / int(block.read_window.width * block.read_window.height) + tile_seconds * tiles
 
 
 def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: list[Block], outputs: OutputPaths, grid,
@@ -239,10 +248,10 @@ def wait_for_blocks(parts: BlockParts, count: int, poll: float = 0.5) -> None:
 
 
 def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[int]], Iterator[tuple[int, dict]]],
-              write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> int:
+              write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> None:
     """Under torchrun: map this rank's share of the blocks not finished yet into ``parts``; rank 0
     then waits for the others' blocks and writes the outputs from them, and the other ranks wait
-    until it has. Returns the number of tiles this rank predicted."""
+    until it has."""
     ranks = current()
     kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
@@ -256,16 +265,16 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
         if ranks.main:
             wait_for_blocks(parts, len(blocks))
             write((index, parts.load(index)) for index in range(len(blocks)))
+            parts.mark_assembled()
             parts.remove()
         else:
-            while parts.folder.exists():
+            while not parts.assembled():
                 time.sleep(0.5)
     except KeyboardInterrupt:
         if ranks.main and parts.folder.exists():
             log.warning("%d finished blocks are kept in %s; the same command continues from them",
                         int(parts.finished(len(blocks)).sum()), parts.folder)
         raise
-    return sum(len(blocks[i].origins) for i in mine)
 
 
 def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInput], outputs: OutputPaths,
@@ -311,7 +320,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
                  grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
         if estimate:
-            seconds = estimate_seconds(blocks, reader, predictor, device)
+            seconds = estimate_seconds(blocks, reader, predictor, device, area)
             return MapSummary(grid.width, grid.height, total, seconds, estimated=True)
         start = time.perf_counter()
 

@@ -262,23 +262,24 @@ def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray
 
 
 #: Vector formats ``--polygons`` writes, by file suffix (single-file formats, so they can be written atomically).
-POLYGON_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+POLYGON_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON"}
 
 
 def sieve_classes(path: Path, size: int) -> None:
-    """Give every patch of one class smaller than ``size`` pixels (8-connected) the class around it,
+    """Give every patch of one class smaller than ``size`` pixels (4-connected, as the polygons are) the class around it,
     in the class GeoTIFF ``path`` (GDAL's sieve filter; the class map is held in memory, one byte per
     pixel). Pixels without a class (0) stay so and are not merged into."""
     from rasterio.features import sieve
 
     with rasterio.open(path, "r+") as dataset:
         classes = dataset.read(1)
-        dataset.write(sieve(classes, size, mask=classes != CLASS_NODATA, connectivity=8)[None])
+        dataset.write(sieve(classes, size, mask=classes != CLASS_NODATA, connectivity=4)[None])
 
 
 def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
-    """The class map as polygons (one per 4-connected patch) with the class value, name and area in CRS
-    units, to ``temporary`` in the format ``final``'s suffix names."""
+    """The class map as polygons (one per 4-connected patch) with the class value, name and area in
+    square CRS units (square degrees for a geographic CRS), to ``temporary`` in the format ``final``'s
+    suffix names. All polygons are held in memory."""
     import geopandas
     from rasterio.features import shapes
     from shapely.geometry import shape

@@ -17,13 +17,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from mamol_core.atomic import is_write_failure
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
+#: Written by rank 0 once the outputs are complete, before the folder is removed.
+ASSEMBLED = "assembled"
 
 
 def file_identity(path: Path) -> dict:
@@ -81,16 +85,30 @@ class BlockParts:
         try:
             save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(temporary))
             temporary.replace(final)
-        except OSError as exc:
+        except Exception as exc:  # OSError, or safetensors' own I/O error
             temporary.unlink(missing_ok=True)
-            raise MamolError(f"{final}: cannot be written ({exc.strerror or exc}); free space or choose another output folder") from None
+            if not is_write_failure(exc):
+                raise
+            reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise MamolError(f"{final}: cannot be written ({reason}); free space or choose another output folder") from None
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         try:
             return load_file(str(self.path(index)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             raise MamolError(f"{self.path(index)}: a finished block cannot be read ({exc}); delete it and run the same command "
                              "again to map that block anew") from None
 
+    def mark_assembled(self) -> None:
+        """Tell the other ranks that the outputs are written (before the folder is removed)."""
+        (self.folder / ASSEMBLED).touch()
+
+    def assembled(self) -> bool:
+        """Whether rank 0 has written the outputs (the folder is gone, or marked)."""
+        return not self.folder.exists() or (self.folder / ASSEMBLED).exists()
+
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        def failed(function, path, error) -> None:
+            log.warning("%s: could not be removed (%s); delete it by hand", path, error[1])
+
+        shutil.rmtree(self.folder, onerror=failed)
