@@ -5,6 +5,7 @@ runs in one process exactly as before."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -69,7 +70,12 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
         yield ranks, device
         dist.barrier()  # no rank closes its connections while another still finishes its last collective
     finally:
+        # objects that still hold the group (a DistributedDataParallel wrapper in a reference cycle) are
+        # freed now, while the interpreter is alive: freed during its shutdown, gloo's worker threads
+        # were seen to abort the process (SIGABRT, "terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def attempt_store(store, world: int):
