@@ -3,13 +3,15 @@ loaded into one group named after the model and its inputs, each named and style
 
 from __future__ import annotations
 
+import collections
 import re
 from pathlib import Path
 
 from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsProject, QgsRasterLayer
 
-#: Post-processors must outlive the algorithm run that creates them.
-_KEEP: list = []
+#: Post-processors must outlive the algorithm run that creates them (until its layers are loaded);
+#: the most recent ones are kept.
+_KEEP: collections.deque = collections.deque(maxlen=64)
 ORDER_PROPERTY = "mamol/order"
 
 
