@@ -165,7 +165,7 @@ class MapLandCover(MamolAlgorithm):
                                                                 f"{modality['name']} ({bands(modality['bands'])})", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Map only inside these polygons",
                                                               [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Map only inside this extent (e.g. the map canvas)",
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Map only inside this extent (e.g. the canvas)",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Map only where this raster is nonzero", optional=True))
         self.addParameter(QgsProcessingParameterNumber("SIEVE", "Merge class patches smaller than (pixels; 0 = off)",

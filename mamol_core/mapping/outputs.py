@@ -192,10 +192,11 @@ class MapWriter(contextlib.ExitStack):
             for band, c in enumerate(classes, start=1):
                 self.probabilities_ds.set_band_description(band, f"P({c.name}) %")
         self.confidence_ds = self._open(paths.confidence, 1, PERCENT_NODATA, "confidence")
+        if self.confidence_ds is not None:
+            self.confidence_ds.set_band_description(1, "confidence %")
         self.availability_ds = self._open(paths.availability, 1, 0, "availability")
         if self.availability_ds is not None:
-            legend = ", ".join(f"bit {i} ({1 << i}) = {n}" for i, n in enumerate(modality_names))
-            self.availability_ds.set_band_description(1, f"modalities used: {legend}")
+            self.availability_ds.set_band_description(1, "sensors used (bit mask)")
             self.availability_ds.update_tags(1, **{f"bit_{i}": n for i, n in enumerate(modality_names)})
 
     def _open(self, path: Path | None, count: int, nodata: int, kind: str):
