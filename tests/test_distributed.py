@@ -21,6 +21,9 @@ from mamol_cli import train
 from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
 
+#: The ranks' environment: one thread each; Python's fault handler prints every thread's stack should a
+#: rank abort (a rare SIGABRT at exit has been seen, see docs/distributed.md).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 ARGS = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "2", "--min-steps", "0", "--batch-size", "32",
         "--expert-layers", "2", "--rank", "4", "--missing-rate", "0.5", "--device", "cpu", "--precision", "fp32", "--no-eval",
         "--progress", "none"]
@@ -32,7 +35,7 @@ def test_two_processes_train_the_model_one_process_trains(scene_dir, tmp_path):
     assert CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(single), *ARGS]).exit_code == 0
     out = tmp_path / "ddp" / "model.safetensors"
     out.parent.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = ONE_THREAD
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "mamol_cli.train", "--scene", str(scene_dir), "-o", str(out), *ARGS]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
@@ -53,7 +56,7 @@ def test_a_rank_left_without_samples_in_the_last_batch_takes_part_with_weight_ze
     args = [a if a != "32" else str(pixels - 1) for a in ARGS]  # the last batch of each epoch holds one sample
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "mamol_cli.train", "--scene", str(scene_dir), "-o", str(out), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ONE_THREAD,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
 
@@ -61,7 +64,6 @@ def test_a_rank_left_without_samples_in_the_last_batch_takes_part_with_weight_ze
 # Mapping under torchrun: blocks shared among ranks, kept across restarts, assembled by rank 0.
 
 MAP_ARGS = ["--block-size", "12", "--precision", "fp32", "--device", "cpu", "--progress", "none"]
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
