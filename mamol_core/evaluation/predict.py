@@ -11,7 +11,7 @@ from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.protocol import pattern_name
 from mamol_core.evaluation.metrics import confusion_matrix, summarize
-from mamol_core.mapping.dense import inference_model
+from mamol_core.mapping.dense import inference_model, tiles_touching
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import progress
 
@@ -64,14 +64,6 @@ def evaluate_predictions(pixels: PixelSet, predicted: np.ndarray, class_names: l
     return result
 
 
-def tiles_touching(mark: torch.Tensor, origins: torch.Tensor, size: int) -> torch.Tensor:
-    """Origins ``[N, 2]`` of the tiles that contain at least one marked pixel (integral image)."""
-    integral = torch.nn.functional.pad(mark.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
-    r, c = origins[:, 0], origins[:, 1]
-    counts = integral[r + size, c + size] - integral[r, c + size] - integral[r + size, c] + integral[r, c]
-    return origins[counts > 0]
-
-
 @torch.inference_mode()
 def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torch.Tensor, pixels: PixelSet, stride: int,
                          batch_size: int, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> np.ndarray:
@@ -89,7 +81,7 @@ def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torc
         chosen = inverse == index
         mark = torch.zeros(data.shape[1:], dtype=torch.bool, device=data.device)
         mark[torch.as_tensor(pixels.rows[chosen]), torch.as_tensor(pixels.cols[chosen])] = True
-        jobs.append((chosen, torch.as_tensor(pattern), tiles_touching(mark, all_origins, predictor.size)))
+        jobs.append((chosen, torch.as_tensor(pattern), all_origins[tiles_touching(mark, all_origins, predictor.size)]))
     predicted = np.zeros(len(pixels), np.int64)
     bar = counter(sum(len(o) for _, _, o in jobs), "evaluating (dense)", "tile", progress_mode)
     try:

@@ -42,6 +42,14 @@ def tile_starts(length: int, size: int, stride: int) -> np.ndarray:
     return np.asarray(starts)
 
 
+def tiles_touching(mark: torch.Tensor, origins: torch.Tensor, size: int) -> torch.Tensor:
+    """Which tiles (``origins`` ``[N, 2]``, row and column in ``mark``'s frame) hold at least one marked
+    pixel of ``mark`` ``[h, w]`` (bool ``[N]``, from an integral image)."""
+    integral = torch.nn.functional.pad(mark.long().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    r, c = origins[:, 0], origins[:, 1]
+    return integral[r + size, c + size] - integral[r, c + size] - integral[r + size, c] + integral[r, c] > 0
+
+
 def tent_window(size: int) -> torch.Tensor:
     """Blending weight ``[P, P]``: 1 at the centre, falling linearly to ``1 / (c + 1)`` at the
     edges (never 0, so edge pixels covered by one tile still get a prediction)."""

@@ -31,7 +31,7 @@ from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.mapping.area import GridArea, MapArea
-from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts
+from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts, tiles_touching
 from mamol_core.mapping.outputs import MapWriter, OutputPaths, encode_block
 from mamol_core.mapping.parts import BlockParts, file_identity
 from mamol_core.mapping.prefetch import prefetched
@@ -153,14 +153,6 @@ def job_description(model_path: Path | None, inputs: list[MapInput], grid, optio
             "precision": str(amp_dtype)}
 
 
-def tiles_touching(area: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
-    """Which tiles (``origins`` ``[N, 2]`` in the window) hold at least one pixel of ``area`` ``[h, w]``."""
-    summed = np.pad(area.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    r, c = origins[:, 0], origins[:, 1]
-    r1, c1 = np.minimum(r + size, area.shape[0]), np.minimum(c + size, area.shape[1])
-    return (summed[r1, c1] - summed[r, c1] - summed[r1, c] + summed[r, c]) > 0
-
-
 def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReader, predictor: DensePredictor, grid,
                      encode: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], device: torch.device,
                      bar, area: GridArea | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -180,7 +172,7 @@ def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReade
             inside[: grid.height - read_r0, : grid.width - read_c0] = True
             origins = block.origins
             if inside_area is not None:
-                touching = tiles_touching(inside_area, origins, predictor.size)
+                touching = tiles_touching(torch.from_numpy(inside_area), torch.from_numpy(origins), predictor.size).numpy()
                 bar.update(int((~touching).sum()))
                 origins = origins[touching]
             result = predictor.predict(torch.from_numpy(data).to(device), torch.from_numpy(valid).to(device),
@@ -204,7 +196,7 @@ def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DenseP
         start = time.perf_counter()
         data, valid = reader.read(block.read_window)
         read_seconds = time.perf_counter() - start
-        with_data = tiles_touching(valid.any(0), block.origins, size)
+        with_data = tiles_touching(torch.from_numpy(valid.any(0)), torch.from_numpy(block.origins), size).numpy()
         if with_data.any():
             break
     tile_seconds = 0.0
@@ -218,8 +210,8 @@ def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DenseP
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tile_seconds = (time.perf_counter() - start) / len(sample)
-    tiles = sum(int(tiles_touching(area.pixels(b.read_window), b.origins, size).sum()) if area is not None else len(b.origins)
-                for b in blocks)
+    tiles = sum(int(tiles_touching(torch.from_numpy(area.pixels(b.read_window)), torch.from_numpy(b.origins), size).sum())
+                if area is not None else len(b.origins) for b in blocks)
     read_pixels = sum(int(b.read_window.width * b.read_window.height) for b in blocks)
     return read_seconds * read_pixels / int(block.read_window.width * block.read_window.height) + tile_seconds * tiles
 
