@@ -73,18 +73,24 @@ def not_found(bin_dir: str | None) -> MamolNotFound:
     return MamolNotFound(f"mamol was not found {where}: find or create its environment with {SETUP_MENU}")
 
 
-def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
-    """``mamol-map --version`` of the environment in ``bin_dir`` (or on PATH): proof that it runs.
-    Raises :class:`MamolNotFound` when there is no ``mamol-map`` and :class:`CommandFailed` when it does not run."""
-    tool = find_tool("mamol-map", bin_dir)
+def run_tool(name: str, argument: str, bin_dir: str | None, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``name argument`` of the environment in ``bin_dir`` (or on PATH). Raises
+    :class:`MamolNotFound` when there is no such executable and :class:`CommandFailed` when it cannot be started."""
+    tool = find_tool(name, bin_dir)
     if tool is None:
         raise not_found(bin_dir)
     try:
-        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([tool, argument], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
+
+
+def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
+    """``mamol-map --version`` of the environment in ``bin_dir`` (or on PATH): proof that it runs.
+    Raises :class:`MamolNotFound` when there is no ``mamol-map`` and :class:`CommandFailed` when it does not run."""
+    done = run_tool("mamol-map", "--version", bin_dir, timeout)
     if done.returncode != 0 or "version" not in done.stdout:
-        raise CommandFailed(f"{tool} does not run ({last_error(done.stderr) or 'exit code ' + str(done.returncode)}); "
+        raise CommandFailed(f"{done.args[0]} does not run ({last_error(done.stderr) or 'exit code ' + str(done.returncode)}); "
                             f"create a new environment with {SETUP_MENU}")
     return done.stdout.strip()
 
@@ -93,13 +99,7 @@ def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
     """``mamol-info --check`` of the environment: it imports torch, rasterio, geopandas and open_clip
     (which ``--version`` does not), so a broken install shows here. Raises like :func:`tool_version`."""
     tool_version(bin_dir)
-    tool = find_tool("mamol-info", bin_dir)
-    if tool is None:
-        raise not_found(bin_dir)
-    try:
-        done = subprocess.run([tool, "--check"], capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
+    done = run_tool("mamol-info", "--check", bin_dir, timeout)
     if done.returncode != 0:
         raise CommandFailed(f"{last_error(done.stderr) or 'mamol-info --check failed'}; create a new environment with {SETUP_MENU}")
     return done.stdout.strip()

@@ -147,6 +147,20 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     assert not (tmp_path / "wrong.tif").exists()
 
 
+class Recording(QgsProcessingFeedback):
+    """Keeps the warnings and console lines an algorithm reports."""
+
+    def __init__(self):
+        super().__init__()
+        self.warnings, self.lines = [], []
+
+    def pushWarning(self, text):  # noqa: N802
+        self.warnings.append(text)
+
+    def pushConsoleInfo(self, text):  # noqa: N802
+        self.lines.append(text)
+
+
 class CancelAfterStart(QgsProcessingFeedback):
     """Cancels as soon as the first tiles are done, like a user pressing Cancel."""
 
@@ -335,15 +349,7 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     assert note.startswith("sample_model scored ") and "from lidar on its test pixels (all sensors: " in note
     assert algorithm.accuracy_note(["hsi", "lidar"]) is None
 
-    class Warnings(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.warnings = []
-
-        def pushWarning(self, text):  # noqa: N802
-            self.warnings.append(text)
-
-    feedback = Warnings()
+    feedback = Recording()
     run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "weak.tif")}, feedback)
     assert feedback.warnings == [note]
 
@@ -435,15 +441,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
 
 
 def test_estimate_only_writes_nothing_and_reports_the_time(map_id, tmp_path):
-    class Log(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushConsoleInfo(self, text):  # noqa: N802
-            self.lines.append(text)
-
-    feedback = Log()
+    feedback = Recording()
     result = run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "ESTIMATE": True, "OUTPUT": str(tmp_path / "never.tif")}, feedback)
     assert not (tmp_path / "never.tif").exists() and "OUTPUT" not in result
     assert any(line.startswith("estimate: ") and "nothing was written" in line for line in feedback.lines)
