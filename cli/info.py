@@ -40,6 +40,11 @@ def main(model_path, as_json, check):
                f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
                f"tokens of {model.layout.token_size} px, {model.layout.encoding} encoding")
     click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")
+    record = config.validation
+    if record is not None:
+        click.echo(f"validation: {record.pixels} held-out training pixels ({config.train.validation:g} of the labels, blocks of "
+                   f"{config.train.validation_block} px, seed {config.train.seed}); best OA {record.best_oa:.2f} % at step "
+                   f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:
         click.echo(f"training grid: {model.grid.crs or 'no CRS'}, pixel {model.grid.pixel_size[0]:g} x {model.grid.pixel_size[1]:g} "
                    "(mamol-map maps at this pixel size unless --reference is given)")

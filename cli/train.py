@@ -49,6 +49,14 @@ EVAL_PIXELS = 50_000
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
               help="Share of training samples with two or more sensors that lose one more at random (on top of the protocol).")
+@click.option("--validation", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
+              help="Share of the training labels held out, in whole blocks (--validation-block), to keep the weights that score best on "
+                   "them (and stop early with --patience); recorded in the model file.")
+@click.option("--validation-block", type=click.IntRange(min=1), default=TrainSpec.validation_block, show_default=True,
+              help="Side in pixels of the square blocks --validation holds out whole (larger where neighbouring pixels are alike).")
+@click.option("--patience", type=click.IntRange(min=0), default=TrainSpec.patience, show_default=True,
+              help=f"With --validation: stop after this many validation checks ({TrainSpec.validation_checks} per run) without improvement; "
+                   "0 runs the whole schedule.")
 @click.option("--report", type=click.Path(path_type=Path), help="Report folder; default: <MODEL>.report next to the model.")
 @click.option("--state", "state_path", type=click.Path(path_type=Path),
               help="Training state file, written every --save-every steps and on Ctrl-C/SIGTERM, removed once the model is "
@@ -67,11 +75,13 @@ EVAL_PIXELS = 50_000
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
-         modality_dropout,
+         modality_dropout, validation, validation_block, patience,
          report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
+    if patience and not validation:
+        raise MamolError(f"--patience {patience} needs a validation split to watch: add --validation 0.2 (or drop --patience)")
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
@@ -105,7 +115,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)
         spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         modality_dropout=modality_dropout)
+                         modality_dropout=modality_dropout, validation=validation, validation_block=validation_block,
+                         patience=patience)
         if ranks.distributed:
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
@@ -126,6 +137,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     evaluation = evaluate_run(run, amp, progress_mode=progress_mode, max_pixels=eval_pixels)
     context = {"model": str(output), "protocol": vars(run.config.protocol), "device": str(compute), "train_seconds": round(run.seconds, 1),
                "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
+    if run.config.validation is not None:
+        context["validation"] = {k: v for k, v in vars(run.config.validation).items() if k != "checks"}  # all checks: mamol-info --json
     write_report(folder, evaluation, context)
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))

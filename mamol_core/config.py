@@ -167,6 +167,11 @@ class TrainSpec:
     split of Trento's training labels; docs/benchmarks.md). ``modality_dropout`` removes one more
     present sensor from that share of the training samples (on top of the missing-modality
     protocol), so that a sensor that is always present cannot make the others useless to the model.
+
+    With ``validation`` > 0 that share of the training labels, in whole square blocks of
+    ``validation_block`` pixels (seeded by ``seed``), is held out: the model is scored on it
+    ``validation_checks`` times over the schedule, the weights that scored best are kept, and the run
+    stops after ``patience`` checks without improvement (0: it runs the whole schedule).
     """
 
     epochs: int = 30
@@ -179,15 +184,34 @@ class TrainSpec:
     augment: bool = True
     dense_supervision: bool = True
     modality_dropout: float = 0.0  # share of training samples with two or more sensors that lose one more, at random
+    validation: float = 0.0
+    validation_block: int = 32
+    validation_checks: int = 20
+    patience: int = 0
+
+
+@dataclass
+class ValidationRecord:
+    """What the validation split of a training run showed: its size, the OA (%) of each check as
+    ``[step, oa]``, the step whose weights the model file holds, and the steps actually run."""
+
+    pixels: int
+    checks: list[list[float]] = field(default_factory=list)
+    best_step: int = 0
+    best_oa: float = 0.0
+    steps_run: int = 0
+    stopped_early: bool = False
 
 
 @dataclass
 class MamolConfig:
-    """The whole configuration of a trained model, embedded as JSON in its weights file."""
+    """The whole configuration of a trained model, embedded as JSON in its weights file, with what
+    its validation split showed (``None`` when none was held out)."""
 
     model: ModelConfig
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    validation: ValidationRecord | None = None
     mamol_version: str = __version__
     format_version: int = FORMAT_VERSION
 

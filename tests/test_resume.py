@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from mamol_cli import train
+from mamol_core.modelfile.header import read_config
 from mamol_core.progress import RecordProgress
 from mamol_core.training import loop
 
@@ -32,24 +33,29 @@ def train_run(scene_dir, out, *extra, stop_at=None, sig=signal.SIGINT):
     return CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), *FAST, *extra], obj={"progress": sink})
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(scene_dir, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, extra", [(signal.SIGINT, 130, ()), (signal.SIGTERM, 143, ()),
+                                              (signal.SIGINT, 130, ("--validation", "0.25", "--validation-block", "10"))],
+                         ids=["sigint", "sigterm", "with-validation"])
+def test_an_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(scene_dir, tmp_path, sig, code, extra):
+    """With a validation split the resumed run also keeps the checks and the best weights seen before the stop."""
     straight = tmp_path / "straight.safetensors"
-    assert train_run(scene_dir, straight).exit_code == 0
+    assert train_run(scene_dir, straight, *extra).exit_code == 0
     assert not (tmp_path / "straight.state.safetensors").exists()  # removed once the model is written
     out = tmp_path / "resumed.safetensors"
     state = tmp_path / "resumed.state.safetensors"
-    stopped = train_run(scene_dir, out, stop_at=5, sig=sig)
+    stopped = train_run(scene_dir, out, *extra, stop_at=5, sig=sig)
     assert stopped.exit_code == code and state.exists() and not out.exists(), stopped.output
     assert f"kept {state}" in stopped.output
-    refused = train_run(scene_dir, out)
+    refused = train_run(scene_dir, out, *extra)
     assert refused.exit_code == 1 and "an interrupted run left its training state here" in refused.output
-    other = train_run(scene_dir, out, "--resume", str(state), "--lr", "0.01")
+    other = train_run(scene_dir, out, *extra, "--resume", str(state), "--lr", "0.01")
     assert other.exit_code == 1 and "train.lr" in other.output and "differ" in other.output
-    resumed = train_run(scene_dir, out, "--resume", str(state))
+    resumed = train_run(scene_dir, out, *extra, "--resume", str(state))
     assert resumed.exit_code == 0, resumed.output
     a, b = load_file(str(straight)), load_file(str(out))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_config(straight).validation == read_config(out).validation
+    assert (read_config(out).validation is not None) == bool(extra)
     assert not state.exists()
 
 

@@ -138,7 +138,7 @@ def test_training_stops_after_the_scheduled_steps(scene_dir):
     steps = []
     model.head.register_forward_hook(lambda module, args, out: steps.append(1))
     spec = TrainSpec(epochs=1, min_steps=7, batch_size=64)
-    history = train_model(model, sampler, prepared.train, spec, None, "none")
+    history = train_model(model, sampler, prepared.train, spec, None, "none").history
     per_epoch = -(-len(prepared.train) // 64)
     assert len(steps) == 7 and len(history) == -(-7 // per_epoch)
 

@@ -54,8 +54,8 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "min_steps",
-          "modality_dropout",
-          "steps", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
+          "modality_dropout", "early_stopping", "patience",
+          "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "hardware", "mamol_version"]
 
 
@@ -129,7 +129,9 @@ class Grid:
     default stride) or ``dense@S`` (stride ``S``); the first gives the row's ``oa``, kappa and
     per-pattern OA, all of them go to its ``oa_by_mode`` (tables lead with ``pixel``). With ``validation`` > 0 about that share of the training labels (whole
     blocks of ``VALIDATION_BLOCK`` pixels) is held out, the model trains on the rest and is scored on the held-out part
-    only: the split for choosing settings, which never reads the test labels.
+    only: the split for choosing settings, which never reads the test labels. With ``early_stopping`` > 0
+    that share of the (remaining) training labels is held out to keep each run's best weights and,
+    with ``patience``, to stop it early (:class:`TrainSpec`'s ``validation``).
     """
 
     rates: list[str]
@@ -145,12 +147,15 @@ class Grid:
     validation: float = 0.0
     save_models: bool = False
     modality_dropout: float = 0.0
+    early_stopping: float = 0.0
+    patience: int = 0
 
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
-                "modality_dropout": f"{self.modality_dropout:g}",
+                "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
+                "patience": str(self.patience),
                 "split": "validation" if self.validation > 0 else "test",
                 "eval_mode": self.eval_modes[0]}
 
@@ -189,7 +194,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
-                         TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout),
+                         TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
+                                   validation=grid.early_stopping, patience=grid.patience),
                          device, amp_dtype, progress_mode)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
@@ -209,7 +215,9 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
             "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
+            "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience,
             "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "best_step": run.config.validation.best_step if run.config.validation is not None else "",
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),

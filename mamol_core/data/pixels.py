@@ -18,8 +18,9 @@ from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
 
-#: Seed offset of the test split's protocol assignment (train uses the protocol seed itself).
+#: Seed offsets of the test and validation splits' protocol assignments (train uses the protocol seed itself).
 TEST_SEED_OFFSET = 1
+VALIDATION_SEED_OFFSET = 2
 
 
 @dataclass
@@ -44,20 +45,23 @@ class PixelSet:
 
 @dataclass
 class PreparedScene:
-    """Normalised bands of the labelled part of a scene (invalid values set to 0) and its pixel sets."""
+    """Normalised bands of the labelled part of a scene (invalid values set to 0) and its pixel sets:
+    training, test (``None`` without test labels) and validation (``None`` unless held out)."""
 
     data: np.ndarray
     valid: np.ndarray
     window: Window
     train: PixelSet
     test: PixelSet | None
+    validation: PixelSet | None = None
 
 
-def label_window(scene: Scene, margin: int) -> Window:
-    """Bounding box of all labelled pixels, grown by ``margin`` and clipped to the grid."""
+def label_window(scene: Scene, margin: int, held_out: np.ndarray | None = None) -> Window:
+    """Bounding box of all labelled pixels (``held_out`` labels included), grown by ``margin`` and clipped to the grid."""
     labelled = scene.train_labels > 0
-    if scene.test_labels is not None:
-        labelled = labelled | (scene.test_labels > 0)
+    for other in (scene.test_labels, held_out):
+        if other is not None:
+            labelled = labelled | (other > 0)
     rows, cols = np.nonzero(labelled)
     r0, r1 = max(rows.min() - margin, 0), min(rows.max() + margin + 1, scene.grid.height)
     c0, c1 = max(cols.min() - margin, 0), min(cols.max() + margin + 1, scene.grid.width)
@@ -97,11 +101,12 @@ def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: li
     return PixelSet(rows[keep], cols[keep], np.array([index_of[v] for v in values[keep]], np.int64), presence[keep])
 
 
-def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
-                  specs: list[ModalitySpec] | None = None) -> tuple[PreparedScene, list[ModalitySpec]]:
+def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list[ModalitySpec] | None = None,
+                  held_out: np.ndarray | None = None) -> tuple[PreparedScene, list[ModalitySpec]]:
     """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
-    and build the pixel sets."""
-    window = label_window(scene, margin)
+    and build the pixel sets; ``held_out`` labels (carved from the training labels) become the
+    validation set."""
+    window = label_window(scene, margin, held_out)
     fitting = specs is None
     layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
     with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
@@ -117,4 +122,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int,
     test = None
     if scene.test_labels is not None and (scene.test_labels > 0).any():
         test = pixel_set(scene.test_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
-    return PreparedScene(data, valid, window, train, test), specs
+    validation = None
+    if held_out is not None:
+        validation = pixel_set(held_out, window, valid, scene.classes, scene.names, protocol, protocol.seed + VALIDATION_SEED_OFFSET,
+                               "validation")
+    return PreparedScene(data, valid, window, train, test, validation), specs

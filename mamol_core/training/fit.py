@@ -7,14 +7,17 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mamol_core.backbones import resolve_backbone
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
+from mamol_core.data.labels import block_holdout
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PreparedScene, prepare_scene
 from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
+from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.training.loop import Checkpointing, train_model
 from mamol_core.training.state import read_state
@@ -54,7 +57,10 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     if len(scene.modalities) == 1 and protocol.missing_rate > 0:
         protocol = replace(protocol, missing_rate=0.0)
     log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
-    prepared, specs = prepare_scene(scene, protocol, margin=patch_size)
+    held_out = None
+    if train.validation > 0:
+        scene, held_out = hold_out_validation(scene, train)
+    prepared, specs = prepare_scene(scene, protocol, margin=patch_size, held_out=held_out)
     resolved, frozen = resolve_backbone(backbone)
     model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec(), name)
     config = MamolConfig(model_config, protocol, train)
@@ -63,13 +69,28 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     log.info("backbone %s; %s", resolved.name, describe(model))
     log.info("training on %d pixels (%s), %d classes, device %s, %s", len(prepared.train), ", ".join(scene.names),
              len(scene.classes), device, amp_dtype or "float32")
+    if prepared.validation is not None:
+        log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
+                 train.validation_block, train.validation)
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
     start = time.perf_counter()
     checkpointing = None
     if state is not None:
         checkpointing = Checkpointing(state.path, config.to_json(), state.every, read_state(state.resume) if state.resume else None)
-    history = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing)
-    return TrainingRun(model, config, prepared, sampler, history, time.perf_counter() - start)
+    result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
+    if result.validation is not None:
+        config.validation = result.validation.record
+    return TrainingRun(model, config, prepared, sampler, result.history, time.perf_counter() - start)
+
+
+def hold_out_validation(scene: Scene, train: TrainSpec) -> tuple[Scene, np.ndarray]:
+    """The scene without its validation labels (``train.validation`` of the training labels in whole
+    blocks, seeded by ``train.seed``), and those labels."""
+    kept, held_out = block_holdout(scene.train_labels, train.validation, train.validation_block, train.seed)
+    if not (held_out > 0).any() or not (kept > 0).any():
+        raise MamolError(f"--validation {train.validation:g}: the training labels are too few or too clustered to hold out blocks of "
+                         f"{train.validation_block} px for validation; label more, or train without a validation split (--validation 0)")
+    return replace(scene, train_labels=kept), held_out
 
 
 def training_label_map(prepared: PreparedScene, device: torch.device) -> torch.Tensor:

@@ -27,6 +27,7 @@ from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
 from mamol_core.training.state import LoopPosition, SavedState, save_state
+from mamol_core.training.validation import ValidationTracker
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,19 @@ class Checkpointing:
     resume: SavedState | None = None
 
 
+@dataclass
+class TrainingResult:
+    """Mean loss per epoch (the last one may be cut short by the step count) and, with a validation
+    split, the tracker whose best weights the model now holds."""
+
+    history: list[float]
+    validation: ValidationTracker | None = None
+
+
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,
-                amp_dtype: torch.dtype | None, progress_mode: str = "bar", checkpointing: Checkpointing | None = None) -> list[float]:
-    """Train the trainable parameters of ``model`` on ``pixels`` for :func:`schedule_steps` steps;
-    returns the mean loss per epoch (the last one may be cut short by the step count).
+                amp_dtype: torch.dtype | None, progress_mode: str = "bar", checkpointing: Checkpointing | None = None,
+                validation: PixelSet | None = None) -> TrainingResult:
+    """Train the trainable parameters of ``model`` on ``pixels`` for :func:`schedule_steps` steps.
 
     Each sample places its labelled (anchor) pixel at a random position of the patch, so every
     position of the per-pixel head learns, which dense tile inference relies on; with ``augment``
@@ -109,6 +119,10 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     With ``checkpointing`` the training state is written every ``every`` steps and when Ctrl-C or
     SIGTERM arrives (at the end of the step under way, then the interruption goes on), and a run
     given ``resume`` continues from that state with the same random draws.
+
+    With ``validation`` pixels (held out of the training labels) the model is scored on them
+    ``spec.validation_checks`` times (:class:`ValidationTracker`), ends with the weights that scored
+    best, and stops after ``spec.patience`` checks without improvement.
     """
     device = sampler.data.device
     data = DevicePixels.from_set(pixels, device)
@@ -118,9 +132,12 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     total_steps = schedule_steps(len(pixels), spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, spec.warmup_fraction))
     position = LoopPosition()
+    tracker = ValidationTracker(validation, sampler, spec, total_steps, amp_dtype) if validation is not None else None
     if checkpointing is not None and checkpointing.resume is not None:
         checkpointing.resume.check_config(checkpointing.config_json)
         position = checkpointing.resume.restore(model, optimizer, scheduler, generator, device)
+        if tracker is not None:
+            tracker.restore(checkpointing.resume.tensors, checkpointing.resume.meta["validation"])
         log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
 
     ranks = distributed.current()
@@ -130,7 +147,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
             return
         with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
             if ranks.main:
-                save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position)
+                save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position,
+                           tracker.state() if tracker is not None else None)
 
     size = sampler.size
     model.train()
@@ -138,8 +156,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                                       find_unused_parameters=True) if ranks.distributed else model
     bar = counter(total_steps, "training", "step", progress_mode if ranks.main else "none")
     bar.update(position.step)
+    stopped = False
     with deferred_interruptions(checkpointing is not None) as interrupted:
-        while position.step < total_steps:
+        while position.step < total_steps and not stopped:
             if position.order is None:
                 position.order = torch.randperm(len(pixels), generator=generator).to(device)
                 position.epoch_start, position.total, position.seen = position.step, 0.0, 0
@@ -184,6 +203,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     position.history.append(position.total / position.seen)
                     position.order = None
                     bar.set_postfix(epoch=position.epoch, loss=round(position.history[-1], 4))
+                if tracker is not None and tracker.due(position.step):
+                    stopped = tracker.check(model, position.step)
+                    bar.set_postfix(epoch=position.epoch, validation_oa=tracker.record.checks[-1][1])
                 if distributed.any_rank(bool(interrupted), device):
                     save()
                     bar.close()
@@ -191,15 +213,19 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                         log.warning("training state at step %d of %d saved to %s; continue with the same command and --resume %s",
                                     position.step, total_steps, checkpointing.path, checkpointing.path)
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
+                if stopped:
+                    break
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
         if distributed.any_rank(bool(interrupted), device):  # arrived in the last step: every rank stops, the caller cleans up
             bar.close()
             raise interrupted[0] if interrupted else KeyboardInterrupt()
     bar.close()
+    if tracker is not None:
+        tracker.finish(model, position.step)
     distributed.check_same_weights(model, device)
     model.eval()
-    return position.history
+    return TrainingResult(position.history, tracker)
 
 
 def drop_one_modality(presence: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:

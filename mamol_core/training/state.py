@@ -41,8 +41,10 @@ class LoopPosition:
 
 
 def save_state(path: Path, config_json: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler, generator: torch.Generator, position: LoopPosition) -> None:
-    """Write the state of a run at a step boundary to ``path`` atomically."""
+               scheduler, generator: torch.Generator, position: LoopPosition,
+               validation: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
+    """Write the state of a run at a step boundary to ``path`` atomically, with the validation
+    tracker's tensors and metadata (:meth:`ValidationTracker.state`) when it has one."""
     tensors = {f"model.{name}": p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
     optim = optimizer.state_dict()
     for index, values in optim["state"].items():
@@ -57,6 +59,9 @@ def save_state(path: Path, config_json: str, model: torch.nn.Module, optimizer: 
     meta = {"config": json.loads(config_json), "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
             "total": position.total, "seen": position.seen, "history": position.history,
             "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
+    if validation is not None:
+        tensors.update(validation[0])
+        meta["validation"] = validation[1]
     with atomic_path(Path(path)) as temporary:
         save_file(tensors, str(temporary), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
 
