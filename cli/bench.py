@@ -53,6 +53,8 @@ def main():
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
               help="Share of training samples with two or more sensors that lose one more at random.")
+@click.option("--rotation", type=click.Choice(["square", "any"]), default=TrainSpec.rotation, show_default=True,
+              help="Augmentation of training patches (mamol-train --rotation).")
 @click.option("--early-stopping", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Hold out this share of the training labels in every cell to keep the weights that score best on it "
                    "(mamol-train --validation).")
@@ -64,14 +66,14 @@ def main():
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
-        eval_mode, validation, save_models, modality_dropout, early_stopping, patience, output, device, precision, progress_mode, quiet):
+        eval_mode, validation, save_models, modality_dropout, rotation, early_stopping, patience, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models,
-                modality_dropout, early_stopping, patience)
+                modality_dropout, early_stopping, patience, rotation)
     if patience and not early_stopping:
         raise MamolError(f"--patience {patience} needs a split to watch: add --early-stopping 0.2 (or drop --patience)")
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))

@@ -184,6 +184,7 @@ class TrainSpec:
     augment: bool = True
     dense_supervision: bool = True
     modality_dropout: float = 0.0  # share of training samples with two or more sensors that lose one more, at random
+    rotation: str = "square"  # augmentation: "square" (the 8 symmetries of the square) or "any" (any angle, and flips)
     validation: float = 0.0
     validation_block: int = 32
     validation_checks: int = 20

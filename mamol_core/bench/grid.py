@@ -54,7 +54,7 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "min_steps",
-          "modality_dropout", "early_stopping", "patience",
+          "modality_dropout", "rotation", "early_stopping", "patience",
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "hardware", "mamol_version"]
 
@@ -149,13 +149,14 @@ class Grid:
     modality_dropout: float = 0.0
     early_stopping: float = 0.0
     patience: int = 0
+    rotation: str = TrainSpec.rotation
 
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
-                "patience": str(self.patience),
+                "patience": str(self.patience), "rotation": self.rotation,
                 "split": "validation" if self.validation > 0 else "test",
                 "eval_mode": self.eval_modes[0]}
 
@@ -195,7 +196,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
-                                   validation=grid.early_stopping, patience=grid.patience),
+                                   validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation),
                          device, amp_dtype, progress_mode)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
@@ -215,7 +216,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
             "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
-            "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience,
+            "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
             "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
             "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",

@@ -115,6 +115,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     ``dense_supervision`` every labelled training pixel inside the patch contributes to the loss
     under that mask (training labels come in clusters, so this multiplies the signal per pass);
     otherwise only the anchor does. ``sampler`` must hold the training label map for the former.
+    With ``rotation`` ``any`` each patch is also turned by a random angle (0-90 degrees on top of
+    the square's symmetries), so that oriented textures (crop rows) are learned in every direction.
 
     With ``checkpointing`` the training state is written every ``every`` steps and when Ctrl-C or
     SIGTERM arrives (at the end of the step under way, then the interruption goes on), and a run
@@ -168,6 +170,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 target_i = torch.randint(size, (count,), generator=generator).to(device)
                 target_j = torch.randint(size, (count,), generator=generator).to(device)
                 symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
+                angle = None
+                if spec.augment and spec.rotation == "any":  # the square's symmetries turned by a further 0-90 degrees
+                    angle = (torch.rand(count, generator=generator) * (math.pi / 2)).to(device)
                 presence = data.presence[batch]
                 if spec.modality_dropout > 0:
                     presence = drop_one_modality(presence, spec.modality_dropout, generator)
@@ -177,10 +182,11 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 weight = 1.0 if ranks.rank < count else 0.0
                 batch, target_i, target_j, presence = batch[mine], target_i[mine], target_j[mine], presence[mine]
                 symmetry = symmetry[mine] if symmetry is not None else None
+                angle = angle[mine] if angle is not None else None
                 if spec.dense_supervision:
-                    x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
+                    x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry, angle)
                 else:
-                    x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry)
+                    x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry, angle)
                     labels = torch.zeros((len(batch), size, size), dtype=torch.long, device=device)
                     labels[torch.arange(len(batch), device=device), target_i, target_j] = data.targets[batch] + 1
                 autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
