@@ -167,6 +167,7 @@ class TrainSpec:
     split of Trento's training labels; docs/benchmarks.md). ``modality_dropout`` removes one more
     present sensor from that share of the training samples (on top of the missing-modality
     protocol), so that a sensor that is always present cannot make the others useless to the model.
+    ``rotation`` ``any`` turns training patches by any angle on top of the square's symmetries.
 
     With ``validation`` > 0 that share of the training labels, in whole square blocks of
     ``validation_block`` pixels (seeded by ``seed``), is held out: the model is scored on it
