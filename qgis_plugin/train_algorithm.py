@@ -9,6 +9,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -77,7 +78,8 @@ class TrainModel(MamolAlgorithm):
                 "raster (0 = unlabelled); a categorized style of the class field (the layer's, or a QML file) gives the "
                 "classes' order, names and colours. Without test labels, 30% of the labelled features are held out for "
                 "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
-                "missing or 'both'). The model is saved in the project's folder (mamol_models/) unless you choose "
+                "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
+                "truth does not show (training then turns patches by any angle). The model is saved in the project's folder (mamol_models/) unless you choose "
                 "another file; its accuracy report (report.html) is saved next to it and opens when training ends.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -95,6 +97,8 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterString("MISSING", "Missing modality (both, subsets or a modality name)",
                                                        defaultValue="both"))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 30, minValue=1))
+        self.addParameter(QgsProcessingParameterBoolean("ANY_ANGLE", "Rows (vines, orchards, crops) run in directions the ground truth "
+                                                        "does not cover: learn textures at any angle", defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=BACKBONES, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString("NAME", "Model name (default: the model file's name)", optional=True))
@@ -150,6 +154,8 @@ class TrainModel(MamolAlgorithm):
                  "--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context)),
                  "--backbone", BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
                  "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], "-o", str(model)]
+        if self.parameterAsBoolean(parameters, "ANY_ANGLE", context):
+            args += ["--rotation", "any"]
         name = self.parameterAsString(parameters, "NAME", context).strip()
         if name:
             args += ["--name", name]
