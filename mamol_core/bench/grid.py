@@ -174,7 +174,7 @@ def parse_eval_mode(mode: str) -> tuple[str, int | None]:
 
 
 #: Side of the square blocks a validation split holds out whole, in pixels.
-VALIDATION_BLOCK = 32
+VALIDATION_BLOCK = TrainSpec.validation_block  # the same blocks mamol-train --validation holds out
 
 
 def validation_scene(scene: Scene, fraction: float, seed: int) -> Scene:
