@@ -2,7 +2,10 @@
 F --save-models` trained (one per seed), the scene and that seed's held-out blocks are turned by each
 angle and the held-out pixels scored per pixel (`mamol-eval --mode pixel`). A model that learned an
 oriented texture (crop rows) in one direction only loses accuracy when the scene turns. Test labels
-are never read. Prints a markdown table (per-pixel OA, %).
+are never read. Prints a markdown table (per-pixel OA, %) with each run's mean over the angles (with
+angles spread evenly over 0–45°, the accuracy expected where fields lie in any direction: the
+square's symmetries, which every run trains with, map every direction into that range), and every
+run's per-seed difference from the first run on that mean.
 
     python scripts/rotated_validation.py --scene ../shared/data/trento --runs runs/val_rot_square runs/val_rot_any
 """
@@ -63,11 +66,11 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, required=True)
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="mamol-bench run output folders with models/")
     parser.add_argument("--fraction", type=float, default=0.25, help="The --validation share the runs used.")
-    parser.add_argument("--angles", default="0,30,45")
+    parser.add_argument("--angles", default="0,15,30,45")
     args = parser.parse_args()
     angles = [float(a) for a in args.angles.split(",")]
     train_labels = open_scene(args.scene).train_labels
-    scores: dict[tuple[str, float], list[float]] = {}
+    scores: dict[tuple[str, int, float], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
             for model in sorted((run / "models").glob("*.safetensors")):
@@ -79,16 +82,29 @@ def main() -> None:
                     subprocess.run([sys.executable, "-m", "mamol_cli.evaluate", "--model", str(model), "--scene", str(folder),
                                     "--mode", "pixel", "--progress", "none", "--quiet", "-o", str(report)], check=True)
                     oa = json.loads((report / "metrics.json").read_text())["results"]["overall"]["oa"]
-                    scores.setdefault((run.name, angle), []).append(oa)
-    print("| run | " + " | ".join(f"turned {a:g}°" for a in angles) + " |")
-    print("|---|" + "---:|" * len(angles))
+                    scores[(run.name, seed, angle)] = oa
+    seeds = {run.name: sorted({s for (name, s, _) in scores if name == run.name}) for run in args.runs}
+    over_angles = {(run.name, seed): statistics.mean(scores[(run.name, seed, a)] for a in angles)
+                   for run in args.runs for seed in seeds[run.name]}
+    print("| run | " + " | ".join(f"turned {a:g}°" for a in angles) + " | mean over the angles |")
+    print("|---|" + "---:|" * (len(angles) + 1))
     for run in args.runs:
-        cells = []
-        for angle in angles:
-            values = scores[(run.name, angle)]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f} ({', '.join(f'{v:.2f}' for v in values)})")
-        print(f"| {run.name} | " + " | ".join(cells) + " |")
+        columns = [[scores[(run.name, seed, a)] for seed in seeds[run.name]] for a in angles]
+        columns.append([over_angles[(run.name, seed)] for seed in seeds[run.name]])
+        print(f"| {run.name} | " + " | ".join(summary(values) for values in columns) + " |")
+    first = args.runs[0].name
+    for run in args.runs[1:]:
+        shared = [seed for seed in seeds[run.name] if seed in seeds[first]]
+        gains = [over_angles[(run.name, seed)] - over_angles[(first, seed)] for seed in shared]
+        if gains:
+            print(f"\n{run.name} − {first}, mean over the angles, same seed: " + ", ".join(f"{g:+.2f}" for g in gains)
+                  + f"; mean {statistics.mean(gains):+.2f}, higher on {sum(g > 0 for g in gains)} of {len(gains)} seeds")
+
+
+def summary(values: list[float]) -> str:
+    """``mean ± sd (v1, v2, ...)`` of per-seed scores."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f} ({', '.join(f'{v:.2f}' for v in values)})"
 
 
 if __name__ == "__main__":
