@@ -44,13 +44,14 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25, help="Share of the training labels held out (as --validation).")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--patch", type=int, default=11)
+    parser.add_argument("--block", type=int, default=VALIDATION_BLOCK, help="Side of the held-out blocks in pixels (as --validation-block).")
     args = parser.parse_args()
     scene = open_scene(args.scene)
     features = {m.name: patch_features(m.path, args.patch) for m in scene.modalities}
     sets = {"all sensors": list(features), **{f"{name} alone": [name] for name in features}}
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        train, held = block_holdout(scene.train_labels, args.fraction, VALIDATION_BLOCK, seed)
+        train, held = block_holdout(scene.train_labels, args.fraction, args.block, seed)
         scores = {}
         for label, names in sets.items():
             stacked = np.concatenate([features[n] for n in names], axis=-1)
