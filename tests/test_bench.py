@@ -63,6 +63,25 @@ def test_unknown_method_is_refused(scene_dir, tmp_path):
     assert result.exit_code == 1 and "unknown method svm" in result.output
 
 
+def test_table_counts_the_cells_where_each_method_is_above_the_anchor(tmp_path):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
+    row = "s,{rate},{condition},{method},{seed},tiny,5,1,{oa},10.00,3,1,pixel,cpu,test\n"
+    results = tmp_path / "results.csv"
+    results.write_text(header + "".join(row.format(rate=rate, condition=condition, method=method, seed=seed, oa=oa)
+                                        for rate, condition, method, seed, oa in [
+                                            (0.5, "both", "a", 0, 80), (0.5, "both", "a", 1, 70), (0.5, "both", "b", 0, 60),
+                                            (0.5, "dsm", "a", 0, 50), (0.5, "dsm", "b", 0, 90), (0.9, "both", "a", 0, 99)]))
+    anchor = tmp_path / "anchor.csv"
+    anchor.write_text("dataset,missing_rate,condition,method,oa,kappa\nsynth,50,missing_both,RF,74.00,60.00\n"
+                      "synth,50,missing_dsm,RF,70.00,60.00\n")
+    table = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--anchor", str(anchor), "--anchor-dataset", "synth",
+                                            "--anchor-map", "both=missing_both,dsm=missing_dsm"])
+    assert table.exit_code == 0, table.output
+    # a: 75 > 74 (both), 50 < 70 (dsm), no anchor at 90 %; b: 60 < 74, 90 > 70
+    assert "Cells where the mean OA is above the anchor's: a 1/2, b 1/2." in table.output
+    assert "Mean OA over those cells: a 62.50, b 75.00; anchor 72.00." in table.output
+
+
 def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):
     rng = np.random.default_rng(0)
     height, width = 24, 30

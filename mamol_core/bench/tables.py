@@ -90,7 +90,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     count where there are several, and the paper's number in brackets where given), the best method, the
     anchor's; then training and evaluation time. Kappa is shown where the rows recorded it for the headline
     mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
-    each method wins, each method's mean OA over the cells every method finished, a paired win count for
+    each method wins, each method's mean OA over the cells every method finished (and the anchor's), the
+    cells where each method's mean is above the anchor's, a paired win count for
     every pair of methods, and the same grid in every other evaluation mode all rows recorded."""
     rows = read_rows(results)
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
@@ -110,6 +111,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     header += ["train s / cell", "eval s / cell"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     wins, totals = Counter(), Counter()
+    above, with_anchor = Counter(), Counter()
+    anchor_total, anchored_cells = 0.0, 0
     for rate, condition in cells:
         chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
         line = [f"{float(rate):.0%}", condition]
@@ -136,6 +139,11 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
             line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
+            if a:
+                with_anchor.update(list(scores))
+                above.update(m for m, oa in scores.items() if oa > float(a["oa"]))
+                if complete:
+                    anchor_total, anchored_cells = anchor_total + float(a["oa"]), anchored_cells + 1
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
@@ -145,10 +153,14 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
+    if anchored_cells == finished_cells > 0:
+        means += f"; anchor {anchor_total / finished_cells:.2f}"
+    above_anchor = (f"Cells where the mean OA is above the anchor's: {', '.join(f'{m} {above[m]}/{with_anchor[m]}' for m in methods)}.\n"
+                    if with_anchor else "")
     text = ("\n".join(lines) + f"\n\nHeadline: `{mode}` evaluation"
             f"{'' if mode == HEADLINE_MODE else ' (these results hold no per-pixel scores for every run)'}.\n"
             f"Best OA in the {finished_cells} cells that every method finished: {tally}.\n"
-            f"Mean OA over those cells: {means}.\n"
+            f"Mean OA over those cells: {means}.\n{above_anchor}"
             f"Device: {'; '.join(devices)}. Setup: {'; '.join(setups)}.\n")
     if len(methods) > 1:
         text += f"\nPaired wins (`{mode}`; same cell and seed): A beats B in wins/pairs runs, mean A − B in brackets.\n\n"
