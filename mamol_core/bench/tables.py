@@ -112,7 +112,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     wins, totals = Counter(), Counter()
     above, with_anchor = Counter(), Counter()
-    anchor_total, anchored_cells = 0.0, 0
+    finished_anchors: list[float] = []  # the anchor's OA in each cell every method finished
     for rate, condition in cells:
         chosen = [r for r in rows if (r["missing_rate"], r["condition"]) == (rate, condition)]
         line = [f"{float(rate):.0%}", condition]
@@ -138,12 +138,13 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             totals.update(scores)
         if anchors:
             a = anchors.get((rate, to_anchor.get(condition, condition)))
-            line += [f"{float(a['oa']):.2f} / {float(a['kappa']):.2f}", f"{best - float(a['oa']):+.2f}"] if a and best is not None else ["", ""]
+            anchor_oa = float(a["oa"]) if a else 0.0
+            line += [f"{anchor_oa:.2f} / {float(a['kappa']):.2f}", f"{best - anchor_oa:+.2f}"] if a and best is not None else ["", ""]
             if a:
                 with_anchor.update(list(scores))
-                above.update(m for m, oa in scores.items() if oa > float(a["oa"]))
+                above.update(m for m, oa in scores.items() if oa > anchor_oa)
                 if complete:
-                    anchor_total, anchored_cells = anchor_total + float(a["oa"]), anchored_cells + 1
+                    finished_anchors.append(anchor_oa)
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
@@ -153,8 +154,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
-    if anchored_cells == finished_cells > 0:
-        means += f"; anchor {anchor_total / finished_cells:.2f}"
+    if len(finished_anchors) == finished_cells > 0:
+        means += f"; anchor {statistics.mean(finished_anchors):.2f}"
     above_anchor = (f"Cells where the mean OA is above the anchor's: {', '.join(f'{m} {above[m]}/{with_anchor[m]}' for m in methods)}.\n"
                     if with_anchor else "")
     text = ("\n".join(lines) + f"\n\nHeadline: `{mode}` evaluation"
