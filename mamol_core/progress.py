@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Callable, Iterable, Iterator, TypeVar, Union
@@ -19,7 +20,9 @@ Mode = Union[str, Callable[[dict], None]]
 
 
 def print_json(record: dict) -> None:
-    print(json.dumps(record), file=sys.stdout, flush=True)
+    """Print ``record`` as one JSON line, with this process's ``pid`` (a caller that has to kill it
+    finds its partial files by that number)."""
+    print(json.dumps({**record, "pid": os.getpid()}), file=sys.stdout, flush=True)
 
 
 class RecordProgress:

@@ -2,7 +2,8 @@
 
 By default a command runs in a subprocess of the configured environment (its ``mamol-map`` /
 ``mamol-train`` / ``mamol-info``), reading the JSON progress lines it prints; cancelling sends
-it SIGINT, on which it deletes its partial outputs. Only where no such executable is found and
+it SIGINT, on which it deletes its partial outputs; one that does not stop within a grace period is
+killed and its hidden ``.NAME.partial-PID`` files are deleted here. Only where no such executable is found and
 mamol imports cleanly in QGIS's own Python does the command run in-process.
 """
 
@@ -260,6 +261,7 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
     for reader in readers:
         reader.start()
     errors: list[str] = []
+    writers = {process.pid}  # the processes whose partial files a kill may leave (a launcher's child reports its own)
 
     def drain() -> None:
         while True:
@@ -269,10 +271,14 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
                 return
             if stream == "out" and line.startswith("{"):
                 try:
-                    on_progress(json.loads(line))
-                    continue
+                    record = json.loads(line)
                 except ValueError:
                     pass
+                else:
+                    if isinstance(record.get("pid"), int):
+                        writers.add(record["pid"])
+                    on_progress(record)
+                    continue
             if stream == "err":
                 errors.append(line)
             if line.strip() and "\r" not in line:
@@ -287,6 +293,8 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+                drain()
+                remove_partials(command[1:], writers)
             raise Canceled("cancelled: no output was written")
         time.sleep(0.05)
     for reader in readers:
@@ -294,6 +302,24 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
     drain()
     if process.returncode != 0:
         raise CommandFailed(last_error("\n".join(errors)) or f"{Path(command[0]).name} exited with code {process.returncode}")
+
+
+def remove_partials(args: list[str], pids: set[int]) -> list[Path]:
+    """Delete the hidden ``.NAME.partial-PID…`` files that the processes ``pids`` left, killed before
+    they could clean up, in the folders of the paths among a command's ``args`` (``-o FILE``,
+    ``NAME=FILE``). Returns what was deleted."""
+    folders = {Path(arg.split("=", 1)[-1]).parent for arg in args if not arg.startswith("-")}
+    removed = []
+    for folder in sorted(f for f in folders if f.is_dir()):
+        for pid in sorted(pids):
+            for leftover in folder.glob(f".*.partial-{pid}*"):
+                if leftover.name.split(f".partial-{pid}", 1)[1][:1] in ("", "."):  # not the pid's longer namesakes
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        leftover.unlink(missing_ok=True)
+                    removed.append(leftover)
+    return removed
 
 
 def _run_in_process(tool: str, args: list[str], on_progress, is_canceled) -> None:

@@ -138,3 +138,27 @@ def test_an_environment_whose_mamol_does_not_run_is_kept_and_explained(tmp_path)
     with pytest.raises(CommandFailed, match="mamol-map does not run .*No module named"):  # installed without its dependencies
         create_environment(folder, ["--no-deps", "--no-index", str(wheel)], lambda line: None, lambda: False)
     assert (folder / "bin" / "mamol-map").is_file()
+
+
+STUBBORN = """
+import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # busy past the grace period, as a mapping on a loaded machine
+out = sys.argv[sys.argv.index("-o") + 1]
+folder, name = os.path.split(out)
+stem, suffix = os.path.splitext(name)
+open(os.path.join(folder, f".{stem}.partial-{os.getpid()}{suffix}"), "w").write("half")
+print(json.dumps({"stage": "mapping", "done": 1, "total": 9, "pid": os.getpid()}), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_command_killed_after_the_grace_period_leaves_no_partial_file(tmp_path):
+    from qgis_plugin.environment import _run_subprocess
+
+    (tmp_path / "input.tif").write_text("input")
+    (tmp_path / ".other.partial-1.tif").write_text("another process's")  # not the killed command's: kept
+    records = []
+    with pytest.raises(Canceled, match="no output was written"):
+        _run_subprocess([sys.executable, "-c", STUBBORN, "--input", f"dsm={tmp_path / 'input.tif'}", "-o", str(tmp_path / "map.tif")],
+                        records.append, lambda: bool(records), lambda line: None, grace=0.5)
+    assert records and sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-1.tif", "input.tif"]
