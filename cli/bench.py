@@ -9,6 +9,7 @@ import click
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 from mamol_core.config import LayoutSpec, TrainSpec
+from mamol_core.data.labels import VALIDATION_UNITS
 from mamol_core.errors import MamolError
 
 
@@ -50,6 +51,8 @@ def main():
                    "(a centred patch per pixel, as in the paper) and show the others beside it.")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Hold out about this share of the training labels (whole 32-pixel blocks) and score on it instead of the test labels.")
+@click.option("--validation-unit", type=click.Choice(VALIDATION_UNITS), default="blocks", show_default=True,
+              help="With --validation: hold out whole blocks, or whole fields (connected patches of one class, at least one per class).")
 @click.option("--save-models", is_flag=True, help="Keep each cell's model under OUTPUT/models.")
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
               help="Share of training samples with two or more sensors that lose one more at random.")
@@ -66,14 +69,16 @@ def main():
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
-        eval_mode, validation, save_models, modality_dropout, rotation, early_stopping, patience, output, device, precision, progress_mode, quiet):
+        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, early_stopping, patience, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models,
-                modality_dropout, early_stopping, patience, rotation)
+                modality_dropout, early_stopping, patience, rotation, validation_unit)
+    if validation_unit != "blocks" and not validation:
+        raise MamolError(f"--validation-unit {validation_unit} needs a share to hold out: add --validation 0.25 (or drop --validation-unit)")
     if patience and not early_stopping:
         raise MamolError(f"--patience {patience} needs a split to watch: add --early-stopping 0.2 (or drop --patience)")
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))

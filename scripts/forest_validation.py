@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench.grid import VALIDATION_BLOCK  # noqa: E402
-from mamol_core.data.labels import block_holdout  # noqa: E402
+from mamol_core.data.labels import VALIDATION_UNITS, validation_holdout  # noqa: E402
 from mamol_core.data.rasters import open_raster  # noqa: E402
 from mamol_core.data.scene import open_scene  # noqa: E402
 
@@ -45,13 +45,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--patch", type=int, default=11)
     parser.add_argument("--block", type=int, default=VALIDATION_BLOCK, help="Side of the held-out blocks in pixels (as --validation-block).")
+    parser.add_argument("--unit", choices=VALIDATION_UNITS, default="blocks", help="Hold out whole blocks or whole fields (as --validation-unit).")
     args = parser.parse_args()
     scene = open_scene(args.scene)
     features = {m.name: patch_features(m.path, args.patch) for m in scene.modalities}
     sets = {"all sensors": list(features), **{f"{name} alone": [name] for name in features}}
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        train, held = block_holdout(scene.train_labels, args.fraction, args.block, seed)
+        train, held = validation_holdout(scene.train_labels, args.fraction, seed, args.unit, args.block)
         scores = {}
         for label, names in sets.items():
             stacked = np.concatenate([features[n] for n in names], axis=-1)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from scipy.io import savemat
 
 from mamol_cli import bench
+from mamol_core.errors import MamolError
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "1", "--min-steps", "0", "--progress", "none", "--quiet", "--device", "cpu"]
 
@@ -196,6 +197,29 @@ def test_block_holdout_reaches_the_share_per_class_and_keeps_half_for_training()
         total, taken = (labels == value).sum(), (held == value).sum()
         assert 0.2 * total <= taken <= 0.5 * total
     assert not np.array_equal(block_holdout(labels, 0.25, 16, seed=4)[1], held)
+
+
+def test_field_validation_holds_out_whole_fields_of_every_class_and_keeps_one():
+    from scipy import ndimage
+
+    from mamol_core.data.labels import validation_holdout
+
+    labels = np.zeros((60, 90), np.uint8)
+    for index, (r, c) in enumerate((r, c) for r in range(2, 60, 12) for c in range(2, 90, 12)):
+        labels[r : r + 5, c : c + 5] = 1 + index % 3  # 8 x 5 fields of 25 px, classes 1-3 in turn
+    labels[55:58, 80:88] = 4  # a class with one field: kept for training
+    train, held = validation_holdout(labels, 0.25, seed=1, unit="fields")
+    assert np.array_equal(np.where(train > 0, train, held), labels) and not ((train > 0) & (held > 0)).any()
+    fields, count = ndimage.label(labels > 0)
+    for field in range(1, count + 1):  # no field on both sides
+        inside = fields == field
+        assert (held[inside] > 0).all() or not (held[inside] > 0).any()
+    for value in (1, 2, 3):
+        assert 0 < (held == value).sum() < (labels == value).sum()
+    assert not (held == 4).any()
+    assert not np.array_equal(validation_holdout(labels, 0.25, seed=2, unit="fields")[1], held)
+    with pytest.raises(MamolError, match="validation unit 'rows': use blocks or fields"):
+        validation_holdout(labels, 0.25, seed=1, unit="rows")
 
 
 def test_table_reports_an_undefined_kappa_as_such(tmp_path):

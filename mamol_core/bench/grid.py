@@ -17,7 +17,7 @@ import torch
 from mamol_core import __version__
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
-from mamol_core.data.labels import block_holdout
+from mamol_core.data.labels import validation_holdout
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.metrics import measure_text
@@ -128,7 +128,7 @@ class Grid:
     ``eval_modes`` are ``pixel`` (one centred patch per pixel), ``dense`` (blended tiles at the
     default stride) or ``dense@S`` (stride ``S``); the first gives the row's ``oa``, kappa and
     per-pattern OA, all of them go to its ``oa_by_mode`` (tables lead with ``pixel``). With ``validation`` > 0 about that share of the training labels (whole
-    blocks of ``VALIDATION_BLOCK`` pixels) is held out, the model trains on the rest and is scored on the held-out part
+    blocks of ``VALIDATION_BLOCK`` pixels, or whole fields with ``validation_unit`` ``fields``) is held out, the model trains on the rest and is scored on the held-out part
     only: the split for choosing settings, which never reads the test labels. With ``early_stopping`` > 0
     that share of the (remaining) training labels is held out to keep each run's best weights and,
     with ``patience``, to stop it early (:class:`TrainSpec`'s ``validation``).
@@ -150,6 +150,14 @@ class Grid:
     early_stopping: float = 0.0
     patience: int = 0
     rotation: str = TrainSpec.rotation
+    validation_unit: str = "blocks"
+
+    @property
+    def split(self) -> str:
+        """What the cells are scored on: ``test``, ``validation`` (held-out blocks) or ``validation-fields``."""
+        if self.validation <= 0:
+            return "test"
+        return "validation" if self.validation_unit == "blocks" else f"validation-{self.validation_unit}"
 
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
@@ -157,7 +165,7 @@ class Grid:
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
                 "patience": str(self.patience), "rotation": self.rotation,
-                "split": "validation" if self.validation > 0 else "test",
+                "split": self.split,
                 "eval_mode": self.eval_modes[0]}
 
     def cells(self, name: str) -> list[Cell]:
@@ -177,10 +185,10 @@ def parse_eval_mode(mode: str) -> tuple[str, int | None]:
 VALIDATION_BLOCK = TrainSpec.validation_block  # the same blocks mamol-train --validation holds out
 
 
-def validation_scene(scene: Scene, fraction: float, seed: int) -> Scene:
-    """The scene with about ``fraction`` of its training labels, in whole ``VALIDATION_BLOCK`` blocks,
-    moved to the test side (the test labels are not read)."""
-    train, held_out = block_holdout(scene.train_labels, fraction, VALIDATION_BLOCK, seed)
+def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "blocks") -> Scene:
+    """The scene with about ``fraction`` of its training labels, in whole ``VALIDATION_BLOCK`` blocks
+    or whole fields (``unit``), moved to the test side (the test labels are not read)."""
+    train, held_out = validation_holdout(scene.train_labels, fraction, seed, unit, VALIDATION_BLOCK)
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 
@@ -191,7 +199,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
         raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
     modes = [parse_eval_mode(m) for m in grid.eval_modes]
     if grid.validation > 0:
-        scene = validation_scene(scene, grid.validation, cell.seed)
+        scene = validation_scene(scene, grid.validation, cell.seed, grid.validation_unit)
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
@@ -219,7 +227,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
             "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
-            "trainable_params": run.model.trainable_parameters(), "split": "validation" if grid.validation > 0 else "test",
+            "trainable_params": run.model.trainable_parameters(), "split": grid.split,
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),

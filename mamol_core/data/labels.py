@@ -217,3 +217,19 @@ def block_holdout(labels: np.ndarray, fraction: float, block: int, seed: int) ->
     is_held = np.zeros_like(labels, bool)
     is_held[rows, cols] = held[inverse.reshape(-1)]
     return np.where(is_held, 0, labels), np.where(is_held, labels, 0)
+
+
+#: How a validation split holds out training labels: whole square blocks, or whole fields (the
+#: connected patches of one class, so a held-out field has no training pixel at all).
+VALIDATION_UNITS = ("blocks", "fields")
+
+
+def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str = "blocks", block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Training labels split into (train, validation) for choosing settings: :func:`block_holdout`
+    with ``block``-pixel blocks, or :func:`grouped_holdout` over fields (at least one field of each
+    class with two or more is held out, one is always kept)."""
+    if unit == "blocks":
+        return block_holdout(labels, fraction, block, seed)
+    if unit == "fields":
+        return grouped_holdout(labels, None, fraction, seed)
+    raise MamolError(f"validation unit {unit!r}: use {' or '.join(VALIDATION_UNITS)}")
