@@ -1,6 +1,6 @@
 """Orientation robustness on the validation split: for each model that `mamol-bench run --validation
-F --save-models` trained (one per seed), the scene and that seed's held-out blocks are turned by each
-angle and the held-out pixels scored per pixel (`mamol-eval --mode pixel`). A model that learned an
+F --save-models` trained (one per seed), the scene and that seed's held-out blocks (or fields,
+``--unit fields``) are turned by each angle and the held-out pixels scored per pixel (`mamol-eval --mode pixel`). A model that learned an
 oriented texture (crop rows) in one direction only loses accuracy when the scene turns. Test labels
 are never read. Prints a markdown table (per-pixel OA, %) with each run's mean over the angles (with
 angles spread evenly over 0–45°, the accuracy expected where fields lie in any direction: the
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mamol_core.bench.grid import VALIDATION_BLOCK  # noqa: E402
-from mamol_core.data.labels import block_holdout  # noqa: E402
+from mamol_core.data.labels import VALIDATION_UNITS, validation_holdout  # noqa: E402
 from mamol_core.data.scene import open_scene  # noqa: E402
 
 
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, required=True)
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="mamol-bench run output folders with models/")
     parser.add_argument("--fraction", type=float, default=0.25, help="The --validation share the runs used.")
+    parser.add_argument("--unit", choices=VALIDATION_UNITS, default="blocks", help="The --validation-unit the runs used.")
     parser.add_argument("--angles", default="0,15,30,45")
     args = parser.parse_args()
     angles = [float(a) for a in args.angles.split(",")]
@@ -75,7 +76,7 @@ def main() -> None:
         for run in args.runs:
             for model in sorted((run / "models").glob("*.safetensors")):
                 seed = int(model.stem.rsplit("_s", 1)[1])
-                _, held_out = block_holdout(train_labels, args.fraction, VALIDATION_BLOCK, seed)
+                _, held_out = validation_holdout(train_labels, args.fraction, seed, args.unit, VALIDATION_BLOCK)
                 for angle in angles:
                     folder = turned_scene(args.scene, held_out, angle, Path(tmp, f"{run.name}_{seed}_{angle:g}"))
                     report = Path(tmp, f"report_{folder.name}")
