@@ -68,14 +68,14 @@ def main():
 @progress_option
 @quiet_option
 @handle_errors
-def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, encoding, epochs, min_steps,
+def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps,
         eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, early_stopping, patience, output, device, precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
-                LayoutSpec(patch_size, token_size, encoding=encoding), epochs, min_steps, split(eval_mode), validation, save_models,
+                LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
                 modality_dropout, early_stopping, patience, rotation, validation_unit)
     if validation_unit != "blocks" and not validation:
         raise MamolError(f"--validation-unit {validation_unit} needs a share to hold out: add --validation 0.25 (or drop --validation-unit)")
@@ -218,7 +218,7 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 @device_options
 @quiet_option
 @handle_errors
-def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps, batch_size, processes, json_path, device, precision,
+def speed(side, bands, backbones, patch_size, token_size, tokenizer_hidden, encoding, train_steps, batch_size, processes, json_path, device, precision,
           quiet):
     """Mapping and training throughput of MaMOL beside a random forest's, on one synthetic raster."""
     setup_logging(quiet)
@@ -232,7 +232,7 @@ def speed(side, bands, backbones, patch_size, token_size, encoding, train_steps,
         check_writable(json_path)
     compute = resolve_device(device)
     settings = SpeedSettings(side or (2048 if compute.type == "cuda" else SpeedSettings.side), bands, tuple(split(backbones)),
-                             LayoutSpec(patch_size, token_size, encoding=encoding), train_steps, map_batch=batch_size,
+                             LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), train_steps, map_batch=batch_size,
                              processes=tuple(positive_counts(processes)), precision=precision)
     result = run_speed(settings, compute, autocast_dtype(compute, precision))
     if json_path is not None:

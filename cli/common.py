@@ -88,9 +88,11 @@ def device_options(command: Callable) -> Callable:
 
 
 def layout_options(command: Callable) -> Callable:
-    """``--patch-size``, ``--token-size`` and ``--encoding`` (the model's token layout)."""
+    """``--patch-size``, ``--token-size``, ``--tokenizer-hidden`` and ``--encoding`` (the model's token layout)."""
     from mamol_core.config import ENCODINGS, LayoutSpec
 
+    command = click.option("--tokenizer-hidden", type=click.IntRange(min=1), default=LayoutSpec.hidden, show_default=True,
+                           help="Width of each sensor's per-pixel convolution in its tokenizer.")(command)
     command = click.option("--encoding", type=click.Choice(ENCODINGS), default=LayoutSpec.encoding, show_default=True,
                            help="separate: one backbone sequence per sensor, fused at the head; joint: one sequence per "
                                 "sample with the tokens of its present sensors, which attend to each other.")(command)

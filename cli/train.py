@@ -77,7 +77,7 @@ EVAL_PIXELS = 50_000
 @quiet_option
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
-         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
+         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
          modality_dropout, rotation, validation, validation_block, patience,
          report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
@@ -123,7 +123,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         if ranks.distributed:
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
-                             LayoutSpec(patch_size, token_size, encoding=encoding), protocol, spec, compute, amp,
+                             LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), protocol, spec, compute, amp,
                              progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume),
                              name or output.stem)
     if not ranks.main:

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from scipy.io import savemat
 
 from mamol_cli import bench
+from mamol_core.config import LayoutSpec
 from mamol_core.errors import MamolError
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "1", "--min-steps", "0", "--progress", "none", "--quiet", "--device", "cpu"]
@@ -152,6 +153,11 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     assert CliRunner().invoke(bench.main, args).exit_code == 0
     again = CliRunner().invoke(bench.main, args + ["--validation", "0.3"])
     assert again.exit_code == 1 and "holds cells of another setup (split test (this grid: validation))" in again.output
+    fields = CliRunner().invoke(bench.main, args + ["--validation", "0.3", "--validation-unit", "fields"])
+    assert fields.exit_code == 1 and "(split test (this grid: validation-fields))" in fields.output
+    narrow = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "8"])
+    assert narrow.exit_code == 1 and f"tokenizer_hidden {LayoutSpec.hidden} (this grid: 8)" in narrow.output
+    assert rows(out / "results.csv")[0]["tokenizer_hidden"] == str(LayoutSpec.hidden)
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
 

@@ -26,6 +26,19 @@ def test_train_writes_model_and_report(model_file):
     assert "<td>Trees</td>" in page and 'src="data:image/png;base64,iVBOR' in page
 
 
+def test_tokenizer_width_is_an_option_saved_in_the_model_file(scene_dir, tmp_path):
+    from safetensors import safe_open
+
+    from mamol_core.modelfile.header import read_config
+
+    out = tmp_path / "narrow.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--tokenizer-hidden", "8", "--no-eval", *FAST])
+    assert result.exit_code == 0, result.output
+    assert read_config(out).model.layout.hidden == 8
+    with safe_open(str(out), "pt") as weights:
+        assert weights.get_slice("tokenizers.0.pixels.0.weight").get_shape()[0] == 8
+
+
 def test_eval_and_info(model_file, scene_dir, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(out),

@@ -53,8 +53,8 @@ METHODS: dict[str, ExpertSpec] = {
     "mamol_last2x5": ExpertSpec(placement="last", num_layers=2, num_dynamic=5),
 }
 
-FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "encoding", "epochs", "min_steps",
-          "modality_dropout", "rotation", "early_stopping", "patience",
+FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "tokenizer_hidden", "encoding", "epochs",
+          "min_steps", "modality_dropout", "rotation", "early_stopping", "patience",
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "hardware", "mamol_version"]
 
@@ -162,6 +162,7 @@ class Grid:
     def setup(self) -> dict[str, str]:
         """The settings every row of one results file shares, as written in its columns."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
+                "tokenizer_hidden": str(self.layout.hidden),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
                 "patience": str(self.patience), "rotation": self.rotation,
@@ -222,7 +223,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     layout = run.config.model.layout
     return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
             "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
-            "token_size": layout.token_size, "encoding": layout.encoding, "epochs": grid.epochs,
+            "token_size": layout.token_size, "tokenizer_hidden": layout.hidden, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
             "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
             "steps": schedule_steps(len(run.prepared.train), run.config.train),

@@ -149,6 +149,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         lines.append("| " + " | ".join(line) + " |")
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
     setups = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
+                     f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}, {r['epochs']} epochs"
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
