@@ -462,9 +462,9 @@ def test_models_window_lists_and_forgets_models(plugin, tmp_path):
     dialog = loaded.open_models_dialog()
     rows = [[dialog.tree.topLevelItem(i).text(c) for c in range(4)] for i in range(dialog.tree.topLevelItemCount())]
     assert rows == [["sample_model", "hsi, lidar", "mamol:map_sample_model", str(MODEL.resolve())],
-                    ["copy", "hsi, lidar", "mamol:map_copy", str(copy.resolve())]]
+                    ["sample_model", "hsi, lidar", "mamol:map_sample_model_2", str(copy.resolve())]]  # a copy keeps the model's name
     dialog.tree.topLevelItem(1).setSelected(True)
     dialog.remove()
     assert dialog.tree.topLevelItemCount() == 1 and copy.exists()
-    assert QgsApplication.processingRegistry().algorithmById("mamol:map_copy") is None
+    assert QgsApplication.processingRegistry().algorithmById("mamol:map_sample_model_2") is None
     dialog.close()
