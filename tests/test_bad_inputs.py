@@ -248,7 +248,9 @@ def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model_
                                                "--progress", "none", "--quiet"]) for name, folder in (("a", scene_dir), ("b", fine))]
     assert all(r.exit_code == 0 for r in runs), runs[1].output
     a, b = (json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"] for f in ("a", "b"))
-    assert a["samples"] == b["samples"] and a["oa"] == b["oa"]
+    # The same pixels are scored; their values agree only nearly: GDAL's bilinear kernel widens when it
+    # downsamples, so the warped 2x-finer scene is slightly smoothed and a near-tie may flip.
+    assert a["samples"] == b["samples"] and abs(a["oa"] - b["oa"]) <= 2.0
 
 
 def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path, monkeypatch):
