@@ -130,8 +130,9 @@ def test_routing_plot_from_a_trained_model(scene_dir, tmp_path):
 def test_speed_prints_mapping_training_and_forest_in_one_table(tmp_path):
     out = tmp_path / "speed.json"
     result = CliRunner().invoke(bench.main, ["speed", "--side", "40", "--bands", "3", "--backbones", "tiny", "--patch-size", "8",
-                                             "--token-size", "4", "--train-steps", "1", "--device", "cpu", "--json", str(out), "--quiet"])
+                                             "--token-size", "4", "--tokenizer-hidden", "8", "--train-steps", "1", "--device", "cpu", "--json", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "tokens of 4 px, tokenizer width 8, untrained weights" in result.output
     figures = json.loads(out.read_text())
     assert figures["side"] == 40 and figures["layout"]["token_size"] == 4 and figures["hardware"]
     assert figures["mapping_mpx_s"]["tiny"] > 0 and figures["training_steps_s"]["tiny"] > 0 and figures["forest_mpx_s"] > 0
@@ -158,6 +159,14 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     narrow = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "8"])
     assert narrow.exit_code == 1 and f"tokenizer_hidden {LayoutSpec.hidden} (this grid: 8)" in narrow.output
     assert rows(out / "results.csv")[0]["tokenizer_hidden"] == str(LayoutSpec.hidden)
+    # A results file from before the tokenizer_hidden column (width 256 then) gains it and resumes.
+    lines = (out / "results.csv").read_text().splitlines()
+    column = lines[0].split(",").index("tokenizer_hidden")
+    old = "\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != column) for line in lines) + "\n"
+    (out / "results.csv").write_text(old)
+    resumed = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["tokenizer_hidden"] for r in rows(out / "results.csv")] == ["256"] * (len(lines) - 1)  # resumed: no cell added
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
 
@@ -226,6 +235,33 @@ def test_field_validation_holds_out_whole_fields_of_every_class_and_keeps_one():
     assert not np.array_equal(validation_holdout(labels, 0.25, seed=2, unit="fields")[1], held)
     with pytest.raises(MamolError, match="validation unit 'rows': use blocks or fields"):
         validation_holdout(labels, 0.25, seed=1, unit="rows")
+
+
+def test_a_field_split_keeps_half_of_each_class_and_diagonal_neighbours_together():
+    from mamol_core.data.labels import validation_holdout
+
+    labels = np.zeros((60, 60), np.uint8)
+    labels[2:42, 2:27] = 1  # a field of 1000 px ...
+    labels[50:52, 50:55] = 1  # ... and one of 10 px: only the small one can be held out
+    for step in range(20):  # a diagonal row of 20 px, touching only at corners: one field
+        labels[30 + step, 30 + step] = 2
+    labels[5:10, 40:45] = 2
+    for seed in range(8):
+        train, held = validation_holdout(labels, 0.25, seed=seed, unit="fields")
+        assert (held == 1).sum() == 10 and (train == 1).sum() == 1000
+        diagonal = held[30:50, 30:50][np.eye(20, dtype=bool)]
+        assert (diagonal > 0).all() or not (diagonal > 0).any()
+
+
+def test_a_validation_split_with_nothing_to_hold_out_is_refused_before_training():
+    from mamol_core.bench.grid import validation_scene
+    from mamol_core.data.scene import Scene
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:6, 2:6], labels[10:14, 10:14] = 1, 2  # every class is one field
+    scene = Scene(modalities=[], grid=None, train_labels=labels, test_labels=None, classes=[])
+    with pytest.raises(MamolError, match="no validation fields to hold out .*try --validation-unit blocks"):
+        validation_scene(scene, 0.25, 0, "fields")
 
 
 def test_table_reports_an_undefined_kappa_as_such(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mamol_core import __version__
+from mamol_core.atomic import atomic_path
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.labels import validation_holdout
@@ -96,6 +97,7 @@ def check_results(results: Path, grid: "Grid") -> None:
     setup (layout, budget, split, headline evaluation, backbone), which would mix in one table."""
     if not results.is_file():
         return
+    add_tokenizer_width(results)
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != FIELDS:
@@ -108,6 +110,25 @@ def check_results(results: Path, grid: "Grid") -> None:
             if found != wanted:
                 differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if found[k] != wanted[k])
                 raise MamolError(f"{results}: holds cells of another setup ({differ}); pass another -o folder for this grid")
+
+
+#: The tokenizer width of every model before it became an option (mamol 0.2.0's results without the column).
+WIDTH_BEFORE_THE_OPTION = "256"
+
+
+def add_tokenizer_width(results: Path) -> None:
+    """Give a ``results.csv`` written before the ``tokenizer_hidden`` column that column (256, the
+    only width then), rewritten whole under a temporary name, so that its grid can be resumed."""
+    with open(results, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != [f for f in FIELDS if f != "tokenizer_hidden"]:
+            return
+        rows = [{**row, "tokenizer_hidden": WIDTH_BEFORE_THE_OPTION} for row in reader]
+    with atomic_path(results) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info("%s: written before the tokenizer width was recorded; its %d rows now say %s", results, len(rows), WIDTH_BEFORE_THE_OPTION)
 
 
 def append_row(results: Path, row: dict) -> None:
@@ -190,6 +211,10 @@ def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "bloc
     """The scene with about ``fraction`` of its training labels, in whole ``VALIDATION_BLOCK`` blocks
     or whole fields (``unit``), moved to the test side (the test labels are not read)."""
     train, held_out = validation_holdout(scene.train_labels, fraction, seed, unit, VALIDATION_BLOCK)
+    if not held_out.any():
+        other = "blocks" if unit == "fields" else "fields"
+        raise MamolError(f"the training labels give no validation {unit} to hold out (seed {seed}); "
+                         f"try --validation-unit {other}, or label more {unit}")
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 

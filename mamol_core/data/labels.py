@@ -14,7 +14,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from scipy import ndimage
 
-from mamol_core.config import ClassSpec
+from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
 from mamol_core.errors import MamolError
 
@@ -166,12 +166,16 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
 
 def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split labelled pixels into train and test by whole groups (features, or connected patches of
-    one class for rasters), so that neighbouring pixels of one field never sit on both sides."""
+    one class for rasters, 8-connected), so that neighbouring pixels of one field never sit on both sides.
+
+    Per class with two or more groups, groups are visited in a seeded random order and held out
+    while the class's held-out pixels stay within ``fraction``; when no group fits, the smallest is
+    held out (at most half the class). One group of each class is always kept for training."""
     if groups is None:
-        groups = np.zeros_like(labels)
+        groups = np.zeros_like(labels, dtype=np.int64)
         offset = 0
         for value in np.unique(labels[labels > 0]):
-            parts, count = ndimage.label(labels == value)
+            parts, count = ndimage.label(labels == value, structure=np.ones((3, 3), bool))
             groups[parts > 0] = parts[parts > 0] + offset
             offset += count
     rng = np.random.default_rng(seed)
@@ -181,12 +185,15 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: flo
         if len(ids) < 2:
             log.warning("class %d has a single labelled group: it is used for training only", value)
             continue
-        order = rng.permutation(len(ids))
-        taken = np.cumsum(sizes[order]) <= fraction * sizes.sum()
-        taken[0] = True
+        taken, held = np.zeros(len(ids), bool), 0
+        for index in rng.permutation(len(ids)):
+            if held + sizes[index] <= fraction * sizes.sum():
+                taken[index], held = True, held + sizes[index]
+        if not taken.any():
+            taken[np.argmin(sizes)] = True
         if taken.all():
-            taken[-1] = False
-        test_groups.extend(ids[order][taken].tolist())
+            taken[np.argmax(sizes)] = False
+        test_groups.extend(ids[taken].tolist())
     is_test = np.isin(groups, test_groups) & (labels > 0)
     return np.where(is_test, 0, labels), np.where(is_test, labels, 0)
 
@@ -224,10 +231,10 @@ def block_holdout(labels: np.ndarray, fraction: float, block: int, seed: int) ->
 VALIDATION_UNITS = ("blocks", "fields")
 
 
-def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str = "blocks", block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str = "blocks", block: int = TrainSpec.validation_block) -> tuple[np.ndarray, np.ndarray]:
     """Training labels split into (train, validation) for choosing settings: :func:`block_holdout`
     with ``block``-pixel blocks, or :func:`grouped_holdout` over fields (at least one field of each
-    class with two or more is held out, one is always kept)."""
+    class with two or more is held out, one is always kept, and at most half the class's pixels)."""
     if unit == "blocks":
         return block_holdout(labels, fraction, block, seed)
     if unit == "fields":
