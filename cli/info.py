@@ -38,7 +38,7 @@ def main(model_path, as_json, check):
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "
                f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
-               f"tokens of {model.layout.token_size} px, {model.layout.encoding} encoding")
+               f"tokens of {model.layout.token_size} px, tokenizer width {model.layout.hidden}, {model.layout.encoding} encoding")
     click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")
     record = config.validation
     if record is not None:

@@ -53,7 +53,7 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert dense_metrics["context"]["mode"] == "dense"
     assert dense_metrics["results"]["overall"]["samples"] == metrics["results"]["overall"]["samples"]
     described = CliRunner().invoke(info.main, [str(model_file)])
-    assert "dsm (1 band), hsi (8 bands)" in described.output
+    assert "dsm (1 band), hsi (8 bands)" in described.output and "tokens of 2 px, tokenizer width 32, separate encoding" in described.output
     config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)
     assert config["model"]["backbone"]["name"] == "tiny"
 

@@ -207,7 +207,8 @@ def measure_processes(folder: Path, work: Path, config: MamolConfig, settings: S
     steps = 2 * settings.train_steps
     layout = settings.layout
     training = torchrun_seconds(["-m", "mamol_cli.train", "--scene", str(folder), "--backbone", backbone, "--patch-size",
-                                 str(layout.patch_size), "--token-size", str(layout.token_size), "--encoding", layout.encoding,
+                                 str(layout.patch_size), "--token-size", str(layout.token_size), "--tokenizer-hidden", str(layout.hidden),
+                                 "--encoding", layout.encoding,
                                  "--epochs", "0", "--min-steps", str(steps), "--batch-size", str(settings.train_batch), "--no-eval",
                                  "-o", str(work / f"scaling_{processes}.safetensors"), *common],
                                 processes, threads, r"training took ([0-9.]+) s")
@@ -252,7 +253,7 @@ def speed_table(result: SpeedResult) -> str:
     lines = [f"Hardware: {result.hardware}; device {result.device}; torch {result.torch}; {result.threads} threads; "
              f"precision {result.precision}.",
              f"Raster: synthetic {result.side} x {result.side} px ({result.megapixels:.3f} Mpx), a cube and a DSM; MaMOL tiles of "
-             f"{layout['patch_size']} px, tokens of {layout['token_size']} px, untrained weights.",
+             f"{layout['patch_size']} px, tokens of {layout['token_size']} px, tokenizer width {layout['hidden']}, untrained weights.",
              "",
              "| model | mapping Mpx/s (end to end) | mapping / forest | training steps/s | training samples/s |",
              "|---|---:|---:|---:|---:|"]
