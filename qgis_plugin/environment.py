@@ -2,9 +2,10 @@
 
 By default a command runs in a subprocess of the configured environment (its ``mamol-map`` /
 ``mamol-train`` / ``mamol-info``), reading the JSON progress lines it prints; cancelling sends
-it SIGINT, on which it deletes its partial outputs; one that does not stop within a grace period is
-killed and its hidden ``.NAME.partial-PID`` files are deleted here. Only where no such executable is found and
-mamol imports cleanly in QGIS's own Python does the command run in-process.
+its process group SIGINT, on which it deletes its partial outputs; one that does not stop within a
+grace period is killed with every process it started, and their hidden ``.NAME.partial-PID`` files
+are deleted here. Only where no such executable is found and mamol imports cleanly in QGIS's own
+Python does the command run in-process.
 """
 
 from __future__ import annotations
@@ -252,9 +253,15 @@ def _pump(stream, name: str, lines: "queue.Queue[tuple[str, str]]") -> None:
 
 
 def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace: float = 10.0) -> None:
-    """Run ``command``; progress records and log lines are handed on from this (the caller's) thread."""
-    flags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, creationflags=flags)
+    """Run ``command`` in a process group of its own; progress records and log lines are handed on
+    from this (the caller's) thread. Cancelling interrupts the whole group (a launcher and the
+    Python it starts alike) and, past ``grace`` seconds, kills it and deletes the partial files its
+    processes left."""
+    if sys.platform == "win32":
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                   creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+    else:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
     lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
     readers = [threading.Thread(target=_pump, args=(process.stdout, "out", lines), daemon=True),
                threading.Thread(target=_pump, args=(process.stderr, "err", lines), daemon=True)]
@@ -287,12 +294,14 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
     while process.poll() is None:
         drain()
         if is_canceled():
-            process.send_signal(signal.CTRL_BREAK_EVENT if sys.platform == "win32" else signal.SIGINT)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _interrupt_group(process)
+            deadline = time.monotonic() + grace
+            while _group_alive(process) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _group_alive(process):
+                _kill_group(process)
+                for reader in readers:
+                    reader.join(timeout=2)
                 drain()
                 remove_partials(command[1:], writers)
             raise Canceled("cancelled: no output was written")
@@ -304,22 +313,75 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
         raise CommandFailed(last_error("\n".join(errors)) or f"{Path(command[0]).name} exited with code {process.returncode}")
 
 
+def _interrupt_group(process: subprocess.Popen) -> None:
+    """Ctrl-C (SIGINT; CTRL_BREAK on Windows) to every process of ``process``'s group."""
+    if sys.platform == "win32":
+        process.send_signal(signal.CTRL_BREAK_EVENT)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    """Whether ``process`` or, on POSIX, any process of its group still runs (a launcher may be gone
+    while the Python it started is still writing)."""
+    if process.poll() is None:
+        return True
+    if sys.platform == "win32":
+        return False
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process it started (its group; its tree on Windows) and reap it."""
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+        process.kill()
+    else:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
 def remove_partials(args: list[str], pids: set[int]) -> list[Path]:
     """Delete the hidden ``.NAME.partial-PID…`` files that the processes ``pids`` left, killed before
-    they could clean up, in the folders of the paths among a command's ``args`` (``-o FILE``,
-    ``NAME=FILE``). Returns what was deleted."""
-    folders = {Path(arg.split("=", 1)[-1]).parent for arg in args if not arg.startswith("-")}
+    they could clean up, beside and inside the paths among a command's ``args`` (``-o FILE``,
+    ``NAME=FILE``, a report folder). Returns what was deleted; a file that cannot be deleted is left."""
+    paths = {Path(value) for arg in args if not arg.startswith("-") for value in (arg, arg.split("=", 1)[-1])}
+    folders = {p.parent for p in paths} | paths
     removed = []
-    for folder in sorted(f for f in folders if f.is_dir()):
+    for folder in sorted(f for f in folders if _is_folder(f)):
         for pid in sorted(pids):
             for leftover in folder.glob(f".*.partial-{pid}*"):
-                if leftover.name.split(f".partial-{pid}", 1)[1][:1] in ("", "."):  # not the pid's longer namesakes
+                if leftover.name.split(f".partial-{pid}", 1)[1][:1] not in ("", "."):  # the pid's longer namesakes
+                    continue
+                try:
                     if leftover.is_dir():
-                        shutil.rmtree(leftover, ignore_errors=True)
+                        shutil.rmtree(leftover)
                     else:
                         leftover.unlink(missing_ok=True)
-                    removed.append(leftover)
+                except OSError:
+                    continue
+                removed.append(leftover)
     return removed
+
+
+def _is_folder(path: Path) -> bool:
+    """``path.is_dir()``, false for an argument that cannot name a file (too long, say)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _run_in_process(tool: str, args: list[str], on_progress, is_canceled) -> None:

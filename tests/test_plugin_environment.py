@@ -1,6 +1,7 @@
 """The QGIS plugin's runner, without QGIS: subprocess and in-process runs, progress, errors, cancel."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,13 +153,35 @@ time.sleep(60)
 """
 
 
-def test_a_command_killed_after_the_grace_period_leaves_no_partial_file(tmp_path):
+LAUNCHER = """
+import signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a launcher (as Windows' mamol-map.exe) that waits for the Python it starts
+subprocess.call([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
+"""
+
+
+@pytest.mark.parametrize("launched", [False, True], ids=["direct", "through a launcher"])
+def test_a_command_killed_after_the_grace_period_leaves_no_partial_file(tmp_path, launched):
     from qgis_plugin.environment import _run_subprocess
 
     (tmp_path / "input.tif").write_text("input")
     (tmp_path / ".other.partial-1.tif").write_text("another process's")  # not the killed command's: kept
     records = []
+    program = [sys.executable, "-c", LAUNCHER, STUBBORN] if launched else [sys.executable, "-c", STUBBORN]
     with pytest.raises(Canceled, match="no output was written"):
-        _run_subprocess([sys.executable, "-c", STUBBORN, "--input", f"dsm={tmp_path / 'input.tif'}", "-o", str(tmp_path / "map.tif")],
+        _run_subprocess([*program, "--input", f"dsm={tmp_path / 'input.tif'}", "-o", str(tmp_path / "map.tif")],
                         records.append, lambda: bool(records), lambda line: None, grace=0.5)
     assert records and sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-1.tif", "input.tif"]
+    assert not runs(records[0]["pid"])  # the writer was killed too, not only the process started
+
+
+def runs(pid: int) -> bool:
+    """Whether process ``pid`` still runs (Linux: a zombie waiting for its reaper does not), waiting up to 5 s for it to end."""
+    for _ in range(100):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        time.sleep(0.05)
+    return True
