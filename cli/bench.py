@@ -8,7 +8,7 @@ import click
 
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
-from mamol_core.config import LayoutSpec, TrainSpec
+from mamol_core.config import NORMALIZATIONS, LayoutSpec, TrainSpec
 from mamol_core.data.labels import VALIDATION_UNITS
 from mamol_core.errors import MamolError
 
@@ -58,6 +58,8 @@ def main():
               help="Share of training samples with two or more sensors that lose one more at random.")
 @click.option("--rotation", type=click.Choice(["square", "any"]), default=TrainSpec.rotation, show_default=True,
               help="Augmentation of training patches (mamol-train --rotation).")
+@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=TrainSpec.normalization, show_default=True,
+              help="How band values are scaled (mamol-train --normalization).")
 @click.option("--early-stopping", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Hold out this share of the training labels in every cell to keep the weights that score best on it "
                    "(mamol-train --validation).")
@@ -69,14 +71,15 @@ def main():
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps,
-        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, early_stopping, patience, output, device, precision, progress_mode, quiet):
+        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, normalization, early_stopping, patience, output, device,
+        precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
-                modality_dropout, early_stopping, patience, rotation, validation_unit)
+                modality_dropout, early_stopping, patience, rotation, validation_unit, normalization)
     if validation_unit != "blocks" and not validation:
         raise MamolError(f"--validation-unit {validation_unit} needs a share to hold out: add --validation 0.25 (or drop --validation-unit)")
     if patience and not early_stopping:

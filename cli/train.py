@@ -10,7 +10,7 @@ import click
 
 from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
 from mamol_core.atomic import check_distinct, check_folder, check_writable
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import NORMALIZATIONS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
 
 #: Test pixels the report after training scores at most (a seeded sample beyond that).
@@ -52,6 +52,9 @@ EVAL_PIXELS = 50_000
 @click.option("--rotation", type=click.Choice(["square", "any"]), default=TrainSpec.rotation, show_default=True,
               help="Augmentation: turn training patches by the square's symmetries (90-degree turns and flips) or by any angle "
                    "(for oriented textures such as crop rows that lie in other directions elsewhere).")
+@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=TrainSpec.normalization, show_default=True,
+              help="How band values are scaled, fitted on the training pixels: standard, (x - mean) / std; quantile, each band's "
+                   "quantiles mapped to normal scores (for heavy-tailed bands: LiDAR intensity, SAR backscatter).")
 @click.option("--validation", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Share of the training labels held out, in whole blocks (--validation-block), to keep the weights that score best on "
                    "them (and stop early with --patience); recorded in the model file.")
@@ -78,7 +81,7 @@ EVAL_PIXELS = 50_000
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
-         modality_dropout, rotation, validation, validation_block, patience,
+         modality_dropout, rotation, normalization, validation, validation_block, patience,
          report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
@@ -118,8 +121,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)
         spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         modality_dropout=modality_dropout, rotation=rotation, validation=validation, validation_block=validation_block,
-                         patience=patience)
+                         modality_dropout=modality_dropout, rotation=rotation, normalization=normalization, validation=validation,
+                         validation_block=validation_block, patience=patience)
         if ranks.distributed:
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,

@@ -15,14 +15,31 @@ from mamol_core import FORMAT_VERSION, __version__
 from mamol_core.errors import MamolError
 
 
+#: How band values are normalised before the tokenizers (TrainSpec.normalization).
+NORMALIZATIONS = ("standard", "quantile")
+
+
 @dataclass
 class ModalitySpec:
-    """One input modality: its name, band count and the per-band normalisation fitted on training pixels."""
+    """One input modality: its name, band count and the per-band normalisation fitted on training pixels.
+
+    ``mean``/``std`` are always fitted. With quantile normalisation each band also has
+    ``quantile_values`` (its training pixels' quantiles, increasing) and ``quantile_scores`` (the
+    standard-normal scores they map to): values in between are interpolated linearly, values beyond
+    them continue with slope ``1 / std``. Empty lists mean ``(x - mean) / std``.
+    """
 
     name: str
     bands: int
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    quantile_values: list[list[float]] = field(default_factory=list)
+    quantile_scores: list[list[float]] = field(default_factory=list)
+
+    @property
+    def normalization(self) -> str:
+        """``quantile`` when quantile tables were fitted, else ``standard``."""
+        return "quantile" if self.quantile_values else "standard"
 
 
 @dataclass
@@ -169,6 +186,10 @@ class TrainSpec:
     present sensor from that share of the training samples (on top of the missing-modality
     protocol), so that a sensor that is always present cannot make the others useless to the model.
     ``rotation`` ``any`` turns training patches by any angle on top of the square's symmetries.
+    ``normalization`` is how band values are scaled (:data:`NORMALIZATIONS`): ``standard``,
+    ``(x - mean) / std``, or ``quantile``, each band's training-pixel quantiles mapped to
+    standard-normal scores, which spreads a heavy-tailed band (LiDAR intensity, SAR backscatter,
+    heights dominated by a few tall objects) evenly and ignores its outliers.
 
     With ``validation`` > 0 that share of the training labels, in whole square blocks of
     ``validation_block`` pixels (seeded by ``seed``), is held out: the model is scored on it
@@ -187,6 +208,7 @@ class TrainSpec:
     dense_supervision: bool = True
     modality_dropout: float = 0.0  # share of training samples with two or more sensors that lose one more, at random
     rotation: str = "square"  # augmentation: "square" (the 8 symmetries of the square) or "any" (any angle, and flips)
+    normalization: str = "standard"
     validation: float = 0.0
     validation_block: int = 32
     validation_checks: int = 20
@@ -302,6 +324,18 @@ def _from_dict(kind: Any, value: Any, where: str = "config") -> Any:
     raise TypeError(f"{where} is {value!r}, not {' or '.join(t.__name__ for t in allowed)}")
 
 
+def quantile_tables_usable(spec: ModalitySpec) -> bool:
+    """Whether ``spec``'s quantile tables can be interpolated: one per band, values strictly increasing, all finite."""
+    if len(spec.quantile_values) != spec.bands or len(spec.quantile_scores) != spec.bands:
+        return False
+    for values, scores in zip(spec.quantile_values, spec.quantile_scores):
+        if not values or len(values) != len(scores) or not all(math.isfinite(v) for v in values + scores):
+            return False
+        if any(b <= a for a, b in zip(values, values[1:])):
+            return False
+    return True
+
+
 def check_config(config: MamolConfig, source: str) -> None:
     """One-line error for a config whose values no network or map can be built from (an edited file)."""
     problems = []
@@ -310,6 +344,8 @@ def check_config(config: MamolConfig, source: str) -> None:
             problems.append(f"modality {m.name!r} has {m.bands} bands but {len(m.mean)} means and {len(m.std)} deviations")
         elif not all(math.isfinite(v) for v in m.mean) or not all(math.isfinite(v) and v > 0 for v in m.std):
             problems.append(f"modality {m.name!r} has a non-finite mean or a deviation that is not positive")
+        elif m.quantile_values and not quantile_tables_usable(m):
+            problems.append(f"modality {m.name!r} has quantile tables that are not one increasing, finite table per band")
     names = [m.name for m in config.model.modalities]
     if not names or len(set(names)) != len(names):
         problems.append("its modality names are missing or repeated")

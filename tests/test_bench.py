@@ -159,14 +159,22 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     narrow = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "8"])
     assert narrow.exit_code == 1 and f"tokenizer_hidden {LayoutSpec.hidden} (this grid: 8)" in narrow.output
     assert rows(out / "results.csv")[0]["tokenizer_hidden"] == str(LayoutSpec.hidden)
-    # A results file from before the tokenizer_hidden column (width 256 then) gains it and resumes.
-    lines = (out / "results.csv").read_text().splitlines()
-    column = lines[0].split(",").index("tokenizer_hidden")
-    old = "\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != column) for line in lines) + "\n"
-    (out / "results.csv").write_text(old)
+    assert rows(out / "results.csv")[0]["normalization"] == "standard" and rows(out / "results.csv")[0]["precision"] in ("bf16", "fp32")
+    quantile = CliRunner().invoke(bench.main, args + ["--normalization", "quantile"])
+    assert quantile.exit_code == 1 and "normalization standard (this grid: quantile)" in quantile.output
+    # A results file from before the tokenizer_hidden, normalization and precision columns (width 256 and standard
+    # normalisation then, precision not recorded) gains them and resumes.
+    written = rows(out / "results.csv")
+    added = ("tokenizer_hidden", "normalization", "precision")
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f for f in written[0] if f not in added])
+        writer.writeheader()
+        writer.writerows({k: v for k, v in row.items() if k not in added} for row in written)
     resumed = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
     assert resumed.exit_code == 0, resumed.output
-    assert [r["tokenizer_hidden"] for r in rows(out / "results.csv")] == ["256"] * (len(lines) - 1)  # resumed: no cell added
+    migrated = rows(out / "results.csv")
+    assert [(r["tokenizer_hidden"], r["normalization"], r["precision"]) for r in migrated] == [("256", "standard", "")] * len(written)
+    assert [r["oa"] for r in migrated] == [r["oa"] for r in written]  # resumed: no cell added, nothing else changed
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
 

@@ -55,9 +55,12 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "tokenizer_hidden", "encoding", "epochs",
-          "min_steps", "modality_dropout", "rotation", "early_stopping", "patience",
+          "min_steps", "modality_dropout", "rotation", "normalization", "early_stopping", "patience",
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
-          "eval_mode", "device", "hardware", "mamol_version"]
+          "eval_mode", "device", "precision", "hardware", "mamol_version"]
+
+#: Columns added to results.csv after its first release, with what every earlier row had ("": not recorded then).
+ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": ""}
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def check_results(results: Path, grid: "Grid") -> None:
     setup (layout, budget, split, headline evaluation, backbone), which would mix in one table."""
     if not results.is_file():
         return
-    add_tokenizer_width(results)
+    add_missing_columns(results)
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != FIELDS:
@@ -112,23 +115,23 @@ def check_results(results: Path, grid: "Grid") -> None:
                 raise MamolError(f"{results}: holds cells of another setup ({differ}); pass another -o folder for this grid")
 
 
-#: The tokenizer width of every model before it became an option (mamol 0.2.0's results without the column).
-WIDTH_BEFORE_THE_OPTION = "256"
-
-
-def add_tokenizer_width(results: Path) -> None:
-    """Give a ``results.csv`` written before the ``tokenizer_hidden`` column that column (256, the
-    only width then), rewritten whole under a temporary name, so that its grid can be resumed."""
+def add_missing_columns(results: Path) -> None:
+    """Give a ``results.csv`` written before some of :data:`ADDED_COLUMNS` existed those columns,
+    with the value every run of that time had, rewritten whole under a temporary name, so that its
+    grid can be resumed."""
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != [f for f in FIELDS if f != "tokenizer_hidden"]:
+        found = reader.fieldnames or []
+        missing = [f for f in FIELDS if f not in found]
+        if not missing or not set(missing) <= set(ADDED_COLUMNS) or found != [f for f in FIELDS if f not in missing]:
             return
-        rows = [{**row, "tokenizer_hidden": WIDTH_BEFORE_THE_OPTION} for row in reader]
+        rows = [{**row, **{column: ADDED_COLUMNS[column] for column in missing}} for row in reader]
     with atomic_path(results) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    log.info("%s: written before the tokenizer width was recorded; its %d rows now say %s", results, len(rows), WIDTH_BEFORE_THE_OPTION)
+    log.info("%s: written before the columns %s were recorded; its %d rows now hold what those runs had (%s)", results,
+             ", ".join(missing), len(rows), ", ".join(f"{c} {ADDED_COLUMNS[c] or 'unrecorded'}" for c in missing))
 
 
 def append_row(results: Path, row: dict) -> None:
@@ -172,6 +175,7 @@ class Grid:
     patience: int = 0
     rotation: str = TrainSpec.rotation
     validation_unit: str = "blocks"
+    normalization: str = TrainSpec.normalization
 
     @property
     def split(self) -> str:
@@ -186,7 +190,7 @@ class Grid:
                 "tokenizer_hidden": str(self.layout.hidden),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
-                "patience": str(self.patience), "rotation": self.rotation,
+                "patience": str(self.patience), "rotation": self.rotation, "normalization": self.normalization,
                 "split": self.split,
                 "eval_mode": self.eval_modes[0]}
 
@@ -230,7 +234,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
-                                   validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation),
+                                   validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation,
+                                   normalization=grid.normalization),
                          device, amp_dtype, progress_mode)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
@@ -251,14 +256,14 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "token_size": layout.token_size, "tokenizer_hidden": layout.hidden, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
             "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
-            "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "normalization": grid.normalization, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
             "trainable_params": run.model.trainable_parameters(), "split": grid.split,
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
             "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
-            "eval_mode": grid.eval_modes[0], "device": str(device),
+            "eval_mode": grid.eval_modes[0], "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 

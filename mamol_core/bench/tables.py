@@ -150,7 +150,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
     setups = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
-                     f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}, {r['epochs']} epochs"
+                     f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
+                     f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', 'standard') != 'standard' else ''}, {r['epochs']} epochs"
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)

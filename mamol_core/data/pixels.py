@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from rasterio.windows import Window
@@ -68,8 +69,14 @@ def label_window(scene: Scene, margin: int, held_out: np.ndarray | None = None) 
     return Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
 
 
-def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: np.ndarray, cols: np.ndarray) -> list[ModalitySpec]:
-    """Per-band mean and standard deviation over the valid training pixels of each modality."""
+#: Quantiles per band fitted for quantile normalisation, at probabilities (k + 0.5) / QUANTILES.
+QUANTILES = 100
+
+
+def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: np.ndarray, cols: np.ndarray,
+                      method: str = "standard") -> list[ModalitySpec]:
+    """Per-band mean and standard deviation over the valid training pixels of each modality and, with
+    ``method`` ``quantile``, each band's quantile table (:func:`quantile_table`)."""
     specs, start = [], 0
     for index, raster in enumerate(scene.modalities):
         bands = data[start : start + raster.bands]
@@ -78,9 +85,25 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
             raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
         values = bands[:, rows[usable], cols[usable]].astype(np.float64)
         std = values.std(axis=1)
-        specs.append(ModalitySpec(raster.name, raster.bands, values.mean(axis=1).tolist(), np.where(std > 0, std, 1.0).tolist()))
+        spec = ModalitySpec(raster.name, raster.bands, values.mean(axis=1).tolist(), np.where(std > 0, std, 1.0).tolist())
+        if method == "quantile":
+            tables = [quantile_table(band) for band in values]
+            spec.quantile_values, spec.quantile_scores = [t[0] for t in tables], [t[1] for t in tables]
+        specs.append(spec)
         start += raster.bands
     return specs
+
+
+def quantile_table(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """The :data:`QUANTILES` quantiles of ``values`` and the standard-normal scores of their
+    probabilities; quantiles that coincide (a band with many equal values) become one entry holding
+    the mean of their scores, so the table strictly increases."""
+    probabilities = (np.arange(QUANTILES) + 0.5) / QUANTILES
+    quantiles = np.quantile(values, probabilities)
+    scores = np.array([NormalDist().inv_cdf(float(p)) for p in probabilities])
+    unique, which = np.unique(quantiles, return_inverse=True)
+    merged = np.bincount(which, weights=scores) / np.bincount(which)
+    return unique.tolist(), merged.tolist()
 
 
 def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: list[ClassSpec], names: list[str],
@@ -102,10 +125,10 @@ def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: li
 
 
 def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list[ModalitySpec] | None = None,
-                  held_out: np.ndarray | None = None) -> tuple[PreparedScene, list[ModalitySpec]]:
-    """Read the labelled window, normalise it (with ``specs``, or fitted on the training pixels)
-    and build the pixel sets; ``held_out`` labels (carved from the training labels) become the
-    validation set."""
+                  held_out: np.ndarray | None = None, normalization: str = "standard") -> tuple[PreparedScene, list[ModalitySpec]]:
+    """Read the labelled window, normalise it (with ``specs``, or by ``normalization`` fitted on the
+    training pixels) and build the pixel sets; ``held_out`` labels (carved from the training labels)
+    become the validation set."""
     window = label_window(scene, margin, held_out)
     fitting = specs is None
     layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
@@ -114,7 +137,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
                                                                window.col_off : window.col_off + window.width])
-        specs = fit_normalization(data, valid, scene, train_rows, train_cols)
+        specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization)
         normalize(data, valid, specs)
     train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")
     if fitting and len(train) == 0:

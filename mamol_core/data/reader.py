@@ -11,15 +11,30 @@ from mamol_core.mapping.align import AlignedInputs
 
 
 def normalize(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec]) -> np.ndarray:
-    """``(x - mean) / std`` per band in place; values of invalid pixels become 0 (the band mean)."""
+    """Each band normalised in place by its modality's statistics (``(x - mean) / std``, or the
+    quantile table where there is one); values of invalid pixels become 0."""
     start = 0
     for index, spec in enumerate(specs):
         block = data[start : start + spec.bands]
-        block -= np.asarray(spec.mean, np.float32)[:, None, None]
-        block /= np.asarray(spec.std, np.float32)[:, None, None]
+        if spec.quantile_values:
+            for band, values, scores, std in zip(block, spec.quantile_values, spec.quantile_scores, spec.std):
+                band[...] = quantile_scores(band, values, scores, std)
+        else:
+            block -= np.asarray(spec.mean, np.float32)[:, None, None]
+            block /= np.asarray(spec.std, np.float32)[:, None, None]
         block[:, ~valid[index]] = 0.0
         start += spec.bands
     return data
+
+
+def quantile_scores(band: np.ndarray, values: list[float], scores: list[float], std: float) -> np.ndarray:
+    """``band`` through a quantile table: linear between its ``values`` -> ``scores``, and beyond the
+    first and last value linear with slope ``1 / std``, so values outside the training range stay ordered."""
+    out = np.interp(band, values, scores)
+    below, above = band < values[0], band > values[-1]
+    out[below] = scores[0] + (band[below] - values[0]) / std
+    out[above] = scores[-1] + (band[above] - values[-1]) / std
+    return out
 
 
 class ModelReader:

@@ -60,7 +60,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     held_out = None
     if train.validation > 0:
         scene, held_out = hold_out_validation(scene, train)
-    prepared, specs = prepare_scene(scene, protocol, margin=patch_size, held_out=held_out)
+    prepared, specs = prepare_scene(scene, protocol, margin=patch_size, held_out=held_out, normalization=train.normalization)
     resolved, frozen = resolve_backbone(backbone)
     model_config = ModelConfig(specs, scene.classes, resolved, experts, layout, scene.grid.spec(), name)
     config = MamolConfig(model_config, protocol, train)
