@@ -2,5 +2,10 @@
 
 __version__ = "0.2.0"
 
-#: Version of the model-file layout. A model file with another format version is refused.
-FORMAT_VERSION = 2
+#: The newest model-file layout this mamol writes: 3 adds per-band quantile tables. A model file is
+#: written in the oldest format that holds it (2 without quantile tables), so that an older mamol
+#: maps what it can and refuses, asking for an upgrade, what it would misread.
+FORMAT_VERSION = 3
+
+#: Model-file layouts this mamol reads; any other is refused in one line.
+FORMATS_READ = (2, 3)

@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mamol_core import FORMAT_VERSION, __version__
+from mamol_core import FORMAT_VERSION, FORMATS_READ, __version__
 from mamol_core.errors import MamolError
 
 
@@ -39,7 +39,7 @@ class ModalitySpec:
     @property
     def normalization(self) -> str:
         """``quantile`` when quantile tables were fitted, else ``standard``."""
-        return "quantile" if self.quantile_values else "standard"
+        return "quantile" if self.quantile_values or self.quantile_scores else "standard"
 
 
 @dataclass
@@ -241,7 +241,12 @@ class MamolConfig:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
+        """The config as written into a model file, with the format that file needs (:meth:`file_format`)."""
+        return json.dumps(dataclasses.asdict(self) | {"format_version": self.file_format()}, indent=1)
+
+    def file_format(self) -> int:
+        """The oldest model-file format that holds this config: 3 with quantile tables, else 2."""
+        return 3 if any(m.quantile_values or m.quantile_scores for m in self.model.modalities) else 2
 
     @classmethod
     def from_json(cls, text: str, source: str = "model file") -> "MamolConfig":
@@ -253,8 +258,9 @@ class MamolConfig:
         if not isinstance(data, dict):
             raise MamolError(f"{source}: its embedded config is not an object; retrain the model")
         found = data.get("format_version")
-        if found != FORMAT_VERSION:
-            written = f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); this mamol {__version__} reads format {FORMAT_VERSION}"
+        if found not in FORMATS_READ:
+            read = " and ".join(map(str, FORMATS_READ))
+            written = f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); this mamol {__version__} reads formats {read}"
             if isinstance(found, int) and found > FORMAT_VERSION:
                 raise MamolError(f"{written}: upgrade mamol to use it")
             raise MamolError(f"{written}: retrain it on the same inputs with this mamol ({retrain_hint(data)}), "
@@ -325,13 +331,14 @@ def _from_dict(kind: Any, value: Any, where: str = "config") -> Any:
 
 
 def quantile_tables_usable(spec: ModalitySpec) -> bool:
-    """Whether ``spec``'s quantile tables can be interpolated: one per band, values strictly increasing, all finite."""
+    """Whether ``spec``'s quantile tables can be interpolated: one per band, values and scores
+    strictly increasing, all finite."""
     if len(spec.quantile_values) != spec.bands or len(spec.quantile_scores) != spec.bands:
         return False
     for values, scores in zip(spec.quantile_values, spec.quantile_scores):
         if not values or len(values) != len(scores) or not all(math.isfinite(v) for v in values + scores):
             return False
-        if any(b <= a for a, b in zip(values, values[1:])):
+        if any(b <= a for a, b in zip(values, values[1:])) or any(b <= a for a, b in zip(scores, scores[1:])):
             return False
     return True
 
@@ -344,8 +351,11 @@ def check_config(config: MamolConfig, source: str) -> None:
             problems.append(f"modality {m.name!r} has {m.bands} bands but {len(m.mean)} means and {len(m.std)} deviations")
         elif not all(math.isfinite(v) for v in m.mean) or not all(math.isfinite(v) and v > 0 for v in m.std):
             problems.append(f"modality {m.name!r} has a non-finite mean or a deviation that is not positive")
-        elif m.quantile_values and not quantile_tables_usable(m):
+        elif m.normalization == "quantile" and not quantile_tables_usable(m):
             problems.append(f"modality {m.name!r} has quantile tables that are not one increasing, finite table per band")
+        if m.normalization != config.train.normalization:
+            problems.append(f"modality {m.name!r} is normalised by {m.normalization} scores, not the {config.train.normalization!r} "
+                            "the model was trained with")
     names = [m.name for m in config.model.modalities]
     if not names or len(set(names)) != len(names):
         problems.append("its modality names are missing or repeated")

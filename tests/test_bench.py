@@ -175,6 +175,13 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     migrated = rows(out / "results.csv")
     assert [(r["tokenizer_hidden"], r["normalization"], r["precision"]) for r in migrated] == [("256", "standard", "")] * len(written)
     assert [r["oa"] for r in migrated] == [r["oa"] for r in written]  # resumed: no cell added, nothing else changed
+    # One from after tokenizer_hidden but before normalization and precision (the committed docs/results files).
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f for f in migrated[0] if f not in added[1:]])
+        writer.writeheader()
+        writer.writerows({k: v for k, v in row.items() if k not in added[1:]} for row in migrated)
+    assert CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"]).exit_code == 0
+    assert rows(out / "results.csv") == migrated
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
 

@@ -73,6 +73,7 @@ def test_a_quantile_model_carries_its_tables_to_mapping(scene_dir, tmp_path):
     assert trained.exit_code == 0, trained.output
     config = read_config(model)
     assert [m.normalization for m in config.model.modalities] == ["quantile", "quantile"] and config.train.normalization == "quantile"
+    assert config.format_version == 3
     described = CliRunner().invoke(info.main, [str(model)])
     assert "dsm (1 band, quantile normalisation)" in described.output
     out = tmp_path / "map.tif"
@@ -84,10 +85,36 @@ def test_a_quantile_model_carries_its_tables_to_mapping(scene_dir, tmp_path):
         assert (src.read(1) > 0).all()
 
 
-def test_an_altered_quantile_table_is_refused_in_one_line(model_file):
+def test_a_quantile_model_is_written_in_the_format_older_mamol_refuses(model_file):
     config = read_config(model_file)
-    data = json.loads(config.to_json())
+    assert config.file_format() == 2
+    config.model.modalities[0].quantile_values, config.model.modalities[0].quantile_scores = [[0.0, 1.0]], [[-1.0, 1.0]]
+    assert json.loads(config.to_json())["format_version"] == 3  # mamol 0.2.0 read format 2 only, and would map with mean/std
+
+
+@pytest.mark.parametrize("values, scores, normalization, problem", [
+    ([[2.0, 1.0]], [[-1.0, 1.0]], "quantile", "quantile tables that are not one increasing, finite table per band"),
+    ([[1.0, 2.0]], [[1.0, -1.0]], "quantile", "quantile tables that are not one increasing, finite table per band"),
+    ([], [[-1.0, 1.0]], "quantile", "quantile tables that are not one increasing, finite table per band"),
+    ([], [], "quantile", "'dsm' is normalised by standard scores, not the 'quantile' the model was trained with"),
+    ([[1.0, 2.0]], [[-1.0, 1.0]], "standard", "'dsm' is normalised by quantile scores, not the 'standard'"),
+    ([], [], "quantiles", "not the 'quantiles' the model was trained with"),
+])
+def test_an_altered_quantile_table_is_refused_in_one_line(model_file, values, scores, normalization, problem):
+    data = json.loads(read_config(model_file).to_json())
     modality = data["model"]["modalities"][0]
-    modality["quantile_values"], modality["quantile_scores"] = [[2.0, 1.0]], [[-1.0, 1.0]]
-    with pytest.raises(MamolError, match="quantile tables that are not one increasing, finite table per band"):
+    assert modality["name"] == "dsm"
+    modality["quantile_values"], modality["quantile_scores"] = values, scores
+    data["train"]["normalization"] = normalization
+    if normalization == "quantile":  # the other modality is fine, so only the altered one is named
+        other = data["model"]["modalities"][1]
+        other["quantile_values"] = [[0.0, 1.0]] * other["bands"]
+        other["quantile_scores"] = [[-1.0, 1.0]] * other["bands"]
+    with pytest.raises(MamolError, match="model.safetensors: its embedded config was altered or damaged") as refused:
         MamolConfig.from_json(json.dumps(data), "model.safetensors")
+    assert problem in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_unknown_normalisation_is_refused(scene_dir):
+    with pytest.raises(MamolError, match="normalisation 'quantiles' is not one of standard, quantile"):
+        prepare_scene(open_scene(scene_dir), ProtocolSpec(0.0, "both", 0), margin=5, normalization="quantiles")

@@ -10,7 +10,7 @@ from statistics import NormalDist
 import numpy as np
 from rasterio.windows import Window
 
-from mamol_core.config import ClassSpec, ModalitySpec, ProtocolSpec
+from mamol_core.config import NORMALIZATIONS, ClassSpec, ModalitySpec, ProtocolSpec
 from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
@@ -77,6 +77,8 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
                       method: str = "standard") -> list[ModalitySpec]:
     """Per-band mean and standard deviation over the valid training pixels of each modality and, with
     ``method`` ``quantile``, each band's quantile table (:func:`quantile_table`)."""
+    if method not in NORMALIZATIONS:
+        raise MamolError(f"normalisation {method!r} is not one of {', '.join(NORMALIZATIONS)}")
     specs, start = [], 0
     for index, raster in enumerate(scene.modalities):
         bands = data[start : start + raster.bands]
