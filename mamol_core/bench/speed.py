@@ -24,13 +24,19 @@ import torch
 
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
 from mamol_core.mapping.align import MapInput
-from mamol_core.mapping.mapper import MapOptions, map_rasters
+from mamol_core.mapping.dense import default_stride
+from mamol_core.mapping.mapper import MapOptions, default_batch, map_rasters
 from mamol_core.mapping.outputs import OutputPaths
 
 log = logging.getLogger(__name__)
 
-#: Side in pixels of the small scene mapped, untimed, before the timed raster (start-up costs).
-WARMUP_SIDE = 48
+def warmup_side(layout: LayoutSpec, batch: int) -> int:
+    """Side in pixels of the small scene mapped, untimed, before the timed raster (start-up costs):
+    just large enough that its tiles, at the default half-tile stride, fill one batch of ``batch``,
+    so that the kernels for the full batch shape are set up too."""
+    per_side = math.ceil(math.sqrt(batch))
+    return layout.patch_size + default_stride(layout) * (per_side - 1)
+
 
 #: The backbones ``mamol-bench speed`` compares: the offline default and the paper's architecture.
 SPEED_BACKBONES = ("minilm-l6", "vit-b-16-random")
@@ -233,7 +239,8 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
         work.mkdir()
         fields = max(12, math.ceil(40 * settings.side**2 / 384**2))
         write_scene(folder, settings.side, settings.side, bands=settings.bands, fields=fields, per_field=20, seed=1)
-        write_scene(warmup, WARMUP_SIDE, WARMUP_SIDE, bands=settings.bands, fields=4, per_field=5, seed=2)
+        side = warmup_side(settings.layout, settings.map_batch or default_batch(device))
+        write_scene(warmup, side, side, bands=settings.bands, fields=4, per_field=5, seed=2)
         for backbone in settings.backbones:
             config = speed_model_config(folder, backbone, settings.layout)
             log.info("%s: mapping %dx%d px", backbone, settings.side, settings.side)
