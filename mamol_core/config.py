@@ -238,7 +238,9 @@ class MamolConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
     validation: ValidationRecord | None = None
     mamol_version: str = __version__
-    format_version: int = FORMAT_VERSION
+    #: The format of the file this config was read from (a new config: the newest); a file is always
+    #: written in :meth:`file_format`, so this does not take part in comparisons.
+    format_version: int = field(default=FORMAT_VERSION, compare=False)
 
     def to_json(self) -> str:
         """The config as written into a model file, with the format that file needs (:meth:`file_format`)."""
