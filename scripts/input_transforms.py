@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from mamol_core.data.labels import validation_holdout  # noqa: E402
 from mamol_core.data.rasters import open_raster  # noqa: E402
 from mamol_core.data.scene import open_scene  # noqa: E402
+from patch_learners import train_network  # noqa: E402
 
 #: Side of the patches read: larger than the 11-pixel crop the CNN sees, so turned and zoomed crops stay inside.
 READ_SIDE = 17
@@ -114,34 +115,25 @@ def resample(batch: torch.Tensor, generator: torch.Generator, mode: str, kind: s
     return F.grid_sample(batch, grid, mode=mode, align_corners=False)
 
 
-def train_cnn(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor, seed: int, changes: set[str],
-              steps: int = 500) -> nn.Module:
-    """AdamW with 10 % warm-up then linear decay, batches of 128 changed as ``changes`` say, then turned and flipped."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.02)
-    warmup = steps // 10
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else (steps - s) / (steps - warmup))
-    model.train()
-    for _ in range(steps):
-        index = torch.randint(len(patches), (128,), generator=generator)
-        batch = patches[index]
+def train_cnn(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor, seed: int, changes: set[str]) -> nn.Module:
+    """:func:`patch_learners.train_network` on batches changed as ``changes`` say: turned or zoomed
+    and cropped before the square's symmetries, gain and noise after them."""
+
+    def before(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for change, mode, kind in (("rotate-nearest", "nearest", "turn"), ("rotate-bilinear", "bilinear", "turn"),
                                    ("zoom-nearest", "nearest", "zoom"), ("zoom-bilinear", "bilinear", "zoom")):
             if change in changes:
                 batch = resample(batch, generator, mode, kind)
-        batch = torch.rot90(crop(batch), int(torch.randint(4, (1,), generator=generator)), (2, 3))
-        if torch.rand(1, generator=generator) < 0.5:
-            batch = batch.flip(3)
+        return crop(batch)
+
+    def after(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if "gain" in changes:
             batch = batch * (1 + 0.6 * (torch.rand(len(batch), batch.shape[1], 1, 1, generator=generator) - 0.5))
         if "noise" in changes:
             batch = batch + 0.3 * torch.randn(batch.shape, generator=generator)
-        loss = F.cross_entropy(model(batch), targets[index], label_smoothing=0.1 if "smooth" in changes else 0.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model.eval()
+        return batch
+
+    return train_network(model, patches, targets, seed, before=before, after=after, label_smoothing=0.1 if "smooth" in changes else 0.0)
 
 
 def predict(model: nn.Module, patches: torch.Tensor) -> np.ndarray:

@@ -15,6 +15,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,11 @@ def networks(bands: int, side: int, classes: int) -> dict[str, nn.Module]:
     }
 
 
-def train_network(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor, seed: int, steps: int = 500) -> nn.Module:
-    """AdamW with 10 % warm-up then linear decay, batches of 128 turned and flipped at random."""
+def train_network(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor, seed: int, steps: int = 500,
+                  before: Callable | None = None, after: Callable | None = None, label_smoothing: float = 0.0) -> nn.Module:
+    """AdamW with 10 % warm-up then linear decay, batches of 128 turned and flipped at random;
+    ``before(batch, generator)`` and ``after(batch, generator)``, when given, change each batch
+    before and after the turn and flip."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.02)
     warmup = steps // 10
@@ -69,12 +73,14 @@ def train_network(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor
     model.train()
     for _ in range(steps):
         index = torch.randint(len(patches), (128,), generator=generator)
-        batch = patches[index]
+        batch = before(patches[index], generator) if before else patches[index]
         turns = int(torch.randint(4, (1,), generator=generator))
         batch = torch.rot90(batch, turns, (2, 3))
         if torch.rand(1, generator=generator) < 0.5:
             batch = batch.flip(3)
-        loss = nn.functional.cross_entropy(model(batch), targets[index])
+        if after:
+            batch = after(batch, generator)
+        loss = nn.functional.cross_entropy(model(batch), targets[index], label_smoothing=label_smoothing)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
