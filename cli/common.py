@@ -59,7 +59,10 @@ def handle_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         forget_finished()
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+        # SIGINT is set too: a process started in the background by a script inherits it ignored,
+        # and Ctrl-C or a stop button must still end it cleanly (as mamol-train's loop does).
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
+                    signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)} if main_thread else {}
         try:
             return command(*args, **kwargs)
         except MamolError as exc:
@@ -74,8 +77,8 @@ def handle_errors(command: Callable) -> Callable:
             click.echo(interruption_message(exc), err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     return wrapper
 

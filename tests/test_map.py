@@ -199,8 +199,10 @@ def test_ctrl_c_and_sigterm_leave_no_partial_output(trained, tmp_path, sig, code
     out = tmp_path / "map.tif"
     command = [sys.executable, "-m", "mamol_cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
                "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
+    # started with SIGINT ignored, as a script's background job is (and as pytest itself may be): it still stops on it
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=os.path.dirname(os.path.dirname(__file__)))
+                               cwd=os.path.dirname(os.path.dirname(__file__)),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     first = json.loads(process.stdout.readline())
     assert first["stage"] == "mapping" and first["done"] < first["total"]
     process.send_signal(sig)
