@@ -30,16 +30,16 @@ from mamol_core.mapping.outputs import OutputPaths
 
 log = logging.getLogger(__name__)
 
+#: The backbones ``mamol-bench speed`` compares: the offline default and the paper's architecture.
+SPEED_BACKBONES = ("minilm-l6", "vit-b-16-random")
+
+
 def warmup_side(layout: LayoutSpec, batch: int) -> int:
     """Side in pixels of the small scene mapped, untimed, before the timed raster (start-up costs):
     just large enough that its tiles, at the default half-tile stride, fill one batch of ``batch``,
     so that the kernels for the full batch shape are set up too."""
     per_side = math.ceil(math.sqrt(batch))
     return layout.patch_size + default_stride(layout) * (per_side - 1)
-
-
-#: The backbones ``mamol-bench speed`` compares: the offline default and the paper's architecture.
-SPEED_BACKBONES = ("minilm-l6", "vit-b-16-random")
 
 
 @dataclass
