@@ -248,7 +248,7 @@ class MamolConfig:
 
     def file_format(self) -> int:
         """The oldest model-file format that holds this config: 3 with quantile tables, else 2."""
-        return 3 if any(m.quantile_values or m.quantile_scores for m in self.model.modalities) else 2
+        return 3 if any(m.normalization == "quantile" for m in self.model.modalities) else 2
 
     @classmethod
     def from_json(cls, text: str, source: str = "model file") -> "MamolConfig":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,16 @@ def tiny_config(modalities=(("a", 3), ("b", 2)), classes: int = 4, patch: int = 
 #: mamol-train options for a model in seconds (tiny backbone, 6-pixel tiles, 3 epochs).
 CLI_FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--expert-layers", "2",
             "--rank", "4", "--device", "cpu", "--progress", "none", "--quiet"]
+
+
+def copy_with_config(source: Path, target: Path, edit: Callable[[dict], dict]) -> None:
+    """Copy the model file ``source`` to ``target`` with its embedded config (as a dict) passed through ``edit``."""
+    from safetensors.torch import load_file, save_file
+
+    from mamol_core.modelfile.header import CONFIG_KEY, read_metadata
+
+    config = edit(json.loads(read_metadata(source)[CONFIG_KEY]))
+    save_file(load_file(str(source)), str(target), metadata={CONFIG_KEY: json.dumps(config), "format": "mamol"})
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import CLI_FAST
+from conftest import CLI_FAST, copy_with_config
 from mamol_cli import evaluate, info, train
 
 FAST = CLI_FAST
@@ -100,18 +100,16 @@ def test_not_a_model_file(tmp_path):
 
 
 def test_model_of_the_previous_format_gets_one_line_that_says_how_to_retrain(model_file, scene_dir, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     from mamol_cli import map as map_cli
-    from mamol_core.modelfile.header import read_metadata
 
-    config = json.loads(read_metadata(model_file)["mamol_config"])
-    layout = config["model"].pop("layout")
-    config["model"].update(patch_size=layout["patch_size"], tokenizer_hidden=layout["hidden"])
-    del config["train"]["min_steps"]
-    config.update(mamol_version="0.1.0", format_version=1)
+    def as_mamol_0_1(config: dict) -> dict:
+        layout = config["model"].pop("layout")
+        config["model"].update(patch_size=layout["patch_size"], tokenizer_hidden=layout["hidden"])
+        del config["train"]["min_steps"]
+        return config | {"mamol_version": "0.1.0", "format_version": 1}
+
     old = tmp_path / "old.safetensors"
-    save_file(load_file(str(model_file)), str(old), metadata={"mamol_config": json.dumps(config), "format": "mamol"})
+    copy_with_config(model_file, old, as_mamol_0_1)
     before = sorted(tmp_path.iterdir())
     runs = [
         CliRunner().invoke(map_cli.main, ["--model", str(old), "--input", f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif")]),
