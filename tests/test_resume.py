@@ -1,18 +1,20 @@
 """Resumable training: a run interrupted by Ctrl-C or SIGTERM saves its state at the end of the step
 under way and, resumed, ends with exactly the weights of a run that was never interrupted (CPU)."""
 
+import json
 import os
 import signal
 
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from mamol_cli import train
-from mamol_core.modelfile.header import read_config
+from mamol_core.modelfile.header import read_config, read_metadata
 from mamol_core.progress import RecordProgress
 from mamol_core.training import loop
+from mamol_core.training.state import STATE_KEY
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--batch-size", "32",
         "--expert-layers", "2", "--rank", "4", "--missing-rate", "0.5", "--device", "cpu", "--precision", "fp32", "--no-eval",
@@ -64,3 +66,25 @@ def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
     assert result.exit_code == 1 and "not a complete mamol training state" in result.output
+
+
+def without_setting(state, section, key):
+    """Rewrite a state file as a mamol from before ``section.key`` existed would have written it."""
+    meta = json.loads(read_metadata(state)[STATE_KEY])
+    del meta["config"][section][key]
+    save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
+
+
+def test_a_state_from_before_a_new_setting_resumes_at_its_default(scene_dir, tmp_path):
+    """The new setting at its default is how the older run behaved; at another value the run differs."""
+    straight = tmp_path / "straight.safetensors"
+    assert train_run(scene_dir, straight).exit_code == 0
+    out, state = tmp_path / "resumed.safetensors", tmp_path / "resumed.state.safetensors"
+    assert train_run(scene_dir, out, stop_at=5).exit_code == 130
+    without_setting(state, "train", "rotation")
+    other = train_run(scene_dir, out, "--resume", str(state), "--rotation", "any")
+    assert other.exit_code == 1 and "train.rotation" in other.output and "differ" in other.output
+    resumed = train_run(scene_dir, out, "--resume", str(state))
+    assert resumed.exit_code == 0, resumed.output
+    a, b = load_file(str(straight)), load_file(str(out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mamol_core.atomic import atomic_path
+from mamol_core.config import MamolConfig
 from mamol_core.errors import MamolError
 from mamol_core.modelfile.header import read_metadata
 
@@ -75,8 +76,9 @@ class SavedState:
     tensors: dict[str, torch.Tensor]
 
     def check_config(self, config_json: str) -> None:
-        """Stop unless the state was written by a run of exactly this configuration."""
-        ours, theirs = json.loads(config_json), self.meta["config"]
+        """Stop unless the state was written by a run of exactly this configuration. A setting added to
+        mamol after the state was written counts as its default there (the run behaved that way)."""
+        ours, theirs = json.loads(config_json), _as_read_now(self.meta["config"])
         if ours != theirs:
             differing = sorted(_differences(ours, theirs))
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
@@ -117,6 +119,14 @@ def read_state(path: Path) -> SavedState:
     except (MamolError, SafetensorError, KeyError, ValueError, OSError):
         raise MamolError(f"{path}: not a complete mamol training state; start afresh without --resume") from None
     return SavedState(path, meta, tensors)
+
+
+def _as_read_now(config: dict) -> dict:
+    """``config`` as this mamol reads it, with settings it lacks at their defaults; unchanged if it cannot be read."""
+    try:
+        return json.loads(MamolConfig.from_json(json.dumps(config), "training state").to_json())
+    except MamolError:
+        return config
 
 
 def _differences(a, b, prefix: str = "") -> set[str]:
