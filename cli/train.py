@@ -70,6 +70,9 @@ EVAL_PIXELS = 50_000
 @click.option("--save-every", type=click.IntRange(min=1), default=100, show_default=True, help="Steps between training state saves.")
 @click.option("--resume", type=click.Path(path_type=Path),
               help="Continue the interrupted run that wrote this state file (give the same other arguments).")
+@click.option("--continue", "continue_run", is_flag=True,
+              help="Continue the interrupted run whose state is at --state if it had these settings and inputs; else start "
+                   "afresh and replace that state (what the QGIS dialog does).")
 @click.option("--eval-pixels", type=click.IntRange(min=1), default=EVAL_PIXELS, show_default=True,
               help="Score the report on at most this many test pixels (a seeded random sample, its size stated).")
 @click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report).")
@@ -82,10 +85,12 @@ EVAL_PIXELS = 50_000
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
          expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
          modality_dropout, rotation, normalization, validation, validation_block, patience,
-         report, state_path, save_every, resume, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
+         report, state_path, save_every, resume, continue_run, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
+    if resume is not None and continue_run:
+        raise MamolError("--resume and --continue both say which state to continue from: give one of them")
     if patience and not validation:
         raise MamolError(f"--patience {patience} needs a validation split to watch: add --validation 0.2 (or drop --patience)")
     from mamol_core.data.scene import open_scene, parse_inputs
@@ -105,7 +110,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         with stop_together(compute):  # a bad argument or an input one rank cannot read stops every rank, with one message
             check_writable(output)
             check_writable(state_path)
-            if resume is None and state_path.exists():
+            if resume is None and not continue_run and state_path.exists():
                 raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume "
                                  f"{state_path} (and the same other arguments), or delete the file to start afresh")
             if not no_eval:
@@ -127,7 +132,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
             log.info("torchrun: %d processes, each takes 1/%d of every batch of %d", ranks.world, ranks.world, batch_size)
         run = train_on_scene(opened, BackboneSpec(backbone, str(backbone_weights) if backbone_weights else None), experts,
                              LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), protocol, spec, compute, amp,
-                             progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume),
+                             progress_mode if ranks.main else "none", StateFiles(state_path, save_every, resume, continue_run),
                              name or output.stem)
     if not ranks.main:
         return

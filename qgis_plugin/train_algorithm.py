@@ -80,7 +80,8 @@ class TrainModel(MamolAlgorithm):
                 "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
                 "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
                 "truth does not show (training then turns patches by any angle). The model is saved in the project's folder (mamol_models/) unless you choose "
-                "another file; its accuracy report (report.html) is saved next to it and opens when training ends.</p>")
+                "another file; its accuracy report (report.html) is saved next to it and opens when training ends. A cancelled "
+                "training goes on where it stopped when run again with the same inputs, settings and model file.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         for key, _, label in SENSOR_SLOTS:
@@ -162,10 +163,15 @@ class TrainModel(MamolAlgorithm):
         report = (self.parameterAsFileOutput(parameters, "REPORT", context) if parameters.get("REPORT") else "") \
             or str(model.with_suffix(".report"))
         args += ["--report", report]
+        args += ["--continue"]  # a run this dialog cancelled with the same inputs and settings goes on where it stopped
+        state = model.with_name(f"{model.stem}.state.safetensors")
         try:
             self.run_mamol("mamol-train", args, feedback)
-        finally:  # a cancelled run leaves its training state, which this dialog cannot resume: remove it
-            model.with_name(f"{model.stem}.state.safetensors").unlink(missing_ok=True)
+        except QgsProcessingException:
+            if feedback.isCanceled() and state.exists():
+                raise QgsProcessingException(f"cancelled; the training so far is kept in {state}: run Train again with the same "
+                                             "inputs, settings and model file to continue where it stopped") from None
+            raise
         self.trained, self.report = str(model), Path(report) / "report.html"
         feedback.pushInfo(f"model saved to {model}; accuracy report: {self.report}")
         return {"MODEL": str(model), "REPORT": report}

@@ -344,6 +344,37 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     assert default.parent.name == "mamol_models" and default.name.startswith("landcover_model_") and not default.exists()
 
 
+class CancelTraining(QgsProcessingFeedback):
+    """Cancels once training has taken its fifth step, like a user pressing Cancel; keeps the log lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def setProgressText(self, text):  # noqa: N802
+        super().setProgressText(text)
+        if text.startswith("training: ") and int(text.split()[1].split("/")[0]) >= 5:
+            self.cancel()
+
+    def pushConsoleInfo(self, text):  # noqa: N802
+        self.lines.append(text)
+
+
+def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_path):
+    import processing
+
+    model = tmp_path / "rows.safetensors"
+    parameters = {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(SAMPLE / "train_labels.tif"), "EPOCHS": 1, "BACKBONE": 3,
+                  "DEVICE": 1, "MODEL": str(model)}
+    with pytest.raises(QgsProcessingException, match="kept in .*rows.state.safetensors: run Train again"):
+        processing.run("mamol:train", parameters, feedback=CancelTraining())
+    assert not model.exists() and model.with_name("rows.state.safetensors").exists()
+    again = Recording()
+    processing.run("mamol:train", parameters, feedback=again)
+    assert any(line.startswith("resuming at step ") for line in again.lines), again.lines
+    assert model.is_file() and not model.with_name("rows.state.safetensors").exists()
+
+
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     assert "<tr><td>hsi + lidar</td>" in algorithm.shortHelpString() and "<tr><td>lidar</td>" in algorithm.shortHelpString()

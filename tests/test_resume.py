@@ -88,3 +88,27 @@ def test_a_state_from_before_a_new_setting_resumes_at_its_default(scene_dir, tmp
     assert resumed.exit_code == 0, resumed.output
     a, b = load_file(str(straight)), load_file(str(out))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, tmp_path):
+    """``--continue`` (the QGIS dialog's way): the same settings continue the stopped run to the
+    uninterrupted weights; other settings start afresh over the stale state; with --resume it is refused."""
+    straight = tmp_path / "straight.safetensors"
+    assert train_run(scene_dir, straight).exit_code == 0
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
+    assert train_run(scene_dir, out, stop_at=5).exit_code == 130 and state.exists()
+    both = train_run(scene_dir, out, "--continue", "--resume", str(state))
+    assert both.exit_code == 1 and "give one of them" in both.output
+    continued = train_run(scene_dir, out, "--continue")
+    assert continued.exit_code == 0 and not state.exists(), continued.output
+    a, b = load_file(str(straight)), load_file(str(out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    other = tmp_path / "other.safetensors"
+    assert train_run(scene_dir, other, stop_at=5).exit_code == 130
+    relearned = train_run(scene_dir, other, "--continue", "--lr", "0.01")
+    assert relearned.exit_code == 0 and not (tmp_path / "other.state.safetensors").exists(), relearned.output
+    fresh = tmp_path / "fresh.safetensors"
+    assert train_run(scene_dir, fresh, "--lr", "0.01").exit_code == 0
+    a, b = load_file(str(fresh)), load_file(str(other))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # started afresh: the weights of a run with those settings

@@ -20,7 +20,7 @@ from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.training.loop import Checkpointing, train_model
-from mamol_core.training.state import read_state
+from mamol_core.training.state import SavedState, read_state
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,31 @@ class TrainingRun:
 @dataclass
 class StateFiles:
     """Training state for :func:`train_on_scene`: written to ``path`` every ``every`` steps and on
-    Ctrl-C/SIGTERM; ``resume`` is a state file to continue from."""
+    Ctrl-C/SIGTERM; ``resume`` is a state file to continue from. With ``resume_if_same`` a state
+    already at ``path`` is continued if its run had this run's settings and inputs, else replaced."""
 
     path: Path
     every: int = 100
     resume: Path | None = None
+    resume_if_same: bool = False
+
+    def state_to_resume(self, config_json: str) -> SavedState | None:
+        """The state this run continues from, if any (see the class)."""
+        if self.resume is not None:
+            return read_state(self.resume)
+        if not (self.resume_if_same and self.path.exists()):
+            return None
+        try:
+            saved = read_state(self.path)
+        except MamolError:
+            log.info("%s: not a complete training state; starting afresh (it will be replaced)", self.path)
+            return None
+        differing = saved.differences(config_json)
+        if differing:
+            log.info("%s: an interrupted run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
+                     self.path, ", ".join(differing[:4]))
+            return None
+        return saved
 
 
 def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
@@ -76,7 +96,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     start = time.perf_counter()
     checkpointing = None
     if state is not None:
-        checkpointing = Checkpointing(state.path, config.to_json(), state.every, read_state(state.resume) if state.resume else None)
+        checkpointing = Checkpointing(state.path, config.to_json(), state.every, state.state_to_resume(config.to_json()))
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
         config.validation = result.validation.record

@@ -75,12 +75,15 @@ class SavedState:
     meta: dict
     tensors: dict[str, torch.Tensor]
 
+    def differences(self, config_json: str) -> list[str]:
+        """The settings (``train.lr``) in which this state's run differs from a run of ``config_json``. A
+        setting added to mamol after the state was written counts as its default there (the run behaved so)."""
+        return sorted(_differences(json.loads(config_json), _as_read_now(self.meta["config"])))
+
     def check_config(self, config_json: str) -> None:
-        """Stop unless the state was written by a run of exactly this configuration. A setting added to
-        mamol after the state was written counts as its default there (the run behaved that way)."""
-        ours, theirs = json.loads(config_json), _as_read_now(self.meta["config"])
-        if ours != theirs:
-            differing = sorted(_differences(ours, theirs))
+        """Stop unless the state was written by a run of exactly this configuration."""
+        differing = self.differences(config_json)
+        if differing:
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
                              "differ); resume with the arguments of that run, or start afresh without --resume")
 
