@@ -3,9 +3,12 @@ under way and, resumed, ends with exactly the weights of a run that was never in
 
 import json
 import os
+import shutil
 import signal
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
@@ -112,3 +115,19 @@ def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, 
     assert train_run(scene_dir, fresh, "--lr", "0.01").exit_code == 0
     a, b = load_file(str(fresh)), load_file(str(other))
     assert all(torch.equal(a[k], b[k]) for k in a)  # started afresh: the weights of a run with those settings
+
+
+def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path):
+    """The state records a digest of its training pixels: other labels (same rasters, same settings)
+    are refused with --resume and start afresh with --continue."""
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
+    assert train_run(scene_dir, out, stop_at=5).exit_code == 130
+    edited = tmp_path / "edited"
+    shutil.copytree(scene_dir, edited)
+    with rasterio.open(edited / "train_labels.tif", "r+") as labels:
+        values = labels.read(1)
+        values[np.flatnonzero(values)[:5] // values.shape[1], np.flatnonzero(values)[:5] % values.shape[1]] = 0
+        labels.write(values, 1)
+    refused = train_run(edited, out, "--resume", str(state))
+    assert refused.exit_code == 1 and "the training labels" in refused.output and "differ" in refused.output
+    assert train_run(edited, out, "--continue").exit_code == 0 and not state.exists()

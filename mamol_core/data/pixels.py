@@ -3,6 +3,7 @@ normalisation fitted on training pixels only, and each pixel's presence mask."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -55,6 +56,16 @@ class PreparedScene:
     train: PixelSet
     test: PixelSet | None
     validation: PixelSet | None = None
+
+    def training_labels_digest(self) -> str:
+        """A fingerprint of the training and validation pixels, their window, classes and presence masks:
+        a training state records it, so a run on other labels is never continued from it."""
+        digest = hashlib.sha256(repr((self.window.col_off, self.window.row_off, self.window.width, self.window.height)).encode())
+        for pixels in (self.train, self.validation):
+            if pixels is not None:
+                for array in (pixels.rows, pixels.cols, pixels.targets, pixels.presence):
+                    digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
 
 def label_window(scene: Scene, margin: int, held_out: np.ndarray | None = None) -> Window:

@@ -48,7 +48,7 @@ class StateFiles:
     resume: Path | None = None
     resume_if_same: bool = False
 
-    def state_to_resume(self, config_json: str) -> SavedState | None:
+    def state_to_resume(self, config_json: str, labels: str) -> SavedState | None:
         """The state this run continues from, if any (see the class)."""
         if self.resume is not None:
             return read_state(self.resume)
@@ -59,7 +59,7 @@ class StateFiles:
         except MamolError:
             log.info("%s: not a complete training state; starting afresh (it will be replaced)", self.path)
             return None
-        differing = saved.differences(config_json)
+        differing = saved.differences(config_json, labels)
         if differing:
             log.info("%s: an interrupted run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
                      self.path, ", ".join(differing[:4]))
@@ -96,7 +96,8 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     start = time.perf_counter()
     checkpointing = None
     if state is not None:
-        checkpointing = Checkpointing(state.path, config.to_json(), state.every, state.state_to_resume(config.to_json()))
+        labels = prepared.training_labels_digest()
+        checkpointing = Checkpointing(state.path, config.to_json(), labels, state.every, state.state_to_resume(config.to_json(), labels))
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
         config.validation = result.validation.record

@@ -87,10 +87,11 @@ def schedule_steps(pixels: int, spec: TrainSpec) -> int:
 @dataclass
 class Checkpointing:
     """Where and how often a run writes its training state (:mod:`mamol_core.training.state`), the
-    configuration it belongs to, and a state to resume from."""
+    configuration and the digest of the training labels it belongs to, and a state to resume from."""
 
     path: Path
     config_json: str
+    labels: str
     every: int = 100
     resume: SavedState | None = None
 
@@ -136,7 +137,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     position = LoopPosition()
     tracker = ValidationTracker(validation, sampler, spec, total_steps, amp_dtype) if validation is not None else None
     if checkpointing is not None and checkpointing.resume is not None:
-        checkpointing.resume.check_config(checkpointing.config_json)
+        checkpointing.resume.check_config(checkpointing.config_json, checkpointing.labels)
         position = checkpointing.resume.restore(model, optimizer, scheduler, generator, device)
         if tracker is not None:
             tracker.restore(checkpointing.resume.tensors, checkpointing.resume.meta["validation"])
@@ -149,7 +150,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
             return
         with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
             if ranks.main:
-                save_state(checkpointing.path, checkpointing.config_json, model, optimizer, scheduler, generator, position,
+                save_state(checkpointing.path, checkpointing.config_json, checkpointing.labels, model, optimizer, scheduler, generator, position,
                            tracker.state() if tracker is not None else None)
 
     size = sampler.size

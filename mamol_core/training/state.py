@@ -41,10 +41,11 @@ class LoopPosition:
     history: list[float] = field(default_factory=list)
 
 
-def save_state(path: Path, config_json: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_state(path: Path, config_json: str, labels: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler, generator: torch.Generator, position: LoopPosition,
                validation: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
-    """Write the state of a run at a step boundary to ``path`` atomically, with the validation
+    """Write the state of a run at a step boundary to ``path`` atomically: its configuration, the
+    digest of its training labels (:meth:`PreparedScene.training_labels_digest`), and the validation
     tracker's tensors and metadata (:meth:`ValidationTracker.state`) when it has one."""
     tensors = {f"model.{name}": p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
     optim = optimizer.state_dict()
@@ -57,7 +58,7 @@ def save_state(path: Path, config_json: str, model: torch.nn.Module, optimizer: 
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     if position.order is not None:
         tensors["loop.order"] = position.order.to("cpu").contiguous()
-    meta = {"config": json.loads(config_json), "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
+    meta = {"config": json.loads(config_json), "labels": labels, "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
             "total": position.total, "seen": position.seen, "history": position.history,
             "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
     if validation is not None:
@@ -75,14 +76,16 @@ class SavedState:
     meta: dict
     tensors: dict[str, torch.Tensor]
 
-    def differences(self, config_json: str) -> list[str]:
-        """The settings (``train.lr``) in which this state's run differs from a run of ``config_json``. A
-        setting added to mamol after the state was written counts as its default there (the run behaved so)."""
-        return sorted(_differences(json.loads(config_json), _as_read_now(self.meta["config"])))
+    def differences(self, config_json: str, labels: str) -> list[str]:
+        """The settings (``train.lr``) in which this state's run differs from a run of ``config_json`` on
+        training labels of digest ``labels`` (then also ``the training labels``). A setting added to mamol
+        after the state was written counts as its default there (the run behaved so)."""
+        differing = sorted(_differences(json.loads(config_json), _as_read_now(self.meta["config"])))
+        return differing + (["the training labels"] if self.meta.get("labels", labels) != labels else [])
 
-    def check_config(self, config_json: str) -> None:
-        """Stop unless the state was written by a run of exactly this configuration."""
-        differing = self.differences(config_json)
+    def check_config(self, config_json: str, labels: str) -> None:
+        """Stop unless the state was written by a run of exactly this configuration and these labels."""
+        differing = self.differences(config_json, labels)
         if differing:
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
                              "differ); resume with the arguments of that run, or start afresh without --resume")
