@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -34,6 +35,9 @@ SENSOR_SLOTS = [("HSI", "hsi", "Hyperspectral raster (modality 'hsi')"),
                 ("LIDAR", "lidar", "LiDAR raster, e.g. a DSM (modality 'lidar')"),
                 ("SAR", "sar", "SAR raster (modality 'sar')")]
 BACKBONES = ["auto", "minilm-l6", "clip-vit-b-16", "tiny"]
+#: Band scalings (mamol-train --normalization): value, label.
+SCALINGS = [("standard", "Mean and standard deviation (most sensors)"),
+            ("quantile", "Quantiles (heavy-tailed bands: SAR backscatter, LiDAR intensity)")]
 
 
 def modality_name(layer_name: str) -> str:
@@ -79,7 +83,8 @@ class TrainModel(MamolAlgorithm):
                 "classes' order, names and colours. Without test labels, 30% of the labelled features are held out for "
                 "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
                 "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
-                "truth does not show (training then turns patches by any angle). The model is saved in the project's folder (mamol_models/) unless you choose "
+                "truth does not show (training then turns patches by any angle). Under Advanced, band scaling by quantiles "
+                "suits sensors with a few extreme values (SAR backscatter, LiDAR intensity). The model is saved in the project's folder (mamol_models/) unless you choose "
                 "another file; its accuracy report (report.html) is saved next to it and opens when training ends. A cancelled "
                 "training goes on where it stopped when run again with the same inputs, settings and model file.</p>")
 
@@ -101,6 +106,9 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean("ANY_ANGLE", "Rows (vines, orchards, crops) run in directions the ground truth "
                                                         "does not cover: learn textures at any angle", defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=BACKBONES, defaultValue=0))
+        scaling = QgsProcessingParameterEnum("SCALING", "Band scaling", options=[label for _, label in SCALINGS], defaultValue=0)
+        scaling.setFlags(scaling.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(scaling)
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString("NAME", "Model name (default: the model file's name)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Model file", "MaMOL model (*.safetensors)",
@@ -154,6 +162,7 @@ class TrainModel(MamolAlgorithm):
                  "--missing", self.parameterAsString(parameters, "MISSING", context),
                  "--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context)),
                  "--backbone", BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
+                 "--normalization", SCALINGS[self.parameterAsEnum(parameters, "SCALING", context)][0],
                  "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], "-o", str(model)]
         if self.parameterAsBoolean(parameters, "ANY_ANGLE", context):
             args += ["--rotation", "any"]

@@ -322,12 +322,13 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     model = tmp_path / "models" / "forest.safetensors"  # the folder is made
     result = processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "LIDAR": QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm"),
                                             "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "BACKBONE": 3, "DEVICE": 1,
-                                            "ANY_ANGLE": True, "NAME": "Sample forest", "MODEL": str(model)}, feedback=QgsProcessingFeedback())
+                                            "ANY_ANGLE": True, "SCALING": 1, "NAME": "Sample forest", "MODEL": str(model)},
+                             feedback=QgsProcessingFeedback())
     assert result["MODEL"] == str(model) and result["REPORT"] == str(model.with_suffix(".report"))
     config = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
                                        text=True, check=True).stdout)
     info = config["model"]
-    assert config["train"]["rotation"] == "any"
+    assert config["train"]["rotation"] == "any" and config["train"]["normalization"] == "quantile"
     assert info["name"] == "Sample forest" and [m["name"] for m in info["modalities"]] == ["hsi", "lidar"]
     assert [(c["name"], c["color"]) for c in info["classes"]] == order
     assert (model.with_suffix(".report") / "report.html").is_file()
