@@ -12,7 +12,7 @@ from typing import Callable
 import click
 
 from mamol_core.atomic import finished_outputs, forget_finished
-from mamol_core.errors import MamolError, PeerStopped, Terminated
+from mamol_core.errors import CTRL_C_SIGNALS, MamolError, PeerStopped, Terminated
 from mamol_core.progress import MODES
 
 log = logging.getLogger("mamol")
@@ -62,7 +62,7 @@ def handle_errors(command: Callable) -> Callable:
         # SIGINT is set too: a process started in the background by a script inherits it ignored,
         # and Ctrl-C or a stop button must still end it cleanly (as mamol-train's loop does).
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
-                    signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)} if main_thread else {}
+                    **{s: signal.signal(s, signal.default_int_handler) for s in CTRL_C_SIGNALS}} if main_thread else {}
         try:
             return command(*args, **kwargs)
         except MamolError as exc:

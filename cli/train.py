@@ -112,7 +112,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
             check_writable(state_path)
             if resume is None and not continue_run and state_path.exists():
                 raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume "
-                                 f"{state_path} (and the same other arguments), or delete the file to start afresh")
+                                 f"{state_path} or --continue (and the same other arguments), or delete the file to start afresh")
             if not no_eval:
                 check_folder(folder)
             amp = autocast_dtype(compute, precision)

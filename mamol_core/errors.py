@@ -1,5 +1,10 @@
 """User-facing errors: one line that names the offending file and the fix."""
 
+import signal
+
+#: The signals that mean Ctrl-C: SIGINT, and on Windows SIGBREAK (what a stop button sends a process group there).
+CTRL_C_SIGNALS = (signal.SIGINT, *((signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()))
+
 
 class MamolError(Exception):
     """An input problem the user can fix; the CLI prints its message as one line and exits 1."""

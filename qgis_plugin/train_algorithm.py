@@ -174,10 +174,11 @@ class TrainModel(MamolAlgorithm):
         args += ["--report", report]
         args += ["--continue"]  # a run this dialog cancelled with the same inputs and settings goes on where it stopped
         state = model.with_name(f"{model.stem}.state.safetensors")
+        before = state.stat().st_mtime_ns if state.exists() else None
         try:
             self.run_mamol("mamol-train", args, feedback)
         except QgsProcessingException:
-            if feedback.isCanceled() and state.exists():
+            if feedback.isCanceled() and state.exists() and state.stat().st_mtime_ns != before:  # this run saved it
                 raise QgsProcessingException(f"cancelled; the training so far is kept in {state}: run Train again with the same "
                                              "inputs, settings and model file to continue where it stopped") from None
             raise

@@ -365,7 +365,8 @@ def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_
     import processing
 
     model = tmp_path / "rows.safetensors"
-    parameters = {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(SAMPLE / "train_labels.tif"), "EPOCHS": 1, "BACKBONE": 3,
+    shutil.copy(SAMPLE / "train_labels.tif", tmp_path)  # QGIS writes statistics beside a raster it opens
+    parameters = {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(tmp_path / "train_labels.tif"), "EPOCHS": 1, "BACKBONE": 3,
                   "DEVICE": 1, "MODEL": str(model)}
     with pytest.raises(QgsProcessingException, match="kept in .*rows.state.safetensors: run Train again"):
         processing.run("mamol:train", parameters, feedback=CancelTraining())

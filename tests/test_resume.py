@@ -30,8 +30,12 @@ def every_step_reported(monkeypatch):
     monkeypatch.setattr(loop, "counter", lambda total, desc, unit, mode: RecordProgress(total, desc, unit, mode, interval=0.0))
 
 
-def train_run(scene_dir, out, *extra, stop_at=None, sig=signal.SIGINT):
+def train_run(scene_dir, out, *extra, stop_at=None, sig=signal.SIGINT, steps=None):
+    """Run mamol-train on the scene (``stop_at``: send ``sig`` at that training step); the training
+    steps its progress reported are appended to ``steps``."""
     def sink(record):
+        if steps is not None and record.get("stage") == "training":
+            steps.append(record.get("done"))
         if stop_at is not None and record.get("stage") == "training" and record.get("done") == stop_at:
             os.kill(os.getpid(), sig)
 
@@ -68,66 +72,83 @@ def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
     broken = tmp_path / "broken.state.safetensors"
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
-    assert result.exit_code == 1 and "not a complete mamol training state" in result.output
+    assert result.exit_code == 1 and "not a complete training state of this mamol" in result.output
 
 
-def without_setting(state, section, key):
-    """Rewrite a state file as a mamol from before ``section.key`` existed would have written it."""
+
+def edit_state(state, edit):
+    """Rewrite a state file's JSON through ``edit`` (as another mamol would have written it)."""
     meta = json.loads(read_metadata(state)[STATE_KEY])
-    del meta["config"][section][key]
+    edit(meta)
     save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
 
 
-def test_a_state_from_before_a_new_setting_resumes_at_its_default(scene_dir, tmp_path):
-    """The new setting at its default is how the older run behaved; at another value the run differs."""
+def test_a_state_from_another_release_resumes_with_new_settings_at_their_defaults(scene_dir, tmp_path):
+    """A setting the state lacks counts as its default (how the older run behaved), another release
+    does not matter; a setting this mamol does not know, or the new one at another value, differs."""
     straight = tmp_path / "straight.safetensors"
     assert train_run(scene_dir, straight).exit_code == 0
     out, state = tmp_path / "resumed.safetensors", tmp_path / "resumed.state.safetensors"
     assert train_run(scene_dir, out, stop_at=5).exit_code == 130
-    without_setting(state, "train", "rotation")
+
+    def older(meta):
+        del meta["config"]["train"]["rotation"]
+        meta["config"]["mamol_version"] = "0.1.9"
+
+    edit_state(state, older)
     other = train_run(scene_dir, out, "--resume", str(state), "--rotation", "any")
     assert other.exit_code == 1 and "train.rotation" in other.output and "differ" in other.output
-    resumed = train_run(scene_dir, out, "--resume", str(state))
-    assert resumed.exit_code == 0, resumed.output
+    steps = []
+    resumed = train_run(scene_dir, out, "--resume", str(state), steps=steps)
+    assert resumed.exit_code == 0 and steps[0] == 5, resumed.output
     a, b = load_file(str(straight)), load_file(str(out))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+    assert train_run(scene_dir, out, stop_at=5).exit_code == 130 and state.exists()
+    edit_state(state, lambda meta: meta["config"]["train"].update(mixup=0.5))  # a setting of a newer mamol
+    newer = train_run(scene_dir, out, "--resume", str(state))
+    assert newer.exit_code == 1 and "train.mixup" in newer.output
 
-def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, tmp_path):
+
+def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, tmp_path, caplog):
     """``--continue`` (the QGIS dialog's way): the same settings continue the stopped run to the
     uninterrupted weights; other settings start afresh over the stale state; with --resume it is refused."""
     straight = tmp_path / "straight.safetensors"
     assert train_run(scene_dir, straight).exit_code == 0
     out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
-    assert train_run(scene_dir, out, stop_at=5).exit_code == 130 and state.exists()
+    stopped = train_run(scene_dir, out, "--continue", stop_at=5)
+    assert stopped.exit_code == 130 and state.exists() and "saved to" in caplog.text and "run the same command again" in caplog.text
     both = train_run(scene_dir, out, "--continue", "--resume", str(state))
     assert both.exit_code == 1 and "give one of them" in both.output
-    continued = train_run(scene_dir, out, "--continue")
-    assert continued.exit_code == 0 and not state.exists(), continued.output
+    steps = []
+    continued = train_run(scene_dir, out, "--continue", steps=steps)
+    assert continued.exit_code == 0 and not state.exists() and steps[0] == 5, continued.output
     a, b = load_file(str(straight)), load_file(str(out))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     other = tmp_path / "other.safetensors"
     assert train_run(scene_dir, other, stop_at=5).exit_code == 130
-    relearned = train_run(scene_dir, other, "--continue", "--lr", "0.01")
+    steps = []
+    relearned = train_run(scene_dir, other, "--continue", "--lr", "0.01", steps=steps)
     assert relearned.exit_code == 0 and not (tmp_path / "other.state.safetensors").exists(), relearned.output
-    fresh = tmp_path / "fresh.safetensors"
-    assert train_run(scene_dir, fresh, "--lr", "0.01").exit_code == 0
-    a, b = load_file(str(fresh)), load_file(str(other))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # started afresh: the weights of a run with those settings
+    assert steps[0] == 0  # started afresh
 
 
 def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path):
-    """The state records a digest of its training pixels: other labels (same rasters, same settings)
-    are refused with --resume and start afresh with --continue."""
+    """The state records a digest of its training pixels: other classes on the same pixels (same rasters,
+    same settings, same band statistics) are refused with --resume and start afresh with --continue."""
     out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
     assert train_run(scene_dir, out, stop_at=5).exit_code == 130
     edited = tmp_path / "edited"
     shutil.copytree(scene_dir, edited)
     with rasterio.open(edited / "train_labels.tif", "r+") as labels:
         values = labels.read(1)
-        values[np.flatnonzero(values)[:5] // values.shape[1], np.flatnonzero(values)[:5] % values.shape[1]] = 0
+        rows, cols = np.nonzero(values)
+        first = values[rows[0], cols[0]]
+        changed = [i for i in range(len(rows)) if values[rows[i], cols[i]] != first][:5]
+        values[rows[changed], cols[changed]] = first  # five pixels of other classes now of the first pixel's class
         labels.write(values, 1)
     refused = train_run(edited, out, "--resume", str(state))
-    assert refused.exit_code == 1 and "the training labels" in refused.output and "differ" in refused.output
-    assert train_run(edited, out, "--continue").exit_code == 0 and not state.exists()
+    assert refused.exit_code == 1 and "(the training labels differ)" in refused.output
+    steps = []
+    assert train_run(edited, out, "--continue", steps=steps).exit_code == 0 and steps[0] == 0 and not state.exists()

@@ -64,7 +64,7 @@ class PreparedScene:
         for pixels in (self.train, self.validation):
             if pixels is not None:
                 for array in (pixels.rows, pixels.cols, pixels.targets, pixels.presence):
-                    digest.update(np.ascontiguousarray(array).tobytes())
+                    digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         return digest.hexdigest()[:16]
 
 

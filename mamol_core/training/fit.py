@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mamol_core import distributed
 from mamol_core.backbones import resolve_backbone
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
 from mamol_core.data.labels import block_holdout
@@ -48,12 +49,15 @@ class StateFiles:
     resume: Path | None = None
     resume_if_same: bool = False
 
-    def state_to_resume(self, config_json: str, labels: str) -> SavedState | None:
-        """The state this run continues from, if any (see the class)."""
+    def state_to_resume(self, config_json: str, labels: str, device: torch.device) -> SavedState | None:
+        """The state this run continues from, if any (see the class); under torchrun every rank decides alike."""
         if self.resume is not None:
-            return read_state(self.resume)
-        if not (self.resume_if_same and self.path.exists()):
-            return None
+            with distributed.stop_together(device):
+                return read_state(self.resume)
+        saved = self._same_run(config_json, labels) if self.resume_if_same and self.path.exists() else None
+        return None if distributed.any_rank(saved is None, device) else saved
+
+    def _same_run(self, config_json: str, labels: str) -> SavedState | None:
         try:
             saved = read_state(self.path)
         except MamolError:
@@ -61,10 +65,14 @@ class StateFiles:
             return None
         differing = saved.differences(config_json, labels)
         if differing:
-            log.info("%s: an interrupted run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
+            log.info("%s: left by a run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
                      self.path, ", ".join(differing[:4]))
             return None
         return saved
+
+    def how_to_continue(self) -> str:
+        """What the message of an interrupted run tells the user to do."""
+        return "run the same command again" if self.resume_if_same else f"continue with the same command and --resume {self.path}"
 
 
 def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, layout: LayoutSpec, protocol: ProtocolSpec,
@@ -96,8 +104,9 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     start = time.perf_counter()
     checkpointing = None
     if state is not None:
-        labels = prepared.training_labels_digest()
-        checkpointing = Checkpointing(state.path, config.to_json(), labels, state.every, state.state_to_resume(config.to_json(), labels))
+        config_json, labels = config.to_json(), prepared.training_labels_digest()
+        checkpointing = Checkpointing(state.path, config_json, labels, state.how_to_continue(), state.every,
+                                      state.state_to_resume(config_json, labels, device))
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
         config.validation = result.validation.record

@@ -22,7 +22,7 @@ from mamol_core.config import TrainSpec
 from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.device import training_attention
-from mamol_core.errors import Terminated
+from mamol_core.errors import CTRL_C_SIGNALS, Terminated
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
@@ -87,11 +87,13 @@ def schedule_steps(pixels: int, spec: TrainSpec) -> int:
 @dataclass
 class Checkpointing:
     """Where and how often a run writes its training state (:mod:`mamol_core.training.state`), the
-    configuration and the digest of the training labels it belongs to, and a state to resume from."""
+    configuration and the digest of the training labels it belongs to, a state to resume from, and
+    what an interrupted run's message tells the user to do to continue."""
 
     path: Path
     config_json: str
     labels: str
+    how_to_continue: str
     every: int = 100
     resume: SavedState | None = None
 
@@ -150,8 +152,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
             return
         with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
             if ranks.main:
-                save_state(checkpointing.path, checkpointing.config_json, checkpointing.labels, model, optimizer, scheduler, generator, position,
-                           tracker.state() if tracker is not None else None)
+                save_state(checkpointing.path, checkpointing.config_json, checkpointing.labels, model, optimizer, scheduler,
+                           generator, position, tracker.state() if tracker is not None else None)
 
     size = sampler.size
     model.train()
@@ -217,8 +219,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     save()
                     bar.close()
                     if ranks.main:
-                        log.warning("training state at step %d of %d saved to %s; continue with the same command and --resume %s",
-                                    position.step, total_steps, checkpointing.path, checkpointing.path)
+                        log.warning("training state at step %d of %d saved to %s; %s", position.step, total_steps,
+                                    checkpointing.path, checkpointing.how_to_continue)
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if stopped:
                     break
@@ -259,12 +261,12 @@ def deferred_interruptions(active: bool) -> Iterator[list[BaseException]]:
         yield caught
         return
     def record(signum, frame) -> None:
-        exception = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+        exception = KeyboardInterrupt() if signum in CTRL_C_SIGNALS else Terminated()
         if caught:  # a second signal: the step did not end (a hung rank?), stop now
             raise exception
         caught.append(exception)
 
-    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, record) for s in (*CTRL_C_SIGNALS, signal.SIGTERM)}
     try:
         yield caught
     finally:

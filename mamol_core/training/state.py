@@ -24,6 +24,10 @@ from mamol_core.modelfile.header import read_metadata
 
 #: Metadata key of the state file's JSON.
 STATE_KEY = "mamol_training_state"
+#: What the JSON must hold for a run to continue from it.
+STATE_FIELDS = {"config", "labels", "step", "epoch", "epoch_start", "total", "seen", "history", "param_groups", "scheduler"}
+#: Config fields that do not change how a run trains: a state written by another mamol release continues.
+NOT_COMPARED = {"mamol_version"}
 
 
 @dataclass
@@ -77,11 +81,12 @@ class SavedState:
     tensors: dict[str, torch.Tensor]
 
     def differences(self, config_json: str, labels: str) -> list[str]:
-        """The settings (``train.lr``) in which this state's run differs from a run of ``config_json`` on
-        training labels of digest ``labels`` (then also ``the training labels``). A setting added to mamol
-        after the state was written counts as its default there (the run behaved so)."""
-        differing = sorted(_differences(json.loads(config_json), _as_read_now(self.meta["config"])))
-        return differing + (["the training labels"] if self.meta.get("labels", labels) != labels else [])
+        """What differs between this state's run and a run of ``config_json`` on training labels of digest
+        ``labels``: ``the training labels`` first, then settings (``train.lr``). A setting added to mamol
+        after the state was written counts as its default there (the run behaved so); one this mamol
+        does not know counts as a difference."""
+        differing = sorted(_differences(json.loads(config_json), _with_defaults(self.meta["config"])) - NOT_COMPARED)
+        return (["the training labels"] if self.meta["labels"] != labels else []) + differing
 
     def check_config(self, config_json: str, labels: str) -> None:
         """Stop unless the state was written by a run of exactly this configuration and these labels."""
@@ -121,18 +126,30 @@ def read_state(path: Path) -> SavedState:
         raise MamolError(f"{path}: no such training state file; pass the file an interrupted mamol-train wrote (see its last message)")
     try:
         meta = json.loads(read_metadata(path)[STATE_KEY])
+        if not (isinstance(meta, dict) and STATE_FIELDS <= set(meta) and isinstance(meta["config"], dict)):
+            raise ValueError("incomplete")
         tensors = load_file(str(path))
     except (MamolError, SafetensorError, KeyError, ValueError, OSError):
-        raise MamolError(f"{path}: not a complete mamol training state; start afresh without --resume") from None
+        raise MamolError(f"{path}: not a complete training state of this mamol; start afresh without --resume") from None
     return SavedState(path, meta, tensors)
 
 
-def _as_read_now(config: dict) -> dict:
-    """``config`` as this mamol reads it, with settings it lacks at their defaults; unchanged if it cannot be read."""
+def _with_defaults(config: dict) -> dict:
+    """``config`` with the settings this mamol has and it lacks at their defaults; its own values, and
+    keys this mamol does not know, are kept. Unchanged if this mamol cannot read it."""
     try:
-        return json.loads(MamolConfig.from_json(json.dumps(config), "training state").to_json())
+        defaults = json.loads(MamolConfig.from_json(json.dumps(config), "training state").to_json())
     except MamolError:
         return config
+    return _merged(defaults, config)
+
+
+def _merged(defaults, stored):
+    if isinstance(defaults, dict) and isinstance(stored, dict):
+        return {**defaults, **{k: _merged(defaults.get(k), v) for k, v in stored.items()}}
+    if isinstance(defaults, list) and isinstance(stored, list) and len(defaults) == len(stored):
+        return [_merged(d, s) for d, s in zip(defaults, stored)]
+    return stored
 
 
 def _differences(a, b, prefix: str = "") -> set[str]:
