@@ -338,3 +338,46 @@ def test_speed_compares_one_and_two_torchrun_processes(tmp_path):
     assert any(line.startswith("| 1 | ") and "| 1x |" in line for line in lines) and any(line.startswith("| 2 | ") for line in lines)
     bad = CliRunner().invoke(bench.main, ["speed", "--processes", "0,two", "--device", "cpu"])
     assert bad.exit_code == 1 and "--processes 0,two: give process counts" in bad.output
+
+
+def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_dir, tmp_path, monkeypatch):
+    """Ctrl-C in a cell's training keeps its state under states/; the same command continues that cell
+    at the step it reached and writes the row an uninterrupted grid writes (timings aside)."""
+    import os
+    import signal
+
+    from mamol_core.modelfile.header import read_metadata
+    from mamol_core.progress import RecordProgress
+    from mamol_core.training import loop
+    from mamol_core.training.state import STATE_KEY
+
+    monkeypatch.setattr(loop, "counter", lambda total, desc, unit, mode: RecordProgress(total, desc, unit, mode, interval=0.0))
+    args = ["run", "--scene", str(scene_dir), "--name", "synthetic", "--rates", "0.5", "--conditions", "both", "--methods", "mamol",
+            *FAST, "--epochs", "3"]
+    straight = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "straight")], obj={"progress": lambda record: None})
+    assert straight.exit_code == 0, straight.output
+    steps = []
+
+    def stop_at_step_4(record):
+        if record.get("stage") == "training":
+            steps.append(record["done"])
+            if record["done"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "grid")], obj={"progress": stop_at_step_4})
+    assert stopped.exit_code == 130 and not (tmp_path / "grid" / "results.csv").exists()
+    (state,) = (tmp_path / "grid" / "states").iterdir()
+    assert state.name == "synthetic_mamol_both_0.5_s0.state.safetensors"
+    kept = json.loads(read_metadata(state)[STATE_KEY])
+    assert kept["step"] == 4 and kept["seconds"] > 0 and kept["cpu_seconds"] > 0  # the time so far, added to the row's
+    steps.clear()
+    def record_steps(record):
+        if record.get("stage") == "training":
+            steps.append(record["done"])
+
+    continued = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "grid")], obj={"progress": record_steps})
+    assert continued.exit_code == 0 and steps[0] == 4, continued.output
+    assert not list((tmp_path / "grid" / "states").iterdir())
+    timing = {"train_s", "eval_s", "cpu_s"}
+    (a,), (b,) = rows(tmp_path / "straight" / "results.csv"), rows(tmp_path / "grid" / "results.csv")
+    assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}

@@ -25,7 +25,7 @@ from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import evaluate_predictions
 from mamol_core.evaluation.score import predict_test_pixels
 from mamol_core.modelfile.weights import save_model
-from mamol_core.training.fit import train_on_scene
+from mamol_core.training.fit import StateFiles, train_on_scene
 from mamol_core.training.loop import schedule_steps
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ class Cell:
 
     def key(self) -> tuple:
         return (self.scene, f"{self.missing_rate:g}", self.condition, self.method, str(self.seed))
+
+    def stem(self) -> str:
+        """The cell's file name stem (its model, its training state)."""
+        return f"{self.scene}_{self.method}_{self.condition}_{self.missing_rate:g}_s{self.seed}"
 
 
 def hardware_name(device: torch.device) -> str:
@@ -223,8 +227,8 @@ def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "bloc
 
 
 def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str,
-             model_dir: Path | None) -> dict:
-    """Train and evaluate one cell; returns its CSV row."""
+             model_dir: Path | None, state: StateFiles) -> dict:
+    """Train and evaluate one cell, resumably with ``state``; returns its CSV row."""
     if cell.method not in METHODS:
         raise MamolError(f"unknown method {cell.method!r}; choose from {', '.join(METHODS)}")
     modes = [parse_eval_mode(m) for m in grid.eval_modes]
@@ -236,7 +240,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
                                    validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation,
                                    normalization=grid.normalization),
-                         device, amp_dtype, progress_mode)
+                         device, amp_dtype, progress_mode, state)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
     start = time.perf_counter()
@@ -247,7 +251,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     eval_seconds = time.perf_counter() - start
     if model_dir is not None:
         model_dir.mkdir(parents=True, exist_ok=True)
-        save_model(run.model, run.config, model_dir / f"{cell.scene}_{cell.method}_{cell.condition}_{cell.missing_rate:g}_s{cell.seed}.safetensors")
+        save_model(run.model, run.config, model_dir / f"{cell.stem()}.safetensors")
     summaries = evaluations[grid.eval_modes[0]].summaries
     overall = summaries.pop("overall")
     layout = run.config.model.layout
@@ -262,13 +266,15 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
-            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}", "cpu_s": f"{time.process_time() - cpu_start:.0f}",
+            "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}",
+            "cpu_s": f"{time.process_time() - cpu_start + run.earlier_cpu_seconds:.0f}",
             "eval_mode": grid.eval_modes[0], "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 
 def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, precision: str, progress_mode) -> None:
-    """Run every cell of ``grid`` not yet in ``output/results.csv`` (resumable: finished cells are skipped)."""
+    """Run every cell of ``grid`` not yet in ``output/results.csv`` (resumable: finished cells are skipped, and
+    a cell stopped during training continues from its state in ``output/states/``)."""
     from mamol_core.data.scene import open_scene, select_modalities
     from mamol_core.device import autocast_dtype, resolve_device
 
@@ -294,7 +300,11 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     for index, cell in enumerate(todo, start=1):
         log.info("[%d/%d] %s", index, len(todo), cell)
-        append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None))
+        state = StateFiles(output / "states" / f"{cell.stem()}.state.safetensors", resume_if_same=True)
+        state.path.parent.mkdir(exist_ok=True)
+        append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None,
+                                     state))
+        state.path.unlink(missing_ok=True)
 
 
 #: The paper's Table 1 grid per dataset (modalities used, condition names in our terms) and Table 3's rows.

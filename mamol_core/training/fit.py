@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingRun:
-    """What a training run produced."""
+    """What a training run produced; ``seconds`` of training over every process that ran it, and the
+    CPU seconds that earlier processes spent on it when it was resumed."""
 
     model: MaMOLClassifier
     config: MamolConfig
@@ -36,6 +37,7 @@ class TrainingRun:
     sampler: PatchSampler
     history: list[float]
     seconds: float
+    earlier_cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -110,7 +112,8 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
         config.validation = result.validation.record
-    return TrainingRun(model, config, prepared, sampler, result.history, time.perf_counter() - start)
+    return TrainingRun(model, config, prepared, sampler, result.history, time.perf_counter() - start + result.earlier_seconds,
+                       result.earlier_cpu_seconds)
 
 
 def hold_out_validation(scene: Scene, train: TrainSpec) -> tuple[Scene, np.ndarray]:

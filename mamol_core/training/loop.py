@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -100,11 +101,14 @@ class Checkpointing:
 
 @dataclass
 class TrainingResult:
-    """Mean loss per epoch (the last one may be cut short by the step count) and, with a validation
-    split, the tracker whose best weights the model now holds."""
+    """Mean loss per epoch (the last one may be cut short by the step count), with a validation split
+    the tracker whose best weights the model now holds, and the training time (wall and CPU seconds)
+    that earlier processes spent on a resumed run."""
 
     history: list[float]
     validation: ValidationTracker | None = None
+    earlier_seconds: float = 0.0
+    earlier_cpu_seconds: float = 0.0
 
 
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,
@@ -144,12 +148,16 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
         if tracker is not None:
             tracker.restore(checkpointing.resume.tensors, checkpointing.resume.meta["validation"])
         log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
+    earlier = (position.seconds, position.cpu_seconds)
+    clock = (time.perf_counter(), time.process_time())
 
     ranks = distributed.current()
 
     def save() -> None:
         if checkpointing is None:
             return
+        position.seconds = earlier[0] + time.perf_counter() - clock[0]
+        position.cpu_seconds = earlier[1] + time.process_time() - clock[1]
         with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
             if ranks.main:
                 save_state(checkpointing.path, checkpointing.config_json, checkpointing.labels, model, optimizer, scheduler,
@@ -234,7 +242,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
         tracker.finish(model, position.step)
     distributed.check_same_weights(model, device)
     model.eval()
-    return TrainingResult(position.history, tracker)
+    return TrainingResult(position.history, tracker, *earlier)
 
 
 def drop_one_modality(presence: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:

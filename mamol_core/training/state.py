@@ -34,7 +34,8 @@ NOT_COMPARED = {"mamol_version"}
 class LoopPosition:
     """Where the training loop is: steps done, epochs done, the step the current epoch began at, the
     current epoch's sample order (``None`` between epochs), its running loss sum and sample count,
-    and the mean loss of each finished epoch."""
+    the mean loss of each finished epoch, and the training time (wall and CPU seconds) spent up to
+    this position by every process that ran it."""
 
     step: int = 0
     epoch: int = 0
@@ -43,6 +44,8 @@ class LoopPosition:
     total: float = 0.0
     seen: int = 0
     history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def save_state(path: Path, config_json: str, labels: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -63,7 +66,8 @@ def save_state(path: Path, config_json: str, labels: str, model: torch.nn.Module
     if position.order is not None:
         tensors["loop.order"] = position.order.to("cpu").contiguous()
     meta = {"config": json.loads(config_json), "labels": labels, "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
-            "total": position.total, "seen": position.seen, "history": position.history,
+            "total": position.total, "seen": position.seen, "history": position.history, "seconds": position.seconds,
+            "cpu_seconds": position.cpu_seconds,
             "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
     if validation is not None:
         tensors.update(validation[0])
@@ -116,7 +120,7 @@ class SavedState:
         order = self.tensors.get("loop.order")
         m = self.meta
         return LoopPosition(m["step"], m["epoch"], m["epoch_start"], None if order is None else order.to(device), m["total"],
-                            m["seen"], list(m["history"]))
+                            m["seen"], list(m["history"]), m.get("seconds", 0.0), m.get("cpu_seconds", 0.0))
 
 
 def read_state(path: Path) -> SavedState:
