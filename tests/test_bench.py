@@ -39,6 +39,7 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
     assert "50.00 / 40.00" in line and f"{ours - 50:+.2f}" in line
     winner = max((r for r in first if r["missing_rate"] == "0.5" and r["condition"] == "both"), key=lambda r: float(r["oa"]))
     assert f"| {winner['method']} |" in line and "Best OA in the 4 cells that every method finished" in table.output
+    assert "), fp32: 8 runs." in table.output  # each device's runs counted with their precision
 
 
 def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
@@ -56,6 +57,7 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert lines[3].startswith("| 70% | both |  | 65.00 / 10.00 |  |")
     assert "Best OA in the 1 cells that every method finished: b 1, a 0." in table.output
     assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
+    assert "Device: cpu (test), precision not recorded: 4 runs." in table.output  # a and b; c is not tabulated
     refused = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "svm"])
     assert refused.exit_code == 1 and "no rows for the methods svm" in refused.output
 

@@ -147,7 +147,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                     finished_anchors.append(anchor_oa)
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
-    devices = sorted({f"{r['device']} ({r['hardware']})" for r in rows})
+    runs = Counter(f"{r['device']} ({r['hardware']}), {r.get('precision') or 'precision not recorded'}" for r in rows)
+    devices = [f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(runs.items())]
     setups = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
