@@ -41,7 +41,7 @@ def check_folder(folder: Path) -> None:
     """Stop early when the folder ``folder`` (created if absent) cannot be made or written."""
     folder = Path(folder).resolve()
     if folder.exists() and not folder.is_dir():
-        raise MamolError(f"{folder}: is a file, not a folder; choose another folder for the report")
+        raise MamolError(f"{folder}: is a file, not a folder; move it or choose another folder")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise MamolError(f"{folder}: cannot be written ({existing} is not a writable folder); choose another folder")

@@ -348,6 +348,8 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     import os
     import signal
 
+    from safetensors.torch import load_file, save_file
+
     from mamol_core.modelfile.header import read_metadata
     from mamol_core.progress import RecordProgress
     from mamol_core.training import loop
@@ -371,7 +373,9 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     (state,) = (tmp_path / "grid" / "states").iterdir()
     assert state.name == "synthetic_mamol_both_0.5_s0.state.safetensors"
     kept = json.loads(read_metadata(state)[STATE_KEY])
-    assert kept["step"] == 4 and kept["seconds"] > 0 and kept["cpu_seconds"] > 0  # the time so far, added to the row's
+    assert kept["step"] == 4 and kept["seconds"] > 0 and kept["cpu_seconds"] > 0
+    kept.update(seconds=5000.0, cpu_seconds=9000.0)  # as if the cell had trained for long before the stop
+    save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(kept), "format": "mamol-training-state"})
     steps.clear()
     def record_steps(record):
         if record.get("stage") == "training":
@@ -379,7 +383,25 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
 
     continued = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "grid")], obj={"progress": record_steps})
     assert continued.exit_code == 0 and steps[0] == 4, continued.output
-    assert not list((tmp_path / "grid" / "states").iterdir())
+    assert not (tmp_path / "grid" / "states").exists()  # removed with its last state
     timing = {"train_s", "eval_s", "cpu_s"}
     (a,), (b,) = rows(tmp_path / "straight" / "results.csv"), rows(tmp_path / "grid" / "results.csv")
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert 5000 <= int(b["train_s"]) < 5100 and 9000 <= int(b["cpu_s"]) < 9100  # the earlier process's time counts
+
+
+def test_a_grid_replaces_a_state_of_other_settings_and_drops_those_of_finished_cells(scene_dir, tmp_path):
+    args = ["run", "--scene", str(scene_dir), "--name", "synthetic", "--rates", "0.5", "--conditions", "both", "--methods", "mamol",
+            *FAST, "-o", str(tmp_path)]
+    states = tmp_path / "states"
+    states.mkdir()
+    foreign = states / "synthetic_mamol_both_0.5_s0.state.safetensors"
+    foreign.write_bytes(b"not a state")
+    assert CliRunner().invoke(bench.main, args).exit_code == 0 and len(rows(tmp_path / "results.csv")) == 1
+    assert not states.exists()
+    states.mkdir()
+    foreign.write_bytes(b"left after the row was written")
+    assert CliRunner().invoke(bench.main, args).exit_code == 0 and not states.exists()
+    (tmp_path / "states").write_text("a file")
+    refused = CliRunner().invoke(bench.main, [*args, "--seeds", "0,1"])
+    assert refused.exit_code == 1 and "states: is a file, not a folder" in refused.output

@@ -152,3 +152,17 @@ def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path
     assert refused.exit_code == 1 and "(the training labels differ)" in refused.output
     steps = []
     assert train_run(edited, out, "--continue", steps=steps).exit_code == 0 and steps[0] == 0 and not state.exists()
+
+
+def test_a_run_stopped_early_before_the_interruption_stays_stopped(scene_dir, tmp_path):
+    """A state whose validation checks had already called for an early stop (Ctrl-C during that check)
+    ends the run at once when resumed, as the uninterrupted run ended there."""
+    extra = ("--validation", "0.25", "--validation-block", "10", "--patience", "2")
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
+    assert train_run(scene_dir, out, *extra, stop_at=5).exit_code == 130
+    edit_state(state, lambda meta: meta["validation"].update(stale=2))
+    steps = []
+    resumed = train_run(scene_dir, out, *extra, "--resume", str(state), steps=steps)
+    assert resumed.exit_code == 0 and steps == [5], (resumed.output, steps)
+    record = read_config(out).validation
+    assert record.steps_run == 5 and record.stopped_early

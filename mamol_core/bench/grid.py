@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mamol_core import __version__
-from mamol_core.atomic import atomic_path
+from mamol_core.atomic import atomic_path, check_folder
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.labels import validation_holdout
@@ -267,7 +267,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
             "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}",
-            "cpu_s": f"{time.process_time() - cpu_start + run.earlier_cpu_seconds:.0f}",
+            "cpu_s": f"{time.process_time() - cpu_start + run.other_cpu_seconds:.0f}",
             "eval_mode": grid.eval_modes[0], "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
             "hardware": hardware_name(device), "mamol_version": __version__}
 
@@ -298,13 +298,20 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     done = finished(results)
     todo = [c for c in cells if c.key() not in done]
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
+    states = output / "states"
+    check_folder(states)
+    for cell in cells:  # a state left by a cell whose row was written (a process stopped in between)
+        if cell.key() in done:
+            (states / f"{cell.stem()}.state.safetensors").unlink(missing_ok=True)
     for index, cell in enumerate(todo, start=1):
         log.info("[%d/%d] %s", index, len(todo), cell)
-        state = StateFiles(output / "states" / f"{cell.stem()}.state.safetensors", resume_if_same=True)
-        state.path.parent.mkdir(exist_ok=True)
+        state = StateFiles(states / f"{cell.stem()}.state.safetensors", resume_if_same=True)
+        states.mkdir(exist_ok=True)
         append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None,
                                      state))
         state.path.unlink(missing_ok=True)
+    if states.is_dir() and not any(states.iterdir()):
+        states.rmdir()
 
 
 #: The paper's Table 1 grid per dataset (modalities used, condition names in our terms) and Table 3's rows.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.training.loop import Checkpointing, train_model
-from mamol_core.training.state import SavedState, read_state
+from mamol_core.training.state import RunIdentity, SavedState, read_state
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainingRun:
     """What a training run produced; ``seconds`` of training over every process that ran it, and the
-    CPU seconds that earlier processes spent on it when it was resumed."""
+    CPU seconds to add to this process's own count for the same total (:class:`TrainingResult`)."""
 
     model: MaMOLClassifier
     config: MamolConfig
@@ -37,7 +36,7 @@ class TrainingRun:
     sampler: PatchSampler
     history: list[float]
     seconds: float
-    earlier_cpu_seconds: float = 0.0
+    other_cpu_seconds: float
 
 
 @dataclass
@@ -51,21 +50,26 @@ class StateFiles:
     resume: Path | None = None
     resume_if_same: bool = False
 
-    def state_to_resume(self, config_json: str, labels: str, device: torch.device) -> SavedState | None:
+    def state_to_resume(self, identity: RunIdentity, device: torch.device) -> SavedState | None:
         """The state this run continues from, if any (see the class); under torchrun every rank decides alike."""
         if self.resume is not None:
             with distributed.stop_together(device):
-                return read_state(self.resume)
-        saved = self._same_run(config_json, labels) if self.resume_if_same and self.path.exists() else None
+                saved = read_state(self.resume)
+            if saved.compute != identity.compute:
+                log.info("continuing on %s a run that computed on %s", identity.compute, saved.compute)
+            return saved
+        saved = self._same_run(identity) if self.resume_if_same and self.path.exists() else None
         return None if distributed.any_rank(saved is None, device) else saved
 
-    def _same_run(self, config_json: str, labels: str) -> SavedState | None:
+    def _same_run(self, identity: RunIdentity) -> SavedState | None:
+        """The state at :attr:`path` if it is this run's on the same device and precision (so that its
+        times add up), else ``None``."""
         try:
             saved = read_state(self.path)
         except MamolError:
             log.info("%s: not a complete training state; starting afresh (it will be replaced)", self.path)
             return None
-        differing = saved.differences(config_json, labels)
+        differing = saved.differences(identity) + ([f"device and precision ({saved.compute})"] if saved.compute != identity.compute else [])
         if differing:
             log.info("%s: left by a run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
                      self.path, ", ".join(differing[:4]))
@@ -103,17 +107,14 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
         log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
                  train.validation_block, train.validation)
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
-    start = time.perf_counter()
     checkpointing = None
     if state is not None:
-        config_json, labels = config.to_json(), prepared.training_labels_digest()
-        checkpointing = Checkpointing(state.path, config_json, labels, state.how_to_continue(), state.every,
-                                      state.state_to_resume(config_json, labels, device))
+        identity = RunIdentity(config.to_json(), prepared.training_labels_digest(), f"{device.type}, {amp_dtype or torch.float32}")
+        checkpointing = Checkpointing(state.path, identity, state.how_to_continue(), state.every, state.state_to_resume(identity, device))
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
         config.validation = result.validation.record
-    return TrainingRun(model, config, prepared, sampler, result.history, time.perf_counter() - start + result.earlier_seconds,
-                       result.earlier_cpu_seconds)
+    return TrainingRun(model, config, prepared, sampler, result.history, result.seconds, result.other_cpu_seconds)
 
 
 def hold_out_validation(scene: Scene, train: TrainSpec) -> tuple[Scene, np.ndarray]:

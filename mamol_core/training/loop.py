@@ -27,7 +27,7 @@ from mamol_core.errors import CTRL_C_SIGNALS, Terminated
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
-from mamol_core.training.state import LoopPosition, SavedState, save_state
+from mamol_core.training.state import LoopPosition, RunIdentity, SavedState, save_state
 from mamol_core.training.validation import ValidationTracker
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,11 @@ def schedule_steps(pixels: int, spec: TrainSpec) -> int:
 
 @dataclass
 class Checkpointing:
-    """Where and how often a run writes its training state (:mod:`mamol_core.training.state`), the
-    configuration and the digest of the training labels it belongs to, a state to resume from, and
-    what an interrupted run's message tells the user to do to continue."""
+    """Where and how often a run writes its training state (:mod:`mamol_core.training.state`), whose
+    run it is, a state to resume from, and what an interrupted run's message tells the user to do."""
 
     path: Path
-    config_json: str
-    labels: str
+    identity: RunIdentity
     how_to_continue: str
     every: int = 100
     resume: SavedState | None = None
@@ -102,13 +100,14 @@ class Checkpointing:
 @dataclass
 class TrainingResult:
     """Mean loss per epoch (the last one may be cut short by the step count), with a validation split
-    the tracker whose best weights the model now holds, and the training time (wall and CPU seconds)
-    that earlier processes spent on a resumed run."""
+    the tracker whose best weights the model now holds, the training's wall seconds over every
+    process that ran it, and the CPU seconds to add to this process's own count for the same total
+    (what earlier processes spent training, less what this one spent writing states)."""
 
     history: list[float]
-    validation: ValidationTracker | None = None
-    earlier_seconds: float = 0.0
-    earlier_cpu_seconds: float = 0.0
+    validation: ValidationTracker | None
+    seconds: float
+    other_cpu_seconds: float
 
 
 def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, spec: TrainSpec,
@@ -143,25 +142,31 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     position = LoopPosition()
     tracker = ValidationTracker(validation, sampler, spec, total_steps, amp_dtype) if validation is not None else None
     if checkpointing is not None and checkpointing.resume is not None:
-        checkpointing.resume.check_config(checkpointing.config_json, checkpointing.labels)
+        checkpointing.resume.check_config(checkpointing.identity)
         position = checkpointing.resume.restore(model, optimizer, scheduler, generator, device)
         if tracker is not None:
             tracker.restore(checkpointing.resume.tensors, checkpointing.resume.meta["validation"])
         log.info("resuming at step %d of %d from %s", position.step, total_steps, checkpointing.resume.path)
     earlier = (position.seconds, position.cpu_seconds)
     clock = (time.perf_counter(), time.process_time())
+    writing = [0.0, 0.0]  # wall and CPU seconds this process spent writing states: not training time
+
+    def training_time() -> tuple[float, float]:
+        return (earlier[0] + time.perf_counter() - clock[0] - writing[0], earlier[1] + time.process_time() - clock[1] - writing[1])
 
     ranks = distributed.current()
 
     def save() -> None:
         if checkpointing is None:
             return
-        position.seconds = earlier[0] + time.perf_counter() - clock[0]
-        position.cpu_seconds = earlier[1] + time.process_time() - clock[1]
+        position.seconds, position.cpu_seconds = training_time()
+        started = (time.perf_counter(), time.process_time())
         with distributed.stop_together(device):  # a state rank 0 cannot write (a full disk) stops every rank
             if ranks.main:
-                save_state(checkpointing.path, checkpointing.config_json, checkpointing.labels, model, optimizer, scheduler,
+                save_state(checkpointing.path, checkpointing.identity, model, optimizer, scheduler,
                            generator, position, tracker.state() if tracker is not None else None)
+        writing[0] += time.perf_counter() - started[0]
+        writing[1] += time.process_time() - started[1]
 
     size = sampler.size
     model.train()
@@ -169,7 +174,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                                       find_unused_parameters=True) if ranks.distributed else model
     bar = counter(total_steps, "training", "step", progress_mode if ranks.main else "none")
     bar.update(position.step)
-    stopped = False
+    stopped = tracker is not None and tracker.should_stop()  # a resumed run that had stopped early stays stopped
     with deferred_interruptions(checkpointing is not None) as interrupted:
         while position.step < total_steps and not stopped:
             if position.order is None:
@@ -234,6 +239,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                     break
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
+        save()  # the end of training: an interruption from here on (scoring, writing) does not train again
         if distributed.any_rank(bool(interrupted), device):  # arrived in the last step: every rank stops, the caller cleans up
             bar.close()
             raise interrupted[0] if interrupted else KeyboardInterrupt()
@@ -242,7 +248,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
         tracker.finish(model, position.step)
     distributed.check_same_weights(model, device)
     model.eval()
-    return TrainingResult(position.history, tracker, *earlier)
+    return TrainingResult(position.history, tracker, training_time()[0], earlier[1] - writing[1])
 
 
 def drop_one_modality(presence: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:

@@ -30,6 +30,16 @@ STATE_FIELDS = {"config", "labels", "step", "epoch", "epoch_start", "total", "se
 NOT_COMPARED = {"mamol_version"}
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """Whose state it is: the run's configuration (JSON), the digest of its training labels
+    (:meth:`PreparedScene.training_labels_digest`) and what it computes on (``cpu, float32``)."""
+
+    config_json: str
+    labels: str
+    compute: str
+
+
 @dataclass
 class LoopPosition:
     """Where the training loop is: steps done, epochs done, the step the current epoch began at, the
@@ -48,12 +58,11 @@ class LoopPosition:
     cpu_seconds: float = 0.0
 
 
-def save_state(path: Path, config_json: str, labels: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_state(path: Path, identity: RunIdentity, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler, generator: torch.Generator, position: LoopPosition,
                validation: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
-    """Write the state of a run at a step boundary to ``path`` atomically: its configuration, the
-    digest of its training labels (:meth:`PreparedScene.training_labels_digest`), and the validation
-    tracker's tensors and metadata (:meth:`ValidationTracker.state`) when it has one."""
+    """Write the state of a run at a step boundary to ``path`` atomically, with whose it is and the
+    validation tracker's tensors and metadata (:meth:`ValidationTracker.state`) when it has one."""
     tensors = {f"model.{name}": p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
     optim = optimizer.state_dict()
     for index, values in optim["state"].items():
@@ -65,8 +74,8 @@ def save_state(path: Path, config_json: str, labels: str, model: torch.nn.Module
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     if position.order is not None:
         tensors["loop.order"] = position.order.to("cpu").contiguous()
-    meta = {"config": json.loads(config_json), "labels": labels, "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start,
-            "total": position.total, "seen": position.seen, "history": position.history, "seconds": position.seconds,
+    meta = {"config": json.loads(identity.config_json), "labels": identity.labels, "compute": identity.compute,
+            "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start, "total": position.total, "seen": position.seen, "history": position.history, "seconds": position.seconds,
             "cpu_seconds": position.cpu_seconds,
             "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
     if validation is not None:
@@ -84,36 +93,46 @@ class SavedState:
     meta: dict
     tensors: dict[str, torch.Tensor]
 
-    def differences(self, config_json: str, labels: str) -> list[str]:
-        """What differs between this state's run and a run of ``config_json`` on training labels of digest
-        ``labels``: ``the training labels`` first, then settings (``train.lr``). A setting added to mamol
-        after the state was written counts as its default there (the run behaved so); one this mamol
-        does not know counts as a difference."""
-        differing = sorted(_differences(json.loads(config_json), _with_defaults(self.meta["config"])) - NOT_COMPARED)
-        return (["the training labels"] if self.meta["labels"] != labels else []) + differing
+    def differences(self, identity: RunIdentity) -> list[str]:
+        """What differs between this state's run and the run ``identity``: ``the training labels`` first,
+        then settings (``train.lr``). A setting added to mamol after the state was written counts as its
+        default there (the run behaved so); one this mamol does not know counts as a difference. Where
+        they compute is not compared (see :attr:`compute`)."""
+        differing = sorted(_differences(json.loads(identity.config_json), _with_defaults(self.meta["config"])) - NOT_COMPARED)
+        return (["the training labels"] if self.meta["labels"] != identity.labels else []) + differing
 
-    def check_config(self, config_json: str, labels: str) -> None:
+    @property
+    def compute(self) -> str:
+        """What the run computed on (``cuda, bfloat16``), or ``unrecorded``."""
+        return self.meta.get("compute", "unrecorded")
+
+    def check_config(self, identity: RunIdentity) -> None:
         """Stop unless the state was written by a run of exactly this configuration and these labels."""
-        differing = self.differences(config_json, labels)
+        differing = self.differences(identity)
         if differing:
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
                              "differ); resume with the arguments of that run, or start afresh without --resume")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                 device: torch.device) -> LoopPosition:
-        """Put the saved weights, optimizer, scheduler and generators back; returns the loop position."""
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if p.requires_grad:
-                    p.copy_(self.tensors[f"model.{name}"].to(device))
-        state = {}
-        for key, value in self.tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
-        optimizer.load_state_dict({"state": state, "param_groups": self.meta["param_groups"]})
-        scheduler.load_state_dict(self.meta["scheduler"])
-        generator.set_state(self.tensors["rng.generator"])
+        """Put the saved weights, optimizer, scheduler and generators back; returns the loop position.
+        A state whose tensors do not fit the model (another mamol release's layers) is refused in one line."""
+        try:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if p.requires_grad:
+                        p.copy_(self.tensors[f"model.{name}"].to(device))
+            state = {}
+            for key, value in self.tensors.items():
+                if key.startswith("optim."):
+                    _, index, name = key.split(".", 2)
+                    state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+            optimizer.load_state_dict({"state": state, "param_groups": self.meta["param_groups"]})
+            scheduler.load_state_dict(self.meta["scheduler"])
+            generator.set_state(self.tensors["rng.generator"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise MamolError(f"{self.path}: its weights do not fit this model ({' '.join(str(exc).split())[:80]}); "
+                             "delete it to start afresh") from None
         torch.set_rng_state(self.tensors["rng.torch"])
         if "rng.cuda" in self.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(self.tensors["rng.cuda"])

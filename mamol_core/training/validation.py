@@ -62,6 +62,10 @@ class ValidationTracker:
             self.best = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         else:
             self.stale += 1
+        return self.should_stop()
+
+    def should_stop(self) -> bool:
+        """Whether the last ``patience`` checks in a row brought no improvement (never with patience 0)."""
         return self.patience > 0 and self.stale >= self.patience
 
     def finish(self, model: MaMOLClassifier, steps_run: int) -> ValidationRecord:
