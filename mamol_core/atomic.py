@@ -21,6 +21,11 @@ def finished_outputs() -> list[Path]:
     return [path for path in dict.fromkeys(_FINISHED) if path.exists()]
 
 
+def record_finished(path: Path) -> None:
+    """Count ``path`` among the completed outputs (a file extended in whole records, like a results CSV)."""
+    _FINISHED.append(Path(path))
+
+
 def forget_finished() -> None:
     """Start a new command's record of completed outputs."""
     _FINISHED.clear()

@@ -362,14 +362,16 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     assert straight.exit_code == 0, straight.output
     steps = []
 
-    def stop_at_step_4(record):
+    def stop_at_step_4_of_the_second_cell(record):
         if record.get("stage") == "training":
             steps.append(record["done"])
-            if record["done"] == 4:
+            if record["done"] == 4 and steps.count(0) == 2:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    stopped = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "grid")], obj={"progress": stop_at_step_4})
-    assert stopped.exit_code == 130 and not (tmp_path / "grid" / "results.csv").exists()
+    grid = [*args, "-o", str(tmp_path / "grid"), "--seeds", "1,0"]
+    stopped = CliRunner().invoke(bench.main, grid, obj={"progress": stop_at_step_4_of_the_second_cell})
+    assert stopped.exit_code == 130 and len(rows(tmp_path / "grid" / "results.csv")) == 1  # seed 1's row; seed 0 stopped
+    assert f"kept {tmp_path / 'grid' / 'results.csv'}" in stopped.output
     (state,) = (tmp_path / "grid" / "states").iterdir()
     assert state.name == "synthetic_mamol_both_0.5_s0.state.safetensors"
     kept = json.loads(read_metadata(state)[STATE_KEY])
@@ -377,15 +379,16 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     kept.update(seconds=5000.0, cpu_seconds=9000.0)  # as if the cell had trained for long before the stop
     save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(kept), "format": "mamol-training-state"})
     steps.clear()
+
     def record_steps(record):
         if record.get("stage") == "training":
             steps.append(record["done"])
 
-    continued = CliRunner().invoke(bench.main, [*args, "-o", str(tmp_path / "grid")], obj={"progress": record_steps})
+    continued = CliRunner().invoke(bench.main, grid, obj={"progress": record_steps})
     assert continued.exit_code == 0 and steps[0] == 4, continued.output
     assert not (tmp_path / "grid" / "states").exists()  # removed with its last state
     timing = {"train_s", "eval_s", "cpu_s"}
-    (a,), (b,) = rows(tmp_path / "straight" / "results.csv"), rows(tmp_path / "grid" / "results.csv")
+    (a,), (_, b) = rows(tmp_path / "straight" / "results.csv"), rows(tmp_path / "grid" / "results.csv")
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     assert 5000 <= int(b["train_s"]) < 5100 and 9000 <= int(b["cpu_s"]) < 9100  # the earlier process's time counts
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mamol_core import __version__
-from mamol_core.atomic import atomic_path, check_folder
+from mamol_core.atomic import atomic_path, check_folder, record_finished
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.labels import validation_holdout
@@ -147,6 +147,7 @@ def append_row(results: Path, row: dict) -> None:
         writer.writerow(row)
         handle.flush()
         os.fsync(handle.fileno())
+    record_finished(results)
 
 
 @dataclass
