@@ -136,7 +136,13 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                              name or output.stem)
     if not ranks.main:
         return
-    save_model(run.model, run.config, output)
+    try:
+        save_model(run.model, run.config, output)
+    except MamolError as exc:
+        if not state_path.exists():
+            raise
+        raise MamolError(f"{exc}; the trained state is kept in {state_path}: then run the same command with --resume "
+                         f"{state_path} (or --continue) to write the model without training again") from None
     state_path.unlink(missing_ok=True)
     log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
     if no_eval or run.prepared.test is None:

@@ -291,6 +291,13 @@ def test_a_full_disk_when_the_model_or_map_is_written_is_one_line_and_leaves_not
     result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "model.safetensors"), "--no-eval", *FAST])
     one_line_error(result, "writing model.safetensors failed (Error while serializing: I/O error: No space left on device")
     assert "free space there or choose another output folder" in result.output
+    assert "the trained state is kept in" in result.output  # the training is not lost: --resume writes the model
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "model.safetensors"), "--no-eval", *FAST,
+                                              "--continue"])
+    assert resumed.exit_code == 0 and (tmp_path / "model.safetensors").is_file(), resumed.output
+    for written in ("model.safetensors", "model.state.safetensors"):
+        (tmp_path / written).unlink(missing_ok=True)
 
     def full_disk(*args, **kwargs):
         raise rasterio.errors.RasterioIOError("Write failed. See previous exception for details.")
