@@ -84,8 +84,8 @@ class TrainModel(MamolAlgorithm):
                 "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
                 "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
                 "truth does not show (training then turns patches by any angle). Under Advanced, band scaling by quantiles "
-                "suits sensors with a few extreme values (SAR backscatter, LiDAR intensity). The model is saved in the project's folder (mamol_models/) unless you choose "
-                "another file; its accuracy report (report.html) is saved next to it and opens when training ends. A cancelled "
+                "suits sensors with a few extreme values (SAR backscatter, LiDAR intensity). The model is saved in the "
+                "project's folder (mamol_models/) unless you choose another file; its accuracy report (report.html) is saved next to it and opens when training ends. A cancelled "
                 "training goes on where it stopped when run again with the same inputs, settings and model file.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802

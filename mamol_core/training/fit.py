@@ -69,7 +69,9 @@ class StateFiles:
         except MamolError:
             log.info("%s: not a complete training state; starting afresh (it will be replaced)", self.path)
             return None
-        differing = saved.differences(identity) + ([f"device and precision ({saved.compute})"] if saved.compute != identity.compute else [])
+        differing = saved.differences(identity)
+        if saved.compute != identity.compute:
+            differing.append(f"device and precision ({saved.compute})")
         if differing:
             log.info("%s: left by a run with other settings or inputs (%s differ); starting afresh (it will be replaced)",
                      self.path, ", ".join(differing[:4]))

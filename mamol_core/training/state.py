@@ -75,8 +75,8 @@ def save_state(path: Path, identity: RunIdentity, model: torch.nn.Module, optimi
     if position.order is not None:
         tensors["loop.order"] = position.order.to("cpu").contiguous()
     meta = {"config": json.loads(identity.config_json), "labels": identity.labels, "compute": identity.compute,
-            "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start, "total": position.total, "seen": position.seen, "history": position.history, "seconds": position.seconds,
-            "cpu_seconds": position.cpu_seconds,
+            "step": position.step, "epoch": position.epoch, "epoch_start": position.epoch_start, "total": position.total,
+            "seen": position.seen, "history": position.history, "seconds": position.seconds, "cpu_seconds": position.cpu_seconds,
             "param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}
     if validation is not None:
         tensors.update(validation[0])
