@@ -55,6 +55,18 @@ def copy_with_config(source: Path, target: Path, edit: Callable[[dict], dict]) -
     save_file(load_file(str(source)), str(target), metadata={CONFIG_KEY: json.dumps(config), "format": "mamol"})
 
 
+def edit_state(state: Path, edit: Callable[[dict], None]) -> None:
+    """Rewrite a training state file's JSON in place through ``edit`` (as another mamol would have written it)."""
+    from safetensors.torch import load_file, save_file
+
+    from mamol_core.modelfile.header import read_metadata
+    from mamol_core.training.state import STATE_KEY
+
+    meta = json.loads(read_metadata(state)[STATE_KEY])
+    edit(meta)
+    save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
+
+
 @pytest.fixture(scope="session")
 def model_file(scene_dir, tmp_path_factory) -> Path:
     """A model trained by mamol-train on the synthetic scene (missing rate 0.5); read-only for tests."""

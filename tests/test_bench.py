@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from scipy.io import savemat
 
+from conftest import edit_state
 from mamol_cli import bench
 from mamol_core.config import LayoutSpec
 from mamol_core.errors import MamolError
@@ -348,8 +349,6 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     import os
     import signal
 
-    from safetensors.torch import load_file, save_file
-
     from mamol_core.modelfile.header import read_metadata
     from mamol_core.progress import RecordProgress
     from mamol_core.training import loop
@@ -376,8 +375,7 @@ def test_a_grid_stopped_during_training_continues_the_cell_from_its_state(scene_
     assert state.name == "synthetic_mamol_both_0.5_s0.state.safetensors"
     kept = json.loads(read_metadata(state)[STATE_KEY])
     assert kept["step"] == 4 and kept["seconds"] > 0 and kept["cpu_seconds"] > 0
-    kept.update(seconds=5000.0, cpu_seconds=9000.0)  # as if the cell had trained for long before the stop
-    save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(kept), "format": "mamol-training-state"})
+    edit_state(state, lambda meta: meta.update(seconds=5000.0, cpu_seconds=9000.0))  # as if it had trained long before the stop
     steps.clear()
 
     def record_steps(record):

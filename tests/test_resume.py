@@ -1,7 +1,6 @@
 """Resumable training: a run interrupted by Ctrl-C or SIGTERM saves its state at the end of the step
 under way and, resumed, ends with exactly the weights of a run that was never interrupted (CPU)."""
 
-import json
 import os
 import shutil
 import signal
@@ -11,13 +10,13 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from conftest import edit_state
 from mamol_cli import train
-from mamol_core.modelfile.header import read_config, read_metadata
+from mamol_core.modelfile.header import read_config
 from mamol_core.progress import RecordProgress
 from mamol_core.training import loop
-from mamol_core.training.state import STATE_KEY
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "3", "--min-steps", "0", "--batch-size", "32",
         "--expert-layers", "2", "--rank", "4", "--missing-rate", "0.5", "--device", "cpu", "--precision", "fp32", "--no-eval",
@@ -73,14 +72,6 @@ def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
     assert result.exit_code == 1 and "not a complete training state of this mamol" in result.output
-
-
-
-def edit_state(state, edit):
-    """Rewrite a state file's JSON through ``edit`` (as another mamol would have written it)."""
-    meta = json.loads(read_metadata(state)[STATE_KEY])
-    edit(meta)
-    save_file(load_file(str(state)), str(state), metadata={STATE_KEY: json.dumps(meta), "format": "mamol-training-state"})
 
 
 def test_a_state_from_another_release_resumes_with_new_settings_at_their_defaults(scene_dir, tmp_path):

@@ -301,13 +301,13 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     states = output / "states"
     check_folder(states)
+    states.mkdir(exist_ok=True)
     for cell in cells:  # a state left by a cell whose row was written (a process stopped in between)
         if cell.key() in done:
             (states / f"{cell.stem()}.state.safetensors").unlink(missing_ok=True)
     for index, cell in enumerate(todo, start=1):
         log.info("[%d/%d] %s", index, len(todo), cell)
         state = StateFiles(states / f"{cell.stem()}.state.safetensors", resume_if_same=True)
-        states.mkdir(exist_ok=True)
         append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None,
                                      state))
         state.path.unlink(missing_ok=True)
