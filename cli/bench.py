@@ -209,7 +209,8 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 
 
 @main.command()
-@click.option("--side", type=int, help="Side of the synthetic raster in pixels; default 512 on a CPU, 2048 on a GPU.")
+@click.option("--side", type=int, help="Side of the synthetic raster in pixels; default 256 on a CPU (about 2.5 minutes on 2 float32 "
+                                     "cores), 2048 on a GPU.")
 @click.option("--bands", type=int, default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
 @click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, help="Backbones to measure, comma-separated.")
 @layout_options

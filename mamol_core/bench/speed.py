@@ -46,7 +46,7 @@ def warmup_side(layout: LayoutSpec, batch: int) -> int:
 class SpeedSettings:
     """What to measure: the raster side and bands, the backbones, training steps, the forest."""
 
-    side: int = 512
+    side: int = 256
     bands: int = 8
     backbones: tuple[str, ...] = SPEED_BACKBONES
     layout: LayoutSpec = field(default_factory=LayoutSpec)
