@@ -10,6 +10,7 @@ Python does the command run in-process.
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import json
 import os
@@ -97,6 +98,25 @@ def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
     return done.stdout.strip()
 
 
+def plugin_version() -> str:
+    """This plugin's version (its metadata.txt): the mamol release it drives and ships as a wheel."""
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(Path(__file__).with_name("metadata.txt"), encoding="utf-8")
+    return metadata.get("general", "version")
+
+
+def version_mismatch(version_line: str, bin_dir: str | None) -> str | None:
+    """Why the environment whose ``mamol-map --version`` printed ``version_line`` does not suit this
+    plugin (another mamol release: its options may differ from the ones the plugin passes), with the
+    fix; ``None`` when the releases agree."""
+    found, expected = version_line.rsplit("version", 1)[-1].strip(), plugin_version()
+    if found == expected:
+        return None
+    tool = find_tool("mamol-map", bin_dir) or "mamol-map"
+    return (f"{tool} is mamol {found}, but this plugin drives mamol {expected}; install the plugin's own with "
+            f"{SETUP_MENU} (Create)")
+
+
 def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
     """``mamol-info --check`` of the environment: it imports torch, rasterio, geopandas and open_clip
     (which ``--version`` does not), so a broken install shows here. Raises like :func:`tool_version`."""
@@ -108,14 +128,14 @@ def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
 
 
 def environment_problem(bin_dir: str | None) -> str | None:
-    """What keeps mamol from running here, in a sentence with the fix; ``None`` when it runs."""
+    """What keeps mamol from running here (not found, broken, or another mamol release than this
+    plugin's), in a sentence with the fix; ``None`` when it runs."""
     if find_tool("mamol-map", bin_dir) is None:
         return None if imports_in_process() else str(not_found(bin_dir))
     try:
-        tool_version(bin_dir)
+        return version_mismatch(tool_version(bin_dir), bin_dir)
     except (MamolNotFound, CommandFailed) as exc:
         return str(exc)
-    return None
 
 
 def default_environment() -> Path:

@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import settings
 from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
-                          find_environments, tool_version)
+                          find_environments, tool_version, version_mismatch)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
 WHEELS = Path(__file__).parent / "wheels"
@@ -57,7 +57,11 @@ def environment_status(bin_dir: str | None, deep: bool = True) -> tuple[bool, st
     """Whether the environment in ``bin_dir`` (or on PATH) runs, and a sentence saying so; ``deep``
     also imports its libraries (``mamol-info --check``, a few seconds)."""
     try:
-        text = environment_check(bin_dir) if deep else tool_version(bin_dir)
+        version = tool_version(bin_dir)
+        mismatch = version_mismatch(version, bin_dir)
+        if mismatch is not None:
+            return False, f"Not working: {mismatch}."
+        text = environment_check(bin_dir) if deep else version
         return True, f"Working: {text} ({bin_dir or 'on PATH'})."
     except (MamolNotFound, CommandFailed) as exc:
         return False, f"Not working: {exc}."

@@ -404,6 +404,24 @@ def test_a_broken_environment_is_reported_before_run(map_id, tmp_path, monkeypat
     assert "Raster > MaMOL > Set up mamol environment…" in message
 
 
+def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_the_setup_window(plugin, map_id, tmp_path,
+                                                                                                  monkeypatch):
+    from qgis.core import QgsProcessingContext
+
+    older = tmp_path / "bin"
+    older.mkdir()
+    (older / "mamol-map").write_text("#!/bin/sh\necho 'mamol-map, version 0.1.0'\n")
+    (older / "mamol-map").chmod(0o755)
+    monkeypatch.setenv("MAMOL_BIN_DIR", str(older))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
+                                                 QgsProcessingContext())
+    assert not ok and message.startswith(f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol 0.2.0; ")
+    dialog = plugin[0].open_setup_dialog()
+    assert dialog.status.text() == f"Not working: {message}."
+    dialog.close()
+
+
 def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monkeypatch):
     from qgis.core import QgsSettings
 
