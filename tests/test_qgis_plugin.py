@@ -417,6 +417,9 @@ def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_t
     ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
                                                  QgsProcessingContext())
     assert not ok and message.startswith(f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol 0.2.0; ")
+    training = QgsApplication.processingRegistry().createAlgorithmById("mamol:train")
+    assert training.checkParameterValues({"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(SAMPLE / "train_labels.tif"),
+                                          "OUTPUT": str(tmp_path / "m.safetensors")}, QgsProcessingContext()) == (False, message)
     dialog = plugin[0].open_setup_dialog()
     assert dialog.status.text() == f"Not working: {message}."
     dialog.close()
