@@ -105,15 +105,14 @@ def plugin_version() -> str:
     return metadata.get("general", "version")
 
 
-def version_mismatch(version_line: str, bin_dir: str | None) -> str | None:
-    """Why the environment whose ``mamol-map --version`` printed ``version_line`` does not suit this
-    plugin (another mamol release: its options may differ from the ones the plugin passes), with the
-    fix; ``None`` when the releases agree."""
+def version_mismatch(version_line: str, where: str) -> str | None:
+    """Why the mamol at ``where`` (an executable, or QGIS's own Python), which reports
+    ``version_line`` (``mamol-map, version X``), does not suit this plugin (another release: its
+    options may differ from the ones the plugin passes), with the fix; ``None`` when the releases agree."""
     found, expected = version_line.rsplit("version", 1)[-1].strip(), plugin_version()
     if found == expected:
         return None
-    tool = find_tool("mamol-map", bin_dir) or "mamol-map"
-    return (f"{tool} is mamol {found}, but this plugin drives mamol {expected}; install the plugin's own with "
+    return (f"{where} is mamol {found}, but this plugin drives mamol {expected}; install the plugin's own with "
             f"{SETUP_MENU} (Create)")
 
 
@@ -130,10 +129,15 @@ def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
 def environment_problem(bin_dir: str | None) -> str | None:
     """What keeps mamol from running here (not found, broken, or another mamol release than this
     plugin's), in a sentence with the fix; ``None`` when it runs."""
-    if find_tool("mamol-map", bin_dir) is None:
-        return None if imports_in_process() else str(not_found(bin_dir))
+    tool = find_tool("mamol-map", bin_dir)
+    if tool is None:
+        if not imports_in_process():
+            return str(not_found(bin_dir))
+        import mamol_core
+
+        return version_mismatch(f"version {mamol_core.__version__}", "the mamol that QGIS's Python imports")
     try:
-        return version_mismatch(tool_version(bin_dir), bin_dir)
+        return version_mismatch(tool_version(bin_dir), tool)
     except (MamolNotFound, CommandFailed) as exc:
         return str(exc)
 

@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import settings
 from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
-                          find_environments, tool_version, version_mismatch)
+                          find_environments, find_tool, tool_version, version_mismatch)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
 WHEELS = Path(__file__).parent / "wheels"
@@ -58,7 +58,7 @@ def environment_status(bin_dir: str | None, deep: bool = True) -> tuple[bool, st
     also imports its libraries (``mamol-info --check``, a few seconds)."""
     try:
         version = tool_version(bin_dir)
-        mismatch = version_mismatch(version, bin_dir)
+        mismatch = version_mismatch(version, find_tool("mamol-map", bin_dir) or "mamol-map")
         if mismatch is not None:
             return False, f"Not working: {mismatch}."
         text = environment_check(bin_dir) if deep else version

@@ -100,7 +100,7 @@ def test_the_environment_is_checked_by_running_mamol_map_version(tmp_path):
         tool_version(str(tmp_path / "nothing"))
 
 
-def test_an_environment_of_another_mamol_release_is_refused_with_the_fix(tmp_path):
+def test_an_environment_of_another_mamol_release_is_refused_with_the_fix(tmp_path, monkeypatch):
     import tomllib
 
     import mamol_core
@@ -112,6 +112,11 @@ def test_an_environment_of_another_mamol_release_is_refused_with_the_fix(tmp_pat
     older = fake_tool(tmp_path / "older", "echo 'mamol-map, version 0.1.0'")
     assert environment_problem(older) == (f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol {plugin_version()}; "
                                           "install the plugin's own with Raster > MaMOL > Set up mamol environment… (Create)")
+    empty = tmp_path / "empty"
+    empty.mkdir()  # no mamol-map there: the mamol this Python imports runs in-process, and is checked too
+    assert environment_problem(str(empty)) is None
+    monkeypatch.setattr(mamol_core, "__version__", "0.1.0")
+    assert environment_problem(str(empty)).startswith("the mamol that QGIS's Python imports is mamol 0.1.0, but this plugin drives ")
 
 
 def test_environments_are_found_where_they_are_configured_created_or_on_path(tmp_path, monkeypatch):
