@@ -1,6 +1,7 @@
 """Which changes to the inputs and the training of a small patch CNN carry a scene's training labels
 further: the band transform (standardised, quantile-normalised or log), turning and zooming the
-training patches, gain and noise, label smoothing, wider or orientation-pooled first convolutions.
+training patches, gain and noise, label smoothing, wider or orientation-pooled first convolutions,
+and MaMOL-like 4 x 4-pixel tokens whose pixels are merged in place or sorted first (``tok``, ``sorttok``).
 A cheap proxy for MaMOL's tokenizer and head (the CNN of ``scripts/patch_learners.py``, trained as
 MaMOL is: AdamW, lr 2e-3, weight decay 0.02, warm-up then decay, 500 steps of 128, the square's
 symmetries), scored per pixel twice for each seed: on a field validation split of the training
@@ -41,7 +42,8 @@ from patch_learners import train_network  # noqa: E402
 #: Side of the patches read: larger than the 11-pixel crop the CNN sees, so turned and zoomed crops stay inside.
 READ_SIDE = 17
 CROP_SIDE = 11
-CHANGES = ("rotate-nearest", "rotate-bilinear", "zoom-nearest", "zoom-bilinear", "gain", "noise", "smooth", "orient", "k5")
+CHANGES = ("rotate-nearest", "rotate-bilinear", "zoom-nearest", "zoom-bilinear", "gain", "noise", "smooth", "orient", "k5",
+           "tok", "sorttok")
 
 
 def transformed_bands(scene, transform: str) -> np.ndarray:
@@ -92,8 +94,35 @@ class OrientationPooledConv(nn.Module):
         return torch.stack(responses).amax(0)
 
 
+class TokenNet(nn.Module):
+    """MaMOL's tokenizer in small: a per-pixel (1 x 1) convolution, then one token per 4 x 4 pixels
+    (the crop padded to 12 x 12 at its far edges), whose 16 pixels' features are merged by one linear
+    map, in place or, with ``sort``, sorted per feature first (so a token does not see which way rows
+    run inside it); then a 3 x 3 convolution over the 3 x 3 tokens, their mean and a linear head."""
+
+    def __init__(self, bands: int, classes: int, sort: bool, block: int = 4) -> None:
+        super().__init__()
+        self.sort, self.block = sort, block
+        self.pixels = nn.Sequential(nn.Conv2d(bands, 32, 1), nn.GELU())
+        self.merge = nn.Linear(32 * block * block, 64)
+        self.tokens = nn.Sequential(nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = -x.shape[-1] % self.block
+        features = self.pixels(F.pad(x, (0, extra, 0, extra), mode="replicate"))
+        blocks = features.unfold(2, self.block, self.block).unfold(3, self.block, self.block).flatten(4)  # [B, 32, r, c, 16]
+        if self.sort:
+            blocks = blocks.sort(-1).values
+        tokens = self.merge(blocks.permute(0, 2, 3, 1, 4).flatten(3)).permute(0, 3, 1, 2)
+        return self.head(self.tokens(tokens))
+
+
 def build_cnn(changes: set[str], bands: int, classes: int) -> nn.Module:
-    """The 3-convolution CNN of ``scripts/patch_learners.py``, its first convolution as ``changes`` say."""
+    """The 3-convolution CNN of ``scripts/patch_learners.py``, its first convolution as ``changes``
+    say, or with ``tok``/``sorttok`` a :class:`TokenNet`."""
+    if changes & {"tok", "sorttok"}:
+        return TokenNet(bands, classes, sort="sorttok" in changes)
     if "orient" in changes:
         first = OrientationPooledConv(bands, 32)
     else:
