@@ -94,6 +94,13 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """Called by each algorithm after its own checks: the mamol environment must run and be this plugin's release."""
+        problem = environment_problem(settings.bin_dir())
+        if problem is not None:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
     def run_mamol(self, tool: str, args: list[str], feedback) -> None:
         def on_progress(record: dict) -> None:
             feedback.setProgress(float(record.get("percent", 0)))
@@ -183,9 +190,6 @@ class MapLandCover(MamolAlgorithm):
         if not given:
             names = ", ".join(m["name"] for m in self.modalities)
             return False, f"Give a raster for at least one modality ({names})."
-        problem = environment_problem(settings.bin_dir())
-        if problem is not None:
-            return False, problem
         return super().checkParameterValues(parameters, context)
 
     def accuracy_note(self, given: list[str]) -> str | None:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -109,7 +110,8 @@ def version_mismatch(version_line: str, where: str) -> str | None:
     """Why the mamol at ``where`` (an executable, or QGIS's own Python), which reports
     ``version_line`` (``mamol-map, version X``), does not suit this plugin (another release: its
     options may differ from the ones the plugin passes), with the fix; ``None`` when the releases agree."""
-    found, expected = version_line.rsplit("version", 1)[-1].strip(), plugin_version()
+    release = re.search(r"version\s+(\S+)\s*$", version_line)
+    found, expected = release.group(1) if release else version_line.strip(), plugin_version()
     if found == expected:
         return None
     return (f"{where} is mamol {found}, but this plugin drives mamol {expected}; install the plugin's own with "

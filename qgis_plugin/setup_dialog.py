@@ -28,7 +28,8 @@ from qgis.PyQt.QtWidgets import (
 
 from . import settings
 from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
-                          find_environments, find_tool, tool_version, version_mismatch)
+                          find_environments, find_tool, plugin_version, tool_version,
+                          version_mismatch)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
 WHEELS = Path(__file__).parent / "wheels"
@@ -39,9 +40,10 @@ CREATING = threading.Lock()
 
 
 def default_requirement() -> str:
-    """What "Create" installs: the wheel shipped with the plugin, else mamol from the package index."""
+    """What "Create" installs: the wheel shipped with the plugin, else the plugin's mamol release from
+    the package index (another release would not suit the plugin)."""
     wheels = sorted(WHEELS.glob("mamol-*.whl"))
-    return str(wheels[-1]) if wheels else "mamol"
+    return str(wheels[-1]) if wheels else f"mamol=={plugin_version()}"
 
 
 def requirement_args(text: str) -> list[str]:

@@ -29,7 +29,6 @@ from . import settings
 from .algorithms import DEVICES, MamolAlgorithm, layer_file
 from .area import vector_file
 from .classes import class_table, write_class_table
-from .environment import environment_problem
 
 #: The standard sensor slots: parameter, modality name, label. Other sensors are named after their layers.
 SENSOR_SLOTS = [("HSI", "hsi", "Hyperspectral raster (modality 'hsi')"),
@@ -135,9 +134,6 @@ class TrainModel(MamolAlgorithm):
             return False, "Give ground truth: a vector layer with a class field, or a label raster."
         if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the ground-truth layer."
-        problem = environment_problem(settings.bin_dir())
-        if problem is not None:
-            return False, problem
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -6,10 +6,11 @@
 #     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && \
 #     export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_bench.sh "$OUT"
 # On a machine without a GPU the same commands run on the CPU (slowly).
-# With GRID_SECONDS=N it then continues the Trento evidence grid of docs/benchmarks.md for at most N
-# seconds: the committed results.csv is copied to "$out/grid" first (its cells are skipped), the grid
-# stops cleanly at the limit (the unfinished cell's training state stays in "$out/grid/states"), and
-# the rows it adds are the lines of "$out/grid/results.csv" past the committed file's.
+# With GRID_SECONDS=N it then continues the Trento evidence grid of docs/benchmarks.md for about N
+# seconds: the committed results.csv is copied to "$out/grid" first unless an earlier call left one
+# there (finished cells are skipped), the grid stops cleanly at the limit (Ctrl-C; killed a minute
+# later if it hangs), and the rows it adds are the lines of "$out/grid/results.csv" past the
+# committed file's.
 set -euo pipefail
 out="${1:-runs/gpu_bench}"
 # the commands in cli/ import themselves as mamol_cli (the name pip installs them under)
@@ -33,12 +34,11 @@ fi
 if [ "${GRID_SECONDS:-0}" -gt 0 ] && [ -d .data/trento ]; then
   grid=docs/results/trento_lidar_grid
   mkdir -p "$out/grid"
-  cp "$grid/results.csv" "$out/grid/results.csv"
-  if [ -d "$grid/states" ]; then cp -r "$grid/states" "$out/grid/"; fi
+  [ -f "$out/grid/results.csv" ] || cp "$grid/results.csv" "$out/grid/results.csv"
   # the command of docs/benchmarks.md (its B and G), with the scene where this script finds it
-  timeout --signal=INT "$GRID_SECONDS" python3 -m mamol_cli.bench run --scene .data/trento --name trento_lidar \
+  timeout -k 60 --signal=INT "$GRID_SECONDS" python3 -m mamol_cli.bench run --scene .data/trento --name trento_lidar \
       --backbone minilm-l6 --eval-mode pixel --tokenizer-hidden 256 --progress none --rates 0.5,0.7,0.9 \
       --conditions lidar_channel2,lidar_elevation,both --seeds 0,1,2 --methods baseline,moe_ada,moe_task,mmp,dcp,moe_rep \
-      -o "$out/grid" || [ $? -eq 124 ]
+      -o "$out/grid" || { rc=$?; [ "$rc" -eq 124 ] || exit "$rc"; }
   echo "grid: $(( $(wc -l < "$out/grid/results.csv") - $(wc -l < "$grid/results.csv") )) rows added" | tee "$out/grid/added.txt"
 fi

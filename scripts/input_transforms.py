@@ -96,7 +96,7 @@ class OrientationPooledConv(nn.Module):
 
 class TokenNet(nn.Module):
     """MaMOL's tokenizer in small: a per-pixel (1 x 1) convolution, then one token per 4 x 4 pixels
-    (the crop padded to 12 x 12 at its far edges), whose 16 pixels' features are merged by one linear
+    (the square crop padded to 12 x 12 at its far edges), whose 16 pixels' features are merged by one linear
     map, in place or, with ``sort``, sorted per feature first (so a token does not see which way rows
     run inside it); then a 3 x 3 convolution over the 3 x 3 tokens, their mean and a linear head."""
 
@@ -182,6 +182,8 @@ def main() -> None:
     unknown = set().union(*variants.values()) - set(CHANGES)
     if unknown:
         sys.exit(f"error: unknown change {', '.join(sorted(unknown))}; use {', '.join(CHANGES)}")
+    if any(changes & {"tok", "sorttok"} and changes & {"orient", "k5"} for changes in variants.values()):
+        sys.exit("error: tok and sorttok have their own first layer; they do not join orient or k5")
     scene = open_scene(args.scene)
     if scene.test_labels is None:
         sys.exit(f"error: {args.scene}: no test labels to score on")

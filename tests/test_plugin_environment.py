@@ -101,13 +101,13 @@ def test_the_environment_is_checked_by_running_mamol_map_version(tmp_path):
 
 
 def test_an_environment_of_another_mamol_release_is_refused_with_the_fix(tmp_path, monkeypatch):
-    import tomllib
+    import re
 
     import mamol_core
     from qgis_plugin.environment import environment_problem, plugin_version
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert plugin_version() == mamol_core.__version__ == project["project"]["version"]  # one release number
+    project = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert plugin_version() == mamol_core.__version__ == re.search(r'^version = "(.+)"$', project, re.M).group(1)  # one release
     assert environment_problem(BIN) is None
     older = fake_tool(tmp_path / "older", "echo 'mamol-map, version 0.1.0'")
     assert environment_problem(older) == (f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol {plugin_version()}; "

@@ -408,6 +408,8 @@ def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_t
                                                                                                   monkeypatch):
     from qgis.core import QgsProcessingContext
 
+    from qgis_plugin.environment import plugin_version
+
     older = tmp_path / "bin"
     older.mkdir()
     (older / "mamol-map").write_text("#!/bin/sh\necho 'mamol-map, version 0.1.0'\n")
@@ -416,7 +418,7 @@ def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_t
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
                                                  QgsProcessingContext())
-    assert not ok and message.startswith(f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol 0.2.0; ")
+    assert not ok and message.startswith(f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol {plugin_version()}; ")
     training = QgsApplication.processingRegistry().createAlgorithmById("mamol:train")
     assert training.checkParameterValues({"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(SAMPLE / "train_labels.tif"),
                                           "OUTPUT": str(tmp_path / "m.safetensors")}, QgsProcessingContext()) == (False, message)
@@ -440,7 +442,7 @@ def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monk
         assert dialog.status.text().startswith("Working: mamol 0.2.0 works: torch ") and settings.bin_dir() in dialog.status.text()
         dialog.refresh()
         assert dialog.status.text() == f"Working: mamol-map, version 0.2.0 ({settings.bin_dir()})."
-        assert dialog.requirement.text() == "mamol"  # no wheel inside the source tree's plugin
+        assert dialog.requirement.text() == "mamol==0.2.0"  # no wheel inside the source tree's plugin: its release from the index
         path = tmp_path / "setup.png"
         assert dialog.grab().save(str(path)) and path.stat().st_size > 5_000
         dialog.close()
