@@ -28,7 +28,7 @@ def default_stride(layout: LayoutSpec) -> int:
     """Tile step used unless one is given: half the tile (rounded up), so about four tiles blend
     at each pixel. On Trento's validation splits this scored 1.4-5 points of OA above tiles side by
     side (a quarter of the cost) and 2.7 above a stride of two thirds of the tile (at tokenizer width
-    32: 4.9 and 4.8); docs/benchmarks.md."""
+    32, over two cells: 2.9 and 1.2); docs/benchmarks.md."""
     return max(1, math.ceil(layout.patch_size / 2))
 
 
