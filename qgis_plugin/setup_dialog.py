@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import settings
 from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
-                          find_environments, find_tool, plugin_version, tool_version,
+                          environment_problem, find_environments, find_tool, imports_in_process, plugin_version, tool_version,
                           version_mismatch)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
@@ -57,7 +57,14 @@ def requirement_args(text: str) -> list[str]:
 
 def environment_status(bin_dir: str | None, deep: bool = True) -> tuple[bool, str]:
     """Whether the environment in ``bin_dir`` (or on PATH) runs, and a sentence saying so; ``deep``
-    also imports its libraries (``mamol-info --check``, a few seconds)."""
+    also imports its libraries (``mamol-info --check``, a few seconds). Without a ``mamol-map`` there,
+    mamol runs inside QGIS's Python when it imports there (as the dialogs then do)."""
+    if find_tool("mamol-map", bin_dir) is None and imports_in_process():
+        problem = environment_problem(bin_dir)
+        if problem is not None:
+            return False, f"Not working: {problem}."
+        where = f"in {bin_dir}" if bin_dir else "on PATH"
+        return True, f"Working: mamol {plugin_version()} runs inside QGIS's Python (no mamol-map {where})."
     try:
         version = tool_version(bin_dir)
         mismatch = version_mismatch(version, find_tool("mamol-map", bin_dir) or "mamol-map")

@@ -432,10 +432,15 @@ def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monk
 
     from qgis_plugin import settings
 
+    import qgis_plugin.setup_dialog as setup_dialog
+
     loaded, _ = plugin
     QgsSettings().setValue("mamol/bin_dir", str(tmp_path / "nowhere"))
     try:
-        dialog = loaded.open_setup_dialog()
+        dialog = loaded.open_setup_dialog()  # mamol imports in this Python, so it runs in-process, as the dialogs would
+        assert dialog.status.text() == f"Working: mamol 0.2.0 runs inside QGIS's Python (no mamol-map in {tmp_path / 'nowhere'})."
+        monkeypatch.setattr(setup_dialog, "imports_in_process", lambda: False)  # as in QGIS's own Python, without torch
+        dialog.refresh()
         assert dialog.status.text().startswith("Not working: mamol was not found in ")
         dialog.find()  # MAMOL_BIN_DIR holds this venv's executables
         assert settings.bin_dir() == str(Path(sys.executable).parent.resolve())
