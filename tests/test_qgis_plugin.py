@@ -389,17 +389,23 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     assert feedback.warnings == [note]
 
 
-def test_a_broken_environment_is_reported_before_run(map_id, tmp_path, monkeypatch):
+def map_check_with_environment(map_id: str, tmp_path: Path, monkeypatch, script: str) -> tuple[bool, str]:
+    """The map dialog's check before run, with MAMOL_BIN_DIR holding a mamol-map that runs ``script``."""
     from qgis.core import QgsProcessingContext
 
-    broken = tmp_path / "bin"
-    broken.mkdir()
-    (broken / "mamol-map").write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
-    (broken / "mamol-map").chmod(0o755)
-    monkeypatch.setenv("MAMOL_BIN_DIR", str(broken))
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "mamol-map").write_text(f"#!/bin/sh\n{script}\n")
+    (folder / "mamol-map").chmod(0o755)
+    monkeypatch.setenv("MAMOL_BIN_DIR", str(folder))
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
-    ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
-                                                 QgsProcessingContext())
+    return algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
+                                          QgsProcessingContext())
+
+
+def test_a_broken_environment_is_reported_before_run(map_id, tmp_path, monkeypatch):
+    ok, message = map_check_with_environment(map_id, tmp_path, monkeypatch,
+                                             "echo 'ModuleNotFoundError: No module named torch' >&2; exit 1")
     assert not ok and "does not run (ModuleNotFoundError: No module named torch)" in message
     assert "Raster > MaMOL > Set up mamol environment…" in message
 
@@ -410,15 +416,9 @@ def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_t
 
     from qgis_plugin.environment import plugin_version
 
-    older = tmp_path / "bin"
-    older.mkdir()
-    (older / "mamol-map").write_text("#!/bin/sh\necho 'mamol-map, version 0.1.0'\n")
-    (older / "mamol-map").chmod(0o755)
-    monkeypatch.setenv("MAMOL_BIN_DIR", str(older))
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
-    ok, message = algorithm.checkParameterValues({"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "x.tif")},
-                                                 QgsProcessingContext())
-    assert not ok and message.startswith(f"{older}/mamol-map is mamol 0.1.0, but this plugin drives mamol {plugin_version()}; ")
+    ok, message = map_check_with_environment(map_id, tmp_path, monkeypatch, "echo 'mamol-map, version 0.1.0'")
+    assert not ok and message.startswith(f"{tmp_path / 'bin'}/mamol-map is mamol 0.1.0, but this plugin drives mamol "
+                                         f"{plugin_version()}; ")
     training = QgsApplication.processingRegistry().createAlgorithmById("mamol:train")
     assert training.checkParameterValues({"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(SAMPLE / "train_labels.tif"),
                                           "OUTPUT": str(tmp_path / "m.safetensors")}, QgsProcessingContext()) == (False, message)
