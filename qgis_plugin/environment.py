@@ -90,12 +90,16 @@ def run_tool(name: str, argument: str, bin_dir: str | None, timeout: float) -> s
 
 
 def tool_version(bin_dir: str | None, timeout: float = 120) -> str:
-    """``mamol-map --version`` of the environment in ``bin_dir`` (or on PATH): proof that it runs.
-    Raises :class:`MamolNotFound` when there is no ``mamol-map`` and :class:`CommandFailed` when it does not run."""
+    """``mamol-map --version`` of the environment in ``bin_dir`` (or on PATH): proof that it runs and
+    is this plugin's mamol release. Raises :class:`MamolNotFound` when there is no ``mamol-map`` and
+    :class:`CommandFailed` when it does not run or is another release."""
     done = run_tool("mamol-map", "--version", bin_dir, timeout)
     if done.returncode != 0 or "version" not in done.stdout:
         raise CommandFailed(f"{done.args[0]} does not run ({last_error(done.stderr) or 'exit code ' + str(done.returncode)}); "
                             f"create a new environment with {SETUP_MENU}")
+    mismatch = version_mismatch(done.stdout, done.args[0])
+    if mismatch is not None:
+        raise CommandFailed(mismatch)
     return done.stdout.strip()
 
 
@@ -118,6 +122,13 @@ def version_mismatch(version_line: str, where: str) -> str | None:
             f"{SETUP_MENU} (Create)")
 
 
+def in_process_mismatch() -> str | None:
+    """:func:`version_mismatch` of the mamol that QGIS's own Python imports (where it runs in-process)."""
+    import mamol_core
+
+    return version_mismatch(f"version {mamol_core.__version__}", "the mamol that QGIS's Python imports")
+
+
 def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
     """``mamol-info --check`` of the environment: it imports torch, rasterio, geopandas and open_clip
     (which ``--version`` does not), so a broken install shows here. Raises like :func:`tool_version`."""
@@ -131,17 +142,13 @@ def environment_check(bin_dir: str | None, timeout: float = 300) -> str:
 def environment_problem(bin_dir: str | None) -> str | None:
     """What keeps mamol from running here (not found, broken, or another mamol release than this
     plugin's), in a sentence with the fix; ``None`` when it runs."""
-    tool = find_tool("mamol-map", bin_dir)
-    if tool is None:
-        if not imports_in_process():
-            return str(not_found(bin_dir))
-        import mamol_core
-
-        return version_mismatch(f"version {mamol_core.__version__}", "the mamol that QGIS's Python imports")
+    if find_tool("mamol-map", bin_dir) is None:
+        return in_process_mismatch() if imports_in_process() else str(not_found(bin_dir))
     try:
-        return version_mismatch(tool_version(bin_dir), tool)
+        tool_version(bin_dir)
     except (MamolNotFound, CommandFailed) as exc:
         return str(exc)
+    return None
 
 
 def default_environment() -> Path:

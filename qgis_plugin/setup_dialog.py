@@ -28,8 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import settings
 from .environment import (Canceled, CommandFailed, MamolNotFound, create_environment, default_environment, environment_check,
-                          environment_problem, find_environments, find_tool, imports_in_process, plugin_version, tool_version,
-                          version_mismatch)
+                          find_environments, find_tool, imports_in_process, in_process_mismatch, plugin_version, tool_version)
 
 #: A mamol wheel shipped inside the plugin (scripts/build_plugin.py puts it there), installed by "Create".
 WHEELS = Path(__file__).parent / "wheels"
@@ -60,17 +59,13 @@ def environment_status(bin_dir: str | None, deep: bool = True) -> tuple[bool, st
     also imports its libraries (``mamol-info --check``, a few seconds). Without a ``mamol-map`` there,
     mamol runs inside QGIS's Python when it imports there (as the dialogs then do)."""
     if find_tool("mamol-map", bin_dir) is None and imports_in_process():
-        problem = environment_problem(bin_dir)
-        if problem is not None:
-            return False, f"Not working: {problem}."
+        mismatch = in_process_mismatch()
+        if mismatch is not None:
+            return False, f"Not working: {mismatch}."
         where = f"in {bin_dir}" if bin_dir else "on PATH"
         return True, f"Working: mamol {plugin_version()} runs inside QGIS's Python (no mamol-map {where})."
     try:
-        version = tool_version(bin_dir)
-        mismatch = version_mismatch(version, find_tool("mamol-map", bin_dir) or "mamol-map")
-        if mismatch is not None:
-            return False, f"Not working: {mismatch}."
-        text = environment_check(bin_dir) if deep else version
+        text = environment_check(bin_dir) if deep else tool_version(bin_dir)
         return True, f"Working: {text} ({bin_dir or 'on PATH'})."
     except (MamolNotFound, CommandFailed) as exc:
         return False, f"Not working: {exc}."

@@ -430,9 +430,8 @@ def test_an_environment_of_another_mamol_release_is_reported_before_run_and_in_t
 def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monkeypatch):
     from qgis.core import QgsSettings
 
-    from qgis_plugin import settings
-
     import qgis_plugin.setup_dialog as setup_dialog
+    from qgis_plugin import settings
 
     loaded, _ = plugin
     QgsSettings().setValue("mamol/bin_dir", str(tmp_path / "nowhere"))
