@@ -1,6 +1,6 @@
 """Which changes to the inputs and the training of a small patch CNN carry a scene's training labels
 further: the band transform (standardised, quantile-normalised or log), turning and zooming the
-training patches, gain and noise, label smoothing, wider or orientation-pooled first convolutions,
+training patches, gain and noise, pixel dropout, label smoothing, wider or orientation-pooled first convolutions,
 and MaMOL-like 4 x 4-pixel tokens whose pixels are merged in place or sorted first (``tok``, ``sorttok``).
 A cheap proxy for MaMOL's tokenizer and head (the CNN of ``scripts/patch_learners.py``, trained as
 MaMOL is: AdamW, lr 2e-3, weight decay 0.02, warm-up then decay, 500 steps of 128, the square's
@@ -42,8 +42,10 @@ from patch_learners import train_network  # noqa: E402
 #: Side of the patches read: larger than the 11-pixel crop the CNN sees, so turned and zoomed crops stay inside.
 READ_SIDE = 17
 CROP_SIDE = 11
+#: Share of the pixel values ``pixeldrop`` sets to the band's mean in each training patch.
+PIXEL_DROP = 0.3
 CHANGES = ("rotate-nearest", "rotate-bilinear", "zoom-nearest", "zoom-bilinear", "gain", "noise", "smooth", "orient", "k5",
-           "tok", "sorttok")
+           "tok", "sorttok", "pixeldrop")
 
 
 def transformed_bands(scene, transform: str) -> np.ndarray:
@@ -160,6 +162,8 @@ def train_cnn(model: nn.Module, patches: torch.Tensor, targets: torch.Tensor, se
             batch = batch * (1 + 0.6 * (torch.rand(len(batch), batch.shape[1], 1, 1, generator=generator) - 0.5))
         if "noise" in changes:
             batch = batch + 0.3 * torch.randn(batch.shape, generator=generator)
+        if "pixeldrop" in changes:  # each pixel of each band set to the band's mean (0) with probability 0.3
+            batch = batch * (torch.rand(batch.shape, generator=generator) >= PIXEL_DROP)
         return batch
 
     return train_network(model, patches, targets, seed, before=before, after=after, label_smoothing=0.1 if "smooth" in changes else 0.0)
