@@ -5,12 +5,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from scipy.io import savemat
 
 from conftest import edit_state
 from mamol_cli import bench
 from mamol_core.config import LayoutSpec
+from mamol_core.device import autocast_dtype
 from mamol_core.errors import MamolError
 
 FAST = ["--backbone", "tiny", "--patch-size", "6", "--token-size", "2", "--epochs", "1", "--min-steps", "0", "--progress", "none", "--quiet", "--device", "cpu"]
@@ -40,7 +42,8 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
     assert "50.00 / 40.00" in line and f"{ours - 50:+.2f}" in line
     winner = max((r for r in first if r["missing_rate"] == "0.5" and r["condition"] == "both"), key=lambda r: float(r["oa"]))
     assert f"| {winner['method']} |" in line and "Best OA in the 4 cells that every method finished" in table.output
-    assert "), fp32: 8 runs." in table.output  # each device's runs counted with their precision
+    precision = "bf16" if autocast_dtype(torch.device("cpu")) == torch.bfloat16 else "fp32"  # this CPU's
+    assert f"), {precision}: 8 runs." in table.output  # each device's runs counted with their precision
 
 
 def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
