@@ -21,6 +21,7 @@ from mamol_cli import map as map_cli
 from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
+from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.mapping.align import pixel_size_in
 from mamol_core.modelfile.header import read_config
@@ -127,6 +128,35 @@ def test_mixed_resolutions_and_crs_align_on_the_finest_grid(trained, scene_dir, 
     assert run_map(model, default, ("hsi", tmp_path / "hsi_4m.tif"), ("dsm", tmp_path / "dsm_3857.tif")).exit_code == 0
     with rasterio.open(default) as src:
         assert src.crs.to_epsg() == 3857 and src.res[0] < 4.0
+
+
+def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_projected_crs(tmp_path):
+    """Three sensors: the finest covers the west, a second the whole area, a third only the east (it
+    overlaps the second, not the finest): all are read, on the finest one's grid over their union. A
+    raster in degrees with finer ground pixels does not become the grid; one apart from all others is refused."""
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+
+    west, east = Affine(1, 0, 600_000, 0, -1, 5_000_040), Affine(2, 0, 600_040, 0, -2, 5_000_040)
+    write_raster(tmp_path / "fine.tif", np.ones((1, 40, 30), np.float32), west)
+    write_raster(tmp_path / "whole.tif", np.ones((1, 20, 40), np.float32), Affine(2, 0, 600_000, 0, -2, 5_000_040))
+    write_raster(tmp_path / "east.tif", np.ones((1, 20, 20), np.float32), east)
+    inputs = [MapInput(n, tmp_path / f"{n}.tif") for n in ("fine", "whole", "east")]
+    with AlignedInputs(inputs) as aligned:
+        assert aligned.grid.pixel_size == (1.0, 1.0) and (aligned.grid.width, aligned.grid.height) == (80, 40)
+        _, valid = aligned.read(rasterio.windows.Window(0, 0, 80, 40))
+        assert valid[0, :, :30].all() and not valid[0, :, 30:].any() and valid[2, :, 40:].all() and not valid[2, :, :40].any()
+    with rasterio.open(tmp_path / "whole.tif") as src:
+        geographic, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width * 4, src.height * 4, *src.bounds)
+    with rasterio.open(tmp_path / "degrees.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=geographic) as dst:
+        dst.write(np.ones((1, height, width), np.float32))
+    with AlignedInputs([inputs[1], MapInput("degrees", tmp_path / "degrees.tif")]) as aligned:
+        assert aligned.grid.crs.to_epsg() == 32632 and aligned.grid.pixel_size == (2.0, 2.0)
+    write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_000, 0, -2, 5_000_040))
+    with pytest.raises(MamolError, match="far.tif: does not overlap any other input"):
+        AlignedInputs([inputs[0], MapInput("far", tmp_path / "far.tif")])
+    with pytest.raises(MamolError, match="far.tif: does not overlap any input"):
+        AlignedInputs(inputs[:2], reference=tmp_path / "far.tif")
 
 
 def test_partial_coverage_uses_what_is_there_and_leaves_nodata_where_nothing_is(trained, scene_dir, tmp_path):

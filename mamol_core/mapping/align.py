@@ -2,8 +2,8 @@
 rasterio ``WarpedVRT`` onto the output grid, window by window.
 
 The output grid takes the CRS and pixel alignment of a reference raster (by default the input with
-the finest resolution; ``--reference`` chooses any raster) and covers the union of all inputs'
-extents. Its pixel size is the one the model was trained at (converted to the reference's units)
+the finest resolution, preferring projected CRSs over geographic ones; ``--reference`` chooses any
+raster) and covers the union of all inputs' extents; each input must overlap another one. Its pixel size is the one the model was trained at (converted to the reference's units)
 unless ``--reference`` was given, whose pixel size then wins, with a warning if it differs. Outside a raster's coverage, and where it holds nodata, its values read as
 NaN, so that modality counts as missing there.
 """
@@ -103,8 +103,8 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     trained = pixel_size_in(model_grid, ref_crs) if model_grid is not None else None
     if model_grid is not None and trained is None:
         log.warning("%s: its CRS units cannot be compared with the model's training grid (%s, pixel %g x %g); mapping at its "
-                    "pixel size %g x %g, pass --reference RASTER to choose the grid", reference_path, model_grid.crs,
-                    *model_grid.pixel_size, *size)
+                    "pixel size %g x %g%s", reference_path, model_grid.crs, *model_grid.pixel_size, *size,
+                    "" if explicit else ", pass --reference RASTER to choose the grid")
     elif trained is not None and differs(size, trained):
         if explicit:
             log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g; the map is at the reference's",
@@ -112,13 +112,9 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
         else:
             log.info("mapping at the model's training pixel size %g x %g (the finest input has %g x %g)", *trained, *size)
             size = trained
-    union = None
-    for dataset, crs, path in zip(datasets, crs_list, paths):
-        left, bottom, right, top = transform_bounds(crs, ref_crs, *dataset.bounds)
-        if left >= ref_bounds.right or right <= ref_bounds.left or bottom >= ref_bounds.top or top <= ref_bounds.bottom:
-            raise MamolError(f"{path}: does not overlap {reference_path.name}; pass rasters of the same area (check their CRS)")
-        box = (left, bottom, right, top)
-        union = box if union is None else (min(union[0], left), min(union[1], bottom), max(union[2], right), max(union[3], top))
+    boxes = [transform_bounds(crs, ref_crs, *dataset.bounds) for dataset, crs in zip(datasets, crs_list)]
+    check_overlaps(boxes, paths, tuple(ref_bounds) if explicit else None, reference_path)
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     px, py = size
     col0 = math.floor((union[0] - t.c) / px + 1e-6)
     col1 = math.ceil((union[2] - t.c) / px - 1e-6)
@@ -128,14 +124,34 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     return Grid(ref_crs, transform, col1 - col0, row1 - row0)
 
 
+def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (left, bottom, right, top) boxes share some area."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
+                   reference_path: Path) -> None:
+    """Stop when an input overlaps no other input (with two or more; the grid's own raster is blamed
+    last), or an explicit ``reference`` overlaps no input: in one CRS such rasters lie apart, which
+    usually means a wrong CRS."""
+    if reference is not None and not any(overlap(box, reference) for box in boxes):
+        raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
+    for index in sorted(range(len(boxes)), key=lambda i: paths[i] == reference_path):
+        if len(boxes) > 1 and not any(overlap(boxes[index], other) for k, other in enumerate(boxes) if k != index):
+            raise MamolError(f"{paths[index]}: does not overlap any other input; pass rasters of the same area (check their CRS)")
+
+
 def finest(datasets: list, paths: list[Path], assumed: CRS | None) -> int:
-    """Index of the input with the smallest pixel area (compared in the first input's CRS)."""
+    """Index of the input with the smallest pixel area, among the projected ones when there are any
+    (a geographic grid would map in degrees); areas are compared in the first candidate's CRS."""
     crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
+    candidates = [i for i, crs in enumerate(crs_list) if not crs.is_geographic] or list(range(len(datasets)))
+    common = crs_list[candidates[0]]
     sizes = []
-    for dataset, crs in zip(datasets, crs_list):
-        left, bottom, right, top = transform_bounds(crs, crs_list[0], *dataset.bounds)
-        sizes.append(abs((right - left) / dataset.width * (top - bottom) / dataset.height))
-    return int(np.argmin(sizes))
+    for index in candidates:
+        left, bottom, right, top = transform_bounds(crs_list[index], common, *datasets[index].bounds)
+        sizes.append(abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height))
+    return candidates[int(np.argmin(sizes))]
 
 
 class ExactView:
