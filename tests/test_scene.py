@@ -108,6 +108,28 @@ def test_vector_without_the_class_field(scene_dir):
         open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="class")
 
 
+@pytest.mark.parametrize("values, message", [
+    (lambda n: [None] * 3 + n[3:], "field 'c' is empty on 3 of"),
+    (lambda n: [""] * 3 + n[3:], "field 'c' is empty on 3 of"),
+    (lambda n: [300.0] + [1.0] * (len(n) - 1), "field 'c' holds 300; class codes are whole numbers 1..255"),
+    (lambda n: [-1.0] + [1.0] * (len(n) - 1), "field 'c' holds -1; class codes"),
+    (lambda n: [2.5] + [1.0] * (len(n) - 1), "field 'c' holds 2.5; class codes"),
+])
+def test_class_fields_that_cannot_be_class_codes_or_names_are_refused(scene_dir, tmp_path, values, message):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points["c"] = values(list(points["landcover"]))
+    points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    with pytest.raises(MamolError, match=f"labels.gpkg: {message}"):
+        open_scene(scene_dir, labels=tmp_path / "labels.gpkg", label_field="c")
+
+
+def test_test_labels_that_are_not_there_are_refused_not_replaced_by_a_holdout(scene_dir, tmp_path):
+    with pytest.raises(MamolError, match="nope.gpkg: test labels not found"):
+        open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover", test_labels=tmp_path / "nope.gpkg")
+
+
 def test_vector_outside_the_scene(scene_dir, tmp_path):
     import geopandas
 

@@ -145,10 +145,16 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str) -> tuple[np.ndarray, list[ClassSpec]]:
     from pandas.api.types import is_numeric_dtype
 
+    empty = values.isna() | (values.astype(str).str.strip() == "")
+    if empty.any():
+        raise MamolError(f"{path}: field {field!r} is empty on {int(empty.sum())} of {len(values)} features; fill it or drop them")
     if is_numeric_dtype(values):
-        if values.isna().any():
-            raise MamolError(f"{path}: field {field!r} is empty on some features; fill it or drop them")
-        codes = values.to_numpy().astype(np.int64)
+        numbers = values.to_numpy().astype(np.float64)
+        if not np.all(numbers == np.round(numbers)) or numbers.min() < 0 or numbers.max() > 255:
+            odd = sorted({float(v) for v in numbers if v != round(v) or not 0 <= v <= 255})[:5]
+            raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in odd)}; class codes are whole "
+                             "numbers 1..255 (0 = unlabelled), or use a field of class names")
+        codes = numbers.astype(np.int64)
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path)
         return codes, table

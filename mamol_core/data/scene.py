@@ -162,6 +162,9 @@ def open_scene(
         raise MamolError(f"{train_path or 'no --labels'}: training labels not found; add {TRAIN_LABELS}.tif to the scene or pass --labels FILE")
     train, groups, table = read(Path(train_path))
 
+    if test_labels is not None and not Path(test_labels).exists():
+        raise MamolError(f"{test_labels}: test labels not found; check the path, or leave --test-labels out to hold out "
+                         f"{holdout:.0%} of the labelled features for testing")
     test_path = test_labels or (folder / f"{TEST_LABELS}.tif" if folder is not None and labels is None else None)
     test = None
     if test_path is not None and Path(test_path).exists():
