@@ -209,13 +209,13 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 
 
 @main.command()
-@click.option("--side", type=int, help="Side of the synthetic raster in pixels; default 256 on a CPU (about 2.5 minutes on 2 float32 "
+@click.option("--side", type=click.IntRange(min=1), help="Side of the synthetic raster in pixels; default 256 on a CPU (about 2.5 minutes on 2 float32 "
                                      "cores), 2048 on a GPU.")
-@click.option("--bands", type=int, default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
+@click.option("--bands", type=click.IntRange(min=1), default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
 @click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, help="Backbones to measure, comma-separated.")
 @layout_options
-@click.option("--train-steps", type=int, default=SpeedSettings.train_steps, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
-@click.option("--batch-size", type=int, help="Tiles per mapping batch; default 128 on CPU, 2048 on GPU.")
+@click.option("--train-steps", type=click.IntRange(min=1), default=SpeedSettings.train_steps, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per mapping batch; default 128 on CPU, 2048 on GPU.")
 @click.option("--processes", help="Also measure mamol-map and mamol-train under torchrun with these process counts, "
                                    "comma-separated (e.g. 1,2), with the first backbone.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures to this JSON file.")

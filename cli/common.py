@@ -20,9 +20,11 @@ log = logging.getLogger("mamol")
 
 def setup_logging(quiet: bool) -> None:
     """Messages on stderr, one per line: mamol's at INFO (WARNING with ``quiet``); GDAL's own error
-    reports (logged by rasterio at INFO) are left out, since mamol turns each failure into one line."""
+    reports (logged by rasterio at INFO) and pyogrio's record counts are left out, since mamol turns
+    each failure into one line and says what it wrote."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("rasterio").setLevel(logging.WARNING)
+    for library in ("rasterio", "pyogrio"):
+        logging.getLogger(library).setLevel(logging.WARNING)
 
 
 def embedding() -> dict:

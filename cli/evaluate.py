@@ -21,7 +21,7 @@ from mamol_core.config import ProtocolSpec
 @click.option("--missing", help="Override the model's missing condition (both, subsets or a modality name).")
 @click.option("--mode", type=click.Choice(["pixel", "dense"]), default="pixel", show_default=True,
               help="pixel: a patch centred on each test pixel; dense: blended tiles as mamol-map predicts.")
-@click.option("--stride", type=int, help="Tile step of --mode dense; default: half the tile.")
+@click.option("--stride", type=click.IntRange(min=1), help="Tile step of --mode dense; default: half the tile.")
 @click.option("--reference", type=click.Path(path_type=Path),
               help="Raster whose grid the inputs are read on; default: their own when they share one at the model's pixel "
                    "size, else the finest input's CRS and alignment at the model's training pixel size (as mamol-map).")

@@ -29,23 +29,23 @@ EVAL_PIXELS = 50_000
               help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
                    "grid when they share one, else the finest input's.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (only needed when grids differ).")
-@click.option("--holdout", type=float, default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
 @click.option("--backbone", default="auto", show_default=True, help="clip-vit-b-16, minilm-l6, tiny, openclip:MODEL[:TAG] or auto.")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local weights file (or MiniLM folder) for the backbone.")
-@click.option("--expert-layers", type=int, default=6, show_default=True, help="How many blocks get expert layers.")
+@click.option("--expert-layers", type=click.IntRange(min=0), default=6, show_default=True, help="How many blocks get expert layers.")
 @click.option("--placement", type=click.Choice(["last", "first"]), default="last", show_default=True)
-@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank of every expert.")
-@click.option("--dynamic-experts", type=int, default=2, show_default=True)
-@click.option("--top-k", type=int, default=1, show_default=True)
+@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank of every expert.")
+@click.option("--dynamic-experts", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
 @layout_options
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True,
               help="At least this many optimizer steps, whatever the epochs (small label sets need more passes).")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=2e-2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=2e-2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
               help="Share of training samples with two or more sensors that lose one more at random (on top of the protocol).")
@@ -91,6 +91,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     progress_mode = progress_sink(progress_mode)
     if resume is not None and continue_run:
         raise MamolError("--resume and --continue both say which state to continue from: give one of them")
+    if dynamic_experts and top_k > dynamic_experts:
+        raise MamolError(f"--top-k {top_k}: a token can use at most the {dynamic_experts} --dynamic-experts; lower --top-k")
     if patience and not validation:
         raise MamolError(f"--patience {patience} needs a validation split to watch: add --validation 0.2 (or drop --patience)")
     from mamol_core.data.scene import open_scene, parse_inputs
@@ -101,6 +103,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.evaluation.score import evaluate_run
     from mamol_core.modelfile.weights import save_model
     from mamol_core.training.fit import StateFiles, train_on_scene
+    from mamol_core.training.state import is_training_state
 
     folder = report or output.with_suffix(".report")
     state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
@@ -110,6 +113,9 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         with stop_together(compute):  # a bad argument or an input one rank cannot read stops every rank, with one message
             check_writable(output)
             check_writable(state_path)
+            if state_path.exists() and not is_training_state(state_path):
+                raise MamolError(f"{state_path}: exists and is not a mamol training state, so it is not replaced; "
+                                 "pass another --state or move that file")
             if resume is None and not continue_run and state_path.exists():
                 raise MamolError(f"{state_path}: an interrupted run left its training state here; continue it with --resume "
                                  f"{state_path} or --continue (and the same other arguments), or delete the file to start afresh")

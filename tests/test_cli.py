@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from conftest import CLI_FAST, copy_with_config
 from mamol_cli import evaluate, info, train
+from mamol_cli import map as map_cli
 
 FAST = CLI_FAST
 
@@ -84,6 +85,21 @@ def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, me
     assert result.exit_code == 1
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, extra", [
+    (train, ["--batch-size", "0"]), (train, ["--rank", "0"]), (train, ["--lr", "-1"]), (train, ["--holdout", "1.5"]),
+    (train, ["--top-k", "3"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),
+])
+def test_numbers_out_of_range_are_refused_in_one_message(model_file, scene_dir, tmp_path, command, extra):
+    if command is train:
+        args = ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), *FAST, *extra]
+    else:
+        args = ["--model", str(model_file), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", str(tmp_path / "m.tif"), "--device", "cpu", *extra]
+    result = CliRunner().invoke(command.main, args)
+    assert result.exit_code in (1, 2) and extra[0] in result.output and "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert list(tmp_path.iterdir()) == []
 
 

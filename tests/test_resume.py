@@ -125,6 +125,15 @@ def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, 
     assert steps[0] == 0  # started afresh
 
 
+@pytest.mark.parametrize("extra", [("--continue",), ()])
+def test_a_file_at_state_that_is_no_training_state_is_never_replaced(scene_dir, tmp_path, extra):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    result = train_run(scene_dir, tmp_path / "m.safetensors", "--state", str(notes), *extra)
+    assert result.exit_code == 1 and "notes.txt: exists and is not a mamol training state" in result.output, result.output
+    assert notes.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path):
     """The state records a digest of its training pixels: other classes on the same pixels (same rasters,
     same settings, same band statistics) are refused with --resume and start afresh with --continue."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mamol_core.config import LayoutSpec
+from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier
 
 #: Default share of valid pixels a modality needs in a tile to count as present there.
@@ -91,7 +92,7 @@ class DensePredictor:
         self.stride, self.batch_size, self.min_valid = stride, batch_size, min_valid
         self.size = model.config.layout.patch_size
         if not 1 <= stride <= self.size:
-            raise ValueError(f"stride {stride} must lie between 1 and the tile size {self.size}")
+            raise MamolError(f"--stride {stride}: the tile step must lie between 1 and the model's tile side {self.size}")
 
     def origins(self, height: int, width: int) -> torch.Tensor:
         """All tile origins ``[N, 2]`` (row, col) covering a ``height x width`` block."""

@@ -142,6 +142,14 @@ class SavedState:
                             m["seen"], list(m["history"]), m.get("seconds", 0.0), m.get("cpu_seconds", 0.0))
 
 
+def is_training_state(path: Path) -> bool:
+    """True when ``path`` is a file a mamol training run wrote as its state (whatever its settings)."""
+    try:
+        return STATE_KEY in read_metadata(path)
+    except MamolError:
+        return False
+
+
 def read_state(path: Path) -> SavedState:
     """Read a training state file; one-line errors for a missing, damaged or foreign file."""
     path = Path(path)
