@@ -28,7 +28,7 @@ EVAL_PIXELS = 50_000
 @click.option("--reference", type=click.Path(path_type=Path),
               help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
                    "grid when they share one, else the finest input's.")
-@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (only needed when grids differ).")
+@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")

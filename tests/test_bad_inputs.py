@@ -178,6 +178,24 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     assert not (tmp_path / "c").exists()
 
 
+def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refused(model_file, scene_dir, tmp_path, caplog):
+    import geopandas
+
+    polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
+    names = {c.name: c.value for c in read_config(model_file).model.classes}
+    polygons["code"] = [names[n] for n in polygons["landcover"]]
+    polygons.to_file(tmp_path / "coded.gpkg", driver="GPKG")
+    args = ["--model", str(model_file), "--scene", str(scene_dir), "--progress", "none"]
+    result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "coded.gpkg"), "--label-field", "code", "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0 and "field 'code' holds class codes, read as the model's" in caplog.text, result.output
+    polygons.loc[0, "landcover"] = "Glacier"
+    polygons.to_file(tmp_path / "named.gpkg", driver="GPKG")
+    result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
+                                                "-o", str(tmp_path / "b"), "--quiet"])
+    one_line_error(result, "class names ['Glacier'] in field 'landcover' are not in the class table; relabel them or evaluate a model")
+    assert not (tmp_path / "b").exists()
+
+
 def test_an_interruption_names_the_outputs_finished_before_it(tmp_path):
     forget_finished()
     assert interruption_message(KeyboardInterrupt()) == "interrupted: nothing was written"

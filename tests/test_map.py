@@ -159,6 +159,31 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
         AlignedInputs(inputs[:2], reference=tmp_path / "far.tif")
 
 
+def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as_they_are(trained, scene_dir, tmp_path):
+    from conftest import copy_with_config
+
+    _, model = trained
+    crsless = tmp_path / "crsless.safetensors"
+    copy_with_config(model, crsless, lambda config: set_grid_crs(config, None))
+    inputs = []
+    for name in ("hsi", "dsm"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            profile, data = {k: v for k, v in src.profile.items() if k != "crs"}, src.read()
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data)
+        inputs.append((name, tmp_path / f"{name}.tif"))
+    out = tmp_path / "map.tif"
+    assert run_map(crsless, out, *inputs).exit_code == 0
+    with rasterio.open(out) as src, rasterio.open(scene_dir / "hsi.tif") as ref:
+        assert src.crs is None and src.transform == ref.transform and src.shape == ref.shape
+    assert "has no CRS; pass --assume-crs" in run_map(model, tmp_path / "other.tif", *inputs).output
+
+
+def set_grid_crs(config, crs):
+    config["model"]["grid"]["crs"] = crs
+    return config
+
+
 def test_partial_coverage_uses_what_is_there_and_leaves_nodata_where_nothing_is(trained, scene_dir, tmp_path):
     _, model = trained
     with rasterio.open(scene_dir / "hsi.tif") as src:

@@ -1,6 +1,7 @@
 """Scene loading: discovery, vector ground truth, and one-line errors for bad input."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -101,6 +102,15 @@ def test_label_value_missing_from_class_table(scene_copy):
     (scene_copy / "classes.json").write_text(json.dumps(table))
     with pytest.raises(MamolError, match=r"train_labels\.tif: label values \[6\] are not in the class table"):
         open_scene(scene_copy)
+
+
+def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
+    table = json.loads((scene_copy / "classes.json").read_text())
+    table["42"] = {"name": "Glacier", "color": "#ffffff"}
+    (scene_copy / "classes.json").write_text(json.dumps(table))
+    caplog.set_level(logging.WARNING)
+    open_scene(scene_copy)
+    assert "no training pixel of 'Glacier' on the scene grid; the model cannot learn it" in caplog.text
 
 
 def test_vector_without_the_class_field(scene_dir):

@@ -106,12 +106,15 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
+def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None,
+                     fix: str = "add them to classes.json", models: bool = False) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
     """Burn points/polygons into the scene grid.
 
     Returns labels (int32, 0 = unlabelled), the 1-based index of the feature each pixel came from
     (for grouped hold-out splits) and the class table. The class field may hold class codes or
-    class names (names are matched to the table, or numbered in sorted order without one).
+    class names (names are matched to the table, or numbered in sorted order without one). ``fix``
+    says what to do about a class the table lacks; with ``models`` the table is a model's, and codes
+    read as its codes are warned about (names are matched).
     """
     import geopandas
 
@@ -128,7 +131,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     if grid.crs is None:
         raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give the rasters a CRS")
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(grid.crs)
-    codes, classes = _class_codes(frame[field], classes, path, field)
+    codes, classes = _class_codes(frame[field], classes, path, field, fix, models)
     shape = (grid.height, grid.width)
     shapes = list(zip(frame.geometry, codes))
     labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
@@ -142,7 +145,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     return labels, ids, classes
 
 
-def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str) -> tuple[np.ndarray, list[ClassSpec]]:
+def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
+                 models: bool) -> tuple[np.ndarray, list[ClassSpec]]:
     from pandas.api.types import is_numeric_dtype
 
     empty = values.isna() | (values.astype(str).str.strip() == "")
@@ -156,14 +160,17 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
                              "numbers 1..255 (0 = unlabelled), or use a field of class names")
         codes = numbers.astype(np.int64)
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
-        check_label_values(codes, table, path)
+        check_label_values(codes, table, path, fix)
+        if models:
+            log.warning("%s: field %r holds class codes, read as the model's (%s); a field of class names is matched by name",
+                        path, field, ", ".join(f"{c.value}={c.name}" for c in table))
         return codes, table
     names = values.astype(str).to_numpy()
     if classes:
         lookup = {c.name: c.value for c in classes}
         unknown = sorted(set(names) - set(lookup))
         if unknown:
-            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table; add them to classes.json")
+            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table; {fix}")
         return np.array([lookup[n] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     lookup = {c.name: c.value for c in table}

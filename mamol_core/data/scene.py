@@ -134,24 +134,27 @@ def open_scene(
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
 
+    models = isinstance(classes, list)  # a model's classes: labels are scored against them
+
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         if is_raster(path):
             values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
-                               if isinstance(classes, list) else "add them to classes.json or relabel them as 0")
+                               if models else "add them to classes.json or relabel them as 0")
             return values, None, found
-        return rasterize_vector(path, label_field, grid, table)
+        return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
+                                if models else "add them to classes.json", models)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
-        own = _class_table(folder, None) if isinstance(classes, list) else None
+        own = _class_table(folder, None) if models else None
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), test, classes, assume_crs)
-        if isinstance(classes, list) and is_raster(Path(test_path)):
+        if models and is_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
                         ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
@@ -184,6 +187,10 @@ def open_scene(
     if len(present) < 2:
         name = next((c.name for c in table if c.value == present[0]), f"class {present[0]}")
         raise MamolError(f"{train_path}: every training pixel is {name!r}; a classifier needs labels of at least two classes")
+    untrained = [c.name for c in table if c.value not in present]
+    if untrained:
+        log.warning("%s: no training pixel of %s on the scene grid; the model cannot learn %s", train_path,
+                    ", ".join(repr(n) for n in untrained), "it" if len(untrained) == 1 else "them")
     return Scene(list(rasters), grid, train, test, table, assume_crs)
 
 

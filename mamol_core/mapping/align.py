@@ -188,8 +188,12 @@ class AlignedInputs(contextlib.ExitStack):
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
         assumed = parse_crs(assume_crs)
+        own = [grid_of(d) for d in self.datasets]
         if grid is not None:
             self.grid = grid
+        elif reference is None and assumed is None and own[0].crs is None and all(same_grid(g, own[0]) for g in own[1:]) \
+                and (model_grid is None or model_grid.crs is None and not differs(own[0].pixel_size, tuple(model_grid.pixel_size))):
+            self.grid = own[0]  # rasters without a CRS on one grid, the model's pixel size: read as they are
         elif reference is None:
             index = finest(self.datasets, paths, assumed)
             self.grid = output_grid(self.datasets, paths, assumed, self.datasets[index], paths[index], model_grid)
