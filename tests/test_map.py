@@ -480,6 +480,15 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "far.gpkg"])
     assert result.exit_code == 1 and "does not overlap the input rasters" in result.output
     assert not (tmp_path / "x.tif").exists()
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        holed = src.read().astype(np.float32)
+        holed[:, :, 18:] = np.nan
+        write_raster(tmp_path / "dsm_west.tif", holed, src.transform, nodata=np.nan)
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[Polygon([(b.right - 30, b.bottom + 5), (b.right - 5, b.bottom + 5),
+                                                           (b.right - 5, b.top - 5)])], crs=crs).to_file(tmp_path / "east.gpkg")
+    result = run_map(model, tmp_path / "x.tif", ("dsm", tmp_path / "dsm_west.tif"), extra=["--aoi", tmp_path / "east.gpkg"])
+    assert result.exit_code == 1 and "no pixel inside --aoi holds valid data" in result.output and "that --aoi lies where" in result.output
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):

@@ -141,7 +141,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
         raise MamolError(f"{path}: no labelled feature falls inside the scene ({grid.describe()}); check the file's CRS and extent")
     inside = len(np.unique(ids[ids > 0]))
     if inside < len(frame):
-        log.warning("%s: %d of %d features lie outside the scene and were skipped", path, len(frame) - inside, len(frame))
+        log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path,
+                    len(frame) - inside, len(frame))
     return labels, ids, classes
 
 

@@ -126,14 +126,17 @@ def plan_blocks(height: int, width: int, size: int, stride: int, side: int) -> l
     return blocks
 
 
-def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]) -> None:
+def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput], limited_by: str = "") -> None:
     """After mapping: stop when no pixel had a usable sensor (an empty map is not a result); warn
-    for each given input that no pixel could use (all nodata, or under ``--min-valid`` everywhere)."""
+    for each given input that no pixel could use (all nodata, or under ``--min-valid`` everywhere).
+    ``limited_by`` names the options (``--aoi``) that confined the map, for the message."""
     paths = {item.name: item.path for item in inputs}
     given = [(i, m.name) for i, m in enumerate(config.model.modalities) if m.name in paths]
     if not used_by.any():
-        raise MamolError(f"{', '.join(str(paths[name]) for _, name in given)}: no pixel holds valid data (all nodata, or less "
-                         "than --min-valid of every tile); check the rasters' nodata value and extent")
+        where = f" inside {limited_by}" if limited_by else ""
+        raise MamolError(f"{', '.join(str(paths[name]) for _, name in given)}: no pixel{where} holds valid data (all nodata, or "
+                         f"less than --min-valid of every tile); check the rasters' nodata value and extent"
+                         f"{f', and that {limited_by} lies where they hold data' if limited_by else ''}")
     for index, name in given:
         if not used_by[index]:
             log.warning("%s: no pixel of this %s raster holds valid data (all nodata?); the map was made without it", paths[name], name)
@@ -217,14 +220,15 @@ def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DenseP
 
 
 def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: list[Block], outputs: OutputPaths, grid,
-                  config: MamolConfig, inputs: list[MapInput]) -> None:
-    """Write every block's encoded outputs into ``outputs`` (they appear only when all are complete)."""
+                  config: MamolConfig, inputs: list[MapInput], limited_by: str = "") -> None:
+    """Write every block's encoded outputs into ``outputs`` (they appear only when all are complete);
+    ``limited_by`` names the options that confined the map (see :func:`check_usage`)."""
     with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
         used_by = np.zeros(len(config.model.modalities), np.int64)
         for index, block in encoded:
             writer.write(blocks[index].target, block)
             used_by += block["used_count"]
-        check_usage(used_by, config, inputs)
+        check_usage(used_by, config, inputs, limited_by)
         writer.commit()
 
 
@@ -323,7 +327,8 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                                     lambda p, u: encode_block(p, u, values, outputs), device, bar, area)
 
         def write(encoded: Iterable[tuple[int, dict]]) -> None:
-            write_outputs(encoded, blocks, outputs, grid, config, inputs)
+            limited_by = " and ".join(flag for flag, given in (("--aoi", options.aoi), ("--mask", options.mask)) if given)
+            write_outputs(encoded, blocks, outputs, grid, config, inputs, limited_by)
 
         if parts is None:
             write(predict(list(range(len(blocks)))))
