@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import (COMMAND_SETTINGS, Group, device_options, handle_errors, layout_options, log, progress_option,
+                              progress_sink, quiet_option, setup_logging)
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 from mamol_core.config import NORMALIZATIONS, LayoutSpec, TrainSpec
 from mamol_core.data.labels import VALIDATION_UNITS
@@ -28,7 +29,7 @@ def split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings=COMMAND_SETTINGS)
 @click.version_option(package_name="mamol")
 def main():
     """Benchmark MaMOL and its variants on scenes under the missing-modality protocol."""

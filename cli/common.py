@@ -27,6 +27,47 @@ def setup_logging(quiet: bool) -> None:
         logging.getLogger(library).setLevel(logging.WARNING)
 
 
+class _OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (``error: ...``), as mamol's own errors are."""
+
+    def show(self, file=None) -> None:
+        name = self.ctx.command_path if self.ctx is not None else "the command"
+        click.echo(f"error: {self.format_message()} (see {name} --help)", err=True)
+
+
+#: click's "no arguments: show the help" signal (click 8.2 and newer), which stays as it is.
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _OneLineUsage:
+    """Turns a usage error raised while parsing the command line into a :class:`_OneLineUsageError`."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise exc if isinstance(exc, _HELP) else _OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+
+class Command(_OneLineUsage, click.Command):
+    """A click command whose usage errors (an unknown option, a value out of range) print one line."""
+
+
+class Group(_OneLineUsage, click.Group):
+    """A click group of :class:`Command` subcommands; an unknown subcommand is one line as well."""
+
+    command_class = Command
+
+
+COMMAND_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
 def embedding() -> dict:
     """Settings of a caller that runs a command in its own process (the QGIS plugin):
     ``main.main(args, standalone_mode=False, obj={"progress": sink, "raise": True})``. ``progress``

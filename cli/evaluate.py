@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, log, progress_option, progress_sink,
+                              quiet_option, setup_logging)
 from mamol_core.config import ProtocolSpec
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings=COMMAND_SETTINGS)
 @click.version_option(package_name="mamol")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
 @click.option("--scene", type=click.Path(path_type=Path), help="Scene folder (modality rasters and test_labels.tif).")

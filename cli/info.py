@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import handle_errors
+from mamol_cli.common import COMMAND_SETTINGS, Command, handle_errors
 from mamol_core.errors import MamolError
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings=COMMAND_SETTINGS)
 @click.version_option(package_name="mamol")
 @click.argument("model_path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole embedded config as JSON.")

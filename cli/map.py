@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import device_options, handle_errors, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, log, progress_option, progress_sink,
+                              quiet_option, setup_logging)
 from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
@@ -25,7 +26,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
     return output.with_name(f"{output.stem}_{name}.tif") if str(value) == "-" else value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings=COMMAND_SETTINGS)
 @click.version_option(package_name="mamol")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="Model file written by mamol-train.")
 @click.option("--hsi", type=click.Path(path_type=Path), help="Raster of the model's modality 'hsi'.")

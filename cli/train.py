@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import device_options, handle_errors, layout_options, log, progress_option, progress_sink, quiet_option, setup_logging
+from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, layout_options, log, progress_option,
+                              progress_sink, quiet_option, setup_logging)
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import NORMALIZATIONS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
@@ -17,7 +18,7 @@ from mamol_core.errors import MamolError
 EVAL_PIXELS = 50_000
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings=COMMAND_SETTINGS)
 @click.version_option(package_name="mamol")
 @click.option("--scene", type=click.Path(path_type=Path), help="Scene folder: <modality>.tif files, train_labels.tif, test_labels.tif, classes.json.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
@@ -28,7 +29,7 @@ EVAL_PIXELS = 50_000
 @click.option("--reference", type=click.Path(path_type=Path),
               help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
                    "grid when they share one, else the finest input's.")
-@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
+@click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (needed when grids differ, or to place vector labels).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")

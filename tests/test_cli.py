@@ -98,9 +98,18 @@ def test_numbers_out_of_range_are_refused_in_one_message(model_file, scene_dir, 
     else:
         args = ["--model", str(model_file), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", str(tmp_path / "m.tif"), "--device", "cpu", *extra]
     result = CliRunner().invoke(command.main, args)
-    assert result.exit_code in (1, 2) and extra[0] in result.output and "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code in (1, 2) and extra[0] in result.output and result.output.startswith("error: "), result.output
+    assert len(result.output.strip().splitlines()) == 1 and isinstance(result.exception, SystemExit), result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors_are_one_line_and_no_arguments_still_show_the_help():
+    from mamol_cli import bench
+
+    for command, args in ((train, ["--bogus"]), (bench, ["bogus"]), (bench, ["run", "--rates"]), (evaluate, ["--mode", "x"])):
+        result = CliRunner().invoke(command.main, args)
+        assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    assert "Usage: mamol-bench" in CliRunner().invoke(bench.main, [], prog_name="mamol-bench").output
 
 
 def test_unwritable_output_folder(scene_dir, tmp_path):

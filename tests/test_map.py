@@ -153,8 +153,15 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
     with AlignedInputs([inputs[1], MapInput("degrees", tmp_path / "degrees.tif")]) as aligned:
         assert aligned.grid.crs.to_epsg() == 32632 and aligned.grid.pixel_size == (2.0, 2.0)
     write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_000, 0, -2, 5_000_040))
-    with pytest.raises(MamolError, match="far.tif: does not overlap any other input"):
+    with AlignedInputs([inputs[1], MapInput("degrees", tmp_path / "degrees.tif")],
+                       model_grid=GridSpec("EPSG:4326", [2e-5, 2e-5])) as aligned:  # a model trained in degrees maps in degrees
+        assert aligned.grid.crs.to_epsg() == 4326 and aligned.grid.pixel_size == pytest.approx((2e-5, 2e-5))
+    write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_000, 0, -2, 5_000_040))
+    write_raster(tmp_path / "far_too.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_020, 0, -2, 5_000_040))
+    with pytest.raises(MamolError, match="far.tif: does not overlap the area of fine.tif"):
         AlignedInputs([inputs[0], MapInput("far", tmp_path / "far.tif")])
+    with pytest.raises(MamolError, match="far.tif: does not overlap the area of fine.tif"):  # two together, apart from the rest
+        AlignedInputs([*inputs, MapInput("far", tmp_path / "far.tif"), MapInput("far_too", tmp_path / "far_too.tif")])
     with pytest.raises(MamolError, match="far.tif: does not overlap any input"):
         AlignedInputs(inputs[:2], reference=tmp_path / "far.tif")
 
@@ -177,6 +184,11 @@ def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as
     with rasterio.open(out) as src, rasterio.open(scene_dir / "hsi.tif") as ref:
         assert src.crs is None and src.transform == ref.transform and src.shape == ref.shape
     assert "has no CRS; pass --assume-crs" in run_map(model, tmp_path / "other.tif", *inputs).output
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        write_raster(tmp_path / "mask.tif", np.ones((40, 40), np.uint8), src.transform)
+    result = run_map(crsless, tmp_path / "masked.tif", *inputs, extra=["--mask", tmp_path / "mask.tif"])
+    assert result.exit_code == 1 and "the input rasters have no CRS, so --mask cannot be placed on them; pass --assume-crs" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def set_grid_crs(config, crs):

@@ -134,6 +134,15 @@ def test_a_file_at_state_that_is_no_training_state_is_never_replaced(scene_dir, 
     assert notes.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_continue_starts_afresh_over_a_training_state_cut_short(scene_dir, tmp_path):
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.state.safetensors"
+    assert train_run(scene_dir, out, stop_at=3).exit_code == 130
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a copy cut short
+    steps = []
+    result = train_run(scene_dir, out, "--continue", steps=steps)
+    assert result.exit_code == 0 and steps[0] == 0 and out.exists() and not state.exists(), result.output
+
+
 def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path):
     """The state records a digest of its training pixels: other classes on the same pixels (same rasters,
     same settings, same band statistics) are refused with --resume and start afresh with --continue."""

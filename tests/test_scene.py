@@ -124,6 +124,7 @@ def test_vector_without_the_class_field(scene_dir):
     (lambda n: [300.0] + [1.0] * (len(n) - 1), "field 'c' holds 300; class codes are whole numbers 1..255"),
     (lambda n: [-1.0] + [1.0] * (len(n) - 1), "field 'c' holds -1; class codes"),
     (lambda n: [2.5] + [1.0] * (len(n) - 1), "field 'c' holds 2.5; class codes"),
+    (lambda n: [float("inf")] + [1.0] * (len(n) - 1), "field 'c' holds inf; class codes"),
 ])
 def test_class_fields_that_cannot_be_class_codes_or_names_are_refused(scene_dir, tmp_path, values, message):
     import geopandas
@@ -190,6 +191,20 @@ def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy)
     scene = open_scene(scene_copy, assume_crs="EPSG:32632")
     prepared, _ = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=0)
     assert prepared.valid.all() and scene.grid.pixel_size == (2.0, 2.0)
+
+
+def test_rasters_without_a_crs_on_one_grid_take_vector_labels_with_assume_crs(scene_copy, scene_dir):
+    for name in ("hsi", "dsm"):
+        with rasterio.open(scene_copy / f"{name}.tif") as src:
+            profile, data = {k: v for k, v in src.profile.items() if k != "crs"}, src.read()
+        with rasterio.open(scene_copy / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data)
+    labels = {"labels": scene_copy / "train_points.gpkg", "label_field": "landcover"}
+    with pytest.raises(MamolError, match="the scene rasters have no CRS"):
+        open_scene(scene_copy, **labels)
+    scene = open_scene(scene_copy, assume_crs="EPSG:32632", **labels)
+    assert scene.grid.crs.to_epsg() == 32632
+    assert np.array_equal(scene.train_labels, open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover").train_labels)
 
 
 def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir):

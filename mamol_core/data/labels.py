@@ -155,9 +155,10 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         raise MamolError(f"{path}: field {field!r} is empty on {int(empty.sum())} of {len(values)} features; fill it or drop them")
     if is_numeric_dtype(values):
         numbers = values.to_numpy().astype(np.float64)
-        if not np.all(numbers == np.round(numbers)) or numbers.min() < 0 or numbers.max() > 255:
-            odd = sorted({float(v) for v in numbers if v != round(v) or not 0 <= v <= 255})[:5]
-            raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in odd)}; class codes are whole "
+        odd = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0) | (numbers > 255)
+        if odd.any():
+            shown = sorted({float(v) for v in numbers[odd]})[:5]
+            raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in shown)}; class codes are whole "
                              "numbers 1..255 (0 = unlabelled), or use a field of class names")
         codes = numbers.astype(np.int64)
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))

@@ -17,7 +17,7 @@ import numpy as np
 
 from mamol_core.config import ClassSpec, GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput, differs, pixel_size_in
+from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, parse_crs, shared_grid
 from mamol_core.data.labels import (
     check_label_values,
     default_classes,
@@ -28,7 +28,7 @@ from mamol_core.data.labels import (
     read_label_raster,
     recode_by_name,
 )
-from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, same_grid
+from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality
 from mamol_core.mapping.outputs import is_map_output
 
 log = logging.getLogger(__name__)
@@ -199,10 +199,10 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
     """The grid a scene's rasters are read on: theirs when they share one (and neither ``reference``
     nor a ``model_grid`` of another pixel size says otherwise), else the aligned grid mapping would
     use (:class:`AlignedInputs`; at the model's training pixel size when evaluating a model)."""
-    shared = all(same_grid(g, grids[0]) for g in grids[1:])
-    trained = pixel_size_in(model_grid, grids[0].crs) if model_grid is not None else None
-    if reference is None and shared and (model_grid is None or (trained is not None and not differs(grids[0].pixel_size, trained))):
-        return grids[0]
+    assumed = parse_crs(assume_crs)
+    shared = shared_grid([effective_grid(g, assumed) for g in grids], model_grid)
+    if reference is None and shared is not None:
+        return shared
     with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:
         grid = aligned.grid
     log.info("rasters on different grids: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",

@@ -88,6 +88,23 @@ def differs(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return any(abs(x - y) > 0.01 * max(x, y) for x, y in zip(a, b))
 
 
+def effective_grid(grid: Grid, assumed: CRS | None) -> Grid:
+    """A raster's grid, in ``assumed`` (``--assume-crs``) when it has no CRS of its own."""
+    return Grid(grid.crs or assumed, grid.transform, grid.width, grid.height)
+
+
+def shared_grid(grids: list[Grid], model_grid: GridSpec | None) -> Grid | None:
+    """The grid every raster is on, when they share one at the model's training pixel size (or there is
+    no model yet): they are then read as they are. ``None`` when they differ."""
+    if any(not same_grid(g, grids[0]) for g in grids[1:]):
+        return None
+    if model_grid is not None:
+        trained = pixel_size_in(model_grid, grids[0].crs)
+        if trained is None or differs(grids[0].pixel_size, trained):
+            return None
+    return grids[0]
+
+
 def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, reference, reference_path: Path,
                 model_grid: GridSpec | None = None, explicit: bool = False) -> Grid:
     """The output grid: CRS and alignment of the ``reference`` dataset, pixel size the model's training
@@ -131,21 +148,33 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
                    reference_path: Path) -> None:
-    """Stop when an input overlaps no other input (with two or more; the grid's own raster is blamed
-    last), or an explicit ``reference`` overlaps no input: in one CRS such rasters lie apart, which
-    usually means a wrong CRS."""
+    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps (the
+    group holding the grid's own raster is kept, another input is blamed), and an explicit
+    ``reference`` overlaps some input: in one CRS, rasters that lie apart usually mean a wrong CRS."""
     if reference is not None and not any(overlap(box, reference) for box in boxes):
         raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
-    for index in sorted(range(len(boxes)), key=lambda i: paths[i] == reference_path):
-        if len(boxes) > 1 and not any(overlap(boxes[index], other) for k, other in enumerate(boxes) if k != index):
-            raise MamolError(f"{paths[index]}: does not overlap any other input; pass rasters of the same area (check their CRS)")
+    start = next((i for i, path in enumerate(paths) if path == reference_path), 0)
+    joined, frontier = {start}, [start]
+    while frontier:
+        current = frontier.pop()
+        for index, box in enumerate(boxes):
+            if index not in joined and overlap(box, boxes[current]):
+                joined.add(index)
+                frontier.append(index)
+    apart = [index for index in range(len(boxes)) if index not in joined]
+    if apart:
+        raise MamolError(f"{paths[apart[0]]}: does not overlap the area of {paths[start].name}; pass rasters of the same "
+                         "area (check their CRS)")
 
 
-def finest(datasets: list, paths: list[Path], assumed: CRS | None) -> int:
-    """Index of the input with the smallest pixel area, among the projected ones when there are any
-    (a geographic grid would map in degrees); areas are compared in the first candidate's CRS."""
+def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: GridSpec | None = None) -> int:
+    """Index of the input with the smallest pixel area, among those whose CRS units compare with the
+    model's training grid when there are any, else among the projected ones (a grid in degrees would
+    map in degrees); areas are compared in the first candidate's CRS."""
     crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
-    candidates = [i for i, crs in enumerate(crs_list) if not crs.is_geographic] or list(range(len(datasets)))
+    everyone = list(range(len(datasets)))
+    comparable = [i for i in everyone if model_grid is not None and pixel_size_in(model_grid, crs_list[i]) is not None]
+    candidates = comparable or [i for i in everyone if not crs_list[i].is_geographic] or everyone
     common = crs_list[candidates[0]]
     sizes = []
     for index in candidates:
@@ -188,25 +217,25 @@ class AlignedInputs(contextlib.ExitStack):
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
         assumed = parse_crs(assume_crs)
-        own = [grid_of(d) for d in self.datasets]
+        own = [effective_grid(grid_of(d), assumed) for d in self.datasets]
+        shared = shared_grid(own, model_grid) if grid is None and reference is None else None
         if grid is not None:
             self.grid = grid
-        elif reference is None and assumed is None and own[0].crs is None and all(same_grid(g, own[0]) for g in own[1:]) \
-                and (model_grid is None or model_grid.crs is None and not differs(own[0].pixel_size, tuple(model_grid.pixel_size))):
-            self.grid = own[0]  # rasters without a CRS on one grid, the model's pixel size: read as they are
+        elif shared is not None:
+            self.grid = shared
         elif reference is None:
-            index = finest(self.datasets, paths, assumed)
+            index = finest(self.datasets, paths, assumed, model_grid)
             self.grid = output_grid(self.datasets, paths, assumed, self.datasets[index], paths[index], model_grid)
         else:
             chosen = self.enter_context(open_raster(reference))
             self.grid = output_grid(self.datasets, paths, assumed, chosen, Path(reference), model_grid, explicit=True)
         method = Resampling[resampling]
         self.views = [
-            ExactView(d) if same_grid(grid_of(d), self.grid) else
+            ExactView(d) if same_grid(g, self.grid) else
             self.enter_context(WarpedVRT(d, src_crs=source_crs(d, p, assumed), crs=self.grid.crs, transform=self.grid.transform,
                                          width=self.grid.width, height=self.grid.height, resampling=method,
                                          dtype="float32", nodata=np.nan, src_nodata=d.nodata))
-            for d, p in zip(self.datasets, paths)
+            for d, g, p in zip(self.datasets, own, paths)
         ]
 
     def check_readable(self) -> None:

@@ -73,6 +73,9 @@ class MapArea:
     def crop(self, grid: Grid, margin: int = 0, step: int = 1) -> Grid:
         """``grid`` cut to the area's bounding box (the intersection of the polygons' and the mask's), as
         :func:`crop_grid` does with ``margin`` and ``step``."""
+        if grid.crs is None:
+            raise MamolError(f"{self.aoi or self.mask}: the input rasters have no CRS, so {'--aoi' if self.aoi else '--mask'} "
+                             "cannot be placed on them; pass --assume-crs EPSG:XXXX (the CRS they are in)")
         boxes = []
         if self.polygons is not None:
             boxes.append(tuple(self.polygons.to_crs(grid.crs).total_bounds))

@@ -143,10 +143,11 @@ class SavedState:
 
 
 def is_training_state(path: Path) -> bool:
-    """True when ``path`` is a file a mamol training run wrote as its state (whatever its settings)."""
+    """True when ``path`` is a file a mamol training run wrote as its state (whatever its settings,
+    complete or cut short by a failed copy); False for any other file, or one that cannot be read."""
     try:
-        return STATE_KEY in read_metadata(path)
-    except MamolError:
+        return STATE_KEY in read_metadata(path, check_size=False)
+    except (MamolError, OSError):
         return False
 
 
