@@ -180,6 +180,17 @@ def test_holdout_split_keeps_groups_together(scene_dir):
     assert 0.1 < share < 0.5
 
 
+def test_a_class_of_one_labelled_group_is_named_when_kept_for_training(scene_dir, caplog):
+    from mamol_core.config import ClassSpec
+    from mamol_core.data.labels import grouped_holdout
+
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:2, 0:2], labels[5:7, 5:7], labels[0:2, 8:10] = 1, 1, 2
+    caplog.set_level(logging.WARNING)
+    train, test = grouped_holdout(labels, None, 0.5, 0, [ClassSpec(1, "Trees", "#000000"), ClassSpec(2, "Water", "#0000ff")])
+    assert "class 'Water' has a single labelled group" in caplog.text and (train == 2).sum() == 4 and (test == 1).sum() == 4
+
+
 def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy):
     with rasterio.open(scene_copy / "dsm.tif") as src:
         dsm, transform = src.read(), src.transform

@@ -179,13 +179,15 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
     return np.array([lookup[n] for n in names]), table
 
 
-def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int,
+                    classes: list[ClassSpec] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split labelled pixels into train and test by whole groups (features, or connected patches of
     one class for rasters, 8-connected), so that neighbouring pixels of one field never sit on both sides.
 
     Per class with two or more groups, groups are visited in a seeded random order and held out
     while the class's held-out pixels stay within ``fraction``; when no group fits, the smallest is
-    held out (at most half the class). One group of each class is always kept for training."""
+    held out (at most half the class). One group of each class is always kept for training.
+    ``classes`` names the classes in the warning about a class with a single group."""
     if groups is None:
         groups = np.zeros_like(labels, dtype=np.int64)
         offset = 0
@@ -198,7 +200,8 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: flo
     for value in np.unique(labels[labels > 0]):
         ids, sizes = np.unique(groups[(labels == value) & (groups > 0)], return_counts=True)
         if len(ids) < 2:
-            log.warning("class %d has a single labelled group: it is used for training only", value)
+            name = next((repr(c.name) for c in classes or [] if c.value == value), str(value))
+            log.warning("class %s has a single labelled group: it is used for training only", name)
             continue
         taken, held = np.zeros(len(ids), bool), 0
         for index in rng.permutation(len(ids)):

@@ -179,7 +179,7 @@ def open_scene(
         if overlap:
             log.warning("%s and %s share %d labelled pixels; accuracy will be optimistic", train_path, test_path, overlap)
     elif holdout > 0:
-        train, test = grouped_holdout(train, groups, holdout, seed)
+        train, test = grouped_holdout(train, groups, holdout, seed, table)
         log.info("no test labels: %d labelled pixels held out by whole groups for testing", int((test > 0).sum()))
     if not (train > 0).any():
         raise MamolError(f"{train_path}: no labelled training pixels on the scene grid; check the labels and their extent")
