@@ -94,6 +94,10 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                 raise MamolError(f"--polygons {polygons}: write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file")
             check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference, "--aoi": aoi, "--mask": mask,
                                                 **{flags[item.name]: item.path for item in items}})
+            for flag, path in {"-o": output, "--probabilities": outputs.probabilities, "--confidence": outputs.confidence,
+                               "--availability": outputs.availability}.items():
+                if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
+                    raise MamolError(f"{flag} {path}: mamol-map writes GeoTIFF rasters; give the file a .tif name")
             for path in outputs.all():
                 check_writable(path)
             model, config = load_model(model_path, compute)

@@ -49,6 +49,10 @@ class MamolProvider(QgsProcessingProvider):
                 QgsMessageLog.logMessage(f"{model}: skipped ({exc})", "MaMOL", Qgis.Warning)
         return ids
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
+        """mamol-map writes GeoTIFFs, so the output pickers offer only .tif."""
+        return ["tif"]
+
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(TrainModel())
         for model, algorithm_id in self.mapping_ids().items():
