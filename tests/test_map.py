@@ -417,13 +417,37 @@ def test_the_map_is_at_the_models_training_pixel_size_unless_a_reference_says_ot
     assert "pixel 4 x 4, but the model was trained at 2 x 2" in caplog.text
 
 
-def test_the_training_pixel_size_converts_between_projected_units_only():
+def test_the_training_pixel_size_is_the_same_ground_size_in_another_crs():
+    from rasterio.warp import transform
+
     spec = GridSpec("EPSG:32632", [2.0, 3.0])
-    assert pixel_size_in(spec, CRS.from_epsg(32633)) == (2.0, 3.0)
+    assert pixel_size_in(spec, CRS.from_epsg(32632), (0, 0)) == (2.0, 3.0)  # its own CRS: as recorded
+    assert pixel_size_in(spec, CRS.from_epsg(32633)) == (2.0, 3.0)  # without a place: by the units alone
     feet = pixel_size_in(spec, CRS.from_epsg(2263))  # NAD83 / New York Long Island (US survey feet)
     assert abs(feet[0] - 2 / 0.3048006096) < 1e-6
     assert pixel_size_in(spec, CRS.from_epsg(4326)) is None
     assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(4258)) == (0.001, 0.001)
+    assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(32632), (600_000, 5_000_000)) is None
+    xs, ys = transform("EPSG:4326", "EPSG:3857", [11.0], [46.0])
+    mercator = pixel_size_in(spec, CRS.from_epsg(3857), (xs[0], ys[0]))  # Web Mercator stretches by 1 / cos(latitude)
+    assert mercator == pytest.approx((2 / np.cos(np.radians(46)), 3 / np.cos(np.radians(46))), rel=0.005)
+    degrees = pixel_size_in(spec, CRS.from_epsg(4326), (11.0, 46.0))
+    assert degrees == pytest.approx((2 / (111_320 * np.cos(np.radians(46))), 3 / 111_150), rel=0.005)
+
+
+def test_a_raster_in_web_mercator_alone_is_mapped_at_the_training_ground_size(trained, scene_dir, tmp_path):
+    _, model = trained
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dst_transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+        dsm = np.zeros((1, height, width), np.float32)
+        reproject(src.read(), dsm, src_transform=src.transform, src_crs=src.crs, dst_transform=dst_transform,
+                  dst_crs="EPSG:3857", resampling=Resampling.bilinear)
+        write_raster(tmp_path / "dsm_3857.tif", dsm, dst_transform, crs="EPSG:3857")
+        lat = rasterio.warp.transform(src.crs, "EPSG:4326", [(src.bounds.left + src.bounds.right) / 2],
+                                      [(src.bounds.top + src.bounds.bottom) / 2])[1][0]
+    assert run_map(model, tmp_path / "map.tif", ("dsm", tmp_path / "dsm_3857.tif")).exit_code == 0
+    with rasterio.open(tmp_path / "map.tif") as out:
+        assert out.crs.to_epsg() == 3857 and out.res == pytest.approx((2 / np.cos(np.radians(lat)),) * 2, rel=0.01)
 
 
 def test_cog_outputs_hold_the_same_pixels_colours_and_tags(trained, scene_dir, tmp_path):

@@ -68,20 +68,53 @@ def metres_per_unit(crs: CRS | None) -> float | None:
         return None
 
 
-def pixel_size_in(spec: GridSpec, crs: CRS | None) -> tuple[float, float] | None:
-    """The model's training pixel size expressed in ``crs``'s units, or ``None`` when the units cannot
-    be compared (one CRS projected and the other geographic, or either unknown)."""
+def pixel_size_in(spec: GridSpec, crs: CRS | None, at: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """The model's training pixel size expressed in ``crs``'s units, or ``None`` when it cannot be.
+
+    In the model's own CRS (or between two geographic CRSs) it is the recorded size. From a projected
+    training CRS it is the same ground size: converted by the units alone, or, given a point ``at``
+    (in ``crs``) where the map lies, by ``crs``'s scale there too, so that a Web-Mercator grid at 46°
+    N gets 1.44 units per training metre and a grid in degrees gets the degrees of that ground size.
+    ``None`` when either CRS is unknown, or the training CRS is geographic and ``crs`` is not."""
     model_crs = parse_crs(spec.crs, "the model's training grid") if spec.crs else None
     if model_crs is None and crs is None:
         return tuple(spec.pixel_size)
     if model_crs is None or crs is None:
         return None
-    if model_crs.is_geographic and crs.is_geographic:
+    if model_crs == crs or (model_crs.is_geographic and crs.is_geographic):
         return tuple(spec.pixel_size)
     model_factor, factor = metres_per_unit(model_crs), metres_per_unit(crs)
-    if model_factor is None or factor is None:
+    if model_factor is None:
         return None
-    return spec.pixel_size[0] * model_factor / factor, spec.pixel_size[1] * model_factor / factor
+    ground = (spec.pixel_size[0] * model_factor, spec.pixel_size[1] * model_factor)
+    if at is not None:
+        local = local_units_per_metre(crs, at)
+        if local is not None:
+            return ground[0] * local[0], ground[1] * local[1]
+    if factor is None:
+        return None
+    return ground[0] / factor, ground[1] / factor
+
+
+def local_units_per_metre(crs: CRS, at: tuple[float, float]) -> tuple[float, float] | None:
+    """``crs`` units per metre on the ground at the point ``at`` (in ``crs``), east-west and north-south:
+    a projected CRS's scale factors there, or the degrees of a metre for a geographic one. ``None`` where
+    PROJ cannot tell (a point outside the CRS's domain)."""
+    import pyproj
+
+    try:
+        target = pyproj.CRS.from_wkt(crs.to_wkt())
+        lon, lat = pyproj.Transformer.from_crs(target, target.geodetic_crs, always_xy=True).transform(*at)
+        if target.is_geographic:
+            geod = target.get_geod()
+            east, north = geod.fwd(lon, lat, 90, 1.0)[0] - lon, geod.fwd(lon, lat, 0, 1.0)[1] - lat
+            return abs(east), abs(north)
+        factors = pyproj.Proj(target).get_factors(lon, lat)
+        per_metre = 1 / float(target.axis_info[0].unit_conversion_factor)
+        units = (factors.parallel_scale * per_metre, factors.meridional_scale * per_metre)
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError, IndexError, ValueError):
+        return None
+    return units if all(math.isfinite(u) and u > 0 for u in units) else None
 
 
 def differs(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -99,7 +132,8 @@ def shared_grid(grids: list[Grid], model_grid: GridSpec | None) -> Grid | None:
     if any(not same_grid(g, grids[0]) for g in grids[1:]):
         return None
     if model_grid is not None:
-        trained = pixel_size_in(model_grid, grids[0].crs)
+        t, col, row = grids[0].transform, grids[0].width / 2, grids[0].height / 2
+        trained = pixel_size_in(model_grid, grids[0].crs, (t.c + t.a * col + t.b * row, t.f + t.d * col + t.e * row))
         if trained is None or differs(grids[0].pixel_size, trained):
             return None
     return grids[0]
@@ -117,7 +151,11 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     if t.b != 0 or t.d != 0:
         raise MamolError(f"{reference_path}: a rotated grid cannot be the reference; warp it north-up first (gdalwarp)")
     size = (t.a, -t.e)
-    trained = pixel_size_in(model_grid, ref_crs) if model_grid is not None else None
+    boxes = [transform_bounds(crs, ref_crs, *dataset.bounds) for dataset, crs in zip(datasets, crs_list)]
+    check_overlaps(boxes, paths, tuple(ref_bounds) if explicit else None, reference_path)
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    centre = ((union[0] + union[2]) / 2, (union[1] + union[3]) / 2)
+    trained = pixel_size_in(model_grid, ref_crs, centre) if model_grid is not None else None
     if model_grid is not None and trained is None:
         log.warning("%s: its CRS units cannot be compared with the model's training grid (%s, pixel %g x %g); mapping at its "
                     "pixel size %g x %g%s", reference_path, model_grid.crs, *model_grid.pixel_size, *size,
@@ -127,11 +165,11 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
             log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g; the map is at the reference's",
                         reference_path, *size, *trained)
         else:
-            log.info("mapping at the model's training pixel size %g x %g (the finest input has %g x %g)", *trained, *size)
+            log.info("mapping at the model's training pixel size %g x %g%s (the finest input has %g x %g)", *trained,
+                     "" if tuple(model_grid.pixel_size) == trained else
+                     f" in {reference_path.name}'s CRS ({model_grid.pixel_size[0]:g} x {model_grid.pixel_size[1]:g} in "
+                     f"{model_grid.crs})", *size)
             size = trained
-    boxes = [transform_bounds(crs, ref_crs, *dataset.bounds) for dataset, crs in zip(datasets, crs_list)]
-    check_overlaps(boxes, paths, tuple(ref_bounds) if explicit else None, reference_path)
-    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     px, py = size
     col0 = math.floor((union[0] - t.c) / px + 1e-6)
     col1 = math.ceil((union[2] - t.c) / px - 1e-6)
