@@ -129,6 +129,9 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                            {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
                             "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
                             **{f"the {m.name} raster": m.path for m in opened.modalities}})
+            if output.suffix.lower() != ".safetensors":
+                raise MamolError(f"-o {output}: a model is a safetensors file; give it a .safetensors name (mamol-map, "
+                                 "mamol-info and the QGIS plugin look for that)")
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)

@@ -42,7 +42,7 @@ def save_layer(layer: QgsVectorLayer, context) -> str:
     target = QgsProcessingUtils.generateTempFilename("features.gpkg")
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, context.transformContext(), options)
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, target, context.transformContext(), options)
     if error != QgsVectorFileWriter.NoError:
         raise QgsProcessingException(f"{layer.name()}: cannot be saved for mamol ({message})")
     return target

@@ -321,8 +321,8 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
                     continue
             if stream == "err":
                 errors.append(line)
-            if line.strip() and "\r" not in line:
-                on_log(line)
+            if line.strip() and "\r" not in line and not (stream == "err" and line.startswith("error:")):
+                on_log(line)  # the one-line error is raised as CommandFailed, shown once
 
     while process.poll() is None:
         drain()

@@ -26,18 +26,24 @@ def layer_names(layer) -> set[str]:
     return {normalized(layer.name()), normalized(Path(source).stem)}
 
 
+#: Other names of the standard modalities' rasters, tried after the modality's own name.
+ALIASES = {"lidar": ("dsm", "ndsm", "dem", "dtm", "chm", "elevation", "als"), "hsi": ("hyperspectral", "hs"),
+           "sar": ("radar", "s1", "sentinel1")}
+
+
 def matching_layers(modalities: list[str], project: QgsProject | None = None) -> dict[str, QgsRasterLayer]:
     """For each modality, a raster layer of the project whose layer or file name is the modality's name
-    (ignoring case and punctuation), each layer used once; modalities without one are left out."""
+    (ignoring case and punctuation), else one of its :data:`ALIASES` (``dsm`` for ``lidar``), each layer
+    used once; modalities without one are left out."""
     project = project or QgsProject.instance()
     rasters = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
     found, used = {}, set()
-    for modality in modalities:
-        for layer in rasters:
-            if layer.id() not in used and normalized(modality) in layer_names(layer):
+    for names in ([(m, m) for m in modalities], [(m, alias) for m in modalities for alias in ALIASES.get(normalized(m), ())]):
+        for modality, name in names:
+            layer = next((r for r in rasters if r.id() not in used and normalized(name) in layer_names(r)), None)
+            if modality not in found and layer is not None:
                 found[modality] = layer
                 used.add(layer.id())
-                break
     return found
 
 

@@ -38,6 +38,8 @@ BACKBONES = ["auto", "minilm-l6", "clip-vit-b-16", "tiny"]
 #: Band scalings (mamol-train --normalization): value, label.
 SCALINGS = [("standard", "Mean and standard deviation (most sensors)"),
             ("quantile", "Quantiles (heavy-tailed bands: SAR backscatter, LiDAR intensity)")]
+#: mamol-train's --min-steps default (the plugin does not import mamol, which runs in its own environment).
+MIN_STEPS = 500
 
 
 def modality_name(layer_name: str) -> str:
@@ -103,6 +105,10 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterString("MISSING", "Missing modality (both, subsets or a modality name)",
                                                        defaultValue="both"))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 30, minValue=1))
+        steps = QgsProcessingParameterNumber("MIN_STEPS", "At least this many training steps, whatever the epochs (a small ground "
+                                             "truth needs more passes)", QgsProcessingParameterNumber.Integer, MIN_STEPS, minValue=0)
+        steps.setFlags(steps.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(steps)
         self.addParameter(QgsProcessingParameterBoolean("ANY_ANGLE", "Rows (vines, orchards, crops) run in directions the ground truth "
                                                         "does not cover: learn textures at any angle", defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=BACKBONES, defaultValue=0))
@@ -161,6 +167,7 @@ class TrainModel(MamolAlgorithm):
         args += ["--missing-rate", str(self.parameterAsDouble(parameters, "MISSING_RATE", context)),
                  "--missing", self.parameterAsString(parameters, "MISSING", context),
                  "--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context)),
+                 "--min-steps", str(self.parameterAsInt(parameters, "MIN_STEPS", context)),
                  "--backbone", BACKBONES[self.parameterAsEnum(parameters, "BACKBONE", context)],
                  "--normalization", SCALINGS[self.parameterAsEnum(parameters, "SCALING", context)][0],
                  "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], "-o", str(model)]

@@ -76,11 +76,12 @@ def test_json_progress_lines(scene_dir, tmp_path):
         (["--missing", "sar"], "unknown modality"),
         (["--backbone", "vit-huge"], "unknown backbone 'vit-huge'"),
         (["--input", "broken"], "--input 'broken': write NAME=PATH"),
+        (["-o", "model.pt"], "a model is a safetensors file; give it a .safetensors name"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, message):
     out = tmp_path / "model.safetensors"
-    args = ["--scene", str(scene_dir), "-o", str(out), *FAST, *extra]
+    args = ["--scene", str(scene_dir), "-o", str(out), *FAST, *(str(tmp_path / a) if a == "model.pt" else a for a in extra)]
     result = CliRunner().invoke(train.main, args)
     assert result.exit_code == 1
     assert message in result.output

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -142,10 +143,12 @@ def test_map_with_one_layer(map_id, tmp_path):
 def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException, match="at least one modality"):
         run(map_id, {"OUTPUT": str(tmp_path / "none.tif")})
+    feedback = Recording()
     with pytest.raises(QgsProcessingException) as error:
-        run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
+        run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")}, feedback)
     message = str(error.value)
     assert "dsm.tif: 1 band, but the model's hsi has" in message and "Traceback" not in message
+    assert not any("1 band, but" in line for line in feedback.lines)  # shown once, as the error, not also in the log
     assert not (tmp_path / "wrong.tif").exists()
 
 
@@ -258,10 +261,10 @@ def test_sensor_slots_are_filled_from_layers_named_like_the_modalities(plugin, m
     hsi = QgsRasterLayer(str(SAMPLE / "hsi.tif"), "HSI cube")
     dsm = QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm")
     project.addMapLayers([hsi, dsm])
-    assert loaded.initial_layers(map_id) == {"hsi": hsi.id()}  # "HSI cube" is not "hsi"; the file hsi.tif is
+    assert loaded.initial_layers(map_id) == {"hsi": hsi.id(), "lidar": dsm.id()}  # "HSI cube" is not "hsi"; the file hsi.tif is
     lidar = QgsRasterLayer(str(SAMPLE / "dsm.tif"), "LiDAR")
     project.addMapLayer(lidar)
-    assert loaded.initial_layers(map_id) == {"hsi": hsi.id(), "lidar": lidar.id()}
+    assert loaded.initial_layers(map_id) == {"hsi": hsi.id(), "lidar": lidar.id()}  # the modality's own name before "dsm"
     project.clear()
 
 
@@ -315,7 +318,8 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     import processing
     from qgis.core import QgsVectorLayer
 
-    from qgis_plugin.train_algorithm import TrainModel
+    from mamol_core.config import TrainSpec
+    from qgis_plugin.train_algorithm import MIN_STEPS, TrainModel
 
     truth = QgsVectorLayer(str(SAMPLE / "train_points.gpkg"), "truth", "ogr")
     order = [("Water", "#1f78b4"), ("Road", "#555555"), ("Grass", "#9be564"), ("Trees", "#1b7837"), ("Bare soil", "#d9b382"),
@@ -323,14 +327,15 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     categorized(truth, "landcover", [(name, colour, name) for name, colour in order])
     model = tmp_path / "models" / "forest.safetensors"  # the folder is made
     result = processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "LIDAR": QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm"),
-                                            "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "BACKBONE": 3, "DEVICE": 1,
-                                            "ANY_ANGLE": True, "SCALING": 1, "NAME": "Sample forest", "MODEL": str(model)},
+                                            "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "MIN_STEPS": 7, "BACKBONE": 3,
+                                            "DEVICE": 1, "ANY_ANGLE": True, "SCALING": 1, "NAME": "Sample forest", "MODEL": str(model)},
                              feedback=QgsProcessingFeedback())
     assert result["MODEL"] == str(model) and result["REPORT"] == str(model.with_suffix(".report"))
     config = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
                                        text=True, check=True).stdout)
     info = config["model"]
     assert config["train"]["rotation"] == "any" and config["train"]["normalization"] == "quantile"
+    assert config["train"]["min_steps"] == 7 and MIN_STEPS == TrainSpec.min_steps  # the dialog's default is mamol-train's
     assert info["name"] == "Sample forest" and [m["name"] for m in info["modalities"]] == ["hsi", "lidar"]
     assert [(c["name"], c["color"]) for c in info["classes"]] == order
     assert (model.with_suffix(".report") / "report.html").is_file()
@@ -482,7 +487,10 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
                                                     QgsPointXY(b.right - 10, b.bottom + 10)]]))
     drawn.dataProvider().addFeatures([feature])
     inputs = {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(SAMPLE / "dsm.tif")}
-    result = run(map_id, {**inputs, "AOI": drawn, "OUTPUT": str(tmp_path / "drawn.tif")})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(map_id, {**inputs, "AOI": drawn, "OUTPUT": str(tmp_path / "drawn.tif")})
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning) and "QgsVectorFileWriter" in str(w.message)]
     with rasterio.open(result["OUTPUT"]) as out:
         mapped = (out.read(1) > 0).mean()
     assert 0.3 < mapped < 0.7  # a triangle of its bounding box

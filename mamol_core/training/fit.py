@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
-from mamol_core.training.loop import Checkpointing, train_model
+from mamol_core.training.loop import Checkpointing, schedule_steps, train_model
 from mamol_core.training.state import RunIdentity, SavedState, read_state
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)
     log.info("backbone %s; %s", resolved.name, describe(model))
-    log.info("training on %d pixels (%s), %d classes, device %s, %s", len(prepared.train), ", ".join(scene.names),
-             len(scene.classes), device, amp_dtype or "float32")
+    steps, by_epochs = schedule_steps(len(prepared.train), train), train.epochs * math.ceil(len(prepared.train) / train.batch_size)
+    epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
+    log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
+             ", ".join(scene.names), len(scene.classes), device, amp_dtype or "float32", steps,
+             epochs if steps == by_epochs else f"at least --min-steps {train.min_steps}; {epochs} would be {by_epochs}")
     if prepared.validation is not None:
         log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
                  train.validation_block, train.validation)
