@@ -121,6 +121,15 @@ def test_a_truncated_or_config_less_model_file_gets_one_line(model_file, scene_d
     one_line_error(CliRunner().invoke(info.main, [str(not_object)]), "its embedded config is not an object")
 
 
+def test_a_raster_cut_short_says_what_gdal_found(model_file, scene_dir, tmp_path):
+    data = (scene_dir / "dsm.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) * 2 // 3])
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'cut.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "cut.tif")
+    assert "the file may be truncated" in result.output and "previous exception" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -46,6 +46,13 @@ class ModalityRaster:
     bands: int
 
 
+def gdal_reason(exc: Exception) -> str:
+    """The first line of what GDAL said behind a rasterio error (rasterio's own "Read failed. See previous
+    exception" hides it in the cause), for one-line messages."""
+    text = str(exc.__cause__ or exc) if "previous exception" in str(exc) else str(exc)
+    return text.splitlines()[0] if text.strip() else "I/O error"
+
+
 def open_raster(path: Path):
     """``rasterio.open`` with a one-line error naming the file."""
     if not Path(path).exists():
@@ -53,7 +60,7 @@ def open_raster(path: Path):
     try:
         return rasterio.open(path)
     except RasterioError as exc:
-        raise MamolError(f"{path}: cannot be read as a raster ({str(exc).splitlines()[0]}); pass a complete GeoTIFF or another GDAL raster") from None
+        raise MamolError(f"{path}: cannot be read as a raster ({gdal_reason(exc)}); pass a complete GeoTIFF or another GDAL raster") from None
 
 
 def grid_of(dataset) -> Grid:

@@ -26,7 +26,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
-from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class AlignedInputs(contextlib.ExitStack):
                 try:
                     dataset.read(window=Window(col, row, 1, 1))
                 except RasterioError as exc:
-                    raise MamolError(f"{item.path}: cannot be read ({str(exc).splitlines()[0]}); the file may be truncated, re-export it") from None
+                    raise MamolError(f"{item.path}: cannot be read ({gdal_reason(exc)}); the file may be truncated, re-export it") from None
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Bands of every input on the output grid ``[total_bands, h, w]`` (float32) and the per-input
@@ -293,7 +293,7 @@ class AlignedInputs(contextlib.ExitStack):
             try:
                 block = view.read(window=window)
             except RasterioError as exc:
-                raise MamolError(f"{item.path}: reading failed ({str(exc).splitlines()[0]}); the file may be truncated, re-export it") from None
+                raise MamolError(f"{item.path}: reading failed ({gdal_reason(exc)}); the file may be truncated, re-export it") from None
             data.append(block)
             valid.append(np.isfinite(block).all(axis=0))
         return np.concatenate(data, axis=0), np.stack(valid)

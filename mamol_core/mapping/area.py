@@ -18,7 +18,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from mamol_core.data.rasters import Grid, open_raster
+from mamol_core.data.rasters import Grid, gdal_reason, open_raster
 from mamol_core.errors import MamolError
 
 
@@ -118,7 +118,7 @@ class GridArea:
             try:
                 values = self.mask.read(1, window=Window(int(window.col_off), int(window.row_off), cols, rows), masked=True)
             except RasterioError as exc:
-                raise MamolError(f"{self.path}: reading failed ({str(exc).splitlines()[0] if str(exc) else 'I/O error'}); "
+                raise MamolError(f"{self.path}: reading failed ({gdal_reason(exc)}); "
                                  "the file may be truncated, re-export it") from None
             part &= np.ma.filled(values != 0, False)
         inside[:rows, :cols] = part
