@@ -186,10 +186,15 @@ class MapLandCover(MamolAlgorithm):
                                                                   optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        given = [m["name"] for m in self.modalities if parameters.get(parameter_name(m["name"]))]
+        given = [m for m in self.modalities if parameters.get(parameter_name(m["name"]))]
         if not given:
             names = ", ".join(m["name"] for m in self.modalities)
             return False, f"Give a raster for at least one modality ({names})."
+        for modality in given:
+            layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
+            if layer is not None and layer.bandCount() != modality["bands"]:
+                return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(layer.bandCount())}, but the model's "
+                               f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.")
         return super().checkParameterValues(parameters, context)
 
     def accuracy_note(self, given: list[str]) -> str | None:

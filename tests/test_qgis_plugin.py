@@ -143,13 +143,19 @@ def test_map_with_one_layer(map_id, tmp_path):
 def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException, match="at least one modality"):
         run(map_id, {"OUTPUT": str(tmp_path / "none.tif")})
+    with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm', 1 band, but the model's hsi has 24 bands"):
+        run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})  # refused before mamol-map runs
+    import geopandas
+    from shapely.geometry import Polygon
+
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326").to_file(tmp_path / "far.gpkg")
     feedback = Recording()
     with pytest.raises(QgsProcessingException) as error:
-        run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")}, feedback)
+        run(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "AOI": str(tmp_path / "far.gpkg"), "OUTPUT": str(tmp_path / "far.tif")}, feedback)
     message = str(error.value)
-    assert "dsm.tif: 1 band, but the model's hsi has" in message and "Traceback" not in message
-    assert not any("1 band, but" in line for line in feedback.lines)  # shown once, as the error, not also in the log
-    assert not (tmp_path / "wrong.tif").exists()
+    assert "far.gpkg: does not overlap the input rasters" in message and "Traceback" not in message and "\n" not in message
+    assert not any("does not overlap" in line for line in feedback.lines)  # shown once, as the error, not also in the log
+    assert not (tmp_path / "far.tif").exists()
 
 
 class Recording(QgsProcessingFeedback):
