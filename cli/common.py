@@ -68,6 +68,11 @@ class Group(_OneLineUsage, click.Group):
 COMMAND_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
+def seconds_text(seconds: float) -> str:
+    """Seconds for a log line: ``12.3``, or three figures under 10 s (``0.0412``), never a bare ``0.0``."""
+    return f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.3g}"
+
+
 def embedding() -> dict:
     """Settings of a caller that runs a command in its own process (the QGIS plugin):
     ``main.main(args, standalone_mode=False, obj={"progress": sink, "raise": True})``. ``progress``

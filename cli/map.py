@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, log, progress_option, progress_sink,
-                              quiet_option, setup_logging)
+                              quiet_option, seconds_text, setup_logging)
 from mamol_core.errors import MamolError
 
 ALIASES = ("hsi", "lidar", "sar")
@@ -108,8 +108,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         log.warning("estimate: %dx%d px, %d tiles; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
                     summary.height, summary.tiles, duration(summary.seconds), compute, summary.megapixels_per_second)
         return
-    log.info("wrote %s (%dx%d px, %d tiles) in %.1f s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
-             summary.seconds, summary.megapixels_per_second)
+    log.info("wrote %s (%dx%d px, %d tiles) in %s s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
+             seconds_text(summary.seconds), summary.megapixels_per_second)
 
 
 def duration(seconds: float) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, layout_options, log, progress_option,
-                              progress_sink, quiet_option, setup_logging)
+                              progress_sink, quiet_option, seconds_text, setup_logging)
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import NORMALIZATIONS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
@@ -154,7 +154,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         raise MamolError(f"{exc}; the trained state is kept in {state_path}: then run the same command with --resume "
                          f"{state_path} (or --continue) to write the model without training again") from None
     state_path.unlink(missing_ok=True)
-    log.info("model written to %s (training took %.1f s, final loss %.4f)", output, run.seconds, run.history[-1])
+    log.info("model written to %s (training took %s s, final loss %.4f)", output, seconds_text(run.seconds), run.history[-1])
     if no_eval or run.prepared.test is None:
         log.info("--no-eval: no accuracy report" if no_eval else "no test pixels: no accuracy report")
         return

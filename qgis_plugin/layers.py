@@ -27,7 +27,7 @@ def layer_names(layer) -> set[str]:
 
 
 #: Other names of the standard modalities' rasters, tried after the modality's own name.
-ALIASES = {"lidar": ("dsm", "ndsm", "dem", "dtm", "chm", "elevation", "als"), "hsi": ("hyperspectral", "hs"),
+ALIASES = {"lidar": ("dsm", "ndsm", "chm", "als"), "hsi": ("hyperspectral", "hs"),
            "sar": ("radar", "s1", "sentinel1")}
 
 

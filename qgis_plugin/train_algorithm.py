@@ -157,6 +157,10 @@ class TrainModel(MamolAlgorithm):
         else:
             args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "ground truth")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
+        if not model.suffix:
+            model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)
+        elif model.suffix.lower() != ".safetensors":
+            raise QgsProcessingException(f"Model file {model}: a MaMOL model is a .safetensors file; give it that extension")
         if model.exists() and model.parent.name == "mamol_models" and model.name.startswith("landcover_model_"):
             model = default_model_path(model.parent)  # the dialog's default, taken by an earlier run: the next free name
             feedback.pushInfo(f"{model.parent} already holds that model; saving this one as {model.name}")

@@ -427,12 +427,22 @@ def test_the_training_pixel_size_is_the_same_ground_size_in_another_crs():
     assert abs(feet[0] - 2 / 0.3048006096) < 1e-6
     assert pixel_size_in(spec, CRS.from_epsg(4326)) is None
     assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(4258)) == (0.001, 0.001)
-    assert pixel_size_in(GridSpec("EPSG:4326", [0.001, 0.001]), CRS.from_epsg(32632), (600_000, 5_000_000)) is None
     xs, ys = transform("EPSG:4326", "EPSG:3857", [11.0], [46.0])
     mercator = pixel_size_in(spec, CRS.from_epsg(3857), (xs[0], ys[0]))  # Web Mercator stretches by 1 / cos(latitude)
     assert mercator == pytest.approx((2 / np.cos(np.radians(46)), 3 / np.cos(np.radians(46))), rel=0.005)
     degrees = pixel_size_in(spec, CRS.from_epsg(4326), (11.0, 46.0))
     assert degrees == pytest.approx((2 / (111_320 * np.cos(np.radians(46))), 3 / 111_150), rel=0.005)
+    assert pixel_size_in(spec, CRS.from_epsg(4326), (191.0, 46.0)) == pytest.approx(degrees, rel=0.005)  # past 180 degrees east
+    xs, ys = transform("EPSG:4326", "EPSG:25832", [9.0], [50.0])  # the same projection on another datum
+    assert pixel_size_in(spec, CRS.from_epsg(25832), (xs[0], ys[0])) == pytest.approx((2.0, 3.0), rel=1e-6)
+    xs, ys = transform("EPSG:4326", "EPSG:2263", [-74.0], [40.7])  # far from UTM zone 32: its nominal metres, in US feet
+    assert pixel_size_in(spec, CRS.from_epsg(2263), (xs[0], ys[0])) == pytest.approx((2 / 0.3048006096, 3 / 0.3048006096), rel=0.001)
+    xs, ys = transform("EPSG:4326", "ESRI:54008", [20.0], [60.0])  # sinusoidal: not conformal, its y axis slanted there
+    sinusoidal = pixel_size_in(GridSpec("EPSG:32634", [2.0, 2.0]), CRS.from_string("ESRI:54008"), (xs[0], ys[0]))
+    assert sinusoidal[0] == pytest.approx(2.0, rel=0.002) and sinusoidal[1] == pytest.approx(1.914, rel=0.002)
+    xs, ys = transform("EPSG:4326", "EPSG:32632", [11.0], [46.0])  # a model trained in degrees, mapped in metres
+    assert pixel_size_in(GridSpec("EPSG:4326", [2e-5, 2e-5]), CRS.from_epsg(32632), (xs[0], ys[0])) == pytest.approx(
+        (2e-5 * 111_320 * np.cos(np.radians(46)), 2e-5 * 111_150), rel=0.005)
 
 
 def test_a_raster_in_web_mercator_alone_is_mapped_at_the_training_ground_size(trained, scene_dir, tmp_path):

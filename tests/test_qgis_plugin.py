@@ -100,7 +100,6 @@ def test_plugin_registers_provider_button_and_menu(plugin, map_id):
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == ["hsi", "lidar", "AOI", "EXTENT", "MASK", "SIEVE", "ESTIMATE", "DEVICE", "OUTPUT", "CONFIDENCE", "AVAILABILITY",
                      "PROBABILITIES", "POLYGONS"]
-    assert algorithm.parameterDefinition("OUTPUT").defaultFileExtension() == "tif"
     assert loaded.provider.supportedOutputRasterLayerExtensions() == ["tif"]  # mamol-map writes GeoTIFFs only
 
 

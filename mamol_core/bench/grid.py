@@ -219,7 +219,7 @@ VALIDATION_BLOCK = TrainSpec.validation_block  # the same blocks mamol-train --v
 def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "blocks") -> Scene:
     """The scene with about ``fraction`` of its training labels, in whole ``VALIDATION_BLOCK`` blocks
     or whole fields (``unit``), moved to the test side (the test labels are not read)."""
-    train, held_out = validation_holdout(scene.train_labels, fraction, seed, unit, VALIDATION_BLOCK)
+    train, held_out = validation_holdout(scene.train_labels, fraction, seed, unit, VALIDATION_BLOCK, scene.classes)
     if not held_out.any():
         other = "blocks" if unit == "fields" else "fields"
         raise MamolError(f"the training labels give no validation {unit} to hold out (seed {seed}); "

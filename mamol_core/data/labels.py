@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 from rasterio import features
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec, TrainSpec
-from mamol_core.data.rasters import Grid, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,28 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
     return recoded
 
 
+def _read_labels_on(src, path: Path, grid: Grid) -> np.ndarray:
+    """Band 1 of the open label raster ``src`` on ``grid`` (warped by nearest neighbour when it lies on another)."""
+    if same_grid(grid_of(src), grid):
+        labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
+        return labels if src.nodata is None else np.where(labels == src.nodata, 0, labels)
+    if src.crs is None:
+        raise MamolError(f"{path}: has no CRS and another grid than the scene's ({grid.describe()}); assign its CRS "
+                         "(gdal_edit.py -a_srs) or put it on the scene grid")
+    with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                   resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
+        return view.read(1)
+
+
 def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     """A label raster on the scene grid, as int32 (0 = unlabelled): read as it is when it lies on that
     grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
     with open_raster(path) as src:
-        if same_grid(grid_of(src), grid):
-            labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
-            if src.nodata is not None:
-                labels = np.where(labels == src.nodata, 0, labels)
-        else:
-            if src.crs is None:
-                raise MamolError(f"{path}: has no CRS and another grid than the scene's ({grid.describe()}); assign its CRS "
-                                 "(gdal_edit.py -a_srs) or put it on the scene grid")
-            with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                           resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
-                labels = view.read(1)
+        try:
+            labels = _read_labels_on(src, path, grid)
+        except RasterioError as exc:
+            raise MamolError(f"{path}: reading failed ({gdal_reason(exc)}); the file may be truncated, re-export it") from None
+        if not same_grid(grid_of(src), grid):
             if not (labels > 0).any():
                 raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent")
             log.info("%s: warped onto the scene grid (nearest neighbour)", path)
@@ -249,12 +257,14 @@ def block_holdout(labels: np.ndarray, fraction: float, block: int, seed: int) ->
 VALIDATION_UNITS = ("blocks", "fields")
 
 
-def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str = "blocks", block: int = TrainSpec.validation_block) -> tuple[np.ndarray, np.ndarray]:
+def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str = "blocks", block: int = TrainSpec.validation_block,
+                       classes: list[ClassSpec] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Training labels split into (train, validation) for choosing settings: :func:`block_holdout`
     with ``block``-pixel blocks, or :func:`grouped_holdout` over fields (at least one field of each
-    class with two or more is held out, one is always kept, and at most half the class's pixels)."""
+    class with two or more is held out, one is always kept, and at most half the class's pixels;
+    ``classes`` names them in its warning)."""
     if unit == "blocks":
         return block_holdout(labels, fraction, block, seed)
     if unit == "fields":
-        return grouped_holdout(labels, None, fraction, seed)
+        return grouped_holdout(labels, None, fraction, seed, classes)
     raise MamolError(f"validation unit {unit!r}: use {' or '.join(VALIDATION_UNITS)}")

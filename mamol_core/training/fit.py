@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
-from mamol_core.training.loop import Checkpointing, schedule_steps, train_model
+from mamol_core.training.loop import Checkpointing, epoch_steps, schedule_steps, train_model
 from mamol_core.training.state import RunIdentity, SavedState, read_state
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)
     log.info("backbone %s; %s", resolved.name, describe(model))
-    steps, by_epochs = schedule_steps(len(prepared.train), train), train.epochs * math.ceil(len(prepared.train) / train.batch_size)
+    steps, by_epochs = schedule_steps(len(prepared.train), train), epoch_steps(len(prepared.train), train)
     epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
     log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
              ", ".join(scene.names), len(scene.classes), device, amp_dtype or "float32", steps,

@@ -80,9 +80,14 @@ def warmup_linear(total_steps: int, warmup_fraction: float):
     return factor
 
 
+def epoch_steps(pixels: int, spec: TrainSpec) -> int:
+    """Optimizer steps of ``spec.epochs`` passes over ``pixels`` samples."""
+    return spec.epochs * math.ceil(pixels / spec.batch_size)
+
+
 def schedule_steps(pixels: int, spec: TrainSpec) -> int:
-    """Optimizer steps of a run: ``spec.epochs`` passes over ``pixels`` samples, at least ``spec.min_steps`` (and one)."""
-    return max(spec.epochs * math.ceil(pixels / spec.batch_size), spec.min_steps, 1)
+    """Optimizer steps of a run: :func:`epoch_steps`, at least ``spec.min_steps`` (and one)."""
+    return max(epoch_steps(pixels, spec), spec.min_steps, 1)
 
 
 @dataclass
