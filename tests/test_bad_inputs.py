@@ -128,6 +128,12 @@ def test_a_raster_cut_short_says_what_gdal_found(model_file, scene_dir, tmp_path
     one_line_error(result, "cut.tif")
     assert "the file may be truncated" in result.output and "previous exception" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]
+    labels = (scene_dir / "test_labels.tif").read_bytes()
+    (tmp_path / "cut_labels.tif").write_bytes(labels[: len(labels) * 2 // 3])
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "--labels", str(tmp_path / "cut_labels.tif"),
+                                                "-o", str(tmp_path / "report"), "--quiet"])
+    one_line_error(result, "cut_labels.tif: reading failed")
+    assert not (tmp_path / "report").exists()
 
 
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):

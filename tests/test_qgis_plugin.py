@@ -355,6 +355,10 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     algorithm.initAlgorithm()
     default = Path(algorithm.parameterDefinition("MODEL").defaultValue())
     assert default.parent.name == "mamol_models" and default.name.startswith("landcover_model_") and not default.exists()
+    with pytest.raises(QgsProcessingException, match="a MaMOL model is a .safetensors file"):
+        processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "TRUTH": truth, "CLASS_FIELD": "landcover",
+                                       "MODEL": str(tmp_path / "elsewhere" / "forest.pt")}, feedback=QgsProcessingFeedback())
+    assert not (tmp_path / "elsewhere").exists()
 
 
 class CancelTraining(QgsProcessingFeedback):
