@@ -101,7 +101,14 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             return False, problem
         return super().checkParameterValues(parameters, context)
 
-    def run_mamol(self, tool: str, args: list[str], feedback) -> None:
+    def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
+        """Run ``tool`` with ``args``, its progress and log in ``feedback``; files the plugin ``made`` for it
+        (temporary path -> what the analyst gave) are named as the analyst knows them in its messages."""
+        def known(text: str) -> str:
+            for path, what in (made or {}).items():
+                text = text.replace(path, what)
+            return text
+
         def on_progress(record: dict) -> None:
             feedback.setProgress(float(record.get("percent", 0)))
             eta = record.get("eta_s")
@@ -110,9 +117,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 
         feedback.pushCommandInfo(" ".join([tool, *args]))
         try:
-            run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, feedback.pushConsoleInfo)
+            run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, lambda line: feedback.pushConsoleInfo(known(line)))
         except (CommandFailed, MamolNotFound, Canceled) as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(known(str(exc))) from None
 
 
 class MapLandCover(MamolAlgorithm):
@@ -218,12 +225,13 @@ class MapLandCover(MamolAlgorithm):
             if layer is not None:
                 args += ["--input", f"{modality['name']}={layer_file(layer, modality['name'])}"]
                 given.append(modality["name"])
-        args += self.area_args(parameters, context, feedback)
+        area, made = self.area_args(parameters, context, feedback)
+        args += area
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         if self.parameterAsBoolean(parameters, "ESTIMATE", context):
             context.setLayersToLoadOnCompletion({})  # nothing is written
-            self.run_mamol("mamol-map", [*args, "--estimate"], feedback)
+            self.run_mamol("mamol-map", [*args, "--estimate"], feedback, made)
             return {}
         results = {"OUTPUT": output}
         for key, (option, _) in OPTIONAL_OUTPUTS.items():
@@ -243,7 +251,7 @@ class MapLandCover(MamolAlgorithm):
         note = self.accuracy_note(given)
         if note:
             feedback.pushWarning(note)
-        self.run_mamol("mamol-map", args, feedback)
+        self.run_mamol("mamol-map", args, feedback, made)
         run = RunGroup(f"{self.model_name} — {' + '.join(given)}")
         for order, key in enumerate(["POLYGONS", "OUTPUT", *OPTIONAL_OUTPUTS]):
             path = results.get(key)
@@ -255,18 +263,24 @@ class MapLandCover(MamolAlgorithm):
                                                             style=style))
         return results
 
-    def area_args(self, parameters, context, feedback) -> list[str]:
-        """``--aoi``/``--mask`` from the polygons (or their selected features), the extent and the mask raster given."""
-        args = []
+    def area_args(self, parameters, context, feedback) -> tuple[list[str], dict[str, str]]:
+        """``--aoi``/``--mask`` from the polygons (or their selected features), the extent and the mask raster
+        given, and the files made for them (path -> what the analyst gave, for messages)."""
+        args, made = [], {}
         polygons = vector_file(self, parameters, "AOI", context, feedback)
         if polygons is not None:
             args += ["--aoi", polygons]
+            layer = self.parameterAsVectorLayer(parameters, "AOI", context)
+            if layer is not None and Path(polygons).resolve() != Path(layer.source().split("|")[0]).resolve():
+                made[polygons] = f"the area to map (layer {layer.name()!r})"
         if parameters.get("EXTENT"):
             if args:
                 raise QgsProcessingException("Give the area to map as polygons or as an extent, not both.")
-            args += ["--aoi", extent_file(self.parameterAsExtent(parameters, "EXTENT", context),
-                                          self.parameterAsExtentCrs(parameters, "EXTENT", context), context)]
+            extent = extent_file(self.parameterAsExtent(parameters, "EXTENT", context),
+                                 self.parameterAsExtentCrs(parameters, "EXTENT", context), context)
+            args += ["--aoi", extent]
+            made[extent] = "the extent to map"
         mask = self.parameterAsRasterLayer(parameters, "MASK", context)
         if mask is not None:
             args += ["--mask", layer_file(mask, "mask")]
-        return args
+        return args, made

@@ -503,6 +503,9 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with rasterio.open(result["OUTPUT"]) as out:
         mapped = (out.read(1) > 0).mean()
     assert 0.3 < mapped < 0.7  # a triangle of its bounding box
+    with pytest.raises(QgsProcessingException) as error:  # the temporary file holding the extent is named as the analyst gave it
+        run(map_id, {**inputs, "EXTENT": f"0,1,0,1 [EPSG:{epsg}]", "OUTPUT": str(tmp_path / "far.tif")})
+    assert "inside the extent to map: does not overlap the input rasters" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:
