@@ -101,13 +101,18 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             return False, problem
         return super().checkParameterValues(parameters, context)
 
+    #: The command's options as the dialog names them, for its messages (``--input NAME``: the NAME slot).
+    FIELDS: dict[str, str] = {}
+
     def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
-        """Run ``tool`` with ``args``, its progress and log in ``feedback``; files the plugin ``made`` for it
-        (temporary path -> what the analyst gave) are named as the analyst knows them in its messages."""
+        """Run ``tool`` with ``args``, its progress and log in ``feedback``; in its messages the options are
+        named as the dialog names them (:attr:`FIELDS`) and files the plugin ``made`` for it (temporary
+        path -> what the analyst gave) as the analyst knows them."""
         def known(text: str) -> str:
             for path, what in (made or {}).items():
                 text = text.replace(path, what)
-            return text
+            text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
+            return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
         def on_progress(record: dict) -> None:
             feedback.setProgress(float(record.get("percent", 0)))
@@ -124,6 +129,10 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 
 class MapLandCover(MamolAlgorithm):
     """Map land cover with one model: one optional raster input per modality the model knows."""
+
+    FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
+              "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
+              "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file"}
 
     def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
         super().__init__()

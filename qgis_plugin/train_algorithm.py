@@ -61,6 +61,9 @@ def default_model_path(folder: Path | None = None) -> Path:
 class TrainModel(MamolAlgorithm):
     """Train a MaMOL model from raster layers (one per sensor) and ground truth."""
 
+    FIELDS = {"-o": "the Model file", "--labels": "the ground truth", "--report": "the Accuracy report folder",
+              "--classes": "the class colours", "--state": "the training state"}
+
     def createInstance(self):  # noqa: N802
         return TrainModel()
 

@@ -506,6 +506,10 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # the temporary file holding the extent is named as the analyst gave it
         run(map_id, {**inputs, "EXTENT": f"0,1,0,1 [EPSG:{epsg}]", "OUTPUT": str(tmp_path / "far.tif")})
     assert "inside the extent to map: does not overlap the input rasters" in str(error.value), str(error.value)
+    shutil.copy(SAMPLE / "dsm.tif", tmp_path / "dsm.tif")
+    with pytest.raises(QgsProcessingException) as error:  # options named as the dialog names them
+        run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "dsm.tif")})
+    assert "is the input the lidar layer; writing the Land cover output there would destroy it" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:
