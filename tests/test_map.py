@@ -23,7 +23,7 @@ from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
-from mamol_core.mapping.align import pixel_size_in
+from mamol_core.mapping.crs import pixel_size_in
 from mamol_core.modelfile.header import read_config
 from mamol_core.modelfile.weights import save_model
 from mamol_core.training.fit import train_on_scene

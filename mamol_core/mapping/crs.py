@@ -1,0 +1,113 @@
+"""CRSs: reading one the user gives, and the model's training pixel size as the same ground size in
+another CRS (measured with PROJ on the ellipsoid where the map lies)."""
+
+from __future__ import annotations
+
+import math
+
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+
+from mamol_core.config import GridSpec
+from mamol_core.errors import MamolError
+
+
+def parse_crs(text: str | None, source: str = "--assume-crs") -> CRS | None:
+    if text is None:
+        return None
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        raise MamolError(f"{source} {text!r}: not a CRS GDAL knows; use e.g. EPSG:32632") from None
+
+
+def metres_per_unit(crs: CRS | None) -> float | None:
+    """Metres per CRS unit of a projected CRS; ``None`` for a geographic or unknown one."""
+    if crs is None or crs.is_geographic:
+        return None
+    try:
+        return float(crs.linear_units_factor[1])
+    except CRSError:
+        return None
+
+
+def pixel_size_in(spec: GridSpec, crs: CRS | None, at: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """The model's training pixel size expressed in ``crs``'s units, or ``None`` when it cannot be.
+
+    In the model's own CRS (or between two geographic CRSs) it is the recorded size. Given a point ``at``
+    (in ``crs``) where the map lies, it is the same ground size there, along each grid axis: a model
+    trained at 2 m maps a Web-Mercator raster at 46° N at about 2.88 units, a raster in degrees at the
+    degrees of 2 m (the training pixel's ground size is taken at the same place, as if trained nearby).
+    Without ``at``, or where PROJ cannot tell, two projected CRSs are converted by their units alone.
+    ``None`` when either CRS is unknown, or the units cannot be compared without a place."""
+    model_crs = parse_crs(spec.crs, "the model's training grid") if spec.crs else None
+    if model_crs is None and crs is None:
+        return tuple(spec.pixel_size)
+    if model_crs is None or crs is None:
+        return None
+    if model_crs == crs or (model_crs.is_geographic and crs.is_geographic):
+        return tuple(spec.pixel_size)
+    if at is not None:
+        local = same_ground_size(tuple(spec.pixel_size), model_crs, crs, at)
+        if local is not None:
+            return local
+    model_factor, factor = metres_per_unit(model_crs), metres_per_unit(crs)
+    if model_factor is None or factor is None:
+        return None
+    return spec.pixel_size[0] * model_factor / factor, spec.pixel_size[1] * model_factor / factor
+
+
+def same_ground_size(size: tuple[float, float], source: CRS, target: CRS, at: tuple[float, float]) -> tuple[float, float] | None:
+    """``size`` (x, y, in ``source`` units) as ``target`` units spanning the same ground distances along
+    each grid axis at the point ``at`` of ``target``; ``None`` where PROJ cannot place the point.
+
+    The ground size of ``size`` is measured at the same place in ``source`` when the place lies in that
+    CRS's area of use (a model in Web Mercator or degrees, trained nearby); outside it (a model trained
+    in UTM zone 32 mapping elsewhere) a projected ``source`` counts by its nominal units."""
+    import pyproj
+
+    try:
+        source_crs, target_crs = as_pyproj(source), as_pyproj(target)
+        lon, lat = pyproj.Transformer.from_crs(target_crs, pyproj.CRS.from_epsg(4326), always_xy=True).transform(*at)
+        area = source_crs.area_of_use
+        nearby = area is None or (area.west <= lon <= area.east or area.west > area.east) and area.south <= lat <= area.north
+        if source_crs.is_projected and not nearby:
+            per_unit = float(source_crs.axis_info[0].unit_conversion_factor)
+            ground = (size[0] * per_unit, size[1] * per_unit)
+        else:
+            where = pyproj.Transformer.from_crs(target_crs, source_crs, always_xy=True).transform(*at)
+            ground = ground_lengths(source_crs, where, size)
+        if ground is None:
+            return None
+        radians = target_crs.axis_info[0].unit_conversion_factor if target_crs.is_geographic else None
+        per_unit = 6_371_000 * radians if radians else float(target_crs.axis_info[0].unit_conversion_factor)
+        step = (ground[0] / per_unit, ground[1] / per_unit)  # a first guess, refined by measuring it there
+        measured = ground_lengths(target_crs, at, step)
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError, IndexError, ValueError, ZeroDivisionError):
+        return None
+    if measured is None:
+        return None
+    return step[0] * ground[0] / measured[0], step[1] * ground[1] / measured[1]
+
+
+def as_pyproj(crs: CRS):
+    """``crs`` as a pyproj CRS, from its EPSG code when it has one (so its area of use is known)."""
+    import pyproj
+
+    code = crs.to_epsg()
+    return pyproj.CRS.from_epsg(code) if code else pyproj.CRS.from_wkt(crs.to_wkt())
+
+
+def ground_lengths(crs, at: tuple[float, float], step: tuple[float, float]) -> tuple[float, float] | None:
+    """Metres on the WGS 84 ellipsoid spanned by ``step[0]`` units along ``crs``'s x axis and ``step[1]``
+    along its y axis, centred on the point ``at`` (a pyproj CRS); ``None`` outside its domain."""
+    import pyproj
+
+    x, y = at
+    lons, lats = pyproj.Transformer.from_crs(crs, pyproj.CRS.from_epsg(4326), always_xy=True).transform(
+        [x - step[0] / 2, x + step[0] / 2, x, x], [y, y, y - step[1] / 2, y + step[1] / 2])
+    geod = pyproj.Geod(ellps="WGS84")
+    east = geod.inv(lons[0], lats[0], lons[1], lats[1])[2]
+    north = geod.inv(lons[2], lats[2], lons[3], lats[3])[2]
+    lengths = (east, north)
+    return lengths if all(math.isfinite(v) and v > 0 for v in lengths) else None
