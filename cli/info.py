@@ -26,7 +26,7 @@ def main(model_path, as_json, check):
         return
     if model_path is None:
         raise MamolError("give a model file (mamol-info MODEL.safetensors) or --check")
-    from mamol_core.modelfile.header import read_config
+    from mamol_core.modelfile.header import expert_blocks, read_config
 
     config = read_config(model_path)
     if as_json:
@@ -37,8 +37,8 @@ def main(model_path, as_json, check):
     click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'}"
                                           f"{', quantile normalisation' if m.normalization == 'quantile' else ''})" for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
-    click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, {model.experts.placement} "
-               f"{model.experts.num_layers} blocks, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
+    click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, "
+               f"{blocks_text(expert_blocks(model_path))}, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
                f"tokens of {model.layout.token_size} px, tokenizer width {model.layout.hidden}, {model.layout.encoding} encoding")
     click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")
     record = config.validation
@@ -51,6 +51,15 @@ def main(model_path, as_json, check):
                    "(mamol-map maps at this pixel size unless --reference is given)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
+
+
+def blocks_text(blocks: list[int]) -> str:
+    """'blocks 2-5' (counted from 0), 'block 0' or 'no block' for the blocks that hold experts."""
+    if not blocks:
+        return "in no block"
+    if len(blocks) > 1 and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"in blocks {blocks[0]}-{blocks[-1]}"
+    return f"in block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))}"
 
 
 def environment_report() -> str:

@@ -85,3 +85,24 @@ def test_routed_moe_baselines_have_mamols_routed_capacity():
         assert (METHODS[method].num_dynamic, METHODS[method].top_k) == (METHODS["mamol"].num_dynamic, METHODS["mamol"].top_k)
         wide = METHODS[f"{method}_4x2"]
         assert (wide.method, wide.num_dynamic, wide.top_k) == (method, 4, 2)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_model_file_names_the_blocks_that_hold_experts(method, tmp_path):
+    from click.testing import CliRunner
+
+    from mamol_cli import info
+    from mamol_core.config import MamolConfig
+    from mamol_core.modelfile.header import expert_blocks
+    from mamol_core.modelfile.weights import save_model
+
+    spec = METHODS[method]
+    config = tiny_config(method=spec.method, placement=spec.placement, num_layers=min(spec.num_layers, 1), rank=4,
+                         num_dynamic=spec.num_dynamic, top_k=min(spec.top_k, max(spec.num_dynamic, 1)), shared=spec.shared,
+                         modality=spec.modality, prompt_length=spec.prompt_length)
+    model = build_model(config)
+    path = tmp_path / "m.safetensors"
+    save_model(model, MamolConfig(config), path)
+    assert expert_blocks(path) == model.expert_layers == ([] if spec.num_layers == 0 else [1 if spec.placement == "last" else 0])
+    described = CliRunner().invoke(info.main, [str(path)]).output
+    assert f"experts: {spec.method}, in {'no block' if spec.num_layers == 0 else 'block ' + str(model.expert_layers[0])}," in described

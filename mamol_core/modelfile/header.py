@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -11,10 +12,14 @@ from mamol_core.errors import MamolError
 
 CONFIG_KEY = "mamol_config"
 
+#: A tensor that ``attach_experts`` adds to a backbone block (LoRA bank and router, replacing FFN
+#: experts, or prompts); group 1 is the block's index.
+EXPERT_TENSOR = re.compile(r"^backbone\.blocks\.(\d+)\.(?:mlp\.(?:adapter|experts|router)|prompts)\.")
 
-def read_metadata(path: Path, check_size: bool = True) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, read with the standard library only; with
-    ``check_size`` a file shorter or longer than its header says is refused."""
+
+def read_header(path: Path, check_size: bool = True) -> dict:
+    """The JSON header of a safetensors file (tensor table and ``__metadata__``), read with the
+    standard library only; with ``check_size`` a file shorter or longer than it says is refused."""
     path = Path(path)
     if not path.is_file():
         raise MamolError(f"{path}: no such model file; pass the file written by mamol-train")
@@ -30,7 +35,12 @@ def read_metadata(path: Path, check_size: bool = True) -> dict[str, str]:
         raise MamolError(f"{path}: not a mamol model (unexpected header); pass a file written by mamol-train")
     if check_size:
         check_complete(path, header, 8 + length)
-    metadata = header.get("__metadata__") or {}
+    return header
+
+
+def read_metadata(path: Path, check_size: bool = True) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (see :func:`read_header`)."""
+    metadata = read_header(path, check_size).get("__metadata__") or {}
     if not isinstance(metadata, dict):
         raise MamolError(f"{path}: not a mamol model (unexpected metadata); pass a file written by mamol-train")
     return metadata
@@ -55,3 +65,8 @@ def read_config(path: Path) -> MamolConfig:
     if CONFIG_KEY not in metadata:
         raise MamolError(f"{path}: a safetensors file but not a mamol model (no {CONFIG_KEY}); pass a file written by mamol-train")
     return MamolConfig.from_json(metadata[CONFIG_KEY], source=str(path))
+
+
+def expert_blocks(path: Path) -> list[int]:
+    """Indices of the backbone blocks whose expert or prompt tensors a model file holds."""
+    return sorted({int(found.group(1)) for found in map(EXPERT_TENSOR.match, read_header(path)) if found})
