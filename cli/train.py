@@ -123,15 +123,15 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
             if not no_eval:
                 check_folder(folder)
             amp = autocast_dtype(compute, precision)
+            if not output.exists():  # a new file cannot be an input: refuse a wrong name before reading the scene
+                check_model_name(output)
             opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
                                 reference=reference, assume_crs=assume_crs)
             check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
                            {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
                             "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
                             **{f"the {m.name} raster": m.path for m in opened.modalities}})
-            if output.suffix.lower() != ".safetensors":
-                raise MamolError(f"-o {output}: a model is a safetensors file; give it a .safetensors name (mamol-map, "
-                                 "mamol-info and the QGIS plugin look for that)")
+            check_model_name(output)
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)
@@ -170,6 +170,13 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)
+
+
+def check_model_name(output: Path) -> None:
+    """Refuse a model file name without the .safetensors suffix."""
+    if output.suffix.lower() != ".safetensors":
+        raise MamolError(f"-o {output}: a model is a safetensors file; give it a .safetensors name (mamol-map, "
+                         "mamol-info and the QGIS plugin look for that)")
 
 
 if __name__ == "__main__":

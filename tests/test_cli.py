@@ -77,6 +77,7 @@ def test_json_progress_lines(scene_dir, tmp_path):
         (["--backbone", "vit-huge"], "unknown backbone 'vit-huge'"),
         (["--input", "broken"], "--input 'broken': write NAME=PATH"),
         (["-o", "model.pt"], "a model is a safetensors file; give it a .safetensors name"),
+        (["-o", "model.pt", "--scene", "/nonexistent/scene"], "give it a .safetensors name"),  # refused before reading inputs
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, message):
