@@ -122,7 +122,7 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterString("NAME", "Model name (default: the model file's name)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("MODEL", "Model file", "MaMOL model (*.safetensors)",
                                                                 defaultValue=str(default_model_path())))
-        self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Accuracy report folder (default: next to the model)",
+        self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Accuracy report folder (if skipped: next to the model file)",
                                                                   optional=True, createByDefault=False))
 
     def sensors(self, parameters, context) -> list[tuple[str, object]]:
