@@ -10,6 +10,8 @@ QGIS_PACKAGES = python3-qgis qgis-providers qgis
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'
@@ -32,7 +34,7 @@ demo: install
 plugin: install
 	$(BIN)/python scripts/build_plugin.py dist
 
-# Regenerate the bundled sample (scene and model) and the README's dialog screenshot.
+# Regenerate the bundled sample (scene and model); `make screenshot` redraws the README's pictures.
 sample: install
 	$(BIN)/python scripts/make_sample_data.py sample_data
 

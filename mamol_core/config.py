@@ -177,7 +177,7 @@ class ProtocolSpec:
 
 @dataclass
 class TrainSpec:
-    """Optimisation settings; defaults follow the paper (Adam, lr 2e-3, wd 2e-2, 10% warm-up, batch 128).
+    """Optimisation settings; defaults follow the paper (AdamW, lr 2e-3, wd 2e-2, 10% warm-up, batch 128).
     Weight decay applies to weight matrices only (not to norms, biases or embeddings).
 
     The schedule runs ``epochs`` passes over the training pixels but at least ``min_steps``
