@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-TOOLS = ("mamol-map", "mamol-train", "mamol-info")
-
 
 class MamolNotFound(Exception):
     """No mamol executable is configured or on PATH, and mamol does not import here."""

@@ -196,7 +196,7 @@ def main() -> None:
     lookup = np.zeros(max(classes) + 1, np.int64)
     lookup[classes] = np.arange(len(classes))
     test = scene.test_labels > 0
-    test_patches, test_truth = torch.from_numpy(np.ascontiguousarray(stack[test])), scene.test_labels[test]
+    test_truth = scene.test_labels[test]
     names = [c.name for c in scene.classes]
     print(f"transform {args.transform}; seeds {args.seeds}; validation: whole fields, share {args.validation}")
     print(f"| variant | validation OA per seed | validation mean | test OA mean ± sd | {' | '.join(names)} (test) |")

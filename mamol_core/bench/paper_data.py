@@ -66,15 +66,6 @@ LAYOUTS: dict[str, Layout] = {
         classes=["Forest", "Residential area", "Industrial area", "Low plants", "Allotment", "Commercial area", "Water"]),
 }
 
-SOURCES = {
-    "houston2013": "IEEE GRSS Data Fusion Contest 2013 (hyperspectral + LiDAR over the University of Houston); "
-                   "the .mat layout with TRLabel/TSLabel is shared with many HSI-LiDAR fusion repositories",
-    "trento": "Rasti et al. 2017 (hyperspectral + LiDAR near Trento, Italy), available from the authors on request and "
-              "redistributed in HSI-LiDAR fusion repositories",
-    "augsburg": "Hong et al., 'Multimodal remote sensing benchmark datasets' (HS-SAR-DSM Augsburg), distributed with the "
-                "MDL-RS code as data_HS_LR.mat, data_SAR_HR.mat, data_DSM.mat, TrainImage.mat, TestImage.mat",
-}
-
 
 def read_mat(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, v5 (scipy) or v7.3 (HDF5 via h5py, transposed back)."""
