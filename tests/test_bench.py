@@ -41,7 +41,7 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
     ours = max(float(r["oa"]) for r in first if r["missing_rate"] == "0.5" and r["condition"] == "both")
     assert "50.00 / 40.00" in line and f"{ours - 50:+.2f}" in line
     winner = max((r for r in first if r["missing_rate"] == "0.5" and r["condition"] == "both"), key=lambda r: float(r["oa"]))
-    assert f"| {winner['method']} |" in line and "Best OA in the 4 cells that every method finished" in table.output
+    assert f"| {winner['method']} |" in line and "Best OA in the 4 cells that every method finished (same seeds)" in table.output
     precision = "bf16" if autocast_dtype(torch.device("cpu")) == torch.bfloat16 else "fp32"  # this CPU's
     assert f"), {precision}: 8 runs." in table.output  # each device's runs counted with their precision
 
@@ -52,16 +52,19 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     results = tmp_path / "results.csv"
     results.write_text(header + row.format(rate=0.7, method="a", seed=0, oa=65) + row.format(rate=0.5, method="a", seed=0, oa=59)
                        + row.format(rate=0.5, method="b", seed=0, oa=70) + row.format(rate=0.5, method="c", seed=0, oa=90)
-                       + row.format(rate=0.5, method="a", seed=1, oa=61))
+                       + row.format(rate=0.5, method="a", seed=1, oa=61) + row.format(rate=0.5, method="b", seed=1, oa=70)
+                       + row.format(rate=0.9, method="a", seed=0, oa=80) + row.format(rate=0.9, method="a", seed=1, oa=82)
+                       + row.format(rate=0.9, method="b", seed=0, oa=10))
     table = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "b,a"])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0].startswith("| missing rate | condition | b OA / κ | a OA / κ | best |") and "c OA" not in lines[0]
-    assert lines[2].startswith("| 50% | both | 70.00 / 10.00 | 60.00 ± 1.41 / 10.00 (n=2) | b |")
+    assert lines[2].startswith("| 50% | both | 70.00 ± 0.00 / 10.00 (n=2) | 60.00 ± 1.41 / 10.00 (n=2) | b |")
     assert lines[3].startswith("| 70% | both |  | 65.00 / 10.00 |  |")
-    assert "Best OA in the 1 cells that every method finished: b 1, a 0." in table.output
+    assert lines[4].startswith("| 90% | both | 10.00 / 10.00 | 81.00 ± 1.41 / 10.00 (n=2) |  |")  # b has not run seed 1 yet
+    assert "Best OA in the 1 cells that every method finished (same seeds): b 1, a 0." in table.output
     assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
-    assert "Device: cpu (test), precision not recorded: 4 runs." in table.output  # a and b; c is not tabulated
+    assert "Device: cpu (test), precision not recorded: 8 runs." in table.output  # a and b; c is not tabulated
     refused = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "svm"])
     assert refused.exit_code == 1 and "no rows for the methods svm" in refused.output
 
@@ -87,7 +90,7 @@ def test_table_counts_the_cells_where_each_method_is_above_the_anchor(tmp_path):
     assert table.exit_code == 0, table.output
     # a: 75 > 74 (both), 50 < 70 (dsm), no anchor at 90 %; b: 60 < 74, 90 > 70
     assert "Cells where the mean OA is above the anchor's: a 1/2, b 1/2." in table.output
-    assert "Mean OA over those cells: a 62.50, b 75.00; anchor 72.00." in table.output
+    assert "Mean OA over those cells: a 50.00, b 90.00; anchor 70.00." in table.output  # both, 50 %: b lacks seed 1
 
 
 def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):

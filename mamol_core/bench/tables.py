@@ -131,7 +131,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             line.append(f"{oa:.2f}{spread} / {kappa}{count}"
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
         best = max(scores.values(), default=None)
-        complete = len(scores) == len(methods)
+        seeds = [{r["seed"] for r in chosen if r["method"] == method} for method in methods]
+        complete = all(seeds) and all(s == seeds[0] for s in seeds)  # every method, on the same seeds
         line.append(max(scores, key=scores.get) if complete else "")
         if complete:
             wins[line[-1]] += 1
@@ -163,7 +164,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
                     if with_anchor else "")
     text = ("\n".join(lines) + f"\n\nHeadline: `{mode}` evaluation"
             f"{'' if mode == HEADLINE_MODE else ' (these results hold no per-pixel scores for every run)'}.\n"
-            f"Best OA in the {finished_cells} cells that every method finished: {tally}.\n"
+            f"Best OA in the {finished_cells} cells that every method finished (same seeds): {tally}.\n"
             f"Mean OA over those cells: {means}.\n{above_anchor}"
             f"Device: {'; '.join(devices)}. Setup: {'; '.join(setups)}.\n")
     if len(methods) > 1:
