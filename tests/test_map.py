@@ -23,7 +23,7 @@ from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
-from mamol_core.mapping.crs import pixel_size_in
+from mamol_core.mapping.crs import check_on_earth, pixel_size_in
 from mamol_core.modelfile.header import read_config
 from mamol_core.modelfile.weights import save_model
 from mamol_core.training.fit import train_on_scene
@@ -253,6 +253,16 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     expect_error(run_map(model, tmp_path / "missing" / "o.tif", hsi), "does not exist; create it", tmp_path, before)
     expect_error(run_map(tmp_path / "fake_model.safetensors", out, hsi), "not a mamol model", tmp_path, before)
     expect_error(run_map(model, out), "no input raster given; the model expects dsm, hsi", tmp_path, before)
+    with rasterio.open(tmp_path / "degrees.tif", "w", driver="GTiff", width=40, height=40, count=8, dtype="float32",
+                       transform=transform, crs="EPSG:4326") as dst:  # UTM metres labelled as degrees
+        dst.write(cube)
+    before = sorted(tmp_path.iterdir())
+    expect_error(run_map(model, out, ("hsi", tmp_path / "degrees.tif")),
+                 "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (coordinates up to 5.1", tmp_path, before)
+    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:4326"]),
+                 "--assume-crs EPSG:4326: " + str(tmp_path / "nocrs.tif") + " cannot lie in it", tmp_path, before)
+    expect_error(run_map(model, out, hsi, extra=["--reference", str(tmp_path / "degrees.tif")]), "degrees.tif: its extent cannot lie",
+                 tmp_path, before)
     assert run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:32632"]).exit_code == 0
 
 
@@ -567,3 +577,17 @@ def shape_area(geometry) -> float:
     from shapely.geometry import shape
 
     return shape(geometry).area
+
+
+@pytest.mark.parametrize("crs, corners, refused", [
+    ("EPSG:4326", [(10.9, 45.9), (11.1, 46.1)], False), ("EPSG:4326", [(0, -90), (360, 90)], False),
+    ("EPSG:4326", [(-190, 10), (-170, 20)], False), ("EPSG:4807", [(10, 95), (12, 99)], False),  # grads reach 100 at the pole
+    ("EPSG:4326", [(10, 89), (12, 91)], True), ("EPSG:4326", [(664000, 5103680), (664320, 5104000)], True),
+    ("EPSG:32632", [(664000, 5103680), (664320, 5104000)], False), ("EPSG:32632", [(1e9, 1e9), (1.1e9, 1.1e9)], True),
+    ("ESRI:54009", [(4e7, 4e7), (5e7, 5e7)], True)])
+def test_an_extent_that_cannot_lie_in_its_crs_is_refused(crs, corners, refused, tmp_path):
+    if refused:
+        with pytest.raises(MamolError, match="r.tif: its extent cannot lie in its CRS"):
+            check_on_earth(CRS.from_user_input(crs), corners, tmp_path / "r.tif")
+    else:
+        check_on_earth(CRS.from_user_input(crs), corners, tmp_path / "r.tif")

@@ -199,6 +199,8 @@ def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy)
         dst.write(dsm.reshape(1, 20, 2, 20, 2).mean((2, 4)).astype(np.float32))
     with pytest.raises(MamolError, match="has no CRS; pass --assume-crs"):
         open_scene(scene_copy)
+    with pytest.raises(MamolError, match="--assume-crs EPSG:4326: .*dsm.tif cannot lie in it"):
+        open_scene(scene_copy, assume_crs="EPSG:4326")
     scene = open_scene(scene_copy, assume_crs="EPSG:32632")
     prepared, _ = prepare_scene(scene, ProtocolSpec(0.0, "both", 0), margin=0)
     assert prepared.valid.all() and scene.grid.pixel_size == (2.0, 2.0)

@@ -201,7 +201,7 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
     nor a ``model_grid`` of another pixel size says otherwise), else the aligned grid mapping would
     use (:class:`AlignedInputs`; at the model's training pixel size when evaluating a model)."""
     assumed = parse_crs(assume_crs)
-    shared = shared_grid([effective_grid(g, assumed) for g in grids], model_grid)
+    shared = shared_grid([effective_grid(g, assumed, r.path) for g, r in zip(grids, rasters)], model_grid)
     if reference is None and shared is not None:
         return shared
     with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:

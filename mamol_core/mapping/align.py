@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import parse_crs, pixel_size_in
+from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,11 @@ def differs(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return any(abs(x - y) > 0.01 * max(x, y) for x, y in zip(a, b))
 
 
-def effective_grid(grid: Grid, assumed: CRS | None) -> Grid:
-    """A raster's grid, in ``assumed`` (``--assume-crs``) when it has no CRS of its own."""
+def effective_grid(grid: Grid, assumed: CRS | None, path: Path) -> Grid:
+    """The grid of the raster at ``path``, in ``assumed`` (``--assume-crs``) when it has no CRS of its own;
+    refused where its extent cannot lie in that CRS."""
+    t, w, h = grid.transform, grid.width, grid.height
+    check_on_earth(grid.crs or assumed, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], path, assumed=grid.crs is None)
     return Grid(grid.crs or assumed, grid.transform, grid.width, grid.height)
 
 
@@ -189,7 +192,7 @@ class AlignedInputs(contextlib.ExitStack):
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
         assumed = parse_crs(assume_crs)
-        own = [effective_grid(grid_of(d), assumed) for d in self.datasets]
+        own = [effective_grid(grid_of(d), assumed, p) for d, p in zip(self.datasets, paths)]
         shared = shared_grid(own, model_grid) if grid is None and reference is None else None
         if grid is not None:
             self.grid = grid
@@ -200,6 +203,7 @@ class AlignedInputs(contextlib.ExitStack):
             self.grid = output_grid(self.datasets, paths, assumed, self.datasets[index], paths[index], model_grid)
         else:
             chosen = self.enter_context(open_raster(reference))
+            effective_grid(grid_of(chosen), assumed, Path(reference))
             self.grid = output_grid(self.datasets, paths, assumed, chosen, Path(reference), model_grid, explicit=True)
         method = Resampling[resampling]
         self.views = [

@@ -4,6 +4,7 @@ another CRS (measured with PROJ on the ellipsoid where the map lies)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -19,6 +20,38 @@ def parse_crs(text: str | None, source: str = "--assume-crs") -> CRS | None:
         return CRS.from_user_input(text)
     except CRSError:
         raise MamolError(f"{source} {text!r}: not a CRS GDAL knows; use e.g. EPSG:32632") from None
+
+
+def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Path, assumed: bool = False) -> None:
+    """Refuse a raster whose corners cannot lie in its CRS: angles past the poles or longitudes past a
+    full turn either way in a geographic CRS, or a centre that PROJ cannot place on the Earth in a
+    projected one. That is a CRS set wrongly (metres labelled as degrees, say); ``assumed`` says it
+    came from ``--assume-crs``."""
+    if crs is None:
+        return
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    if crs.is_geographic:
+        unit, radians = crs.units_factor
+        pole, turn = math.pi / 2 / radians, 2 * math.pi / radians
+        spread = max(max(xs) - min(xs), max(ys) - min(ys)) / 1e3  # a pixel's worth of rounding at the edges
+        if max(map(abs, ys)) <= pole + spread and max(map(abs, xs)) <= turn + spread:
+            return
+        why = f"coordinates up to {max(map(abs, xs + ys)):.6g}, where {unit}s stop at ±{pole:g} (latitude) and ±{turn:g} (longitude)"
+    else:
+        import pyproj
+
+        centre = (sum(xs) / len(xs), sum(ys) / len(ys))
+        try:
+            lon, lat = pyproj.Transformer.from_crs(as_pyproj(crs), pyproj.CRS.from_epsg(4326), always_xy=True).transform(*centre)
+        except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):
+            return  # PROJ cannot judge this CRS: leave it to the warp
+        if math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90:
+            return
+        why = f"its centre ({centre[0]:.6g}, {centre[1]:.6g}) is off the Earth in that projection"
+    if assumed:
+        raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
+    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is set wrongly: "
+                     f"set the right one (gdal_edit.py -a_srs EPSG:XXXX {path})")
 
 
 def metres_per_unit(crs: CRS | None) -> float | None:
