@@ -106,12 +106,13 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 
     def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
         """Run ``tool`` with ``args``, its progress and log in ``feedback``; in its messages the options are
-        named as the dialog names them (:attr:`FIELDS`) and files the plugin ``made`` for it (temporary
-        path -> what the analyst gave) as the analyst knows them."""
+        named as the dialog names them (:attr:`FIELDS`), files the plugin ``made`` for it (temporary
+        path -> what the analyst gave) as the analyst knows them, and GDAL fixes by QGIS's menu."""
         def known(text: str) -> str:
             for path, what in (made or {}).items():
                 text = text.replace(path, what)
             text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
+            text = re.sub(r"gdal_edit\.py -a_srs EPSG:XXXX [^)]*", "Raster › Projections › Assign Projection…", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
         def on_progress(record: dict) -> None:

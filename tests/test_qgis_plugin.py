@@ -510,6 +510,12 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # options named as the dialog names them
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "dsm.tif")})
     assert "is the input the lidar layer; writing the Land cover output there would destroy it" in str(error.value), str(error.value)
+    with rasterio.open(tmp_path / "dsm.tif", "r+") as wrong:
+        wrong.crs = "EPSG:4326"  # metres labelled as degrees
+    with pytest.raises(QgsProcessingException) as error:  # the fix by QGIS's menu, not a GDAL command
+        run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
+    assert "its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
+        "set the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:
