@@ -18,11 +18,21 @@ from mamol_core.progress import MODES
 log = logging.getLogger("mamol")
 
 
+class _MessageFormat(logging.Formatter):
+    """A message as it is, a warning after ``warning: `` (as errors follow ``error: ``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"warning: {text}" if record.levelno == logging.WARNING else text
+
+
 def setup_logging(quiet: bool) -> None:
-    """Messages on stderr, one per line: mamol's at INFO (WARNING with ``quiet``); GDAL's own error
-    reports (logged by rasterio at INFO) and pyogrio's record counts are left out, since mamol turns
-    each failure into one line and says what it wrote."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    """Messages on stderr, one per line: mamol's at INFO (WARNING with ``quiet``), warnings marked
+    ``warning:``; GDAL's own error reports (logged by rasterio at INFO) and pyogrio's record counts
+    are left out, since mamol turns each failure into one line and says what it wrote."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MessageFormat("%(message)s"))
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
     for library in ("rasterio", "pyogrio"):
         logging.getLogger(library).setLevel(logging.WARNING)
 

@@ -121,9 +121,15 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             feedback.setProgressText(f"{record.get('stage', tool)}: {record.get('done')}/{record.get('total')} {record.get('unit', '')}"
                                      + (f", about {eta:.0f} s left" if eta is not None else ""))
 
+        def on_log(line: str) -> None:
+            if line.startswith("warning: "):
+                feedback.pushWarning(known(line[len("warning: "):]))
+            else:
+                feedback.pushConsoleInfo(known(line))
+
         feedback.pushCommandInfo(" ".join([tool, *args]))
         try:
-            run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, lambda line: feedback.pushConsoleInfo(known(line)))
+            run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, on_log)
         except (CommandFailed, MamolNotFound, Canceled) as exc:
             raise QgsProcessingException(known(str(exc))) from None
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -591,3 +592,37 @@ def test_an_extent_that_cannot_lie_in_its_crs_is_refused(crs, corners, refused, 
             check_on_earth(CRS.from_user_input(crs), corners, tmp_path / "r.tif")
     else:
         check_on_earth(CRS.from_user_input(crs), corners, tmp_path / "r.tif")
+
+
+def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trained, scene_dir, tmp_path, caplog):
+    from mamol_cli import evaluate
+
+    _, model = trained
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        profile, cube = src.profile, src.read()
+    with rasterio.open(scene / "hsi.tif", "w", **{**profile, "dtype": "float32"}) as dst:
+        dst.write(cube.astype(np.float32) * 10_000)  # another scale
+    caplog.set_level(logging.WARNING)
+    assert run_map(model, tmp_path / "plain.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "look unlike" not in caplog.text
+    assert run_map(model, tmp_path / "scaled.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert f"{scene / 'hsi.tif'}: its hsi values look unlike those the model was trained on (band 1: median" in caplog.text
+    assert "8 of 8 bands alike): another unit or scale" in caplog.text and "dsm values look unlike" not in caplog.text
+    caplog.clear()
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "eval"),
+                                                "--device", "cpu", "--progress", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "its hsi values look unlike those the model was trained on" in caplog.text
+
+
+@pytest.mark.parametrize("values, flagged", [(np.random.default_rng(0).normal(0.2, 0.1, 1000), False),
+                                             (np.random.default_rng(0).normal(0.25, 0.03, 1000), False),  # a narrower scene
+                                             (np.random.default_rng(0).normal(2000, 1000, 1000), True),  # × 10 000
+                                             (np.random.default_rng(0).normal(0.2, 0.1, 1000) / 1e4, True),  # ÷ 10 000 (spread)
+                                             (np.full(1000, 0.2), False), (np.full(50, 9e9), False)])  # constant; too few pixels
+def test_a_band_is_unlike_training_when_far_off_or_scaled(values, flagged):
+    from mamol_core.data.units import band_mismatch
+
+    assert (band_mismatch(values, mean=0.2, std=0.1) is not None) == flagged

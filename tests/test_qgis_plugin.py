@@ -157,6 +157,17 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     assert not (tmp_path / "far.tif").exists()
 
 
+def test_a_layer_in_another_unit_is_a_warning_of_the_run(map_id, tmp_path):
+    with rasterio.open(SAMPLE / "hsi.tif") as src:
+        profile, cube = src.profile, src.read()
+    with rasterio.open(tmp_path / "hsi_dn.tif", "w", **{**profile, "dtype": "float32"}) as dst:
+        dst.write(cube.astype("float32") * 1000)  # another scale
+    feedback = Recording()
+    run(map_id, {"hsi": str(tmp_path / "hsi_dn.tif"), "lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "m.tif")}, feedback)
+    assert any("hsi_dn.tif: its hsi values look unlike those the model was trained on" in w for w in feedback.warnings), feedback.warnings
+    assert not any("look unlike" in line for line in feedback.lines)
+
+
 class Recording(QgsProcessingFeedback):
     """Keeps the warnings and console lines an algorithm reports."""
 

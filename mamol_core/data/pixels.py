@@ -16,6 +16,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
+from mamol_core.data.units import scale_warnings
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,15 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     fitting = specs is None
     layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
     with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
-        data, valid = ModelReader(layout, aligned).read(window, normalized=not fitting)
+        data, valid = ModelReader(layout, aligned).read(window, normalized=False)
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
                                                                window.col_off : window.col_off + window.width])
         specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization)
-        normalize(data, valid, specs)
+    else:
+        for line in scale_warnings(data, valid, specs, {m.name: m.path for m in scene.modalities}):
+            log.warning(line)
+    normalize(data, valid, specs)
     train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")
     if fitting and len(train) == 0:
         raise MamolError(f"{scene.modalities[0].path.parent}: no training pixel is left after masking nodata; check the rasters' nodata values")

@@ -1,0 +1,69 @@
+"""Whether an input's values look like those a model was trained on: a raster in another unit or
+scale (reflectance × 10 000 instead of 0–1, digital numbers, decibels instead of linear power) is
+read by the model as something else and maps wrongly without any error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from mamol_core.config import ModalitySpec
+from mamol_core.data.reader import ModelReader
+
+#: A band looks unlike training when its median lies this many training standard deviations away
+#: from the training mean, or its spread is this many times larger or smaller than the training one.
+MAX_SHIFT = 10.0
+MAX_SPREAD_RATIO = 25.0
+#: Fewer valid pixels than this say nothing.
+MIN_PIXELS = 100
+
+
+def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
+    """What is unlike training about one band's valid ``values`` (``None`` where nothing is)."""
+    if values.size < MIN_PIXELS:
+        return None
+    low, median, high = np.percentile(values, [25, 50, 75])
+    spread = (high - low) / 1.349 or (float(values.std()) if np.ptp(values) > 0 else 0.0)  # 0: constant, no spread to judge
+    shift = abs(median - mean) / std
+    ratio = spread / std
+    if shift > MAX_SHIFT or ratio > MAX_SPREAD_RATIO or 0 < ratio < 1 / MAX_SPREAD_RATIO:
+        return f"median {median:.4g}, spread {spread:.4g}; training {mean:.4g} ± {std:.4g}"
+    return None
+
+
+def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec], paths: dict[str, Path]) -> list[str]:
+    """One line per given modality whose raw values (``data`` in the model's band layout, ``valid`` per
+    modality) are unlike the training statistics on most of its bands."""
+    lines, start = [], 0
+    for index, spec in enumerate(specs):
+        bands = data[start : start + spec.bands]
+        start += spec.bands
+        if spec.name not in paths or not spec.mean:
+            continue
+        found = [(b, band_mismatch(bands[b][valid[index]], spec.mean[b], spec.std[b])) for b in range(spec.bands)]
+        odd = [(b, what) for b, what in found if what is not None]
+        if len(odd) * 2 > spec.bands:
+            band, what = odd[0]
+            lines.append(f"{paths[spec.name]}: its {spec.name} values look unlike those the model was trained on (band {band + 1}: "
+                         f"{what}{f'; {len(odd)} of {spec.bands} bands alike' if spec.bands > 1 else ''}): another unit or scale "
+                         "(reflectance × 10 000, digital numbers, dB)? The map may be wrong; convert the raster to the training data's units")
+    return lines
+
+
+def sample_windows(height: int, width: int, side: int = 256) -> list[Window]:
+    """Up to five windows of at most ``side`` pixels spread over a grid: its centre and the centres of its quarters."""
+    h, w = min(side, height), min(side, width)
+    places = {(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)}
+    corners = {(min(max(int(height * r - h / 2), 0), height - h), min(max(int(width * c - w / 2), 0), width - w)) for r, c in places}
+    return [Window(col, row, w, h) for row, col in sorted(corners)]
+
+
+def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """:func:`scale_warnings` for the inputs of ``reader``, read raw at a few places of its grid."""
+    grid = reader.aligned.grid
+    reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
+    data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)[:, :, None]
+    valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)[:, :, None]
+    return scale_warnings(data, valid, reader.modalities, paths)
