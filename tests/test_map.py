@@ -623,6 +623,6 @@ def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trai
                                              (np.random.default_rng(0).normal(0.2, 0.1, 1000) / 1e4, True),  # ÷ 10 000 (spread)
                                              (np.full(1000, 0.2), False), (np.full(50, 9e9), False)])  # constant; too few pixels
 def test_a_band_is_unlike_training_when_far_off_or_scaled(values, flagged):
-    from mamol_core.data.units import band_mismatch
+    from mamol_core.data.plausibility import band_mismatch
 
     assert (band_mismatch(values, mean=0.2, std=0.1) is not None) == flagged

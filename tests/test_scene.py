@@ -223,3 +223,24 @@ def test_rasters_without_a_crs_on_one_grid_take_vector_labels_with_assume_crs(sc
 def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir):
     scene = open_scene(scene_dir, parse_inputs([f"lidar={scene_dir / 'dsm.tif'}"]))
     assert sorted(scene.names) == ["hsi", "lidar"]
+
+
+@pytest.mark.parametrize("fill, declared, rows, warned", [
+    (-9999.0, None, slice(0, 2), "holds -9999 at a corner"),  # a collar along the top
+    (-3.4028234663852886e38, None, slice(15, 25), "holds -3.40282e+38 on"),  # a void in the middle
+    (-9999.0, -9999.0, slice(0, 2), None),  # declared: nothing to say
+    (None, None, None, None)])  # no fill at all
+def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_copy, caplog, fill, declared, rows, warned):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        profile, data = src.profile, src.read().astype(np.float32)
+    if fill is not None:
+        data[:, rows, :] = fill
+    with rasterio.open(scene_copy / "dsm.tif", "w", **{**profile, "dtype": "float32", "nodata": declared}) as dst:
+        dst.write(data)
+    caplog.set_level(logging.WARNING)
+    open_scene(scene_copy)
+    if warned is None:
+        assert "declares no nodata" not in caplog.text
+    else:
+        assert f"{scene_copy / 'dsm.tif'}: {warned}" in caplog.text
+        assert f"declares no nodata; if {fill:g} marks missing data, declare it (gdal_edit.py -a_nodata {fill:g}" in caplog.text

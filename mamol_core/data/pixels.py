@@ -16,7 +16,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.units import scale_warnings
+from mamol_core.data.plausibility import scale_warnings
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from mamol_core.data.labels import (
     read_label_raster,
     recode_by_name,
 )
+from mamol_core.data.plausibility import undeclared_fill
 from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality
 from mamol_core.mapping.outputs import is_map_output
 
@@ -132,6 +133,8 @@ def open_scene(
     folder = Path(folder) if folder is not None else None
     paths = find_modalities(folder, inputs or {})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
+    for warning in filter(None, map(undeclared_fill, paths.values())):
+        log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
 

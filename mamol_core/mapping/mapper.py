@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from mamol_core.config import MamolConfig
 from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
-from mamol_core.data.units import unlike_training
+from mamol_core.data.plausibility import undeclared_fill, unlike_training
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
@@ -306,7 +306,8 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             grid = aligned.grid
             reader = ModelReader(config.model.modalities, aligned)
             if current().main:
-                for line in unlike_training(reader, {item.name: item.path for item in inputs}):
+                fills = [undeclared_fill(item.path) for item in inputs]
+                for line in [*filter(None, fills), *unlike_training(reader, {item.name: item.path for item in inputs})]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side)
         parts = None

@@ -1,6 +1,7 @@
-"""Whether an input's values look like those a model was trained on: a raster in another unit or
-scale (reflectance × 10 000 instead of 0–1, digital numbers, decibels instead of linear power) is
-read by the model as something else and maps wrongly without any error."""
+"""Whether an input's values are plausible, for warnings: a raster in another unit or scale than
+the model was trained on (reflectance × 10 000 instead of 0–1, digital numbers, decibels instead of
+linear power), or one that marks missing data with a fill value it does not declare as nodata, is
+read by the model as measurements and maps wrongly without any error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from mamol_core.config import ModalitySpec
+from mamol_core.data.rasters import open_raster
 from mamol_core.data.reader import ModelReader
 
 #: A band looks unlike training when its median lies this many training standard deviations away
@@ -18,6 +20,8 @@ MAX_SHIFT = 10.0
 MAX_SPREAD_RATIO = 25.0
 #: Fewer valid pixels than this say nothing.
 MIN_PIXELS = 100
+#: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
+FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
 
 
 def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
@@ -67,3 +71,23 @@ def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)[:, :, None]
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)[:, :, None]
     return scale_warnings(data, valid, reader.modalities, paths)
+
+
+def undeclared_fill(path: Path) -> str | None:
+    """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
+    corner or on at least 1 % of the pixels read at five places (``None`` otherwise)."""
+    with open_raster(path) as src:
+        if src.nodata is not None:
+            return None
+        h, w = src.height, src.width
+        corners = [src.read(window=Window(c, r, 1, 1)).ravel() for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
+        inside = np.concatenate([src.read(window=window).ravel() for window in sample_windows(h, w, side=64)])
+    for value in FILL_VALUES:
+        at_corner = any(np.isclose(c, value, rtol=1e-6).all() for c in corners)
+        share = float(np.isclose(inside, value, rtol=1e-6).mean())
+        if at_corner or share >= 0.01:
+            where = "at a corner" + (f" and on {share:.0%} of the pixels read" if share >= 0.01 else "") if at_corner else \
+                f"on {share:.0%} of the pixels read"
+            return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
+                    f"(gdal_edit.py -a_nodata {value:g} {path}), else it is read as a measurement")
+    return None
