@@ -244,3 +244,26 @@ def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_cop
     else:
         assert f"{scene_copy / 'dsm.tif'}: {warned}" in caplog.text
         assert f"declares no nodata; if {fill:g} marks missing data, declare it (gdal_edit.py -a_nodata {fill:g}" in caplog.text
+
+
+def test_pixels_under_polygons_of_two_classes_are_left_unlabelled_with_a_warning(scene_dir, tmp_path, caplog):
+    import geopandas
+    from shapely.geometry import box
+
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        left, top, crs = src.bounds.left, src.bounds.top, src.crs
+    square = lambda x0, y0, x1, y1: box(left + x0, top - y1, left + x1, top - y0)  # noqa: E731 (in metres from the corner)
+    frame = geopandas.GeoDataFrame({"landcover": ["Grass", "Trees", "Grass", "Water", "Water"]}, crs=crs, geometry=[
+        square(0, 0, 20, 20), square(10, 10, 30, 30),  # Grass and Trees overlap on 10 x 10 m
+        square(40, 0, 50, 10), square(40, 40, 60, 60), square(50, 50, 70, 70)])  # Water over Water: not a conflict
+    frame.to_file(tmp_path / "polygons.gpkg")
+    caplog.set_level(logging.WARNING)
+    scene = open_scene(scene_dir, labels=tmp_path / "polygons.gpkg", label_field="landcover", holdout=0.0)
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        pixel = src.res[0]
+    overlap = int(round(10 / pixel)) ** 2
+    assert f"polygons.gpkg: {overlap} pixels lie under features of different classes (Grass and Trees); they are left unlabelled" in caplog.text
+    names = {c.value: c.name for c in scene.classes}
+    row, col = int(15 / pixel), int(15 / pixel)  # inside the overlap
+    assert scene.train_labels[row, col] == 0 and names[scene.train_labels[int(5 / pixel), int(5 / pixel)]] == "Grass"
+    assert names[scene.train_labels[int(55 / pixel), int(55 / pixel)]] == "Water"

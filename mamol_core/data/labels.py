@@ -145,6 +145,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
     ids = features.rasterize(zip(frame.geometry, range(1, len(frame) + 1)), out_shape=shape, transform=grid.transform,
                              fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
+    if shapes:
+        drop_conflicts(labels, ids, shapes[::-1], grid, classes, path)
     if not labels.any():
         raise MamolError(f"{path}: no labelled feature falls inside the scene ({grid.describe()}); check the file's CRS and extent")
     inside = len(np.unique(ids[ids > 0]))
@@ -152,6 +154,23 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
         log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path,
                     len(frame) - inside, len(frame))
     return labels, ids, classes
+
+
+def drop_conflicts(labels: np.ndarray, ids: np.ndarray, reversed_shapes: list, grid: Grid, classes: list[ClassSpec], path: Path) -> None:
+    """Unlabel, in place, the pixels that features of different classes both cover (overlapping
+    polygons, or points of two classes in one pixel): burnt in the other order they change class.
+    Warns with their count and classes."""
+    first = features.rasterize(reversed_shapes, out_shape=labels.shape, transform=grid.transform, fill=0, dtype="int32")
+    conflict = first != labels
+    if not conflict.any():
+        return
+    names = {c.value: c.name for c in classes}
+    pairs = sorted({tuple(sorted((names.get(int(a), str(a)), names.get(int(b), str(b)))))
+                    for a, b in zip(labels[conflict], first[conflict])})
+    log.warning("%s: %d pixels lie under features of different classes (%s%s); they are left unlabelled, fix the overlaps to use them",
+                path, int(conflict.sum()), ", ".join(f"{a} and {b}" for a, b in pairs[:3]), ", ..." if len(pairs) > 3 else "")
+    labels[conflict] = 0
+    ids[conflict] = 0
 
 
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
