@@ -57,6 +57,8 @@ def test_an_output_never_overwrites_an_input_or_another_output(model_file, scene
                    "m.png: mamol-map writes GeoTIFF rasters; give the file a .tif name")
     one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "-o", tmp_path / "m.tif", "--confidence", tmp_path / "c.img"),
                    "--confidence " + str(tmp_path / "c.img") + ": mamol-map writes GeoTIFF rasters")
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={dsm}", "--input", f"hsi={dsm}", "-o", tmp_path / "m.tif"),
+                   f"{dsm}: given for both dsm and hsi; pass each sensor's own raster")
     assert dsm.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]
     result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(scene_dir / "dsm.tif"), *FAST])
     one_line_error(result, "is the input the dsm raster; writing -o there would destroy it")

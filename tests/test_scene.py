@@ -64,6 +64,11 @@ def test_vector_in_another_crs_lands_on_the_same_pixels(scene_dir, tmp_path):
     assert (scene.test_labels > 0).any()
 
 
+def test_one_file_for_two_modalities_is_refused(scene_dir):
+    with pytest.raises(MamolError, match="dsm.tif: given for both lidar and radar; pass each sensor.s own raster"):
+        open_scene(scene_dir, parse_inputs([f"lidar={scene_dir / 'dsm.tif'}", f"radar={scene_dir}/../{scene_dir.name}/dsm.tif"]))
+
+
 def test_wrong_path_is_a_one_line_error(tmp_path):
     with pytest.raises(MamolError, match="no such scene folder"):
         open_scene(tmp_path / "missing")

@@ -31,6 +31,7 @@ from mamol_core.data.labels import (
 )
 from mamol_core.data.plausibility import undeclared_fill
 from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality
+from mamol_core.data.sources import check_one_file_each
 from mamol_core.mapping.outputs import is_map_output
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
     claimed = {os.path.realpath(path) for path in inputs.values()}
     found = {name: path for name, path in found.items() if os.path.realpath(path) not in claimed}
     found.update(inputs)
+    check_one_file_each(found)
     if not found:
         raise MamolError(f"{folder or 'the command line'}: no modality rasters found; add <name>.tif files or --input NAME=PATH")
     return found

@@ -1,8 +1,9 @@
 """One validation of input rasters against a model, for evaluation and mapping alike: known
-modality names, the model's band counts, and (for evaluation) every modality present."""
+modality names, one file per modality, the model's band counts, and (for evaluation) every modality present."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mamol_core.config import ModelConfig
@@ -12,7 +13,7 @@ from mamol_core.errors import MamolError
 
 def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, where: str = "the inputs") -> None:
     """Stop on the first problem with one line naming the file and the fix: no raster at all, a
-    modality the model does not know, a band count that differs from the model's, or (``complete``)
+    modality the model does not know, one file for two modalities, a band count that differs from the model's, or (``complete``)
     a modality of the model that ``where`` lacks."""
     known = model.modality_names
     if not sources:
@@ -20,6 +21,7 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     for name, path in sources.items():
         if name not in known:
             raise MamolError(f"{path}: the model knows no modality {name!r}; it expects {', '.join(known)} (use --input NAME=PATH)")
+    check_one_file_each(sources)
     specs = {m.name: m for m in model.modalities}
     for name, path in sources.items():
         with open_raster(path) as src:
@@ -30,3 +32,13 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     missing = [name for name in known if name not in sources]
     if complete and missing:
         raise MamolError(f"{where}: has no modality {missing[0]!r} that the model expects; add {missing[0]}.tif or --input {missing[0]}=PATH")
+
+
+def check_one_file_each(sources: dict[str, Path]) -> None:
+    """Stop when one file is given for two modalities (a sensor would stand in for another)."""
+    seen: dict[str, str] = {}
+    for name, path in sources.items():
+        key = os.path.realpath(path)
+        if key in seen:
+            raise MamolError(f"{path}: given for both {seen[key]} and {name}; pass each sensor's own raster")
+        seen[key] = name
