@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import json
+import logging
 import os
 import queue
 import re
@@ -272,7 +273,7 @@ def run_command(tool: str, args: list[str], bin_dir: str | None, on_progress: Ca
     if executable:
         _run_subprocess([executable, *args, "--progress", "json"], on_progress, is_canceled, on_log)
     elif imports_in_process():
-        _run_in_process(tool, args, on_progress, is_canceled)
+        _run_in_process(tool, args, on_progress, is_canceled, on_log)
     else:
         raise not_found(bin_dir)
 
@@ -415,7 +416,19 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def _run_in_process(tool: str, args: list[str], on_progress, is_canceled) -> None:
+class _WarningsTo(logging.Handler):
+    """Hands mamol's warnings, run in this process, on as the command line prints them (``warning: ...``)."""
+
+    def __init__(self, on_log: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_log = on_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING:
+            self.on_log(f"warning: {record.getMessage()}")
+
+
+def _run_in_process(tool: str, args: list[str], on_progress, is_canceled, on_log) -> None:
     import importlib
 
     from mamol_core.errors import MamolError
@@ -427,7 +440,13 @@ def _run_in_process(tool: str, args: list[str], on_progress, is_canceled) -> Non
             raise Canceled("cancelled: no output was written")
         on_progress(record)
 
+    handler, loggers = _WarningsTo(on_log), [logging.getLogger(name) for name in ("mamol", "mamol_core")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         module.main.main(args=args + ["--quiet"], standalone_mode=False, obj={"progress": sink, "raise": True})
     except MamolError as exc:
         raise CommandFailed(str(exc)) from None
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)

@@ -48,6 +48,21 @@ def test_map_runs_with_progress(model, scene_dir, tmp_path, bin_dir):
     assert (tmp_path / "m.tif").is_file() and records[-1]["percent"] == 100.0 and records[-1]["stage"] == "mapping"
 
 
+@pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])
+def test_warnings_arrive_marked_as_warnings(model, scene_dir, tmp_path, bin_dir):
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        profile, cube = src.profile, src.read()
+    with rasterio.open(tmp_path / "hsi.tif", "w", **{**profile, "dtype": "float32"}) as dst:
+        dst.write(cube.astype(np.float32) * 10_000)
+    logs = []
+    args = ["--model", str(model), "--input", f"hsi={tmp_path / 'hsi.tif'}", "-o", str(tmp_path / "m.tif"), "--device", "cpu"]
+    run_command("mamol-map", args, bin_dir, lambda r: None, lambda: False, logs.append)
+    assert [line for line in logs if line.startswith(f"warning: {tmp_path / 'hsi.tif'}: its hsi values look unlike")], logs
+
+
 def test_errors_arrive_as_one_line(model, tmp_path):
     with pytest.raises(CommandFailed) as error:
         run_command("mamol-map", ["--model", str(model), "--input", "sar=/nowhere.tif", "-o", str(tmp_path / "x.tif")], BIN,
