@@ -112,8 +112,8 @@ class TrainModel(MamolAlgorithm):
                                              "truth needs more passes)", QgsProcessingParameterNumber.Integer, MIN_STEPS, minValue=0)
         steps.setFlags(steps.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(steps)
-        self.addParameter(QgsProcessingParameterBoolean("ANY_ANGLE", "Rows (vines, orchards, crops) run in directions the ground truth "
-                                                        "does not cover: learn textures at any angle", defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean("ANY_ANGLE", "Learn row textures at any angle (vines, orchards, crops)",
+                                                        defaultValue=False))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE", "Backbone", options=BACKBONES, defaultValue=0))
         scaling = QgsProcessingParameterEnum("SCALING", "Band scaling", options=[label for _, label in SCALINGS], defaultValue=0)
         scaling.setFlags(scaling.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -146,13 +146,16 @@ class TrainModel(MamolAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        args = []
+        args, made = [], {}
         for name, layer in self.sensors(parameters, context):
             args += ["--input", f"{name}={layer_file(layer, name)}"]
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
-            args += ["--labels", vector_file(self, parameters, "TRUTH", context, feedback), "--label-field", field]
+            labels = vector_file(self, parameters, "TRUTH", context, feedback)
+            if labels != truth.source().split("|")[0]:  # a copy the plugin saved (a layer of a GeoPackage, a selection)
+                made[labels] = f"the ground truth (layer {truth.name()!r})"
+            args += ["--labels", labels, "--label-field", field]
             table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
             if table is not None:
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
@@ -190,7 +193,7 @@ class TrainModel(MamolAlgorithm):
         state = model.with_name(f"{model.stem}.state.safetensors")
         before = state.stat().st_mtime_ns if state.exists() else None
         try:
-            self.run_mamol("mamol-train", args, feedback)
+            self.run_mamol("mamol-train", args, feedback, made)
         except QgsProcessingException:
             if feedback.isCanceled() and state.exists() and state.stat().st_mtime_ns != before:  # this run saved it
                 raise QgsProcessingException(f"cancelled; the training so far is kept in {state}: run Train again with the same "

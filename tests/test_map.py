@@ -609,7 +609,7 @@ def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trai
     assert "look unlike" not in caplog.text
     assert run_map(model, tmp_path / "scaled.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
     assert f"{scene / 'hsi.tif'}: its hsi values look unlike those the model was trained on (band 1: median" in caplog.text
-    assert "8 of 8 bands alike): another unit or scale" in caplog.text and "dsm values look unlike" not in caplog.text
+    assert "8 of 8 bands are off like this): another unit or scale" in caplog.text and "dsm values look unlike" not in caplog.text
     caplog.clear()
     result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "eval"),
                                                 "--device", "cpu", "--progress", "none", "--quiet"])

@@ -372,6 +372,25 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_a_training_warning_names_the_ground_truth_layer_not_the_plugins_copy(plugin, tmp_path):
+    import geopandas
+    import processing
+    from qgis.core import QgsVectorLayer
+    from shapely.geometry import box
+
+    with rasterio.open(SAMPLE / "hsi.tif") as src:
+        b, crs = src.bounds, src.crs
+    squares = [box(b.left + x, b.top - y - 30, b.left + x + 30, b.top - y) for x, y in ((0, 0), (20, 20), (200, 0), (200, 200))]
+    geopandas.GeoDataFrame({"landcover": ["Grass", "Trees", "Trees", "Grass"]}, geometry=squares, crs=crs).to_file(
+        tmp_path / "truth.gpkg", layer="overlap")
+    truth = QgsVectorLayer(f"{tmp_path / 'truth.gpkg'}|layername=overlap", "overlap", "ogr")  # as QGIS loads a GeoPackage layer
+    feedback = Recording()
+    processing.run("mamol:train", {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1,
+                                   "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m.safetensors")}, feedback=feedback)
+    assert [w for w in feedback.warnings if w.startswith("the ground truth (layer 'overlap'): 25 pixels lie under features of "
+                                                        "different classes (Grass and Trees; e.g. at")], feedback.warnings
+
+
 class CancelTraining(QgsProcessingFeedback):
     """Cancels once training has taken its fifth step, like a user pressing Cancel; keeps the log lines."""
 
@@ -526,7 +545,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # the fix by QGIS's menu, not a GDAL command
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert "its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "set the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
+        "the CRS is wrong: assign the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:

@@ -267,7 +267,9 @@ def test_pixels_under_polygons_of_two_classes_are_left_unlabelled_with_a_warning
     with rasterio.open(scene_dir / "hsi.tif") as src:
         pixel = src.res[0]
     overlap = int(round(10 / pixel)) ** 2
-    assert f"polygons.gpkg: {overlap} pixels lie under features of different classes (Grass and Trees); they are left unlabelled" in caplog.text
+    corner = (left + 10 + pixel / 2, top - 10 - pixel / 2)  # the first pixel of the overlap, row by row
+    assert (f"polygons.gpkg: {overlap} pixels lie under features of different classes (Grass and Trees; e.g. at {corner[0]:.6g}, "
+            f"{corner[1]:.6g}); they are left unlabelled") in caplog.text
     names = {c.value: c.name for c in scene.classes}
     row, col = int(15 / pixel), int(15 / pixel)  # inside the overlap
     assert scene.train_labels[row, col] == 0 and names[scene.train_labels[int(5 / pixel), int(5 / pixel)]] == "Grass"

@@ -165,10 +165,13 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, reversed_shapes: list, g
     if not conflict.any():
         return
     names = {c.value: c.name for c in classes}
+    row, col = (int(i[0]) for i in np.nonzero(conflict))
+    x, y = grid.transform @ (col + 0.5, row + 0.5)
     pairs = sorted({tuple(sorted((names.get(int(a), str(a)), names.get(int(b), str(b)))))
                     for a, b in zip(labels[conflict], first[conflict])})
-    log.warning("%s: %d pixels lie under features of different classes (%s%s); they are left unlabelled, fix the overlaps to use them",
-                path, int(conflict.sum()), ", ".join(f"{a} and {b}" for a, b in pairs[:3]), ", ..." if len(pairs) > 3 else "")
+    log.warning("%s: %d pixels lie under features of different classes (%s%s; e.g. at %.6g, %.6g); they are left unlabelled, "
+                "fix the overlaps to use them", path, int(conflict.sum()), ", ".join(f"{a} and {b}" for a, b in pairs[:3]),
+                ", ..." if len(pairs) > 3 else "", x, y)
     labels[conflict] = 0
     ids[conflict] = 0
 

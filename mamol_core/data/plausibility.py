@@ -51,7 +51,7 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec
         if len(odd) * 2 > spec.bands:
             band, what = odd[0]
             lines.append(f"{paths[spec.name]}: its {spec.name} values look unlike those the model was trained on (band {band + 1}: "
-                         f"{what}{f'; {len(odd)} of {spec.bands} bands alike' if spec.bands > 1 else ''}): another unit or scale "
+                         f"{what}{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): another unit or scale "
                          "(reflectance × 10 000, digital numbers, dB)? The map may be wrong; convert the raster to the training data's units")
     return lines
 
@@ -75,7 +75,7 @@ def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
 
 def undeclared_fill(path: Path) -> str | None:
     """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
-    corner or on at least 1 % of the pixels read at five places (``None`` otherwise)."""
+    corner or on at least 1 % of the pixels sampled at five places (``None`` otherwise)."""
     with open_raster(path) as src:
         if src.nodata is not None:
             return None
@@ -86,8 +86,8 @@ def undeclared_fill(path: Path) -> str | None:
         at_corner = any(np.isclose(c, value, rtol=1e-6).all() for c in corners)
         share = float(np.isclose(inside, value, rtol=1e-6).mean())
         if at_corner or share >= 0.01:
-            where = "at a corner" + (f" and on {share:.0%} of the pixels read" if share >= 0.01 else "") if at_corner else \
-                f"on {share:.0%} of the pixels read"
+            where = "at a corner" + (f" and on {100 * share:.0f} % of the pixels sampled" if share >= 0.01 else "") if at_corner else \
+                f"on {100 * share:.0f} % of the pixels sampled"
             return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
                     f"(gdal_edit.py -a_nodata {value:g} {path}), else it is read as a measurement")
     return None

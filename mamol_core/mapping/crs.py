@@ -36,7 +36,7 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         spread = max(max(xs) - min(xs), max(ys) - min(ys)) / 1e3  # a pixel's worth of rounding at the edges
         if max(map(abs, ys)) <= pole + spread and max(map(abs, xs)) <= turn + spread:
             return
-        why = f"coordinates up to {max(map(abs, xs + ys)):.6g}, where {unit}s stop at ±{pole:g} (latitude) and ±{turn:g} (longitude)"
+        why = f"coordinates up to {max(map(abs, xs + ys)):.6g} {unit}s, beyond ±{pole:g} of latitude or ±{turn / 2:g} of longitude"
     else:
         import pyproj
 
@@ -50,8 +50,8 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         why = f"its centre ({centre[0]:.6g}, {centre[1]:.6g}) is off the Earth in that projection"
     if assumed:
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
-    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is set wrongly: "
-                     f"set the right one (gdal_edit.py -a_srs EPSG:XXXX {path})")
+    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: "
+                     f"assign the right one (gdal_edit.py -a_srs EPSG:XXXX {path})")
 
 
 def metres_per_unit(crs: CRS | None) -> float | None:
