@@ -257,7 +257,15 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     with rasterio.open(tmp_path / "degrees.tif", "w", driver="GTiff", width=40, height=40, count=8, dtype="float32",
                        transform=transform, crs="EPSG:4326") as dst:  # UTM metres labelled as degrees
         dst.write(cube)
+    from rasterio.control import GroundControlPoint
+
+    corners = [GroundControlPoint(r, c, *(transform @ (c, r))) for r in (0, 40) for c in (0, 40)]
+    with rasterio.open(tmp_path / "raw.tif", "w", driver="GTiff", width=40, height=40, count=8, dtype="float32", gcps=corners,
+                       crs="EPSG:32632") as dst:  # placed by ground control points only, like a raw SAR scene
+        dst.write(cube)
     before = sorted(tmp_path.iterdir())
+    expect_error(run_map(model, out, ("hsi", tmp_path / "raw.tif")), f"{tmp_path / 'raw.tif'}: placed only by ground control points, "
+                 f"on no map grid; warp it onto one first (gdalwarp -t_srs EPSG:XXXX {tmp_path / 'raw.tif'} warped.tif)", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "degrees.tif")),
                  "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (coordinates up to 5.1", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:4326"]),

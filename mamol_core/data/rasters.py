@@ -64,6 +64,12 @@ def open_raster(path: Path):
 
 
 def grid_of(dataset) -> Grid:
+    """An open raster's grid; refused when only ground control points or RPCs place it (a raw scene,
+    such as a Sentinel-1 GRD measurement file), since its pixels then lie on no map grid."""
+    if dataset.crs is None and dataset.transform.is_identity and (dataset.gcps[0] or dataset.rpcs):
+        by = "ground control points" if dataset.gcps[0] else "RPCs"
+        raise MamolError(f"{dataset.name}: placed only by {by}, on no map grid; warp it onto one first "
+                         f"(gdalwarp -t_srs EPSG:XXXX{' -rpc' if by == 'RPCs' else ''} {dataset.name} warped.tif)")
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 
