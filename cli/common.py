@@ -18,12 +18,22 @@ from mamol_core.progress import MODES
 log = logging.getLogger("mamol")
 
 
+#: ``extra`` of a log call that gives the command's result: logged at WARNING so that ``--quiet`` keeps
+#: it, but not marked as a warning.
+RESULT = {"result": True}
+
+
+def is_warning(record: logging.LogRecord) -> bool:
+    """Whether a log record is a warning (not a result logged at WARNING to survive ``--quiet``)."""
+    return record.levelno == logging.WARNING and not getattr(record, "result", False)
+
+
 class _MessageFormat(logging.Formatter):
     """A message as it is, a warning after ``warning: `` (as errors follow ``error: ``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return f"warning: {text}" if record.levelno == logging.WARNING else text
+        return f"warning: {text}" if is_warning(record) else text
 
 
 def setup_logging(quiet: bool) -> None:

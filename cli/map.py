@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, log, progress_option, progress_sink,
+from mamol_cli.common import (COMMAND_SETTINGS, RESULT, Command, device_options, handle_errors, log, progress_option, progress_sink,
                               quiet_option, seconds_text, setup_logging)
 from mamol_core.errors import MamolError
 
@@ -106,7 +106,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                               progress_mode if ranks.main else "none", model_path, estimate)
     if summary.estimated:
         log.warning("estimate: %dx%d px, %d tiles; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
-                    summary.height, summary.tiles, duration(summary.seconds), compute, summary.megapixels_per_second)
+                    summary.height, summary.tiles, duration(summary.seconds), compute, summary.megapixels_per_second, extra=RESULT)
         return
     log.info("wrote %s (%dx%d px, %d tiles) in %s s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
              seconds_text(summary.seconds), summary.megapixels_per_second)

@@ -417,15 +417,18 @@ def _is_folder(path: Path) -> bool:
 
 
 class _WarningsTo(logging.Handler):
-    """Hands mamol's warnings, run in this process, on as the command line prints them (``warning: ...``)."""
+    """Hands what mamol, run in this process with ``--quiet``, logs on as the command line prints it
+    (warnings after ``warning: ``, results as they are)."""
 
     def __init__(self, on_log: Callable[[str], None]) -> None:
         super().__init__(logging.WARNING)
         self.on_log = on_log
 
     def emit(self, record: logging.LogRecord) -> None:
+        from mamol_cli.common import is_warning
+
         if record.levelno == logging.WARNING:
-            self.on_log(f"warning: {record.getMessage()}")
+            self.on_log(f"warning: {record.getMessage()}" if is_warning(record) else record.getMessage())
 
 
 def _run_in_process(tool: str, args: list[str], on_progress, is_canceled, on_log) -> None:
