@@ -165,7 +165,8 @@ def prepare(dataset, source, overrides, seed, output):
 @click.option("--backbone", default="auto", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
-@click.option("--paper-numbers", type=click.Path(path_type=Path), help="Folder with paper_table1.csv / paper_table3_augsburg3.csv (default: ../shared/bench beside the checkout).")
+@click.option("--paper-numbers", type=click.Path(path_type=Path),
+              help="Folder with paper_table1.csv / paper_table3_augsburg3.csv (default: ../shared/bench beside the checkout).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @device_options
 @progress_option

@@ -114,8 +114,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
             text = re.sub(r"gdal_edit\.py -a_srs EPSG:XXXX [^)]*", "Raster › Projections › Assign Projection…", text)
             text = re.sub(r"gdalwarp -t_srs EPSG:XXXX [^)]*", "Raster › Projections › Warp (Reproject)…", text)
-            text = re.sub(r"gdal_edit\.py -a_nodata (\S+) [^)]*",
-                          r"Raster › Conversion › Translate (Convert Format)…, 'Assign a specified nodata value' \1, then use the new raster", text)
+            text = re.sub(r"gdal_edit\.py -a_nodata (\S+) [^)]*", r"Raster › Conversion › Translate (Convert Format)…, "
+                          r"'Assign a specified nodata value' \1, then use the new raster", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
         def on_progress(record: dict) -> None:
