@@ -112,9 +112,10 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             for path, what in (made or {}).items():
                 text = text.replace(path, what)
             text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
-            text = re.sub(r"gdal_edit\.py -a_srs EPSG:XXXX [^)]*", "Raster › Projections › Assign Projection…", text)
-            text = re.sub(r"gdalwarp -t_srs EPSG:XXXX [^)]*", "Raster › Projections › Warp (Reproject)…", text)
-            text = re.sub(r"gdal_edit\.py -a_nodata (\S+) [^)]*", r"Raster › Conversion › Translate (Convert Format)…, "
+            path = r"(?:'[^']*'|[^\s')]+)"  # a file in a GDAL command, quoted where it holds spaces or brackets
+            text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign Projection…", text)
+            text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (Reproject)…", text)
+            text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (Convert Format)…, "
                           r"'Assign a specified nodata value' \1, then use the new raster", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 

@@ -444,12 +444,15 @@ def _run_in_process(tool: str, args: list[str], on_progress, is_canceled, on_log
         on_progress(record)
 
     handler, loggers = _WarningsTo(on_log), [logging.getLogger(name) for name in ("mamol", "mamol_core")]
-    for logger in loggers:
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # whatever level QGIS or another plugin gave the root logger
         logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
     try:
         module.main.main(args=args + ["--quiet"], standalone_mode=False, obj={"progress": sink, "raise": True})
     except MamolError as exc:
         raise CommandFailed(str(exc)) from None
     finally:
-        for logger in loggers:
+        for logger, level in zip(loggers, levels):
             logger.removeHandler(handler)
+            logger.setLevel(level)

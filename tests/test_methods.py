@@ -106,3 +106,10 @@ def test_model_file_names_the_blocks_that_hold_experts(method, tmp_path):
     assert expert_blocks(path) == model.expert_layers == ([] if spec.num_layers == 0 else [1 if spec.placement == "last" else 0])
     described = CliRunner().invoke(info.main, [str(path)]).output
     assert f"experts: {spec.method}, in {'no block' if spec.num_layers == 0 else 'block ' + str(model.expert_layers[0])}," in described
+
+
+def test_the_blocks_that_hold_experts_read_as_ranges_or_lists():
+    from mamol_cli.info import blocks_text
+
+    assert [blocks_text(b) for b in ([0, 1, 2, 3, 4, 5], [3], [1, 3], [])] == ["in blocks 0-5", "in block 3", "in blocks 1, 3",
+                                                                               "in no block"]

@@ -388,7 +388,7 @@ def test_a_training_warning_names_the_ground_truth_layer_not_the_plugins_copy(pl
     processing.run("mamol:train", {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1,
                                    "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m.safetensors")}, feedback=feedback)
     assert [w for w in feedback.warnings if w.startswith("the ground truth (layer 'overlap'): 25 pixels lie under features of "
-                                                        "different classes (Grass and Trees; e.g. at")], feedback.warnings
+                                                        "different classes (Grass, Trees; e.g. at")], feedback.warnings
 
 
 class CancelTraining(QgsProcessingFeedback):

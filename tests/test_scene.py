@@ -232,15 +232,17 @@ def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir):
 
 @pytest.mark.parametrize("fill, declared, rows, warned", [
     (-9999.0, None, slice(0, 2), "holds -9999 at a corner"),  # a collar along the top
+    (-32768, None, slice(15, 25), "holds -32768 on"),  # a void of an int16 DEM
     (-3.4028234663852886e38, None, slice(15, 25), "holds -3.40282e+38 on"),  # a void in the middle
     (-9999.0, -9999.0, slice(0, 2), None),  # declared: nothing to say
     (None, None, None, None)])  # no fill at all
 def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_copy, caplog, fill, declared, rows, warned):
+    dtype = "int16" if isinstance(fill, int) else "float32"
     with rasterio.open(scene_copy / "dsm.tif") as src:
-        profile, data = src.profile, src.read().astype(np.float32)
+        profile, data = src.profile, src.read().astype(dtype)
     if fill is not None:
         data[:, rows, :] = fill
-    with rasterio.open(scene_copy / "dsm.tif", "w", **{**profile, "dtype": "float32", "nodata": declared}) as dst:
+    with rasterio.open(scene_copy / "dsm.tif", "w", **{**profile, "dtype": dtype, "nodata": declared}) as dst:
         dst.write(data)
     caplog.set_level(logging.WARNING)
     open_scene(scene_copy)
@@ -258,19 +260,29 @@ def test_pixels_under_polygons_of_two_classes_are_left_unlabelled_with_a_warning
     with rasterio.open(scene_dir / "hsi.tif") as src:
         left, top, crs = src.bounds.left, src.bounds.top, src.crs
     square = lambda x0, y0, x1, y1: box(left + x0, top - y1, left + x1, top - y0)  # noqa: E731 (in metres from the corner)
-    frame = geopandas.GeoDataFrame({"landcover": ["Grass", "Trees", "Grass", "Water", "Water"]}, crs=crs, geometry=[
-        square(0, 0, 20, 20), square(10, 10, 30, 30),  # Grass and Trees overlap on 10 x 10 m
-        square(40, 0, 50, 10), square(40, 40, 60, 60), square(50, 50, 70, 70)])  # Water over Water: not a conflict
-    frame.to_file(tmp_path / "polygons.gpkg")
+    frame = geopandas.GeoDataFrame({"landcover": ["Grass", "Trees", "Grass", "Water", "Water", "Grass", "Trees", "Grass"]}, crs=crs,
+                                   geometry=[square(0, 0, 20, 20), square(10, 10, 30, 30),  # Grass and Trees overlap on 10 x 10 m
+                                             square(40, 0, 50, 10), square(40, 40, 60, 60), square(50, 50, 70, 70),  # Water on Water
+                                             square(0, 40, 30, 70), square(4, 44, 26, 66), square(10, 50, 20, 60)])  # Grass, Trees, Grass
     caplog.set_level(logging.WARNING)
+    frame.to_file(tmp_path / "polygons.gpkg")
     scene = open_scene(scene_dir, labels=tmp_path / "polygons.gpkg", label_field="landcover", holdout=0.0)
     with rasterio.open(scene_dir / "hsi.tif") as src:
         pixel = src.res[0]
-    overlap = int(round(10 / pixel)) ** 2
+    overlap = int(round(10 / pixel)) ** 2 + int(round(22 / pixel)) ** 2  # the stacked squares: Trees' whole area
     corner = (left + 10 + pixel / 2, top - 10 - pixel / 2)  # the first pixel of the overlap, row by row
-    assert (f"polygons.gpkg: {overlap} pixels lie under features of different classes (Grass and Trees; e.g. at {corner[0]:.6g}, "
+    assert (f"polygons.gpkg: {overlap} pixels lie under features of different classes (Grass, Trees; e.g. at {corner[0]:.6g}, "
             f"{corner[1]:.6g}); they are left unlabelled") in caplog.text
     names = {c.value: c.name for c in scene.classes}
     row, col = int(15 / pixel), int(15 / pixel)  # inside the overlap
     assert scene.train_labels[row, col] == 0 and names[scene.train_labels[int(5 / pixel), int(5 / pixel)]] == "Grass"
     assert names[scene.train_labels[int(55 / pixel), int(55 / pixel)]] == "Water"
+    assert scene.train_labels[int(55 / pixel), int(15 / pixel)] == 0  # Grass over Trees over Grass: still two classes
+    assert names[scene.train_labels[int(42 / pixel), int(2 / pixel)]] == "Grass"  # the outer square's own rim
+
+
+def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_copy):
+    data = (scene_copy / "hsi.tif").read_bytes()
+    (scene_copy / "hsi.tif").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(MamolError, match="hsi.tif: "):
+        prepare_scene(open_scene(scene_copy), ProtocolSpec(0.5, "both", 0), margin=3)

@@ -145,33 +145,39 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
     ids = features.rasterize(zip(frame.geometry, range(1, len(frame) + 1)), out_shape=shape, transform=grid.transform,
                              fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
-    if shapes:
-        drop_conflicts(labels, ids, shapes[::-1], grid, classes, path)
     if not labels.any():
         raise MamolError(f"{path}: no labelled feature falls inside the scene ({grid.describe()}); check the file's CRS and extent")
     inside = len(np.unique(ids[ids > 0]))
     if inside < len(frame):
         log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path,
                     len(frame) - inside, len(frame))
+    drop_conflicts(labels, ids, shapes, grid, classes, path)
+    if not labels.any():
+        raise MamolError(f"{path}: every labelled pixel lies under features of different classes; fix the overlaps")
     return labels, ids, classes
 
 
-def drop_conflicts(labels: np.ndarray, ids: np.ndarray, reversed_shapes: list, grid: Grid, classes: list[ClassSpec], path: Path) -> None:
-    """Unlabel, in place, the pixels that features of different classes both cover (overlapping
-    polygons, or points of two classes in one pixel): burnt in the other order they change class.
-    Warns with their count and classes."""
-    first = features.rasterize(reversed_shapes, out_shape=labels.shape, transform=grid.transform, fill=0, dtype="int32")
-    conflict = first != labels
+def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid, classes: list[ClassSpec], path: Path) -> None:
+    """Unlabel, in place, the pixels that features of two or more classes cover (overlapping polygons,
+    points of two classes in one pixel); warns with their count, classes and a place."""
+    codes = sorted({int(code) for _, code in shapes})
+
+    def coverage(code: int) -> np.ndarray:
+        return features.rasterize([(geometry, 1) for geometry, c in shapes if c == code], out_shape=labels.shape,
+                                  transform=grid.transform, fill=0, dtype="uint8")
+
+    covered = np.zeros(labels.shape, np.uint8)
+    for code in codes if len(codes) > 1 else []:
+        np.minimum(covered + coverage(code), 2, out=covered)
+    conflict = covered > 1
     if not conflict.any():
         return
     names = {c.value: c.name for c in classes}
+    involved = [names.get(code, str(code)) for code in codes if coverage(code)[conflict].any()]
     row, col = (int(i[0]) for i in np.nonzero(conflict))
     x, y = grid.transform @ (col + 0.5, row + 0.5)
-    pairs = sorted({tuple(sorted((names.get(int(a), str(a)), names.get(int(b), str(b)))))
-                    for a, b in zip(labels[conflict], first[conflict])})
-    log.warning("%s: %d pixels lie under features of different classes (%s%s; e.g. at %.6g, %.6g); they are left unlabelled, "
-                "fix the overlaps to use them", path, int(conflict.sum()), ", ".join(f"{a} and {b}" for a, b in pairs[:3]),
-                ", ..." if len(pairs) > 3 else "", x, y)
+    log.warning("%s: %d pixels lie under features of different classes (%s; e.g. at %.6g, %.6g); they are left unlabelled, "
+                "fix the overlaps to use them", path, int(conflict.sum()), ", ".join(involved), x, y)
     labels[conflict] = 0
     ids[conflict] = 0
 

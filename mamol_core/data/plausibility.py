@@ -5,34 +5,45 @@ read by the model as measurements and maps wrongly without any error."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from mamol_core.config import ModalitySpec
 from mamol_core.data.rasters import open_raster
 from mamol_core.data.reader import ModelReader
 
-#: A band looks unlike training when its median lies this many training standard deviations away
-#: from the training mean, or its spread is this many times larger or smaller than the training one.
+#: A band looks scaled up when its spread is this many times the training one and its median this
+#: many training standard deviations from the training mean; scaled down when all its values lie
+#: within a training standard deviation / ``MAX_SPREAD_RATIO`` of zero while training's lay away from
+#: zero; and in another unit when its sign is the opposite of training's (dB against linear power).
 MAX_SHIFT = 10.0
 MAX_SPREAD_RATIO = 25.0
-#: Fewer valid pixels than this say nothing.
+#: Fewer valid pixels than this say nothing; more than ``MAX_PIXELS`` are subsampled.
 MIN_PIXELS = 100
+MAX_PIXELS = 100_000
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
 
 
 def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
-    """What is unlike training about one band's valid ``values`` (``None`` where nothing is)."""
+    """What is unlike training about one band's valid ``values`` (``None`` where nothing is): values
+    scaled up or down by a large factor (a unit change multiplies median and spread alike). A scene
+    that differs only in level (another site's absolute heights) or in spread (flat water, where
+    training saw towns) is not flagged."""
     if values.size < MIN_PIXELS:
         return None
-    low, median, high = np.percentile(values, [25, 50, 75])
-    spread = (high - low) / 1.349 or (float(values.std()) if np.ptp(values) > 0 else 0.0)  # 0: constant, no spread to judge
-    shift = abs(median - mean) / std
-    ratio = spread / std
-    if shift > MAX_SHIFT or ratio > MAX_SPREAD_RATIO or 0 < ratio < 1 / MAX_SPREAD_RATIO:
+    values = values[:: values.size // MAX_PIXELS + 1].astype(np.float64)
+    p5, low, median, high, p95 = np.percentile(values, [5, 25, 50, 75, 95])
+    spread = (high - low) / 1.349 or float(values.std())
+    up = spread > MAX_SPREAD_RATIO * std and abs(median - mean) > MAX_SHIFT * std
+    down = abs(mean) > std and max(abs(p5), abs(p95)) < std / MAX_SPREAD_RATIO
+    flipped = (mean < -std and p5 >= 0) or (mean > std and p95 <= 0)  # e.g. linear power where training had dB
+    if up or down or flipped:
         return f"median {median:.4g}, spread {spread:.4g}; training {mean:.4g} ± {std:.4g}"
     return None
 
@@ -52,11 +63,11 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec
             band, what = odd[0]
             lines.append(f"{paths[spec.name]}: its {spec.name} values look unlike those the model was trained on (band {band + 1}: "
                          f"{what}{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): another unit or scale "
-                         "(reflectance × 10 000, digital numbers, dB)? The map may be wrong; convert the raster to the training data's units")
+                         "(reflectance × 10 000, digital numbers, dB)? The map may be wrong; check the raster's units")
     return lines
 
 
-def sample_windows(height: int, width: int, side: int = 256) -> list[Window]:
+def sample_windows(height: int, width: int, side: int = 64) -> list[Window]:
     """Up to five windows of at most ``side`` pixels spread over a grid: its centre and the centres of its quarters."""
     h, w = min(side, height), min(side, width)
     places = {(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)}
@@ -77,11 +88,15 @@ def undeclared_fill(path: Path) -> str | None:
     """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
     corner or on at least 1 % of the pixels sampled at five places (``None`` otherwise)."""
     with open_raster(path) as src:
-        if src.nodata is not None:
-            return None
+        if src.nodata is not None or any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums):
+            return None  # declared, or masked by a mask band or alpha
         h, w = src.height, src.width
-        corners = [src.read(window=Window(c, r, 1, 1)).ravel() for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
-        inside = np.concatenate([src.read(window=window).ravel() for window in sample_windows(h, w, side=64)])
+        try:
+            corners = [src.read(window=Window(c, r, 1, 1)).ravel().astype(np.float64)
+                       for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
+            inside = np.concatenate([src.read(window=window).ravel() for window in sample_windows(h, w)]).astype(np.float64)
+        except RasterioError:
+            return None  # a damaged file: the read that needs it says so
     for value in FILL_VALUES:
         at_corner = any(np.isclose(c, value, rtol=1e-6).all() for c in corners)
         share = float(np.isclose(inside, value, rtol=1e-6).mean())
@@ -89,5 +104,5 @@ def undeclared_fill(path: Path) -> str | None:
             where = "at a corner" + (f" and on {100 * share:.0f} % of the pixels sampled" if share >= 0.01 else "") if at_corner else \
                 f"on {100 * share:.0f} % of the pixels sampled"
             return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
-                    f"(gdal_edit.py -a_nodata {value:g} {path}), else it is read as a measurement")
+                    f"(gdal_edit.py -a_nodata {value:g} {shlex.quote(str(path))}), else it is read as a measurement")
     return None

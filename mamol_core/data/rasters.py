@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def grid_of(dataset) -> Grid:
     if dataset.crs is None and dataset.transform.is_identity and (dataset.gcps[0] or dataset.rpcs):
         by = "ground control points" if dataset.gcps[0] else "RPCs"
         raise MamolError(f"{dataset.name}: placed only by {by}, on no map grid; warp it onto one first "
-                         f"(gdalwarp -t_srs EPSG:XXXX{' -rpc' if by == 'RPCs' else ''} {dataset.name} warped.tif)")
+                         f"(gdalwarp -t_srs EPSG:XXXX{' -rpc' if by == 'RPCs' else ''} {shlex.quote(dataset.name)} warped.tif)")
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 

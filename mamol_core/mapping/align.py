@@ -59,7 +59,8 @@ def effective_grid(grid: Grid, assumed: CRS | None, path: Path) -> Grid:
     """The grid of the raster at ``path``, in ``assumed`` (``--assume-crs``) when it has no CRS of its own;
     refused where its extent cannot lie in that CRS."""
     t, w, h = grid.transform, grid.width, grid.height
-    check_on_earth(grid.crs or assumed, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], path, assumed=grid.crs is None)
+    check_on_earth(grid.crs or assumed, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], path, assumed=grid.crs is None,
+                   slack=max(grid.pixel_size) / 2 * (1 + 1e-9))
     return Grid(grid.crs or assumed, grid.transform, grid.width, grid.height)
 
 

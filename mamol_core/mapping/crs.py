@@ -4,6 +4,7 @@ another CRS (measured with PROJ on the ellipsoid where the map lies)."""
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 from rasterio.crs import CRS
@@ -22,21 +23,21 @@ def parse_crs(text: str | None, source: str = "--assume-crs") -> CRS | None:
         raise MamolError(f"{source} {text!r}: not a CRS GDAL knows; use e.g. EPSG:32632") from None
 
 
-def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Path, assumed: bool = False) -> None:
+def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Path, assumed: bool = False,
+                   slack: float = 0.0) -> None:
     """Refuse a raster whose corners cannot lie in its CRS: angles past the poles or longitudes past a
     full turn either way in a geographic CRS, or a centre that PROJ cannot place on the Earth in a
     projected one. That is a CRS set wrongly (metres labelled as degrees, say); ``assumed`` says it
-    came from ``--assume-crs``."""
+    came from ``--assume-crs``; ``slack`` (half a pixel) allows pixel-centred grids at the poles."""
     if crs is None:
         return
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
     if crs.is_geographic:
         unit, radians = crs.units_factor
         pole, turn = math.pi / 2 / radians, 2 * math.pi / radians
-        spread = max(max(xs) - min(xs), max(ys) - min(ys)) / 1e3  # a pixel's worth of rounding at the edges
-        if max(map(abs, ys)) <= pole + spread and max(map(abs, xs)) <= turn + spread:
+        if max(map(abs, ys)) <= pole + slack and max(map(abs, xs)) <= turn + slack:
             return
-        why = f"coordinates up to {max(map(abs, xs + ys)):.6g} {unit}s, beyond ±{pole:g} of latitude or ±{turn / 2:g} of longitude"
+        why = f"coordinates up to {max(map(abs, xs + ys)):.6g} {unit}s, beyond ±{pole:g} of latitude or ±{turn:g} of longitude"
     else:
         import pyproj
 
@@ -51,7 +52,7 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
     if assumed:
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
     raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: "
-                     f"assign the right one (gdal_edit.py -a_srs EPSG:XXXX {path})")
+                     f"assign the right one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))})")
 
 
 def metres_per_unit(crs: CRS | None) -> float | None:
