@@ -110,8 +110,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     folder = report or output.with_suffix(".report")
     state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
     with process_group(resolve_device(device)) as (ranks, compute):
-        if not ranks.main:  # under torchrun only rank 0 writes files and reports
-            logging.getLogger().setLevel(logging.WARNING)
+        if not ranks.main:  # under torchrun rank 0 writes files and reports; the others only print their own errors
+            logging.getLogger().setLevel(logging.ERROR)
         with stop_together(compute):  # a bad argument or an input one rank cannot read stops every rank, with one message
             check_writable(output)
             check_writable(state_path)
