@@ -80,9 +80,9 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
     return recoded
 
 
-def _read_labels_on(src, path: Path, grid: Grid) -> np.ndarray:
-    """Band 1 of the open label raster ``src`` on ``grid`` (warped by nearest neighbour when it lies on another)."""
-    if same_grid(grid_of(src), grid):
+def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
+    """Band 1 of the open label raster ``src`` on ``grid`` (warped by nearest neighbour unless it lies ``on_grid``)."""
+    if on_grid:
         labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
         return labels if src.nodata is None else np.where(labels == src.nodata, 0, labels)
     if src.crs is None:
@@ -97,11 +97,12 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     """A label raster on the scene grid, as int32 (0 = unlabelled): read as it is when it lies on that
     grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
     with open_raster(path) as src:
+        on_grid = same_grid(grid_of(src), grid)
         try:
-            labels = _read_labels_on(src, path, grid)
+            labels = _read_labels_on(src, path, grid, on_grid)
         except RasterioError as exc:
             raise MamolError(f"{path}: reading failed ({gdal_reason(exc)}); the file may be truncated, re-export it") from None
-        if not same_grid(grid_of(src), grid):
+        if not on_grid:
             if not (labels > 0).any():
                 raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent")
             log.info("%s: warped onto the scene grid (nearest neighbour)", path)
@@ -172,7 +173,7 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
     conflict = covered > 1
     if not conflict.any():
         return
-    names = {c.value: c.name for c in classes}
+    names = {c.value: c.name for c in classes}  # the classes are rasterized again rather than all held at once
     involved = [names.get(code, str(code)) for code in codes if coverage(code)[conflict].any()]
     row, col = (int(i[0]) for i in np.nonzero(conflict))
     x, y = grid.transform @ (col + 0.5, row + 0.5)

@@ -79,8 +79,8 @@ def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     """:func:`scale_warnings` for the inputs of ``reader``, read raw at a few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
-    data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)[:, :, None]
-    valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)[:, :, None]
+    data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
+    valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
     return scale_warnings(data, valid, reader.modalities, paths)
 
 
