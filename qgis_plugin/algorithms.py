@@ -23,7 +23,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import settings
 from .environment import Canceled, CommandFailed, MamolNotFound, environment_problem, run_command
-from .area import extent_file, vector_file
+from .area import extent_file, named_vector_file
 from .layers import ResultLayer, RunGroup, style_polygons
 
 ICON = Path(__file__).parent / "icon.png"
@@ -286,13 +286,10 @@ class MapLandCover(MamolAlgorithm):
     def area_args(self, parameters, context, feedback) -> tuple[list[str], dict[str, str]]:
         """``--aoi``/``--mask`` from the polygons (or their selected features), the extent and the mask raster
         given, and the files made for them (path -> what the analyst gave, for messages)."""
-        args, made = [], {}
-        polygons = vector_file(self, parameters, "AOI", context, feedback)
+        args = []
+        polygons, made = named_vector_file(self, parameters, "AOI", context, feedback, "the area to map")
         if polygons is not None:
             args += ["--aoi", polygons]
-            layer = self.parameterAsVectorLayer(parameters, "AOI", context)
-            if layer is not None and Path(polygons).resolve() != Path(layer.source().split("|")[0]).resolve():
-                made[polygons] = f"the area to map (layer {layer.name()!r})"
         if parameters.get("EXTENT"):
             if args:
                 raise QgsProcessingException("Give the area to map as polygons or as an extent, not both.")

@@ -37,6 +37,16 @@ def vector_file(algorithm, parameters: dict, name: str, context, feedback) -> st
     return save_layer(source.materialize(QgsFeatureRequest(), feedback), context)
 
 
+def named_vector_file(algorithm, parameters: dict, name: str, context, feedback, what: str) -> tuple[str | None, dict[str, str]]:
+    """:func:`vector_file`, with ``{path: "<what> (layer 'NAME')"}`` where that file is a copy the plugin
+    saved (a layer of a GeoPackage, a selection, a memory layer), so messages name the layer instead."""
+    path = vector_file(algorithm, parameters, name, context, feedback)
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    if path is None or layer is None or Path(path).resolve() == Path(layer.source().split("|")[0]).resolve():
+        return path, {}
+    return path, {path: f"{what} (layer {layer.name()!r})"}
+
+
 def save_layer(layer: QgsVectorLayer, context) -> str:
     """``layer`` (one this thread owns) saved as a temporary GeoPackage."""
     target = QgsProcessingUtils.generateTempFilename("features.gpkg")

@@ -27,7 +27,7 @@ from qgis.core import (
 
 from . import settings
 from .algorithms import DEVICES, MamolAlgorithm, layer_file
-from .area import vector_file
+from .area import named_vector_file
 from .classes import class_table, write_class_table
 
 #: The standard sensor slots: parameter, modality name, label. Other sensors are named after their layers.
@@ -152,9 +152,7 @@ class TrainModel(MamolAlgorithm):
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
-            labels = vector_file(self, parameters, "TRUTH", context, feedback)
-            if labels != truth.source().split("|")[0]:  # a copy the plugin saved (a layer of a GeoPackage, a selection)
-                made[labels] = f"the ground truth (layer {truth.name()!r})"
+            labels, made = named_vector_file(self, parameters, "TRUTH", context, feedback, "the ground truth")
             args += ["--labels", labels, "--label-field", field]
             table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
             if table is not None:
