@@ -23,17 +23,16 @@ log = logging.getLogger("mamol")
 RESULT = {"result": True}
 
 
-def is_warning(record: logging.LogRecord) -> bool:
-    """Whether a log record is a warning (not a result logged at WARNING to survive ``--quiet``)."""
-    return record.levelno == logging.WARNING and not getattr(record, "result", False)
+class MessageFormat(logging.Formatter):
+    """A message as it is, a warning after ``warning: `` (as errors follow ``error: ``; a result logged
+    at WARNING to survive ``--quiet`` is no warning)."""
 
-
-class _MessageFormat(logging.Formatter):
-    """A message as it is, a warning after ``warning: `` (as errors follow ``error: ``)."""
+    def __init__(self) -> None:
+        super().__init__("%(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return f"warning: {text}" if is_warning(record) else text
+        return f"warning: {text}" if record.levelno == logging.WARNING and not getattr(record, "result", False) else text
 
 
 def setup_logging(quiet: bool) -> None:
@@ -41,7 +40,7 @@ def setup_logging(quiet: bool) -> None:
     ``warning:``; GDAL's own error reports (logged by rasterio at INFO) and pyogrio's record counts
     are left out, since mamol turns each failure into one line and says what it wrote."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_MessageFormat("%(message)s"))
+    handler.setFormatter(MessageFormat())
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
     for library in ("rasterio", "pyogrio"):
         logging.getLogger(library).setLevel(logging.WARNING)

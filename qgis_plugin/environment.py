@@ -421,14 +421,15 @@ class _WarningsTo(logging.Handler):
     (warnings after ``warning: ``, results as they are)."""
 
     def __init__(self, on_log: Callable[[str], None]) -> None:
+        from mamol_cli.common import MessageFormat
+
         super().__init__(logging.WARNING)
+        self.setFormatter(MessageFormat())
         self.on_log = on_log
 
     def emit(self, record: logging.LogRecord) -> None:
-        from mamol_cli.common import is_warning
-
         if record.levelno == logging.WARNING:
-            self.on_log(f"warning: {record.getMessage()}" if is_warning(record) else record.getMessage())
+            self.on_log(self.format(record))
 
 
 def _run_in_process(tool: str, args: list[str], on_progress, is_canceled, on_log) -> None:
