@@ -2,10 +2,11 @@
 
 __version__ = "0.2.0"
 
-#: The newest model-file layout this mamol writes: 3 adds per-band quantile tables. A model file is
-#: written in the oldest format that holds it (2 without quantile tables), so that an older mamol
-#: maps what it can and refuses, asking for an upgrade, what it would misread.
-FORMAT_VERSION = 3
+#: The newest model-file layout this mamol writes: 3 adds per-band quantile tables, 4 reads band
+#: values with the rasters' declared scale and offset. A model file is written in the oldest format
+#: that holds it, so that an older mamol maps what it can and refuses, asking for an upgrade, what
+#: it would misread.
+FORMAT_VERSION = 4
 
 #: Model-file layouts this mamol reads; any other is refused in one line.
-FORMATS_READ = (2, 3)
+FORMATS_READ = (2, 3, 4)

@@ -27,6 +27,11 @@ class ModalitySpec:
     ``quantile_values`` (its training pixels' quantiles, increasing) and ``quantile_scores`` (the
     standard-normal scores they map to): values in between are interpolated linearly, values beyond
     them continue with slope ``1 / std``. Empty lists mean ``(x - mean) / std``.
+
+    ``declared_scale``: band values are read as the raster declares them (GDAL's per-band scale and
+    offset, ``stored × scale + offset``), so one quantity stored two ways (reflectance as integers
+    with a scale of 0.0001, or as floats) reads alike in training and mapping. Model files of
+    formats 2 and 3 read the stored numbers (``False``).
     """
 
     name: str
@@ -35,6 +40,7 @@ class ModalitySpec:
     std: list[float] = field(default_factory=list)
     quantile_values: list[list[float]] = field(default_factory=list)
     quantile_scores: list[list[float]] = field(default_factory=list)
+    declared_scale: bool = True
 
     @property
     def normalization(self) -> str:
@@ -247,7 +253,10 @@ class MamolConfig:
         return json.dumps(dataclasses.asdict(self) | {"format_version": self.file_format()}, indent=1)
 
     def file_format(self) -> int:
-        """The oldest model-file format that holds this config: 3 with quantile tables, else 2."""
+        """The oldest model-file format that holds this config: 4 where band values are read with their
+        declared scale and offset, else 3 with quantile tables, else 2."""
+        if any(m.declared_scale for m in self.model.modalities):
+            return 4
         return 3 if any(m.normalization == "quantile" for m in self.model.modalities) else 2
 
     @classmethod
@@ -267,9 +276,13 @@ class MamolConfig:
                 raise MamolError(f"{written}: upgrade mamol to use it")
             raise MamolError(f"{written}: retrain it on the same inputs with this mamol ({retrain_hint(data)}), "
                              f"or map with mamol {data.get('mamol_version', 'of that version')}")
-        layout = data["model"].get("layout") if isinstance(data.get("model"), dict) else None
-        if isinstance(layout, dict):
-            layout.setdefault("encoding", "separate")  # files written before the encoding was recorded
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        if isinstance(model.get("layout"), dict):
+            model["layout"].setdefault("encoding", "separate")  # files written before the encoding was recorded
+        if found in (2, 3) and isinstance(model.get("modalities"), list):
+            for modality in model["modalities"]:  # these formats read stored numbers
+                if isinstance(modality, dict):
+                    modality.setdefault("declared_scale", False)
         try:
             config = _from_dict(cls, data)
         except (TypeError, KeyError) as exc:

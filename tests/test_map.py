@@ -16,6 +16,7 @@ from affine import Affine
 from click.testing import CliRunner
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rasterio.windows import Window
 
 from mamol_cli import info
 from mamol_cli import map as map_cli
@@ -362,6 +363,46 @@ def test_background_reader_yields_the_blocks_of_the_sequential_one(trained, scen
     for (data, valid), (_, (data2, valid2)) in zip(sequential, ahead):
         assert np.array_equal(data, data2) and np.array_equal(valid, valid2)
     assert all(name.startswith("mamol-read") for name in threads)
+
+
+def write_as_integers(source, target, scale, offset):
+    """``source`` stored as int32 counts with a declared ``scale`` and ``offset`` per band; returns the
+    quantity those counts stand for, computed as the reader does (float32)."""
+    with rasterio.open(source) as src:
+        physical, profile = src.read().astype(np.float32), src.profile
+    counts = np.round((physical - offset) / scale).astype(np.int32)
+    profile.update(dtype="int32", nodata=None)
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(counts)
+        dst.scales, dst.offsets = [scale] * src.count, [offset] * src.count
+    return counts.astype(np.float32) * np.float32(scale) + np.float32(offset)
+
+
+def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, scene_dir, tmp_path):
+    from mamol_core.data.reader import ModelReader
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+
+    _, model = trained
+    quantity = write_as_integers(scene_dir / "hsi.tif", tmp_path / "hsi_counts.tif", 0.001, -5.0)
+    profile = read(scene_dir / "hsi.tif")[1] | {"dtype": "float32"}
+    with rasterio.open(tmp_path / "hsi_float.tif", "w", **profile) as dst:
+        dst.write(quantity)
+    config = read_config(model)
+    modalities, bands = config.model.modalities, config.model.band_slices[config.model.modality_names.index("hsi")]
+    with AlignedInputs([MapInput("hsi", tmp_path / "hsi_counts.tif")]) as aligned:
+        window = Window(0, 0, aligned.grid.width, aligned.grid.height)
+        scaled, _ = ModelReader(modalities, aligned).read(window, normalized=False)
+        for modality in modalities:
+            modality.declared_scale = False  # as model files of formats 2 and 3 read
+        stored, _ = ModelReader(modalities, aligned).read(window, normalized=False)
+    assert np.array_equal(scaled[bands], quantity)
+    assert np.array_equal(stored[bands], np.round((quantity + 5.0) / 0.001))
+    maps = []
+    for name in ("hsi_counts", "hsi_float"):
+        result = run_map(model, tmp_path / f"{name}_map.tif", ("hsi", tmp_path / f"{name}.tif"), ("dsm", scene_dir / "dsm.tif"))
+        assert result.exit_code == 0, result.output
+        maps.append(read(tmp_path / f"{name}_map.tif")[0])
+    assert np.array_equal(maps[0], maps[1])
 
 
 def test_background_reader_raises_a_read_error_at_its_block():

@@ -73,7 +73,7 @@ def test_a_quantile_model_carries_its_tables_to_mapping(scene_dir, tmp_path):
     assert trained.exit_code == 0, trained.output
     config = read_config(model)
     assert [m.normalization for m in config.model.modalities] == ["quantile", "quantile"] and config.train.normalization == "quantile"
-    assert config.format_version == 3
+    assert config.format_version == 4
     described = CliRunner().invoke(info.main, [str(model)])
     assert "dsm (1 band, quantile normalisation)" in described.output
     out = tmp_path / "map.tif"
@@ -85,9 +85,14 @@ def test_a_quantile_model_carries_its_tables_to_mapping(scene_dir, tmp_path):
         assert (src.read(1) > 0).all()
 
 
-def test_a_quantile_model_is_written_in_the_format_older_mamol_refuses(model_file):
+def test_a_model_is_written_in_the_oldest_format_that_reads_it_alike(model_file):
     config = read_config(model_file)
+    assert config.file_format() == 4  # older mamol would read stored numbers where a raster declares a scale
+    for modality in config.model.modalities:
+        modality.declared_scale = False
     assert config.file_format() == 2
+    again = MamolConfig.from_json(config.to_json())  # formats 2 and 3 do not record it: they read stored numbers
+    assert again.format_version == 2 and not any(m.declared_scale for m in again.model.modalities)
     config.model.modalities[0].quantile_values, config.model.modalities[0].quantile_scores = [[0.0, 1.0]], [[-1.0, 1.0]]
     assert json.loads(config.to_json())["format_version"] == 3  # mamol 0.2.0 read format 2 only, and would map with mean/std
 

@@ -82,7 +82,7 @@ def test_save_load_round_trip_reproduces_predictions(trained, tmp_path):
 def test_model_file_of_another_format_is_refused(trained, tmp_path):
     path = tmp_path / "model.safetensors"
     save_model(trained.model, trained.config, path)
-    assert read_config(path).format_version == 2  # no quantile tables: the format older mamol versions read
+    assert read_config(path).format_version == 4  # band values read with their declared scale and offset
     for version, message in ((0, "model format 0.*retrain it on the same inputs with this mamol"),
                              (FORMAT_VERSION + 1, f"model format {FORMAT_VERSION + 1}.*upgrade mamol to use it")):
         other = tmp_path / f"format{version}.safetensors"

@@ -37,11 +37,21 @@ def quantile_scores(band: np.ndarray, values: list[float], scores: list[float], 
     return out
 
 
+def declared_scaling(dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """A raster's per-band ``(scale, offset)`` as it declares them (GDAL metadata), as ``[bands, 1, 1]``
+    float32 arrays; ``None`` where every band is stored as it is (scale 1, offset 0)."""
+    scales, offsets = (np.array([1.0 if v is None else v for v in values], np.float64) for values in (dataset.scales, dataset.offsets))
+    if np.all(scales == 1.0) and np.all(offsets == 0.0):
+        return None
+    return scales.astype(np.float32)[:, None, None], offsets.astype(np.float32)[:, None, None]
+
+
 class ModelReader:
     """Reads windows of ``aligned`` in the band layout of ``modalities`` (the model's order):
     ``[total_bands, h, w]`` float32 and validity ``[M, h, w]``. A modality that was not given, or a
     window part outside its raster, reads as zeros with no valid pixel; windows may reach past the
-    grid (when it is smaller than one tile), and that part is invalid too."""
+    grid (when it is smaller than one tile), and that part is invalid too. Where a modality's spec
+    says so (``declared_scale``) its raster's declared scale and offset are applied."""
 
     def __init__(self, modalities: list[ModalitySpec], aligned: AlignedInputs) -> None:
         self.modalities, self.aligned = modalities, aligned
@@ -51,6 +61,8 @@ class ModelReader:
         self.layout = [slice(int(end) - m.bands, int(end)) for end, m in zip(ends, modalities)]
         starts = np.cumsum([0] + [dataset.count for dataset in aligned.datasets])
         self.input_bands = [slice(int(starts[i]), int(starts[i + 1])) for i in range(len(aligned.datasets))]
+        self.scaling = [declared_scaling(aligned.datasets[index]) if index is not None and m.declared_scale else None
+                        for m, index in zip(modalities, self.order)]
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
@@ -64,6 +76,11 @@ class ModelReader:
         block, ok = self.aligned.read(Window(col0, row0, cols, rows))
         for modality, index in enumerate(self.order):
             if index is not None:
-                data[self.layout[modality], :rows, :cols] = block[self.input_bands[index]]
+                values = data[self.layout[modality], :rows, :cols]
+                values[...] = block[self.input_bands[index]]
+                if self.scaling[modality] is not None:
+                    scale, offset = self.scaling[modality]
+                    values *= scale
+                    values += offset
                 valid[modality, :rows, :cols] = ok[index]
         return normalize(data, valid, self.modalities) if normalized else data, valid
