@@ -405,6 +405,18 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
     assert np.array_equal(maps[0], maps[1])
 
 
+def test_a_declared_scale_that_leaves_no_measurement_is_refused(trained, scene_dir, tmp_path):
+    _, model = trained
+    write_as_integers(scene_dir / "hsi.tif", tmp_path / "zero.tif", 0.001, -5.0)
+    with rasterio.open(tmp_path / "zero.tif", "r+") as dst:
+        dst.scales = [0.001] * 7 + [0.0]
+    out = tmp_path / "map.tif"
+    result = run_map(model, out, ("hsi", tmp_path / "zero.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert result.exit_code != 0 and not out.exists()
+    assert "zero.tif: band 8 declares scale 0 and offset -5" in result.output and "gdal_edit.py -scale" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_background_reader_raises_a_read_error_at_its_block():
     from mamol_core.errors import MamolError
     from mamol_core.mapping.prefetch import prefetched

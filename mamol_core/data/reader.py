@@ -3,10 +3,14 @@ the model's statistics, with per-modality validity. Training, evaluation and map
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import numpy as np
 from rasterio.windows import Window
 
 from mamol_core.config import ModalitySpec
+from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs
 
 
@@ -37,10 +41,16 @@ def quantile_scores(band: np.ndarray, values: list[float], scores: list[float], 
     return out
 
 
-def declared_scaling(dataset) -> tuple[np.ndarray, np.ndarray] | None:
+def declared_scaling(dataset, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """A raster's per-band ``(scale, offset)`` as it declares them (GDAL metadata), as ``[bands, 1, 1]``
-    float32 arrays; ``None`` where every band is stored as it is (scale 1, offset 0)."""
+    float32 arrays; ``None`` where every band is stored as it is (scale 1, offset 0). A scale of 0 or
+    one that is not finite, or an offset that is not finite, is refused naming ``path``."""
     scales, offsets = (np.array([1.0 if v is None else v for v in values], np.float64) for values in (dataset.scales, dataset.offsets))
+    broken = ~np.isfinite(scales) | (scales == 0) | ~np.isfinite(offsets)
+    if broken.any():
+        band = int(np.argmax(broken))
+        raise MamolError(f"{path}: band {band + 1} declares scale {scales[band]:g} and offset {offsets[band]:g}, which leave no "
+                         f"measurement; set the right ones (gdal_edit.py -scale 1 -offset 0 {shlex.quote(str(path))} for stored values)")
     if np.all(scales == 1.0) and np.all(offsets == 0.0):
         return None
     return scales.astype(np.float32)[:, None, None], offsets.astype(np.float32)[:, None, None]
@@ -61,7 +71,7 @@ class ModelReader:
         self.layout = [slice(int(end) - m.bands, int(end)) for end, m in zip(ends, modalities)]
         starts = np.cumsum([0] + [dataset.count for dataset in aligned.datasets])
         self.input_bands = [slice(int(starts[i]), int(starts[i + 1])) for i in range(len(aligned.datasets))]
-        self.scaling = [declared_scaling(aligned.datasets[index]) if index is not None and m.declared_scale else None
+        self.scaling = [declared_scaling(aligned.datasets[index], aligned.inputs[index].path) if index is not None and m.declared_scale else None
                         for m, index in zip(modalities, self.order)]
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
