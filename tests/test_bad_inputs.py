@@ -138,6 +138,20 @@ def test_a_raster_cut_short_says_what_gdal_found(model_file, scene_dir, tmp_path
     assert not (tmp_path / "report").exists()
 
 
+def test_complex_values_are_refused_in_training_and_mapping(model_file, scene_dir, tmp_path):
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        heights, profile = src.read(1), src.profile
+    with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:
+        dst.write((heights + 1j * heights).astype(np.complex64), 1)
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'slc.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "slc.tif: holds complex values (complex64)")
+    assert 'gdal_calc.py -A' in result.output and not (tmp_path / "m.tif").exists()
+    result = CliRunner().invoke(train.main, ["--input", f"dsm={tmp_path / 'slc.tif'}", "--input", f"hsi={scene_dir / 'hsi.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
+    one_line_error(result, "slc.tif: holds complex values")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -74,9 +74,18 @@ def grid_of(dataset) -> Grid:
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 
+def check_real_values(dataset, path: Path) -> None:
+    """Refuse a sensor raster of complex numbers (SAR single-look complex data): read as real numbers
+    it would give only the real part, no measurement of the ground."""
+    if any(np.issubdtype(np.dtype(kind), np.complexfloating) for kind in dataset.dtypes):
+        raise MamolError(f"{path}: holds complex values ({dataset.dtypes[0]}), such as single-look complex SAR; give its amplitude or "
+                         f"intensity instead (gdal_calc.py -A {shlex.quote(str(path))} --calc=\"abs(A)\" --type=Float32 --outfile=amplitude.tif)")
+
+
 def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
-    """Read a raster's header: its :class:`ModalityRaster` and :class:`Grid`."""
+    """Read a sensor raster's header: its :class:`ModalityRaster` and :class:`Grid` (complex values refused)."""
     with open_raster(path) as src:
+        check_real_values(src, Path(path))
         return ModalityRaster(name, Path(path), src.count), grid_of(src)
 
 

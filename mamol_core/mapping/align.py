@@ -27,7 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
-from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, check_real_values, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.errors import MamolError
 from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
 
@@ -192,6 +192,8 @@ class AlignedInputs(contextlib.ExitStack):
         self.inputs = inputs
         self.datasets = [self.enter_context(open_raster(i.path)) for i in inputs]
         paths = [i.path for i in inputs]
+        for dataset, path in zip(self.datasets, paths):
+            check_real_values(dataset, path)
         assumed = parse_crs(assume_crs)
         own = [effective_grid(grid_of(d), assumed, p) for d, p in zip(self.datasets, paths)]
         shared = shared_grid(own, model_grid) if grid is None and reference is None else None
