@@ -546,6 +546,14 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert "its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "the CRS is wrong: assign the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
+    with rasterio.open(SAMPLE / "dsm.tif") as src:
+        heights, profile = src.read(1), src.profile
+    with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:
+        dst.write((heights + 1j * heights).astype(np.complex64), 1)
+    with pytest.raises(QgsProcessingException) as error:  # the fix by the Processing Toolbox's GDAL calculator
+        run(map_id, {**inputs, "lidar": str(tmp_path / "slc.tif"), "OUTPUT": str(tmp_path / "slc_map.tif")})
+    assert "holds complex values (complex64), such as single-look complex SAR; give its amplitude or intensity instead (Processing " \
+        "Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32)" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:
