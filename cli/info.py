@@ -36,7 +36,7 @@ def main(model_path, as_json, check):
     click.echo(f"mamol model {model.name or model_path.stem!r}: {model_path} (mamol {config.mamol_version}, format {config.format_version})")
     click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'}"
                                           f"{', quantile normalisation' if m.normalization == 'quantile' else ''}"
-                                          f"{'' if m.declared_scale else ', stored values: scale and offset metadata ignored'})"
+                                          f"{'' if m.as_declared else ', every band as stored: no scale, offset or alpha'})"
                                           for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, "

@@ -2,10 +2,10 @@
 
 __version__ = "0.2.0"
 
-#: The newest model-file layout this mamol writes: 3 adds per-band quantile tables, 4 reads band
-#: values with the rasters' declared scale and offset. A model file is written in the oldest format
-#: that holds it, so that an older mamol maps what it can and refuses, asking for an upgrade, what
-#: it would misread.
+#: The newest model-file layout this mamol writes: 3 adds per-band quantile tables, 4 reads bands
+#: as the rasters declare them (scale and offset applied, alpha bands as masks). A model file is
+#: written in the oldest format that holds it, so that an older mamol maps what it can and refuses,
+#: asking for an upgrade, what it would misread.
 FORMAT_VERSION = 4
 
 #: Model-file layouts this mamol reads; any other is refused in one line.

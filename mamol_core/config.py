@@ -28,10 +28,11 @@ class ModalitySpec:
     standard-normal scores they map to): values in between are interpolated linearly, values beyond
     them continue with slope ``1 / std``. Empty lists mean ``(x - mean) / std``.
 
-    ``declared_scale``: band values are read as the raster declares them (GDAL's per-band scale and
-    offset, ``stored × scale + offset``), so one quantity stored two ways (reflectance as integers
-    with a scale of 0.0001, or as floats) reads alike in training and mapping. Model files of
-    formats 2 and 3 read the stored numbers (``False``).
+    ``as_declared``: bands are read as the raster declares them (GDAL metadata): values with each
+    band's scale and offset applied (``stored × scale + offset``), so one quantity stored two ways
+    (reflectance as integers with a scale of 0.0001, or as floats) reads alike in training and
+    mapping, and an alpha band as the mask it is (0: no data), not as a measurement, so ``bands``
+    does not count it. Model files of formats 2 and 3 read every band's stored numbers (``False``).
     """
 
     name: str
@@ -40,7 +41,7 @@ class ModalitySpec:
     std: list[float] = field(default_factory=list)
     quantile_values: list[list[float]] = field(default_factory=list)
     quantile_scores: list[list[float]] = field(default_factory=list)
-    declared_scale: bool = True
+    as_declared: bool = True
 
     @property
     def normalization(self) -> str:
@@ -253,9 +254,9 @@ class MamolConfig:
         return json.dumps(dataclasses.asdict(self) | {"format_version": self.file_format()}, indent=1)
 
     def file_format(self) -> int:
-        """The oldest model-file format that holds this config: 4 where band values are read with their
-        declared scale and offset, else 3 with quantile tables, else 2."""
-        if any(m.declared_scale for m in self.model.modalities):
+        """The oldest model-file format that holds this config: 4 where bands are read as declared
+        (scale, offset, alpha), else 3 with quantile tables, else 2."""
+        if any(m.as_declared for m in self.model.modalities):
             return 4
         return 3 if any(m.normalization == "quantile" for m in self.model.modalities) else 2
 
@@ -282,7 +283,7 @@ class MamolConfig:
         if found in (2, 3) and isinstance(model.get("modalities"), list):
             for modality in model["modalities"]:  # these formats read stored numbers
                 if isinstance(modality, dict):
-                    modality.setdefault("declared_scale", False)
+                    modality.setdefault("as_declared", False)
         try:
             config = _from_dict(cls, data)
         except (TypeError, KeyError) as exc:

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
+    QgsRaster,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -74,6 +75,13 @@ def pattern_of(given: list[str], modalities: list[str]) -> str:
 
 def bands(count: int) -> str:
     return f"{count} band" + ("" if count == 1 else "s")
+
+
+def measurement_band_count(layer) -> int:
+    """A raster layer's bands less its alpha bands (masks, which mamol does not count as bands); all
+    of them where every band is alpha, as mamol reads such a raster."""
+    kept = sum(layer.dataProvider().colorInterpretation(band) != QgsRaster.AlphaBand for band in range(1, layer.bandCount() + 1))
+    return kept or layer.bandCount()
 
 
 def parameter_name(modality: str) -> str:
@@ -221,8 +229,12 @@ class MapLandCover(MamolAlgorithm):
             return False, f"Give a raster for at least one modality ({names})."
         for modality in given:
             layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
-            if layer is not None and layer.bandCount() != modality["bands"]:
-                return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(layer.bandCount())}, but the model's "
+            if layer is None:
+                continue
+            count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
+            if count != modality["bands"]:
+                alpha = " and an alpha band" if count < layer.bandCount() else ""
+                return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
                                f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.")
         return super().checkParameterValues(parameters, context)
 

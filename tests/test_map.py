@@ -15,11 +15,14 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
+from conftest import CLI_FAST, copy_with_config
 from mamol_cli import info
 from mamol_cli import map as map_cli
+from mamol_cli import train
 from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
@@ -169,7 +172,7 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
 
 
 def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as_they_are(trained, scene_dir, tmp_path):
-    from conftest import copy_with_config
+    from conftest import CLI_FAST, copy_with_config
 
     _, model = trained
     crsless = tmp_path / "crsless.safetensors"
@@ -393,7 +396,7 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
         window = Window(0, 0, aligned.grid.width, aligned.grid.height)
         scaled, _ = ModelReader(modalities, aligned).read(window, normalized=False)
         for modality in modalities:
-            modality.declared_scale = False  # as model files of formats 2 and 3 read
+            modality.as_declared = False  # as model files of formats 2 and 3 read
         stored, _ = ModelReader(modalities, aligned).read(window, normalized=False)
     assert np.array_equal(scaled[bands], quantity)
     assert np.array_equal(stored[bands], np.round((quantity + 5.0) / 0.001))
@@ -403,6 +406,41 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
         assert result.exit_code == 0, result.output
         maps.append(read(tmp_path / f"{name}_map.tif")[0])
     assert np.array_equal(maps[0], maps[1])
+
+
+def test_an_alpha_band_is_the_mask_it_declares_not_a_band(trained, scene_dir, tmp_path):
+    _, model = trained
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube, profile = src.read(), src.profile
+    alpha = np.full(cube.shape[1:], 65535, np.uint16)
+    alpha[:12, :15] = 0
+    cube[:, :12, :15] = 60000  # what lies under a transparent corner is no measurement
+    with rasterio.open(tmp_path / "hsi_alpha.tif", "w", **(profile | {"count": 9, "nodata": None})) as dst:
+        dst.write(np.concatenate([cube, alpha[None]]))
+    with rasterio.open(tmp_path / "hsi_alpha.tif", "r+") as dst:  # the ninth band is alpha
+        dst.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * 7 + [ColorInterp.alpha]
+    cube[:, :12, :15] = 0  # the same corner as nodata (the sample's nodata is 0)
+    with rasterio.open(tmp_path / "hsi_nodata.tif", "w", **profile) as dst:
+        dst.write(cube)
+    maps = []
+    for name in ("hsi_alpha", "hsi_nodata"):
+        out = tmp_path / f"{name}_map.tif"
+        result = run_map(model, out, ("hsi", tmp_path / f"{name}.tif"), ("dsm", scene_dir / "dsm.tif"), extra=["--availability"])
+        assert result.exit_code == 0, result.output
+        maps.append([read(out)[0], read(tmp_path / f"{name}_map_availability.tif")[0]])
+    assert np.array_equal(maps[0][0], maps[1][0]) and np.array_equal(maps[0][1], maps[1][1])
+    assert len(np.unique(maps[0][1][0, :12, :15])) == 1 and len(np.unique(maps[0][1][0])) == 2  # the corner lacks hsi
+    stored = tmp_path / "stored.safetensors"  # a model of format 3 reads every band's stored numbers
+    copy_with_config(model, stored, lambda c: c | {"format_version": 3} | {"model": c["model"] | {
+        "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
+    result = run_map(stored, tmp_path / "stored_map.tif", ("hsi", tmp_path / "hsi_alpha.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert result.exit_code == 1 and "hsi_alpha.tif: 9 bands, but the model's hsi has 8" in result.output, result.output
+    trained_here = tmp_path / "alpha.safetensors"
+    result = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi_alpha.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(trained_here), *CLI_FAST])
+    assert result.exit_code == 0, result.output
+    hsi = read_config(trained_here).model.modalities[0]
+    assert (hsi.name, hsi.bands) == ("hsi", 8) and max(hsi.mean) < 10000  # reflectance x 10000; the corner's 60000 unread
 
 
 def test_a_declared_scale_that_leaves_no_measurement_is_refused(trained, scene_dir, tmp_path):

@@ -89,10 +89,10 @@ def test_a_model_is_written_in_the_oldest_format_that_reads_it_alike(model_file)
     config = read_config(model_file)
     assert config.file_format() == 4  # older mamol would read stored numbers where a raster declares a scale
     for modality in config.model.modalities:
-        modality.declared_scale = False
+        modality.as_declared = False
     assert config.file_format() == 2
     again = MamolConfig.from_json(config.to_json())  # formats 2 and 3 do not record it: they read stored numbers
-    assert again.format_version == 2 and not any(m.declared_scale for m in again.model.modalities)
+    assert again.format_version == 2 and not any(m.as_declared for m in again.model.modalities)
     config.model.modalities[0].quantile_values, config.model.modalities[0].quantile_scores = [[0.0, 1.0]], [[-1.0, 1.0]]
     assert json.loads(config.to_json())["format_version"] == 3  # mamol 0.2.0 read format 2 only, and would map with mean/std
 

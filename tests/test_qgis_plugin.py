@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
@@ -144,6 +145,18 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
         run(map_id, {"OUTPUT": str(tmp_path / "none.tif")})
     with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm', 1 band, but the model's hsi has 24 bands"):
         run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})  # refused before mamol-map runs
+    with rasterio.open(SAMPLE / "dsm.tif") as src:  # an alpha band is a mask, not a band
+        heights, profile = src.read(1), src.profile
+    with rasterio.open(tmp_path / "dsm_alpha.tif", "w", **(profile | {"count": 2, "nodata": None})) as dst:
+        dst.write(np.stack([heights, np.where(np.arange(heights.shape[1]) < 40, 0, 255) * np.ones_like(heights)]))
+    with rasterio.open(tmp_path / "dsm_alpha.tif", "r+") as dst:
+        dst.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+    with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm_alpha', 1 band and an alpha band, but the model's hsi"):
+        run(map_id, {"hsi": str(tmp_path / "dsm_alpha.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
+    result = run(map_id, {"lidar": str(tmp_path / "dsm_alpha.tif"), "OUTPUT": str(tmp_path / "alpha.tif")})
+    with rasterio.open(result["OUTPUT"]) as out:
+        classes = out.read(1)
+    assert (classes[:, :40] == 0).all() and (classes[:, 46:] > 0).all()  # transparent columns hold no data
     import geopandas
     from shapely.geometry import Polygon
 

@@ -10,6 +10,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 
 from mamol_core.config import GridSpec
@@ -74,6 +75,13 @@ def grid_of(dataset) -> Grid:
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 
+def measurement_bands(dataset) -> list[int]:
+    """The 0-based indexes of a raster's bands that hold measurements: all but its alpha bands (an
+    alpha band is a mask); every band where all of them are marked alpha."""
+    kept = [i for i, kind in enumerate(dataset.colorinterp) if kind != ColorInterp.alpha]
+    return kept or list(range(dataset.count))
+
+
 def check_real_values(dataset, path: Path) -> None:
     """Refuse a sensor raster of complex numbers (SAR single-look complex data): read as real numbers
     it would give only the real part, no measurement of the ground."""
@@ -83,10 +91,11 @@ def check_real_values(dataset, path: Path) -> None:
 
 
 def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
-    """Read a sensor raster's header: its :class:`ModalityRaster` and :class:`Grid` (complex values refused)."""
+    """Read a sensor raster's header: its :class:`ModalityRaster` (bands: those with measurements) and
+    :class:`Grid`; complex values are refused."""
     with open_raster(path) as src:
         check_real_values(src, Path(path))
-        return ModalityRaster(name, Path(path), src.count), grid_of(src)
+        return ModalityRaster(name, Path(path), len(measurement_bands(src))), grid_of(src)
 
 
 def same_grid(a: Grid, b: Grid) -> bool:

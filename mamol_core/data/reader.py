@@ -4,12 +4,14 @@ the model's statistics, with per-modality validity. Training, evaluation and map
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
 
 from mamol_core.config import ModalitySpec
+from mamol_core.data.rasters import measurement_bands
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs
 
@@ -41,19 +43,38 @@ def quantile_scores(band: np.ndarray, values: list[float], scores: list[float], 
     return out
 
 
-def declared_scaling(dataset, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """A raster's per-band ``(scale, offset)`` as it declares them (GDAL metadata), as ``[bands, 1, 1]``
-    float32 arrays; ``None`` where every band is stored as it is (scale 1, offset 0). A scale of 0 or
-    one that is not finite, or an offset that is not finite, is refused naming ``path``."""
-    scales, offsets = (np.array([1.0 if v is None else v for v in values], np.float64) for values in (dataset.scales, dataset.offsets))
+def declared_scaling(dataset, path: Path, bands: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The declared ``(scale, offset)`` (GDAL metadata) of a raster's ``bands`` (0-based), as
+    ``[bands, 1, 1]`` float32 arrays; ``None`` where each is stored as it is (scale 1, offset 0). A
+    scale of 0 or one that is not finite, or an offset that is not finite, is refused naming ``path``."""
+    scales, offsets = (np.array([1.0 if values[b] is None else values[b] for b in bands], np.float64)
+                       for values in (dataset.scales, dataset.offsets))
     broken = ~np.isfinite(scales) | (scales == 0) | ~np.isfinite(offsets)
     if broken.any():
         band = int(np.argmax(broken))
-        raise MamolError(f"{path}: band {band + 1} declares scale {scales[band]:g} and offset {offsets[band]:g}, which leave no "
+        raise MamolError(f"{path}: band {bands[band] + 1} declares scale {scales[band]:g} and offset {offsets[band]:g}, which leave no "
                          f"measurement; set the right ones (gdal_edit.py -scale 1 -offset 0 {shlex.quote(str(path))} for stored values)")
     if np.all(scales == 1.0) and np.all(offsets == 0.0):
         return None
     return scales.astype(np.float32)[:, None, None], offsets.astype(np.float32)[:, None, None]
+
+
+@dataclass
+class BandReading:
+    """How one raster's bands become a modality's values: the bands that hold measurements and the
+    alpha bands (0-based; a pixel of alpha 0 holds no data), and the measurements' declared scale and offset."""
+
+    measurements: list[int]
+    alphas: list[int]
+    scaling: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(cls, dataset, path: Path, as_declared: bool) -> "BandReading":
+        """As the raster declares its bands (``as_declared``), or every band's stored numbers."""
+        if not as_declared:
+            return cls(list(range(dataset.count)), [], None)
+        measured = measurement_bands(dataset)
+        return cls(measured, [b for b in range(dataset.count) if b not in measured], declared_scaling(dataset, path, measured))
 
 
 class ModelReader:
@@ -61,7 +82,7 @@ class ModelReader:
     ``[total_bands, h, w]`` float32 and validity ``[M, h, w]``. A modality that was not given, or a
     window part outside its raster, reads as zeros with no valid pixel; windows may reach past the
     grid (when it is smaller than one tile), and that part is invalid too. Where a modality's spec
-    says so (``declared_scale``) its raster's declared scale and offset are applied."""
+    says so (``as_declared``) its raster is read as it declares its bands (:class:`BandReading`)."""
 
     def __init__(self, modalities: list[ModalitySpec], aligned: AlignedInputs) -> None:
         self.modalities, self.aligned = modalities, aligned
@@ -71,8 +92,8 @@ class ModelReader:
         self.layout = [slice(int(end) - m.bands, int(end)) for end, m in zip(ends, modalities)]
         starts = np.cumsum([0] + [dataset.count for dataset in aligned.datasets])
         self.input_bands = [slice(int(starts[i]), int(starts[i + 1])) for i in range(len(aligned.datasets))]
-        self.scaling = [declared_scaling(aligned.datasets[index], aligned.inputs[index].path) if index is not None and m.declared_scale else None
-                        for m, index in zip(modalities, self.order)]
+        self.readings = [BandReading.of(aligned.datasets[index], aligned.inputs[index].path, m.as_declared) if index is not None else None
+                         for m, index in zip(modalities, self.order)]
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
@@ -86,11 +107,12 @@ class ModelReader:
         block, ok = self.aligned.read(Window(col0, row0, cols, rows))
         for modality, index in enumerate(self.order):
             if index is not None:
+                raster, reading = block[self.input_bands[index]], self.readings[modality]
                 values = data[self.layout[modality], :rows, :cols]
-                values[...] = block[self.input_bands[index]]
-                if self.scaling[modality] is not None:
-                    scale, offset = self.scaling[modality]
+                values[...] = raster[reading.measurements]
+                if reading.scaling is not None:
+                    scale, offset = reading.scaling
                     values *= scale
                     values += offset
-                valid[modality, :rows, :cols] = ok[index]
+                valid[modality, :rows, :cols] = ok[index] & (raster[reading.alphas] > 0).all(axis=0)
         return normalize(data, valid, self.modalities) if normalized else data, valid

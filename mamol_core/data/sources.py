@@ -1,5 +1,6 @@
 """One validation of input rasters against a model, for evaluation and mapping alike: known
-modality names, one file per modality, the model's band counts, and (for evaluation) every modality present."""
+modality names, one file per modality, the model's band counts (alpha bands, masks, not counted
+where the model reads bands as declared), and (for evaluation) every modality present."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 from mamol_core.config import ModelConfig
-from mamol_core.data.rasters import open_raster
+from mamol_core.data.rasters import measurement_bands, open_raster
 from mamol_core.errors import MamolError
 
 
@@ -25,9 +26,10 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     specs = {m.name: m for m in model.modalities}
     for name, path in sources.items():
         with open_raster(path) as src:
-            bands = src.count
+            bands = len(measurement_bands(src)) if specs[name].as_declared else src.count
+            alpha = " and an alpha band" if bands < src.count else ""
         if bands != specs[name].bands:
-            raise MamolError(f"{path}: {bands} band{'' if bands == 1 else 's'}, but the model's {name} has {specs[name].bands}; "
+            raise MamolError(f"{path}: {bands} band{'' if bands == 1 else 's'}{alpha}, but the model's {name} has {specs[name].bands}; "
                              f"pass the {name} raster the model was trained on")
     missing = [name for name in known if name not in sources]
     if complete and missing:

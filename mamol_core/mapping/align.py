@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -32,6 +33,10 @@ from mamol_core.errors import MamolError
 from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
+
+# A raster with both a nodata value and an alpha band reads its masks from the nodata value, as
+# rasterio warns on every read; the model reader applies the alpha band itself (data.reader.BandReading).
+warnings.filterwarnings("ignore", category=NodataShadowWarning)
 
 
 @dataclass
