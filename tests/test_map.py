@@ -715,6 +715,13 @@ def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trai
                                                 "--device", "cpu", "--progress", "none", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "its hsi values look unlike those the model was trained on" in caplog.text
+    caplog.clear()
+    shutil.copy(scene_dir / "hsi.tif", scene / "hsi.tif")
+    with rasterio.open(scene / "hsi.tif", "r+") as dst:  # the stored numbers of training, declared as reflectance
+        dst.scales = [0.0001] * dst.count
+    assert run_map(model, tmp_path / "declared.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "its hsi values, read with its declared scale 0.0001 and offset 0, look unlike those the model was trained on" in caplog.text
+    assert f"(gdal_edit.py -scale 1 -offset 0 {scene / 'hsi.tif'} makes it read as stored)" in caplog.text
 
 
 def normal(mean, std, size=1000):

@@ -48,9 +48,12 @@ def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
     return None
 
 
-def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec], paths: dict[str, Path]) -> list[str]:
+def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec], paths: dict[str, Path],
+                   declared: dict[str, str] | None = None) -> list[str]:
     """One line per given modality whose raw values (``data`` in the model's band layout, ``valid`` per
-    modality) are unlike the training statistics on most of its bands."""
+    modality) are unlike the training statistics on most of its bands; ``declared`` says how a
+    modality's raster was scaled by its own metadata (:meth:`ModelReader.declared_scaling`), and the
+    line then says so and how to read its stored numbers instead."""
     lines, start = [], 0
     for index, spec in enumerate(specs):
         bands = data[start : start + spec.bands]
@@ -61,9 +64,12 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec
         odd = [(b, what) for b, what in found if what is not None]
         if len(odd) * 2 > spec.bands:
             band, what = odd[0]
-            lines.append(f"{paths[spec.name]}: its {spec.name} values look unlike those the model was trained on (band {band + 1}: "
-                         f"{what}{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): another unit or scale "
-                         "(reflectance × 10 000, digital numbers, dB)? The map may be wrong; check the raster's units")
+            how = (declared or {}).get(spec.name)
+            check = (f"check the raster's units and its declared scale and offset (gdal_edit.py -scale 1 -offset 0 "
+                     f"{shlex.quote(str(paths[spec.name]))} makes it read as stored)" if how else "check the raster's units")
+            lines.append(f"{paths[spec.name]}: its {spec.name} values{f', {how},' if how else ''} look unlike those the model was trained on "
+                         f"(band {band + 1}: {what}{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): "
+                         f"another unit or scale (reflectance × 10 000, digital numbers, dB)? The model may misread it; {check}")
     return lines
 
 
@@ -81,7 +87,7 @@ def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return scale_warnings(data, valid, reader.modalities, paths)
+    return scale_warnings(data, valid, reader.modalities, paths, reader.declared_scaling())
 
 
 def undeclared_fill(path: Path) -> str | None:

@@ -95,6 +95,16 @@ class ModelReader:
         self.readings = [BandReading.of(aligned.datasets[index], aligned.inputs[index].path, m.as_declared) if index is not None else None
                          for m, index in zip(modalities, self.order)]
 
+    def declared_scaling(self) -> dict[str, str]:
+        """For each given modality read with a declared scale or offset, how (for messages about its values)."""
+        said = {}
+        for spec, reading in zip(self.modalities, self.readings):
+            if reading is not None and reading.scaling is not None:
+                scales, offsets = (np.unique(a.ravel()) for a in reading.scaling)
+                said[spec.name] = (f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
+                                   else "read with its bands' declared scales and offsets")
+        return said
+
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
         false (raw values, to fit those statistics: invalid values of a given raster are then NaN, those
