@@ -152,6 +152,27 @@ def test_complex_values_are_refused_in_training_and_mapping(model_file, scene_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the container, opened by the test
+def test_a_container_of_subdatasets_is_refused_with_the_one_to_convert(model_file, scene_dir, tmp_path):
+    from rasterio.shutil import copy
+
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        heights, profile = src.read(1), src.profile
+    with rasterio.open(tmp_path / "two.tif", "w", **(profile | {"count": 2})) as dst:
+        dst.write(np.stack([heights, heights]))
+    copy(tmp_path / "two.tif", tmp_path / "cube.nc", driver="netCDF")  # GDAL writes one netCDF variable per band
+    (tmp_path / "two.tif").unlink()
+    with rasterio.open(tmp_path / "cube.nc") as src:
+        if src.count:
+            pytest.skip("this GDAL's netCDF driver wrote one raster, not subdatasets")
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'cube.nc'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "cube.nc: holds 2 subdatasets (variables) and no raster of its own; convert the one to use")
+    assert "gdal_translate netcdf:" in result.output.lower() and not (tmp_path / "m.tif").exists()
+    result = CliRunner().invoke(train.main, ["--input", f"dsm={tmp_path / 'cube.nc'}", "--input", f"hsi={scene_dir / 'hsi.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
+    one_line_error(result, "cube.nc: holds 2 subdatasets")
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
@@ -60,9 +61,19 @@ def open_raster(path: Path):
     if not Path(path).exists():
         raise MamolError(f"{path}: no such file; check the path")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():  # a raster without georeferencing is placed (or refused) by the callers, in one line
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path)
     except RasterioError as exc:
         raise MamolError(f"{path}: cannot be read as a raster ({gdal_reason(exc)}); pass a complete GeoTIFF or another GDAL raster") from None
+    if dataset.count == 0:
+        inner = dataset.subdatasets
+        dataset.close()
+        if inner:
+            raise MamolError(f"{path}: holds {len(inner)} subdatasets (variables) and no raster of its own; convert the one to use "
+                             f"(gdalinfo lists them), e.g. gdal_translate {shlex.quote(inner[0])} {shlex.quote(Path(path).stem + '.tif')}")
+        raise MamolError(f"{path}: holds no raster band; pass a raster")
+    return dataset
 
 
 def grid_of(dataset) -> Grid:
