@@ -1,6 +1,6 @@
 """mamol: Missing-aware Mixture-of-LoRAs for multi-sensor land-cover mapping."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: The newest model-file layout this mamol writes: 3 adds per-band quantile tables, 4 reads bands
 #: as the rasters declare them (scale and offset applied, alpha bands as masks). A model file is

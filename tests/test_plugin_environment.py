@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mamol_core import __version__
 from qgis_plugin.environment import Canceled, CommandFailed, MamolNotFound, find_tool, model_info, run_command
 
 BIN = str(Path(sys.executable).parent)
@@ -107,7 +108,7 @@ def fake_tool(folder: Path, script: str) -> str:
 def test_the_environment_is_checked_by_running_mamol_map_version(tmp_path):
     from qgis_plugin.environment import tool_version
 
-    assert tool_version(BIN) == "mamol-map, version 0.2.0"
+    assert tool_version(BIN) == f"mamol-map, version {__version__}"
     broken = fake_tool(tmp_path / "broken", "echo 'ModuleNotFoundError: No module named torch' >&2; exit 1")
     with pytest.raises(CommandFailed, match="does not run \\(ModuleNotFoundError: No module named torch\\); create a new environment"):
         tool_version(broken)

@@ -18,6 +18,8 @@ import pytest
 import rasterio
 from rasterio.enums import ColorInterp
 
+from mamol_core import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 MODEL = SAMPLE / "sample_model.safetensors"
@@ -225,7 +227,7 @@ def test_plugin_zip_runs_through_qgis_process(map_id, tmp_path):
     plugins.mkdir(parents=True)
     with zipfile.ZipFile(archive) as zipped:
         assert "mamol_qgis/metadata.txt" in zipped.namelist() and "mamol_qgis/icon.png" in zipped.namelist()
-        assert any(name.startswith("mamol_qgis/wheels/mamol-0.2.0-") and name.endswith(".whl") for name in zipped.namelist())
+        assert any(name.startswith(f"mamol_qgis/wheels/mamol-{__version__}-") and name.endswith(".whl") for name in zipped.namelist())
         zipped.extractall(plugins)
     sys.path.insert(0, str(plugins))
     try:
@@ -496,16 +498,16 @@ def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monk
     QgsSettings().setValue("mamol/bin_dir", str(tmp_path / "nowhere"))
     try:
         dialog = loaded.open_setup_dialog()  # mamol imports in this Python, so it runs in-process, as the dialogs would
-        assert dialog.status.text() == f"Working: mamol 0.2.0 runs inside QGIS's Python (no mamol-map in {tmp_path / 'nowhere'})."
+        assert dialog.status.text() == f"Working: mamol {__version__} runs inside QGIS's Python (no mamol-map in {tmp_path / 'nowhere'})."
         monkeypatch.setattr(setup_dialog, "imports_in_process", lambda: False)  # as in QGIS's own Python, without torch
         dialog.refresh()
         assert dialog.status.text().startswith("Not working: mamol was not found in ")
         dialog.find()  # MAMOL_BIN_DIR holds this venv's executables
         assert settings.bin_dir() == str(Path(sys.executable).parent.resolve())
-        assert dialog.status.text().startswith("Working: mamol 0.2.0 works: torch ") and settings.bin_dir() in dialog.status.text()
+        assert dialog.status.text().startswith(f"Working: mamol {__version__} works: torch ") and settings.bin_dir() in dialog.status.text()
         dialog.refresh()
-        assert dialog.status.text() == f"Working: mamol-map, version 0.2.0 ({settings.bin_dir()})."
-        assert dialog.requirement.text() == "mamol==0.2.0"  # no wheel inside the source tree's plugin: its release from the index
+        assert dialog.status.text() == f"Working: mamol-map, version {__version__} ({settings.bin_dir()})."
+        assert dialog.requirement.text() == f"mamol=={__version__}"  # no wheel inside the source tree's plugin: its release from the index
         path = tmp_path / "setup.png"
         assert dialog.grab().save(str(path)) and path.stat().st_size > 5_000
         dialog.close()
