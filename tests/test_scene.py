@@ -281,6 +281,23 @@ def test_pixels_under_polygons_of_two_classes_are_left_unlabelled_with_a_warning
     assert names[scene.train_labels[int(42 / pixel), int(2 / pixel)]] == "Grass"  # the outer square's own rim
 
 
+def test_points_repeated_or_outside_are_told_apart(scene_dir, tmp_path, caplog):
+    import geopandas
+    from shapely.geometry import Point
+
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        left, top, crs = src.bounds.left, src.bounds.top, src.crs
+    at = lambda x, y: Point(left + x, top - y)  # noqa: E731 (in metres from the corner)
+    points = [at(5, 5), at(5, 5), at(5, 5), at(5.2, 5.3), at(25, 25), at(-500, 25), at(45, 45)]  # three repeats, one far outside
+    frame = geopandas.GeoDataFrame({"landcover": ["Grass"] * 4 + ["Trees", "Trees", "Water"]}, crs=crs, geometry=points)
+    frame.to_file(tmp_path / "points.gpkg")
+    caplog.set_level(logging.WARNING)
+    open_scene(scene_dir, labels=tmp_path / "points.gpkg", label_field="landcover", holdout=0.0)
+    assert ("points.gpkg: 3 of 7 features lie on pixels that other features label (repeated features, or points closer than a pixel), "
+            "and count once there") in caplog.text
+    assert "points.gpkg: 1 of 7 features lie outside the scene or cover no pixel centre, and were skipped" in caplog.text
+
+
 def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_copy):
     data = (scene_copy / "hsi.tif").read_bytes()
     (scene_copy / "hsi.tif").write_bytes(data[: len(data) * 2 // 3])

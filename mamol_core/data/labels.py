@@ -148,14 +148,32 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
                              fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
     if not labels.any():
         raise MamolError(f"{path}: no labelled feature falls inside the scene ({grid.describe()}); check the file's CRS and extent")
-    inside = len(np.unique(ids[ids > 0]))
-    if inside < len(frame):
-        log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path,
-                    len(frame) - inside, len(frame))
+    hidden, skipped = unseen_features(ids, list(frame.geometry), grid)
+    if hidden:
+        log.warning("%s: %d of %d features lie on pixels that other features label (repeated features, or points closer than a "
+                    "pixel), and count once there", path, hidden, len(frame))
+    if skipped:
+        log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path, skipped, len(frame))
     drop_conflicts(labels, ids, shapes, grid, classes, path)
     if not labels.any():
         raise MamolError(f"{path}: every labelled pixel lies under features of different classes; fix the overlaps")
     return labels, ids, classes
+
+
+def unseen_features(ids: np.ndarray, geometries: list, grid: Grid) -> tuple[int, int]:
+    """How many features the rasterized ``ids`` (feature ``i`` as ``i + 1``, later ones on top) do not
+    show: those under other features' pixels, and those that cover no pixel centre of the grid."""
+    missing = sorted(set(range(1, len(geometries) + 1)) - set(np.unique(ids[ids > 0]).tolist()))
+    hidden = 0
+    while missing:  # what lies under a hidden feature shows once the features above it are left out
+        shown = features.rasterize([(geometries[i - 1], i) for i in missing], out_shape=ids.shape, transform=grid.transform,
+                                   fill=0, dtype="int32")
+        seen = set(np.unique(shown[shown > 0]).tolist())
+        if not seen:
+            break
+        hidden += len(seen)
+        missing = [i for i in missing if i not in seen]
+    return hidden, len(missing)
 
 
 def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid, classes: list[ClassSpec], path: Path) -> None:
