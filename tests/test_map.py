@@ -381,7 +381,7 @@ def write_as_integers(source, target, scale, offset):
     return counts.astype(np.float32) * np.float32(scale) + np.float32(offset)
 
 
-def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, scene_dir, tmp_path):
+def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, scene_dir, tmp_path, caplog):
     from mamol_core.data.reader import ModelReader
     from mamol_core.mapping.align import AlignedInputs, MapInput
 
@@ -401,10 +401,14 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
     assert np.array_equal(scaled[bands], quantity)
     assert np.array_equal(stored[bands], np.round((quantity + 5.0) / 0.001))
     maps = []
+    caplog.set_level(logging.INFO)
     for name in ("hsi_counts", "hsi_float"):
+        caplog.clear()
         result = run_map(model, tmp_path / f"{name}_map.tif", ("hsi", tmp_path / f"{name}.tif"), ("dsm", scene_dir / "dsm.tif"))
         assert result.exit_code == 0, result.output
         maps.append(read(tmp_path / f"{name}_map.tif")[0])
+        told = f"{tmp_path / name}.tif: read with its declared scale 0.001 and offset -5"
+        assert (told in caplog.text) == (name == "hsi_counts") and "look unlike" not in caplog.text, caplog.text
     assert np.array_equal(maps[0], maps[1])
 
 

@@ -306,8 +306,11 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             grid = aligned.grid
             reader = ModelReader(config.model.modalities, aligned)
             if current().main:
+                paths = {item.name: item.path for item in inputs}
+                for name, how in reader.declared_scaling().items():
+                    log.info("%s: %s", paths[name], how)
                 fills = [undeclared_fill(item.path) for item in inputs]
-                for line in [*filter(None, fills), *unlike_training(reader, {item.name: item.path for item in inputs})]:
+                for line in [*filter(None, fills), *unlike_training(reader, paths)]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side)
         parts = None
