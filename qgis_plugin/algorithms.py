@@ -125,6 +125,10 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (Reproject)…", text)
             text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (Convert Format)…, "
                           r"'Assign a specified nodata value' \1, then use the new raster", text)
+            text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (Convert Format)…, additional "
+                          "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
+            text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (Convert Format)…, "
+                          r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
             text = re.sub(rf'gdal_calc\.py -A {path} --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
                           "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)

@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from conftest import CLI_FAST
@@ -138,18 +139,42 @@ def test_a_raster_cut_short_says_what_gdal_found(model_file, scene_dir, tmp_path
     assert not (tmp_path / "report").exists()
 
 
-def test_complex_values_are_refused_in_training_and_mapping(model_file, scene_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["complex64", "complex_int16"])  # CInt16: Sentinel-1 SLC's type
+def test_complex_values_are_refused_in_training_and_mapping(model_file, scene_dir, tmp_path, kind):
     with rasterio.open(scene_dir / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile
-    with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:
+    with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": kind, "nodata": None})) as dst:
         dst.write((heights + 1j * heights).astype(np.complex64), 1)
     result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'slc.tif'}", "-o", tmp_path / "m.tif")
-    one_line_error(result, "slc.tif: holds complex values (complex64)")
+    one_line_error(result, f"slc.tif: holds complex values ({kind})")
     assert 'gdal_calc.py -A' in result.output and not (tmp_path / "m.tif").exists()
     result = CliRunner().invoke(train.main, ["--input", f"dsm={tmp_path / 'slc.tif'}", "--input", f"hsi={scene_dir / 'hsi.tif'}",
                                              "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
     one_line_error(result, "slc.tif: holds complex values")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
+
+
+def test_a_band_marked_alpha_that_is_no_mask_is_refused_with_the_fix(model_file, scene_dir, tmp_path):
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        profile = src.profile
+    bands = np.random.default_rng(0).integers(0, 256, (4, profile["height"], profile["width"])).astype(np.uint8)
+    with rasterio.open(tmp_path / "rgbn.tif", "w", **(profile | {"count": 4, "dtype": "uint8", "nodata": None})) as dst:
+        dst.write(bands)  # red, green, blue, near-infrared: GDAL marks the fourth band alpha by default
+    with rasterio.open(tmp_path / "rgbn.tif") as src:
+        assert src.colorinterp[3].name == "alpha"
+    fix = f"mark it so (gdal_edit.py -colorinterp_4 undefined {tmp_path / 'rgbn.tif'}), else make 255 its opaque value"
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'rgbn.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "rgbn.tif: band 4 is marked alpha but holds values between transparent and opaque on 99 % of the pixels")
+    assert fix in result.output and not (tmp_path / "m.tif").exists()
+    result = CliRunner().invoke(train.main, ["--input", f"rgbn={tmp_path / 'rgbn.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
+    one_line_error(result, fix)
+    with rasterio.open(tmp_path / "rgbn.tif", "r+") as dst:  # the fix
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    result = CliRunner().invoke(train.main, ["--input", f"rgbn={tmp_path / 'rgbn.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert read_config(tmp_path / "model.safetensors").model.modalities[0].bands == 4
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the container, opened by the test

@@ -57,6 +57,11 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert "dsm (1 band), hsi (8 bands)" in described.output and "tokens of 2 px, tokenizer width 32, separate encoding" in described.output
     config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)
     assert config["model"]["backbone"]["name"] == "tiny"
+    older = tmp_path / "older.safetensors"  # a model file of mamol 0.2.0 reads every band as stored
+    copy_with_config(model_file, older, lambda c: c | {"format_version": 2} | {"model": c["model"] | {
+        "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
+    described = CliRunner().invoke(info.main, [str(older)])
+    assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output
 
 
 def test_json_progress_lines(scene_dir, tmp_path):

@@ -447,6 +447,32 @@ def test_an_alpha_band_is_the_mask_it_declares_not_a_band(trained, scene_dir, tm
     assert (hsi.name, hsi.bands) == ("hsi", 8) and max(hsi.mean) < 10000  # reflectance x 10000; the corner's 60000 unread
 
 
+@pytest.mark.parametrize("kind, opaque", [("uint8", 255), ("uint16", 65535)])
+def test_an_alpha_band_masks_alike_on_the_grid_and_warped(tmp_path, kind, opaque):
+    from mamol_core.config import ModalitySpec
+    from mamol_core.data.rasters import Grid
+    from mamol_core.data.reader import ModelReader
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+
+    bands = np.full((3, 40, 40), 100, kind)
+    bands[2] = opaque
+    bands[2, :5], bands[2, :, 10], bands[2, :, 20] = 0, 0, opaque // 2  # transparent rows and column; a half-opaque column
+    origin = Affine(1, 0, 500000, 0, -1, 5000000)
+    with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=40, height=40, count=3, dtype=kind, crs="EPSG:32632",
+                       transform=origin) as dst:
+        dst.write(bands)
+    with rasterio.open(tmp_path / "a.tif", "r+") as dst:
+        dst.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+    masks = []
+    for transform in (origin, origin @ Affine.translation(0, -0.0001)):  # on the grid, and warped by a hair
+        with AlignedInputs([MapInput("m", tmp_path / "a.tif")], grid=Grid(CRS.from_epsg(32632), transform, 40, 40)) as aligned:
+            masks.append(ModelReader([ModalitySpec("m", 2, [0.0, 0.0], [1.0, 1.0])], aligned).read(Window(0, 0, 40, 40))[1][0])
+    assert np.array_equal(masks[0], masks[1])
+    expected = np.ones((40, 40), bool)
+    expected[:5], expected[:, 10], expected[:, 20] = False, False, False  # data only where alpha is opaque, as GDAL's warper reads it
+    assert np.array_equal(masks[0], expected)
+
+
 def test_a_declared_scale_that_leaves_no_measurement_is_refused(trained, scene_dir, tmp_path):
     _, model = trained
     write_as_integers(scene_dir / "hsi.tif", tmp_path / "zero.tif", 0.001, -5.0)

@@ -91,8 +91,12 @@ def test_a_model_is_written_in_the_oldest_format_that_reads_it_alike(model_file)
     for modality in config.model.modalities:
         modality.as_declared = False
     assert config.file_format() == 2
-    again = MamolConfig.from_json(config.to_json())  # formats 2 and 3 do not record it: they read stored numbers
+    older = json.loads(config.to_json())  # as mamol 0.2.0 wrote it: no as_declared, and its files read stored numbers
+    for modality in older["model"]["modalities"]:
+        del modality["as_declared"]
+    again = MamolConfig.from_json(json.dumps(older))
     assert again.format_version == 2 and not any(m.as_declared for m in again.model.modalities)
+    assert MamolConfig.from_json(json.dumps(older | {"format_version": 4})).model.modalities[0].as_declared  # format 4's default
     config.model.modalities[0].quantile_values, config.model.modalities[0].quantile_scores = [[0.0, 1.0]], [[-1.0, 1.0]]
     assert json.loads(config.to_json())["format_version"] == 3  # mamol 0.2.0 read format 2 only, and would map with mean/std
 

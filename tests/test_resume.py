@@ -100,6 +100,16 @@ def test_a_state_from_another_release_resumes_with_new_settings_at_their_default
     newer = train_run(scene_dir, out, "--resume", str(state))
     assert newer.exit_code == 1 and "train.mixup" in newer.output
 
+    def before_format_4(meta):  # mamol 0.2.0 read every band's stored numbers
+        meta["config"] |= {"format_version": 2, "mamol_version": "0.2.0"}
+        for modality in meta["config"]["model"]["modalities"]:
+            del modality["as_declared"]
+
+    edit_state(state, before_format_4)
+    older = train_run(scene_dir, out, "--resume", str(state))
+    assert older.exit_code == 1 and "was written by mamol 0.2.0, which read the rasters' bands otherwise (model format 2, now 4); " \
+        "start afresh without --resume" in older.output, older.output
+
 
 def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, tmp_path, caplog):
     """``--continue`` (the QGIS dialog's way): the same settings continue the stopped run to the

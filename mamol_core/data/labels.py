@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 from rasterio import features
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -162,18 +163,21 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
 
 def unseen_features(ids: np.ndarray, geometries: list, grid: Grid) -> tuple[int, int]:
     """How many features the rasterized ``ids`` (feature ``i`` as ``i + 1``, later ones on top) do not
-    show: those under other features' pixels, and those that cover no pixel centre of the grid."""
-    missing = sorted(set(range(1, len(geometries) + 1)) - set(np.unique(ids[ids > 0]).tolist()))
-    hidden = 0
-    while missing:  # what lies under a hidden feature shows once the features above it are left out
-        shown = features.rasterize([(geometries[i - 1], i) for i in missing], out_shape=ids.shape, transform=grid.transform,
-                                   fill=0, dtype="int32")
-        seen = set(np.unique(shown[shown > 0]).tolist())
-        if not seen:
-            break
-        hidden += len(seen)
-        missing = [i for i in missing if i not in seen]
-    return hidden, len(missing)
+    show: those under other features' pixels, and those that cover no pixel centre of the grid. Each
+    unseen feature is rasterized alone, over the pixels its bounds cover."""
+    hidden = skipped = 0
+    inverse = ~grid.transform
+    for i in sorted(set(range(1, len(geometries) + 1)) - set(np.unique(ids[ids > 0]).tolist())):
+        left, bottom, right, top = geometries[i - 1].bounds
+        cols, rows = zip(*(inverse @ corner for corner in ((left, bottom), (left, top), (right, bottom), (right, top))))
+        row0, col0 = max(int(np.floor(min(rows))) - 1, 0), max(int(np.floor(min(cols))) - 1, 0)
+        row1, col1 = min(int(np.ceil(max(rows))) + 1, grid.height), min(int(np.ceil(max(cols))) + 1, grid.width)
+        covers = row1 > row0 and col1 > col0 and features.rasterize(
+            [(geometries[i - 1], 1)], out_shape=(row1 - row0, col1 - col0), fill=0, dtype="uint8",
+            transform=grid.transform @ Affine.translation(col0, row0)).any()
+        hidden += bool(covers)
+        skipped += not covers
+    return hidden, skipped
 
 
 def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid, classes: list[ClassSpec], path: Path) -> None:

@@ -150,14 +150,14 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
         reader = ModelReader(layout, aligned)
         data, valid = reader.read(window, normalized=False)
     paths = {m.name: m.path for m in scene.modalities}
-    for name, how in reader.declared_scaling().items():
-        log.info("%s: %s", paths[name], how)
+    for name, notes in reader.notes().items():
+        log.info("%s: %s", paths[name], "; ".join(notes))
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
                                                                window.col_off : window.col_off + window.width])
         specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization)
     else:
-        for line in scale_warnings(data, valid, specs, paths, reader.declared_scaling()):
+        for line in scale_warnings(data, valid, reader, paths):
             log.warning(line)
     normalize(data, valid, specs)
     train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")

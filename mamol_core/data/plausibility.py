@@ -13,8 +13,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from mamol_core.config import ModalitySpec
-from mamol_core.data.rasters import open_raster
+from mamol_core.data.rasters import alpha_bands, alpha_opaque, open_raster, sample_windows
 from mamol_core.data.reader import ModelReader
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
@@ -48,14 +47,12 @@ def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
     return None
 
 
-def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec], paths: dict[str, Path],
-                   declared: dict[str, str] | None = None) -> list[str]:
-    """One line per given modality whose raw values (``data`` in the model's band layout, ``valid`` per
-    modality) are unlike the training statistics on most of its bands; ``declared`` says how a
-    modality's raster was scaled by its own metadata (:meth:`ModelReader.declared_scaling`), and the
-    line then says so and how to read its stored numbers instead."""
-    lines, start = [], 0
-    for index, spec in enumerate(specs):
+def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """One line per given modality whose raw values (``data`` as ``reader`` read them, in its model's
+    band layout; ``valid`` per modality) are unlike the training statistics on most of its bands. Where
+    the raster's own metadata scaled it, the line says so and how to read its stored numbers instead."""
+    lines, start, declared = [], 0, reader.declared_scaling()
+    for index, spec in enumerate(reader.modalities):
         bands = data[start : start + spec.bands]
         start += spec.bands
         if spec.name not in paths or not spec.mean:
@@ -64,21 +61,14 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, specs: list[ModalitySpec
         odd = [(b, what) for b, what in found if what is not None]
         if len(odd) * 2 > spec.bands:
             band, what = odd[0]
-            how = (declared or {}).get(spec.name)
+            how = declared.get(spec.name)
             check = (f"check the raster's units and its declared scale and offset (gdal_edit.py -scale 1 -offset 0 "
                      f"{shlex.quote(str(paths[spec.name]))} makes it read as stored)" if how else "check the raster's units")
             lines.append(f"{paths[spec.name]}: its {spec.name} values{f', {how},' if how else ''} look unlike those the model was trained on "
-                         f"(band {band + 1}: {what}{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): "
+                         f"(band {reader.file_bands(spec.name)[band]}: {what}"
+                         f"{f'; {len(odd)} of {spec.bands} bands are off like this' if spec.bands > 1 else ''}): "
                          f"another unit or scale (reflectance × 10 000, digital numbers, dB)? The model may misread it; {check}")
     return lines
-
-
-def sample_windows(height: int, width: int, side: int = 64) -> list[Window]:
-    """Up to five windows of at most ``side`` pixels spread over a grid: its centre and the centres of its quarters."""
-    h, w = min(side, height), min(side, width)
-    places = {(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)}
-    corners = {(min(max(int(height * r - h / 2), 0), height - h), min(max(int(width * c - w / 2), 0), width - w)) for r, c in places}
-    return [Window(col, row, w, h) for row, col in sorted(corners)]
 
 
 def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
@@ -87,25 +77,35 @@ def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return scale_warnings(data, valid, reader.modalities, paths, reader.declared_scaling())
+    return scale_warnings(data, valid, reader, paths)
 
 
 def undeclared_fill(path: Path) -> str | None:
     """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
-    corner or on at least 1 % of the pixels sampled at five places (``None`` otherwise)."""
+    corner or on at least 1 % of the pixels sampled at five places (``None`` otherwise); only its
+    measurement bands count, where its alpha bands are opaque."""
     with open_raster(path) as src:
-        if src.nodata is not None or any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums):
-            return None  # declared, or masked by a mask band or alpha
+        if src.nodata is not None or any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in src.mask_flag_enums):
+            return None  # declared, or masked by a mask band (alpha bands are read below)
         h, w = src.height, src.width
+        alphas = alpha_bands(src, path)
+        bands = [b + 1 for b in range(src.count) if b not in alphas]
+        opaque = np.array([alpha_opaque(src, b) for b in alphas])[:, None, None]
+
+        def measured(window: Window) -> np.ndarray:
+            """The measurement bands' values in ``window``, at its opaque pixels: ``[bands, pixels]``."""
+            values = src.read(bands, window=window).astype(np.float64)
+            keep = (src.read([b + 1 for b in alphas], window=window) >= opaque).all(axis=0) if alphas else np.ones(values.shape[1:], bool)
+            return values[:, keep]
+
         try:
-            corners = [src.read(window=Window(c, r, 1, 1)).ravel().astype(np.float64)
-                       for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
-            inside = np.concatenate([src.read(window=window).ravel() for window in sample_windows(h, w)]).astype(np.float64)
+            corners = [measured(Window(c, r, 1, 1)) for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
+            inside = np.concatenate([measured(window) for window in sample_windows(h, w)], axis=1)
         except RasterioError:
             return None  # a damaged file: the read that needs it says so
     for value in FILL_VALUES:
-        at_corner = any(np.isclose(c, value, rtol=1e-6).all() for c in corners)
-        share = float(np.isclose(inside, value, rtol=1e-6).mean())
+        at_corner = any(c.size and np.isclose(c, value, rtol=1e-6).all() for c in corners)
+        share = float(np.isclose(inside, value, rtol=1e-6).mean()) if inside.size else 0.0
         if at_corner or share >= 0.01:
             where = "at a corner" + (f" and on {100 * share:.0f} % of the pixels sampled" if share >= 0.01 else "") if at_corner else \
                 f"on {100 * share:.0f} % of the pixels sampled"

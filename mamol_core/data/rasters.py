@@ -13,6 +13,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
@@ -86,17 +87,62 @@ def grid_of(dataset) -> Grid:
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 
-def measurement_bands(dataset) -> list[int]:
-    """The 0-based indexes of a raster's bands that hold measurements: all but its alpha bands (an
-    alpha band is a mask); every band where all of them are marked alpha."""
-    kept = [i for i, kind in enumerate(dataset.colorinterp) if kind != ColorInterp.alpha]
-    return kept or list(range(dataset.count))
+def sample_windows(height: int, width: int, side: int = 64) -> list[Window]:
+    """Up to five windows of at most ``side`` pixels spread over a grid: its centre and the centres of its quarters."""
+    h, w = min(side, height), min(side, width)
+    places = {(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)}
+    corners = {(min(max(int(height * r - h / 2), 0), height - h), min(max(int(width * c - w / 2), 0), width - w)) for r, c in places}
+    return [Window(col, row, w, h) for row, col in sorted(corners)]
+
+
+def alpha_opaque(dataset, band: int) -> int:
+    """The value at which alpha band ``band`` (0-based) is opaque, as GDAL's warper reads it:
+    2^NBITS − 1 where the band declares NBITS, 65535 for UInt16, 32767 for Int16, else 255."""
+    nbits = dataset.tags(band + 1, "IMAGE_STRUCTURE").get("NBITS")
+    if nbits:
+        return 2 ** int(nbits) - 1
+    return {"uint16": 65535, "int16": 32767}.get(dataset.dtypes[band], 255)
+
+
+def marked_alpha(dataset) -> list[int]:
+    """The 0-based indexes of the bands a raster marks alpha; none where it marks every band so."""
+    marked = [i for i, kind in enumerate(dataset.colorinterp) if kind == ColorInterp.alpha]
+    return marked if len(marked) < dataset.count else []
+
+
+def alpha_bands(dataset, path: Path) -> list[int]:
+    """The 0-based indexes of a raster's alpha bands: masks, not measurements (a pixel is data where
+    its alpha is opaque, :func:`alpha_opaque`, as GDAL reads alpha in masks and warping alike). A
+    band marked alpha that is no mask is refused with the fix: one whose values lie between
+    transparent and opaque on over 5 % of the pixels sampled (GDAL marks the fourth band of a 4-band
+    Byte GeoTIFF alpha by default, where it is often near-infrared), or one that is never opaque."""
+    alphas = marked_alpha(dataset)
+    for band in alphas:
+        opaque = alpha_opaque(dataset, band)
+        try:
+            values = np.concatenate([dataset.read(band + 1, window=w).ravel() for w in sample_windows(dataset.height, dataset.width)])
+        except RasterioError:
+            continue  # a damaged file: the read that needs it says so
+        between = float(((values > 0) & (values < opaque)).mean())
+        if between > 0.05 or (values.max() > 0 and not (values >= opaque).any()):
+            what = (f"holds values between transparent and opaque on {100 * between:.0f} % of the pixels sampled" if between > 0.05
+                    else f"is never opaque ({opaque} for its type; the largest value sampled is {values.max():g})")
+            raise MamolError(f"{path}: band {band + 1} is marked alpha but {what}, so it is no mask; if it is a band of the sensor "
+                             f"(near-infrared, say), mark it so (gdal_edit.py -colorinterp_{band + 1} undefined {shlex.quote(str(path))}), "
+                             f"else make {opaque} its opaque value")
+    return alphas
+
+
+def measurement_bands(dataset, path: Path) -> list[int]:
+    """The 0-based indexes of a raster's bands that hold measurements: all but its alpha bands (:func:`alpha_bands`)."""
+    alphas = alpha_bands(dataset, path)
+    return [i for i in range(dataset.count) if i not in alphas]
 
 
 def check_real_values(dataset, path: Path) -> None:
     """Refuse a sensor raster of complex numbers (SAR single-look complex data): read as real numbers
     it would give only the real part, no measurement of the ground."""
-    if any(np.issubdtype(np.dtype(kind), np.complexfloating) for kind in dataset.dtypes):
+    if any(str(kind).startswith("complex") for kind in dataset.dtypes):
         raise MamolError(f"{path}: holds complex values ({dataset.dtypes[0]}), such as single-look complex SAR; give its amplitude or "
                          f"intensity instead (gdal_calc.py -A {shlex.quote(str(path))} --calc=\"abs(A)\" --type=Float32 --outfile=amplitude.tif)")
 
@@ -106,7 +152,7 @@ def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:
     :class:`Grid`; complex values are refused."""
     with open_raster(path) as src:
         check_real_values(src, Path(path))
-        return ModalityRaster(name, Path(path), len(measurement_bands(src))), grid_of(src)
+        return ModalityRaster(name, Path(path), len(measurement_bands(src, Path(path)))), grid_of(src)
 
 
 def same_grid(a: Grid, b: Grid) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from mamol_core.config import ModalitySpec
-from mamol_core.data.rasters import measurement_bands
+from mamol_core.data.rasters import alpha_bands, alpha_opaque
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs
 
@@ -62,19 +62,32 @@ def declared_scaling(dataset, path: Path, bands: list[int]) -> tuple[np.ndarray,
 @dataclass
 class BandReading:
     """How one raster's bands become a modality's values: the bands that hold measurements and the
-    alpha bands (0-based; a pixel of alpha 0 holds no data), and the measurements' declared scale and offset."""
+    alpha bands (0-based) with the value at which each is opaque (a pixel is data only where every
+    alpha band is opaque, as GDAL's warper reads alpha), and the measurements' declared scale and offset."""
 
     measurements: list[int]
     alphas: list[int]
+    opaque: np.ndarray  # [alphas, 1, 1]
     scaling: tuple[np.ndarray, np.ndarray] | None
 
     @classmethod
     def of(cls, dataset, path: Path, as_declared: bool) -> "BandReading":
         """As the raster declares its bands (``as_declared``), or every band's stored numbers."""
         if not as_declared:
-            return cls(list(range(dataset.count)), [], None)
-        measured = measurement_bands(dataset)
-        return cls(measured, [b for b in range(dataset.count) if b not in measured], declared_scaling(dataset, path, measured))
+            return cls(list(range(dataset.count)), [], np.zeros((0, 1, 1)), None)
+        alphas = alpha_bands(dataset, path)
+        measured = [b for b in range(dataset.count) if b not in alphas]
+        opaque = np.array([alpha_opaque(dataset, b) for b in alphas], np.float32)[:, None, None]
+        return cls(measured, alphas, opaque, declared_scaling(dataset, path, measured))
+
+    def notes(self) -> list[str]:
+        """What is read otherwise than as stored, for the log."""
+        said = [f"band {b + 1} is its alpha band: read as the mask (data where it is {int(o)})" for b, o in zip(self.alphas, self.opaque.ravel())]
+        if self.scaling is not None:
+            scales, offsets = (np.unique(a.ravel()) for a in self.scaling)
+            said.insert(0, f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
+                        else "read with its bands' declared scales and offsets")
+        return said
 
 
 class ModelReader:
@@ -97,13 +110,17 @@ class ModelReader:
 
     def declared_scaling(self) -> dict[str, str]:
         """For each given modality read with a declared scale or offset, how (for messages about its values)."""
-        said = {}
-        for spec, reading in zip(self.modalities, self.readings):
-            if reading is not None and reading.scaling is not None:
-                scales, offsets = (np.unique(a.ravel()) for a in reading.scaling)
-                said[spec.name] = (f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
-                                   else "read with its bands' declared scales and offsets")
-        return said
+        return {spec.name: reading.notes()[0] for spec, reading in zip(self.modalities, self.readings)
+                if reading is not None and reading.scaling is not None}
+
+    def notes(self) -> dict[str, list[str]]:
+        """For each given modality, what is read otherwise than as stored (declared scale, alpha bands)."""
+        return {spec.name: reading.notes() for spec, reading in zip(self.modalities, self.readings) if reading is not None and reading.notes()}
+
+    def file_bands(self, name: str) -> list[int]:
+        """The 1-based bands of modality ``name``'s raster, in the model's band order."""
+        reading = self.readings[self.modalities.index(next(m for m in self.modalities if m.name == name))]
+        return [b + 1 for b in reading.measurements] if reading is not None else []
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The window's bands, normalised with the modalities' statistics unless ``normalized`` is
@@ -124,5 +141,5 @@ class ModelReader:
                     scale, offset = reading.scaling
                     values *= scale
                     values += offset
-                valid[modality, :rows, :cols] = ok[index] & (raster[reading.alphas] > 0).all(axis=0)
+                valid[modality, :rows, :cols] = ok[index] & (raster[reading.alphas] >= reading.opaque).all(axis=0)
         return normalize(data, valid, self.modalities) if normalized else data, valid

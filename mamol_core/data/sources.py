@@ -26,7 +26,7 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     specs = {m.name: m for m in model.modalities}
     for name, path in sources.items():
         with open_raster(path) as src:
-            bands = len(measurement_bands(src)) if specs[name].as_declared else src.count
+            bands = len(measurement_bands(src, path)) if specs[name].as_declared else src.count
             alpha = " and an alpha band" if bands < src.count else ""
         if bands != specs[name].bands:
             raise MamolError(f"{path}: {bands} band{'' if bands == 1 else 's'}{alpha}, but the model's {name} has {specs[name].bands}; "

@@ -35,7 +35,8 @@ from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
 log = logging.getLogger(__name__)
 
 # A raster with both a nodata value and an alpha band reads its masks from the nodata value, as
-# rasterio warns on every read; the model reader applies the alpha band itself (data.reader.BandReading).
+# rasterio warns on every read; models of format 4 apply the alpha band themselves
+# (data.reader.BandReading), older ones read it as GDAL's masks give it, as they always did.
 warnings.filterwarnings("ignore", category=NodataShadowWarning)
 
 

@@ -307,8 +307,8 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             reader = ModelReader(config.model.modalities, aligned)
             if current().main:
                 paths = {item.name: item.path for item in inputs}
-                for name, how in reader.declared_scaling().items():
-                    log.info("%s: %s", paths[name], how)
+                for name, notes in reader.notes().items():
+                    log.info("%s: %s", paths[name], "; ".join(notes))
                 fills = [undeclared_fill(item.path) for item in inputs]
                 for line in [*filter(None, fills), *unlike_training(reader, paths)]:
                     log.warning(line)

@@ -109,6 +109,10 @@ class SavedState:
     def check_config(self, identity: RunIdentity) -> None:
         """Stop unless the state was written by a run of exactly this configuration and these labels."""
         differing = self.differences(identity)
+        written, now = self.meta["config"].get("format_version"), json.loads(identity.config_json).get("format_version")
+        if differing and written != now:
+            raise MamolError(f"{self.path}: was written by mamol {self.meta['config'].get('mamol_version', '?')}, which read the "
+                             f"rasters' bands otherwise (model format {written}, now {now}); start afresh without --resume")
         if differing:
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
                              "differ); resume with the arguments of that run, or start afresh without --resume")
