@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -88,12 +89,36 @@ def parameter_name(modality: str) -> str:
     return f"LAYER_{modality}" if modality.upper() in RESERVED else modality
 
 
-def layer_file(layer, what: str) -> str:
-    """The file behind a raster layer; layers that are not files (WMS, memory) are refused."""
+SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
+#: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
+COMPLEX_TYPES = {Qgis.CInt16, Qgis.CInt32, Qgis.CFloat32, Qgis.CFloat64}
+
+
+def layer_name(layer, role: str | None) -> str:
+    """A layer as a message names it: ``layer 'dsm'``, with the ``role`` it plays where there is one (``the lidar slot``)."""
+    return f"layer '{layer.name()}'" + (f" in {role}" if role else "")
+
+
+def layer_file(layer, role: str | None = None) -> str:
+    """The file behind a raster layer; layers that are not files (a variable inside a netCDF or HDF
+    file, WMS, memory) are refused with how to make one."""
     source = layer.dataProvider().dataSourceUri().split("|")[0]
     if not Path(source).is_file():
-        raise QgsProcessingException(f"{what}: layer '{layer.name()}' is not a raster file ({source}); save it as a GeoTIFF first")
+        inside = re.match(r'^[A-Za-z0-9_]+:"?(.+?)"?:[^:/\\]+$', source)
+        if inside and Path(inside.group(1)).is_file():
+            raise QgsProcessingException(f"The {layer_name(layer, role)} is a variable inside {inside.group(1)}, which mamol cannot read "
+                                         f"by itself; {SAVE_AS_GEOTIFF}")
+        raise QgsProcessingException(f"The {layer_name(layer, role)} is not a raster file ({source}); {SAVE_AS_GEOTIFF}")
     return source
+
+
+def raster_problem(layer, role: str | None = None) -> str | None:
+    """Why a sensor layer cannot be read, found before a run (``None`` where nothing is): complex values."""
+    if any(layer.dataProvider().dataType(band) in COMPLEX_TYPES for band in range(1, layer.bandCount() + 1)):
+        return (f"The {layer_name(layer, role)} holds complex values, such as single-look complex SAR: give its amplitude or intensity "
+                "(Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
+                f"{', band by band' if layer.bandCount() > 1 else ''}).")
+    return None
 
 
 class MamolAlgorithm(QgsProcessingAlgorithm):
@@ -129,8 +154,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
                           "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
             text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (Convert Format)…, "
                           r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
-            text = re.sub(rf'gdal_calc\.py -A {path} --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
-                          "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32", text)
+            text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
+                          lambda m: "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
+                          + (", band by band" if m.group(1) else ""), text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
         def on_progress(record: dict) -> None:
@@ -235,8 +261,11 @@ class MapLandCover(MamolAlgorithm):
             layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
             if layer is None:
                 continue
+            problem = raster_problem(layer, f"the {modality['name']} slot")
+            if problem is not None:
+                return False, problem
             count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
-            if count != modality["bands"]:
+            if modality["bands"] not in (count, layer.bandCount()):  # a band marked alpha by mistake: mamol says how to mark it
                 alpha = " and an alpha band" if count < layer.bandCount() else ""
                 return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
                                f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.")
@@ -261,8 +290,9 @@ class MapLandCover(MamolAlgorithm):
         for modality in self.modalities:
             layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
             if layer is not None:
-                args += ["--input", f"{modality['name']}={layer_file(layer, modality['name'])}"]
-                given.append(modality["name"])
+                name = modality["name"]
+                args += ["--input", f"{name}={layer_file(layer, f'the {name} slot')}"]
+                given.append(name)
         area, made = self.area_args(parameters, context, feedback)
         args += area
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
@@ -317,5 +347,5 @@ class MapLandCover(MamolAlgorithm):
             made[extent] = "the extent to map"
         mask = self.parameterAsRasterLayer(parameters, "MASK", context)
         if mask is not None:
-            args += ["--mask", layer_file(mask, "mask")]
+            args += ["--mask", layer_file(mask, "the mask")]
         return args, made

@@ -26,7 +26,7 @@ from qgis.core import (
 )
 
 from . import settings
-from .algorithms import DEVICES, MamolAlgorithm, layer_file
+from .algorithms import DEVICES, MamolAlgorithm, layer_file, raster_problem
 from .area import named_vector_file
 from .classes import class_table, write_class_table
 
@@ -143,12 +143,15 @@ class TrainModel(MamolAlgorithm):
             return False, "Give ground truth: a vector layer with a class field, or a label raster."
         if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the ground-truth layer."
+        problems = [raster_problem(layer) for _, layer in sensors]
+        if any(problems):
+            return False, next(filter(None, problems))
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         args, made = [], {}
         for name, layer in self.sensors(parameters, context):
-            args += ["--input", f"{name}={layer_file(layer, name)}"]
+            args += ["--input", f"{name}={layer_file(layer)}"]
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
@@ -159,7 +162,7 @@ class TrainModel(MamolAlgorithm):
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
                 feedback.pushInfo(f"classes from the style of {field!r}: " + ", ".join(c["name"] for c in table.values()))
         else:
-            args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "ground truth")]
+            args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "the ground truth")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
         if not model.suffix:
             model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.enums import ColorInterp
+from rasterio.shutil import copy
 
 from mamol_core import __version__
 
@@ -565,10 +566,27 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
         heights, profile = src.read(1), src.profile
     with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:
         dst.write((heights + 1j * heights).astype(np.complex64), 1)
-    with pytest.raises(QgsProcessingException) as error:  # the fix by the Processing Toolbox's GDAL calculator
+    with pytest.raises(QgsProcessingException) as error:  # found before the run; the fix by the Processing Toolbox's GDAL calculator
         run(map_id, {**inputs, "lidar": str(tmp_path / "slc.tif"), "OUTPUT": str(tmp_path / "slc_map.tif")})
-    assert "holds complex values (complex64), such as single-look complex SAR; give its amplitude or intensity instead (Processing " \
-        "Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32)" in str(error.value), str(error.value)
+    assert "The layer 'slc' in the lidar slot holds complex values, such as single-look complex SAR: give its amplitude or intensity " \
+        "(Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32)." in str(error.value), \
+        str(error.value)
+    with rasterio.open(tmp_path / "marked.tif", "w", **(profile | {"count": 2, "nodata": None})) as dst:
+        dst.write(np.stack([heights, heights]))  # a second band of heights, marked alpha by mistake
+    with rasterio.open(tmp_path / "marked.tif", "r+") as dst:
+        dst.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+    with pytest.raises(QgsProcessingException) as error:  # the dialog lets it through to mamol, which says how to mark it a band
+        run(map_id, {**inputs, "lidar": str(tmp_path / "marked.tif"), "OUTPUT": str(tmp_path / "marked_map.tif")})
+    assert "band 2 is marked alpha but holds values between transparent and opaque" in str(error.value) and \
+        "(Raster › Conversion › Translate (Convert Format)…, additional command-line parameters '-colorinterp_2 undefined', then use " \
+        "the new raster)" in str(error.value), str(error.value)
+    copy(SAMPLE / "dsm.tif", tmp_path / "dsm.nc", driver="netCDF")
+    variable = QgsRasterLayer(f'NETCDF:"{tmp_path / "dsm.nc"}":Band1', "heights")
+    assert variable.isValid()
+    with pytest.raises(QgsProcessingException) as error:
+        run(map_id, {**inputs, "lidar": variable, "OUTPUT": str(tmp_path / "variable_map.tif")})
+    assert f"The layer 'heights' in the lidar slot is a variable inside {tmp_path / 'dsm.nc'}, which mamol cannot read by itself; " \
+        "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF)" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(SAMPLE / "hsi.tif") as whole:

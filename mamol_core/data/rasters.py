@@ -143,8 +143,9 @@ def check_real_values(dataset, path: Path) -> None:
     """Refuse a sensor raster of complex numbers (SAR single-look complex data): read as real numbers
     it would give only the real part, no measurement of the ground."""
     if any(str(kind).startswith("complex") for kind in dataset.dtypes):
+        every = " --allBands=A" if dataset.count > 1 else ""
         raise MamolError(f"{path}: holds complex values ({dataset.dtypes[0]}), such as single-look complex SAR; give its amplitude or "
-                         f"intensity instead (gdal_calc.py -A {shlex.quote(str(path))} --calc=\"abs(A)\" --type=Float32 --outfile=amplitude.tif)")
+                         f"intensity instead (gdal_calc.py -A {shlex.quote(str(path))}{every} --calc=\"abs(A)\" --type=Float32 --outfile=amplitude.tif)")
 
 
 def describe_modality(name: str, path: Path) -> tuple[ModalityRaster, Grid]:

@@ -53,7 +53,8 @@ def declared_scaling(dataset, path: Path, bands: list[int]) -> tuple[np.ndarray,
     if broken.any():
         band = int(np.argmax(broken))
         raise MamolError(f"{path}: band {bands[band] + 1} declares scale {scales[band]:g} and offset {offsets[band]:g}, which leave no "
-                         f"measurement; set the right ones (gdal_edit.py -scale 1 -offset 0 {shlex.quote(str(path))} for stored values)")
+                         f"measurement; declare the right ones, or read its stored values as they are "
+                         f"(gdal_edit.py -scale 1 -offset 0 {shlex.quote(str(path))})")
     if np.all(scales == 1.0) and np.all(offsets == 0.0):
         return None
     return scales.astype(np.float32)[:, None, None], offsets.astype(np.float32)[:, None, None]
