@@ -83,7 +83,8 @@ class BandReading:
 
     def notes(self) -> list[str]:
         """What is read otherwise than as stored, for the log."""
-        said = [f"band {b + 1} is its alpha band: read as the mask (data where it is {int(o)})" for b, o in zip(self.alphas, self.opaque.ravel())]
+        said = [f"band {b + 1} is its alpha band: read as the mask (data where it is {int(o)})"
+                for b, o in zip(self.alphas, self.opaque.ravel())]
         if self.scaling is not None:
             scales, offsets = (np.unique(a.ravel()) for a in self.scaling)
             said.insert(0, f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
@@ -116,11 +117,12 @@ class ModelReader:
 
     def notes(self) -> dict[str, list[str]]:
         """For each given modality, what is read otherwise than as stored (declared scale, alpha bands)."""
-        return {spec.name: reading.notes() for spec, reading in zip(self.modalities, self.readings) if reading is not None and reading.notes()}
+        said = {spec.name: reading.notes() for spec, reading in zip(self.modalities, self.readings) if reading is not None}
+        return {name: notes for name, notes in said.items() if notes}
 
     def file_bands(self, name: str) -> list[int]:
         """The 1-based bands of modality ``name``'s raster, in the model's band order."""
-        reading = self.readings[self.modalities.index(next(m for m in self.modalities if m.name == name))]
+        reading = self.readings[[m.name for m in self.modalities].index(name)]
         return [b + 1 for b in reading.measurements] if reading is not None else []
 
     def read(self, window: Window, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
