@@ -298,6 +298,25 @@ def test_points_repeated_or_outside_are_told_apart(scene_dir, tmp_path, caplog):
     assert "points.gpkg: 1 of 7 features lie outside the scene or cover no pixel centre, and were skipped" in caplog.text
 
 
+def test_labels_in_a_file_of_several_layers_come_from_the_layer_with_the_field(scene_dir, tmp_path, caplog):
+    import geopandas
+
+    truth = geopandas.read_file(scene_dir / "train_points.gpkg")
+    notes = truth[["geometry"]].assign(note="visited")
+    notes.to_file(tmp_path / "project.gpkg", layer="a_notes")
+    truth.to_file(tmp_path / "project.gpkg", layer="truth")
+    caplog.set_level(logging.INFO)
+    scene = open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="landcover", holdout=0.0)
+    assert (scene.train_labels > 0).sum() == (open_scene(scene_dir, holdout=0.0).train_labels > 0).sum()
+    assert "project.gpkg: reading its layer 'truth', the one of its 2 layers with field 'landcover'" in caplog.text
+    with pytest.raises(MamolError, match="none of its 2 layers has field 'class'; its layers and their fields are "
+                                         "a_notes \\(note\\); truth \\(landcover\\)"):
+        open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="class", holdout=0.0)
+    truth.to_file(tmp_path / "project.gpkg", layer="truth_copy")
+    with pytest.raises(MamolError, match="its layers truth, truth_copy all have field 'landcover'; export the one to use \\(ogr2ogr"):
+        open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="landcover", holdout=0.0)
+
+
 def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_copy):
     data = (scene_copy / "hsi.tif").read_bytes()
     (scene_copy / "hsi.tif").write_bytes(data[: len(data) * 2 // 3])

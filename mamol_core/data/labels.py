@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,31 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def label_layer(path: Path, field: str | None) -> str | None:
+    """The layer of a vector file to read labels from: its only one (``None``), else the one layer
+    that has ``field``; a file of several layers where none or more than one has it is refused."""
+    import pyogrio
+
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except Exception:  # unreadable: reading it says why
+        return None
+    if len(layers) < 2:
+        return None
+    fields = {layer: [str(f) for f in pyogrio.read_info(path, layer=layer)["fields"]] for layer in layers}
+    holding = [layer for layer in layers if field in fields[layer]]
+    if len(holding) == 1:
+        log.info("%s: reading its layer %r, the one of its %d layers with field %r", path, holding[0], len(layers), field)
+        return holding[0]
+    listed = "; ".join(f"{layer} ({', '.join(fields[layer]) or 'no fields'})" for layer in layers)
+    if field is None:
+        raise MamolError(f"{path}: needs --label-field; its layers and their fields are {listed}")
+    if not holding:
+        raise MamolError(f"{path}: none of its {len(layers)} layers has field {field!r}; its layers and their fields are {listed}")
+    raise MamolError(f"{path}: its layers {', '.join(holding)} all have field {field!r}; export the one to use "
+                     f"(ogr2ogr {shlex.quote(Path(path).stem + '_labels.gpkg')} {shlex.quote(str(path))} LAYER)")
+
+
 def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None,
                      fix: str = "add them to classes.json", models: bool = False) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
     """Burn points/polygons into the scene grid.
@@ -129,7 +155,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     import geopandas
 
     try:
-        frame = geopandas.read_file(path)
+        frame = geopandas.read_file(path, layer=label_layer(path, field))
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     if field is None or field not in frame.columns:
