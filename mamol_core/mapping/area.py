@@ -7,6 +7,7 @@ still see the sensors' pixels around the area."""
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,31 @@ from mamol_core.data.rasters import Grid, gdal_reason, open_raster
 from mamol_core.errors import MamolError
 
 
+def polygon_layer(path: Path) -> str | None:
+    """The layer of a vector file to take the area from: its only one (``None``), else its one layer of
+    polygons; a file of several layers with none or more than one layer of polygons is refused."""
+    import pyogrio
+
+    try:
+        layers = [(str(name), str(kind)) for name, kind in pyogrio.list_layers(path)]
+    except Exception:  # unreadable: reading it says why
+        return None
+    if len(layers) < 2:
+        return None
+    polygons = [name for name, kind in layers if "Polygon" in kind]
+    if len(polygons) == 1:
+        return polygons[0]
+    listed = ", ".join(f"{name} ({kind})" for name, kind in layers)
+    raise MamolError(f"{path}: holds {len(layers)} layers ({listed}) and {'no' if not polygons else 'more than one'} layer of polygons; "
+                     f"export the area to map alone (ogr2ogr {shlex.quote(Path(path).stem + '_area.gpkg')} {shlex.quote(str(path))} LAYER)")
+
+
 def read_polygons(path: Path):
     """The polygons of a vector file (a GeoDataFrame with a CRS); one line for anything else."""
     import geopandas
 
     try:
-        frame = geopandas.read_file(path)
+        frame = geopandas.read_file(path, layer=polygon_layer(path))
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
