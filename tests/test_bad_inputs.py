@@ -154,6 +154,18 @@ def test_complex_values_are_refused_in_training_and_mapping(model_file, scene_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
 
 
+def test_an_archive_or_a_gdal_virtual_path_is_refused_with_what_to_pass(model_file, scene_dir, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "dsm.zip", "w") as archive:
+        archive.write(scene_dir / "dsm.tif", "dsm.tif")
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'dsm.zip'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "dsm.zip: an archive, not a raster; unpack it and pass the raster inside")
+    result = run_map("--model", model_file, "--input", f"dsm=/vsizip/{tmp_path / 'dsm.zip'}/dsm.tif", "-o", tmp_path / "m.tif")
+    one_line_error(result, "GDAL virtual paths (/vsizip/, /vsicurl/, …) are not read; unzip or download the raster and pass its file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.zip"]
+
+
 def test_a_band_marked_alpha_that_is_no_mask_is_refused_with_the_fix(model_file, scene_dir, tmp_path):
     with rasterio.open(scene_dir / "dsm.tif") as src:
         profile = src.profile

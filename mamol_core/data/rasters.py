@@ -57,10 +57,18 @@ def gdal_reason(exc: Exception) -> str:
     return text.splitlines()[0] if text.strip() else "I/O error"
 
 
+#: File endings of archives, which hold rasters but are none.
+ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
+
+
 def open_raster(path: Path):
     """``rasterio.open`` with a one-line error naming the file."""
+    if str(path).startswith("/vsi"):
+        raise MamolError(f"{path}: GDAL virtual paths (/vsizip/, /vsicurl/, …) are not read; unzip or download the raster and pass its file")
     if not Path(path).exists():
         raise MamolError(f"{path}: no such file; check the path")
+    if Path(path).suffix.lower() in ARCHIVES:
+        raise MamolError(f"{path}: an archive, not a raster; unpack it and pass the raster inside")
     try:
         with warnings.catch_warnings():  # a raster without georeferencing is placed (or refused) by the callers, in one line
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
