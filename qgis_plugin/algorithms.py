@@ -99,15 +99,22 @@ def layer_name(layer, role: str | None) -> str:
     return f"layer '{layer.name()}'" + (f" in {role}" if role else "")
 
 
+def container_file(source: str) -> str | None:
+    """The file a GDAL subdataset name points into (``NETCDF:"x.nc":var``, ``HDF5:"x.h5"://grp/var``,
+    ``HDF4_SDS:UNKNOWN:"x.hdf":0``, ``GPKG:/d/x.gpkg:table``), or ``None`` where it names no existing file."""
+    found = re.search(r'"([^"]+)"', source) or re.match(r"^\w+:((?:[A-Za-z]:)?[^:]+):", source)
+    return found.group(1) if found and Path(found.group(1)).is_file() else None
+
+
 def layer_file(layer, role: str | None = None) -> str:
     """The file behind a raster layer; layers that are not files (a variable inside a netCDF or HDF
-    file, WMS, memory) are refused with how to make one."""
+    file, a GeoPackage raster table, WMS, memory) are refused with how to make one."""
     source = layer.dataProvider().dataSourceUri().split("|")[0]
     if not Path(source).is_file():
-        inside = re.match(r'^[A-Za-z0-9_]+:"?(.+?)"?:[^:/\\]+$', source)
-        if inside and Path(inside.group(1)).is_file():
-            raise QgsProcessingException(f"The {layer_name(layer, role)} is a variable inside {inside.group(1)}, which mamol cannot read "
-                                         f"by itself; {SAVE_AS_GEOTIFF}")
+        inside = container_file(source)
+        if inside is not None:
+            raise QgsProcessingException(f"The {layer_name(layer, role)} is a layer inside {inside}, which mamol cannot read by itself; "
+                                         f"{SAVE_AS_GEOTIFF}")
         raise QgsProcessingException(f"The {layer_name(layer, role)} is not a raster file ({source}); {SAVE_AS_GEOTIFF}")
     return source
 

@@ -667,8 +667,8 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     assert np.array_equal(read(tmp_path / "project.tif")[0], read(tmp_path / "aoi.tif")[0])
     geopandas.read_file(tmp_path / "aoi.gpkg").to_file(tmp_path / "points.gpkg", layer="area_again")
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "points.gpkg"])
-    assert result.exit_code == 1 and "points.gpkg: holds 3 layers (points (Point), area (Polygon), area_again (Polygon)) and more than " \
-        "one layer of polygons; export the area to map alone (ogr2ogr" in result.output, result.output
+    assert result.exit_code == 1 and f"error: {tmp_path / 'points.gpkg'}: holds 3 layers (points (Point), area (Polygon), area_again " \
+        "(Polygon)) and more than one layer of polygons; export the area to map alone (ogr2ogr" in result.output, result.output
     far = geopandas.GeoDataFrame({"id": [1]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326")
     far.to_file(tmp_path / "far.gpkg")
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "far.gpkg"])

@@ -585,7 +585,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     assert variable.isValid()
     with pytest.raises(QgsProcessingException) as error:
         run(map_id, {**inputs, "lidar": variable, "OUTPUT": str(tmp_path / "variable_map.tif")})
-    assert f"The layer 'heights' in the lidar slot is a variable inside {tmp_path / 'dsm.nc'}, which mamol cannot read by itself; " \
+    assert f"The layer 'heights' in the lidar slot is a layer inside {tmp_path / 'dsm.nc'}, which mamol cannot read by itself; " \
         "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF)" in str(error.value), str(error.value)
     extent = f"{b.left + 20},{b.left + 60},{b.bottom + 20},{b.bottom + 50} [EPSG:{epsg}]"
     result = run(map_id, {**inputs, "EXTENT": extent, "OUTPUT": str(tmp_path / "extent.tif")})

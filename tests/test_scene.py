@@ -309,12 +309,19 @@ def test_labels_in_a_file_of_several_layers_come_from_the_layer_with_the_field(s
     scene = open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="landcover", holdout=0.0)
     assert (scene.train_labels > 0).sum() == (open_scene(scene_dir, holdout=0.0).train_labels > 0).sum()
     assert "project.gpkg: reading its layer 'truth', the one of its 2 layers with field 'landcover'" in caplog.text
-    with pytest.raises(MamolError, match="none of its 2 layers has field 'class'; its layers and their fields are "
-                                         "a_notes \\(note\\); truth \\(landcover\\)"):
+    import pyogrio
+
+    pyogrio.write_dataframe(truth.drop(columns="geometry"), tmp_path / "project.gpkg", layer="legend")  # a table: no labels there
+    assert (open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="landcover", holdout=0.0).train_labels > 0).any()
+    with pytest.raises(MamolError) as error:
         open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="class", holdout=0.0)
+    assert str(error.value) == (f"{tmp_path / 'project.gpkg'}: none of its 2 layers has field 'class'; its layers and their fields are "
+                                "a_notes (note); truth (landcover)")
     truth.to_file(tmp_path / "project.gpkg", layer="truth_copy")
-    with pytest.raises(MamolError, match="its layers truth, truth_copy all have field 'landcover'; export the one to use \\(ogr2ogr"):
+    with pytest.raises(MamolError) as error:
         open_scene(scene_dir, labels=tmp_path / "project.gpkg", label_field="landcover", holdout=0.0)
+    assert str(error.value).startswith(f"{tmp_path / 'project.gpkg'}: its layers truth, truth_copy all have field 'landcover'; "
+                                       "export the one to use (ogr2ogr")
 
 
 def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_copy):

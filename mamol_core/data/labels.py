@@ -118,16 +118,18 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
 
 
 def label_layer(path: Path, field: str | None) -> str | None:
-    """The layer of a vector file to read labels from: its only one (``None``), else the one layer
-    that has ``field``; a file of several layers where none or more than one has it is refused."""
+    """The layer of a vector file to read labels from: its only layer of features (``None`` for a file
+    of one layer), else the one that has ``field``; a file of several where none or more than one
+    has it is refused. Tables without geometry (a legend) are not counted."""
     import pyogrio
 
     try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        listed = pyogrio.list_layers(path)
+        layers = [str(name) for name, kind in listed if kind is not None]  # tables without geometry hold no labels
     except Exception:  # unreadable: reading it says why
         return None
-    if len(layers) < 2:
-        return None
+    if len(listed) < 2 or len(layers) < 2:
+        return layers[0] if len(listed) > 1 and layers else None
     fields = {layer: [str(f) for f in pyogrio.read_info(path, layer=layer)["fields"]] for layer in layers}
     holding = [layer for layer in layers if field in fields[layer]]
     if len(holding) == 1:
@@ -154,8 +156,9 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     """
     import geopandas
 
+    layer = label_layer(path, field)
     try:
-        frame = geopandas.read_file(path, layer=label_layer(path, field))
+        frame = geopandas.read_file(path, layer=layer)
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     if field is None or field not in frame.columns:

@@ -63,7 +63,7 @@ ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
 
 def open_raster(path: Path):
     """``rasterio.open`` with a one-line error naming the file."""
-    if str(path).startswith("/vsi"):
+    if str(path).replace("\\", "/").startswith("/vsi"):  # Windows paths turn its slashes
         raise MamolError(f"{path}: GDAL virtual paths (/vsizip/, /vsicurl/, …) are not read; unzip or download the raster and pass its file")
     if not Path(path).exists():
         raise MamolError(f"{path}: no such file; check the path")

@@ -29,12 +29,14 @@ def polygon_layer(path: Path) -> str | None:
     import pyogrio
 
     try:
-        layers = [(str(name), str(kind)) for name, kind in pyogrio.list_layers(path)]
+        listed = pyogrio.list_layers(path)
+        layers = [(str(name), str(kind)) for name, kind in listed if kind is not None]  # tables without geometry hold no area
+        if len(listed) < 2 or len(layers) < 2:
+            return layers[0][0] if len(listed) > 1 and layers else None
+        kinds = {name: kind if kind != "Unknown" else first_geometry_type(path, name) for name, kind in layers}
     except Exception:  # unreadable: reading it says why
         return None
-    if len(layers) < 2:
-        return None
-    polygons = [name for name, kind in layers if "Polygon" in kind]
+    polygons = [name for name, _ in layers if "Polygon" in kinds[name]]
     if len(polygons) == 1:
         return polygons[0]
     listed = ", ".join(f"{name} ({kind})" for name, kind in layers)
@@ -42,12 +44,21 @@ def polygon_layer(path: Path) -> str | None:
                      f"export the area to map alone (ogr2ogr {shlex.quote(Path(path).stem + '_area.gpkg')} {shlex.quote(str(path))} LAYER)")
 
 
+def first_geometry_type(path: Path, layer: str) -> str:
+    """The geometry type of a layer's first feature (for a layer that declares none), or ``Unknown``."""
+    import pyogrio
+
+    frame = pyogrio.read_dataframe(path, layer=layer, max_features=1)
+    return str(frame.geom_type.iloc[0]) if len(frame) and frame.geometry.iloc[0] is not None else "Unknown"
+
+
 def read_polygons(path: Path):
     """The polygons of a vector file (a GeoDataFrame with a CRS); one line for anything else."""
     import geopandas
 
+    layer = polygon_layer(path)
     try:
-        frame = geopandas.read_file(path, layer=polygon_layer(path))
+        frame = geopandas.read_file(path, layer=layer)
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
