@@ -274,12 +274,33 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
 def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refused(model_file, scene_dir, tmp_path, caplog):
     import geopandas
 
+    import shutil
+
     polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
-    names = {c.name: c.value for c in read_config(model_file).model.classes}
+    model_classes = read_config(model_file).model.classes
+    scene = tmp_path / "scene"  # a scene whose class table numbers the classes otherwise than the model
+    shutil.copytree(scene_dir, scene)
+    (scene / "test_labels.tif").unlink()
+    renumbered = {c.name: 10 + i for i, c in enumerate(reversed(model_classes))}
+    (scene / "classes.json").write_text(json.dumps({str(v): {"name": n, "color": "#000000"} for n, v in renumbered.items()}))
+    polygons["code"] = [renumbered[n] for n in polygons["landcover"]]
+    polygons.to_file(tmp_path / "coded.gpkg", driver="GPKG")
+    caplog.set_level(logging.INFO)
+    scores = []
+    for field, labels in (("landcover", "coded.gpkg"), ("code", "coded.gpkg")):
+        result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "--labels", str(tmp_path / labels),
+                                                    "--label-field", field, "-o", str(tmp_path / field), "--progress", "none"])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads((tmp_path / field / "metrics.json").read_text())["results"]["overall"])
+    assert scores[0] == scores[1]  # codes of the scene's table score as the class names do
+    assert "field 'code' holds class codes, read as the scene's class table's and matched to the model's by name" in caplog.text
+    names = {c.name: c.value for c in model_classes}
     polygons["code"] = [names[n] for n in polygons["landcover"]]
     polygons.to_file(tmp_path / "coded.gpkg", driver="GPKG")
     args = ["--model", str(model_file), "--scene", str(scene_dir), "--progress", "none"]
-    result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "coded.gpkg"), "--label-field", "code", "-o", str(tmp_path / "a")])
+    (scene / "classes.json").unlink()  # no table of its own: codes are read as the model's, with a warning
+    result = CliRunner().invoke(evaluate.main, [*args[:3], str(scene), *args[4:], "--labels", str(tmp_path / "coded.gpkg"),
+                                                "--label-field", "code", "-o", str(tmp_path / "a")])
     assert result.exit_code == 0 and "field 'code' holds class codes, read as the model's" in caplog.text, result.output
     polygons.loc[0, "landcover"] = "Glacier"
     polygons.to_file(tmp_path / "named.gpkg", driver="GPKG")

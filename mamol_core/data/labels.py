@@ -145,14 +145,16 @@ def label_layer(path: Path, field: str | None) -> str | None:
 
 
 def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None,
-                     fix: str = "add them to classes.json", models: bool = False) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
+                     fix: str = "add them to classes.json", models: bool = False,
+                     codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
     """Burn points/polygons into the scene grid.
 
     Returns labels (int32, 0 = unlabelled), the 1-based index of the feature each pixel came from
     (for grouped hold-out splits) and the class table. The class field may hold class codes or
     class names (names are matched to the table, or numbered in sorted order without one). ``fix``
-    says what to do about a class the table lacks; with ``models`` the table is a model's, and codes
-    read as its codes are warned about (names are matched).
+    says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
+    read as those of the scene's own table ``codes_of`` and matched to the model's by name, as label
+    rasters are, and without one read as the model's, with a warning (names are matched).
     """
     import geopandas
 
@@ -170,7 +172,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     if grid.crs is None:
         raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give the rasters a CRS")
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(grid.crs)
-    codes, classes = _class_codes(frame[field], classes, path, field, fix, models)
+    codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
     shape = (grid.height, grid.width)
     shapes = list(zip(frame.geometry, codes))
     labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
@@ -235,7 +237,7 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
 
 
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
-                 models: bool) -> tuple[np.ndarray, list[ClassSpec]]:
+                 models: bool, codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, list[ClassSpec]]:
     from pandas.api.types import is_numeric_dtype
 
     empty = values.isna() | (values.astype(str).str.strip() == "")
@@ -249,6 +251,9 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in shown)}; class codes are whole "
                              "numbers 1..255 (0 = unlabelled), or use a field of class names")
         codes = numbers.astype(np.int64)
+        if models and codes_of:
+            log.info("%s: field %r holds class codes, read as the scene's class table's and matched to the model's by name", path, field)
+            return recode_by_name(codes, codes_of, classes, path), classes
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path, fix)
         if models:

@@ -141,6 +141,7 @@ def open_scene(
     table = _class_table(folder, classes)
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
+    own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         if is_raster(path):
@@ -150,13 +151,12 @@ def open_scene(
                                if models else "add them to classes.json or relabel them as 0")
             return values, None, found
         return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
-                                if models else "add them to classes.json", models)
+                                if models else "add them to classes.json", models, own)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
-        own = _class_table(folder, None) if models else None
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), test, classes, assume_crs)
