@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
+from mamol_core.data.vectors import feature_layers
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,10 @@ def label_layer(path: Path, field: str | None) -> str | None:
     has it is refused. Tables without geometry (a legend) are not counted."""
     import pyogrio
 
-    try:
-        listed = pyogrio.list_layers(path)
-        layers = [str(name) for name, kind in listed if kind is not None]  # tables without geometry hold no labels
-    except Exception:  # unreadable: reading it says why
-        return None
-    if len(listed) < 2 or len(layers) < 2:
-        return layers[0] if len(listed) > 1 and layers else None
+    found = feature_layers(path)
+    if found is None or len(found) < 2:
+        return found[0][0] if found else None
+    layers = [name for name, _ in found]
     fields = {layer: [str(f) for f in pyogrio.read_info(path, layer=layer)["fields"]] for layer in layers}
     holding = [layer for layer in layers if field in fields[layer]]
     if len(holding) == 1:

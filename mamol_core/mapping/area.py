@@ -20,19 +20,17 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.data.rasters import Grid, gdal_reason, open_raster
+from mamol_core.data.vectors import feature_layers
 from mamol_core.errors import MamolError
 
 
 def polygon_layer(path: Path) -> str | None:
     """The layer of a vector file to take the area from: its only one (``None``), else its one layer of
     polygons; a file of several layers with none or more than one layer of polygons is refused."""
-    import pyogrio
-
+    layers = feature_layers(path)
+    if layers is None or len(layers) < 2:
+        return layers[0][0] if layers else None
     try:
-        listed = pyogrio.list_layers(path)
-        layers = [(str(name), str(kind)) for name, kind in listed if kind is not None]  # tables without geometry hold no area
-        if len(listed) < 2 or len(layers) < 2:
-            return layers[0][0] if len(listed) > 1 and layers else None
         kinds = {name: kind if kind != "Unknown" else first_geometry_type(path, name) for name, kind in layers}
     except Exception:  # unreadable: reading it says why
         return None
