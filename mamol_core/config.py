@@ -31,8 +31,8 @@ class ModalitySpec:
     ``as_declared``: bands are read as the raster declares them (GDAL metadata): values with each
     band's scale and offset applied (``stored × scale + offset``), so one quantity stored two ways
     (reflectance as integers with a scale of 0.0001, or as floats) reads alike in training and
-    mapping, and an alpha band as the mask it is (0: no data), not as a measurement, so ``bands``
-    does not count it. Model files of formats 2 and 3 read every band's stored numbers (``False``).
+    mapping, and an alpha band as the mask it is (data only where it is opaque), not as a
+    measurement, so ``bands`` does not count it. Model files of formats 2 and 3 read every band's stored numbers (``False``).
     """
 
     name: str

@@ -13,8 +13,8 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from mamol_core.data.rasters import alpha_bands, alpha_opaque, open_raster, sample_windows
-from mamol_core.data.reader import ModelReader
+from mamol_core.data.rasters import open_raster, sample_windows
+from mamol_core.data.reader import BandReading, ModelReader
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
 #: many training standard deviations from the training mean; scaled down when all its values lie
@@ -88,15 +88,12 @@ def undeclared_fill(path: Path) -> str | None:
         if src.nodata is not None or any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in src.mask_flag_enums):
             return None  # declared, or masked by a mask band (alpha bands are read below)
         h, w = src.height, src.width
-        alphas = alpha_bands(src, path)
-        bands = [b + 1 for b in range(src.count) if b not in alphas]
-        opaque = np.array([alpha_opaque(src, b) for b in alphas])[:, None, None]
+        reading = BandReading.stored(src, path)
 
         def measured(window: Window) -> np.ndarray:
-            """The measurement bands' values in ``window``, at its opaque pixels: ``[bands, pixels]``."""
-            values = src.read(bands, window=window).astype(np.float64)
-            keep = (src.read([b + 1 for b in alphas], window=window) >= opaque).all(axis=0) if alphas else np.ones(values.shape[1:], bool)
-            return values[:, keep]
+            """The measurement bands' stored values in ``window``, where its alpha bands say it holds data: ``[bands, pixels]``."""
+            raster = src.read(window=window).astype(np.float64)
+            return raster[reading.measurements][:, reading.data_mask(raster)]
 
         try:
             corners = [measured(Window(c, r, 1, 1)) for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]

@@ -76,20 +76,35 @@ class BandReading:
         """As the raster declares its bands (``as_declared``), or every band's stored numbers."""
         if not as_declared:
             return cls(list(range(dataset.count)), [], np.zeros((0, 1, 1)), None)
+        reading = cls.stored(dataset, path)
+        reading.scaling = declared_scaling(dataset, path, reading.measurements)
+        return reading
+
+    @classmethod
+    def stored(cls, dataset, path: Path) -> "BandReading":
+        """The raster's measurement and alpha bands as it declares them, its values as stored (no scale applied)."""
         alphas = alpha_bands(dataset, path)
-        measured = [b for b in range(dataset.count) if b not in alphas]
         opaque = np.array([alpha_opaque(dataset, b) for b in alphas], np.float32)[:, None, None]
-        return cls(measured, alphas, opaque, declared_scaling(dataset, path, measured))
+        return cls([b for b in range(dataset.count) if b not in alphas], alphas, opaque, None)
+
+    def data_mask(self, raster: np.ndarray) -> np.ndarray:
+        """Where the raster's bands ``raster`` (``[bands, h, w]``, all of them) hold data by its alpha
+        bands: every one opaque (everywhere, without alpha)."""
+        return (raster[self.alphas] >= self.opaque).all(axis=0)
+
+    def scaling_note(self) -> str | None:
+        """How a declared scale and offset are applied, for messages (``None`` where none is)."""
+        if self.scaling is None:
+            return None
+        scales, offsets = (np.unique(a.ravel()) for a in self.scaling)
+        return (f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
+                else "read with its bands' declared scales and offsets")
 
     def notes(self) -> list[str]:
         """What is read otherwise than as stored, for the log."""
-        said = [f"band {b + 1} is its alpha band: read as the mask (data where it is {int(o)})"
-                for b, o in zip(self.alphas, self.opaque.ravel())]
-        if self.scaling is not None:
-            scales, offsets = (np.unique(a.ravel()) for a in self.scaling)
-            said.insert(0, f"read with its declared scale {scales[0]:g} and offset {offsets[0]:g}" if len(scales) == len(offsets) == 1
-                        else "read with its bands' declared scales and offsets")
-        return said
+        alphas = [f"band {b + 1} is its alpha band: read as the mask (data where it is {int(o)})"
+                  for b, o in zip(self.alphas, self.opaque.ravel())]
+        return [*filter(None, [self.scaling_note()]), *alphas]
 
 
 class ModelReader:
@@ -112,8 +127,8 @@ class ModelReader:
 
     def declared_scaling(self) -> dict[str, str]:
         """For each given modality read with a declared scale or offset, how (for messages about its values)."""
-        return {spec.name: reading.notes()[0] for spec, reading in zip(self.modalities, self.readings)
-                if reading is not None and reading.scaling is not None}
+        said = {spec.name: reading.scaling_note() for spec, reading in zip(self.modalities, self.readings) if reading is not None}
+        return {name: note for name, note in said.items() if note}
 
     def notes(self) -> dict[str, list[str]]:
         """For each given modality, what is read otherwise than as stored (declared scale, alpha bands)."""
@@ -144,5 +159,5 @@ class ModelReader:
                     scale, offset = reading.scaling
                     values *= scale
                     values += offset
-                valid[modality, :rows, :cols] = ok[index] & (raster[reading.alphas] >= reading.opaque).all(axis=0)
+                valid[modality, :rows, :cols] = ok[index] & reading.data_mask(raster)
         return normalize(data, valid, self.modalities) if normalized else data, valid
