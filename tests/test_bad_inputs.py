@@ -210,6 +210,20 @@ def test_a_container_of_subdatasets_is_refused_with_the_one_to_convert(model_fil
     one_line_error(result, "cube.nc: holds 2 subdatasets")
 
 
+def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(model_file, scene_dir, tmp_path):
+    name = f'NETCDF:"{tmp_path / "cube.nc"}":elevation'
+    result = run_map("--model", model_file, "--input", f"dsm={name}", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"{name}: a GDAL subdataset name, not a file; convert it to a GeoTIFF first")
+    assert f"gdal_translate '{name}' elevation.tif" in result.output and "no such file" not in result.output
+    result = CliRunner().invoke(train.main, ["--input", f"dsm=GPKG:{tmp_path / 'p.gpkg'}:dsm 2024", "--input", f"hsi={scene_dir / 'hsi.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
+    one_line_error(result, "a GDAL subdataset name, not a file")
+    assert "dsm_2024.tif" in result.output
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'C:x.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, "C:x.tif: no such file; check the path")  # a path with a colon in it is still a path
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

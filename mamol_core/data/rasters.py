@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -60,12 +61,26 @@ def gdal_reason(exc: Exception) -> str:
 #: File endings of archives, which hold rasters but are none.
 ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
 
+#: A GDAL subdataset name: a driver's prefix, a colon, then the file and the variable
+#: (``NETCDF:"x.nc":ndvi``, ``HDF5:"x.h5"://grid/band``, ``GPKG:x.gpkg:table``); never a Windows drive (``C:``).
+SUBDATASET_NAME = re.compile(r"^[A-Z][A-Z0-9_]+:(.+)$")
+
+
+def subdataset_file(name: str) -> str:
+    """The ``.tif`` name to convert subdataset ``name`` into: its last part (the variable), else ``raster.tif``."""
+    last = re.split(r"[:/]", name.rstrip('"/'))[-1].strip('"')
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", last).strip("._")
+    return f"{stem or 'raster'}.tif"
+
 
 def open_raster(path: Path):
     """``rasterio.open`` with a one-line error naming the file."""
     if str(path).replace("\\", "/").startswith("/vsi"):  # Windows paths turn its slashes
         raise MamolError(f"{path}: GDAL virtual paths (/vsizip/, /vsicurl/, …) are not read; unzip or download the raster and pass its file")
     if not Path(path).exists():
+        if SUBDATASET_NAME.match(str(path)):
+            raise MamolError(f"{path}: a GDAL subdataset name, not a file; convert it to a GeoTIFF first "
+                             f"(gdal_translate {shlex.quote(str(path))} {subdataset_file(str(path))}) and pass that file")
         raise MamolError(f"{path}: no such file; check the path")
     if Path(path).suffix.lower() in ARCHIVES:
         raise MamolError(f"{path}: an archive, not a raster; unpack it and pass the raster inside")
