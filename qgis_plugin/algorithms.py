@@ -119,6 +119,13 @@ def layer_file(layer, role: str | None = None) -> str:
     return source
 
 
+def known_layer_file(layer, made: dict[str, str], role: str | None = None) -> str:
+    """:func:`layer_file`, recorded in ``made`` so that mamol's messages about the file name the layer and its slot."""
+    path = layer_file(layer, role)
+    made[path] = f"{layer_name(layer, role)} ({path})"
+    return path
+
+
 def raster_problem(layer, role: str | None = None) -> str | None:
     """Why a sensor layer cannot be read, found before a run (``None`` where nothing is): complex values."""
     if any(layer.dataProvider().dataType(band) in COMPLEX_TYPES for band in range(1, layer.bandCount() + 1)):
@@ -146,12 +153,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 
     def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
         """Run ``tool`` with ``args``, its progress and log in ``feedback``; in its messages the options are
-        named as the dialog names them (:attr:`FIELDS`), files the plugin ``made`` for it (temporary
-        path -> what the analyst gave) as the analyst knows them, and GDAL fixes by QGIS's menu."""
+        named as the dialog names them (:attr:`FIELDS`), files in ``made`` (path -> what the analyst gave: a layer,
+        or a temporary file the plugin made for one) as the analyst knows them, and GDAL fixes by QGIS's menu."""
         def known(text: str) -> str:
-            for path, what in (made or {}).items():
-                text = text.replace(path, what)
-            text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
             path = r"(?:'[^']*'|[^\s')]+)"  # a file in a GDAL command, quoted where it holds spaces or brackets
             text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign Projection…", text)
             text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (Reproject)…", text)
@@ -164,6 +168,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
                           lambda m: "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
                           + (", band by band" if m.group(1) else ""), text)
+            for path, what in (made or {}).items():  # after the GDAL commands, whose files the menus replace
+                text = text.replace(path, what)
+            text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
         def on_progress(record: dict) -> None:
@@ -294,13 +301,13 @@ class MapLandCover(MamolAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         args, given = ["--model", self.model_path], []
+        area, made = self.area_args(parameters, context, feedback)
         for modality in self.modalities:
             layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
             if layer is not None:
                 name = modality["name"]
-                args += ["--input", f"{name}={layer_file(layer, f'the {name} slot')}"]
+                args += ["--input", f"{name}={known_layer_file(layer, made, f'the {name} slot')}"]
                 given.append(name)
-        area, made = self.area_args(parameters, context, feedback)
         args += area
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
@@ -354,5 +361,5 @@ class MapLandCover(MamolAlgorithm):
             made[extent] = "the extent to map"
         mask = self.parameterAsRasterLayer(parameters, "MASK", context)
         if mask is not None:
-            args += ["--mask", layer_file(mask, "the mask")]
+            args += ["--mask", known_layer_file(mask, made, "the mask")]
         return args, made

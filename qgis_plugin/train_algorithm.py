@@ -26,7 +26,7 @@ from qgis.core import (
 )
 
 from . import settings
-from .algorithms import DEVICES, MamolAlgorithm, layer_file, raster_problem
+from .algorithms import DEVICES, MamolAlgorithm, known_layer_file, raster_problem
 from .area import named_vector_file
 from .classes import class_table, write_class_table
 
@@ -151,18 +151,19 @@ class TrainModel(MamolAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         args, made = [], {}
         for name, layer in self.sensors(parameters, context):
-            args += ["--input", f"{name}={layer_file(layer)}"]
+            args += ["--input", f"{name}={known_layer_file(layer, made)}"]
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
-            labels, made = named_vector_file(self, parameters, "TRUTH", context, feedback, "the ground truth")
+            labels, copied = named_vector_file(self, parameters, "TRUTH", context, feedback, "the ground truth")
+            made.update(copied)
             args += ["--labels", labels, "--label-field", field]
             table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
             if table is not None:
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
                 feedback.pushInfo(f"classes from the style of {field!r}: " + ", ".join(c["name"] for c in table.values()))
         else:
-            args += ["--labels", layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), "the ground truth")]
+            args += ["--labels", known_layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), made, "the ground truth")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
         if not model.suffix:
             model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)

@@ -439,6 +439,22 @@ def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_
     assert model.is_file() and not model.with_name("rows.state.safetensors").exists()
 
 
+def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp_path):
+    import processing
+
+    shutil.copy(SAMPLE / "dsm.tif", tmp_path / "heights.tif")
+    with rasterio.open(tmp_path / "heights.tif", "r+") as wrong:
+        wrong.crs = "EPSG:4326"  # metres labelled as degrees
+    shutil.copy(SAMPLE / "train_labels.tif", tmp_path)
+    parameters = {"LIDAR": str(tmp_path / "heights.tif"), "TRUTH_RASTER": str(tmp_path / "train_labels.tif"), "EPOCHS": 1,
+                  "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m.safetensors")}
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
+    assert f"layer 'heights' ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
+        "(Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     assert "<tr><td>hsi + lidar</td>" in algorithm.shortHelpString() and "<tr><td>lidar</td>" in algorithm.shortHelpString()
@@ -560,7 +576,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
         wrong.crs = "EPSG:4326"  # metres labelled as degrees
     with pytest.raises(QgsProcessingException) as error:  # the fix by QGIS's menu, not a GDAL command
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
-    assert "its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
+    assert f"layer 'dsm' in the lidar slot ({tmp_path / 'dsm.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "the CRS is wrong: assign the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile
