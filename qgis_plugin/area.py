@@ -38,13 +38,15 @@ def vector_file(algorithm, parameters: dict, name: str, context, feedback) -> st
 
 
 def named_vector_file(algorithm, parameters: dict, name: str, context, feedback, what: str) -> tuple[str | None, dict[str, str]]:
-    """:func:`vector_file`, with ``{path: "<what> (layer 'NAME')"}`` where that file is a copy the plugin
-    saved (a layer of a GeoPackage, a selection, a memory layer), so messages name the layer instead."""
+    """:func:`vector_file`, with ``{path: how messages name it}``: ``<what> (layer 'NAME', path)`` where the file
+    is the layer's own, ``<what> (layer 'NAME')`` where it is a copy the plugin saved (a layer of a
+    GeoPackage, a selection, a memory layer), whose temporary path means nothing to the analyst."""
     path = vector_file(algorithm, parameters, name, context, feedback)
     layer = algorithm.parameterAsVectorLayer(parameters, name, context)
-    if path is None or layer is None or Path(path).resolve() == Path(layer.source().split("|")[0]).resolve():
+    if path is None or layer is None:
         return path, {}
-    return path, {path: f"{what} (layer {layer.name()!r})"}
+    own = Path(path).resolve() == Path(layer.source().split("|")[0]).resolve()
+    return path, {path: f"{what} (layer {layer.name()!r}{', ' + path if own else ''})"}
 
 
 def save_layer(layer: QgsVectorLayer, context) -> str:

@@ -405,6 +405,13 @@ def test_a_training_warning_names_the_ground_truth_layer_not_the_plugins_copy(pl
                                    "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m.safetensors")}, feedback=feedback)
     assert [w for w in feedback.warnings if w.startswith("the ground truth (layer 'overlap'): 25 pixels lie under features of "
                                                         "different classes (Grass, Trees; e.g. at")], feedback.warnings
+    geopandas.read_file(tmp_path / "truth.gpkg", layer="overlap").to_file(tmp_path / "fields.geojson")
+    feedback = Recording()  # a layer that is one plain file is passed as it is, and named with its path
+    processing.run("mamol:train", {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH": str(tmp_path / "fields.geojson"), "CLASS_FIELD": "landcover",
+                                   "EPOCHS": 1, "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m2.safetensors")},
+                   feedback=feedback)
+    assert [w for w in feedback.warnings if w.startswith(f"the ground truth (layer 'fields', {tmp_path / 'fields.geojson'}): 25 pixels "
+                                                        "lie under features of different classes")], feedback.warnings
 
 
 class CancelTraining(QgsProcessingFeedback):
