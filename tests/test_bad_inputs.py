@@ -224,6 +224,45 @@ def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_table_of_coordinates_is_refused_with_the_line_that_makes_it_points(model_file, scene_dir, tmp_path):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg").to_crs("EPSG:4326")
+    table = tmp_path / "gps.csv"
+    table.write_text("Lon,Lat,landcover\n" + "".join(f"{p.x},{p.y},{c}\n" for p, c in zip(points.geometry, points["landcover"])))
+    fix = f"(ogr2ogr -oo X_POSSIBLE_NAMES=Lon -oo Y_POSSIBLE_NAMES=Lat -a_srs EPSG:4326 gps.gpkg {table}) and pass that file"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--labels", str(table), "--label-field", "landcover",
+                                             "-o", str(tmp_path / "m.safetensors"), *FAST])
+    one_line_error(result, "gps.csv: a table without geometry (columns Lon, Lat, landcover); make its points a vector layer first")
+    assert fix in result.output
+    result = run_map("--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "--aoi", table, "-o", tmp_path / "m.tif")
+    one_line_error(result, fix)
+    (tmp_path / "codes.csv").write_text("id,landcover\n1,Grass\n")
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "--labels", str(tmp_path / "codes.csv"),
+                                                "--label-field", "landcover", "-o", str(tmp_path / "eval"), "--progress", "none"])
+    one_line_error(result, "codes.csv: a table without geometry (columns id, landcover); pass points or polygons")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.csv", "gps.csv"]
+
+
+def test_features_without_geometry_are_counted_and_skipped_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):
+    import geopandas
+    from shapely.geometry import Polygon
+
+    from mamol_core.data.labels import rasterize_vector
+    from mamol_core.data.scene import open_scene
+
+    polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
+    polygons.loc[0, "geometry"] = Polygon()  # an empty geometry, as editors leave behind
+    polygons.loc[1, "geometry"] = None
+    polygons.to_file(tmp_path / "fields.gpkg")
+    grid = open_scene(scene_dir).grid
+    caplog.set_level(logging.WARNING)
+    labels, _, _ = rasterize_vector(tmp_path / "fields.gpkg", "landcover", grid, None)
+    assert labels.any()
+    assert f"{tmp_path / 'fields.gpkg'}: 2 of {len(polygons)} features have no geometry (null or empty) and were skipped" in caplog.text
+    assert not [w for w in recwarn if "GeoSeries" in str(w.message)], [str(w.message) for w in recwarn]
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

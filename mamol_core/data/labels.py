@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
-from mamol_core.data.vectors import feature_layers
+from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -154,13 +154,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     read as those of the scene's own table ``codes_of`` and matched to the model's by name, as label
     rasters are, and without one read as the model's, with a warning (names are matched).
     """
-    import geopandas
-
-    layer = label_layer(path, field)
-    try:
-        frame = geopandas.read_file(path, layer=layer)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
+    frame = read_features(path, label_layer(path, field))
     if field is None or field not in frame.columns:
         fields = [c for c in frame.columns if c != frame.geometry.name]
         what = "needs --label-field" if field is None else f"has no field {field!r}"
@@ -169,7 +163,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
         raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the scene")
     if grid.crs is None:
         raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give the rasters a CRS")
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(grid.crs)
+    frame = frame.to_crs(grid.crs)
     codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
     shape = (grid.height, grid.width)
     shapes = list(zip(frame.geometry, codes))

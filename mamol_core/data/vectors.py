@@ -1,8 +1,19 @@
-"""Vector files of several layers (a project GeoPackage): which of their layers hold features."""
+"""Vector files: which layers of a file of several (a project GeoPackage) hold features, and reading
+one layer's features with a one-line error for what is no vector data (a CSV table of coordinates)."""
 
 from __future__ import annotations
 
+import logging
+import shlex
 from pathlib import Path
+
+from mamol_core.errors import MamolError
+
+log = logging.getLogger(__name__)
+
+#: Column names of coordinates in a table, as (x, y) pairs, lower case; the first pair of each is in degrees.
+COORDINATE_COLUMNS = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat"), ("lng", "lat"), ("x", "y"),
+                      ("easting", "northing"), ("east", "north")]
 
 
 def feature_layers(path: Path) -> list[tuple[str, str]] | None:
@@ -18,3 +29,35 @@ def feature_layers(path: Path) -> list[tuple[str, str]] | None:
     if len(listed) < 2:
         return None
     return [(str(name), str(kind)) for name, kind in listed if kind is not None]
+
+
+def read_features(path: Path, layer: str | None):
+    """The features of ``layer`` of a vector file (a GeoDataFrame), without those that have no geometry
+    (null or empty; counted in a warning). A file that cannot be read, or a table without geometry (a
+    CSV of coordinates), is refused in one line with how to make it a layer of points or polygons."""
+    import geopandas
+
+    try:
+        frame = geopandas.read_file(path, layer=layer)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
+    if not isinstance(frame, geopandas.GeoDataFrame):
+        raise MamolError(no_geometry(path, [str(c) for c in frame.columns]))
+    missing = frame.geometry.isna() | frame.geometry.is_empty
+    if missing.any():
+        log.warning("%s: %d of %d features have no geometry (null or empty) and were skipped", path, int(missing.sum()), len(frame))
+    return frame[~missing]
+
+
+def no_geometry(path: Path, columns: list[str]) -> str:
+    """Why a table of ``columns`` is no vector layer, and the ``ogr2ogr`` line that makes it one where it
+    has coordinate columns (assigned WGS 84 where they are named as degrees, else a CRS to fill in)."""
+    lower = {c.lower(): c for c in columns}
+    for number, (x, y) in enumerate(COORDINATE_COLUMNS):
+        if x in lower and y in lower:
+            crs = "EPSG:4326" if number < 4 else "EPSG:XXXX"
+            return (f"{path}: a table without geometry (columns {', '.join(columns)}); make its points a vector layer first "
+                    f"(ogr2ogr -oo X_POSSIBLE_NAMES={lower[x]} -oo Y_POSSIBLE_NAMES={lower[y]} -a_srs {crs} "
+                    f"{shlex.quote(Path(path).stem + '.gpkg')} {shlex.quote(str(path))}) and pass that file")
+    return (f"{path}: a table without geometry (columns {', '.join(columns) or 'none'}); pass points or polygons "
+            "(a GeoPackage, shapefile or GeoJSON)")

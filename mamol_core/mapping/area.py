@@ -20,7 +20,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.data.rasters import Grid, gdal_reason, open_raster
-from mamol_core.data.vectors import feature_layers
+from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
 
 
@@ -52,14 +52,7 @@ def first_geometry_type(path: Path, layer: str) -> str:
 
 def read_polygons(path: Path):
     """The polygons of a vector file (a GeoDataFrame with a CRS); one line for anything else."""
-    import geopandas
-
-    layer = polygon_layer(path)
-    try:
-        frame = geopandas.read_file(path, layer=layer)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    frame = read_features(path, polygon_layer(path))
     if frame.crs is None:
         raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the rasters")
     if frame.empty or not frame.geom_type.isin(["Polygon", "MultiPolygon"]).all():
