@@ -355,11 +355,18 @@ def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refuse
     result = CliRunner().invoke(evaluate.main, [*args[:3], str(scene), *args[4:], "--labels", str(tmp_path / "coded.gpkg"),
                                                 "--label-field", "code", "-o", str(tmp_path / "a")])
     assert result.exit_code == 0 and "field 'code' holds class codes, read as the model's" in caplog.text, result.output
+    polygons["landcover"] = polygons["landcover"].str.upper()  # names are matched whatever their case, as a scene's table's are
+    polygons.to_file(tmp_path / "named.gpkg", driver="GPKG")
+    result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
+                                                "-o", str(tmp_path / "upper"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "upper" / "metrics.json").read_text())["results"]["overall"] == scores[0]
     polygons.loc[0, "landcover"] = "Glacier"
     polygons.to_file(tmp_path / "named.gpkg", driver="GPKG")
     result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
                                                 "-o", str(tmp_path / "b"), "--quiet"])
-    one_line_error(result, "class names ['Glacier'] in field 'landcover' are not in the class table; relabel them or evaluate a model")
+    one_line_error(result, f"class names ['Glacier'] in field 'landcover' are not in the class table "
+                           f"({', '.join(c.name for c in model_classes)}); relabel them or evaluate a model")
     assert not (tmp_path / "b").exists()
 
 

@@ -149,7 +149,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
 
     Returns labels (int32, 0 = unlabelled), the 1-based index of the feature each pixel came from
     (for grouped hold-out splits) and the class table. The class field may hold class codes or
-    class names (names are matched to the table, or numbered in sorted order without one). ``fix``
+    class names (names are matched to the table, case-insensitively, or numbered in sorted order without one). ``fix``
     says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
     read as those of the scene's own table ``codes_of`` and matched to the model's by name, as label
     rasters are, and without one read as the model's, with a warning (names are matched).
@@ -254,11 +254,12 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         return codes, table
     names = values.astype(str).to_numpy()
     if classes:
-        lookup = {c.name: c.value for c in classes}
-        unknown = sorted(set(names) - set(lookup))
+        lookup = {c.name.casefold(): c.value for c in classes}
+        unknown = sorted({n for n in names if n.casefold() not in lookup})
         if unknown:
-            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table; {fix}")
-        return np.array([lookup[n] for n in names]), classes
+            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table "
+                             f"({', '.join(c.name for c in classes)}); {fix}")
+        return np.array([lookup[n.casefold()] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     lookup = {c.name: c.value for c in table}
     return np.array([lookup[n] for n in names]), table
