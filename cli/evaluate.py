@@ -34,7 +34,8 @@ from mamol_core.config import ProtocolSpec
 @handle_errors
 def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, mode, stride, reference, assume_crs, output, device,
          precision, progress_mode, quiet):
-    """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override)."""
+    """Evaluate MODEL on test labels under the model's missing-modality protocol (or an override); with
+    some of the model's modalities not given, from those given (each present where it has data)."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
     from mamol_core.data.scene import open_scene, parse_inputs
@@ -49,8 +50,15 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
                         for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
+    absent = [name for name in config.model.modality_names if name not in opened.names]
     protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
                             config.protocol.missing if missing is None else missing, config.protocol.seed)
+    if absent:
+        if missing_rate is None and missing is None:
+            protocol = ProtocolSpec(0.0, protocol.missing, protocol.seed)
+        log.info("%s not given: absent on every test pixel, so the accuracy is that of a map from %s%s", " and ".join(absent),
+                 " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
+                 if missing_rate is None and missing is None else "")
     model, config = load_model(model_path, compute)
     evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
                                          progress_mode=progress_mode, mode=mode, stride=stride)

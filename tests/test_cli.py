@@ -1,6 +1,7 @@
 """The commands: train, evaluate and describe a model; bad input stops with one line and writes nothing."""
 
 import json
+import logging
 
 import pytest
 from click.testing import CliRunner
@@ -62,6 +63,23 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
         "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
     described = CliRunner().invoke(info.main, [str(older)])
     assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output
+
+
+def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_file, scene_dir, tmp_path, caplog):
+    """A sensor not given is absent on every test pixel: the same scores as giving it and marking it missing everywhere."""
+    common = ["--model", str(model_file), "--device", "cpu", "--progress", "none"]
+    given = CliRunner().invoke(evaluate.main, [*common, "--scene", str(scene_dir), "--missing", "hsi", "--missing-rate", "1",
+                                               "-o", str(tmp_path / "marked")])
+    assert given.exit_code == 0, given.output
+    caplog.set_level(logging.INFO)
+    alone = CliRunner().invoke(evaluate.main, [*common, "--input", f"dsm={scene_dir / 'dsm.tif'}", "--labels",
+                                               str(scene_dir / "test_labels.tif"), "-o", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.output
+    assert "hsi not given: absent on every test pixel, so the accuracy is that of a map from dsm (missing rate 0;" in caplog.text
+    marked, scored = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("marked", "alone"))
+    assert set(scored["results"]) == {"overall", "missing hsi"}
+    assert scored["results"]["overall"] == marked["results"]["overall"]
+    assert scored["context"]["protocol"]["missing_rate"] == 0.0
 
 
 def test_json_progress_lines(scene_dir, tmp_path):

@@ -160,14 +160,15 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
         for line in scale_warnings(data, valid, reader, paths):
             log.warning(line)
     normalize(data, valid, specs)
-    train = pixel_set(scene.train_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed, "training")
+    names = [m.name for m in layout]  # the model's modalities, given or not
+    train = pixel_set(scene.train_labels, window, valid, scene.classes, names, protocol, protocol.seed, "training")
     if fitting and len(train) == 0:
         raise MamolError(f"{scene.modalities[0].path.parent}: no training pixel is left after masking nodata; check the rasters' nodata values")
     test = None
     if scene.test_labels is not None and (scene.test_labels > 0).any():
-        test = pixel_set(scene.test_labels, window, valid, scene.classes, scene.names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
+        test = pixel_set(scene.test_labels, window, valid, scene.classes, names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
     validation = None
     if held_out is not None:
-        validation = pixel_set(held_out, window, valid, scene.classes, scene.names, protocol, protocol.seed + VALIDATION_SEED_OFFSET,
+        validation = pixel_set(held_out, window, valid, scene.classes, names, protocol, protocol.seed + VALIDATION_SEED_OFFSET,
                                "validation")
     return PreparedScene(data, valid, window, train, test, validation), specs

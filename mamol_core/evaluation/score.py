@@ -29,11 +29,12 @@ def evaluate_run(run: TrainingRun, amp_dtype: torch.dtype | None, batch_size: in
     return evaluate_predictions(pixels, predicted, [c.name for c in run.config.model.classes], run.config.model.modality_names)
 
 
-def order_scene_for_model(scene: Scene, config: MamolConfig, source: str) -> Scene:
-    """The scene's modalities in the model's order, after :func:`check_sources` (all of them needed)."""
-    check_sources(config.model, {m.name: m.path for m in scene.modalities}, complete=True, where=source)
+def order_scene_for_model(scene: Scene, config: MamolConfig, source: str, complete: bool = True) -> Scene:
+    """The scene's modalities in the model's order, after :func:`check_sources`; with ``complete`` every
+    modality of the model is needed, else those not given are absent on every pixel."""
+    check_sources(config.model, {m.name: m.path for m in scene.modalities}, complete=complete, where=source)
     by_name = {m.name: m for m in scene.modalities}
-    return replace(scene, modalities=[by_name[spec.name] for spec in config.model.modalities])
+    return replace(scene, modalities=[by_name[spec.name] for spec in config.model.modalities if spec.name in by_name])
 
 
 def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: str, stride: int | None,
@@ -52,8 +53,9 @@ def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: s
 def evaluate_model_on_scene(model: MaMOLClassifier, config: MamolConfig, scene: Scene, protocol: ProtocolSpec,
                             device: torch.device, amp_dtype: torch.dtype | None, batch_size: int = 256,
                             progress_mode: str = "bar", mode: str = "pixel", stride: int | None = None) -> Evaluation:
-    """Evaluate a saved model on a scene's test labels with the model's own normalisation."""
-    scene = order_scene_for_model(scene, config, "the scene")
+    """Evaluate a saved model on a scene's test labels with the model's own normalisation; a modality
+    of the model that the scene lacks is absent on every test pixel."""
+    scene = order_scene_for_model(scene, config, "the scene", complete=False)
     if scene.test_labels is None or not (scene.test_labels > 0).any():
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --labels")
     prepared, _ = prepare_scene(scene, protocol, margin=config.model.layout.patch_size, specs=config.model.modalities)
