@@ -166,6 +166,20 @@ def test_an_archive_or_a_gdal_virtual_path_is_refused_with_what_to_pass(model_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.zip"]
 
 
+def test_a_vrt_moved_away_from_its_sources_is_refused_naming_the_source(model_file, scene_dir, tmp_path):
+    from rasterio.shutil import copy
+
+    (tmp_path / "bands").mkdir()
+    (tmp_path / "bands" / "dsm.tif").write_bytes((scene_dir / "dsm.tif").read_bytes())
+    copy(tmp_path / "bands" / "dsm.tif", tmp_path / "bands" / "dsm.vrt", driver="VRT")
+    assert 'relativeToVRT="1"' in (tmp_path / "bands" / "dsm.vrt").read_text()
+    assert run_map("--model", model_file, "--input", f"dsm={tmp_path / 'bands' / 'dsm.vrt'}", "-o", tmp_path / "m.tif").exit_code == 0
+    (tmp_path / "bands" / "dsm.vrt").rename(tmp_path / "dsm.vrt")
+    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'dsm.vrt'}", "-o", tmp_path / "moved.tif")
+    one_line_error(result, f"dsm.vrt: a VRT whose source {tmp_path / 'dsm.tif'} does not exist; build it again where its sources are")
+    assert not (tmp_path / "moved.tif").exists()
+
+
 def test_a_band_marked_alpha_that_is_no_mask_is_refused_with_the_fix(model_file, scene_dir, tmp_path):
     with rasterio.open(scene_dir / "dsm.tif") as src:
         profile = src.profile

@@ -90,6 +90,12 @@ def open_raster(path: Path):
             dataset = rasterio.open(path)
     except RasterioError as exc:
         raise MamolError(f"{path}: cannot be read as a raster ({gdal_reason(exc)}); pass a complete GeoTIFF or another GDAL raster") from None
+    lost = missing_sources(dataset)
+    if lost:
+        dataset.close()
+        lacks = f"sources {lost[0]} and {len(lost) - 1} more do" if len(lost) > 1 else f"source {lost[0]} does"
+        raise MamolError(f"{path}: a VRT whose {lacks} not exist; build it again where its sources are (gdalbuildvrt), "
+                         "or put it back beside them")
     if dataset.count == 0:
         inner = dataset.subdatasets
         dataset.close()
@@ -98,6 +104,14 @@ def open_raster(path: Path):
                              f"(gdalinfo lists them), e.g. gdal_translate {shlex.quote(inner[0])} {shlex.quote(Path(path).stem + '.tif')}")
         raise MamolError(f"{path}: holds no raster band; pass a raster")
     return dataset
+
+
+def missing_sources(dataset) -> list[str]:
+    """The files a VRT refers to that do not exist (a VRT moved away from sources it names relatively);
+    GDAL's virtual paths and subdataset names are not files, and are not checked."""
+    if dataset.driver != "VRT":
+        return []
+    return [name for name in dataset.files[1:] if not name.startswith("/vsi") and not SUBDATASET_NAME.match(name) and not Path(name).exists()]
 
 
 def grid_of(dataset) -> Grid:
