@@ -281,8 +281,11 @@ class MapLandCover(MamolAlgorithm):
             count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
             if modality["bands"] not in (count, layer.bandCount()):  # a band marked alpha by mistake: mamol says how to mark it
                 alpha = " and an alpha band" if count < layer.bandCount() else ""
+                separate = (" If its bands are separate layers, stack them first (Raster › Miscellaneous › Build Virtual Raster…, "
+                            "'Place each input file into a separate band', resolution 'Highest') and give the result."
+                            if count < modality["bands"] else "")
                 return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
-                               f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.")
+                               f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.{separate}")
         return super().checkParameterValues(parameters, context)
 
     def accuracy_note(self, given: list[str]) -> str | None:

@@ -180,6 +180,27 @@ def test_a_vrt_moved_away_from_its_sources_is_refused_naming_the_source(model_fi
     assert not (tmp_path / "moved.tif").exists()
 
 
+def test_a_sensor_given_as_band_files_gets_the_line_that_stacks_them(model_file, scene_dir, tmp_path):
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        profile, cube = src.profile, src.read()
+    (tmp_path / "hsi bands").mkdir()
+    for band in range(2):
+        with rasterio.open(tmp_path / "hsi bands" / f"B{band + 1}.tif", "w", **(profile | {"count": 1})) as dst:
+            dst.write(cube[band], 1)
+    stack = "gdalbuildvrt -separate -resolution highest hsi.vrt"
+    result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"hsi bands: a folder, not a raster; pass a raster file (a sensor's bands as separate files in it: stack them "
+                           f"first, gdalbuildvrt -separate -resolution highest 'hsi bands.vrt' '{tmp_path / 'hsi bands'}'/*.tif)")
+    result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands' / 'B1.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"B1.tif: 1 band, but the model's hsi has 8; pass the hsi raster the model was trained on (its bands as "
+                           f"separate files: stack them first, {stack} BAND1.tif BAND2.tif …)")
+    result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands' / 'B1.tif'}",
+                     "--input", f"hsi={tmp_path / 'hsi bands' / 'B2.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"give each modality once (its bands as separate files: stack them first, {stack} "
+                           f"'{tmp_path / 'hsi bands' / 'B1.tif'}' '{tmp_path / 'hsi bands' / 'B2.tif'}' …)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hsi bands"]
+
+
 def test_a_band_marked_alpha_that_is_no_mask_is_refused_with_the_fix(model_file, scene_dir, tmp_path):
     with rasterio.open(scene_dir / "dsm.tif") as src:
         profile = src.profile

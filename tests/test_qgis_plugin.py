@@ -146,7 +146,9 @@ def test_map_with_one_layer(map_id, tmp_path):
 def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException, match="at least one modality"):
         run(map_id, {"OUTPUT": str(tmp_path / "none.tif")})
-    with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm', 1 band, but the model's hsi has 24 bands"):
+    with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm', 1 band, but the model's hsi has 24 bands: give that "
+                       r"sensor's raster\. If its bands are separate layers, stack them first \(Raster › Miscellaneous › Build Virtual "
+                       r"Raster…, 'Place each input file into a separate band', resolution 'Highest'\)"):
         run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})  # refused before mamol-map runs
     with rasterio.open(SAMPLE / "dsm.tif") as src:  # an alpha band is a mask, not a band
         heights, profile = src.read(1), src.profile

@@ -66,6 +66,11 @@ ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
 SUBDATASET_NAME = re.compile(r"^[A-Z][A-Z0-9_]+:(.+)$")
 
 
+def stack_hint(name: str, files: str = "BAND1.tif BAND2.tif …") -> str:
+    """How to give one sensor whose bands are separate files: stack them into one virtual raster."""
+    return f"gdalbuildvrt -separate -resolution highest {shlex.quote(name + '.vrt')} {files}"
+
+
 def subdataset_file(name: str) -> str:
     """The ``.tif`` name to convert subdataset ``name`` into: its last part (the variable), else ``raster.tif``."""
     last = re.split(r"[:/]", name.rstrip('"/'))[-1].strip('"')
@@ -89,6 +94,9 @@ def open_raster(path: Path):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except RasterioError as exc:
+        if Path(path).is_dir():
+            raise MamolError(f"{path}: a folder, not a raster; pass a raster file (a sensor's bands as separate files in it: stack "
+                             f"them first, {stack_hint(Path(path).name, shlex.quote(str(path)) + '/*.tif')})") from None
         raise MamolError(f"{path}: cannot be read as a raster ({gdal_reason(exc)}); pass a complete GeoTIFF or another GDAL raster") from None
     lost = missing_sources(dataset)
     if lost:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from mamol_core.data.labels import (
     recode_by_name,
 )
 from mamol_core.data.plausibility import undeclared_fill
-from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality
+from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, stack_hint
 from mamol_core.data.sources import check_one_file_each
 from mamol_core.mapping.outputs import is_map_output
 
@@ -69,7 +70,8 @@ def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input",
             raise MamolError(f"{flag} {pair!r}: write NAME=PATH, e.g. {flag} lidar=dsm.tif")
         if name in seen:
             earlier, option = seen[name]
-            raise MamolError(f"{flag} {pair!r}: modality {name!r} was already given by {option} ({earlier}); give each modality once")
+            raise MamolError(f"{flag} {pair!r}: modality {name!r} was already given by {option} ({earlier}); give each modality once "
+                             f"(its bands as separate files: stack them first, {stack_hint(name, f'{shlex.quote(str(earlier))} {shlex.quote(path)} …')})")
         seen[name] = (Path(path), flag)
     return {name: path for name, (path, _) in seen.items()}
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from mamol_core.config import ModelConfig
-from mamol_core.data.rasters import measurement_bands, open_raster
+from mamol_core.data.rasters import measurement_bands, open_raster, stack_hint
 from mamol_core.errors import MamolError
 
 
@@ -29,8 +29,9 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
             bands = len(measurement_bands(src, path)) if specs[name].as_declared else src.count
             alpha = " and an alpha band" if bands < src.count else ""
         if bands != specs[name].bands:
+            separate = f" (its bands as separate files: stack them first, {stack_hint(name)})" if bands < specs[name].bands else ""
             raise MamolError(f"{path}: {bands} band{'' if bands == 1 else 's'}{alpha}, but the model's {name} has {specs[name].bands}; "
-                             f"pass the {name} raster the model was trained on")
+                             f"pass the {name} raster the model was trained on{separate}")
     missing = [name for name in known if name not in sources]
     if complete and missing:
         raise MamolError(f"{where}: has no modality {missing[0]!r} that the model expects; add {missing[0]}.tif or --input {missing[0]}=PATH")
