@@ -170,7 +170,8 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException) as error:
         run(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "AOI": str(tmp_path / "far.gpkg"), "OUTPUT": str(tmp_path / "far.tif")}, feedback)
     message = str(error.value)
-    assert "far.gpkg: does not overlap the input rasters" in message and "Traceback" not in message and "\n" not in message
+    assert f"the area to map (layer 'far', {tmp_path / 'far.gpkg'}): does not overlap the input rasters" in message and \
+        "Traceback" not in message and "\n" not in message
     assert not any("does not overlap" in line for line in feedback.lines)  # shown once, as the error, not also in the log
     assert not (tmp_path / "far.tif").exists()
 
@@ -182,7 +183,8 @@ def test_a_layer_in_another_unit_is_a_warning_of_the_run(map_id, tmp_path):
         dst.write(cube.astype("float32") * 1000)  # another scale
     feedback = Recording()
     run(map_id, {"hsi": str(tmp_path / "hsi_dn.tif"), "lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "m.tif")}, feedback)
-    assert any("hsi_dn.tif: its hsi values look unlike those the model was trained on" in w for w in feedback.warnings), feedback.warnings
+    assert any(f"layer 'hsi_dn' in the hsi slot ({tmp_path / 'hsi_dn.tif'}): its hsi values look unlike those the model was trained on"
+               in w for w in feedback.warnings), feedback.warnings
     assert not any("look unlike" in line for line in feedback.lines)
 
 
