@@ -38,11 +38,13 @@ class MessageFormat(logging.Formatter):
 def setup_logging(quiet: bool) -> None:
     """Messages on stderr, one per line: mamol's at INFO (WARNING with ``quiet``), warnings marked
     ``warning:``; GDAL's own error reports (logged by rasterio at INFO) and pyogrio's record counts
-    are left out, since mamol turns each failure into one line and says what it wrote."""
+    are left out, since mamol turns each failure into one line and says what it wrote; so is torch's
+    INFO (its loggers inherit the root's level until torch has set up its own logging, so a command
+    stopped while torch loads printed torch's cache statistics at exit)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MessageFormat())
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
-    for library in ("rasterio", "pyogrio"):
+    for library in ("rasterio", "pyogrio", "torch"):
         logging.getLogger(library).setLevel(logging.WARNING)
 
 

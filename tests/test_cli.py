@@ -82,6 +82,18 @@ def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_
     assert scored["context"]["protocol"]["missing_rate"] == 0.0
 
 
+def test_torch_says_nothing_at_info_even_when_a_command_stops_before_torch_is_loaded():
+    """An interruption while torch loads used to print torch's FakeTensor cache statistics at exit."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; from mamol_cli.common import setup_logging; setup_logging(False); assert 'torch' not in sys.modules; "
+            "print(logging.getLogger('torch._subclasses.fake_tensor').isEnabledFor(logging.INFO), "
+            "logging.getLogger('mamol_core.mapping').isEnabledFor(logging.INFO))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "True"]
+
+
 def test_json_progress_lines(scene_dir, tmp_path):
     out = tmp_path / "m.safetensors"
     args = ["--scene", str(scene_dir), "-o", str(out), *FAST]
