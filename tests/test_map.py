@@ -412,6 +412,34 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
     assert np.array_equal(maps[0], maps[1])
 
 
+def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, tmp_path, caplog):
+    """A stack whose last bands hold no data on part of the scene: the sensor counts as missing there, and is said to."""
+    _, model = trained
+    cube, profile, _ = read(scene_dir / "hsi.tif")
+    cube = cube.astype(np.float32)
+    edge = int(cube.shape[1] * 0.7)
+    cube[6:, edge:] = np.nan  # bands 7 and 8 end 30 % of the rows early
+    with rasterio.open(tmp_path / "hsi_part.tif", "w", **(profile | {"dtype": "float32", "nodata": float("nan")})) as dst:
+        dst.write(cube)
+    told = f"{tmp_path / 'hsi_part.tif'}: on 3"
+    said = "of the pixels read, only some of its bands hold data (bands 7, 8 empty there); hsi counts as missing on those pixels"
+    result = run_map(model, tmp_path / "part.tif", ("hsi", tmp_path / "hsi_part.tif"), ("dsm", scene_dir / "dsm.tif"),
+                     extra=["--availability", str(tmp_path / "used.tif")])
+    assert result.exit_code == 0, result.output
+    assert told in caplog.text and said in caplog.text, caplog.text
+    used = read(tmp_path / "used.tif")[0][0]  # bit 0: dsm, bit 1: hsi (the model's order)
+    assert (used[edge + 6:] == 1).all() and (used[: edge - 6] == 3).all()  # dsm alone where hsi lacks bands
+    caplog.clear()
+    result = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi_part.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "m.safetensors"),
+                                             *CLI_FAST])
+    assert result.exit_code == 0, result.output
+    assert said in caplog.text, caplog.text
+    caplog.clear()
+    assert run_map(model, tmp_path / "whole.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "only some of its bands" not in caplog.text
+
+
 def test_an_alpha_band_is_the_mask_it_declares_not_a_band(trained, scene_dir, tmp_path):
     _, model = trained
     with rasterio.open(scene_dir / "hsi.tif") as src:

@@ -16,7 +16,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.plausibility import scale_warnings
+from mamol_core.data.plausibility import partial_bands, scale_warnings
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     else:
         for line in scale_warnings(data, valid, reader, paths):
             log.warning(line)
+    for line in partial_bands(data, reader, paths):
+        log.warning(line)
     normalize(data, valid, specs)
     names = [m.name for m in layout]  # the model's modalities, given or not
     train = pixel_set(scene.train_labels, window, valid, scene.classes, names, protocol, protocol.seed, "training")

@@ -25,6 +25,8 @@ MAX_SPREAD_RATIO = 25.0
 #: Fewer valid pixels than this say nothing; more than ``MAX_PIXELS`` are subsampled.
 MIN_PIXELS = 100
 MAX_PIXELS = 100_000
+#: A share of a modality's covered pixels with data in only some of its bands above which it is worth a warning.
+MAX_PARTIAL = 0.02
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
 
@@ -71,13 +73,32 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, pat
     return lines
 
 
-def unlike_training(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
-    """:func:`scale_warnings` for the inputs of ``reader``, read raw at a few places of its grid."""
+def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """One line per given modality whose raw ``data`` (as ``reader`` read it: NaN where a band holds no
+    data) has data in only some of its bands on more than ``MAX_PARTIAL`` of its covered pixels (a stack
+    of bands with different footprints): mamol counts such a pixel as that modality missing."""
+    lines, start = [], 0
+    for spec in reader.modalities:
+        has = np.isfinite(data[start : start + spec.bands].reshape(spec.bands, -1))
+        start += spec.bands
+        covered = has.any(axis=0)
+        partial = covered & ~has.all(axis=0)
+        if spec.name not in paths or spec.bands < 2 or partial.sum() <= MAX_PARTIAL * max(covered.sum(), 1):
+            continue
+        empty = [reader.file_bands(spec.name)[b] for b in np.flatnonzero((~has[:, partial]).mean(axis=1) > 0.5)]
+        lines.append(f"{paths[spec.name]}: on {partial.sum() / covered.sum():.0%} of the pixels read, only some of its bands hold data "
+                     f"({'band' if len(empty) == 1 else 'bands'} {', '.join(map(str, empty)) or 'several'} empty there); "
+                     f"{spec.name} counts as missing on those pixels; stack bands that cover the same area to use them")
+    return lines
+
+
+def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """:func:`scale_warnings` and :func:`partial_bands` for the inputs of ``reader``, read raw at a few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return scale_warnings(data, valid, reader, paths)
+    return [*scale_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths)]
 
 
 def undeclared_fill(path: Path) -> str | None:
