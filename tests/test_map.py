@@ -440,6 +440,35 @@ def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, t
     assert "only some of its bands" not in caplog.text
 
 
+@pytest.mark.parametrize("pixel, warned", [(3.0, True), (2.0, False)])
+def test_a_vrt_coarser_than_its_finest_source_is_warned_about(scene_dir, tmp_path, pixel, warned):
+    """gdalbuildvrt -separate over 2 m and 4 m bands makes a 3 m VRT by default: the 2 m band is read coarser than it is."""
+    from mamol_core.data.plausibility import coarser_vrt
+
+    cube, profile, _ = read(scene_dir / "hsi.tif")
+    t = profile["transform"]
+    with rasterio.open(tmp_path / "fine.tif", "w", **(profile | {"count": 1})) as dst:
+        dst.write(cube[0], 1)
+    with rasterio.open(tmp_path / "coarse.tif", "w", **(profile | {"count": 1, "width": 20, "height": 20,
+                                                                     "transform": t @ Affine.scale(2)})) as dst:
+        dst.write(cube[1, ::2, ::2], 1)
+    side = 40 * 2.0 / pixel
+    bands = "".join(f"""<VRTRasterBand dataType="{profile['dtype'].capitalize()}" band="{i + 1}"><SimpleSource>
+        <SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand>
+        <SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="0" yOff="0" xSize="{side}" ySize="{side}"/>
+        </SimpleSource></VRTRasterBand>""" for i, (name, n) in enumerate((("fine.tif", 40), ("coarse.tif", 20))))
+    (tmp_path / "stack.vrt").write_text(f"""<VRTDataset rasterXSize="{round(side)}" rasterYSize="{round(side)}">
+        <SRS>{profile['crs'].to_wkt()}</SRS><GeoTransform>{t.c}, {pixel}, 0, {t.f}, 0, {-pixel}</GeoTransform>{bands}</VRTDataset>""")
+    with rasterio.open(tmp_path / "stack.vrt") as src:
+        assert src.count == 2 and src.res == (pixel, pixel)
+    said = coarser_vrt(tmp_path / "stack.vrt")
+    assert (said is not None) == warned
+    if warned:
+        assert said.startswith(f"{tmp_path / 'stack.vrt'}: a VRT of pixel 3 over sources as fine as 2 (gdalbuildvrt's default")
+        assert said.endswith("build it again with -resolution highest")
+    assert coarser_vrt(tmp_path / "fine.tif") is None
+
+
 def test_an_alpha_band_is_the_mask_it_declares_not_a_band(trained, scene_dir, tmp_path):
     _, model = trained
     with rasterio.open(scene_dir / "hsi.tif") as src:

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
@@ -25,6 +26,8 @@ MAX_SPREAD_RATIO = 25.0
 #: Fewer valid pixels than this say nothing; more than ``MAX_PIXELS`` are subsampled.
 MIN_PIXELS = 100
 MAX_PIXELS = 100_000
+#: How many of a VRT's sources are opened to compare pixel sizes.
+MAX_SOURCES = 64
 #: A share of a modality's covered pixels with data in only some of its bands above which it is worth a warning.
 MAX_PARTIAL = 0.02
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
@@ -99,6 +102,30 @@ def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
     return [*scale_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths)]
+
+
+def coarser_vrt(path: Path) -> str | None:
+    """A warning when the raster at ``path`` is a VRT whose pixels are coarser than its finest source's
+    in the same CRS (``gdalbuildvrt``'s default resolution is its sources' average, so a stack of 10 and
+    20 m bands is read at 13.3 m); ``None`` otherwise."""
+    with open_raster(path) as src:
+        if src.driver != "VRT":
+            return None
+        crs, own = src.crs, min(abs(src.res[0]), abs(src.res[1]))
+        sources = [name for name in src.files[1:] if Path(name).is_file()]
+    finest = []
+    for name in sources[:MAX_SOURCES]:
+        try:
+            with rasterio.open(name) as source:
+                if source.crs == crs:
+                    finest.append(min(abs(source.res[0]), abs(source.res[1])))
+        except RasterioError:
+            continue  # reading it says why
+    if not finest or own <= min(finest) * 1.01:
+        return None
+    return (f"{path}: a VRT of pixel {own:.4g} over sources as fine as {min(finest):.4g} (gdalbuildvrt's default resolution is the "
+            f"sources' average), so its finest bands are read coarser than they are; if that is not meant, build it again with "
+            f"-resolution highest")
 
 
 def undeclared_fill(path: Path) -> str | None:
