@@ -279,7 +279,7 @@ def test_a_table_of_coordinates_is_refused_with_the_line_that_makes_it_points(mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.csv", "gps.csv"]
 
 
-def test_features_without_geometry_are_counted_and_skipped_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):
+def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):
     import geopandas
     from shapely.geometry import Polygon
 
@@ -289,12 +289,16 @@ def test_features_without_geometry_are_counted_and_skipped_without_a_library_war
     polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
     polygons.loc[0, "geometry"] = Polygon()  # an empty geometry, as editors leave behind
     polygons.loc[1, "geometry"] = None
+    x0, y0, x1, y1 = polygons.geometry[2].bounds
+    polygons.loc[2, "geometry"] = Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])  # a bow tie: its ring crosses itself
     polygons.to_file(tmp_path / "fields.gpkg")
     grid = open_scene(scene_dir).grid
     caplog.set_level(logging.WARNING)
     labels, _, _ = rasterize_vector(tmp_path / "fields.gpkg", "landcover", grid, None)
     assert labels.any()
     assert f"{tmp_path / 'fields.gpkg'}: 2 of {len(polygons)} features have no geometry (null or empty) and were skipped" in caplog.text
+    assert f"{tmp_path / 'fields.gpkg'}: 1 of {len(polygons) - 2} features have invalid geometry (a ring that crosses itself, …)" \
+        in caplog.text
     assert not [w for w in recwarn if "GeoSeries" in str(w.message)], [str(w.message) for w in recwarn]
 
 

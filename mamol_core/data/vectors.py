@@ -33,7 +33,7 @@ def feature_layers(path: Path) -> list[tuple[str, str]] | None:
 
 def read_features(path: Path, layer: str | None):
     """The features of ``layer`` of a vector file (a GeoDataFrame), without those that have no geometry
-    (null or empty; counted in a warning). A file that cannot be read, or a table without geometry (a
+    (null or empty; counted in a warning, as are invalid geometries, which are kept). A file that cannot be read, or a table without geometry (a
     CSV of coordinates), is refused in one line with how to make it a layer of points or polygons."""
     import geopandas
 
@@ -46,7 +46,12 @@ def read_features(path: Path, layer: str | None):
     missing = frame.geometry.isna() | frame.geometry.is_empty
     if missing.any():
         log.warning("%s: %d of %d features have no geometry (null or empty) and were skipped", path, int(missing.sum()), len(frame))
-    return frame[~missing]
+    frame = frame[~missing]
+    invalid = int((~frame.geometry.is_valid).sum())
+    if invalid:
+        log.warning("%s: %d of %d features have invalid geometry (a ring that crosses itself, …) and are burnt as drawn; check them "
+                    "(ogr2ogr -makevalid, or QGIS's Fix geometries)", path, invalid, len(frame))
+    return frame
 
 
 def no_geometry(path: Path, columns: list[str]) -> str:
