@@ -39,7 +39,7 @@ class Grid:
         return GridSpec(self.crs.to_string() if self.crs is not None else None, list(self.pixel_size))
 
     def describe(self) -> str:
-        return f"{self.width}x{self.height} px, {self.crs or 'no CRS'}, origin ({self.transform.c:g}, {self.transform.f:g}), pixel {self.transform.a:g}"
+        return f"{self.width}x{self.height} px, {self.crs or 'no CRS'}, origin ({self.transform.c:.10g}, {self.transform.f:.10g}), pixel {self.transform.a:.10g}"
 
 
 @dataclass(frozen=True)
