@@ -53,6 +53,27 @@ def main(model_path, as_json, check):
                    "(mamol-map maps at this pixel size unless --reference is given)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
+    accuracy = report_accuracy(model_path)
+    if accuracy:
+        click.echo(accuracy)
+
+
+def report_accuracy(model_path: Path) -> str | None:
+    """One line of the accuracy per sensor combination in the model's training report (``<model>.report/``,
+    or ``<model>_report/``), ``None`` without one."""
+    from mamol_core.evaluation.metrics import measure_text
+
+    for folder in (model_path.with_suffix(".report"), model_path.with_name(f"{model_path.stem}_report")):
+        try:
+            report = json.loads((folder / "metrics.json").read_text())
+            results, overall = report["results"], report["results"]["overall"]
+            patterns = "; ".join(f"{name} {measure_text(summary['oa'])}" for name, summary in results.items() if name != "overall")
+            return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
+                    f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
+                    + (f"; by sensors present: {patterns}" if patterns else ""))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not a report
+            continue
+    return None
 
 
 def blocks_text(blocks: list[int]) -> str:

@@ -56,12 +56,16 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert dense_metrics["results"]["overall"]["samples"] == metrics["results"]["overall"]["samples"]
     described = CliRunner().invoke(info.main, [str(model_file)])
     assert "dsm (1 band), hsi (8 bands)" in described.output and "tokens of 2 px, tokenizer width 32, separate encoding" in described.output
+    report = json.loads(model_file.with_suffix(".report").joinpath("metrics.json").read_text())["results"]
+    assert f"accuracy in its report ({model_file.with_suffix('.report')}, {report['overall']['samples']} test pixels, pixel): " \
+        f"OA {report['overall']['oa']:.2f}" in described.output and f"complete {report['complete']['oa']:.2f}" in described.output
     config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)
     assert config["model"]["backbone"]["name"] == "tiny"
     older = tmp_path / "older.safetensors"  # a model file of mamol 0.2.0 reads every band as stored
     copy_with_config(model_file, older, lambda c: c | {"format_version": 2} | {"model": c["model"] | {
         "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
     described = CliRunner().invoke(info.main, [str(older)])
+    assert "accuracy in its report" not in described.output  # a copy without its report
     assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output
 
 
