@@ -176,7 +176,8 @@ def test_a_vrt_moved_away_from_its_sources_is_refused_naming_the_source(model_fi
     assert run_map("--model", model_file, "--input", f"dsm={tmp_path / 'bands' / 'dsm.vrt'}", "-o", tmp_path / "m.tif").exit_code == 0
     (tmp_path / "bands" / "dsm.vrt").rename(tmp_path / "dsm.vrt")
     result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'dsm.vrt'}", "-o", tmp_path / "moved.tif")
-    one_line_error(result, f"dsm.vrt: a VRT whose source {tmp_path / 'dsm.tif'} does not exist; build it again where its sources are")
+    one_line_error(result, f"dsm.vrt: a VRT whose source {tmp_path / 'dsm.tif'} does not exist; build it again over its sources where they are now "
+                           "(gdalbuildvrt), or move it back where it was built")
     assert not (tmp_path / "moved.tif").exists()
 
 
@@ -190,14 +191,15 @@ def test_a_sensor_given_as_band_files_gets_the_line_that_stacks_them(model_file,
     stack = "gdalbuildvrt -separate -resolution highest hsi.vrt"
     result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands'}", "-o", tmp_path / "m.tif")
     one_line_error(result, f"hsi bands: a folder, not a raster; pass a raster file (a sensor's bands as separate files in it: stack them "
-                           f"first, gdalbuildvrt -separate -resolution highest 'hsi bands.vrt' '{tmp_path / 'hsi bands'}'/*.tif)")
+                           f"first, gdalbuildvrt -separate -resolution highest 'hsi bands.vrt' '{tmp_path / 'hsi bands' / 'BAND1.tif'}' "
+                           f"'{tmp_path / 'hsi bands' / 'BAND2.tif'}' …, listing the band files in band order)")
     result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands' / 'B1.tif'}", "-o", tmp_path / "m.tif")
     one_line_error(result, f"B1.tif: 1 band, but the model's hsi has 8; pass the hsi raster the model was trained on (its bands as "
-                           f"separate files: stack them first, {stack} BAND1.tif BAND2.tif …)")
+                           f"separate files: stack them first, {stack} BAND1.tif BAND2.tif …, listing the band files in band order)")
     result = run_map("--model", model_file, "--input", f"hsi={tmp_path / 'hsi bands' / 'B1.tif'}",
                      "--input", f"hsi={tmp_path / 'hsi bands' / 'B2.tif'}", "-o", tmp_path / "m.tif")
     one_line_error(result, f"give each modality once (its bands as separate files: stack them first, {stack} "
-                           f"'{tmp_path / 'hsi bands' / 'B1.tif'}' '{tmp_path / 'hsi bands' / 'B2.tif'}' …)")
+                           f"'{tmp_path / 'hsi bands' / 'B1.tif'}' '{tmp_path / 'hsi bands' / 'B2.tif'}' …, listing the band files in band order)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hsi bands"]
 
 
@@ -245,8 +247,10 @@ def test_a_container_of_subdatasets_is_refused_with_the_one_to_convert(model_fil
     one_line_error(result, "cube.nc: holds 2 subdatasets")
 
 
-def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(model_file, scene_dir, tmp_path):
-    name = f'NETCDF:"{tmp_path / "cube.nc"}":elevation'
+def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(model_file, scene_dir, tmp_path, monkeypatch):
+    (tmp_path / "cube.nc").write_bytes(b"CDF")  # a container: only its existence matters here
+    (tmp_path / "p.gpkg").write_bytes(b"SQLite")
+    name = f'netcdf:"{tmp_path / "cube.nc"}":elevation'  # GDAL reads driver prefixes in any case
     result = run_map("--model", model_file, "--input", f"dsm={name}", "-o", tmp_path / "m.tif")
     one_line_error(result, f"{name}: a GDAL subdataset name, not a file; convert it to a GeoTIFF first")
     assert f"gdal_translate '{name}' elevation.tif" in result.output and "no such file" not in result.output
@@ -254,9 +258,11 @@ def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(
                                              "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
     one_line_error(result, "a GDAL subdataset name, not a file")
     assert "dsm_2024.tif" in result.output
-    result = run_map("--model", model_file, "--input", f"dsm={tmp_path / 'C:x.tif'}", "-o", tmp_path / "m.tif")
-    one_line_error(result, "C:x.tif: no such file; check the path")  # a path with a colon in it is still a path
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.chdir(tmp_path)
+    for path in ("C:x.tif", "S2:B04.tif", f'NETCDF:"{tmp_path / "gone.nc"}":elevation'):  # a drive; paths with a colon; no container
+        result = run_map("--model", model_file, "--input", f"dsm={path}", "-o", tmp_path / "m.tif")
+        one_line_error(result, f"{path}: no such file; check the path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.nc", "p.gpkg"]
 
 
 def test_a_table_of_coordinates_is_refused_with_the_line_that_makes_it_points(model_file, scene_dir, tmp_path):

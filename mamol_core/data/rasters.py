@@ -61,14 +61,25 @@ def gdal_reason(exc: Exception) -> str:
 #: File endings of archives, which hold rasters but are none.
 ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
 
-#: A GDAL subdataset name: a driver's prefix, a colon, then the file and the variable
-#: (``NETCDF:"x.nc":ndvi``, ``HDF5:"x.h5"://grid/band``, ``GPKG:x.gpkg:table``); never a Windows drive (``C:``).
-SUBDATASET_NAME = re.compile(r"^[A-Z][A-Z0-9_]+:(.+)$")
+#: A GDAL subdataset name: a driver's prefix (any case), a colon, then the file (quoted, or up to the
+#: next colon) and the variable (``NETCDF:"x.nc":ndvi``, ``HDF5:"x.h5"://grid/band``, ``GPKG:x.gpkg:table``,
+#: ``HDF4_SDS:UNKNOWN:"x.hdf":0``); never a Windows drive (``C:``), whose prefix is one letter.
+SUBDATASET_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)?(?:"(?P<quoted>[^"]+)"|(?P<plain>(?:[A-Za-z]:)?[^:]+)):')
+
+
+def subdataset_container(name: str) -> Path | None:
+    """The existing file that the GDAL subdataset name ``name`` points into, ``None`` where ``name`` is
+    no such name (a path with a colon in it, such as ``S2:B04.tif``, names no existing container)."""
+    found = SUBDATASET_NAME.match(name)
+    if found is None:
+        return None
+    inner = Path(found.group("quoted") or found.group("plain"))
+    return inner if inner.is_file() else None
 
 
 def stack_hint(name: str, files: str = "BAND1.tif BAND2.tif …") -> str:
-    """How to give one sensor whose bands are separate files: stack them into one virtual raster."""
-    return f"gdalbuildvrt -separate -resolution highest {shlex.quote(name + '.vrt')} {files}"
+    """How to give one sensor whose bands are separate files: stack them, listed in the band order, into one virtual raster."""
+    return f"gdalbuildvrt -separate -resolution highest {shlex.quote(name + '.vrt')} {files}, listing the band files in band order"
 
 
 def subdataset_file(name: str) -> str:
@@ -83,7 +94,7 @@ def open_raster(path: Path):
     if str(path).replace("\\", "/").startswith("/vsi"):  # Windows paths turn its slashes
         raise MamolError(f"{path}: GDAL virtual paths (/vsizip/, /vsicurl/, …) are not read; unzip or download the raster and pass its file")
     if not Path(path).exists():
-        if SUBDATASET_NAME.match(str(path)):
+        if subdataset_container(str(path)) is not None:
             raise MamolError(f"{path}: a GDAL subdataset name, not a file; convert it to a GeoTIFF first "
                              f"(gdal_translate {shlex.quote(str(path))} {subdataset_file(str(path))}) and pass that file")
         raise MamolError(f"{path}: no such file; check the path")
@@ -96,14 +107,14 @@ def open_raster(path: Path):
     except RasterioError as exc:
         if Path(path).is_dir():
             raise MamolError(f"{path}: a folder, not a raster; pass a raster file (a sensor's bands as separate files in it: stack "
-                             f"them first, {stack_hint(Path(path).name, shlex.quote(str(path)) + '/*.tif')})") from None
+                             f"them first, {stack_hint(Path(path).name, ' '.join(shlex.quote(str(Path(path) / b)) for b in ('BAND1.tif', 'BAND2.tif')) + ' …')})") from None
         raise MamolError(f"{path}: cannot be read as a raster ({gdal_reason(exc)}); pass a complete GeoTIFF or another GDAL raster") from None
     lost = missing_sources(dataset)
     if lost:
         dataset.close()
         lacks = f"sources {lost[0]} and {len(lost) - 1} more do" if len(lost) > 1 else f"source {lost[0]} does"
-        raise MamolError(f"{path}: a VRT whose {lacks} not exist; build it again where its sources are (gdalbuildvrt), "
-                         "or put it back beside them")
+        raise MamolError(f"{path}: a VRT whose {lacks} not exist; build it again over its sources where they are now "
+                         "(gdalbuildvrt), or move it back where it was built")
     if dataset.count == 0:
         inner = dataset.subdatasets
         dataset.close()
@@ -116,10 +127,11 @@ def open_raster(path: Path):
 
 def missing_sources(dataset) -> list[str]:
     """The files a VRT refers to that do not exist (a VRT moved away from sources it names relatively);
-    GDAL's virtual paths and subdataset names are not files, and are not checked."""
+    GDAL's virtual paths are not files and are not checked, and a subdataset name counts as its container file."""
     if dataset.driver != "VRT":
         return []
-    return [name for name in dataset.files[1:] if not name.startswith("/vsi") and not SUBDATASET_NAME.match(name) and not Path(name).exists()]
+    return [name for name in dataset.files[1:]
+            if not name.startswith("/vsi") and not Path(name).exists() and subdataset_container(name) is None]
 
 
 def grid_of(dataset) -> Grid:
