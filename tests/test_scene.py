@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from mamol_core.config import ProtocolSpec
+from mamol_core.config import ClassSpec, ProtocolSpec
 from mamol_core.data.pixels import prepare_scene
 from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene, parse_inputs
@@ -329,3 +329,12 @@ def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_co
     (scene_copy / "hsi.tif").write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(MamolError, match="hsi.tif: "):
         prepare_scene(open_scene(scene_copy), ProtocolSpec(0.5, "both", 0), margin=3)
+
+
+def test_class_names_match_in_any_case_unless_the_table_holds_both_cases():
+    from mamol_core.data.labels import class_by_name
+
+    table = [ClassSpec(1, "Grass", "#000000"), ClassSpec(2, "Trees", "#000000"), ClassSpec(3, "grass", "#000000")]
+    code_of = class_by_name(table)
+    assert [code_of(n) for n in ("Grass", "grass", "TREES", "GRASS", "Water")] == [1, 3, 2, None, None]
+    assert class_by_name(table[:2])("GRASS") == 1

@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from affine import Affine
@@ -62,18 +63,35 @@ def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path,
         raise MamolError(f"{path}: label values {unknown} are not in the class table; {fix}")
 
 
+def class_by_name(classes: list[ClassSpec]) -> Callable[[str], int | None]:
+    """The code of a class name in ``classes``: the exact name, else the name in another case (not where
+    the table holds two names that differ only in case, such as "Grass" and "grass"); ``None`` if neither."""
+    exact = {c.name: c.value for c in classes}
+    folded: dict[str, list[int]] = {}
+    for c in classes:
+        folded.setdefault(c.name.casefold(), []).append(c.value)
+
+    def code_of(name: str) -> int | None:
+        if name in exact:
+            return exact[name]
+        matches = folded.get(name.casefold(), [])
+        return matches[0] if len(matches) == 1 else None
+
+    return code_of
+
+
 def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSpec], path: Path) -> np.ndarray:
     """Label codes of a raster described by its own class table ``own``, recoded to the codes the
     ``model`` gives the same class names (case-insensitive), so that "Grass" is scored as Grass
     whatever its code; stops on a labelled class the model does not know."""
     check_label_values(labels, own, path)
-    by_name = {c.name.casefold(): c.value for c in model}
+    code_of = class_by_name(model)
     present = set(np.unique(labels).tolist()) - {0}
     recoded = np.zeros_like(labels)
     for spec in own:
         if spec.value not in present:
             continue
-        target = by_name.get(spec.name.casefold())
+        target = code_of(spec.name)
         if target is None:
             raise MamolError(f"{path}: class {spec.value} {spec.name!r} of its class table is not one of the model's classes "
                              f"({', '.join(c.name for c in model)}); relabel it as 0 or evaluate a model trained with that class")
@@ -254,12 +272,13 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         return codes, table
     names = values.astype(str).to_numpy()
     if classes:
-        lookup = {c.name.casefold(): c.value for c in classes}
-        unknown = sorted({n for n in names if n.casefold() not in lookup})
+        code_of = class_by_name(classes)
+        codes = {name: code_of(name) for name in set(names)}
+        unknown = sorted(name for name, code in codes.items() if code is None)
         if unknown:
             raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table "
                              f"({', '.join(c.name for c in classes)}); {fix}")
-        return np.array([lookup[n.casefold()] for n in names]), classes
+        return np.array([codes[n] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     lookup = {c.name: c.value for c in table}
     return np.array([lookup[n] for n in names]), table
