@@ -282,7 +282,16 @@ def test_a_table_of_coordinates_is_refused_with_the_line_that_makes_it_points(mo
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "--labels", str(tmp_path / "codes.csv"),
                                                 "--label-field", "landcover", "-o", str(tmp_path / "eval"), "--progress", "none"])
     one_line_error(result, "codes.csv: a table without geometry (columns id, landcover); pass points or polygons")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.csv", "gps.csv"]
+    import pandas
+    import pyogrio
+
+    pyogrio.write_dataframe(pandas.read_csv(table), tmp_path / "gps.gpkg", layer="gps")  # a GeoPackage table
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--labels", str(tmp_path / "gps.gpkg"), "--label-field", "landcover",
+                                             "-o", str(tmp_path / "m.safetensors"), *FAST])
+    one_line_error(result, "gps.gpkg: a table without geometry (columns Lon, Lat, landcover); pass points or polygons (a GeoPackage, "
+                           "shapefile or GeoJSON; a table with coordinate columns becomes points with QGIS's Create points layer from table)")
+    assert "ogr2ogr" not in result.output  # its -oo X_POSSIBLE_NAMES is the CSV driver's only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.csv", "gps.csv", "gps.gpkg"]
 
 
 def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):

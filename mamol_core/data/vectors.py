@@ -11,7 +11,9 @@ from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
 
-#: Column names of coordinates in a table, as (x, y) pairs, lower case; the first pair of each is in degrees.
+#: File endings of delimited text, whose coordinate columns ``ogr2ogr -oo X_POSSIBLE_NAMES=…`` reads.
+DELIMITED = (".csv", ".tsv", ".txt")
+#: Column names of coordinates in a table, as (x, y) pairs, lower case; the first four pairs are in degrees.
 COORDINATE_COLUMNS = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat"), ("lng", "lat"), ("x", "y"),
                       ("easting", "northing"), ("east", "north")]
 
@@ -56,13 +58,15 @@ def read_features(path: Path, layer: str | None):
 
 def no_geometry(path: Path, columns: list[str]) -> str:
     """Why a table of ``columns`` is no vector layer, and the ``ogr2ogr`` line that makes it one where it
-    has coordinate columns (assigned WGS 84 where they are named as degrees, else a CRS to fill in)."""
+    is delimited text with coordinate columns (assigned WGS 84 where they are named as degrees, else a CRS to fill in)."""
     lower = {c.lower(): c for c in columns}
-    for number, (x, y) in enumerate(COORDINATE_COLUMNS):
+    delimited = Path(path).suffix.lower() in DELIMITED  # GDAL's CSV driver reads coordinate columns; other tables' drivers do not
+    for number, (x, y) in enumerate(COORDINATE_COLUMNS if delimited else []):
         if x in lower and y in lower:
             crs = "EPSG:4326" if number < 4 else "EPSG:XXXX"
             return (f"{path}: a table without geometry (columns {', '.join(columns)}); make its points a vector layer first "
                     f"(ogr2ogr -oo X_POSSIBLE_NAMES={lower[x]} -oo Y_POSSIBLE_NAMES={lower[y]} -a_srs {crs} "
                     f"{shlex.quote(Path(path).stem + '.gpkg')} {shlex.quote(str(path))}) and pass that file")
     return (f"{path}: a table without geometry (columns {', '.join(columns) or 'none'}); pass points or polygons "
-            "(a GeoPackage, shapefile or GeoJSON)")
+            "(a GeoPackage, shapefile or GeoJSON; a table with coordinate columns becomes points with QGIS's Create points layer "
+            "from table)")
