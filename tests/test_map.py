@@ -422,7 +422,7 @@ def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, t
     with rasterio.open(tmp_path / "hsi_part.tif", "w", **(profile | {"dtype": "float32", "nodata": float("nan")})) as dst:
         dst.write(cube)
     told = f"{tmp_path / 'hsi_part.tif'}: on 3"
-    said = "of the pixels read, only some of its bands hold data (bands 7, 8 empty there); hsi counts as missing on those pixels"
+    said = "of the pixels read, only some of its bands hold data (bands 7, 8 no data there), and hsi counts as missing on such pixels"
     result = run_map(model, tmp_path / "part.tif", ("hsi", tmp_path / "hsi_part.tif"), ("dsm", scene_dir / "dsm.tif"),
                      extra=["--availability", str(tmp_path / "used.tif")])
     assert result.exit_code == 0, result.output
@@ -438,6 +438,22 @@ def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, t
     caplog.clear()
     assert run_map(model, tmp_path / "whole.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
     assert "only some of its bands" not in caplog.text
+    from mamol_core.config import ModalitySpec
+    from mamol_core.data.plausibility import partial_bands
+    from mamol_core.data.reader import ModelReader
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+
+    with rasterio.open(tmp_path / "rgba.tif", "w", **(profile | {"count": 4, "dtype": "uint8", "nodata": None})) as dst:
+        collar = np.where(np.arange(profile["width"]) < 10, 0, 255).astype(np.uint8) * np.ones((profile["height"], 1), np.uint8)
+        dst.write(np.stack([*cube[:3].astype(np.uint8), collar]))  # GDAL marks the fourth band of 4 Byte bands alpha
+    for as_declared in (True, False):  # the alpha band is a mask, even where an older model reads it as a band
+        spec = ModalitySpec("rgb", 3 if as_declared else 4, as_declared=as_declared)
+        with AlignedInputs([MapInput("rgb", tmp_path / "rgba.tif")]) as aligned:
+            reader = ModelReader([spec], aligned)
+            data, _ = reader.read(Window(0, 0, aligned.grid.width, aligned.grid.height), normalized=False)
+            if not as_declared:  # GDAL masks the other bands by the alpha band, which it does not mask: data in 1 band of 4
+                assert np.isnan(data[:3, :, :10]).all() and np.isfinite(data[3]).all()
+            assert partial_bands(data, reader, {"rgb": tmp_path / "rgba.tif"}) == []
 
 
 @pytest.mark.parametrize("pixel, warned", [(3.0, True), (2.0, False)])
@@ -467,6 +483,14 @@ def test_a_vrt_coarser_than_its_finest_source_is_warned_about(scene_dir, tmp_pat
         assert said.startswith(f"{tmp_path / 'stack.vrt'}: a VRT of pixel 3 over sources as fine as 2 (gdalbuildvrt's default")
         assert said.endswith("build it again with -resolution highest")
     assert coarser_vrt(tmp_path / "fine.tif") is None
+    from rasterio.shutil import copy
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(tmp_path / "fine.tif") as src, WarpedVRT(src, transform=t @ Affine.scale(2), width=20, height=20) as warped:
+        copy(warped, tmp_path / "warped.vrt", driver="VRT")  # gdalwarp -of VRT -tr 4 4: coarser on purpose, and no gdalbuildvrt
+    with rasterio.open(tmp_path / "warped.vrt") as src:
+        assert src.res == (4.0, 4.0)
+    assert "VRTWarpedDataset" in (tmp_path / "warped.vrt").read_text() and coarser_vrt(tmp_path / "warped.vrt") is None
 
 
 def test_an_alpha_band_is_the_mask_it_declares_not_a_band(trained, scene_dir, tmp_path):

@@ -146,10 +146,11 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     window = label_window(scene, margin, held_out)
     fitting = specs is None
     layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
+    paths = {m.name: m.path for m in scene.modalities}
     with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
         reader = ModelReader(layout, aligned)
         data, valid = reader.read(window, normalized=False)
-    paths = {m.name: m.path for m in scene.modalities}
+        partial = partial_bands(data, reader, paths)
     for name, notes in reader.notes().items():
         log.info("%s: %s", paths[name], "; ".join(notes))
     if fitting:
@@ -159,7 +160,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     else:
         for line in scale_warnings(data, valid, reader, paths):
             log.warning(line)
-    for line in partial_bands(data, reader, paths):
+    for line in partial:
         log.warning(line)
     normalize(data, valid, specs)
     names = [m.name for m in layout]  # the model's modalities, given or not

@@ -6,12 +6,13 @@ read by the model as measurements and maps wrongly without any error."""
 from __future__ import annotations
 
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioError
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from mamol_core.data.rasters import open_raster, sample_windows
@@ -78,20 +79,29 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, pat
 
 def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     """One line per given modality whose raw ``data`` (as ``reader`` read it: NaN where a band holds no
-    data) has data in only some of its bands on more than ``MAX_PARTIAL`` of its covered pixels (a stack
-    of bands with different footprints): mamol counts such a pixel as that modality missing."""
+    data) has data in only some of its bands on more than ``MAX_PARTIAL`` of its covered pixels: bands
+    that cover different areas, or a nodata value that one band also measures (0 in a normalised DSM).
+    mamol counts such a pixel as that modality missing. Alpha bands (masks) are not counted."""
     lines, start = [], 0
-    for spec in reader.modalities:
-        has = np.isfinite(data[start : start + spec.bands].reshape(spec.bands, -1))
+    for index, spec in enumerate(reader.modalities):
+        bands = data[start : start + spec.bands].reshape(spec.bands, -1)
         start += spec.bands
+        reading = reader.readings[index]
+        if spec.name not in paths or reading is None:
+            continue
+        marked = {b for b, kind in enumerate(reader.aligned.datasets[reader.order[index]].colorinterp) if kind == ColorInterp.alpha}
+        kept = [i for i, band in enumerate(reading.measurements) if band not in marked]
+        has = np.isfinite(bands[kept])
         covered = has.any(axis=0)
         partial = covered & ~has.all(axis=0)
-        if spec.name not in paths or spec.bands < 2 or partial.sum() <= MAX_PARTIAL * max(covered.sum(), 1):
+        if len(kept) < 2 or partial.sum() <= MAX_PARTIAL * max(covered.sum(), 1):
             continue
-        empty = [reader.file_bands(spec.name)[b] for b in np.flatnonzero((~has[:, partial]).mean(axis=1) > 0.5)]
+        empty_share = (~has[:, partial]).mean(axis=1)
+        empty = [reading.measurements[kept[i]] + 1 for i in np.flatnonzero(empty_share >= empty_share.max() / 2)]
         lines.append(f"{paths[spec.name]}: on {partial.sum() / covered.sum():.0%} of the pixels read, only some of its bands hold data "
-                     f"({'band' if len(empty) == 1 else 'bands'} {', '.join(map(str, empty)) or 'several'} empty there); "
-                     f"{spec.name} counts as missing on those pixels; stack bands that cover the same area to use them")
+                     f"({'band' if len(empty) == 1 else 'bands'} {', '.join(map(str, empty))} no data there), and {spec.name} counts "
+                     f"as missing on such pixels: if that is a nodata value the band also measures, declare another; if its bands "
+                     f"cover different areas, stack bands that cover the same area")
     return lines
 
 
@@ -105,20 +115,22 @@ def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
 
 
 def coarser_vrt(path: Path) -> str | None:
-    """A warning when the raster at ``path`` is a VRT whose pixels are coarser than its finest source's
-    in the same CRS (``gdalbuildvrt``'s default resolution is its sources' average, so a stack of 10 and
-    20 m bands is read at 13.3 m); ``None`` otherwise."""
+    """A warning when the raster at ``path`` is a mosaic or stack VRT (not a warped one) whose pixels are
+    coarser than its finest source's in the same CRS (``gdalbuildvrt``'s default resolution is its
+    sources' average, so a stack of 10 and 20 m bands is read at 13.3 m); ``None`` otherwise."""
     with open_raster(path) as src:
-        if src.driver != "VRT":
+        if src.driver != "VRT" or "VRTWarpedDataset" in Path(path).read_text(errors="replace")[:2000]:
             return None
         crs, own = src.crs, min(abs(src.res[0]), abs(src.res[1]))
         sources = [name for name in src.files[1:] if Path(name).is_file()]
     finest = []
     for name in sources[:MAX_SOURCES]:
         try:
-            with rasterio.open(name) as source:
-                if source.crs == crs:
-                    finest.append(min(abs(source.res[0]), abs(source.res[1])))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(name) as source:
+                    if source.crs is not None and source.crs == crs:
+                        finest.append(min(abs(source.res[0]), abs(source.res[1])))
         except RasterioError:
             continue  # reading it says why
     if not finest or own <= min(finest) * 1.01:
@@ -126,6 +138,11 @@ def coarser_vrt(path: Path) -> str | None:
     return (f"{path}: a VRT of pixel {own:.4g} over sources as fine as {min(finest):.4g} (gdalbuildvrt's default resolution is the "
             f"sources' average), so its finest bands are read coarser than they are; if that is not meant, build it again with "
             f"-resolution highest")
+
+
+def file_warnings(path: Path) -> list[str]:
+    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill value."""
+    return [line for line in (coarser_vrt(path), undeclared_fill(path)) if line]
 
 
 def undeclared_fill(path: Path) -> str | None:

@@ -30,7 +30,7 @@ from mamol_core.data.labels import (
     read_label_raster,
     recode_by_name,
 )
-from mamol_core.data.plausibility import coarser_vrt, undeclared_fill
+from mamol_core.data.plausibility import file_warnings
 from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, stack_hint
 from mamol_core.data.sources import check_one_file_each
 from mamol_core.mapping.outputs import is_map_output
@@ -137,7 +137,7 @@ def open_scene(
     folder = Path(folder) if folder is not None else None
     paths = find_modalities(folder, inputs or {})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
-    for warning in filter(None, [check(path) for path in paths.values() for check in (coarser_vrt, undeclared_fill)]):
+    for warning in [line for path in paths.values() for line in file_warnings(path)]:
         log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)

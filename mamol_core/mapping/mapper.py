@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from mamol_core.config import MamolConfig
 from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
-from mamol_core.data.plausibility import coarser_vrt, input_warnings, undeclared_fill
+from mamol_core.data.plausibility import file_warnings, input_warnings
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
@@ -309,8 +309,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                 paths = {item.name: item.path for item in inputs}
                 for name, notes in reader.notes().items():
                     log.info("%s: %s", paths[name], "; ".join(notes))
-                fills = [check(item.path) for item in inputs for check in (coarser_vrt, undeclared_fill)]
-                for line in [*filter(None, fills), *input_warnings(reader, paths)]:
+                for line in [*(line for item in inputs for line in file_warnings(item.path)), *input_warnings(reader, paths)]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side)
         parts = None
