@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -120,10 +121,23 @@ def layer_file(layer, role: str | None = None) -> str:
 
 
 def known_layer_file(layer, made: dict[str, str], role: str | None = None) -> str:
-    """:func:`layer_file`, recorded in ``made`` so that mamol's messages about the file name the layer and its slot."""
+    """:func:`layer_file`, recorded in ``made`` so that mamol's messages about the file name the layer and its slot
+    (every layer given that file), under the path as QGIS gives it and as the command writes it (backslashes on Windows)."""
     path = layer_file(layer, role)
-    made[path] = f"{layer_name(layer, role)} ({path})"
+    mine, earlier, suffix = layer_name(layer, role), made.get(path, ""), f" ({path})"
+    names = f"{earlier[: -len(suffix)]} and {mine}" if earlier.endswith(suffix) else mine
+    for spelling in {path, os.path.normpath(path)}:
+        made[spelling] = names + suffix
     return path
+
+
+def replace_paths(text: str, made: dict[str, str]) -> str:
+    """``text`` with each path of ``made`` replaced by what the analyst knows it as, in one pass (so a
+    replacement is not replaced again), the longest path first, and only where a whole path ends."""
+    if not made:
+        return text
+    pattern = "|".join(re.escape(path) for path in sorted(made, key=len, reverse=True))
+    return re.sub(rf"(?:{pattern})(?![\w\-/\\]|\.\w)", lambda m: made[m.group(0)], text)
 
 
 def raster_problem(layer, role: str | None = None) -> str | None:
@@ -168,8 +182,10 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
                           lambda m: "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
                           + (", band by band" if m.group(1) else ""), text)
-            for path, what in (made or {}).items():  # after the GDAL commands, whose files the menus replace
-                text = text.replace(path, what)
+            text = re.sub(r"build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build Virtual "
+                          "Raster…, resolution 'Highest'", text)
+            text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build Virtual Raster…)")
+            text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
             text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 

@@ -450,6 +450,19 @@ def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_
     assert model.is_file() and not model.with_name("rows.state.safetensors").exists()
 
 
+def test_paths_in_messages_become_layer_names_once_and_whole(plugin):
+    from qgis_plugin.algorithms import known_layer_file, replace_paths
+
+    made = {}
+    for role in ("the hsi slot", "the lidar slot"):  # one file given in two slots: both are named
+        known_layer_file(QgsRasterLayer(str(SAMPLE / "dsm.tif"), "heights"), made, role)
+    assert made[str(SAMPLE / "dsm.tif")] == f"layer 'heights' in the hsi slot and layer 'heights' in the lidar slot ({SAMPLE / 'dsm.tif'})"
+    made = {"/d/scene": "layer 'scene' in the hsi slot (/d/scene)", "/d/scene_mask.tif": "layer 'mask' in the mask (/d/scene_mask.tif)"}
+    text = replace_paths("/d/scene_mask.tif: has no CRS; /d/scene2.tif and /d/scene are not /d/scene.", made)
+    assert text == ("layer 'mask' in the mask (/d/scene_mask.tif): has no CRS; /d/scene2.tif and layer 'scene' in the hsi slot (/d/scene) "
+                    "are not layer 'scene' in the hsi slot (/d/scene).")
+
+
 def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp_path):
     import processing
 
