@@ -42,7 +42,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
-    from mamol_core.evaluation.score import evaluate_model_on_scene
+    from mamol_core.evaluation.score import evaluate_model_on_scene, order_scene_for_model
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
@@ -50,20 +50,22 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
                         for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
+    opened = order_scene_for_model(opened, config, "the inputs", complete=False)
     absent = [name for name in config.model.modality_names if name not in opened.names]
     protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
                             config.protocol.missing if missing is None else missing, config.protocol.seed)
     if absent:
         if missing_rate is None and missing is None:
             protocol = ProtocolSpec(0.0, protocol.missing, protocol.seed)
-        log.info("%s not given: absent on every test pixel, so the accuracy is that of a map from %s%s", " and ".join(absent),
-                 " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
-                 if missing_rate is None and missing is None else "")
+        log.warning("%s not given: absent on every test pixel, so the accuracy is that of a map from %s%s", " and ".join(absent),
+                    " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
+                    if missing_rate is None and missing is None else "")
     model, config = load_model(model_path, compute)
     evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
                                          progress_mode=progress_mode, mode=mode, stride=stride)
     folder = output or model_path.with_suffix(".eval")
-    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "device": str(compute), "mode": mode})
+    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "modalities_given": opened.names,
+                                      "device": str(compute), "mode": mode})
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)

@@ -70,7 +70,7 @@ def report_accuracy(model_path: Path) -> str | None:
             patterns = "; ".join(f"{name} {measure_text(summary['oa'])}" for name, summary in results.items() if name != "overall")
             return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
                     f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
-                    + (f"; by sensors present: {patterns}" if patterns else ""))
+                    + (f"; by missing pattern: {patterns}" if patterns else ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not a report
             continue
     return None

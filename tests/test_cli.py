@@ -83,7 +83,7 @@ def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_
     marked, scored = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("marked", "alone"))
     assert set(scored["results"]) == {"overall", "missing hsi"}
     assert scored["results"]["overall"] == marked["results"]["overall"]
-    assert scored["context"]["protocol"]["missing_rate"] == 0.0
+    assert scored["context"]["protocol"]["missing_rate"] == 0.0 and scored["context"]["modalities_given"] == ["dsm"]
 
 
 def test_torch_says_nothing_at_info_even_when_a_command_stops_before_torch_is_loaded():

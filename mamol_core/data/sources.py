@@ -1,6 +1,6 @@
 """One validation of input rasters against a model, for evaluation and mapping alike: known
 modality names, one file per modality, the model's band counts (alpha bands, masks, not counted
-where the model reads bands as declared), and (for evaluation) every modality present."""
+where the model reads bands as declared), and (where asked, as routing plots ask) every modality present."""
 
 from __future__ import annotations
 
