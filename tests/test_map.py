@@ -422,7 +422,7 @@ def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, t
     with rasterio.open(tmp_path / "hsi_part.tif", "w", **(profile | {"dtype": "float32", "nodata": float("nan")})) as dst:
         dst.write(cube)
     told = f"{tmp_path / 'hsi_part.tif'}: on 3"
-    said = "of the pixels read, only some of its bands hold data (bands 7, 8 no data there), and hsi counts as missing on such pixels"
+    said = "of the pixels read, only some of its bands hold data (bands 7, 8 hold none there), and hsi counts as missing on such pixels"
     result = run_map(model, tmp_path / "part.tif", ("hsi", tmp_path / "hsi_part.tif"), ("dsm", scene_dir / "dsm.tif"),
                      extra=["--availability", str(tmp_path / "used.tif")])
     assert result.exit_code == 0, result.output

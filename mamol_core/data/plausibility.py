@@ -99,7 +99,8 @@ def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path])
         empty_share = (~has[:, partial]).mean(axis=1)
         empty = [reading.measurements[kept[i]] + 1 for i in np.flatnonzero(empty_share >= empty_share.max() / 2)]
         lines.append(f"{paths[spec.name]}: on {partial.sum() / covered.sum():.0%} of the pixels read, only some of its bands hold data "
-                     f"({'band' if len(empty) == 1 else 'bands'} {', '.join(map(str, empty))} no data there), and {spec.name} counts "
+                     f"({'band' if len(empty) == 1 else 'bands'} {', '.join(map(str, empty))} {'holds' if len(empty) == 1 else 'hold'} "
+                     f"none there), and {spec.name} counts "
                      f"as missing on such pixels: if that is a nodata value the band also measures, declare another; if its bands "
                      f"cover different areas, stack bands that cover the same area")
     return lines
@@ -119,8 +120,11 @@ def coarser_vrt(path: Path) -> str | None:
     coarser than its finest source's in the same CRS (``gdalbuildvrt``'s default resolution is its
     sources' average, so a stack of 10 and 20 m bands is read at 13.3 m); ``None`` otherwise."""
     with open_raster(path) as src:
-        if src.driver != "VRT" or "VRTWarpedDataset" in Path(path).read_text(errors="replace")[:2000]:
+        if src.driver != "VRT":
             return None
+        with open(path, errors="replace") as xml:
+            if "VRTWarpedDataset" in xml.read(2000):  # the root element's subClass: gdalwarp -of VRT, coarser on purpose
+                return None
         crs, own = src.crs, min(abs(src.res[0]), abs(src.res[1]))
         sources = [name for name in src.files[1:] if Path(name).is_file()]
     finest = []
