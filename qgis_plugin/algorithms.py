@@ -171,20 +171,23 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         or a temporary file the plugin made for one) as the analyst knows them, and GDAL fixes by QGIS's menu."""
         def known(text: str) -> str:
             path = r"(?:'[^']*'|[^\s')]+)"  # a file in a GDAL command, quoted where it holds spaces or brackets
-            text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign Projection…", text)
-            text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (Reproject)…", text)
-            text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (Convert Format)…, "
-                          r"'Assign a specified nodata value' \1, then use the new raster", text)
-            text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (Convert Format)…, additional "
+            text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
+            text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
+            text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "
+                          r"'Assign a specified nodata value to output bands' \1, then use the new raster", text)
+            text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (convert format)…, additional "
                           "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
-            text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (Convert Format)…, "
+            text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
                           r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
             text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
                           lambda m: "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
                           + (", band by band" if m.group(1) else ""), text)
-            text = re.sub(r"build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build Virtual "
-                          "Raster…, resolution 'Highest'", text)
-            text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build Virtual Raster…)")
+            text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "
+                                "raster…, resolution 'Highest'")
+            text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
+            text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
+                          "the new layer", text)
+            text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
             text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
             text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
             return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
@@ -297,7 +300,7 @@ class MapLandCover(MamolAlgorithm):
             count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
             if modality["bands"] not in (count, layer.bandCount()):  # a band marked alpha by mistake: mamol says how to mark it
                 alpha = " and an alpha band" if count < layer.bandCount() else ""
-                separate = (" If its bands are separate layers, stack them first (Raster › Miscellaneous › Build Virtual Raster…, "
+                separate = (" If its bands are separate layers, stack them first (Raster › Miscellaneous › Build virtual raster…, "
                             "'Place each input file into a separate band', resolution 'Highest') and give the result."
                             if count < modality["bands"] else "")
                 return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
@@ -343,7 +346,8 @@ class MapLandCover(MamolAlgorithm):
         polygons = self.parameterAsOutputLayer(parameters, "POLYGONS", context) if parameters.get("POLYGONS") else None
         if polygons:
             if Path(polygons).suffix.lower() not in (".gpkg", ".geojson"):
-                raise QgsProcessingException(f"{polygons}: save the polygons as a GeoPackage (.gpkg) or GeoJSON (.geojson)")
+                raise QgsProcessingException(f"The Land cover polygons output ({polygons}): save it as a GeoPackage (.gpkg) or "
+                                             "GeoJSON (.geojson)")
             args += ["--polygons", polygons]
             results["POLYGONS"] = polygons
         sieve = self.parameterAsInt(parameters, "SIEVE", context)

@@ -312,7 +312,7 @@ def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_
     labels, _, _ = rasterize_vector(tmp_path / "fields.gpkg", "landcover", grid, None)
     assert labels.any()
     assert f"{tmp_path / 'fields.gpkg'}: 2 of {len(polygons)} features have no geometry (null or empty) and were skipped" in caplog.text
-    assert f"{tmp_path / 'fields.gpkg'}: 1 of {len(polygons) - 2} features have invalid geometry (a ring that crosses itself, …)" \
+    assert f"{tmp_path / 'fields.gpkg'}: 1 of {len(polygons) - 2} features has invalid geometry (a ring that crosses itself, …)" \
         in caplog.text
     assert not [w for w in recwarn if "GeoSeries" in str(w.message)], [str(w.message) for w in recwarn]
 

@@ -753,7 +753,16 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     far = geopandas.GeoDataFrame({"id": [1]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326")
     far.to_file(tmp_path / "far.gpkg")
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "far.gpkg"])
-    assert result.exit_code == 1 and "does not overlap the input rasters" in result.output
+    assert result.exit_code == 1 and f"{tmp_path / 'far.gpkg'}: does not overlap the input rasters; give an area" in result.output
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[triangle], crs="EPSG:4326").to_file(tmp_path / "degrees.gpkg")  # metres as degrees
+    result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "degrees.gpkg"])
+    assert result.exit_code == 1 and f"{tmp_path / 'degrees.gpkg'}: its extent cannot lie in its CRS EPSG:4326" in result.output \
+        and f"(ogr2ogr -a_srs EPSG:XXXX degrees_fixed.gpkg {tmp_path / 'degrees.gpkg'})" in result.output, result.output
+    with rasterio.open(tmp_path / "mask.tif", "r+") as wrong:
+        wrong.crs = "EPSG:4326"
+    result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--mask", tmp_path / "mask.tif"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert f"{tmp_path / 'mask.tif'}: its extent cannot lie in its CRS EPSG:4326" in result.output, result.output
     assert not (tmp_path / "x.tif").exists()
     with rasterio.open(scene_dir / "dsm.tif") as src:
         holed = src.read().astype(np.float32)

@@ -147,8 +147,8 @@ def test_no_layer_is_refused_and_cli_errors_are_one_line(map_id, tmp_path):
     with pytest.raises(QgsProcessingException, match="at least one modality"):
         run(map_id, {"OUTPUT": str(tmp_path / "none.tif")})
     with pytest.raises(QgsProcessingException, match="The hsi slot holds 'dsm', 1 band, but the model's hsi has 24 bands: give that "
-                       r"sensor's raster\. If its bands are separate layers, stack them first \(Raster › Miscellaneous › Build Virtual "
-                       r"Raster…, 'Place each input file into a separate band', resolution 'Highest'\)"):
+                       r"sensor's raster\. If its bands are separate layers, stack them first \(Raster › Miscellaneous › Build virtual "
+                       r"raster…, 'Place each input file into a separate band', resolution 'Highest'\)"):
         run(map_id, {"hsi": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})  # refused before mamol-map runs
     with rasterio.open(SAMPLE / "dsm.tif") as src:  # an alpha band is a mask, not a band
         heights, profile = src.read(1), src.profile
@@ -475,7 +475,7 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
     with pytest.raises(QgsProcessingException) as error:
         processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
     assert f"layer 'heights' ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "(Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
+        "(Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -591,17 +591,38 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     assert 0.3 < mapped < 0.7  # a triangle of its bounding box
     with pytest.raises(QgsProcessingException) as error:  # the temporary file holding the extent is named as the analyst gave it
         run(map_id, {**inputs, "EXTENT": f"0,1,0,1 [EPSG:{epsg}]", "OUTPUT": str(tmp_path / "far.tif")})
-    assert "inside the extent to map: does not overlap the input rasters" in str(error.value), str(error.value)
+    assert "the extent to map: does not overlap the input rasters; give an area inside them" in str(error.value) and \
+        "inside the extent" not in str(error.value), str(error.value)
     shutil.copy(SAMPLE / "dsm.tif", tmp_path / "dsm.tif")
     with pytest.raises(QgsProcessingException) as error:  # options named as the dialog names them
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "dsm.tif")})
     assert "is the input the lidar layer; writing the Land cover output there would destroy it" in str(error.value), str(error.value)
+    with pytest.raises(QgsProcessingException, match=r"The Land cover polygons output \(.*poly\.shp\): save it as a GeoPackage"):
+        run(map_id, {**inputs, "POLYGONS": str(tmp_path / "poly.shp"), "OUTPUT": str(tmp_path / "poly.tif")})
+    import geopandas
+    from shapely.geometry import box
+
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[box(b.left + 10, b.bottom + 10, b.right - 10, b.top - 10)],
+                           crs="EPSG:4326").to_file(tmp_path / "degrees.gpkg")  # metres labelled as degrees
+    with pytest.raises(QgsProcessingException) as error:
+        run(map_id, {**inputs, "AOI": str(tmp_path / "degrees.gpkg"), "OUTPUT": str(tmp_path / "degrees.tif")})
+    assert f"the area to map (layer 'degrees', {tmp_path / 'degrees.gpkg'}): its extent cannot lie in its CRS EPSG:4326" in \
+        str(error.value) and "(Processing Toolbox › Vector general › Assign projection, then use the new layer)" in str(error.value), \
+        str(error.value)
+    # the mask, with metres labelled as degrees: one line naming the mask, not a traceback
+    shutil.copy(SAMPLE / "dsm.tif", tmp_path / "mask.tif")
+    with rasterio.open(tmp_path / "mask.tif", "r+") as wrong:
+        wrong.crs = "EPSG:4326"
+    with pytest.raises(QgsProcessingException) as error:
+        run(map_id, {**inputs, "MASK": str(tmp_path / "mask.tif"), "OUTPUT": str(tmp_path / "masked.tif")})
+    assert f"layer 'mask' in the mask ({tmp_path / 'mask.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
+        "(Raster › Projections › Assign projection…)" in str(error.value) and "Traceback" not in str(error.value), str(error.value)
     with rasterio.open(tmp_path / "dsm.tif", "r+") as wrong:
         wrong.crs = "EPSG:4326"  # metres labelled as degrees
     with pytest.raises(QgsProcessingException) as error:  # the fix by QGIS's menu, not a GDAL command
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert f"layer 'dsm' in the lidar slot ({tmp_path / 'dsm.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "the CRS is wrong: assign the right one (Raster › Projections › Assign Projection…)" in str(error.value), str(error.value)
+        "the CRS is wrong: assign the right one (Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile
     with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:
@@ -618,7 +639,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # the dialog lets it through to mamol, which says how to mark it a band
         run(map_id, {**inputs, "lidar": str(tmp_path / "marked.tif"), "OUTPUT": str(tmp_path / "marked_map.tif")})
     assert "band 2 is marked alpha but holds values between transparent and opaque" in str(error.value) and \
-        "(Raster › Conversion › Translate (Convert Format)…, additional command-line parameters '-colorinterp_2 undefined', then use " \
+        "(Raster › Conversion › Translate (convert format)…, additional command-line parameters '-colorinterp_2 undefined', then use " \
         "the new raster)" in str(error.value), str(error.value)
     copy(SAMPLE / "dsm.tif", tmp_path / "dsm.nc", driver="netCDF")
     variable = QgsRasterLayer(f'NETCDF:"{tmp_path / "dsm.nc"}":Band1', "heights")

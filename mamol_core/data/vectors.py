@@ -45,14 +45,16 @@ def read_features(path: Path, layer: str | None):
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     if not isinstance(frame, geopandas.GeoDataFrame):
         raise MamolError(no_geometry(path, [str(c) for c in frame.columns]))
-    missing = frame.geometry.isna() | frame.geometry.is_empty
-    if missing.any():
-        log.warning("%s: %d of %d features have no geometry (null or empty) and were skipped", path, int(missing.sum()), len(frame))
-    frame = frame[~missing]
+    missing = int((frame.geometry.isna() | frame.geometry.is_empty).sum())
+    if missing:
+        log.warning("%s: %d of %d features %s no geometry (null or empty) and %s skipped", path, missing, len(frame),
+                    *(("has", "was") if missing == 1 else ("have", "were")))
+    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
     invalid = int((~frame.geometry.is_valid).sum())
     if invalid:
-        log.warning("%s: %d of %d features have invalid geometry (a ring that crosses itself, …) and are burnt as drawn; check them "
-                    "(ogr2ogr -makevalid, or QGIS's Fix geometries)", path, invalid, len(frame))
+        log.warning("%s: %d of %d features %s invalid geometry (a ring that crosses itself, …) and %s rasterized as drawn; check "
+                    "them (ogr2ogr -makevalid, or QGIS's Fix geometries)", path, invalid, len(frame),
+                    *(("has", "is") if invalid == 1 else ("have", "are")))
     return frame
 
 

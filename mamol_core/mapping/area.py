@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 from rasterio import features
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -22,6 +23,7 @@ from rasterio.windows import Window
 from mamol_core.data.rasters import Grid, gdal_reason, open_raster
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
+from mamol_core.mapping.crs import check_on_earth
 
 
 def polygon_layer(path: Path) -> str | None:
@@ -55,6 +57,9 @@ def read_polygons(path: Path):
     frame = read_features(path, polygon_layer(path))
     if frame.crs is None:
         raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the rasters")
+    if len(frame):
+        left, bottom, right, top = frame.total_bounds
+        check_on_earth(CRS.from_wkt(frame.crs.to_wkt()), [(left, bottom), (right, top)], path, vector=True)
     if frame.empty or not frame.geom_type.isin(["Polygon", "MultiPolygon"]).all():
         raise MamolError(f"{path}: --aoi needs polygons (it holds {', '.join(sorted(set(frame.geom_type))) or 'no geometry'}); "
                          "draw the area to map as polygons")
@@ -67,10 +72,12 @@ def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str
     its edges), so that tiles of the cut grid are tiles of the whole one."""
     t = grid.transform
     left, bottom, right, top = bounds
+    if not all(map(math.isfinite, bounds)):
+        raise MamolError(f"{source}: cannot be placed in the input rasters' CRS {grid.crs}; check its CRS")
     col0, col1 = math.floor((left - t.c) / t.a + 1e-6), math.ceil((right - t.c) / t.a - 1e-6)
     row0, row1 = math.floor((top - t.f) / t.e + 1e-6), math.ceil((bottom - t.f) / t.e - 1e-6)
     if min(col1, grid.width) <= max(col0, 0) or min(row1, grid.height) <= max(row0, 0):
-        raise MamolError(f"{source}: does not overlap the input rasters; pass an area inside them (check its CRS)")
+        raise MamolError(f"{source}: does not overlap the input rasters; give an area inside them (check its CRS)")
     col0, row0 = max((col0 - margin) // step * step, 0), max((row0 - margin) // step * step, 0)
     col1 = min(-(-(col1 + margin) // step) * step, grid.width)
     row1 = min(-(-(row1 + margin) // step) * step, grid.height)
@@ -86,7 +93,10 @@ class MapArea:
         if mask is not None:
             with open_raster(mask) as src:
                 if src.crs is None:
-                    raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX) so it can be placed on the rasters")
+                    raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(mask))}) "
+                                     "so it can be placed on the rasters")
+                t, w, h = src.transform, src.width, src.height
+                check_on_earth(src.crs, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], mask)
                 self.mask_crs, self.mask_bounds = src.crs, src.bounds
 
     def describe(self) -> str:
@@ -105,7 +115,7 @@ class MapArea:
             boxes.append(transform_bounds(self.mask_crs, grid.crs, *self.mask_bounds))
         left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
         right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
-        return crop_grid(grid, (left, bottom, right, top), self.describe(), margin, step)
+        return crop_grid(grid, (left, bottom, right, top), " and ".join(str(p) for p in (self.aoi, self.mask) if p), margin, step)
 
     def on(self, grid: Grid) -> "GridArea":
         return GridArea(self, grid)

@@ -24,11 +24,12 @@ def parse_crs(text: str | None, source: str = "--assume-crs") -> CRS | None:
 
 
 def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Path, assumed: bool = False,
-                   slack: float = 0.0) -> None:
+                   slack: float = 0.0, vector: bool = False) -> None:
     """Refuse a raster whose corners cannot lie in its CRS: angles past the poles or longitudes past a
     full turn either way in a geographic CRS, or a centre that PROJ cannot place on the Earth in a
     projected one. That is a CRS set wrongly (metres labelled as degrees, say); ``assumed`` says it
-    came from ``--assume-crs``; ``slack`` (half a pixel) allows pixel-centred grids at the poles."""
+    came from ``--assume-crs``; ``slack`` (half a pixel) allows pixel-centred grids at the poles; ``vector``
+    files get the vector command that assigns a CRS."""
     if crs is None:
         return
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
@@ -51,8 +52,9 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         why = f"its centre ({centre[0]:.6g}, {centre[1]:.6g}) is off the Earth in that projection"
     if assumed:
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
-    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: "
-                     f"assign the right one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))})")
+    assign = (f"ogr2ogr -a_srs EPSG:XXXX {shlex.quote(Path(path).stem + '_fixed.gpkg')} {shlex.quote(str(path))}" if vector
+              else f"gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))}")
+    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: assign the right one ({assign})")
 
 
 def metres_per_unit(crs: CRS | None) -> float | None:
