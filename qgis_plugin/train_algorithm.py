@@ -125,17 +125,19 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Accuracy report folder (if skipped: next to the model file)",
                                                                   optional=True, createByDefault=False))
 
-    def sensors(self, parameters, context) -> list[tuple[str, object]]:
-        """``(modality name, layer)`` of every sensor given: the standard slots, then the others."""
-        found = [(name, self.parameterAsRasterLayer(parameters, key, context)) for key, name, _ in SENSOR_SLOTS if parameters.get(key)]
-        found += [(modality_name(layer.name()), layer) for layer in self.parameterAsLayerList(parameters, "INPUTS", context)]
-        return [(name, layer) for name, layer in found if layer is not None]
+    def sensors(self, parameters, context) -> list[tuple[str, object, str]]:
+        """``(modality name, layer, where it was given)`` of every sensor given: the standard slots, then the others."""
+        found = [(name, self.parameterAsRasterLayer(parameters, key, context), f"the {name} slot")
+                 for key, name, _ in SENSOR_SLOTS if parameters.get(key)]
+        found += [(modality_name(layer.name()), layer, "the other sensor rasters")
+                  for layer in self.parameterAsLayerList(parameters, "INPUTS", context)]
+        return [(name, layer, role) for name, layer, role in found if layer is not None]
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         sensors = self.sensors(parameters, context)
         if not sensors:
             return False, "Give at least one sensor raster (a slot, or other sensor rasters)."
-        names = [name for name, _ in sensors]
+        names = [name for name, _, _ in sensors]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             return False, (f"Two sensors would both be called {repeated[0]!r}: rename one layer, or use one slot per sensor.")
@@ -143,15 +145,15 @@ class TrainModel(MamolAlgorithm):
             return False, "Give ground truth: a vector layer with a class field, or a label raster."
         if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the ground-truth layer."
-        problems = [raster_problem(layer) for _, layer in sensors]
+        problems = [raster_problem(layer, role) for _, layer, role in sensors]
         if any(problems):
             return False, next(filter(None, problems))
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         args, made = [], {}
-        for name, layer in self.sensors(parameters, context):
-            args += ["--input", f"{name}={known_layer_file(layer, made)}"]
+        for name, layer, role in self.sensors(parameters, context):
+            args += ["--input", f"{name}={known_layer_file(layer, made, role)}"]
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)

@@ -474,7 +474,7 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
                   "BACKBONE": 3, "DEVICE": 1, "MODEL": str(tmp_path / "m.safetensors")}
     with pytest.raises(QgsProcessingException) as error:
         processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
-    assert f"layer 'heights' ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
+    assert f"layer 'heights' in the lidar slot ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "(Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
     assert not (tmp_path / "m.safetensors").exists()
 
