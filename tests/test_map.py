@@ -271,7 +271,7 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     expect_error(run_map(model, out, ("hsi", tmp_path / "raw.tif")), f"{tmp_path / 'raw.tif'}: placed only by ground control points, "
                  f"on no map grid; warp it onto one first (gdalwarp -t_srs EPSG:XXXX {tmp_path / 'raw.tif'} warped.tif)", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "degrees.tif")),
-                 "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (coordinates up to 5.1", tmp_path, before)
+                 "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (coordinates up to 5104000 degrees, beyond ±90 of latitude", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:4326"]),
                  "--assume-crs EPSG:4326: " + str(tmp_path / "nocrs.tif") + " cannot lie in it", tmp_path, before)
     expect_error(run_map(model, out, hsi, extra=["--reference", str(tmp_path / "degrees.tif")]), "degrees.tif: its extent cannot lie",

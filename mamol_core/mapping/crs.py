@@ -38,7 +38,7 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         pole, turn = math.pi / 2 / radians, 2 * math.pi / radians
         if max(map(abs, ys)) <= pole + slack and max(map(abs, xs)) <= turn + slack:
             return
-        why = f"coordinates up to {max(map(abs, xs + ys)):.6g} {unit}s, beyond ±{pole:g} of latitude or ±{turn:g} of longitude"
+        why = f"coordinates up to {max(map(abs, xs + ys)):.10g} {unit}s, beyond ±{pole:g} of latitude or ±{turn:g} of longitude"
     else:
         import pyproj
 
@@ -49,7 +49,7 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
             return  # PROJ cannot judge this CRS: leave it to the warp
         if math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90:
             return
-        why = f"its centre ({centre[0]:.6g}, {centre[1]:.6g}) is off the Earth in that projection"
+        why = f"its centre ({centre[0]:.10g}, {centre[1]:.10g}) is off the Earth in that projection"
     if assumed:
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
     assign = (f"ogr2ogr -a_srs EPSG:XXXX {shlex.quote(Path(path).stem + '_fixed.gpkg')} {shlex.quote(str(path))}" if vector
