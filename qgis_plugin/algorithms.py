@@ -133,11 +133,11 @@ def known_layer_file(layer, made: dict[str, str], role: str | None = None) -> st
 
 def replace_paths(text: str, made: dict[str, str]) -> str:
     """``text`` with each path of ``made`` replaced by what the analyst knows it as, in one pass (so a
-    replacement is not replaced again), the longest path first, and only where a whole path ends."""
+    replacement is not replaced again), the longest path first, and only where a whole path stands (not inside a longer one)."""
     if not made:
         return text
     pattern = "|".join(re.escape(path) for path in sorted(made, key=len, reverse=True))
-    return re.sub(rf"(?:{pattern})(?![\w\-/\\]|\.\w)", lambda m: made[m.group(0)], text)
+    return re.sub(rf"(?<![\w.\-/\\])(?:{pattern})(?![\w\-/\\]|\.\w)", lambda m: made[m.group(0)], text)
 
 
 def raster_problem(layer, role: str | None = None) -> str | None:

@@ -258,6 +258,8 @@ def test_a_subdataset_name_is_refused_with_the_conversion_not_as_a_missing_file(
                                              "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "model.safetensors"), *FAST])
     one_line_error(result, "a GDAL subdataset name, not a file")
     assert "dsm_2024.tif" in result.output
+    name = f"GTIFF_DIR:1:{tmp_path / 'cube.nc'}"  # a form with the file last
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={name}", "-o", tmp_path / "m.tif"), f"{name}: a GDAL subdataset name")
     monkeypatch.chdir(tmp_path)
     for path in ("C:x.tif", "S2:B04.tif", f'NETCDF:"{tmp_path / "gone.nc"}":elevation'):  # a drive; paths with a colon; no container
         result = run_map("--model", model_file, "--input", f"dsm={path}", "-o", tmp_path / "m.tif")

@@ -271,7 +271,7 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     expect_error(run_map(model, out, ("hsi", tmp_path / "raw.tif")), f"{tmp_path / 'raw.tif'}: placed only by ground control points, "
                  f"on no map grid; warp it onto one first (gdalwarp -t_srs EPSG:XXXX {tmp_path / 'raw.tif'} warped.tif)", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "degrees.tif")),
-                 "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (coordinates up to 5104000 degrees, beyond ±90 of latitude", tmp_path, before)
+                 "degrees.tif: its extent cannot lie in its CRS EPSG:4326 (latitudes up to 5104000 degrees, beyond ±90)", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:4326"]),
                  "--assume-crs EPSG:4326: " + str(tmp_path / "nocrs.tif") + " cannot lie in it", tmp_path, before)
     expect_error(run_map(model, out, hsi, extra=["--reference", str(tmp_path / "degrees.tif")]), "degrees.tif: its extent cannot lie",
@@ -758,6 +758,10 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--aoi", tmp_path / "degrees.gpkg"])
     assert result.exit_code == 1 and f"{tmp_path / 'degrees.gpkg'}: its extent cannot lie in its CRS EPSG:4326" in result.output \
         and f"(ogr2ogr -a_srs EPSG:XXXX degrees_fixed.gpkg {tmp_path / 'degrees.gpkg'})" in result.output, result.output
+    world = Affine(0.25, 0, -180.125, 0, -0.25, 90.125)  # a global grid of pixel-centred cells: edges half a pixel past the poles
+    write_raster(tmp_path / "world.tif", np.ones((721, 1441), np.uint8), world, crs="EPSG:4326")
+    result = run_map(model, tmp_path / "world_map.tif", *inputs, extra=["--mask", tmp_path / "world.tif"])
+    assert result.exit_code == 0 and np.array_equal(read(tmp_path / "world_map.tif")[0], read(tmp_path / "full.tif")[0]), result.output  # the world over the scene: all of it
     with rasterio.open(tmp_path / "mask.tif", "r+") as wrong:
         wrong.crs = "EPSG:4326"
     result = run_map(model, tmp_path / "x.tif", *inputs, extra=["--mask", tmp_path / "mask.tif"])

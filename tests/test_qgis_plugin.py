@@ -458,9 +458,9 @@ def test_paths_in_messages_become_layer_names_once_and_whole(plugin):
         known_layer_file(QgsRasterLayer(str(SAMPLE / "dsm.tif"), "heights"), made, role)
     assert made[str(SAMPLE / "dsm.tif")] == f"layer 'heights' in the hsi slot and layer 'heights' in the lidar slot ({SAMPLE / 'dsm.tif'})"
     made = {"/d/scene": "layer 'scene' in the hsi slot (/d/scene)", "/d/scene_mask.tif": "layer 'mask' in the mask (/d/scene_mask.tif)"}
-    text = replace_paths("/d/scene_mask.tif: has no CRS; /d/scene2.tif and /d/scene are not /d/scene.", made)
+    text = replace_paths("/d/scene_mask.tif: has no CRS; /d/scene2.tif and /d/scene are not /d/scene. /x/d/scene is another", made)
     assert text == ("layer 'mask' in the mask (/d/scene_mask.tif): has no CRS; /d/scene2.tif and layer 'scene' in the hsi slot (/d/scene) "
-                    "are not layer 'scene' in the hsi slot (/d/scene).")
+                    "are not layer 'scene' in the hsi slot (/d/scene). /x/d/scene is another")
 
 
 def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp_path):

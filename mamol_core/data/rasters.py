@@ -61,20 +61,31 @@ def gdal_reason(exc: Exception) -> str:
 #: File endings of archives, which hold rasters but are none.
 ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
 
-#: A GDAL subdataset name: a driver's prefix (any case), a colon, then the file (quoted, or up to the
-#: next colon) and the variable (``NETCDF:"x.nc":ndvi``, ``HDF5:"x.h5"://grid/band``, ``GPKG:x.gpkg:table``,
-#: ``HDF4_SDS:UNKNOWN:"x.hdf":0``); never a Windows drive (``C:``), whose prefix is one letter.
-SUBDATASET_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)?(?:"(?P<quoted>[^"]+)"|(?P<plain>(?:[A-Za-z]:)?[^:]+)):')
+#: A GDAL subdataset name: a driver's prefix (any case), a colon, then the file (quoted, or between colons)
+#: and the variable (``NETCDF:"x.nc":ndvi``, ``HDF5:"x.h5"://grid/band``, ``GPKG:x.gpkg:table``,
+#: ``HDF4_SDS:UNKNOWN:"x.hdf":0``, ``GTIFF_DIR:1:x.tif``); never a Windows drive (``C:``), whose prefix is one letter.
+SUBDATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(?P<rest>.+)$")
 
 
 def subdataset_container(name: str) -> Path | None:
     """The existing file that the GDAL subdataset name ``name`` points into, ``None`` where ``name`` is
-    no such name (a path with a colon in it, such as ``S2:B04.tif``, names no existing container)."""
+    no such name (a path with a colon in it, such as ``S2:B04.tif``, names no existing container). The
+    file is the quoted part, else the first run of colon-separated parts that names a file (so a
+    Windows drive, ``GPKG:C:\\d\\x.gpkg:table``, stays with its path)."""
     found = SUBDATASET_NAME.match(name)
     if found is None:
         return None
-    inner = Path(found.group("quoted") or found.group("plain"))
-    return inner if inner.is_file() else None
+    rest = found.group("rest")
+    quoted = re.search(r'"([^"]+)"', rest)
+    if quoted:
+        return Path(quoted.group(1)) if Path(quoted.group(1)).is_file() else None
+    parts = rest.split(":")
+    for first in range(len(parts)):
+        for last in range(len(parts), first, -1):
+            candidate = Path(":".join(parts[first:last]))
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 def stack_hint(name: str, files: str = "BAND1.tif BAND2.tif …") -> str:

@@ -12,7 +12,7 @@ from mamol_core.errors import MamolError
 log = logging.getLogger(__name__)
 
 #: File endings of delimited text, whose coordinate columns ``ogr2ogr -oo X_POSSIBLE_NAMES=…`` reads.
-DELIMITED = (".csv", ".tsv", ".txt")
+DELIMITED = (".csv", ".tsv")
 #: Column names of coordinates in a table, as (x, y) pairs, lower case; the first four pairs are in degrees.
 COORDINATE_COLUMNS = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat"), ("lng", "lat"), ("x", "y"),
                       ("easting", "northing"), ("east", "north")]

@@ -96,7 +96,7 @@ class MapArea:
                     raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(mask))}) "
                                      "so it can be placed on the rasters")
                 t, w, h = src.transform, src.width, src.height
-                check_on_earth(src.crs, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], mask)
+                check_on_earth(src.crs, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], mask, slack=max(abs(t.a), abs(t.e)) / 2)
                 self.mask_crs, self.mask_bounds = src.crs, src.bounds
 
     def describe(self) -> str:

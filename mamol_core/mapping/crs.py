@@ -36,9 +36,11 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
     if crs.is_geographic:
         unit, radians = crs.units_factor
         pole, turn = math.pi / 2 / radians, 2 * math.pi / radians
-        if max(map(abs, ys)) <= pole + slack and max(map(abs, xs)) <= turn + slack:
+        latitude, longitude = max(map(abs, ys)), max(map(abs, xs))
+        if latitude <= pole + slack and longitude <= turn + slack:
             return
-        why = f"coordinates up to {max(map(abs, xs + ys)):.10g} {unit}s, beyond ±{pole:g} of latitude or ±{turn:g} of longitude"
+        why = (f"latitudes up to {latitude:.10g} {unit}s, beyond ±{pole:g}" if latitude > pole + slack
+               else f"longitudes up to {longitude:.10g} {unit}s, beyond ±{turn:g}")
     else:
         import pyproj
 
