@@ -45,11 +45,12 @@ def read_features(path: Path, layer: str | None):
         raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
     if not isinstance(frame, geopandas.GeoDataFrame):
         raise MamolError(no_geometry(path, [str(c) for c in frame.columns]))
-    missing = int((frame.geometry.isna() | frame.geometry.is_empty).sum())
+    without = frame.geometry.isna() | frame.geometry.is_empty
+    missing = int(without.sum())
     if missing:
         log.warning("%s: %d of %d features %s no geometry (null or empty) and %s skipped", path, missing, len(frame),
                     *(("has", "was") if missing == 1 else ("have", "were")))
-    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    frame = frame[~without]
     invalid = int((~frame.geometry.is_valid).sum())
     if invalid:
         log.warning("%s: %d of %d features %s invalid geometry (a ring that crosses itself, …) and %s rasterized as drawn; check "

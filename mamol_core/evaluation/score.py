@@ -53,9 +53,9 @@ def predict_test_pixels(model: MaMOLClassifier, prepared: PreparedScene, mode: s
 def evaluate_model_on_scene(model: MaMOLClassifier, config: MamolConfig, scene: Scene, protocol: ProtocolSpec,
                             device: torch.device, amp_dtype: torch.dtype | None, batch_size: int = 256,
                             progress_mode: str = "bar", mode: str = "pixel", stride: int | None = None) -> Evaluation:
-    """Evaluate a saved model on a scene's test labels with the model's own normalisation; a modality
-    of the model that the scene lacks is absent on every test pixel."""
-    scene = order_scene_for_model(scene, config, "the scene", complete=False)
+    """Evaluate a saved model on a scene's test labels with the model's own normalisation; ``scene`` holds
+    the model's modalities in its order (:func:`order_scene_for_model`), and one it lacks is absent on
+    every test pixel."""
     if scene.test_labels is None or not (scene.test_labels > 0).any():
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --labels")
     prepared, _ = prepare_scene(scene, protocol, margin=config.model.layout.patch_size, specs=config.model.modalities)

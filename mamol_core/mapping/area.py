@@ -20,9 +20,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from mamol_core.data.rasters import Grid, gdal_reason, open_raster
+from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
+from mamol_core.mapping.align import effective_grid
 from mamol_core.mapping.crs import check_on_earth
 
 
@@ -95,8 +96,7 @@ class MapArea:
                 if src.crs is None:
                     raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(mask))}) "
                                      "so it can be placed on the rasters")
-                t, w, h = src.transform, src.width, src.height
-                check_on_earth(src.crs, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], mask, slack=max(abs(t.a), abs(t.e)) / 2)
+                effective_grid(grid_of(src), None, mask)  # refused, as inputs are, where its extent cannot lie in its CRS
                 self.mask_crs, self.mask_bounds = src.crs, src.bounds
 
     def describe(self) -> str:
