@@ -376,7 +376,7 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
-    one_line_error(result, "'Glacier' of its class table is not one of the model's classes")
+    one_line_error(result, "class " + str(codes[0]) + " of its class table: 'Glacier' is not in the model's classes")
     assert not (tmp_path / "c").exists()
 
 
@@ -421,7 +421,7 @@ def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refuse
     polygons.to_file(tmp_path / "named.gpkg", driver="GPKG")
     result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
                                                 "-o", str(tmp_path / "b"), "--quiet"])
-    one_line_error(result, f"class names ['Glacier'] in field 'landcover' are not in the class table "
+    one_line_error(result, f"field 'landcover': class name 'Glacier' is not in the class table "
                            f"({', '.join(c.name for c in model_classes)}); relabel them or evaluate a model")
     assert not (tmp_path / "b").exists()
 

@@ -332,9 +332,12 @@ def test_a_damaged_modality_raster_is_one_line_when_a_scene_is_prepared(scene_co
 
 
 def test_class_names_match_in_any_case_unless_the_table_holds_both_cases():
-    from mamol_core.data.labels import class_by_name
+    from mamol_core.data.labels import class_by_name, unknown_names_message
 
     table = [ClassSpec(1, "Grass", "#000000"), ClassSpec(2, "Trees", "#000000"), ClassSpec(3, "grass", "#000000")]
     code_of = class_by_name(table)
     assert [code_of(n) for n in ("Grass", "grass", "TREES", "GRASS", "Water")] == [1, 3, 2, None, None]
     assert class_by_name(table[:2])("GRASS") == 1
+    message = unknown_names_message(["GRASS", "Water"], table)
+    assert message == ("'GRASS' matches 'Grass' and 'grass' of the class table only in case (spell it as one of them); "
+                       "'Water' is not in the class table (Grass, Trees, grass)")

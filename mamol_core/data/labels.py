@@ -80,6 +80,19 @@ def class_by_name(classes: list[ClassSpec]) -> Callable[[str], int | None]:
     return code_of
 
 
+def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str = "the class table") -> str:
+    """Why each of ``names`` has no code in ``classes`` (called ``table``): not one of its names, or
+    matching two or more of them that differ only in case (which one is meant is not guessed)."""
+    spellings = {n: [c.name for c in classes if c.name.casefold() == n.casefold()] for n in names}
+    parts = [f"{n!r} matches {' and '.join(repr(s) for s in spellings[n])} of {table} only in case (spell it as one of them)"
+             for n in names if len(spellings[n]) > 1]
+    missing = [n for n in names if len(spellings[n]) < 2]
+    if missing:
+        listed = ", ".join(repr(n) for n in missing)
+        parts.append(f"{listed} {'are' if len(missing) > 1 else 'is'} not in {table} ({', '.join(c.name for c in classes)})")
+    return "; ".join(parts)
+
+
 def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSpec], path: Path) -> np.ndarray:
     """Label codes of a raster described by its own class table ``own``, recoded to the codes the
     ``model`` gives the same class names (case-insensitive), so that "Grass" is scored as Grass
@@ -93,8 +106,9 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
             continue
         target = code_of(spec.name)
         if target is None:
-            raise MamolError(f"{path}: class {spec.value} {spec.name!r} of its class table is not one of the model's classes "
-                             f"({', '.join(c.name for c in model)}); relabel it as 0 or evaluate a model trained with that class")
+            why = unknown_names_message([spec.name], model, "the model's classes")
+            raise MamolError(f"{path}: class {spec.value} of its class table: {why}; relabel it as 0 or evaluate a model "
+                             "trained with that class")
         recoded[labels == spec.value] = target
         if target != spec.value:
             log.info("%s: class %d %r is the model's class %d", path, spec.value, spec.name, target)
@@ -276,8 +290,8 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         codes = {name: code_of(name) for name in set(names)}
         unknown = sorted(name for name, code in codes.items() if code is None)
         if unknown:
-            raise MamolError(f"{path}: class names {unknown} in field {field!r} are not in the class table "
-                             f"({', '.join(c.name for c in classes)}); {fix}")
+            raise MamolError(f"{path}: field {field!r}: class {'names' if len(unknown) > 1 else 'name'} "
+                             f"{unknown_names_message(unknown, classes)}; {fix}")
         return np.array([codes[n] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     lookup = {c.name: c.value for c in table}
