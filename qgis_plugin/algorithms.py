@@ -122,12 +122,15 @@ def layer_file(layer, role: str | None = None) -> str:
 
 def known_layer_file(layer, made: dict[str, str], role: str | None = None) -> str:
     """:func:`layer_file`, recorded in ``made`` so that mamol's messages about the file name the layer and its slot
-    (every layer given that file), under the path as QGIS gives it and as the command writes it (backslashes on Windows)."""
+    (every layer given that file, however its path is spelt), under the path as QGIS gives it and as the command
+    writes it (backslashes on Windows)."""
     path = layer_file(layer, role)
-    mine, earlier, suffix = layer_name(layer, role), made.get(path, ""), f" ({path})"
-    names = f"{earlier[: -len(suffix)]} and {mine}" if earlier.endswith(suffix) else mine
-    for spelling in {path, os.path.normpath(path)}:
-        made[spelling] = names + suffix
+    same_file = os.path.normpath(path)
+    spellings = {path, same_file} | {known for known in made if os.path.normpath(known) == same_file}
+    mine, earlier = layer_name(layer, role), made.get(same_file, "").removesuffix(f" ({same_file})")
+    names = f"{earlier} and {mine}" if earlier else mine
+    for spelling in spellings:
+        made[spelling] = f"{names} ({spelling})"
     return path
 
 

@@ -457,6 +457,10 @@ def test_paths_in_messages_become_layer_names_once_and_whole(plugin):
     for role in ("the hsi slot", "the lidar slot"):  # one file given in two slots: both are named
         known_layer_file(QgsRasterLayer(str(SAMPLE / "dsm.tif"), "heights"), made, role)
     assert made[str(SAMPLE / "dsm.tif")] == f"layer 'heights' in the hsi slot and layer 'heights' in the lidar slot ({SAMPLE / 'dsm.tif'})"
+    made = {}
+    for name, spelling in (("first", f"{SAMPLE}/./dsm.tif"), ("second", str(SAMPLE / "dsm.tif"))):  # one file spelt two ways
+        known_layer_file(QgsRasterLayer(spelling, name), made, f"the {name} slot")
+    assert made and all(text.startswith("layer 'first' in the first slot and layer 'second' in the second slot (") for text in made.values())
     made = {"/d/scene": "layer 'scene' in the hsi slot (/d/scene)", "/d/scene_mask.tif": "layer 'mask' in the mask (/d/scene_mask.tif)"}
     text = replace_paths("/d/scene_mask.tif: has no CRS; /d/scene2.tif and /d/scene are not /d/scene. /x/d/scene is another", made)
     assert text == ("layer 'mask' in the mask (/d/scene_mask.tif): has no CRS; /d/scene2.tif and layer 'scene' in the hsi slot (/d/scene) "
