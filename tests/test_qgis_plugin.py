@@ -64,6 +64,7 @@ class Iface:
 def qgis_app(tmp_path_factory):
     os.environ["MAMOL_BIN_DIR"] = str(Path(sys.executable).parent)
     os.environ["MAMOL_QGIS_MODELS"] = str(MODEL)
+    QgsApplication.setPrefixPath(os.environ.get("QGIS_PREFIX_PATH", "/usr"), True)  # where QGIS finds its data providers
     app = QgsApplication([], True, str(tmp_path_factory.mktemp("qgis_profile")))
     app.initQgis()
     from qgis.core import QgsSettings
@@ -416,6 +417,26 @@ def test_a_training_warning_names_the_ground_truth_layer_not_the_plugins_copy(pl
                    feedback=feedback)
     assert [w for w in feedback.warnings if w.startswith(f"the ground truth (layer 'fields', {tmp_path / 'fields.geojson'}): 25 pixels "
                                                         "lie under features of different classes")], feedback.warnings
+
+
+
+def test_ground_truth_from_a_table_of_coordinates_is_trained_on(plugin, tmp_path):
+    import geopandas
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    points = geopandas.read_file(SAMPLE / "train_points.gpkg")
+    points.assign(x=points.geometry.x, y=points.geometry.y).drop(columns="geometry").to_csv(tmp_path / "truth.csv", index=False)
+    uri = f"{(tmp_path / 'truth.csv').as_uri()}?type=csv&xField=x&yField=y&crs={points.crs.to_string()}"
+    truth = QgsVectorLayer(uri, "field survey", "delimitedtext")  # Layer › Add Delimited Text Layer…
+    assert truth.isValid() and truth.featureCount() == len(points)
+    model = tmp_path / "m.safetensors"
+    processing.run("mamol:train", {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1,
+                                   "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1, "MODEL": str(model)}, feedback=QgsProcessingFeedback())
+    config = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert sorted(c["name"] for c in config["model"]["classes"]) == sorted(set(points["landcover"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report", "m.safetensors", "truth.csv"]  # the plugin's copy is gone
 
 
 class CancelTraining(QgsProcessingFeedback):
