@@ -125,13 +125,19 @@ def known_layer_file(layer, made: dict[str, str], role: str | None = None) -> st
     (every layer given that file, however its path is spelt), under the path as QGIS gives it and as the command
     writes it (backslashes on Windows)."""
     path = layer_file(layer, role)
-    same_file = os.path.normpath(path)
-    spellings = {path, same_file} | {known for known in made if os.path.normpath(known) == same_file}
-    mine, earlier = layer_name(layer, role), made.get(same_file, "").removesuffix(f" ({same_file})")
-    names = f"{earlier} and {mine}" if earlier else mine
-    for spelling in spellings:
+    same_file = [known for known in made if same_path(known, path)]
+    earlier = ""
+    if same_file and made[same_file[0]].endswith(f" ({same_file[0]})"):  # another layer's name, not a file the plugin made
+        earlier = made[same_file[0]][: -len(f" ({same_file[0]})")]
+    names = f"{earlier} and {layer_name(layer, role)}" if earlier else layer_name(layer, role)
+    for spelling in {path, os.path.normpath(path), *same_file}:
         made[spelling] = f"{names} ({spelling})"
     return path
+
+
+def same_path(first: str, second: str) -> bool:
+    """Whether two spellings name one file (``./``, ``//``, ``/`` against ``\\`` and, on Windows, case)."""
+    return os.path.normcase(os.path.normpath(first)) == os.path.normcase(os.path.normpath(second))
 
 
 def replace_paths(text: str, made: dict[str, str]) -> str:

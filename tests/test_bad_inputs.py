@@ -376,7 +376,7 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
-    one_line_error(result, "class " + str(codes[0]) + " of its class table: 'Glacier' is not in the model's classes")
+    one_line_error(result, "class " + str(codes[0]) + " of its class table: class name 'Glacier' is not in the model's classes")
     assert not (tmp_path / "c").exists()
 
 

@@ -35,6 +35,9 @@ qgis_core = pytest.importorskip("qgis.core", reason="QGIS is not installed (apt-
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer  # noqa: E402
 from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
 
+# Where QGIS finds its data providers (delimited text among them), set before any test makes a layer
+QgsApplication.setPrefixPath(os.environ.get("QGIS_PREFIX_PATH", "/usr"), True)
+
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
@@ -64,7 +67,6 @@ class Iface:
 def qgis_app(tmp_path_factory):
     os.environ["MAMOL_BIN_DIR"] = str(Path(sys.executable).parent)
     os.environ["MAMOL_QGIS_MODELS"] = str(MODEL)
-    QgsApplication.setPrefixPath(os.environ.get("QGIS_PREFIX_PATH", "/usr"), True)  # where QGIS finds its data providers
     app = QgsApplication([], True, str(tmp_path_factory.mktemp("qgis_profile")))
     app.initQgis()
     from qgis.core import QgsSettings
@@ -335,7 +337,7 @@ def categorized(layer, field, classes):
     layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
 
 
-def test_class_table_from_the_ground_truths_categorized_style(tmp_path):
+def test_class_table_from_the_ground_truths_categorized_style(qgis_app, tmp_path):
     from qgis.core import QgsVectorLayer
 
     from qgis_plugin.classes import class_table
@@ -419,7 +421,6 @@ def test_a_training_warning_names_the_ground_truth_layer_not_the_plugins_copy(pl
                                                         "lie under features of different classes")], feedback.warnings
 
 
-
 def test_ground_truth_from_a_table_of_coordinates_is_trained_on(plugin, tmp_path):
     import geopandas
     import processing
@@ -436,7 +437,7 @@ def test_ground_truth_from_a_table_of_coordinates_is_trained_on(plugin, tmp_path
     config = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
                                        text=True, check=True).stdout)
     assert sorted(c["name"] for c in config["model"]["classes"]) == sorted(set(points["landcover"]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report", "m.safetensors", "truth.csv"]  # the plugin's copy is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report", "m.safetensors", "truth.csv"]  # nothing written beside the table
 
 
 class CancelTraining(QgsProcessingFeedback):
@@ -481,7 +482,8 @@ def test_paths_in_messages_become_layer_names_once_and_whole(plugin):
     made = {}
     for name, spelling in (("first", f"{SAMPLE}/./dsm.tif"), ("second", str(SAMPLE / "dsm.tif"))):  # one file spelt two ways
         known_layer_file(QgsRasterLayer(spelling, name), made, f"the {name} slot")
-    assert made and all(text.startswith("layer 'first' in the first slot and layer 'second' in the second slot (") for text in made.values())
+    assert made and all(text == f"layer 'first' in the first slot and layer 'second' in the second slot ({spelling})"
+                        for spelling, text in made.items())
     made = {"/d/scene": "layer 'scene' in the hsi slot (/d/scene)", "/d/scene_mask.tif": "layer 'mask' in the mask (/d/scene_mask.tif)"}
     text = replace_paths("/d/scene_mask.tif: has no CRS; /d/scene2.tif and /d/scene are not /d/scene. /x/d/scene is another", made)
     assert text == ("layer 'mask' in the mask (/d/scene_mask.tif): has no CRS; /d/scene2.tif and layer 'scene' in the hsi slot (/d/scene) "

@@ -338,6 +338,6 @@ def test_class_names_match_in_any_case_unless_the_table_holds_both_cases():
     code_of = class_by_name(table)
     assert [code_of(n) for n in ("Grass", "grass", "TREES", "GRASS", "Water")] == [1, 3, 2, None, None]
     assert class_by_name(table[:2])("GRASS") == 1
-    message = unknown_names_message(["GRASS", "Water"], table)
-    assert message == ("'GRASS' matches 'Grass' and 'grass' of the class table only in case (spell it as one of them); "
-                       "'Water' is not in the class table (Grass, Trees, grass)")
+    message = unknown_names_message(["GRASS", "Water", "Sand"], table, "the class table", "add them", "in the field")
+    assert message == ("class name 'GRASS' matches 'Grass' and 'grass' of the class table only in case; spell it as one of them in "
+                       "the field; class names 'Water' and 'Sand' are not in the class table (Grass, Trees, grass); add them")

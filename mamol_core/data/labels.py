@@ -80,17 +80,26 @@ def class_by_name(classes: list[ClassSpec]) -> Callable[[str], int | None]:
     return code_of
 
 
-def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str = "the class table") -> str:
-    """Why each of ``names`` has no code in ``classes`` (called ``table``): not one of its names, or
-    matching two or more of them that differ only in case (which one is meant is not guessed)."""
+def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str, fix: str, respell: str) -> str:
+    """Why each of ``names`` (names :func:`class_by_name` found no code for) has none in ``classes``, called
+    ``table``, with what to do: a name matching two or more of its names that differ only in case (which
+    one is meant is not guessed) is to be spelt as one of them (``respell`` says where); the others are
+    not in the table (``fix``)."""
     spellings = {n: [c.name for c in classes if c.name.casefold() == n.casefold()] for n in names}
-    parts = [f"{n!r} matches {' and '.join(repr(s) for s in spellings[n])} of {table} only in case (spell it as one of them)"
+    parts = [f"class name {n!r} matches {listing(spellings[n])} of {table} only in case; spell it as one of them {respell}"
              for n in names if len(spellings[n]) > 1]
     missing = [n for n in names if len(spellings[n]) < 2]
     if missing:
-        listed = ", ".join(repr(n) for n in missing)
-        parts.append(f"{listed} {'are' if len(missing) > 1 else 'is'} not in {table} ({', '.join(c.name for c in classes)})")
+        plural = len(missing) > 1
+        parts.append(f"class name{'s' if plural else ''} {listing(missing)} {'are' if plural else 'is'} not in {table} "
+                     f"({', '.join(c.name for c in classes)}); {fix}")
     return "; ".join(parts)
+
+
+def listing(names: list[str]) -> str:
+    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'``."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSpec], path: Path) -> np.ndarray:
@@ -106,9 +115,9 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
             continue
         target = code_of(spec.name)
         if target is None:
-            why = unknown_names_message([spec.name], model, "the model's classes")
-            raise MamolError(f"{path}: class {spec.value} of its class table: {why}; relabel it as 0 or evaluate a model "
-                             "trained with that class")
+            why = unknown_names_message([spec.name], model, "the model's classes", "relabel it as 0 or evaluate a model "
+                                        "trained with that class", "in the scene's classes.json")
+            raise MamolError(f"{path}: class {spec.value} of its class table: {why}")
         recoded[labels == spec.value] = target
         if target != spec.value:
             log.info("%s: class %d %r is the model's class %d", path, spec.value, spec.name, target)
@@ -290,8 +299,7 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         codes = {name: code_of(name) for name in set(names)}
         unknown = sorted(name for name, code in codes.items() if code is None)
         if unknown:
-            raise MamolError(f"{path}: field {field!r}: class {'names' if len(unknown) > 1 else 'name'} "
-                             f"{unknown_names_message(unknown, classes)}; {fix}")
+            raise MamolError(f"{path}: field {field!r}: {unknown_names_message(unknown, classes, 'the class table', fix, 'in the field')}")
         return np.array([codes[n] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     lookup = {c.name: c.value for c in table}
