@@ -34,11 +34,13 @@ from mamol_core.data.labels import VALIDATION_UNITS, validation_holdout  # noqa:
 from mamol_core.data.scene import open_scene  # noqa: E402
 
 
-def write_turned(path: Path, array: np.ndarray, profile: dict, angle: float, labels: bool) -> None:
-    """``array`` turned by ``angle`` degrees (bilinear and reflected at the edges for data, nearest and
-    0 outside for labels), written in the source's CRS on a grid of its pixel size with a nominal origin."""
+def write_turned(path: Path, array: np.ndarray, profile: dict, angle: float, labels: bool, nearest: bool = False) -> None:
+    """``array`` turned by ``angle`` degrees (data bilinearly, or at the nearest pixel with ``nearest``, reflected
+    at the edges; labels at the nearest pixel, 0 outside), written in the source's CRS on a grid of its pixel
+    size with a nominal origin."""
     if angle:
-        array = ndimage.rotate(array, angle, reshape=True, order=0 if labels else 1, mode="constant" if labels else "reflect", cval=0)
+        array = ndimage.rotate(array, angle, reshape=True, order=0 if labels or nearest else 1,
+                               mode="constant" if labels else "reflect", cval=0)
     transform = profile["transform"]
     profile = {**profile, "height": array.shape[0], "width": array.shape[1], "nodata": None,
                "transform": from_origin(transform.c, transform.f, transform.a, -transform.e)}
@@ -46,15 +48,16 @@ def write_turned(path: Path, array: np.ndarray, profile: dict, angle: float, lab
         dst.write(array.astype(profile["dtype"]), 1)
 
 
-def turned_scene(scene_dir: Path, held_out: np.ndarray, angle: float, folder: Path) -> Path:
-    """A scene folder with every single-band modality raster turned by ``angle`` and the held-out labels as test labels."""
+def turned_scene(scene_dir: Path, held_out: np.ndarray, angle: float, folder: Path, nearest: bool = False) -> Path:
+    """A scene folder with every single-band modality raster turned by ``angle`` (at the nearest pixel with
+    ``nearest``) and the held-out labels as test labels."""
     scene = open_scene(scene_dir)
     folder.mkdir(parents=True)
     for modality in scene.modalities:
         with rasterio.open(modality.path) as src:
             if src.count != 1:
                 raise SystemExit(f"{modality.path}: this script turns single-band rasters only")
-            write_turned(folder / modality.path.name, src.read(1), src.profile, angle, labels=False)
+            write_turned(folder / modality.path.name, src.read(1), src.profile, angle, labels=False, nearest=nearest)
     with rasterio.open(scene_dir / "train_labels.tif") as src:
         write_turned(folder / "test_labels.tif", held_out, src.profile, angle, labels=True)
     shutil.copy(scene_dir / "classes.json", folder / "classes.json")
@@ -68,6 +71,9 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25, help="The --validation share the runs used.")
     parser.add_argument("--unit", choices=VALIDATION_UNITS, default="blocks", help="The --validation-unit the runs used.")
     parser.add_argument("--angles", default="0,15,30,45")
+    parser.add_argument("--read", choices=["bilinear", "nearest"], default="bilinear",
+                        help="How the scene's bands are turned: bilinear (as sessions 21-22 measured) blurs row textures a few "
+                             "pixels apart; nearest keeps them sharp.")
     args = parser.parse_args()
     angles = [float(a) for a in args.angles.split(",")]
     train_labels = open_scene(args.scene).train_labels
@@ -78,7 +84,8 @@ def main() -> None:
                 seed = int(model.stem.rsplit("_s", 1)[1])
                 _, held_out = validation_holdout(train_labels, args.fraction, seed, args.unit, VALIDATION_BLOCK)
                 for angle in angles:
-                    folder = turned_scene(args.scene, held_out, angle, Path(tmp, f"{run.name}_{seed}_{angle:g}"))
+                    folder = turned_scene(args.scene, held_out, angle, Path(tmp, f"{run.name}_{seed}_{angle:g}"),
+                                          nearest=args.read == "nearest")
                     report = Path(tmp, f"report_{folder.name}")
                     subprocess.run([sys.executable, "-m", "mamol_cli.evaluate", "--model", str(model), "--scene", str(folder),
                                     "--mode", "pixel", "--progress", "none", "--quiet", "-o", str(report)], check=True)
