@@ -34,7 +34,8 @@ EVAL_PIXELS = 50_000
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
 @click.option("--backbone", default="auto", show_default=True,
-              help="clip-vit-b-16, minilm-l6, vit-b-16-random, scratch-small, tiny, openclip:MODEL[:TAG] or auto.")
+              help="clip-vit-b-16, minilm-l6, vit-b-16-random, scratch-small, tiny, openclip:MODEL[:TAG] or auto; "
+                   "NAME@N keeps only its first N blocks (minilm-l6@4).")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local weights file (or MiniLM folder) for the backbone.")
 @click.option("--expert-layers", type=click.IntRange(min=0), default=6, show_default=True, help="How many blocks get expert layers.")
 @click.option("--placement", type=click.Choice(["last", "first"]), default="last", show_default=True)

@@ -129,3 +129,53 @@ def test_scratch_backbone_trains_with_the_experts():
     assert all(p.requires_grad for p in own)
     model(torch.randn(2, 5, 6, 6), torch.ones(2, 2, dtype=torch.bool)).float().pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)
+
+
+def test_a_depth_suffix_keeps_the_first_blocks_and_their_weights(tiny_clip_checkpoint, tmp_path):
+    from dataclasses import replace
+
+    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
+    from mamol_core.model import build_model
+    from mamol_core.modelfile.weights import load_model, save_model
+    from tests.conftest import tiny_config
+
+    full = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip"))
+    cut = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip@2"))
+    assert len(full.blocks) == 3 and len(cut.blocks) == 2
+    assert all(torch.equal(p, q) for p, q in zip(cut.blocks.parameters(), full.blocks[:2].parameters()))
+    assert not any(name.startswith("blocks.2.") for name, _ in cut.named_parameters())
+    tokens = torch.randn(2, 5, 32)
+    with torch.inference_mode():
+        expected = full.ln_post(full.blocks[1](full.blocks[0](full.ln_pre(tokens))))
+        torch.testing.assert_close(cut(tokens), expected)
+
+    config = replace(tiny_config(), backbone=BackboneSpec("tiny@1"), experts=replace(tiny_config().experts, num_layers=6))
+    model = build_model(config)
+    assert len(model.backbone.blocks) == 1 and model.expert_layers == [0]
+    path = tmp_path / "shallow.safetensors"
+    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
+    loaded, saved = load_model(path)
+    assert saved.model.backbone.name == "tiny@1" and len(loaded.backbone.blocks) == 1
+    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tiny@3", "backbone 'tiny@3': tiny has 2 blocks, so keep 1 to 2"),
+    ("tiny@0", "what follows '@' is how many of its first blocks to keep, 1 or more"),
+    ("tiny@two", "what follows '@' is how many of its first blocks to keep, 1 or more"),
+    ("vit-huge@4", "unknown backbone 'vit-huge@4'"),
+])
+def test_an_impossible_depth_is_a_one_line_error(name, message):
+    with pytest.raises(MamolError, match=message):
+        build_backbone(BackboneSpec(name))
+
+
+def test_auto_keeps_the_depth_it_was_asked_for(monkeypatch, caplog):
+    monkeypatch.setattr(openclip, "cached_weights", lambda model, tag: None)
+    monkeypatch.setattr(openclip, "hub_reachable", lambda timeout=3.0: False)
+    with caplog.at_level(logging.WARNING):
+        spec, backbone = resolve_backbone(BackboneSpec("auto@4"))
+    assert spec.name == "minilm-l6@4" and len(backbone.blocks) == 4
+    assert "using the offline backbone minilm-l6@4" in caplog.text

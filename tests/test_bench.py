@@ -412,3 +412,20 @@ def test_a_grid_replaces_a_state_of_other_settings_and_drops_those_of_finished_c
     (tmp_path / "states").write_text("a file")
     refused = CliRunner().invoke(bench.main, [*args, "--seeds", "0,1"])
     assert refused.exit_code == 1 and "states: is a file, not a folder" in refused.output
+
+
+@pytest.mark.parametrize("backbone, accepted", [("auto@4", True), ("minilm-l6@4", True), ("auto", False), ("minilm-l6", False)])
+def test_grid_resumes_only_at_the_backbone_depth_its_rows_record(tmp_path, backbone, accepted):
+    from mamol_core.bench.grid import FIELDS, Grid, check_results
+
+    grid = Grid(["0.5"], ["both"], ["mamol"], ["0"], backbone=backbone)
+    recorded = {**{k: "" for k in FIELDS}, **grid.setup(), "backbone": "minilm-l6@4"}  # what auto@4 resolved to offline
+    with open(tmp_path / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerow(recorded)
+    if accepted:
+        check_results(tmp_path / "results.csv", grid)
+    else:
+        with pytest.raises(MamolError, match=f"backbone minilm-l6@4 \\(this grid: {backbone}\\)"):
+            check_results(tmp_path / "results.csv", grid)

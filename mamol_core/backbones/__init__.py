@@ -5,7 +5,8 @@ Names: ``clip-vit-b-16`` (open_clip ViT-B/16, OpenAI weights; the paper's backbo
 with frozen random weights: a lower bound), ``scratch-small`` (a small transformer trained from
 scratch with the experts: not frozen), ``tiny`` (a 2-block random transformer for tests),
 ``openclip:MODEL[:TAG]`` (any open_clip vision tower) and ``auto`` (CLIP when its weights can be
-had, otherwise the offline default, with a warning).
+had, otherwise the offline default, with a warning). ``NAME@DEPTH`` keeps only the first ``DEPTH``
+blocks of ``NAME`` (``minilm-l6@4``): fewer blocks, less compute per token.
 """
 
 from __future__ import annotations
@@ -50,24 +51,47 @@ REGISTRY: dict[str, Callable[[str | None], FrozenBackbone]] = {
 }
 
 
+def split_depth(name: str) -> tuple[str, int | None]:
+    """``"minilm-l6@4"`` -> ``("minilm-l6", 4)``; a name without ``@`` keeps every block (``None``)."""
+    base, sep, depth = name.rpartition("@")
+    if not sep:
+        return name, None
+    if not depth.isdigit() or int(depth) < 1:
+        raise MamolError(f"backbone {name!r}: what follows '@' is how many of its first blocks to keep, 1 or more (e.g. {base}@1)")
+    return base, int(depth)
+
+
 def build_backbone(spec: BackboneSpec) -> FrozenBackbone:
-    """Build the frozen backbone a (resolved) spec names; one-line error for an unknown name."""
-    if spec.name.startswith("openclip:"):
-        _, model, *tag = spec.name.split(":")
-        return build_openclip(model, tag[0] if tag else None, spec.weights, quick_gelu=False)
-    if spec.name not in REGISTRY:
-        raise MamolError(f"unknown backbone {spec.name!r}; choose one of {', '.join(sorted(REGISTRY))}, auto or openclip:MODEL[:TAG]")
-    return REGISTRY[spec.name](spec.weights)
+    """Build the frozen backbone a (resolved) spec names, cut to its first blocks for ``NAME@DEPTH``;
+    one-line error for an unknown name or more blocks than the backbone has."""
+    name, depth = split_depth(spec.name)
+    if name.startswith("openclip:"):
+        _, model, *tag = name.split(":")
+        backbone = build_openclip(model, tag[0] if tag else None, spec.weights, quick_gelu=False)
+    elif name in REGISTRY:
+        backbone = REGISTRY[name](spec.weights)
+    else:
+        raise MamolError(f"unknown backbone {spec.name!r}; choose one of {', '.join(sorted(REGISTRY))}, auto or openclip:MODEL[:TAG], "
+                         "each optionally with @DEPTH")
+    if depth is None:
+        return backbone
+    if depth > len(backbone.blocks):
+        raise MamolError(f"backbone {spec.name!r}: {name} has {len(backbone.blocks)} blocks, so keep 1 to {len(backbone.blocks)} "
+                         f"(e.g. {name}@{len(backbone.blocks)})")
+    return backbone.keep_first(depth)
 
 
 def resolve_backbone(spec: BackboneSpec) -> tuple[BackboneSpec, FrozenBackbone]:
-    """Build ``spec``'s backbone; ``auto`` tries CLIP ViT-B/16 and falls back to the offline backbone."""
-    if spec.name != "auto":
+    """Build ``spec``'s backbone; ``auto`` (or ``auto@DEPTH``) tries CLIP ViT-B/16 and falls back to the
+    offline backbone, keeping the depth asked for."""
+    name, depth = split_depth(spec.name)
+    if name != "auto":
         return spec, build_backbone(spec)
+    suffix = "" if depth is None else f"@{depth}"
     try:
-        resolved = BackboneSpec(DEFAULT_BACKBONE, spec.weights)
+        resolved = BackboneSpec(DEFAULT_BACKBONE + suffix, spec.weights)
         return resolved, build_backbone(resolved)
     except BackboneUnavailable as exc:
-        log.warning("%s; using the offline backbone %s instead", exc, OFFLINE_BACKBONE)
-        resolved = BackboneSpec(OFFLINE_BACKBONE, None)
+        log.warning("%s; using the offline backbone %s instead", exc, OFFLINE_BACKBONE + suffix)
+        resolved = BackboneSpec(OFFLINE_BACKBONE + suffix, None)
         return resolved, build_backbone(resolved)

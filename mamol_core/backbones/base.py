@@ -19,6 +19,11 @@ class FrozenBackbone(nn.Module):
     blocks: nn.ModuleList
     ships_weights: bool = False
 
+    def keep_first(self, depth: int) -> "FrozenBackbone":
+        """Drop every block after the first ``depth``: a shallower, cheaper backbone (``NAME@DEPTH``)."""
+        del self.blocks[depth:]
+        return self
+
     def freeze(self) -> "FrozenBackbone":
         """Stop gradients into every weight the backbone owns and keep it in eval mode."""
         for parameter in self.parameters():

@@ -16,6 +16,7 @@ import torch
 
 from mamol_core import __version__
 from mamol_core.atomic import atomic_path, check_folder, record_finished
+from mamol_core.backbones import split_depth
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.labels import validation_holdout
@@ -112,10 +113,12 @@ def check_results(results: Path, grid: "Grid") -> None:
         wanted = grid.setup()
         for row in reader:
             found = {k: row[k] for k in wanted}
-            if grid.backbone == "auto":
-                found["backbone"] = wanted["backbone"] = "auto"
-            if found != wanted:
-                differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if found[k] != wanted[k])
+            compared = dict(found)
+            if split_depth(grid.backbone)[0] == "auto":  # auto resolves per machine: only its depth must agree
+                depth = split_depth(found["backbone"])[1]
+                compared["backbone"] = "auto" if depth is None else f"auto@{depth}"
+            if compared != wanted:
+                differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if compared[k] != wanted[k])
                 raise MamolError(f"{results}: holds cells of another setup ({differ}); pass another -o folder for this grid")
 
 
