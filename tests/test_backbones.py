@@ -65,8 +65,8 @@ def test_auto_falls_back_to_the_offline_backbone_with_a_warning(monkeypatch, cap
     monkeypatch.setattr(openclip, "hub_reachable", lambda timeout=3.0: False)
     with caplog.at_level(logging.WARNING):
         spec, backbone = resolve_backbone(BackboneSpec("auto"))
-    assert spec.name == "minilm-l6" and backbone.width == 384
-    assert "using the offline backbone minilm-l6" in caplog.text
+    assert spec.name == "minilm-l6@3" and backbone.width == 384 and len(backbone.blocks) == 3
+    assert "using the offline backbone minilm-l6@3 instead" in caplog.text
 
 
 def test_hub_probe_respects_offline_mode(monkeypatch):

@@ -25,7 +25,9 @@ from mamol_core.errors import MamolError
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "clip-vit-b-16"
-OFFLINE_BACKBONE = "minilm-l6"
+#: What ``auto`` falls back to without CLIP weights: MiniLM-L6's first 3 blocks, as accurate as all 6 on the
+#: validation split and 1.5-1.7x cheaper to map (docs/benchmarks.md, *Fewer backbone blocks*).
+OFFLINE_BACKBONE = "minilm-l6@3"
 
 
 def seeded_stack(width: int, depth: int, heads: int, hidden: int) -> EncoderStack:
@@ -82,16 +84,16 @@ def build_backbone(spec: BackboneSpec) -> FrozenBackbone:
 
 
 def resolve_backbone(spec: BackboneSpec) -> tuple[BackboneSpec, FrozenBackbone]:
-    """Build ``spec``'s backbone; ``auto`` (or ``auto@DEPTH``) tries CLIP ViT-B/16 and falls back to the
-    offline backbone, keeping the depth asked for."""
+    """Build ``spec``'s backbone; ``auto`` tries CLIP ViT-B/16 (every block) and falls back to the offline
+    backbone (:data:`OFFLINE_BACKBONE`); ``auto@DEPTH`` keeps ``DEPTH`` blocks of either."""
     name, depth = split_depth(spec.name)
     if name != "auto":
         return spec, build_backbone(spec)
-    suffix = "" if depth is None else f"@{depth}"
     try:
-        resolved = BackboneSpec(DEFAULT_BACKBONE + suffix, spec.weights)
+        resolved = BackboneSpec(DEFAULT_BACKBONE if depth is None else f"{DEFAULT_BACKBONE}@{depth}", spec.weights)
         return resolved, build_backbone(resolved)
     except BackboneUnavailable as exc:
-        log.warning("%s; using the offline backbone %s instead", exc, OFFLINE_BACKBONE + suffix)
-        resolved = BackboneSpec(OFFLINE_BACKBONE + suffix, None)
+        offline = OFFLINE_BACKBONE if depth is None else f"{split_depth(OFFLINE_BACKBONE)[0]}@{depth}"
+        log.warning("%s; using the offline backbone %s instead", exc, offline)
+        resolved = BackboneSpec(offline, None)
         return resolved, build_backbone(resolved)

@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 import torch
 
+from mamol_core.backbones import OFFLINE_BACKBONE
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ModelConfig, ProtocolSpec, TrainSpec
 from mamol_core.mapping.align import MapInput
 from mamol_core.mapping.dense import default_stride
@@ -31,7 +32,7 @@ from mamol_core.mapping.outputs import OutputPaths
 log = logging.getLogger(__name__)
 
 #: The backbones ``mamol-bench speed`` compares: the offline default and the paper's architecture.
-SPEED_BACKBONES = ("minilm-l6", "vit-b-16-random")
+SPEED_BACKBONES = (OFFLINE_BACKBONE, "vit-b-16-random")
 
 
 def warmup_side(layout: LayoutSpec, batch: int) -> int:
