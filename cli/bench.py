@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import (COMMAND_SETTINGS, Group, device_options, handle_errors, layout_options, log, progress_option,
-                              progress_sink, quiet_option, setup_logging)
+from mamol_cli.common import (COMMAND_SETTINGS, Group, backbone_name, backbone_names, device_options, handle_errors, layout_options, log,
+                              progress_option, progress_sink, quiet_option, setup_logging)
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 from mamol_core.config import NORMALIZATIONS, LayoutSpec, TrainSpec
 from mamol_core.data.labels import VALIDATION_UNITS
@@ -43,7 +43,7 @@ def main():
 @click.option("--methods", default="mamol", show_default=True, help="Methods, comma-separated.")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated.")
 @click.option("--modalities", help="Use only these modalities of the scene, comma-separated.")
-@click.option("--backbone", default="auto", show_default=True)
+@click.option("--backbone", default="auto", show_default=True, callback=backbone_name)
 @layout_options
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
@@ -162,7 +162,7 @@ def prepare(dataset, source, overrides, seed, output):
 @click.option("--table", type=click.Choice(["1", "3"]), default="1", show_default=True, help="The paper's Table 1 or Table 3 (Augsburg, three modalities).")
 @click.option("--methods", help="Methods, comma-separated (default: the table's).")
 @click.option("--seeds", default="0", show_default=True)
-@click.option("--backbone", default="auto", show_default=True)
+@click.option("--backbone", default="auto", show_default=True, callback=backbone_name)
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True, help="At least this many optimizer steps per cell.")
 @click.option("--paper-numbers", type=click.Path(path_type=Path),
@@ -214,7 +214,8 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 @click.option("--side", type=click.IntRange(min=1), help="Side of the synthetic raster in pixels; default 256 on a CPU (about 2.5 minutes on 2 float32 "
                                      "cores), 2048 on a GPU.")
 @click.option("--bands", type=click.IntRange(min=1), default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
-@click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, help="Backbones to measure, comma-separated.")
+@click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, callback=backbone_names,
+              help="Backbones to measure, comma-separated.")
 @layout_options
 @click.option("--train-steps", type=click.IntRange(min=1), default=SpeedSettings.train_steps, show_default=True, help="Timed training steps per backbone (after one warm-up step).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per mapping batch; default 128 on CPU, 2048 on GPU.")

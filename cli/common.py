@@ -152,6 +152,27 @@ def handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _known_backbones(names: list[str], value: str) -> str:
+    from mamol_core.backbones import check_backbone_name
+
+    try:
+        for name in names:
+            check_backbone_name(name)
+    except MamolError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def backbone_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--backbone`` callback: a name no backbone answers to is refused before any data is read."""
+    return _known_backbones([value], value)
+
+
+def backbone_names(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--backbones`` callback: the same for each comma-separated name."""
+    return _known_backbones([name.strip() for name in value.split(",") if name.strip()], value)
+
+
 def device_options(command: Callable) -> Callable:
     """``--device`` and ``--precision``."""
     command = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, layout_options, log, progress_option,
+from mamol_cli.common import (COMMAND_SETTINGS, Command, backbone_name, device_options, handle_errors, layout_options, log, progress_option,
                               progress_sink, quiet_option, seconds_text, setup_logging)
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import NORMALIZATIONS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
@@ -33,7 +33,7 @@ EVAL_PIXELS = 50_000
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
 @click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
-@click.option("--backbone", default="auto", show_default=True,
+@click.option("--backbone", default="auto", show_default=True, callback=backbone_name,
               help="clip-vit-b-16, minilm-l6, vit-b-16-random, scratch-small, tiny, openclip:MODEL[:TAG] or auto; "
                    "NAME@N keeps only its first N blocks (minilm-l6@4).")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local weights file (or MiniLM folder) for the backbone.")

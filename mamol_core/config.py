@@ -346,6 +346,17 @@ def _from_dict(kind: Any, value: Any, where: str = "config") -> Any:
     raise TypeError(f"{where} is {value!r}, not {' or '.join(t.__name__ for t in allowed)}")
 
 
+def split_depth(name: str) -> tuple[str, int | None]:
+    """Backbone name and depth: ``"minilm-l6@4"`` -> ``("minilm-l6", 4)``; a name without ``@`` keeps every
+    block (``None``); a malformed depth is a one-line error."""
+    base, sep, depth = name.rpartition("@")
+    if not sep:
+        return name, None
+    if not re.fullmatch(r"[0-9]+", depth) or int(depth) < 1:
+        raise MamolError(f"backbone {name!r}: what follows '@' is how many of its first blocks to keep, 1 or more (e.g. {base}@1)")
+    return base, int(depth)
+
+
 def quantile_tables_usable(spec: ModalitySpec) -> bool:
     """Whether ``spec``'s quantile tables can be interpolated: one per band, values and scores
     strictly increasing, all finite."""
@@ -372,6 +383,10 @@ def check_config(config: MamolConfig, source: str) -> None:
         if m.normalization != config.train.normalization:
             problems.append(f"modality {m.name!r} is normalised by {m.normalization} scores, not the {config.train.normalization!r} "
                             "the model was trained with")
+    try:
+        split_depth(config.model.backbone.name)
+    except MamolError as exc:
+        problems.append(str(exc))
     names = [m.name for m in config.model.modalities]
     if not names or len(set(names)) != len(names):
         problems.append("its modality names are missing or repeated")

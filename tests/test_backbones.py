@@ -179,3 +179,26 @@ def test_auto_keeps_the_depth_it_was_asked_for(monkeypatch, caplog):
         spec, backbone = resolve_backbone(BackboneSpec("auto@4"))
     assert spec.name == "minilm-l6@4" and len(backbone.blocks) == 4
     assert "using the offline backbone minilm-l6@4" in caplog.text
+
+
+def test_a_frozen_backbone_cut_to_its_first_blocks_is_rebuilt_from_its_source_when_loaded(tmp_path):
+    from dataclasses import replace
+
+    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
+    from mamol_core.model import build_model
+    from mamol_core.modelfile.weights import load_model, save_model
+    from safetensors.torch import load_file
+    from tests.conftest import tiny_config
+
+    config = replace(tiny_config(), backbone=BackboneSpec("minilm-l6@2"))
+    model = build_model(config)
+    assert len(model.backbone.blocks) == 2 and model.expert_layers == [0, 1]
+    path = tmp_path / "shallow_minilm.safetensors"
+    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
+    stored = load_file(str(path))
+    assert not any(".base." in key or key.startswith("backbone.blocks.2") for key in stored)  # frozen weights stay at their source
+    loaded, _ = load_model(path)
+    assert len(loaded.backbone.blocks) == 2
+    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)

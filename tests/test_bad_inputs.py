@@ -93,12 +93,20 @@ def set_in(config, keys, value):
     (["model", "modalities", 0, "bands"], "one", "config.model.modalities[0].bands is 'one', not int"),
     (["model", "classes", 0, "color"], "green", "not #rrggbb"),
     (["model", "experts", "rank"], 0, "expert sizes"),
+    (["model", "backbone", "name"], "tiny@x", "backbone 'tiny@x': what follows '@' is how many of its first blocks to keep"),
 ])
 def test_an_edited_model_file_gets_one_line(model_file, scene_dir, tmp_path, keys, value, message):
     edited = rewrite_config(model_file, tmp_path / "edited.safetensors", lambda c: set_in(c, keys, value))
     for result in (CliRunner().invoke(info.main, [str(edited)]),
                    run_map("--model", edited, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif")):
         one_line_error(result, message)
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_an_edited_model_file_naming_more_blocks_than_its_backbone_has_gets_one_line(model_file, scene_dir, tmp_path):
+    edited = rewrite_config(model_file, tmp_path / "edited.safetensors", lambda c: set_in(c, ["model", "backbone", "name"], "tiny@5"))
+    result = run_map("--model", edited, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"{edited}: backbone 'tiny@5': tiny has 2 blocks, so keep 1 to 2")
     assert not (tmp_path / "m.tif").exists()
 
 

@@ -414,18 +414,31 @@ def test_a_grid_replaces_a_state_of_other_settings_and_drops_those_of_finished_c
     assert refused.exit_code == 1 and "states: is a file, not a folder" in refused.output
 
 
-@pytest.mark.parametrize("backbone, accepted", [("auto@4", True), ("minilm-l6@4", True), ("auto", False), ("minilm-l6", False)])
-def test_grid_resumes_only_at_the_backbone_depth_its_rows_record(tmp_path, backbone, accepted):
+@pytest.mark.parametrize("recorded, backbone, accepted", [
+    ("minilm-l6@4", "auto@4", True), ("minilm-l6@4", "auto@04", True), ("minilm-l6@4", "minilm-l6@4", True),
+    ("minilm-l6@4", "auto", False), ("minilm-l6@4", "minilm-l6", False),
+    ("minilm-l6@3", "auto", True), ("clip-vit-b-16", "auto", True), ("clip-vit-b-16@4", "auto@4", True),
+    ("minilm-l6", "auto", False),  # a 6-block row of an auto grid run before auto fell back to 3 blocks
+])
+def test_grid_resumes_only_at_the_backbone_depth_its_rows_record(tmp_path, recorded, backbone, accepted):
     from mamol_core.bench.grid import FIELDS, Grid, check_results
 
     grid = Grid(["0.5"], ["both"], ["mamol"], ["0"], backbone=backbone)
-    recorded = {**{k: "" for k in FIELDS}, **grid.setup(), "backbone": "minilm-l6@4"}  # what auto@4 resolved to offline
+    row = {**{k: "" for k in FIELDS}, **grid.setup(), "backbone": recorded}  # what the grid's backbone resolved to
     with open(tmp_path / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerow(recorded)
+        writer.writerow(row)
     if accepted:
         check_results(tmp_path / "results.csv", grid)
     else:
-        with pytest.raises(MamolError, match=f"backbone minilm-l6@4 \\(this grid: {backbone}\\)"):
+        with pytest.raises(MamolError, match=f"backbone {recorded} \\(this grid: {backbone}\\)"):
             check_results(tmp_path / "results.csv", grid)
+
+
+@pytest.mark.parametrize("command", [["run", "--scene", "SCENE", "--backbone", "tiny@x"], ["speed", "--backbones", "tiny,tiny@0"],
+                                     ["paper", "--backbone", "nope@2"]])
+def test_an_impossible_backbone_is_refused_before_any_data_is_read(command):
+    result = CliRunner().invoke(bench.main, command)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "error: Invalid value for '--backbone" in result.output

@@ -19,7 +19,7 @@ import torch
 from mamol_core.backbones.base import EncoderStack, FrozenBackbone
 from mamol_core.backbones.minilm import build_minilm
 from mamol_core.backbones.openclip import BackboneUnavailable, build_openclip
-from mamol_core.config import BackboneSpec
+from mamol_core.config import BackboneSpec, split_depth
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -53,28 +53,34 @@ REGISTRY: dict[str, Callable[[str | None], FrozenBackbone]] = {
 }
 
 
-def split_depth(name: str) -> tuple[str, int | None]:
-    """``"minilm-l6@4"`` -> ``("minilm-l6", 4)``; a name without ``@`` keeps every block (``None``)."""
-    base, sep, depth = name.rpartition("@")
-    if not sep:
-        return name, None
-    if not depth.isdigit() or int(depth) < 1:
-        raise MamolError(f"backbone {name!r}: what follows '@' is how many of its first blocks to keep, 1 or more (e.g. {base}@1)")
-    return base, int(depth)
+def auto_choices(depth: int | None) -> tuple[str, str]:
+    """What ``auto`` (``depth`` None) or ``auto@DEPTH`` resolves to: CLIP ViT-B/16, else the offline backbone."""
+    if depth is None:
+        return DEFAULT_BACKBONE, OFFLINE_BACKBONE
+    return f"{DEFAULT_BACKBONE}@{depth}", f"{split_depth(OFFLINE_BACKBONE)[0]}@{depth}"
+
+
+def check_backbone_name(name: str) -> None:
+    """One-line error for a name no backbone answers to (unknown, or a malformed ``@DEPTH``), before any data is read.
+    Whether the depth fits the backbone's blocks is known only once it is built."""
+    base, _ = split_depth(name)
+    if base != "auto" and not base.startswith("openclip:") and base not in REGISTRY:
+        raise MamolError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(REGISTRY))}, auto or openclip:MODEL[:TAG], "
+                         "each optionally with @DEPTH")
 
 
 def build_backbone(spec: BackboneSpec) -> FrozenBackbone:
     """Build the frozen backbone a (resolved) spec names, cut to its first blocks for ``NAME@DEPTH``;
     one-line error for an unknown name or more blocks than the backbone has."""
     name, depth = split_depth(spec.name)
+    if name == "auto":
+        raise MamolError(f"backbone {spec.name!r} is resolved by resolve_backbone, not built directly")
+    check_backbone_name(spec.name)
     if name.startswith("openclip:"):
         _, model, *tag = name.split(":")
         backbone = build_openclip(model, tag[0] if tag else None, spec.weights, quick_gelu=False)
-    elif name in REGISTRY:
-        backbone = REGISTRY[name](spec.weights)
     else:
-        raise MamolError(f"unknown backbone {spec.name!r}; choose one of {', '.join(sorted(REGISTRY))}, auto or openclip:MODEL[:TAG], "
-                         "each optionally with @DEPTH")
+        backbone = REGISTRY[name](spec.weights)
     if depth is None:
         return backbone
     if depth > len(backbone.blocks):
@@ -89,11 +95,11 @@ def resolve_backbone(spec: BackboneSpec) -> tuple[BackboneSpec, FrozenBackbone]:
     name, depth = split_depth(spec.name)
     if name != "auto":
         return spec, build_backbone(spec)
+    clip, offline = auto_choices(depth)
     try:
-        resolved = BackboneSpec(DEFAULT_BACKBONE if depth is None else f"{DEFAULT_BACKBONE}@{depth}", spec.weights)
+        resolved = BackboneSpec(clip, spec.weights)
         return resolved, build_backbone(resolved)
     except BackboneUnavailable as exc:
-        offline = OFFLINE_BACKBONE if depth is None else f"{split_depth(OFFLINE_BACKBONE)[0]}@{depth}"
         log.warning("%s; using the offline backbone %s instead", exc, offline)
         resolved = BackboneSpec(offline, None)
         return resolved, build_backbone(resolved)

@@ -89,7 +89,7 @@ def build_openclip(model: str, tag: str | None, weights: str | None, quick_gelu:
             if not hub_reachable():
                 raise BackboneUnavailable(
                     f"CLIP weights {model}/{tag} are not on disk and the hub cannot be reached; "
-                    f"pass --backbone-weights PATH (a local open_clip checkpoint) or --backbone minilm-l6"
+                    f"pass --backbone-weights PATH (a local open_clip checkpoint), or --backbone auto for the offline backbone"
                 )
             source = tag
             log.info("downloading %s/%s through open_clip", model, tag)

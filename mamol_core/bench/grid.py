@@ -16,9 +16,9 @@ import torch
 
 from mamol_core import __version__
 from mamol_core.atomic import atomic_path, check_folder, record_finished
-from mamol_core.backbones import split_depth
+from mamol_core.backbones import auto_choices
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec, split_depth
 from mamol_core.data.labels import validation_holdout
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 #: Method name -> the configuration it trains: MaMOL, the paper's baselines (Table 1), the ablations
 #: (Table 5: baseline = no experts) and expert placements (Table 4: blocks x dynamic experts; the
 #: paper's "head 6x2" is mamol_first6, "last 6x2" is mamol; on a 6-block backbone first6 = last6,
-#: so mamol_first3 / mamol_last3 compare halves there). The routed MoE baselines get MaMOL's routed
+#: so mamol_first3 / mamol_last3 compare halves there, and on the 3-block offline default
+#: ``minilm-l6@3`` every placement is all 3 blocks: run them on ``minilm-l6``). The routed MoE baselines get MaMOL's routed
 #: capacity (2 experts, top-1); ``moe_ada_4x2`` / ``moe_task_4x2`` are the 4-expert top-2 variants.
 METHODS: dict[str, ExpertSpec] = {
     "mamol": ExpertSpec(),
@@ -114,9 +115,9 @@ def check_results(results: Path, grid: "Grid") -> None:
         for row in reader:
             found = {k: row[k] for k in wanted}
             compared = dict(found)
-            if split_depth(grid.backbone)[0] == "auto":  # auto resolves per machine: only its depth must agree
-                depth = split_depth(found["backbone"])[1]
-                compared["backbone"] = "auto" if depth is None else f"auto@{depth}"
+            name, depth = split_depth(grid.backbone)
+            if name == "auto" and found["backbone"] in auto_choices(depth):  # auto resolves per machine
+                compared["backbone"] = grid.backbone
             if compared != wanted:
                 differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if compared[k] != wanted[k])
                 raise MamolError(f"{results}: holds cells of another setup ({differ}); pass another -o folder for this grid")
@@ -247,6 +248,10 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
                          device, amp_dtype, progress_mode, state)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
+    blocks = len(run.model.backbone.blocks)
+    if cell.method.startswith("mamol_") and len(run.model.expert_layers) == blocks:
+        log.warning("%s: the backbone %s has %d blocks, so this placement puts experts in every block, as mamol does; "
+                    "compare placements on a deeper backbone", cell.method, run.config.model.backbone.name, blocks)
     start = time.perf_counter()
     evaluations = {}
     for text, (mode, stride) in zip(grid.eval_modes, modes):

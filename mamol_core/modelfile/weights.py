@@ -33,7 +33,10 @@ def save_model(model: MaMOLClassifier, config: MamolConfig, path: Path) -> None:
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[MaMOLClassifier, MamolConfig]:
     """Rebuild the model a file describes and load its weights (safetensors, no pickle)."""
     config = read_config(path)
-    model = build_model(config.model)
+    try:
+        model = build_model(config.model)
+    except MamolError as exc:  # its backbone cannot be built here (not installed, or fewer blocks than the file names)
+        raise MamolError(f"{path}: {exc}") from None
     unfit = f"{path}: its weights do not fit the network its config describes"
     try:
         state = load_file(str(path))
