@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import (COMMAND_SETTINGS, Group, backbone_name, backbone_names, device_options, handle_errors, layout_options, log,
-                              progress_option, progress_sink, quiet_option, setup_logging)
+                              progress_option, progress_sink, quiet_option, setup_logging, split)
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
 from mamol_core.config import NORMALIZATIONS, LayoutSpec, TrainSpec
 from mamol_core.data.labels import VALIDATION_UNITS
@@ -23,10 +23,6 @@ def positive_counts(text: str | None) -> list[int]:
     if any(count < 1 for count in counts):
         raise MamolError(f"--processes {text}: give process counts, e.g. --processes 1,2")
     return counts
-
-
-def split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 @click.group(cls=Group, context_settings=COMMAND_SETTINGS)

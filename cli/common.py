@@ -168,9 +168,14 @@ def backbone_name(ctx: click.Context, param: click.Parameter, value: str) -> str
     return _known_backbones([value], value)
 
 
+def split(text: str) -> list[str]:
+    """The non-empty parts of a comma-separated option value, stripped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def backbone_names(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """``--backbones`` callback: the same for each comma-separated name."""
-    return _known_backbones([name.strip() for name in value.split(",") if name.strip()], value)
+    return _known_backbones(split(value), value)
 
 
 def device_options(command: Callable) -> Callable:

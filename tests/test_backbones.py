@@ -32,6 +32,21 @@ def tiny_clip_checkpoint(tmp_path):
     return path, model
 
 
+def saved_and_loaded(model, config, path):
+    """``model`` written to ``path`` with ``config`` and read back as mamol-map reads it: (model, config)."""
+    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
+    from mamol_core.modelfile.weights import load_model, save_model
+
+    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
+    return load_model(path)
+
+
+def assert_same_predictions(loaded, model):
+    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+
+
 def test_openclip_backbone_loads_a_local_checkpoint(tiny_clip_checkpoint):
     path, reference = tiny_clip_checkpoint
     backbone = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip", str(path)))
@@ -95,9 +110,7 @@ def test_minilm_matches_the_reference_bert_implementation():
 def test_random_openclip_tower_is_seeded_and_travels_in_the_model_file(tiny_clip_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
     from mamol_core.model import build_model
-    from mamol_core.modelfile.weights import load_model, save_model
     from tests.conftest import tiny_config
 
     rng_before = torch.random.get_rng_state()
@@ -110,12 +123,8 @@ def test_random_openclip_tower_is_seeded_and_travels_in_the_model_file(tiny_clip
     model = build_model(config)
     with torch.no_grad():
         model.backbone.blocks[2].mlp.base.c_fc.weight.add_(1.0)
-    path = tmp_path / "random_clip.safetensors"
-    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
-    loaded, _ = load_model(path)
-    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+    loaded, _ = saved_and_loaded(model, config, tmp_path / "random_clip.safetensors")
+    assert_same_predictions(loaded, model)
 
 
 def test_scratch_backbone_trains_with_the_experts():
@@ -134,9 +143,7 @@ def test_scratch_backbone_trains_with_the_experts():
 def test_a_depth_suffix_keeps_the_first_blocks_and_their_weights(tiny_clip_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
     from mamol_core.model import build_model
-    from mamol_core.modelfile.weights import load_model, save_model
     from tests.conftest import tiny_config
 
     full = build_backbone(BackboneSpec("openclip:mamol-test-tiny-clip"))
@@ -152,13 +159,9 @@ def test_a_depth_suffix_keeps_the_first_blocks_and_their_weights(tiny_clip_check
     config = replace(tiny_config(), backbone=BackboneSpec("tiny@1"), experts=replace(tiny_config().experts, num_layers=6))
     model = build_model(config)
     assert len(model.backbone.blocks) == 1 and model.expert_layers == [0]
-    path = tmp_path / "shallow.safetensors"
-    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
-    loaded, saved = load_model(path)
+    loaded, saved = saved_and_loaded(model, config, tmp_path / "shallow.safetensors")
     assert saved.model.backbone.name == "tiny@1" and len(loaded.backbone.blocks) == 1
-    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+    assert_same_predictions(loaded, model)
 
 
 @pytest.mark.parametrize("name, message", [
@@ -184,21 +187,15 @@ def test_auto_keeps_the_depth_it_was_asked_for(monkeypatch, caplog):
 def test_a_frozen_backbone_cut_to_its_first_blocks_is_rebuilt_from_its_source_when_loaded(tmp_path):
     from dataclasses import replace
 
-    from mamol_core.config import MamolConfig, ProtocolSpec, TrainSpec
     from mamol_core.model import build_model
-    from mamol_core.modelfile.weights import load_model, save_model
     from safetensors.torch import load_file
     from tests.conftest import tiny_config
 
     config = replace(tiny_config(), backbone=BackboneSpec("minilm-l6@2"))
     model = build_model(config)
     assert len(model.backbone.blocks) == 2 and model.expert_layers == [0, 1]
-    path = tmp_path / "shallow_minilm.safetensors"
-    save_model(model, MamolConfig(model=config, protocol=ProtocolSpec(0.5, "both", 0), train=TrainSpec()), path)
-    stored = load_file(str(path))
+    loaded, _ = saved_and_loaded(model, config, tmp_path / "shallow_minilm.safetensors")
+    stored = load_file(str(tmp_path / "shallow_minilm.safetensors"))
     assert not any(".base." in key or key.startswith("backbone.blocks.2") for key in stored)  # frozen weights stay at their source
-    loaded, _ = load_model(path)
     assert len(loaded.backbone.blocks) == 2
-    x, mask = torch.randn(3, 5, 6, 6), torch.tensor([[True, True], [True, False], [False, True]])
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded(x, mask), model(x, mask), rtol=0, atol=0)
+    assert_same_predictions(loaded, model)

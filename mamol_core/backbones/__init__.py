@@ -60,22 +60,23 @@ def auto_choices(depth: int | None) -> tuple[str, str]:
     return f"{DEFAULT_BACKBONE}@{depth}", f"{split_depth(OFFLINE_BACKBONE)[0]}@{depth}"
 
 
-def check_backbone_name(name: str) -> None:
-    """One-line error for a name no backbone answers to (unknown, or a malformed ``@DEPTH``), before any data is read.
-    Whether the depth fits the backbone's blocks is known only once it is built."""
-    base, _ = split_depth(name)
+def check_backbone_name(name: str) -> tuple[str, int | None]:
+    """``name`` split into backbone and depth (:func:`split_depth`); one-line error for a name no backbone answers
+    to (unknown, or a malformed ``@DEPTH``), before any data is read. Whether the depth fits the backbone's blocks
+    is known only once it is built."""
+    base, depth = split_depth(name)
     if base != "auto" and not base.startswith("openclip:") and base not in REGISTRY:
         raise MamolError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(REGISTRY))}, auto or openclip:MODEL[:TAG], "
                          "each optionally with @DEPTH")
+    return base, depth
 
 
 def build_backbone(spec: BackboneSpec) -> FrozenBackbone:
     """Build the frozen backbone a (resolved) spec names, cut to its first blocks for ``NAME@DEPTH``;
     one-line error for an unknown name or more blocks than the backbone has."""
-    name, depth = split_depth(spec.name)
+    name, depth = check_backbone_name(spec.name)
     if name == "auto":
         raise MamolError(f"backbone {spec.name!r} is resolved by resolve_backbone, not built directly")
-    check_backbone_name(spec.name)
     if name.startswith("openclip:"):
         _, model, *tag = name.split(":")
         backbone = build_openclip(model, tag[0] if tag else None, spec.weights, quick_gelu=False)

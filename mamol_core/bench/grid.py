@@ -112,11 +112,12 @@ def check_results(results: Path, grid: "Grid") -> None:
         if reader.fieldnames != FIELDS:
             raise MamolError(f"{results}: written by an older mamol-bench (other columns); pass a new -o folder for this grid")
         wanted = grid.setup()
+        name, depth = split_depth(grid.backbone)
+        resolved = auto_choices(depth) if name == "auto" else ()  # auto resolves per machine
         for row in reader:
             found = {k: row[k] for k in wanted}
             compared = dict(found)
-            name, depth = split_depth(grid.backbone)
-            if name == "auto" and found["backbone"] in auto_choices(depth):  # auto resolves per machine
+            if found["backbone"] in resolved:
                 compared["backbone"] = grid.backbone
             if compared != wanted:
                 differ = ", ".join(f"{k} {found[k]} (this grid: {wanted[k]})" for k in wanted if compared[k] != wanted[k])
