@@ -185,7 +185,9 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
 
 
 @main.command()
-@click.option("--results", type=click.Path(path_type=Path), required=True)
+@click.option("--results", "results", multiple=True, required=True,
+              help="A results.csv of mamol-bench run, or LABEL=results.csv; repeat to tabulate several together (a labelled "
+                   "file's methods become LABEL:method, e.g. d3:mamol, so the same method in two setups is compared run by run).")
 @click.option("--anchor", type=click.Path(path_type=Path), help="Anchor CSV (dataset,missing_rate,condition,method,oa,kappa).")
 @click.option("--anchor-dataset", help="Dataset name of the anchor rows to use.")
 @click.option("--anchor-map", help="Our condition = anchor condition, comma-separated (e.g. both=missing_both).")
@@ -199,7 +201,7 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
     """Print a markdown table of a results CSV beside an anchor and the paper's numbers."""
     from mamol_core.bench.tables import markdown_table
 
-    text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
+    text = markdown_table(list(results), anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
                           split(methods) if methods else None)
     if output:
         output.write_text(text)

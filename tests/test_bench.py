@@ -330,9 +330,31 @@ def test_table_leads_with_per_pixel_oa_shows_dense_beside_it_and_counts_paired_w
     lines = table.output.splitlines()
     assert lines[2].startswith("| 50% | both | 72.00 ± 2.83 / n/a (n=2) | 71.50 ± 0.71 / n/a (n=2) | a |")
     assert "Headline: `pixel` evaluation." in table.output
-    assert "| a | — | 1/2 (+0.50) |" in table.output and "| b | 1/2 (-0.50) | — |" in table.output
+    assert "| a | — | 1/2 (+0.50 ± 2.50) |" in table.output and "| b | 1/2 (-0.50 ± 2.50) | — |" in table.output  # (−2, +3)
     dense = table.output.split("`dense` evaluation")[1]
     assert "| 50% | both | 81.00 ± 1.41 | 75.00 ± 21.21 |" in dense
+
+
+def test_table_compares_the_same_method_in_two_labelled_results_files_run_by_run(tmp_path):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
+    row = "s,0.5,{condition},mamol,{seed},{backbone},12,1,{oa},50.00,3,1,pixel,cpu,test\n"
+    old, new = tmp_path / "old.csv", tmp_path / "new=grid.csv"  # an '=' in a file's own name is read as part of the path
+    old.write_text(header + "".join(row.format(condition=c, seed=s, backbone="deep", oa=oa)
+                                    for c, s, oa in [("both", 0, 70), ("both", 1, 80), ("dsm", 0, 60)]))
+    new.write_text(header + "".join(row.format(condition=c, seed=s, backbone="shallow", oa=oa)
+                                    for c, s, oa in [("both", 0, 74), ("both", 1, 79), ("dsm", 0, 66)]))
+    table = CliRunner().invoke(bench.main, ["table", "--results", f"d6={old}", "--results", f"d3={new}", "--methods", "d3:mamol,d6:mamol"])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert lines[0].startswith("| missing rate | condition | d3:mamol OA / κ | d6:mamol OA / κ | best |")
+    assert lines[2].startswith("| 50% | both | 76.50 ± 3.54 / 50.00 (n=2) | 75.00 ± 7.07 / 50.00 (n=2) | d3:mamol |")
+    assert "| d3:mamol | — | 2/3 (+3.00 ± 2.08) |" in table.output  # +4, −1, +6
+    assert "d3: shallow, patch 12" in table.output and "d6: deep, patch 12" in table.output
+    unlabelled = CliRunner().invoke(bench.main, ["table", "--results", str(old), "--results", str(new)])
+    assert unlabelled.exit_code == 1 and "holds mamol's run at 0.5 / both / seed 0" in unlabelled.output
+    assert "give each results file a label" in unlabelled.output and "Traceback" not in unlabelled.output
+    bad = CliRunner().invoke(bench.main, ["table", "--results", f"d 3={old}"])
+    assert bad.exit_code == 1 and "a label is letters, digits" in bad.output
 
 
 def test_speed_compares_one_and_two_torchrun_processes(tmp_path):

@@ -1,11 +1,13 @@
 """Markdown tables of a benchmark results CSV: mean ± sd over seeds per cell and method, per-pixel
 OA as the headline, other evaluation modes beside it, an anchor (the forest) and the paper's
-numbers, and a paired win count for every pair of methods."""
+numbers, and a paired win count for every pair of methods. Several results files can be tabulated
+together, each under a label (``d3=runs/a/results.csv``), to compare two setups run by run."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from collections import Counter
 from itertools import permutations
@@ -33,6 +35,26 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def read_labelled(specs: list[str | Path]) -> list[dict]:
+    """The rows of one or more results CSVs, each given as ``PATH`` or ``LABEL=PATH``. A labelled file's
+    methods are renamed ``LABEL:method`` (and its rows carry ``label``), so that the same method run in
+    two setups gets two columns and paired comparisons."""
+    rows, sources = [], {}
+    for spec in map(str, specs):
+        label, _, path = spec.partition("=") if "=" in spec and not Path(spec).is_file() else ("", "", spec)
+        if label and not re.fullmatch(r"[A-Za-z0-9._-]+", label):
+            raise MamolError(f"{spec}: a label is letters, digits, '.', '_' or '-'; write LABEL=path/to/results.csv")
+        for row in read_rows(Path(path)):
+            row = {**row, "method": f"{label}:{row['method']}", "label": label} if label else row
+            run = (row["method"], row["missing_rate"], row["condition"], row["seed"])
+            if run in sources:
+                raise MamolError(f"{path}: holds {row['method']}'s run at {run[1]} / {run[2]} / seed {run[3]} that {sources[run]} "
+                                 "holds too; give each results file a label (LABEL=path/to/results.csv)")
+            sources[run] = path
+            rows.append(row)
+    return rows
+
+
 def mean_kappa(rows: list[dict]) -> str:
     """The mean kappa of result rows, or ``undefined`` if any row's kappa is."""
     values = [r["kappa"] for r in rows]
@@ -55,8 +77,8 @@ def headline_mode(rows: list[dict]) -> str:
 
 
 def paired_wins(rows: list[dict], methods: list[str], mode: str) -> str:
-    """A matrix: row method A, column method B, ``wins/pairs (mean A − B)`` over the runs the two share
-    (same missing rate, condition and seed)."""
+    """A matrix: row method A, column method B, ``wins/pairs (mean A − B ± its standard error)`` over the
+    runs the two share (same missing rate, condition and seed)."""
     runs = {(r["method"], r["missing_rate"], r["condition"], r["seed"]): scores_by_mode(r)[mode] for r in rows}
     lines = ["| A \\ B | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
     cells = {m: {} for m in methods}
@@ -64,7 +86,8 @@ def paired_wins(rows: list[dict], methods: list[str], mode: str) -> str:
         shared = [key[1:] for key in runs if key[0] == a and (b, *key[1:]) in runs]
         if shared:
             differences = [runs[(a, *k)] - runs[(b, *k)] for k in shared]
-            cells[a][b] = f"{sum(d > 0 for d in differences)}/{len(differences)} ({statistics.mean(differences):+.2f})"
+            error = f" ± {statistics.stdev(differences) / len(differences) ** 0.5:.2f}" if len(differences) > 1 else ""
+            cells[a][b] = f"{sum(d > 0 for d in differences)}/{len(differences)} ({statistics.mean(differences):+.2f}{error})"
     for a in methods:
         lines.append(f"| {a} | " + " | ".join("—" if a == b else cells[a].get(b, "") for b in methods) + " |")
     return "\n".join(lines)
@@ -82,7 +105,7 @@ def mode_table(rows: list[dict], methods: list[str], cells: list[tuple], mode: s
     return "\n".join(lines)
 
 
-def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
+def markdown_table(results: Path | list[str | Path], anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
                    paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
                    methods: list[str] | None = None) -> str:
     """One row per missing rate x condition, by increasing rate: each method's OA / kappa in the headline
@@ -92,12 +115,13 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
     mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
     each method wins, each method's mean OA over the cells every method finished (and the anchor's), the
     cells where each method's mean is above the anchor's, a paired win count for
-    every pair of methods, and the same grid in every other evaluation mode all rows recorded."""
-    rows = read_rows(results)
+    every pair of methods, and the same grid in every other evaluation mode all rows recorded. ``results``
+    is one CSV or a list of ``PATH`` / ``LABEL=PATH`` (see :func:`read_labelled`)."""
+    rows = read_labelled(results if isinstance(results, list) else [results])
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
     rows = [r for r in rows if r["method"] in methods]
     if not rows:
-        raise MamolError(f"{results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
+        raise MamolError(f"{', '.join(map(str, results)) if isinstance(results, list) else results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
@@ -126,7 +150,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             oa = statistics.mean(oas)
             kappa = mean_kappa(runs) if all(r["eval_mode"] == mode for r in runs) else "n/a"
             scores[method] = oa
-            published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method, "")))
+            published = papers.get((rate, to_paper.get(condition, condition), PAPER_NAMES.get(method.split(":")[-1], "")))
             spread, count = (f" ± {statistics.stdev(oas):.2f}", f" (n={len(runs)})") if len(runs) > 1 else ("", "")
             line.append(f"{oa:.2f}{spread} / {kappa}{count}"
                         + (f" [paper {float(published['oa']):.2f} / {float(published['kappa']):.2f}]" if published else ""))
@@ -150,7 +174,7 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
         lines.append("| " + " | ".join(line) + " |")
     runs = Counter(f"{r['device']} ({r['hardware']}), {r.get('precision') or 'precision not recorded'}" for r in rows)
     devices = [f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(runs.items())]
-    setups = sorted({f"{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
+    setups = sorted({f"{r['label'] + ': ' if r.get('label') else ''}{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
                      f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', 'standard') != 'standard' else ''}, {r['epochs']} epochs"
@@ -168,7 +192,8 @@ def markdown_table(results: Path, anchor: Path | None = None, anchor_dataset: st
             f"Mean OA over those cells: {means}.\n{above_anchor}"
             f"Device: {'; '.join(devices)}. Setup: {'; '.join(setups)}.\n")
     if len(methods) > 1:
-        text += f"\nPaired wins (`{mode}`; same cell and seed): A beats B in wins/pairs runs, mean A − B in brackets.\n\n"
+        text += (f"\nPaired wins (`{mode}`; same cell and seed): A beats B in wins/pairs runs, mean A − B in brackets "
+                 "with its standard error over the pairs.\n\n")
         text += paired_wins(rows, methods, mode) + "\n"
     others = set.intersection(*(set(scores_by_mode(r)) for r in rows)) - {mode}
     for other in sorted(others):
