@@ -198,7 +198,7 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the markdown table here too.")
 @handle_errors
 def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, methods, output):
-    """Print a markdown table of a results CSV beside an anchor and the paper's numbers."""
+    """Print a markdown table of one or more results CSVs beside an anchor and the paper's numbers."""
     from mamol_core.bench.tables import markdown_table
 
     text = markdown_table(list(results), anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,

@@ -350,11 +350,30 @@ def test_table_compares_the_same_method_in_two_labelled_results_files_run_by_run
     assert lines[2].startswith("| 50% | both | 76.50 ± 3.54 / 50.00 (n=2) | 75.00 ± 7.07 / 50.00 (n=2) | d3:mamol |")
     assert "| d3:mamol | — | 2/3 (+3.00 ± 2.08) |" in table.output  # +4, −1, +6
     assert "d3: shallow, patch 12" in table.output and "d6: deep, patch 12" in table.output
-    unlabelled = CliRunner().invoke(bench.main, ["table", "--results", str(old), "--results", str(new)])
-    assert unlabelled.exit_code == 1 and "holds mamol's run at 0.5 / both / seed 0" in unlabelled.output
-    assert "give each results file a label" in unlabelled.output and "Traceback" not in unlabelled.output
-    bad = CliRunner().invoke(bench.main, ["table", "--results", f"d 3={old}"])
-    assert bad.exit_code == 1 and "a label is letters, digits" in bad.output
+    methods = CliRunner().invoke(bench.main, ["table", "--results", f"d6={old}", "--results", f"d3={new}", "--methods", "mamol"])
+    assert methods.exit_code == 1 and "choose --methods among d6:mamol, d3:mamol" in methods.output
+
+
+@pytest.mark.parametrize("specs, message", [
+    (["{old}", "{new}"], "{new}: holds mamol's run at 0.5 / both / seed 0 twice: so does {old}; give the files different labels"),
+    (["a={old}", "a={new}"], "a={new}: holds a:mamol's run at 0.5 / both / seed 0 twice: so does a={old}"),
+    (["{twice}"], "{twice}: holds mamol's run at 0.5 / both / seed 0 twice: it was written twice; keep one of its rows"),
+    (["{tmp}/lr=0.2/results.csv"], "{tmp}/lr=0.2/results.csv: no such results file"),  # '=' in a folder's name, not a label
+    (["d 3={old}"], "d 3={old}: no such results file; pass the results.csv that mamol-bench run wrote, or LABEL=results.csv"),
+    (["d3="], "d3=: give a results file after the label"),
+])
+def test_table_refuses_a_run_found_twice_and_names_a_missing_file_as_given(tmp_path, specs, message):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
+    row = "s,0.5,both,mamol,0,tiny,12,1,70,50.00,3,1,pixel,cpu,test\n"
+    names = {"old": tmp_path / "old.csv", "new": tmp_path / "new.csv", "twice": tmp_path / "twice.csv", "tmp": tmp_path}
+    names["old"].write_text(header + row)
+    names["new"].write_text(header + row)
+    names["twice"].write_text(header + row + row)
+    other_scene = tmp_path / "other_scene.csv"  # the same cell and seed of another scene is another run
+    other_scene.write_text(header + row + row.replace("s,", "t,", 1))
+    assert CliRunner().invoke(bench.main, ["table", "--results", str(other_scene)]).exit_code == 0
+    result = CliRunner().invoke(bench.main, ["table", *[arg for spec in specs for arg in ("--results", spec.format(**names))]])
+    assert result.exit_code == 1 and message.format(**names) in result.output and "Traceback" not in result.output
 
 
 def test_speed_compares_one_and_two_torchrun_processes(tmp_path):

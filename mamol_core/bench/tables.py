@@ -12,6 +12,7 @@ import statistics
 from collections import Counter
 from itertools import permutations
 from pathlib import Path
+from typing import Sequence
 
 from mamol_core.errors import MamolError
 
@@ -35,22 +36,42 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def read_labelled(specs: list[str | Path]) -> list[dict]:
+#: A label of a results file (``LABEL=path``): letters, digits, '.', '_' or '-'.
+LABEL = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def parse_spec(spec: str | Path) -> tuple[str, Path]:
+    """``(label, path)`` of a results file given as ``PATH`` or ``LABEL=PATH``; a ``Path``, an existing
+    file or a part before ``=`` that is no label (``runs/lr=0.2/results.csv``) is a plain path."""
+    if isinstance(spec, Path) or "=" not in spec or Path(spec).is_file():
+        return "", Path(spec)
+    label, _, path = spec.partition("=")
+    if not LABEL.fullmatch(label):
+        return "", Path(spec)
+    if not path:
+        raise MamolError(f"{spec}: give a results file after the label (LABEL=path/to/results.csv)")
+    return label, Path(path)
+
+
+def read_labelled(specs: Sequence[str | Path]) -> list[dict]:
     """The rows of one or more results CSVs, each given as ``PATH`` or ``LABEL=PATH``. A labelled file's
     methods are renamed ``LABEL:method`` (and its rows carry ``label``), so that the same method run in
-    two setups gets two columns and paired comparisons."""
+    two setups gets two columns and paired comparisons. A run (scene, missing rate, condition, method,
+    seed) found twice is refused."""
     rows, sources = [], {}
-    for spec in map(str, specs):
-        label, _, path = spec.partition("=") if "=" in spec and not Path(spec).is_file() else ("", "", spec)
-        if label and not re.fullmatch(r"[A-Za-z0-9._-]+", label):
-            raise MamolError(f"{spec}: a label is letters, digits, '.', '_' or '-'; write LABEL=path/to/results.csv")
-        for row in read_rows(Path(path)):
+    for spec in specs:
+        label, path = parse_spec(spec)
+        if not path.is_file():
+            raise MamolError(f"{spec}: no such results file; pass the results.csv that mamol-bench run wrote, "
+                             "or LABEL=results.csv with a label of letters, digits, '.', '_' or '-'")
+        for row in read_rows(path):
             row = {**row, "method": f"{label}:{row['method']}", "label": label} if label else row
-            run = (row["method"], row["missing_rate"], row["condition"], row["seed"])
+            run = (row.get("scene"), row["missing_rate"], row["condition"], row["method"], row["seed"])
             if run in sources:
-                raise MamolError(f"{path}: holds {row['method']}'s run at {run[1]} / {run[2]} / seed {run[3]} that {sources[run]} "
-                                 "holds too; give each results file a label (LABEL=path/to/results.csv)")
-            sources[run] = path
+                fix = ("it was written twice; keep one of its rows" if sources[run] == spec else
+                       f"so does {sources[run]}; give the files different labels (LABEL=path/to/results.csv)")
+                raise MamolError(f"{spec}: holds {row['method']}'s run at {run[1]} / {run[2]} / seed {run[4]} twice: {fix}")
+            sources[run] = spec
             rows.append(row)
     return rows
 
@@ -78,8 +99,8 @@ def headline_mode(rows: list[dict]) -> str:
 
 def paired_wins(rows: list[dict], methods: list[str], mode: str) -> str:
     """A matrix: row method A, column method B, ``wins/pairs (mean A − B ± its standard error)`` over the
-    runs the two share (same missing rate, condition and seed)."""
-    runs = {(r["method"], r["missing_rate"], r["condition"], r["seed"]): scores_by_mode(r)[mode] for r in rows}
+    runs the two share (same scene, missing rate, condition and seed)."""
+    runs = {(r["method"], r.get("scene"), r["missing_rate"], r["condition"], r["seed"]): scores_by_mode(r)[mode] for r in rows}
     lines = ["| A \\ B | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
     cells = {m: {} for m in methods}
     for a, b in permutations(methods, 2):
@@ -105,7 +126,7 @@ def mode_table(rows: list[dict], methods: list[str], cells: list[tuple], mode: s
     return "\n".join(lines)
 
 
-def markdown_table(results: Path | list[str | Path], anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
+def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | None = None, anchor_dataset: str | None = None, anchor_map: str | None = None,
                    paper: Path | None = None, paper_dataset: str | None = None, paper_map: str | None = None,
                    methods: list[str] | None = None) -> str:
     """One row per missing rate x condition, by increasing rate: each method's OA / kappa in the headline
@@ -117,11 +138,14 @@ def markdown_table(results: Path | list[str | Path], anchor: Path | None = None,
     cells where each method's mean is above the anchor's, a paired win count for
     every pair of methods, and the same grid in every other evaluation mode all rows recorded. ``results``
     is one CSV or a list of ``PATH`` / ``LABEL=PATH`` (see :func:`read_labelled`)."""
-    rows = read_labelled(results if isinstance(results, list) else [results])
-    methods = methods or list(dict.fromkeys(r["method"] for r in rows))
+    specs = [results] if isinstance(results, (str, Path)) else list(results)
+    rows = read_labelled(specs)
+    offered = list(dict.fromkeys(r["method"] for r in rows))
+    methods = methods or offered
     rows = [r for r in rows if r["method"] in methods]
     if not rows:
-        raise MamolError(f"{', '.join(map(str, results)) if isinstance(results, list) else results} has no rows for the methods {', '.join(methods)}; check --methods against its method column")
+        raise MamolError(f"{', '.join(map(str, specs))}: no rows for the methods {', '.join(methods)}; "
+                         f"choose --methods among {', '.join(offered)}")
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
@@ -172,7 +196,7 @@ def markdown_table(results: Path | list[str | Path], anchor: Path | None = None,
                     finished_anchors.append(anchor_oa)
         line += [f"{statistics.mean(float(r[key]) for r in chosen):.0f}" for key in ("train_s", "eval_s")]
         lines.append("| " + " | ".join(line) + " |")
-    runs = Counter(f"{r['device']} ({r['hardware']}), {r.get('precision') or 'precision not recorded'}" for r in rows)
+    runs = Counter(f"{r['label'] + ': ' if r.get('label') else ''}{r['device']} ({r['hardware']}), {r.get('precision') or 'precision not recorded'}" for r in rows)
     devices = [f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(runs.items())]
     setups = sorted({f"{r['label'] + ': ' if r.get('label') else ''}{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
