@@ -201,7 +201,7 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
     """Print a markdown table of one or more results CSVs beside an anchor and the paper's numbers."""
     from mamol_core.bench.tables import markdown_table
 
-    text = markdown_table(list(results), anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
+    text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
                           split(methods) if methods else None)
     if output:
         output.write_text(text)

@@ -53,6 +53,11 @@ def parse_spec(spec: str | Path) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def run_key(row: dict) -> tuple:
+    """What makes a result row one run: ``(method, scene, missing rate, condition, seed)``."""
+    return row["method"], row.get("scene"), row["missing_rate"], row["condition"], row["seed"]
+
+
 def read_labelled(specs: Sequence[str | Path]) -> list[dict]:
     """The rows of one or more results CSVs, each given as ``PATH`` or ``LABEL=PATH``. A labelled file's
     methods are renamed ``LABEL:method`` (and its rows carry ``label``), so that the same method run in
@@ -66,11 +71,11 @@ def read_labelled(specs: Sequence[str | Path]) -> list[dict]:
                              "or LABEL=results.csv with a label of letters, digits, '.', '_' or '-'")
         for row in read_rows(path):
             row = {**row, "method": f"{label}:{row['method']}", "label": label} if label else row
-            run = (row.get("scene"), row["missing_rate"], row["condition"], row["method"], row["seed"])
+            run = run_key(row)
             if run in sources:
                 fix = ("it was written twice; keep one of its rows" if sources[run] == spec else
                        f"so does {sources[run]}; give the files different labels (LABEL=path/to/results.csv)")
-                raise MamolError(f"{spec}: holds {row['method']}'s run at {run[1]} / {run[2]} / seed {run[4]} twice: {fix}")
+                raise MamolError(f"{spec}: holds {row['method']}'s run at {run[2]} / {run[3]} / seed {run[4]} twice: {fix}")
             sources[run] = spec
             rows.append(row)
     return rows
@@ -100,7 +105,7 @@ def headline_mode(rows: list[dict]) -> str:
 def paired_wins(rows: list[dict], methods: list[str], mode: str) -> str:
     """A matrix: row method A, column method B, ``wins/pairs (mean A − B ± its standard error)`` over the
     runs the two share (same scene, missing rate, condition and seed)."""
-    runs = {(r["method"], r.get("scene"), r["missing_rate"], r["condition"], r["seed"]): scores_by_mode(r)[mode] for r in rows}
+    runs = {run_key(r): scores_by_mode(r)[mode] for r in rows}
     lines = ["| A \\ B | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
     cells = {m: {} for m in methods}
     for a, b in permutations(methods, 2):
