@@ -57,6 +57,8 @@ def main():
               help="Augmentation of training patches (mamol-train --rotation).")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=TrainSpec.normalization, show_default=True,
               help="How band values are scaled (mamol-train --normalization).")
+@click.option("--expert-lr-scale", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.expert_lr_scale, show_default=True,
+              help="The experts, routers and prompts learn at the learning rate times this (mamol-train --expert-lr-scale).")
 @click.option("--early-stopping", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Hold out this share of the training labels in every cell to keep the weights that score best on it "
                    "(mamol-train --validation).")
@@ -68,7 +70,8 @@ def main():
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps,
-        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, normalization, early_stopping, patience, output, device,
+        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, normalization, expert_lr_scale, early_stopping, patience,
+        output, device,
         precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
@@ -76,7 +79,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
-                modality_dropout, early_stopping, patience, rotation, validation_unit, normalization)
+                modality_dropout, early_stopping, patience, rotation, validation_unit, normalization, expert_lr_scale)
     if validation_unit != "blocks" and not validation:
         raise MamolError(f"--validation-unit {validation_unit} needs a share to hold out: add --validation 0.25 (or drop --validation-unit)")
     if patience and not early_stopping:

@@ -48,6 +48,8 @@ EVAL_PIXELS = 50_000
               help="At least this many optimizer steps, whatever the epochs (small label sets need more passes).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--expert-lr-scale", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.expert_lr_scale, show_default=True,
+              help="The experts, routers and prompts added to the frozen backbone learn at --lr times this.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=2e-2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
@@ -86,7 +88,7 @@ EVAL_PIXELS = 50_000
 @quiet_option
 @handle_errors
 def main(scene, inputs, labels, label_field, test_labels, classes, reference, assume_crs, holdout, missing_rate, missing, backbone, backbone_weights,
-         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps, batch_size, lr, weight_decay, seed,
+         expert_layers, placement, rank, dynamic_experts, top_k, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps, batch_size, lr, expert_lr_scale, weight_decay, seed,
          modality_dropout, rotation, normalization, validation, validation_block, patience,
          report, state_path, save_every, resume, continue_run, eval_pixels, no_eval, output, name, device, precision, progress_mode, quiet):
     """Train MaMOL on labelled pixels under the missing-modality protocol, save the model, report accuracy."""
@@ -137,7 +139,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         protocol = ProtocolSpec(missing_rate, missing, seed)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
                              num_dynamic=dynamic_experts, top_k=top_k)
-        spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+        spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, expert_lr_scale=expert_lr_scale,
+                         weight_decay=weight_decay, seed=seed,
                          modality_dropout=modality_dropout, rotation=rotation, normalization=normalization, validation=validation,
                          validation_block=validation_block, patience=patience)
         if ranks.distributed:

@@ -185,7 +185,8 @@ class ProtocolSpec:
 @dataclass
 class TrainSpec:
     """Optimisation settings; defaults follow the paper (AdamW, lr 2e-3, wd 2e-2, 10% warm-up, batch 128).
-    Weight decay applies to weight matrices only (not to norms, biases or embeddings).
+    Weight decay applies to weight matrices only (not to norms, biases or embeddings). The parameters
+    added to the frozen backbone (experts, routers, prompts) learn at ``lr * expert_lr_scale``.
 
     The schedule runs ``epochs`` passes over the training pixels but at least ``min_steps``
     optimizer steps, so that a small label set is not left under-trained (chosen on a validation
@@ -208,6 +209,7 @@ class TrainSpec:
     min_steps: int = 500
     batch_size: int = 128
     lr: float = 2e-3
+    expert_lr_scale: float = 1.0
     weight_decay: float = 2e-2
     warmup_fraction: float = 0.1
     seed: int = 0

@@ -171,10 +171,12 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     assert rows(out / "results.csv")[0]["normalization"] == "standard" and rows(out / "results.csv")[0]["precision"] in ("bf16", "fp32")
     quantile = CliRunner().invoke(bench.main, args + ["--normalization", "quantile"])
     assert quantile.exit_code == 1 and "normalization standard (this grid: quantile)" in quantile.output
-    # A results file from before the tokenizer_hidden, normalization and precision columns (width 256 and standard
-    # normalisation then, precision not recorded) gains them and resumes.
+    slower = CliRunner().invoke(bench.main, args + ["--expert-lr-scale", "0.25"])
+    assert slower.exit_code == 1 and "expert_lr_scale 1 (this grid: 0.25)" in slower.output
+    # A results file from before the tokenizer_hidden, normalization, expert_lr_scale and precision columns (width 256,
+    # standard normalisation and one learning rate then, precision not recorded) gains them and resumes.
     written = rows(out / "results.csv")
-    added = ("tokenizer_hidden", "normalization", "precision")
+    added = ("tokenizer_hidden", "normalization", "expert_lr_scale", "precision")
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[f for f in written[0] if f not in added])
         writer.writeheader()
@@ -182,7 +184,8 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     resumed = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
     assert resumed.exit_code == 0, resumed.output
     migrated = rows(out / "results.csv")
-    assert [(r["tokenizer_hidden"], r["normalization"], r["precision"]) for r in migrated] == [("256", "standard", "")] * len(written)
+    assert [(r["tokenizer_hidden"], r["normalization"], r["expert_lr_scale"], r["precision"]) for r in migrated] == \
+        [("256", "standard", "1", "")] * len(written)
     assert [r["oa"] for r in migrated] == [r["oa"] for r in written]  # resumed: no cell added, nothing else changed
     # One from after tokenizer_hidden but before normalization and precision (the committed docs/results files).
     with open(out / "results.csv", "w", newline="") as handle:

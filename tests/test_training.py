@@ -145,21 +145,48 @@ def test_training_stops_after_the_scheduled_steps(scene_dir):
 
 
 @pytest.mark.parametrize("method", ["mamol", "mmp", "dcp", "moe_rep"])
-def test_weight_decay_reaches_weight_matrices_only(method):
+def test_weight_decay_reaches_weight_matrices_only_and_experts_learn_at_their_own_rate(method):
 
     spec = METHODS[method]
     model = build_model(tiny_config(method=spec.method, placement=spec.placement, num_dynamic=spec.num_dynamic, top_k=spec.top_k,
                                     prompt_length=spec.prompt_length))
-    decayed, plain = optimizer_groups(model, 0.02)
-    assert decayed["weight_decay"] == 0.02 and plain["weight_decay"] == 0.0
+    groups = optimizer_groups(model, 0.02, 1e-3, 0.25)
     names = {id(p): n for n, p in model.named_parameters()}
-    decayed_names = {names[id(p)] for p in decayed["params"]}
-    plain_names = {names[id(p)] for p in plain["params"]}
+    named = [{names[id(p)] for p in g["params"]} for g in groups]
+    decayed_names = set().union(*(n for n, g in zip(named, groups) if g["weight_decay"]))
+    plain_names = set().union(*(n for n, g in zip(named, groups) if not g["weight_decay"]))
+    assert {g["weight_decay"] for g in groups} == {0.02, 0.0}
     assert decayed_names | plain_names == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert not decayed_names & plain_names
+    assert sum(map(len, named)) == len(decayed_names | plain_names)
     assert all(n.endswith((".weight", ".A", ".B")) for n in decayed_names) and "head.1.weight" in decayed_names
     assert {"position", "modality_type", "head.0.weight", "head.0.bias", "head.1.bias"} <= plain_names
     assert not any(n.endswith((".psi.weight", ".table", ".queries", ".common", ".start")) for n in decayed_names)
+    # What the method adds to the frozen backbone learns at lr x 0.25, the rest at lr.
+    slow = set().union(*(n for n, g in zip(named, groups) if g["lr"] == pytest.approx(2.5e-4)))
+    fast = set().union(*(n for n, g in zip(named, groups) if g["lr"] == pytest.approx(1e-3)))
+    assert slow and slow | fast == decayed_names | plain_names and all(n.startswith("backbone.") for n in slow)
+    assert not any(n.startswith("backbone.") for n in fast) and {"head.1.weight", "position"} <= fast
+
+
+def test_expert_lr_scale_slows_the_experts_only():
+    """One step at scale 0 would leave the experts unchanged; at a small scale they move far less than at 1."""
+    torch.manual_seed(0)
+    base = build_model(tiny_config())
+    moved = {}
+    for scale in (1.0, 0.01):
+        model = build_model(tiny_config())
+        model.load_state_dict(base.state_dict())
+        optimizer = torch.optim.AdamW(optimizer_groups(model, 0.0, 1e-2, scale))
+        x, mask = torch.randn(4, 5, 6, 6), torch.ones(4, 2, dtype=torch.bool)
+        for _ in range(2):  # B starts at zero: the second step is the first to move A
+            optimizer.zero_grad()
+            model(x, mask).square().mean().backward()
+            optimizer.step()
+        after = dict(model.named_parameters())
+        moved[scale] = {name: (after[name] - p).abs().max().item() for name, p in base.named_parameters() if p.requires_grad}
+    experts = [n for n in moved[1.0] if n.startswith("backbone.")]
+    assert experts and all(moved[0.01][n] < 0.05 * moved[1.0][n] for n in experts if moved[1.0][n] > 0)
+    assert moved[0.01]["head.1.weight"] == pytest.approx(moved[1.0]["head.1.weight"], rel=0.5)
 
 
 def test_modality_dropout_removes_one_sensor_from_a_share_of_samples_never_the_last():

@@ -57,12 +57,12 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "tokenizer_hidden", "encoding", "epochs",
-          "min_steps", "modality_dropout", "rotation", "normalization", "early_stopping", "patience",
+          "min_steps", "modality_dropout", "rotation", "normalization", "expert_lr_scale", "early_stopping", "patience",
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "precision", "hardware", "mamol_version"]
 
 #: Columns added to results.csv after its first release, with what every earlier row had ("": not recorded then).
-ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": ""}
+ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": "", "expert_lr_scale": "1"}
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,7 @@ class Grid:
     rotation: str = TrainSpec.rotation
     validation_unit: str = "blocks"
     normalization: str = TrainSpec.normalization
+    expert_lr_scale: float = TrainSpec.expert_lr_scale
 
     @property
     def split(self) -> str:
@@ -201,7 +202,7 @@ class Grid:
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
                 "patience": str(self.patience), "rotation": self.rotation, "normalization": self.normalization,
-                "split": self.split,
+                "expert_lr_scale": f"{self.expert_lr_scale:g}", "split": self.split,
                 "eval_mode": self.eval_modes[0]}
 
     def cells(self, name: str) -> list[Cell]:
@@ -245,7 +246,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
                                    validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation,
-                                   normalization=grid.normalization),
+                                   normalization=grid.normalization, expert_lr_scale=grid.expert_lr_scale),
                          device, amp_dtype, progress_mode, state)
     if run.prepared.test is None:
         raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
@@ -270,7 +271,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "token_size": layout.token_size, "tokenizer_hidden": layout.hidden, "encoding": layout.encoding, "epochs": grid.epochs,
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
             "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
-            "normalization": grid.normalization, "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "normalization": grid.normalization, "expert_lr_scale": f"{grid.expert_lr_scale:g}",
+            "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
             "trainable_params": run.model.trainable_parameters(), "split": grid.split,
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),

@@ -52,20 +52,25 @@ class DevicePixels:
 LINEAR_MAPS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def optimizer_groups(model: MaMOLClassifier, weight_decay: float, lr: float, expert_lr_scale: float = 1.0) -> list[dict]:
     """AdamW parameter groups: ``weight_decay`` on the matrices of linear maps (linear and
     convolution weights, LoRA ``A`` and ``B``) only; none on biases, norms, embeddings, the position
     and modality-type vectors or prompt tables, whose decay would pull them towards zero rather
-    than regularise a mapping."""
-    decayed, plain, seen = [], [], set()
+    than regularise a mapping. The parameters added to the frozen backbone (experts, routers,
+    prompts) learn at ``lr * expert_lr_scale``, the tokenizers, embeddings and head at ``lr``;
+    empty groups are left out."""
+    inside = {id(p) for p in model.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    seen = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad or id(parameter) in seen:
                 continue
             seen.add(id(parameter))
             matrix = isinstance(module, LoRABank) or (isinstance(module, LINEAR_MAPS) and name == "weight")
-            (decayed if matrix else plain).append(parameter)
-    return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            groups.setdefault((id(parameter) in inside, matrix), []).append(parameter)
+    return [{"params": params, "weight_decay": weight_decay if matrix else 0.0, "lr": lr * (expert_lr_scale if expert else 1.0)}
+            for (expert, matrix), params in sorted(groups.items())]
 
 
 def warmup_linear(total_steps: int, warmup_fraction: float):
@@ -141,7 +146,7 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     data = DevicePixels.from_set(pixels, device)
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, spec.weight_decay), lr=spec.lr)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, spec.weight_decay, spec.lr, spec.expert_lr_scale), lr=spec.lr)
     total_steps = schedule_steps(len(pixels), spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, spec.warmup_fraction))
     position = LoopPosition()
