@@ -16,11 +16,12 @@ from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.evaluation.score import evaluate_run
+from mamol_core.experts.lora import LoRABank
 from mamol_core.model import build_model
 from mamol_core.modelfile.header import read_config
 from mamol_core.modelfile.weights import load_model, save_model
 from mamol_core.training.fit import train_on_scene
-from mamol_core.training.loop import optimizer_groups, warmup_linear
+from mamol_core.training.loop import LINEAR_MAPS, optimizer_groups, warmup_linear
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,24 @@ def test_weight_decay_reaches_weight_matrices_only_and_experts_learn_at_their_ow
     fast = set().union(*(n for n, g in zip(named, groups) if g["lr"] == pytest.approx(1e-3)))
     assert slow and slow | fast == decayed_names | plain_names and all(n.startswith("backbone.") for n in slow)
     assert not any(n.startswith("backbone.") for n in fast) and {"head.1.weight", "position"} <= fast
+    # At scale 1: two groups, decayed then plain, the layout of training states written before the scale existed.
+    decayed, plain = optimizer_groups(model, 0.02, 1e-3)
+    assert (decayed["weight_decay"], plain["weight_decay"]) == (0.02, 0.0)
+    assert {names[id(p)] for p in decayed["params"]} == decayed_names and {names[id(p)] for p in plain["params"]} == plain_names
+
+
+def test_optimizer_state_of_the_two_group_layout_loads_at_scale_1():
+    """A state saved by an optimizer over [decayed, plain] (every release before --expert-lr-scale) resumes."""
+    model = build_model(tiny_config())
+    trainable = [(m, n, p) for m in model.modules() for n, p in m.named_parameters(recurse=False) if p.requires_grad]
+    matrix = [p for m, n, p in trainable if isinstance(m, LoRABank) or (isinstance(m, LINEAR_MAPS) and n == "weight")]
+    other = [p for m, n, p in trainable if not any(p is q for q in matrix)]
+    old = torch.optim.AdamW([{"params": matrix, "weight_decay": 0.02}, {"params": other, "weight_decay": 0.0}], lr=1e-3)
+    model(torch.randn(2, 5, 6, 6), torch.ones(2, 2, dtype=torch.bool)).sum().backward()
+    old.step()
+    new = torch.optim.AdamW(optimizer_groups(model, 0.02, 1e-3), lr=1e-3)
+    new.load_state_dict(old.state_dict())
+    assert len(new.state) == len(matrix) + len(other)
 
 
 def test_expert_lr_scale_slows_the_experts_only():

@@ -56,10 +56,11 @@ def optimizer_groups(model: MaMOLClassifier, weight_decay: float, lr: float, exp
     """AdamW parameter groups: ``weight_decay`` on the matrices of linear maps (linear and
     convolution weights, LoRA ``A`` and ``B``) only; none on biases, norms, embeddings, the position
     and modality-type vectors or prompt tables, whose decay would pull them towards zero rather
-    than regularise a mapping. The parameters added to the frozen backbone (experts, routers,
-    prompts) learn at ``lr * expert_lr_scale``, the tokenizers, embeddings and head at ``lr``;
-    empty groups are left out."""
-    inside = {id(p) for p in model.backbone.parameters()}
+    than regularise a mapping. With ``expert_lr_scale`` other than 1 the parameters added to the
+    frozen backbone (experts, routers, prompts) get groups of their own at ``lr * expert_lr_scale``;
+    at 1 there are two groups, decayed then plain, as in training states written before the scale
+    existed (so those resume)."""
+    inside = {id(p) for p in model.backbone.parameters()} if expert_lr_scale != 1 else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     seen = set()
     for module in model.modules():
@@ -68,9 +69,9 @@ def optimizer_groups(model: MaMOLClassifier, weight_decay: float, lr: float, exp
                 continue
             seen.add(id(parameter))
             matrix = isinstance(module, LoRABank) or (isinstance(module, LINEAR_MAPS) and name == "weight")
-            groups.setdefault((id(parameter) in inside, matrix), []).append(parameter)
-    return [{"params": params, "weight_decay": weight_decay if matrix else 0.0, "lr": lr * (expert_lr_scale if expert else 1.0)}
-            for (expert, matrix), params in sorted(groups.items())]
+            groups.setdefault((not matrix, id(parameter) in inside), []).append(parameter)
+    return [{"params": params, "weight_decay": 0.0 if plain else weight_decay, "lr": lr * (expert_lr_scale if expert else 1.0)}
+            for (plain, expert), params in sorted(groups.items())]
 
 
 def warmup_linear(total_steps: int, warmup_fraction: float):
