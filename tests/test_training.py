@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
-from conftest import copy_with_config, tiny_config
+from conftest import CLI_FAST, copy_with_config, tiny_config
+from mamol_cli import train
 from mamol_core import FORMAT_VERSION
 from mamol_core.bench.grid import METHODS
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig, ProtocolSpec, TrainSpec
@@ -206,6 +208,15 @@ def test_expert_lr_scale_slows_the_experts_only():
     experts = [n for n in moved[1.0] if n.startswith("backbone.")]
     assert experts and all(moved[0.01][n] < 0.05 * moved[1.0][n] for n in experts if moved[1.0][n] > 0)
     assert moved[0.01]["head.1.weight"] == pytest.approx(moved[1.0]["head.1.weight"], rel=0.5)
+
+
+def test_mamol_train_saves_the_expert_lr_scale_in_the_model_file(scene_dir, tmp_path):
+    model = tmp_path / "slow_experts.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--expert-lr-scale", "0.5", "--no-eval", "-o", str(model), *CLI_FAST])
+    assert result.exit_code == 0, result.output
+    assert read_config(model).train.expert_lr_scale == 0.5
+    refused = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--expert-lr-scale", "0", "-o", str(tmp_path / "x.safetensors")])
+    assert refused.exit_code == 2 and "--expert-lr-scale" in refused.output
 
 
 def test_modality_dropout_removes_one_sensor_from_a_share_of_samples_never_the_last():
