@@ -9,7 +9,7 @@ import click
 from mamol_cli.common import (COMMAND_SETTINGS, Group, backbone_name, backbone_names, device_options, handle_errors, layout_options, log,
                               progress_option, progress_sink, quiet_option, setup_logging, split)
 from mamol_core.bench.speed import SPEED_BACKBONES, SpeedSettings
-from mamol_core.config import NORMALIZATIONS, LayoutSpec, TrainSpec
+from mamol_core.config import NORMALIZATIONS, ExpertSpec, LayoutSpec, TrainSpec
 from mamol_core.data.labels import VALIDATION_UNITS
 from mamol_core.errors import MamolError
 
@@ -59,6 +59,8 @@ def main():
               help="How band values are scaled (mamol-train --normalization).")
 @click.option("--expert-lr-scale", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.expert_lr_scale, show_default=True,
               help="The experts, routers and prompts learn at the learning rate times this (mamol-train --expert-lr-scale).")
+@click.option("--rank", type=click.IntRange(min=1), default=ExpertSpec.rank, show_default=True,
+              help="LoRA rank of every expert, for every method (mamol-train --rank).")
 @click.option("--early-stopping", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Hold out this share of the training labels in every cell to keep the weights that score best on it "
                    "(mamol-train --validation).")
@@ -70,8 +72,8 @@ def main():
 @quiet_option
 @handle_errors
 def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, patch_size, token_size, tokenizer_hidden, encoding, epochs, min_steps,
-        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, normalization, expert_lr_scale, early_stopping, patience,
-        output, device,
+        eval_mode, validation, validation_unit, save_models, modality_dropout, rotation, normalization, expert_lr_scale, rank, early_stopping,
+        patience, output, device,
         precision, progress_mode, quiet):
     """Train and evaluate every cell of the grid; finished cells are skipped, so a stopped run resumes."""
     setup_logging(quiet)
@@ -79,7 +81,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
 
     grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
-                modality_dropout, early_stopping, patience, rotation, validation_unit, normalization, expert_lr_scale)
+                modality_dropout, early_stopping, patience, rotation, validation_unit, normalization, expert_lr_scale, rank)
     if validation_unit != "blocks" and not validation:
         raise MamolError(f"--validation-unit {validation_unit} needs a share to hold out: add --validation 0.25 (or drop --validation-unit)")
     if patience and not early_stopping:

@@ -173,10 +173,12 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     assert quantile.exit_code == 1 and "normalization standard (this grid: quantile)" in quantile.output
     slower = CliRunner().invoke(bench.main, args + ["--expert-lr-scale", "0.25"])
     assert slower.exit_code == 1 and "expert_lr_scale 1 (this grid: 0.25)" in slower.output
-    # A results file from before the tokenizer_hidden, normalization, expert_lr_scale and precision columns (width 256,
-    # standard normalisation and one learning rate then, precision not recorded) gains them and resumes.
+    smaller = CliRunner().invoke(bench.main, args + ["--rank", "2"])
+    assert smaller.exit_code == 1 and "rank 8 (this grid: 2)" in smaller.output
+    # A results file from before the tokenizer_hidden, normalization, expert_lr_scale, rank and precision columns (width
+    # 256, standard normalisation, one learning rate and rank 8 then, precision not recorded) gains them and resumes.
     written = rows(out / "results.csv")
-    added = ("tokenizer_hidden", "normalization", "expert_lr_scale", "precision")
+    added = ("tokenizer_hidden", "normalization", "expert_lr_scale", "rank", "precision")
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[f for f in written[0] if f not in added])
         writer.writeheader()
@@ -184,8 +186,8 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     resumed = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
     assert resumed.exit_code == 0, resumed.output
     migrated = rows(out / "results.csv")
-    assert [(r["tokenizer_hidden"], r["normalization"], r["expert_lr_scale"], r["precision"]) for r in migrated] == \
-        [("256", "standard", "1", "")] * len(written)
+    assert [(r["tokenizer_hidden"], r["normalization"], r["expert_lr_scale"], r["rank"], r["precision"]) for r in migrated] == \
+        [("256", "standard", "1", "8", "")] * len(written)
     assert [r["oa"] for r in migrated] == [r["oa"] for r in written]  # resumed: no cell added, nothing else changed
     # One from after tokenizer_hidden but before normalization and precision (the committed docs/results files).
     with open(out / "results.csv", "w", newline="") as handle:
@@ -196,6 +198,22 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     assert rows(out / "results.csv") == migrated
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
+
+
+def test_grid_rank_sizes_every_expert_and_is_recorded_and_tabulated(scene_dir, tmp_path):
+    args = ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both", "--methods", "mamol,moe_ada,baseline", *FAST]
+    assert CliRunner().invoke(bench.main, args + ["-o", str(tmp_path / "r8")]).exit_code == 0
+    small = CliRunner().invoke(bench.main, args + ["--rank", "2", "-o", str(tmp_path / "r2")])
+    assert small.exit_code == 0, small.output
+    default = {r["method"]: r for r in rows(tmp_path / "r8" / "results.csv")}
+    ranked = {r["method"]: r for r in rows(tmp_path / "r2" / "results.csv")}
+    assert {r["rank"] for r in default.values()} == {"8"} and {r["rank"] for r in ranked.values()} == {"2"}
+    for method in ("mamol", "moe_ada"):  # the experts shrink; nothing else does
+        assert int(ranked[method]["trainable_params"]) < int(default[method]["trainable_params"])
+    assert ranked["baseline"]["trainable_params"] == default["baseline"]["trainable_params"]
+    table = CliRunner().invoke(bench.main, ["table", "--results", str(tmp_path / "r2" / "results.csv")])
+    assert table.exit_code == 0 and ", LoRA rank 2, 1 epochs" in table.output
+    assert "LoRA rank" not in CliRunner().invoke(bench.main, ["table", "--results", str(tmp_path / "r8" / "results.csv")]).output
 
 
 def test_validation_split_scores_held_out_training_labels_in_several_modes(scene_dir, tmp_path):

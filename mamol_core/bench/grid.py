@@ -57,12 +57,12 @@ METHODS: dict[str, ExpertSpec] = {
 }
 
 FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "token_size", "tokenizer_hidden", "encoding", "epochs",
-          "min_steps", "modality_dropout", "rotation", "normalization", "expert_lr_scale", "early_stopping", "patience",
+          "min_steps", "modality_dropout", "rotation", "normalization", "expert_lr_scale", "rank", "early_stopping", "patience",
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "precision", "hardware", "mamol_version"]
 
 #: Columns added to results.csv after its first release, with what every earlier row had ("": not recorded then).
-ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": "", "expert_lr_scale": "1"}
+ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": "", "expert_lr_scale": "1", "rank": "8"}
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ class Grid:
     blocks of ``VALIDATION_BLOCK`` pixels, or whole fields with ``validation_unit`` ``fields``) is held out, the model trains on the rest and is scored on the held-out part
     only: the split for choosing settings, which never reads the test labels. With ``early_stopping`` > 0
     that share of the (remaining) training labels is held out to keep each run's best weights and,
-    with ``patience``, to stop it early (:class:`TrainSpec`'s ``validation``).
+    with ``patience``, to stop it early (:class:`TrainSpec`'s ``validation``). ``rank`` is every LoRA
+    expert's rank (with alpha = rank, as ``mamol-train --rank`` sets it), for every method that has experts.
     """
 
     rates: list[str]
@@ -187,6 +188,7 @@ class Grid:
     validation_unit: str = "blocks"
     normalization: str = TrainSpec.normalization
     expert_lr_scale: float = TrainSpec.expert_lr_scale
+    rank: int = ExpertSpec.rank
 
     @property
     def split(self) -> str:
@@ -202,7 +204,7 @@ class Grid:
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
                 "modality_dropout": f"{self.modality_dropout:g}", "early_stopping": f"{self.early_stopping:g}",
                 "patience": str(self.patience), "rotation": self.rotation, "normalization": self.normalization,
-                "expert_lr_scale": f"{self.expert_lr_scale:g}", "split": self.split,
+                "expert_lr_scale": f"{self.expert_lr_scale:g}", "rank": str(self.rank), "split": self.split,
                 "eval_mode": self.eval_modes[0]}
 
     def cells(self, name: str) -> list[Cell]:
@@ -243,7 +245,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
         scene = validation_scene(scene, grid.validation, cell.seed, grid.validation_unit)
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
-    run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method]), grid.layout, protocol,
+    run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method], rank=grid.rank, alpha=float(grid.rank)),
+                         grid.layout, protocol,
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
                                    validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation,
                                    normalization=grid.normalization, expert_lr_scale=grid.expert_lr_scale),
@@ -272,7 +275,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
             "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
             "normalization": grid.normalization, "expert_lr_scale": f"{grid.expert_lr_scale:g}",
-            "steps": schedule_steps(len(run.prepared.train), run.config.train),
+            "rank": grid.rank, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
             "trainable_params": run.model.trainable_parameters(), "split": grid.split,
             "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),

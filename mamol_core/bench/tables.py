@@ -207,7 +207,8 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
                      f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', 'standard') != 'standard' else ''}"
-                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', '1') != '1' else ''}, {r['epochs']} epochs"
+                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', '1') != '1' else ''}"
+                     f"{', LoRA rank ' + r['rank'] if r.get('rank', '8') != '8' else ''}, {r['epochs']} epochs"
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
