@@ -198,7 +198,7 @@ class Grid:
         return "validation" if self.validation_unit == "blocks" else f"validation-{self.validation_unit}"
 
     def setup(self) -> dict[str, str]:
-        """The settings every row of one results file shares, as written in its columns."""
+        """The settings every row of one results file shares, as written in its columns (each row starts from them)."""
         return {"backbone": self.backbone, "patch_size": str(self.layout.patch_size), "token_size": str(self.layout.token_size),
                 "tokenizer_hidden": str(self.layout.hidden),
                 "encoding": self.layout.encoding, "epochs": str(self.epochs), "min_steps": str(self.min_steps),
@@ -268,22 +268,15 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
         save_model(run.model, run.config, model_dir / f"{cell.stem()}.safetensors")
     summaries = evaluations[grid.eval_modes[0]].summaries
     overall = summaries.pop("overall")
-    layout = run.config.model.layout
-    return {"scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
-            "seed": cell.seed, "backbone": run.config.model.backbone.name, "patch_size": layout.patch_size,
-            "token_size": layout.token_size, "tokenizer_hidden": layout.hidden, "encoding": layout.encoding, "epochs": grid.epochs,
-            "min_steps": grid.min_steps, "modality_dropout": f"{grid.modality_dropout:g}",
-            "early_stopping": f"{grid.early_stopping:g}", "patience": grid.patience, "rotation": grid.rotation,
-            "normalization": grid.normalization, "expert_lr_scale": f"{grid.expert_lr_scale:g}",
-            "rank": grid.rank, "steps": schedule_steps(len(run.prepared.train), run.config.train),
+    return {**grid.setup(), "scene": cell.scene, "missing_rate": f"{cell.missing_rate:g}", "condition": cell.condition, "method": cell.method,
+            "seed": cell.seed, "backbone": run.config.model.backbone.name, "steps": schedule_steps(len(run.prepared.train), run.config.train),
             "best_step": run.config.validation.best_step if run.config.validation is not None else "",
-            "trainable_params": run.model.trainable_parameters(), "split": grid.split,
-            "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
+            "trainable_params": run.model.trainable_parameters(), "oa": f"{overall['oa']:.2f}", "kappa": measure_text(overall["kappa"]),
             "aa": f"{overall['aa']:.2f}", "per_pattern_oa": json.dumps({k: round(v["oa"], 2) for k, v in summaries.items()}),
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
             "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}",
             "cpu_s": f"{time.process_time() - cpu_start + run.other_cpu_seconds:.0f}",
-            "eval_mode": grid.eval_modes[0], "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
+            "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 
