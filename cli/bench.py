@@ -60,7 +60,7 @@ def main():
 @click.option("--expert-lr-scale", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.expert_lr_scale, show_default=True,
               help="The experts, routers and prompts learn at the learning rate times this (mamol-train --expert-lr-scale).")
 @click.option("--rank", type=click.IntRange(min=1), default=ExpertSpec.rank, show_default=True,
-              help="LoRA rank of every expert, for every method (mamol-train --rank).")
+              help="LoRA rank of every LoRA expert (mamol, its ablations, moe_ada, moe_task; the other methods have none).")
 @click.option("--early-stopping", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
               help="Hold out this share of the training labels in every cell to keep the weights that score best on it "
                    "(mamol-train --validation).")
