@@ -137,8 +137,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                             **{f"the {m.name} raster": m.path for m in opened.modalities}})
             check_model_name(output)
         protocol = ProtocolSpec(missing_rate, missing, seed)
-        experts = ExpertSpec(placement=placement, num_layers=expert_layers, rank=rank, alpha=float(rank),
-                             num_dynamic=dynamic_experts, top_k=top_k)
+        experts = ExpertSpec(placement=placement, num_layers=expert_layers, num_dynamic=dynamic_experts, top_k=top_k).with_rank(rank)
         spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, expert_lr_scale=expert_lr_scale,
                          weight_decay=weight_decay, seed=seed,
                          modality_dropout=modality_dropout, rotation=rotation, normalization=normalization, validation=validation,

@@ -88,6 +88,10 @@ class ExpertSpec:
     router_hidden: int = 64
     prompt_length: int = 16
 
+    def with_rank(self, rank: int) -> ExpertSpec:
+        """This spec with every LoRA expert of rank ``rank``; alpha follows it, so the LoRA scale stays 1."""
+        return dataclasses.replace(self, rank=rank, alpha=float(rank))
+
 
 #: How modalities meet in the backbone (LayoutSpec.encoding).
 ENCODINGS = ("separate", "joint")

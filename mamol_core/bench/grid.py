@@ -166,7 +166,7 @@ class Grid:
     only: the split for choosing settings, which never reads the test labels. With ``early_stopping`` > 0
     that share of the (remaining) training labels is held out to keep each run's best weights and,
     with ``patience``, to stop it early (:class:`TrainSpec`'s ``validation``). ``rank`` is every LoRA
-    expert's rank (with alpha = rank, as ``mamol-train --rank`` sets it), for every method that has experts.
+    expert's rank (:meth:`ExpertSpec.with_rank`, as ``mamol-train --rank``), for every method that has experts.
     """
 
     rates: list[str]
@@ -245,8 +245,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
         scene = validation_scene(scene, grid.validation, cell.seed, grid.validation_unit)
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
-    run = train_on_scene(scene, BackboneSpec(grid.backbone), dataclasses.replace(METHODS[cell.method], rank=grid.rank, alpha=float(grid.rank)),
-                         grid.layout, protocol,
+    run = train_on_scene(scene, BackboneSpec(grid.backbone), METHODS[cell.method].with_rank(grid.rank), grid.layout, protocol,
                          TrainSpec(epochs=grid.epochs, min_steps=grid.min_steps, seed=cell.seed, modality_dropout=grid.modality_dropout,
                                    validation=grid.early_stopping, patience=grid.patience, rotation=grid.rotation,
                                    normalization=grid.normalization, expert_lr_scale=grid.expert_lr_scale),
