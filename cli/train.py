@@ -31,27 +31,27 @@ EVAL_PIXELS = 50_000
                    "grid when they share one, else the finest input's.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (needed when grids differ, or to place vector labels).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
-@click.option("--missing-rate", type=float, default=0.7, show_default=True, help="Missing rate eta: share of samples missing a modality.")
-@click.option("--missing", default="both", show_default=True, help="both, subsets, or the name(s) of the missing modality.")
+@click.option("--missing-rate", type=float, default=ProtocolSpec.missing_rate, show_default=True, help="Missing rate eta: share of samples missing a modality.")
+@click.option("--missing", default=ProtocolSpec.missing, show_default=True, help="both, subsets, or the name(s) of the missing modality.")
 @click.option("--backbone", default="auto", show_default=True, callback=backbone_name,
               help="clip-vit-b-16, minilm-l6, vit-b-16-random, scratch-small, tiny, openclip:MODEL[:TAG] or auto; "
                    "NAME@N keeps only its first N blocks (minilm-l6@4).")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local weights file (or MiniLM folder) for the backbone.")
-@click.option("--expert-layers", type=click.IntRange(min=0), default=6, show_default=True, help="How many blocks get expert layers.")
-@click.option("--placement", type=click.Choice(["last", "first"]), default="last", show_default=True)
-@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank of every expert.")
-@click.option("--dynamic-experts", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--expert-layers", type=click.IntRange(min=0), default=ExpertSpec.num_layers, show_default=True, help="How many blocks get expert layers.")
+@click.option("--placement", type=click.Choice(["last", "first"]), default=ExpertSpec.placement, show_default=True)
+@click.option("--rank", type=click.IntRange(min=1), default=ExpertSpec.rank, show_default=True, help="LoRA rank of every expert.")
+@click.option("--dynamic-experts", type=click.IntRange(min=0), default=ExpertSpec.num_dynamic, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=ExpertSpec.top_k, show_default=True)
 @layout_options
 @click.option("--epochs", type=click.IntRange(min=0), default=TrainSpec.epochs, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=0), default=TrainSpec.min_steps, show_default=True,
               help="At least this many optimizer steps, whatever the epochs (small label sets need more passes).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainSpec.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.lr, show_default=True)
 @click.option("--expert-lr-scale", type=click.FloatRange(min=0, min_open=True), default=TrainSpec.expert_lr_scale, show_default=True,
               help="The experts, routers and prompts added to the frozen backbone learn at --lr times this.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=2e-2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainSpec.weight_decay, show_default=True)
+@click.option("--seed", type=int, default=TrainSpec.seed, show_default=True)
 @click.option("--modality-dropout", type=click.FloatRange(0, 1), default=TrainSpec.modality_dropout, show_default=True,
               help="Share of training samples with two or more sensors that lose one more at random (on top of the protocol).")
 @click.option("--rotation", type=click.Choice(["square", "any"]), default=TrainSpec.rotation, show_default=True,

@@ -14,10 +14,15 @@ from itertools import permutations
 from pathlib import Path
 from typing import Sequence
 
+from mamol_core.config import ExpertSpec, TrainSpec
 from mamol_core.errors import MamolError
 
 #: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
 PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
+
+#: Settings a results row writes as text; the table's setup line names a value only where it differs from these defaults.
+DEFAULT_EXPERT_LR_SCALE = f"{TrainSpec.expert_lr_scale:g}"
+DEFAULT_RANK = str(ExpertSpec.rank)
 
 #: The evaluation mode every table leads with when the results hold it: one centred patch per pixel, as in the paper.
 HEADLINE_MODE = "pixel"
@@ -206,9 +211,9 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     setups = sorted({f"{r['label'] + ': ' if r.get('label') else ''}{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
-                     f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', 'standard') != 'standard' else ''}"
-                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', '1') != '1' else ''}"
-                     f"{', LoRA rank ' + r['rank'] if r.get('rank', '8') != '8' else ''}, {r['epochs']} epochs"
+                     f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', TrainSpec.normalization) != TrainSpec.normalization else ''}"
+                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', DEFAULT_EXPERT_LR_SCALE) != DEFAULT_EXPERT_LR_SCALE else ''}"
+                     f"{', LoRA rank ' + r['rank'] if r.get('rank', DEFAULT_RANK) != DEFAULT_RANK else ''}, {r['epochs']} epochs"
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
