@@ -11,6 +11,7 @@ from scipy.io import savemat
 
 from conftest import edit_state
 from mamol_cli import bench
+from mamol_core.bench.grid import cpu_description
 from mamol_core.config import LayoutSpec
 from mamol_core.device import autocast_dtype
 from mamol_core.errors import MamolError
@@ -214,6 +215,14 @@ def test_grid_rank_sizes_every_expert_and_is_recorded_and_tabulated(scene_dir, t
     table = CliRunner().invoke(bench.main, ["table", "--results", str(tmp_path / "r2" / "results.csv")])
     assert table.exit_code == 0 and ", LoRA rank 2, 1 epochs" in table.output
     assert "LoRA rank" not in CliRunner().invoke(bench.main, ["table", "--results", str(tmp_path / "r8" / "results.csv")]).output
+
+
+def test_cpu_description_names_the_first_processor_with_its_family_and_model():
+    zen4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n" \
+           "processor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: other\n"
+    assert cpu_description(zen4) == "AMD EPYC, family 25 model 17"
+    assert cpu_description("processor\t: 0\nmodel name\t: Some CPU\n") == "Some CPU"
+    assert cpu_description("processor\t: 0\nBogoMIPS\t: 50.00\n") is None
 
 
 def test_validation_split_scores_held_out_training_labels_in_several_modes(scene_dir, tmp_path):

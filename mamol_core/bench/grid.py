@@ -83,15 +83,33 @@ class Cell:
         return f"{self.scene}_{self.method}_{self.condition}_{self.missing_rate:g}_s{self.seed}"
 
 
+def cpu_description(cpuinfo: str) -> str | None:
+    """The first processor of a ``/proc/cpuinfo`` text: its model name, and its family and model numbers
+    where the text has them (a model name such as "AMD EPYC" is shared by processor generations that
+    differ in speed and in bf16 support); ``None`` without a model name."""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    if not first.get("model name"):
+        return None
+    numbers = f", family {first['cpu family']} model {first['model']}" if first.get("cpu family") and first.get("model") else ""
+    return first["model name"] + numbers
+
+
 def hardware_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's description (:func:`cpu_description`) and its thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "CPU"
-    return f"{model} ({os.cpu_count()} threads)"
+        model = cpu_description(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        model = None
+    return f"{model or platform.processor() or 'CPU'} ({os.cpu_count()} threads)"
 
 
 def finished(results: Path) -> set[tuple]:
