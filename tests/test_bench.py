@@ -49,7 +49,7 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
 
 def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
-    row = "s,{rate},both,{method},{seed},tiny,5,1,{oa},10.00,3,1,dense,cpu,test\n"
+    row = "s,{rate},both,{method},{seed},tiny,5,1,{oa},10.00,{oa},1,dense,cpu,test\n"  # training took as many seconds as the OA
     results = tmp_path / "results.csv"
     results.write_text(header + row.format(rate=0.7, method="a", seed=0, oa=65) + row.format(rate=0.5, method="a", seed=0, oa=59)
                        + row.format(rate=0.5, method="b", seed=0, oa=70) + row.format(rate=0.5, method="c", seed=0, oa=90)
@@ -66,6 +66,8 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert "Best OA in the 1 cells that every method finished (same seeds): b 1, a 0." in table.output
     assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
     assert "Device: cpu (test), precision not recorded: 8 runs." in table.output  # a and b; c is not tabulated
+    assert "(each method's mean over its runs; the table's columns average every method): b 50 / 1, a 69 / 1." in table.output
+    assert lines[2].endswith("| 65 | 1 |")  # a 59, 61 and b 70, 70 in the 50 % cell (c is not tabulated)
     refused = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "svm"])
     assert refused.exit_code == 1 and "no rows for the methods svm" in refused.output
 

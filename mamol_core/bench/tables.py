@@ -142,7 +142,7 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     """One row per missing rate x condition, by increasing rate: each method's OA / kappa in the headline
     mode (per-pixel where recorded; mean over seeds, with the OA's sample standard deviation and the seed
     count where there are several, and the paper's number in brackets where given), the best method, the
-    anchor's; then training and evaluation time. Kappa is shown where the rows recorded it for the headline
+    anchor's; then training and evaluation time (mean over the cell's runs of every method; each method's own below). Kappa is shown where the rows recorded it for the headline
     mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
     each method wins, each method's mean OA over the cells every method finished (and the anchor's), the
     cells where each method's mean is above the anchor's, a paired win count for
@@ -220,12 +220,15 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
     if len(finished_anchors) == finished_cells > 0:
         means += f"; anchor {statistics.mean(finished_anchors):.2f}"
+    seconds = ", ".join(f"{m} {statistics.mean(float(r['train_s']) for r in runs):.0f} / {statistics.mean(float(r['eval_s']) for r in runs):.0f}"
+                        for m in methods if (runs := [r for r in rows if r["method"] == m]))
     above_anchor = (f"Cells where the mean OA is above the anchor's: {', '.join(f'{m} {above[m]}/{with_anchor[m]}' for m in methods)}.\n"
                     if with_anchor else "")
     text = ("\n".join(lines) + f"\n\nHeadline: `{mode}` evaluation"
             f"{'' if mode == HEADLINE_MODE else ' (these results hold no per-pixel scores for every run)'}.\n"
             f"Best OA in the {finished_cells} cells that every method finished (same seeds): {tally}.\n"
             f"Mean OA over those cells: {means}.\n{above_anchor}"
+            f"Seconds per run, training / evaluation (each method's mean over its runs; the table's columns average every method): {seconds}.\n"
             f"Device: {'; '.join(devices)}. Setup: {'; '.join(setups)}.\n")
     if len(methods) > 1:
         text += (f"\nPaired wins (`{mode}`; same cell and seed): A beats B in wins/pairs runs, mean A − B in brackets "
