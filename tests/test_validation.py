@@ -76,3 +76,17 @@ def test_bad_validation_settings_get_one_line(scene_dir, tmp_path):
     result = CliRunner().invoke(train.main, [*common, "--validation", "0.2", "--validation-block", "400", "-o", str(tmp_path / "b.safetensors")])
     assert result.exit_code == 1 and "too few or too clustered" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_a_run_stopped_early_inside_its_first_epoch_writes_its_model_and_reports_its_loss(scene_dir, tmp_path):
+    """Batches of 2 make the first epoch far longer than the step between checks; a learning rate too small
+    to change a prediction leaves the validation OA flat, so --patience 1 stops the run at its second check."""
+    model = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--backbone", "tiny", "--patch-size", "6", "--token-size", "2",
+                                             "--expert-layers", "2", "--rank", "4", "--epochs", "2", "--min-steps", "0",
+                                             "--batch-size", "2", "--lr", "1e-9", "--validation", "0.25", "--validation-block", str(BLOCK),
+                                             "--patience", "1", "--no-eval", "--progress", "none", "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    record = read_config(model).validation
+    epoch = -(-(len(open_scene(scene_dir).train_labels.nonzero()[0]) - record.pixels) // 2)
+    assert record.stopped_early and record.steps_run < epoch  # and its final loss was logged without an IndexError

@@ -110,7 +110,7 @@ class Checkpointing:
 
 @dataclass
 class TrainingResult:
-    """Mean loss per epoch (the last one may be cut short by the step count), with a validation split
+    """Mean loss per epoch (the last one may be cut short by the step count or by early stopping), with a validation split
     the tracker whose best weights the model now holds, the training's wall seconds over every
     process that ran it, and the CPU seconds to add to this process's own count for the same total
     (what earlier processes spent training, less what this one spent writing states)."""
@@ -247,6 +247,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                                     checkpointing.path, checkpointing.how_to_continue)
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if stopped:
+                    if position.order is not None:  # stopped inside an epoch: its loss so far ends the history
+                        position.history.append(position.total / position.seen)
                     break
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
