@@ -320,6 +320,29 @@ def test_a_validation_split_with_nothing_to_hold_out_is_refused_before_training(
         validation_scene(scene, 0.25, 0, "fields")
 
 
+@pytest.mark.parametrize("option, value, message", [("--rates", "70", "--rates 70: give missing rates between 0 and 1"),
+                                                    ("--rates", "x", "--rates x: give missing rates"),
+                                                    ("--seeds", "a", "--seeds a: give whole numbers"),
+                                                    ("--conditions", "both,lidar", "--conditions lidar: not a missing condition of dsm, hsi")])
+def test_grid_values_no_cell_can_run_are_refused_by_their_option_before_training(scene_dir, tmp_path, option, value, message):
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene_dir), "--name", "s", "--methods", "mamol", option, value,
+                                             "-o", str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_an_early_stopping_share_the_labels_cannot_give_is_refused_before_training():
+    from mamol_core.bench.grid import Grid, check_grid_values
+    from mamol_core.data.scene import Scene
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:6, 2:6], labels[10:14, 10:14] = 1, 2  # one 32-pixel block holds every label
+    scene = Scene(modalities=[], grid=None, train_labels=labels, test_labels=None, classes=[])
+    check_grid_values(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny"), scene)
+    with pytest.raises(MamolError, match=r"--early-stopping 0.25: .* too few or too clustered .*\(seed 0\).*without --early-stopping"):
+        check_grid_values(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny", early_stopping=0.25), scene)
+
+
 def test_table_reports_an_undefined_kappa_as_such(tmp_path):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
     results = tmp_path / "results.csv"

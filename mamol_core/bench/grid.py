@@ -20,13 +20,14 @@ from mamol_core.backbones import auto_choices
 from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec, split_depth
 from mamol_core.data.labels import validation_holdout
+from mamol_core.data.protocol import weighted_patterns
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import evaluate_predictions
 from mamol_core.evaluation.score import predict_test_pixels
 from mamol_core.modelfile.weights import save_model
-from mamol_core.training.fit import StateFiles, train_on_scene
+from mamol_core.training.fit import StateFiles, hold_out_validation, train_on_scene
 from mamol_core.training.loop import schedule_steps
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,37 @@ def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "bloc
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 
+def check_grid_values(grid: Grid, scene: Scene) -> None:
+    """One-line errors, naming mamol-bench's own options, for rates, seeds or conditions no cell can run and for
+    an --early-stopping share the training labels cannot give in some seed, before any cell trains."""
+    for rate in grid.rates:
+        try:
+            ok = 0 <= float(rate) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise MamolError(f"--rates {rate}: give missing rates between 0 and 1, comma-separated (0.7 for 70%)")
+    for seed in grid.seeds:
+        try:
+            int(seed)
+        except ValueError:
+            raise MamolError(f"--seeds {seed}: give whole numbers, comma-separated (0,1,2)") from None
+    for condition in grid.conditions if len(scene.names) > 1 else []:
+        try:
+            weighted_patterns(scene.names, condition)
+        except MamolError:
+            raise MamolError(f"--conditions {condition}: not a missing condition of {', '.join(scene.names)}; give both, subsets, "
+                             "one modality's name, or weighted names such as NAME:1+NAME:2") from None
+    for seed in map(int, grid.seeds) if grid.early_stopping > 0 else []:
+        held = validation_scene(scene, grid.validation, seed, grid.validation_unit) if grid.validation > 0 else scene
+        try:
+            hold_out_validation(held, TrainSpec(validation=grid.early_stopping, seed=seed))
+        except MamolError:
+            raise MamolError(f"--early-stopping {grid.early_stopping:g}: the training labels{' that --validation leaves' if grid.validation else ''} "
+                             f"are too few or too clustered to hold out blocks of {VALIDATION_BLOCK} px (seed {seed}); label more, or run "
+                             "without --early-stopping") from None
+
+
 def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dtype: torch.dtype | None, progress_mode: str,
              model_dir: Path | None, state: StateFiles) -> dict:
     """Train and evaluate one cell, resumably with ``state``; returns its CSV row."""
@@ -314,6 +346,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     if not 0 <= grid.validation < 1:
         raise MamolError(f"--validation {grid.validation}: give a share between 0 and 1, e.g. 0.25")
     scene = select_modalities(open_scene(scene_dir, disjoint=True), grid.modalities)
+    check_grid_values(grid, scene)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     output.mkdir(parents=True, exist_ok=True)
