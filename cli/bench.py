@@ -112,7 +112,7 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     from mamol_core.data.patches import PatchSampler
     from mamol_core.data.pixels import PixelSet, prepare_scene
     from mamol_core.data.scene import open_scene
-    from mamol_core.device import resolve_device
+    from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.score import order_scene_for_model
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
@@ -132,7 +132,8 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     pixels = PixelSet(pixels.rows[index], pixels.cols[index], pixels.targets[index], pixels.presence[index])
     model, config = load_model(model_path, compute)
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(compute), config.model.layout.patch_size)
-    shares = {name: routing_shares(model, sampler, pixels, pattern) for name, pattern in describe_patterns(config.model.modality_names)}
+    amp = autocast_dtype(compute, precision)
+    shares = {name: routing_shares(model, sampler, pixels, pattern, amp) for name, pattern in describe_patterns(config.model.modality_names)}
     if not any(shares.values()):
         raise MamolError(f"{model_path}: this model has no routed experts to plot")
     plot_routing(shares, output, f"{model_path.name}: {len(pixels)} test pixels" + (f" of class {class_name}" if class_name else ""))

@@ -123,15 +123,20 @@ def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):
     assert "[paper 88.80 / 88.00]" in line
 
 
-def test_routing_plot_from_a_trained_model(scene_dir, tmp_path):
+def test_routing_plot_from_a_trained_model(scene_dir, tmp_path, monkeypatch):
+    from mamol_core.bench import routing
+
+    dtypes = []
+    monkeypatch.setattr(routing, "inference_model", lambda model, dtype: dtypes.append(dtype) or model.to(dtype or torch.float32))
     run = ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both", "--methods", "mamol", "--save-models",
            "-o", str(tmp_path), *FAST]
     assert CliRunner().invoke(bench.main, run).exit_code == 0
     model = next((tmp_path / "models").glob("*.safetensors"))
     out = tmp_path / "routing.png"
     result = CliRunner().invoke(bench.main, ["routing", "--model", str(model), "--scene", str(scene_dir), "--class-name", "Trees",
-                                             "-o", str(out), "--device", "cpu", "--quiet"])
+                                             "-o", str(out), "--device", "cpu", "--precision", "bf16", "--quiet"])
     assert result.exit_code == 0, result.output
+    assert dtypes == [torch.bfloat16] * 3  # one pass per pattern, in the precision asked for
     shares = json.loads(out.with_suffix(".json").read_text())
     assert set(shares) == {"complete", "missing dsm", "missing hsi"}
     for per_layer in shares.values():

@@ -10,15 +10,19 @@ import torch
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.protocol import pattern_name
+from mamol_core.mapping.dense import inference_model
 from mamol_core.model import MaMOLClassifier
 
 
 @torch.inference_mode()
+@torch.inference_mode()
 def routing_shares(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, pattern: np.ndarray,
-                   batch_size: int = 256) -> dict[int, np.ndarray]:
+                   amp_dtype: torch.dtype | None = None, batch_size: int = 256) -> dict[int, np.ndarray]:
     """For each routed block: the share of top-k selections each routed expert receives over all
-    tokens of patches centred on ``pixels``, with every patch given ``pattern`` (presence ``[M]``)."""
+    tokens of patches centred on ``pixels``, with every patch given ``pattern`` (presence ``[M]``),
+    computed in ``amp_dtype`` (float32 if ``None``)."""
     device = sampler.data.device
+    model = inference_model(model, amp_dtype)
     totals: dict[int, torch.Tensor] = {}
     model.routing.record = True
     try:
@@ -27,7 +31,7 @@ def routing_shares(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
             cols = torch.as_tensor(pixels.cols[batch.numpy()], device=device)
             mask = torch.as_tensor(np.tile(pattern, (len(batch), 1)), device=device)
             model.routing.gates.clear()
-            model(sampler.centred(rows, cols), mask)
+            model(sampler.centred(rows, cols).to(amp_dtype or torch.float32), mask)
             for layer, gates in model.routing.gates.items():
                 selected = (gates > 0).float().sum(dim=(0, 1))
                 totals[layer] = totals.get(layer, 0) + selected.cpu()
