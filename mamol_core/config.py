@@ -217,8 +217,6 @@ class TrainSpec:
     weight_decay: float = 2e-2
     warmup_fraction: float = 0.1
     seed: int = 0
-    augment: bool = True
-    dense_supervision: bool = True
     modality_dropout: float = 0.0  # share of training samples with two or more sensors that lose one more, at random
     rotation: str = "square"  # augmentation: "square" (the 8 symmetries of the square) or "any" (any angle, and flips)
     normalization: str = "standard"

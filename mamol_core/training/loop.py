@@ -127,11 +127,11 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
     """Train the trainable parameters of ``model`` on ``pixels`` for :func:`schedule_steps` steps.
 
     Each sample places its labelled (anchor) pixel at a random position of the patch, so every
-    position of the per-pixel head learns, which dense tile inference relies on; with ``augment``
-    a random rotation/flip is applied. The presence mask is the anchor's protocol assignment. With
-    ``dense_supervision`` every labelled training pixel inside the patch contributes to the loss
-    under that mask (training labels come in clusters, so this multiplies the signal per pass);
-    otherwise only the anchor does. ``sampler`` must hold the training label map for the former.
+    position of the per-pixel head learns, which dense tile inference relies on, and is turned or
+    flipped by a random symmetry of the square. The presence mask is the anchor's protocol
+    assignment. Every labelled training pixel inside the patch contributes to the loss under that
+    mask (training labels come in clusters, so this multiplies the signal per pass); ``sampler``
+    must hold the training label map.
     With ``rotation`` ``any`` each patch is also turned by a random angle (0-90 degrees on top of
     the square's symmetries), so that oriented textures (crop rows) are learned in every direction.
 
@@ -196,9 +196,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 count = len(batch)
                 target_i = torch.randint(size, (count,), generator=generator).to(device)
                 target_j = torch.randint(size, (count,), generator=generator).to(device)
-                symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device) if spec.augment else None
+                symmetry = torch.randint(len(DIHEDRAL), (count,), generator=generator).to(device)
                 angle = None
-                if spec.augment and spec.rotation == "any":  # the square's symmetries turned by a further 0-90 degrees
+                if spec.rotation == "any":  # the square's symmetries turned by a further 0-90 degrees
                     angle = (torch.rand(count, generator=generator) * (math.pi / 2)).to(device)
                 presence = data.presence[batch]
                 if spec.modality_dropout > 0:
@@ -208,14 +208,9 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 mine = slice(ranks.rank, None, ranks.world) if ranks.rank < count else slice(0, 1)
                 weight = 1.0 if ranks.rank < count else 0.0
                 batch, target_i, target_j, presence = batch[mine], target_i[mine], target_j[mine], presence[mine]
-                symmetry = symmetry[mine] if symmetry is not None else None
+                symmetry = symmetry[mine]
                 angle = angle[mine] if angle is not None else None
-                if spec.dense_supervision:
-                    x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry, angle)
-                else:
-                    x = sampler.gather(data.rows[batch], data.cols[batch], target_i, target_j, symmetry, angle)
-                    labels = torch.zeros((len(batch), size, size), dtype=torch.long, device=device)
-                    labels[torch.arange(len(batch), device=device), target_i, target_j] = data.targets[batch] + 1
+                x, labels = sampler.gather_with_labels(data.rows[batch], data.cols[batch], target_i, target_j, symmetry, angle)
                 autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
                 with training_attention(device), autocast:
                     logits = network(x, presence)
