@@ -77,7 +77,7 @@ def report_accuracy(model_path: Path) -> str | None:
 
 
 def blocks_text(blocks: list[int]) -> str:
-    """'blocks 2-5' (counted from 0), 'block 0' or 'no block' for the blocks that hold experts."""
+    """'in blocks 2-5' (counted from 0), 'in block 0', 'in blocks 0, 2' or 'in no block': where the experts are."""
     if not blocks:
         return "in no block"
     if len(blocks) > 1 and blocks == list(range(blocks[0], blocks[-1] + 1)):

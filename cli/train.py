@@ -24,7 +24,8 @@ EVAL_PIXELS = 50_000
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Training labels: a label raster or vector points/polygons.")
 @click.option("--label-field", help="Class field of vector labels (class codes or names).")
-@click.option("--test-labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif.")
+@click.option("--test-labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif when --labels is not given, "
+                   "else (or without that file) --holdout of the labelled groups, held out whole.")
 @click.option("--classes", type=click.Path(path_type=Path), help="Class table JSON; default: the scene's classes.json.")
 @click.option("--reference", type=click.Path(path_type=Path),
               help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
@@ -100,6 +101,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         raise MamolError(f"--top-k {top_k}: a token can use at most the {dynamic_experts} --dynamic-experts; lower --top-k")
     if patience and not validation:
         raise MamolError(f"--patience {patience} needs a validation split to watch: add --validation 0.2 (or drop --patience)")
+    from mamol_core.backbones import check_backbone_weights
+    check_backbone_weights(backbone, backbone_weights)
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together

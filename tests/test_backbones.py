@@ -94,6 +94,20 @@ def test_unknown_backbone_name():
         build_backbone(BackboneSpec("vit-huge"))
 
 
+@pytest.mark.parametrize("backbone", ["tiny", "scratch-small", "vit-b-16-random@2"])
+def test_weights_for_a_backbone_that_loads_none_are_refused_before_any_data_is_read(backbone, tmp_path):
+    from click.testing import CliRunner
+
+    from mamol_cli import train
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    result = CliRunner().invoke(train.main, ["--scene", str(tmp_path / "no_scene"), "--backbone", backbone, "--backbone-weights", str(weights),
+                                             "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 1 and f"the backbone {backbone.split('@')[0]} loads no pretrained weights" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m.safetensors").exists()
+
+
 def test_minilm_matches_the_reference_bert_implementation():
     transformers = pytest.importorskip("transformers")
     folder = minilm_directory(None)

@@ -53,6 +53,18 @@ REGISTRY: dict[str, Callable[[str | None], FrozenBackbone]] = {
 }
 
 
+#: Backbones that load no pretrained weights (a seeded initialisation, or trained with the experts).
+WITHOUT_WEIGHTS = ("vit-b-16-random", "scratch-small", "tiny")
+
+
+def check_backbone_weights(name: str, weights: object | None) -> None:
+    """One-line error for ``--backbone-weights`` given with a backbone that would ignore them."""
+    base, _ = split_depth(name)
+    if weights is not None and base in WITHOUT_WEIGHTS:
+        raise MamolError(f"--backbone-weights {weights}: the backbone {base} loads no pretrained weights; leave --backbone-weights "
+                         "out, or choose clip-vit-b-16, minilm-l6, auto or openclip:MODEL")
+
+
 def auto_choices(depth: int | None) -> tuple[str, str]:
     """What ``auto`` (``depth`` None) or ``auto@DEPTH`` resolves to: CLIP ViT-B/16, else the offline backbone."""
     if depth is None:

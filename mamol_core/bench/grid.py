@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: (Table 5: baseline = no experts) and expert placements (Table 4: blocks x dynamic experts; the
 #: paper's "head 6x2" is mamol_first6, "last 6x2" is mamol; on a 6-block backbone first6 = last6,
 #: so mamol_first3 / mamol_last3 compare halves there, and on the 3-block offline default
-#: ``minilm-l6@3`` every placement is all 3 blocks: run them on ``minilm-l6``). The routed MoE baselines get MaMOL's routed
+#: ``minilm-l6@3`` first6, first3 and last3 all fill its 3 blocks: run them on ``minilm-l6``). The routed MoE baselines get MaMOL's routed
 #: capacity (2 experts, top-1); ``moe_ada_4x2`` / ``moe_task_4x2`` are the 4-expert top-2 variants.
 METHODS: dict[str, ExpertSpec] = {
     "mamol": ExpertSpec(),

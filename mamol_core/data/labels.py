@@ -380,8 +380,8 @@ def validation_holdout(labels: np.ndarray, fraction: float, seed: int, unit: str
                        classes: list[ClassSpec] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Training labels split into (train, validation) for choosing settings: :func:`block_holdout`
     with ``block``-pixel blocks, or :func:`grouped_holdout` over fields (at least one field of each
-    class with two or more is held out, one is always kept, and at most half the class's pixels;
-    ``classes`` names them in its warning)."""
+    class with two or more is held out, up to ``fraction`` of its pixels, or its smallest field when
+    none fits; one is always kept; ``classes`` names them in its warning)."""
     if unit == "blocks":
         return block_holdout(labels, fraction, block, seed)
     if unit == "fields":
