@@ -357,7 +357,7 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     import processing
     from qgis.core import QgsVectorLayer
 
-    from mamol_core.config import TrainSpec
+    from mamol_core.config import ProtocolSpec, TrainSpec
     from qgis_plugin.train_algorithm import MIN_STEPS, TrainModel
 
     truth = QgsVectorLayer(str(SAMPLE / "train_points.gpkg"), "truth", "ogr")
@@ -375,6 +375,11 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     info = config["model"]
     assert config["train"]["rotation"] == "any" and config["train"]["normalization"] == "quantile"
     assert config["train"]["min_steps"] == 7 and MIN_STEPS == TrainSpec.min_steps  # the dialog's default is mamol-train's
+    dialog = TrainModel()
+    dialog.initAlgorithm()
+    assert dialog.parameterDefinition("EPOCHS").defaultValue() == TrainSpec.epochs  # and so are these, copied into the plugin
+    assert dialog.parameterDefinition("MISSING_RATE").defaultValue() == ProtocolSpec.missing_rate
+    assert dialog.parameterDefinition("MISSING").defaultValue() == ProtocolSpec.missing
     assert info["name"] == "Sample forest" and [m["name"] for m in info["modalities"]] == ["hsi", "lidar"]
     assert [(c["name"], c["color"]) for c in info["classes"]] == order
     assert (model.with_suffix(".report") / "report.html").is_file()
