@@ -279,6 +279,26 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     assert run_map(model, out, ("hsi", tmp_path / "nocrs.tif"), extra=["--assume-crs", "EPSG:32632"]).exit_code == 0
 
 
+def test_an_output_that_cannot_be_created_leaves_the_existing_map_as_it_was(trained, scene_dir, tmp_path, monkeypatch):
+    from mamol_core.mapping import outputs
+
+    _, model = trained
+    out = tmp_path / "out.tif"
+    assert run_map(model, out, ("hsi", scene_dir / "hsi.tif")).exit_code == 0
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    opened = outputs.MapWriter._open
+
+    def refuse_probabilities(writer, path, count, nodata, kind):
+        if kind == "probabilities":  # as a folder the system refuses (e.g. /proc) or a lost mount does
+            raise rasterio.errors.RasterioIOError(f"Attempt to create new tiff file '{path}' failed")
+        return opened(writer, path, count, nodata, kind)
+
+    monkeypatch.setattr(outputs.MapWriter, "_open", refuse_probabilities)
+    result = run_map(model, out, ("hsi", scene_dir / "hsi.tif"), extra=["--probabilities", str(tmp_path / "p.tif")])
+    assert result.exit_code == 1 and "Attempt to create new tiff file" in result.output and "Traceback" not in result.output
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before  # the map written first is untouched, no temporaries
+
+
 @pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted: nothing was written"),
                                                 (signal.SIGTERM, 143, "terminated (SIGTERM): nothing was written")])
 def test_ctrl_c_and_sigterm_leave_no_partial_output(trained, tmp_path, sig, code, message):

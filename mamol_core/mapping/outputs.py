@@ -6,6 +6,7 @@ only when the map is complete."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -178,8 +179,8 @@ class MapWriter(contextlib.ExitStack):
         try:
             self._open_all(paths, grid, classes, modality_names)
         except BaseException:
-            self.close()  # delete the temporaries already made
-            raise
+            if not self.__exit__(*sys.exc_info()):  # as an error: the temporaries already made are deleted, none renamed
+                raise
 
     def _open_all(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
         self.paths, self.grid, self.classes, self.modality_names = paths, grid, classes, modality_names
