@@ -205,12 +205,18 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
 @handle_errors
 def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map, methods, output):
     """Print a markdown table of one or more results CSVs beside an anchor and the paper's numbers."""
-    from mamol_core.bench.tables import markdown_table
+    from mamol_core.atomic import atomic_path, check_distinct, check_writable
+    from mamol_core.bench.tables import markdown_table, parse_spec
 
+    if output:
+        check_writable(output)
+        check_distinct({"-o": output}, {**{f"--results {spec}": parse_spec(spec)[1] for spec in results}, "--anchor": anchor,
+                                        "--paper": paper})
     text = markdown_table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, paper_map,
                           split(methods) if methods else None)
     if output:
-        output.write_text(text)
+        with atomic_path(output) as temporary:
+            temporary.write_text(text)
     click.echo(text)
 
 

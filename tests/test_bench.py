@@ -348,6 +348,28 @@ def test_an_early_stopping_share_the_labels_cannot_give_is_refused_before_traini
         check_grid_values(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny", early_stopping=0.25), scene)
 
 
+def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_path):
+    header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
+    results = tmp_path / "results.csv"
+    results.write_text(header + "s,0.5,both,a,0,tiny,5,1,60,10.00,3,1,pixel,cpu,test\n")
+    (tmp_path / "columns.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "number.csv").write_text(header + "s,0.5,both,a,0,tiny,5,1,sixty,10.00,3,1,pixel,cpu,test\n")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 8)
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    cases = [(["--results", str(tmp_path / "columns.csv")], "columns.csv: has no column scene, missing_rate"),
+             (["--results", str(tmp_path / "number.csv")], "number.csv: line 2: oa is 'sixty', not a number"),
+             (["--results", str(tmp_path / "binary.csv")], "binary.csv: not a CSV text file"),
+             (["--results", str(results), "--anchor", str(results)], "results.csv: has no column dataset; pass an anchor CSV"),
+             (["--results", str(results), "-o", str(results)], "is the input --results"),
+             (["--results", f"r={results}", "-o", str(results)], "is the input --results"),
+             (["--results", str(results), "-o", str(tmp_path / "no" / "t.md")], "does not exist; create it"),
+             (["--results", str(results), "-o", str(tmp_path)], "is a folder; give a file name")]
+    for args, message in cases:
+        result = CliRunner().invoke(bench.main, ["table", *args])
+        assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1, (args, result.output)
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
 def test_table_reports_an_undefined_kappa_as_such(tmp_path):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
     results = tmp_path / "results.csv"

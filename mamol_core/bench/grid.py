@@ -402,11 +402,15 @@ def paper_table(results: Path, dataset: str, table: str, numbers: Path | None) -
                           paper_map=f"{other}=missing_other,{hs}=missing_hs,both=missing_both")
 
 
+#: What Table 3's CSV holds: the availability (%) of each sensor, and the paper's scores.
+TABLE3_COLUMNS = ("hs_available", "sar_available", "lidar_available", "oa", "kappa")
+
+
 def table3_markdown(results: Path, paper: Path) -> str:
     """Table 3 rows (availability of HS / SAR / DSM) with our OA/kappa and the paper's."""
     published = {}
     if paper.is_file():
-        for p in read_rows(paper):
+        for p in read_rows(paper, TABLE3_COLUMNS, TABLE3_COLUMNS, "pass the paper's Table 3 CSV (../shared/bench/paper_table3_augsburg3.csv)"):
             published[(int(p["hs_available"]), int(p["sar_available"]), int(p["lidar_available"]))] = p
     lines = ["| condition | HS / SAR / DSM available | method | OA / κ | paper MaMOL OA / κ |", "|---|---|---|---|---|"]
     for row in read_rows(results):

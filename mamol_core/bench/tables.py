@@ -33,12 +33,40 @@ def parse_mapping(text: str | None) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a results CSV as dictionaries."""
+#: What a table reads of a results CSV of mamol-bench run: the columns, and those that hold numbers.
+RESULT_COLUMNS = ("scene", "missing_rate", "condition", "method", "seed", "backbone", "patch_size", "epochs", "oa", "kappa",
+                  "train_s", "eval_s", "eval_mode", "device", "hardware")
+RESULT_NUMBERS = ("missing_rate", "oa", "train_s", "eval_s")
+#: The same for a reference table (an anchor's, or the paper's Table 1): missing rates in percent.
+REFERENCE_COLUMNS = ("dataset", "missing_rate", "condition", "method", "oa", "kappa")
+REFERENCE_NUMBERS = ("missing_rate", "oa", "kappa")
+RESULTS_FIX = "pass the results.csv that mamol-bench run wrote"
+ANCHOR_FIX = "pass an anchor CSV with the columns " + ",".join(REFERENCE_COLUMNS) + " (missing rates in percent)"
+PAPER_FIX = "pass the paper's Table 1 CSV (../shared/bench/paper_table1.csv)"
+
+
+def read_rows(path: Path, columns: Sequence[str] = RESULT_COLUMNS, numbers: Sequence[str] = RESULT_NUMBERS,
+              fix: str = RESULTS_FIX) -> list[dict]:
+    """The rows of a CSV as dictionaries; a one-line error (ending with ``fix``) for a file that is missing,
+    no CSV text, lacks one of ``columns`` or holds no number where ``numbers`` need one."""
     if not Path(path).is_file():
-        raise MamolError(f"{path}: no such results file; pass the results.csv that mamol-bench run wrote")
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        raise MamolError(f"{path}: no such file; {fix}")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            lacking = [c for c in columns if c not in (reader.fieldnames or [])]
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MamolError(f"{path}: not a CSV text file ({type(exc).__name__}); {fix}") from None
+    if lacking:
+        raise MamolError(f"{path}: has no column {', '.join(lacking)}; {fix}")
+    for line, row in enumerate(rows, start=2):
+        for column in numbers:
+            try:
+                float(row[column])
+            except (TypeError, ValueError):
+                raise MamolError(f"{path}: line {line}: {column} is {row[column]!r}, not a number; mend or remove that row") from None
+    return rows
 
 
 #: A label of a results file (``LABEL=path``): letters, digits, '.', '_' or '-'.
@@ -159,10 +187,10 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
-    anchors = {(f"{int(a['missing_rate']) / 100:g}", a["condition"]): a for a in read_rows(anchor)
-               if a["dataset"] == anchor_dataset} if anchor else {}
-    papers = {(f"{int(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in read_rows(paper)
-              if p["dataset"] == paper_dataset} if paper else {}
+    anchors = {(f"{float(a['missing_rate']) / 100:g}", a["condition"]): a
+               for a in read_rows(anchor, REFERENCE_COLUMNS, REFERENCE_NUMBERS, ANCHOR_FIX) if a["dataset"] == anchor_dataset} if anchor else {}
+    papers = {(f"{float(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p
+              for p in read_rows(paper, REFERENCE_COLUMNS, REFERENCE_NUMBERS, PAPER_FIX) if p["dataset"] == paper_dataset} if paper else {}
     header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
     if anchors:
         header += ["anchor OA / κ", "best − anchor (OA)"]
