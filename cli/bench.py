@@ -94,8 +94,9 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="A model with routed experts.")
 @click.option("--scene", type=click.Path(path_type=Path), required=True, help="Scene whose test pixels are routed.")
 @click.option("--class-name", help="Only test pixels of this class (the paper used one class).")
-@click.option("--max-pixels", type=int, default=2000, show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG to write; a JSON with the shares goes beside it.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Picture to write (.png, .pdf or .svg); a JSON with the shares goes beside it.")
 @device_options
 @quiet_option
 @handle_errors
@@ -107,19 +108,27 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     import numpy as np
     import torch
 
-    from mamol_core.bench.routing import describe_patterns, plot_routing, routing_shares
+    from mamol_core.atomic import atomic_paths, check_distinct, check_writable
+    from mamol_core.bench.routing import ROUTING_PICTURES, describe_patterns, plot_routing, routing_shares
     from mamol_core.config import ProtocolSpec
     from mamol_core.data.patches import PatchSampler
     from mamol_core.data.pixels import PixelSet, prepare_scene
-    from mamol_core.data.scene import open_scene
+    from mamol_core.data.scene import CLASS_TABLE, open_scene
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.score import order_scene_for_model
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
+    if output.suffix.lower() not in ROUTING_PICTURES:
+        raise MamolError(f"{output}: give the picture one of the extensions {', '.join(ROUTING_PICTURES)}")
+    shares_path = output.with_suffix(".json")
+    check_writable(output)
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = order_scene_for_model(open_scene(scene, classes=config.model.classes, for_training=False), config, str(scene))
+    check_distinct({"-o": output, "the shares beside it": shares_path},
+                   {"--model": model_path, "the scene's class table": scene / CLASS_TABLE,
+                    **{f"the scene's {m.name} raster": m.path for m in opened.modalities}})
     prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.layout.patch_size, specs=config.model.modalities)
     pixels = prepared.test
     names = [c.name for c in config.model.classes]
@@ -136,8 +145,9 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     shares = {name: routing_shares(model, sampler, pixels, pattern, amp) for name, pattern in describe_patterns(config.model.modality_names)}
     if not any(shares.values()):
         raise MamolError(f"{model_path}: this model has no routed experts to plot")
-    plot_routing(shares, output, f"{model_path.name}: {len(pixels)} test pixels" + (f" of class {class_name}" if class_name else ""))
-    output.with_suffix(".json").write_text(json.dumps({k: {str(l): v.tolist() for l, v in d.items()} for k, d in shares.items()}, indent=1))
+    with atomic_paths([output, shares_path]) as (picture, numbers):
+        plot_routing(shares, picture, f"{model_path.name}: {len(pixels)} test pixels" + (f" of class {class_name}" if class_name else ""))
+        numbers.write_text(json.dumps({k: {str(l): v.tolist() for l, v in d.items()} for k, d in shares.items()}, indent=1))
     log.info("routing plot written to %s", output)
 
 

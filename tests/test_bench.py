@@ -142,6 +142,14 @@ def test_routing_plot_from_a_trained_model(scene_dir, tmp_path, monkeypatch):
     for per_layer in shares.values():
         assert len(per_layer) == 2 and all(abs(sum(v) - 1) < 1e-6 for v in per_layer.values())
     assert out.read_bytes()[:4] == b"\x89PNG"
+    inputs = {path: path.read_bytes() for path in scene_dir.iterdir()}
+    for target, message in [(scene_dir / "classes.png", "classes.json: is the input the scene's class table"),
+                            (tmp_path / "r.tif", "give the picture one of the extensions"),
+                            (tmp_path / "no" / "r.png", "does not exist; create it")]:
+        refused = CliRunner().invoke(bench.main, ["routing", "--model", str(model), "--scene", str(scene_dir), "-o", str(target),
+                                                  "--device", "cpu", "--quiet"])
+        assert refused.exit_code == 1 and message in refused.output and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert {path: path.read_bytes() for path in scene_dir.iterdir()} == inputs and not (tmp_path / "r.json").exists()
 
 
 def test_speed_prints_mapping_training_and_forest_in_one_table(tmp_path):

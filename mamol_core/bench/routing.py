@@ -46,6 +46,10 @@ def all_patterns(count: int) -> list[np.ndarray]:
     return [np.ones(count, bool)] + [np.arange(count) != i for i in range(count)]
 
 
+#: The picture formats the routing plot is written in (by extension).
+ROUTING_PICTURES = (".png", ".pdf", ".svg")
+
+
 def plot_routing(shares: dict[str, dict[int, np.ndarray]], path: Path, title: str) -> None:
     """One panel per pattern: stacked bars of expert selection shares per block."""
     import matplotlib
