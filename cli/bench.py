@@ -187,13 +187,14 @@ def prepare(dataset, source, overrides, seed, output):
 def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, paper_numbers, output, device, precision, progress_mode, quiet):
     """Reproduce the paper's Table 1 (or 3) on a dataset's .mat files: prepare the scene, run the grid, write table.md."""
     setup_logging(quiet)
-    from mamol_core.bench.grid import paper_grid, paper_table, run_grid
+    from mamol_core.bench.grid import check_grid_values, paper_grid, paper_table, run_grid
     from mamol_core.bench.paper_data import prepare_dataset
 
+    grid = paper_grid(dataset, table, split(methods) if methods else None, split(seeds), backbone, epochs, min_steps)
+    check_grid_values(grid)
     scene = output / "scene"
     if not (scene / "train_labels.tif").is_file():
         prepare_dataset(dataset, source, scene)
-    grid = paper_grid(dataset, table, split(methods) if methods else None, split(seeds), backbone, epochs, min_steps)
     run_grid(scene, dataset, grid, output, device, precision, progress_sink(progress_mode))
     text = paper_table(output / "results.csv", dataset, table, paper_numbers)
     (output / "table.md").write_text(text)

@@ -93,5 +93,28 @@ def test_missing_files_and_overrides(tmp_path):
     savemat(tmp_path / "TSLabel.mat", {"TSLabel": test})
     with pytest.raises(MamolError, match="lidar: 13x15 pixels, but the labels are 12x15"):
         prepare_dataset("houston2013", tmp_path, tmp_path / "scene", overrides={"hsi": "cube.mat:data"})
+    assert not (tmp_path / "scene").exists() and not list(tmp_path.glob(".scene*"))  # nothing half-written
     with pytest.raises(MamolError, match="unknown dataset 'pavia'"):
         prepare_dataset("pavia", tmp_path, tmp_path / "scene")
+
+
+def test_a_scene_is_never_written_over_files_and_a_damaged_mat_file_gets_one_line(tmp_path):
+    rng = np.random.default_rng(4)
+    train, test = labels(15, 4)
+    savemat(tmp_path / "HSI.mat", {"HSI": rng.random((H, W, 144)).astype(np.float32)})
+    savemat(tmp_path / "LiDAR.mat", {"LiDAR": rng.random((H, W))})
+    savemat(tmp_path / "TRLabel.mat", {"TRLabel": train})
+    savemat(tmp_path / "TSLabel.mat", {"TSLabel": test})
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    prepare_dataset("houston2013", tmp_path, scene)  # an empty folder is filled
+    before = {path: path.read_bytes() for path in scene.iterdir()}
+    with pytest.raises(MamolError, match="scene: already holds files; give a new or empty folder"):
+        prepare_dataset("houston2013", tmp_path, scene, seed=1)
+    with pytest.raises(MamolError, match="already holds files"):
+        prepare_dataset("houston2013", tmp_path, tmp_path)  # the source itself
+    assert {path: path.read_bytes() for path in scene.iterdir()} == before
+    (tmp_path / "LiDAR.mat").write_bytes((tmp_path / "LiDAR.mat").read_bytes()[:200])
+    with pytest.raises(MamolError, match="LiDAR.mat: not a readable MATLAB file"):
+        prepare_dataset("houston2013", tmp_path, tmp_path / "other")
+    assert not (tmp_path / "other").exists()

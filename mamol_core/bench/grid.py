@@ -254,9 +254,13 @@ def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "bloc
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 
-def check_grid_values(grid: Grid, scene: Scene) -> None:
-    """One-line errors, naming mamol-bench's own options, for rates, seeds or conditions no cell can run and for
-    an --early-stopping share the training labels cannot give in some seed, before any cell trains."""
+def check_grid_values(grid: Grid, scene: Scene | None = None) -> None:
+    """One-line errors, naming mamol-bench's own options, for methods, rates or seeds no cell can run and, given
+    the ``scene``, for conditions of other modalities and an --early-stopping share its training labels cannot
+    give in some seed: before any cell trains."""
+    unknown = [m for m in grid.methods if m not in METHODS]
+    if unknown:
+        raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     for rate in grid.rates:
         try:
             ok = 0 <= float(rate) <= 1
@@ -269,6 +273,8 @@ def check_grid_values(grid: Grid, scene: Scene) -> None:
             int(seed)
         except ValueError:
             raise MamolError(f"--seeds {seed}: give whole numbers, comma-separated (0,1,2)") from None
+    if scene is None:
+        return
     for condition in grid.conditions if len(scene.names) > 1 else []:
         try:
             weighted_patterns(scene.names, condition)
@@ -335,9 +341,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     from mamol_core.data.scene import open_scene, select_modalities
     from mamol_core.device import autocast_dtype, resolve_device
 
-    unknown = [m for m in grid.methods if m not in METHODS]
-    if unknown:
-        raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    check_grid_values(grid)
     grid.layout.check()
     for mode in grid.eval_modes:
         _, stride = parse_eval_mode(mode)

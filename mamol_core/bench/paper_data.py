@@ -12,12 +12,15 @@ the training pixels are drawn per class in the usual counts (seeded) and the res
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from affine import Affine
 
+from mamol_core.atomic import check_folder
 from mamol_core.data.labels import PALETTE
 from mamol_core.data.rasters import write_raster
 from mamol_core.errors import MamolError
@@ -67,9 +70,14 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
+class UnreadableMat(MamolError):
+    """A ``.mat`` file that cannot be read at all (damaged, truncated or no MATLAB file)."""
+
+
 def read_mat(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, v5 (scipy) or v7.3 (HDF5 via h5py, transposed back)."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         content = loadmat(path, variable_names=[variable])
@@ -80,8 +88,8 @@ def read_mat(path: Path, variable: str) -> np.ndarray:
             if variable not in handle:
                 raise MamolError(f"{path}: has no variable {variable!r}; it holds {', '.join(k for k in handle if not k.startswith('#'))}") from None
             return np.asarray(handle[variable]).T
-    except (ValueError, OSError) as exc:
-        raise MamolError(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
+    except (ValueError, OSError, MatReadError) as exc:
+        raise UnreadableMat(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
     if variable not in content:
         raise MamolError(f"{path}: has no variable {variable!r}")
     return np.asarray(content[variable])
@@ -97,7 +105,9 @@ def find_array(folder: Path, candidates: Candidates, what: str, overrides: dict[
         if path.is_file():
             try:
                 return read_mat(path, variable)
-            except MamolError:
+            except UnreadableMat:
+                raise
+            except MamolError:  # not this variable: the next candidate may be in the same file
                 continue
     names = ", ".join(f"{f}:{v}" for f, v in candidates)
     raise MamolError(f"{folder}: no {what} found (looked for {names}); pass --var {what}=FILE:VARIABLE")
@@ -134,6 +144,10 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
     layout, overrides, source = LAYOUTS[key], overrides or {}, Path(source)
     if not source.is_dir():
         raise MamolError(f"{source}: no such folder; pass the folder holding the {dataset} .mat files")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MamolError(f"{out}: already {'holds files' if out.is_dir() else 'exists as a file'}; give a new or empty folder "
+                         "for the scene")
+    check_folder(out.parent)
     try:
         train = find_array(source, layout.train, "train", overrides).astype(np.int64)
         test = find_array(source, layout.test, "test", overrides).astype(np.int64)
@@ -144,12 +158,18 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
                                          layout.train_counts, seed)
     if train.shape != test.shape:
         raise MamolError(f"{source}: training labels {train.shape} and test labels {test.shape} differ in size")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, candidates in layout.modalities.items():
-        write_raster(out / f"{name}.tif", as_bands(find_array(source, candidates, name, overrides), name, train.shape),
-                     NOMINAL_TRANSFORM, crs=NOMINAL_CRS)
-    write_raster(out / "train_labels.tif", train.astype(np.uint8), NOMINAL_TRANSFORM, nodata=0, crs=NOMINAL_CRS)
-    write_raster(out / "test_labels.tif", test.astype(np.uint8), NOMINAL_TRANSFORM, nodata=0, crs=NOMINAL_CRS)
-    table = {str(i): {"name": n, "color": PALETTE[(i - 1) % len(PALETTE)]} for i, n in enumerate(layout.classes, start=1)}
-    (out / "classes.json").write_text(json.dumps(table, indent=1))
+    bands = {name: as_bands(find_array(source, candidates, name, overrides), name, train.shape)
+             for name, candidates in layout.modalities.items()}  # every array read before anything is written
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        staging.mkdir(parents=True)
+        for name, cube in bands.items():
+            write_raster(staging / f"{name}.tif", cube, NOMINAL_TRANSFORM, crs=NOMINAL_CRS)
+        write_raster(staging / "train_labels.tif", train.astype(np.uint8), NOMINAL_TRANSFORM, nodata=0, crs=NOMINAL_CRS)
+        write_raster(staging / "test_labels.tif", test.astype(np.uint8), NOMINAL_TRANSFORM, nodata=0, crs=NOMINAL_CRS)
+        table = {str(i): {"name": n, "color": PALETTE[(i - 1) % len(PALETTE)]} for i, n in enumerate(layout.classes, start=1)}
+        (staging / "classes.json").write_text(json.dumps(table, indent=1))
+        os.replace(staging, out)  # the whole scene appears at once (over an empty folder too)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
