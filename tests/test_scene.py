@@ -225,9 +225,11 @@ def test_rasters_without_a_crs_on_one_grid_take_vector_labels_with_assume_crs(sc
     assert np.array_equal(scene.train_labels, open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover").train_labels)
 
 
-def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir):
+def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir, caplog):
     scene = open_scene(scene_dir, parse_inputs([f"lidar={scene_dir / 'dsm.tif'}"]))
-    assert sorted(scene.names) == ["hsi", "lidar"]
+    assert sorted(scene.names) == ["hsi", "lidar"] and "instead of" not in caplog.text
+    scene = open_scene(scene_dir, parse_inputs([f"dsm={scene_dir / 'hsi.tif'}"]))  # the scene's dsm.tif is left out: said so
+    assert scene.names == ["dsm"] and f"--input dsm={scene_dir / 'hsi.tif'}: used for dsm instead of the scene's {scene_dir / 'dsm.tif'}" in caplog.text
 
 
 @pytest.mark.parametrize("fill, declared, rows, warned", [

@@ -102,6 +102,8 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
                 found[path.stem] = path
     claimed = {os.path.realpath(path) for path in inputs.values()}
     found = {name: path for name, path in found.items() if os.path.realpath(path) not in claimed}
+    for name in sorted(set(found) & set(inputs)):
+        log.warning("--input %s=%s: used for %s instead of the scene's %s", name, inputs[name], name, found[name])
     found.update(inputs)
     check_one_file_each(found)
     if not found:
