@@ -109,6 +109,14 @@ def test_label_value_missing_from_class_table(scene_copy):
         open_scene(scene_copy)
 
 
+def test_a_class_colour_that_is_no_hex_colour_is_refused_when_the_table_is_read(scene_copy):
+    table = json.loads((scene_copy / "classes.json").read_text())
+    table["2"]["color"] = "notacolor"
+    (scene_copy / "classes.json").write_text(json.dumps(table))
+    with pytest.raises(MamolError, match=r"classes\.json: the colour of class 2 \('notacolor'\) is not #rrggbb"):
+        open_scene(scene_copy)
+
+
 def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     table = json.loads((scene_copy / "classes.json").read_text())
     table["42"] = {"name": "Glacier", "color": "#ffffff"}
