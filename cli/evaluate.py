@@ -38,7 +38,9 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     some of the model's modalities not given, from those given (each present where it has data)."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
+    from mamol_core.atomic import check_folder
     from mamol_core.data.scene import open_scene, parse_inputs
+    from mamol_core.errors import MamolError
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
@@ -46,6 +48,10 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
+    if stride is not None and mode != "dense":
+        raise MamolError(f"--stride {stride}: only --mode dense steps tiles; add --mode dense or leave --stride out")
+    folder = output or model_path.with_suffix(".eval")
+    check_folder(folder)
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
@@ -63,7 +69,6 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     model, config = load_model(model_path, compute)
     evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
                                          progress_mode=progress_mode, mode=mode, stride=stride)
-    folder = output or model_path.with_suffix(".eval")
     write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "modalities_given": opened.names,
                                       "device": str(compute), "mode": mode})
     for name, summary in evaluation.summaries.items():

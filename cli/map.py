@@ -82,6 +82,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         with stop_together(compute):  # a bad argument stops every rank, with one message
             if estimate and ranks.distributed:
                 raise MamolError("--estimate: run it in one process, without torchrun (it estimates one process's time)")
+            if not output.name:
+                raise MamolError(f"-o {str(output)!r}: give the map a file name, e.g. -o landcover.tif")
             config = read_config(model_path)
             aliases = {name: (path, f"--{name}") for name, path in zip(ALIASES, (hsi, lidar, sar)) if path is not None}
             given = parse_inputs(inputs, given=aliases)

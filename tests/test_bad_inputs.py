@@ -327,6 +327,20 @@ def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_
     assert not [w for w in recwarn if "GeoSeries" in str(w.message)], [str(w.message) for w in recwarn]
 
 
+def test_an_output_folder_that_is_a_file_a_nameless_map_and_a_stride_without_dense_tiles_get_one_line(model_file, scene_dir, tmp_path):
+    from mamol_cli import bench
+
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    common = ["--model", str(model_file), "--scene", str(scene_dir), "--device", "cpu", "--progress", "none", "--quiet"]
+    one_line_error(CliRunner().invoke(evaluate.main, [*common, "-o", str(afile)]), "afile: is a file, not a folder")
+    one_line_error(CliRunner().invoke(evaluate.main, [*common, "--stride", "4"]), "--stride 4: only --mode dense steps tiles")
+    one_line_error(CliRunner().invoke(bench.main, ["run", "--scene", str(scene_dir), "--name", "s", "--methods", "mamol", "-o", str(afile),
+                                                   "--backbone", "tiny", "--device", "cpu", "--quiet"]), "afile: is a file, not a folder")
+    one_line_error(run_map("--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", ""), "give the map a file name")
+    assert afile.read_text() == "kept" and sorted(tmp_path.iterdir()) == [afile]
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

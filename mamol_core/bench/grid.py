@@ -353,6 +353,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     check_grid_values(grid, scene)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
+    check_folder(output)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.csv"
     check_results(results, grid)
