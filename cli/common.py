@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from typing import Callable
 
 import click
@@ -40,7 +41,9 @@ def setup_logging(quiet: bool) -> None:
     ``warning:``; GDAL's own error reports (logged by rasterio at INFO) and pyogrio's record counts
     are left out, since mamol turns each failure into one line and says what it wrote; so is torch's
     INFO (its loggers inherit the root's level until torch has set up its own logging, so a command
-    stopped while torch loads printed torch's cache statistics at exit)."""
+    stopped while torch loads printed torch's cache statistics at exit). So is rasterio's warning about
+    a raster without a geotransform: mamol says itself what such a raster lacks and what to do."""
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MessageFormat())
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])

@@ -341,6 +341,20 @@ def test_an_output_folder_that_is_a_file_a_nameless_map_and_a_stride_without_den
     assert afile.read_text() == "kept" and sorted(tmp_path.iterdir()) == [afile]
 
 
+def test_rasterios_warning_about_a_raster_without_geotransform_is_not_printed_beside_mamols_line():
+    import warnings
+
+    from mamol_cli.common import setup_logging
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setup_logging(True)
+        warnings.warn("Dataset has no geotransform, gcps, or rpcs. The identity matrix will be returned.",
+                      rasterio.errors.NotGeoreferencedWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["another warning"]
+
+
 def test_an_unwritable_report_folder_stops_training_before_it_starts(scene_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
