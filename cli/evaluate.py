@@ -18,7 +18,7 @@ from mamol_core.config import ProtocolSpec
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH", help="Add or replace a modality raster (repeatable).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Test labels (raster or vector); default: the scene's test_labels.tif.")
 @click.option("--label-field", help="Class field of vector labels.")
-@click.option("--missing-rate", type=float, help="Override the model's test missing rate.")
+@click.option("--missing-rate", type=click.FloatRange(0, 1), help="Override the model's test missing rate.")
 @click.option("--missing", help="Override the model's missing condition (both, subsets or a modality name).")
 @click.option("--mode", type=click.Choice(["pixel", "dense"]), default="pixel", show_default=True,
               help="pixel: a patch centred on each test pixel; dense: blended tiles as mamol-map predicts.")

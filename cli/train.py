@@ -32,7 +32,7 @@ EVAL_PIXELS = 50_000
                    "grid when they share one, else the finest input's.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (needed when grids differ, or to place vector labels).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
-@click.option("--missing-rate", type=float, default=ProtocolSpec.missing_rate, show_default=True, help="Missing rate eta: share of samples missing a modality.")
+@click.option("--missing-rate", type=click.FloatRange(0, 1), default=ProtocolSpec.missing_rate, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default=ProtocolSpec.missing, show_default=True, help="both, subsets, or the name(s) of the missing modality.")
 @click.option("--backbone", default="auto", show_default=True, callback=backbone_name,
               help="clip-vit-b-16, minilm-l6, vit-b-16-random, scratch-small, tiny, openclip:MODEL[:TAG] or auto; "

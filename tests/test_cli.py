@@ -131,7 +131,7 @@ def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, me
 
 @pytest.mark.parametrize("command, extra", [
     (train, ["--batch-size", "0"]), (train, ["--rank", "0"]), (train, ["--lr", "-1"]), (train, ["--holdout", "1.5"]),
-    (train, ["--top-k", "3"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),
+    (train, ["--top-k", "3"]), (train, ["--missing-rate", "2"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),
 ])
 def test_numbers_out_of_range_are_refused_in_one_message(model_file, scene_dir, tmp_path, command, extra):
     if command is train:
