@@ -111,8 +111,10 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.evaluation.score import evaluate_run
     from mamol_core.modelfile.weights import save_model
     from mamol_core.training.fit import StateFiles, train_on_scene
-    from mamol_core.training.state import is_training_state
+    from mamol_core.training.state import check_state_file, is_training_state
 
+    if resume is not None:
+        check_state_file(resume)
     folder = report or output.with_suffix(".report")
     state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
     with process_group(resolve_device(device)) as (ranks, compute):

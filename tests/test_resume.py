@@ -73,6 +73,10 @@ def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
     result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
     assert result.exit_code == 1 and "not a complete training state of this mamol" in result.output
 
+    missing = CliRunner().invoke(train.main, ["--scene", str(tmp_path / "no_scene"), "--resume", str(tmp_path / "gone.state.safetensors"),
+                                              "-o", str(tmp_path / "m.safetensors")])
+    assert missing.exit_code == 1 and "gone.state.safetensors: no such training state file" in missing.output  # before the scene is read
+
 
 def test_a_state_from_another_release_resumes_with_new_settings_at_their_defaults(scene_dir, tmp_path):
     """A setting the state lacks counts as its default (how the older run behaved), another release

@@ -155,11 +155,16 @@ def is_training_state(path: Path) -> bool:
         return False
 
 
+def check_state_file(path: Path) -> None:
+    """One-line error when ``path`` (given to continue a run from) is no file."""
+    if not Path(path).is_file():
+        raise MamolError(f"{path}: no such training state file; pass the file an interrupted mamol-train wrote (see its last message)")
+
+
 def read_state(path: Path) -> SavedState:
     """Read a training state file; one-line errors for a missing, damaged or foreign file."""
     path = Path(path)
-    if not path.is_file():
-        raise MamolError(f"{path}: no such training state file; pass the file an interrupted mamol-train wrote (see its last message)")
+    check_state_file(path)
     try:
         meta = json.loads(read_metadata(path)[STATE_KEY])
         if not (isinstance(meta, dict) and STATE_FIELDS <= set(meta) and isinstance(meta["config"], dict)):
