@@ -164,7 +164,7 @@ def prepare(dataset, source, overrides, seed, output):
     from mamol_core.bench.paper_data import prepare_dataset
     from mamol_core.data.scene import parse_inputs
 
-    prepare_dataset(dataset, source, output, {k: str(v) for k, v in parse_inputs(overrides, "--var").items()}, seed)
+    prepare_dataset(dataset, source, output, {k: str(v) for k, v in parse_inputs(overrides, "--var", usage="WHAT=FILE:VARIABLE, e.g. --var lidar=LiDAR.mat:LiDAR").items()}, seed)
     click.echo(f"scene written to {output}")
 
 

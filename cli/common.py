@@ -197,9 +197,9 @@ def layout_options(command: Callable) -> Callable:
     command = click.option("--encoding", type=click.Choice(ENCODINGS), default=LayoutSpec.encoding, show_default=True,
                            help="separate: one backbone sequence per sensor, fused at the head; joint: one sequence per "
                                 "sample with the tokens of its present sensors, which attend to each other.")(command)
-    command = click.option("--token-size", type=int, default=LayoutSpec.token_size, show_default=True,
+    command = click.option("--token-size", type=click.IntRange(min=1), default=LayoutSpec.token_size, show_default=True,
                            help="Pixels per token side; the head predicts all of a token's pixels.")(command)
-    return click.option("--patch-size", type=int, default=LayoutSpec.patch_size, show_default=True,
+    return click.option("--patch-size", type=click.IntRange(min=1), default=LayoutSpec.patch_size, show_default=True,
                         help="Patch (and mapping tile) side in pixels, a multiple of --token-size.")(command)
 
 

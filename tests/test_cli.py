@@ -131,7 +131,7 @@ def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, me
 
 @pytest.mark.parametrize("command, extra", [
     (train, ["--batch-size", "0"]), (train, ["--rank", "0"]), (train, ["--lr", "-1"]), (train, ["--holdout", "1.5"]),
-    (train, ["--top-k", "3"]), (train, ["--missing-rate", "2"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),
+    (train, ["--top-k", "3"]), (train, ["--missing-rate", "2"]), (train, ["--token-size", "0"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),
 ])
 def test_numbers_out_of_range_are_refused_in_one_message(model_file, scene_dir, tmp_path, command, extra):
     if command is train:
@@ -142,6 +142,15 @@ def test_numbers_out_of_range_are_refused_in_one_message(model_file, scene_dir, 
     assert result.exit_code in (1, 2) and extra[0] in result.output and result.output.startswith("error: "), result.output
     assert len(result.output.strip().splitlines()) == 1 and isinstance(result.exception, SystemExit), result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_given_as_a_model_and_a_malformed_var_say_what_they_are(tmp_path):
+    from mamol_cli import bench
+
+    result = CliRunner().invoke(info.main, [str(tmp_path)])
+    assert result.exit_code == 1 and "is a folder, not a model file; pass the file written by mamol-train" in result.output
+    result = CliRunner().invoke(bench.main, ["prepare", "--dataset", "trento", "--source", str(tmp_path), "--var", "foo", "-o", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "--var 'foo': write WHAT=FILE:VARIABLE, e.g. --var lidar=LiDAR.mat:LiDAR" in result.output
 
 
 def test_usage_errors_are_one_line_and_no_arguments_still_show_the_help():

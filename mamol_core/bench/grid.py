@@ -129,7 +129,8 @@ def check_results(results: Path, grid: "Grid") -> None:
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != FIELDS:
-            raise MamolError(f"{results}: written by an older mamol-bench (other columns); pass a new -o folder for this grid")
+            raise MamolError(f"{results}: holds other columns than mamol-bench run writes (an older mamol-bench's, or no results "
+                             "file); pass a new -o folder for this grid")
         wanted = grid.setup()
         name, depth = split_depth(grid.backbone)
         resolved = auto_choices(depth) if name == "auto" else ()  # auto resolves per machine

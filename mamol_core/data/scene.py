@@ -59,15 +59,15 @@ class Scene:
 
 
 def parse_inputs(pairs: tuple[str, ...] | list[str], flag: str = "--input",
-                 given: dict[str, tuple[Path, str]] | None = None) -> dict[str, Path]:
-    """``NAME=PATH`` pairs from the command line (``flag`` names the option in errors), added to the
+                 given: dict[str, tuple[Path, str]] | None = None, usage: str | None = None) -> dict[str, Path]:
+    """``NAME=PATH`` pairs from the command line (``flag`` names the option in errors, ``usage`` its form), added to the
     modalities already ``given`` by other options (name -> (path, option)); a modality given twice is refused."""
     seen = dict(given or {})
     for pair in pairs:
         name, sep, path = pair.partition("=")
         name = name.strip()
         if not sep or not name or not path:
-            raise MamolError(f"{flag} {pair!r}: write NAME=PATH, e.g. {flag} lidar=dsm.tif")
+            raise MamolError(f"{flag} {pair!r}: write {usage or f'NAME=PATH, e.g. {flag} lidar=dsm.tif'}")
         if name in seen:
             earlier, option = seen[name]
             raise MamolError(f"{flag} {pair!r}: modality {name!r} was already given by {option} ({earlier}); give each modality once "

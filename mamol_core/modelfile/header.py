@@ -22,7 +22,8 @@ def read_header(path: Path, check_size: bool = True) -> dict:
     standard library only; with ``check_size`` a file shorter or longer than it says is refused."""
     path = Path(path)
     if not path.is_file():
-        raise MamolError(f"{path}: no such model file; pass the file written by mamol-train")
+        what = "is a folder, not a model file" if path.is_dir() else "no such model file"
+        raise MamolError(f"{path}: {what}; pass the file written by mamol-train")
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
