@@ -177,7 +177,9 @@ def split(text: str) -> list[str]:
 
 
 def backbone_names(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """``--backbones`` callback: the same for each comma-separated name."""
+    """``--backbones`` callback: the same for each comma-separated name, and at least one."""
+    if not split(value):
+        raise click.BadParameter("give at least one backbone, e.g. minilm-l6@3,vit-b-16-random")
     return _known_backbones(split(value), value)
 
 

@@ -156,7 +156,8 @@ def test_a_folder_given_as_a_model_and_a_malformed_var_say_what_they_are(tmp_pat
 def test_usage_errors_are_one_line_and_no_arguments_still_show_the_help():
     from mamol_cli import bench
 
-    for command, args in ((train, ["--bogus"]), (bench, ["bogus"]), (bench, ["run", "--rates"]), (evaluate, ["--mode", "x"])):
+    for command, args in ((train, ["--bogus"]), (bench, ["bogus"]), (bench, ["run", "--rates"]), (evaluate, ["--mode", "x"]),
+                          (bench, ["speed", "--backbones", ""])):
         result = CliRunner().invoke(command.main, args)
         assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
     assert "Usage: mamol-bench" in CliRunner().invoke(bench.main, [], prog_name="mamol-bench").output
