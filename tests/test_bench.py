@@ -345,15 +345,15 @@ def test_grid_values_no_cell_can_run_are_refused_by_their_option_before_training
 
 
 def test_an_early_stopping_share_the_labels_cannot_give_is_refused_before_training():
-    from mamol_core.bench.grid import Grid, check_grid_values
+    from mamol_core.bench.grid import Grid, check_grid_scene
     from mamol_core.data.scene import Scene
 
     labels = np.zeros((20, 20), np.uint8)
     labels[2:6, 2:6], labels[10:14, 10:14] = 1, 2  # one 32-pixel block holds every label
     scene = Scene(modalities=[], grid=None, train_labels=labels, test_labels=None, classes=[])
-    check_grid_values(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny"), scene)
+    check_grid_scene(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny"), scene)
     with pytest.raises(MamolError, match=r"--early-stopping 0.25: .* too few or too clustered .*\(seed 0\).*without --early-stopping"):
-        check_grid_values(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny", early_stopping=0.25), scene)
+        check_grid_scene(Grid(["0.5"], ["both"], ["mamol"], ["0"], [], "tiny", early_stopping=0.25), scene)
 
 
 def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_path):

@@ -255,10 +255,9 @@ def validation_scene(scene: Scene, fraction: float, seed: int, unit: str = "bloc
     return dataclasses.replace(scene, train_labels=train, test_labels=held_out)
 
 
-def check_grid_values(grid: Grid, scene: Scene | None = None) -> None:
-    """One-line errors, naming mamol-bench's own options, for methods, rates or seeds no cell can run and, given
-    the ``scene``, for conditions of other modalities and an --early-stopping share its training labels cannot
-    give in some seed: before any cell trains."""
+def check_grid_values(grid: Grid) -> None:
+    """One-line errors, naming mamol-bench's own options, for methods, rates or seeds no cell can run, before any
+    data is read."""
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
         raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -274,8 +273,11 @@ def check_grid_values(grid: Grid, scene: Scene | None = None) -> None:
             int(seed)
         except ValueError:
             raise MamolError(f"--seeds {seed}: give whole numbers, comma-separated (0,1,2)") from None
-    if scene is None:
-        return
+
+
+def check_grid_scene(grid: Grid, scene: Scene) -> None:
+    """One-line errors, naming mamol-bench's own options, for conditions of modalities the ``scene`` lacks and an
+    --early-stopping share its training labels cannot give in some seed, before any cell trains."""
     for condition in grid.conditions if len(scene.names) > 1 else []:
         try:
             weighted_patterns(scene.names, condition)
@@ -351,7 +353,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     if not 0 <= grid.validation < 1:
         raise MamolError(f"--validation {grid.validation}: give a share between 0 and 1, e.g. 0.25")
     scene = select_modalities(open_scene(scene_dir, disjoint=True), grid.modalities)
-    check_grid_values(grid, scene)
+    check_grid_scene(grid, scene)
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     check_folder(output)
