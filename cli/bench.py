@@ -219,6 +219,11 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
     from mamol_core.atomic import atomic_path, check_distinct, check_writable
     from mamol_core.bench.tables import markdown_table, parse_spec
 
+    for name, source, extras in (("--anchor", anchor, {"--anchor-dataset": anchor_dataset, "--anchor-map": anchor_map}),
+                                 ("--paper", paper, {"--paper-dataset": paper_dataset, "--paper-map": paper_map})):
+        given = [option for option, value in extras.items() if value]
+        if given and source is None:
+            raise MamolError(f"{given[0]} says how to read {name}'s file: add {name} FILE.csv or leave {given[0]} out")
     if output:
         check_writable(output)
         check_distinct({"-o": output}, {**{f"--results {spec}": parse_spec(spec)[1] for spec in results}, "--anchor": anchor,

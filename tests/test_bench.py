@@ -371,7 +371,9 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
              (["--results", str(results), "-o", str(results)], "is the input --results"),
              (["--results", f"r={results}", "-o", str(results)], "is the input --results"),
              (["--results", str(results), "-o", str(tmp_path / "no" / "t.md")], "does not exist; create it"),
-             (["--results", str(results), "-o", str(tmp_path)], "is a folder; give a file name")]
+             (["--results", str(results), "-o", str(tmp_path)], "is a folder; give a file name"),
+             (["--results", str(results), "--anchor-map", "both=missing_both"], "--anchor-map says how to read --anchor's file"),
+             (["--results", str(results), "--paper-dataset", "Trento"], "--paper-dataset says how to read --paper's file")]
     for args, message in cases:
         result = CliRunner().invoke(bench.main, ["table", *args])
         assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1, (args, result.output)
