@@ -21,6 +21,8 @@ from mamol_core.errors import MamolError
 @handle_errors
 def main(model_path, as_json, check):
     """Describe MODEL_PATH: modalities with band counts, classes, backbone and protocol."""
+    if check and (model_path is not None or as_json):
+        raise MamolError(f"--check describes this environment, not a model: leave out {'--json' if as_json else model_path} or --check")
     if check:
         click.echo(environment_report())
         return

@@ -61,6 +61,10 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
         f"OA {report['overall']['oa']:.2f}" in described.output and f"complete {report['complete']['oa']:.2f}" in described.output
     config = json.loads(CliRunner().invoke(info.main, [str(model_file), "--json"]).output)
     assert config["model"]["backbone"]["name"] == "tiny"
+    checked = CliRunner().invoke(info.main, ["--check"])
+    assert checked.exit_code == 0 and checked.output.startswith("mamol ") and " works: torch " in checked.output
+    both = CliRunner().invoke(info.main, [str(model_file), "--check"])
+    assert both.exit_code == 1 and "--check describes this environment, not a model" in both.output
     older = tmp_path / "older.safetensors"  # a model file of mamol 0.2.0 reads every band as stored
     copy_with_config(model_file, older, lambda c: c | {"format_version": 2} | {"model": c["model"] | {
         "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
