@@ -126,6 +126,11 @@ def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     assert "no training pixel of 'Glacier' on the scene grid; the model cannot learn it" in caplog.text
 
 
+def test_a_label_field_given_with_raster_labels_is_warned_about(scene_dir, caplog):
+    open_scene(scene_dir, labels=scene_dir / "train_labels.tif", label_field="landcover")
+    assert "train_labels.tif: a label raster, whose values are the classes; --label-field landcover is for vector labels only" in caplog.text
+
+
 def test_vector_without_the_class_field(scene_dir):
     with pytest.raises(MamolError, match=r"train_points\.gpkg: has no field 'class'; its fields are landcover"):
         open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="class")

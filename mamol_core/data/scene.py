@@ -149,6 +149,8 @@ def open_scene(
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         if is_raster(path):
+            if label_field:
+                log.warning("%s: a label raster, whose values are the classes; --label-field %s is for vector labels only", path, label_field)
             values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
