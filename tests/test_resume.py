@@ -88,6 +88,7 @@ def test_a_state_from_another_release_resumes_with_new_settings_at_their_default
 
     def older(meta):
         del meta["config"]["train"]["rotation"]
+        meta["config"]["train"].update(augment=True, dense_supervision=True)  # retired since, at the value mamol behaves as
         meta["config"]["mamol_version"] = "0.1.9"
 
     edit_state(state, older)
@@ -103,6 +104,9 @@ def test_a_state_from_another_release_resumes_with_new_settings_at_their_default
     edit_state(state, lambda meta: meta["config"]["train"].update(mixup=0.5))  # a setting of a newer mamol
     newer = train_run(scene_dir, out, "--resume", str(state))
     assert newer.exit_code == 1 and "train.mixup" in newer.output
+    edit_state(state, lambda meta: meta["config"]["train"].update(mixup=None, dense_supervision=False))  # a retired setting's other value
+    switched = train_run(scene_dir, out, "--resume", str(state))
+    assert switched.exit_code == 1 and "train.dense_supervision" in switched.output
 
     def before_format_4(meta):  # mamol 0.2.0 read every band's stored numbers
         meta["config"] |= {"format_version": 2, "mamol_version": "0.2.0"}

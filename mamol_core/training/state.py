@@ -175,14 +175,24 @@ def read_state(path: Path) -> SavedState:
     return SavedState(path, meta, tensors)
 
 
+#: Settings an earlier mamol stored in its states and this one no longer has, with the one value this mamol
+#: still behaves as (``TrainSpec.augment`` and ``.dense_supervision``, never switched off by any command).
+RETIRED_SETTINGS = {("train", "augment"): True, ("train", "dense_supervision"): True}
+
+
 def _with_defaults(config: dict) -> dict:
     """``config`` with the settings this mamol has and it lacks at their defaults; its own values, and
-    keys this mamol does not know, are kept. Unchanged if this mamol cannot read it."""
+    keys this mamol does not know, are kept, except a retired setting at the value this mamol behaves as
+    (:data:`RETIRED_SETTINGS`). Unchanged if this mamol cannot read it."""
     try:
         defaults = json.loads(MamolConfig.from_json(json.dumps(config), "training state").to_json())
     except MamolError:
         return config
-    return _merged(defaults, config)
+    merged = _merged(defaults, config)
+    for (section, key), value in RETIRED_SETTINGS.items():
+        if isinstance(merged.get(section), dict) and merged[section].get(key, value) == value:
+            merged[section] = {k: v for k, v in merged[section].items() if k != key}
+    return merged
 
 
 def _merged(defaults, stored):
