@@ -118,3 +118,22 @@ def test_a_scene_is_never_written_over_files_and_a_damaged_mat_file_gets_one_lin
     with pytest.raises(MamolError, match="LiDAR.mat: not a readable MATLAB file"):
         prepare_dataset("houston2013", tmp_path, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_damaged_label_or_v73_file_is_named_not_replaced_by_a_drawn_split(tmp_path):
+    rng = np.random.default_rng(5)
+    gt = rng.integers(1, 7, (40, 50)).astype(np.uint8)
+    savemat(tmp_path / "HSI_Trento.mat", {"hsi_trento": rng.random((40, 50, 63))})
+    savemat(tmp_path / "GT_Trento.mat", {"gt_trento": gt})
+    savemat(tmp_path / "TSLabel.mat", {"TSLabel": gt})
+    (tmp_path / "TRLabel.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 20)  # damaged: the ground truth must not stand in
+    save_v73(tmp_path / "Lidar_Trento.mat", "lidar_trento", rng.random((40, 50)))
+    with pytest.raises(MamolError, match="TRLabel.mat: not a readable MATLAB file"):
+        prepare_dataset("trento", tmp_path, tmp_path / "scene")
+    (tmp_path / "TRLabel.mat").unlink()
+    (tmp_path / "TSLabel.mat").unlink()
+    data = (tmp_path / "Lidar_Trento.mat").read_bytes()
+    (tmp_path / "Lidar_Trento.mat").write_bytes(data[: len(data) // 2])  # a v7.3 (HDF5) file cut short
+    with pytest.raises(MamolError, match="Lidar_Trento.mat: not a readable MATLAB file"):
+        prepare_dataset("trento", tmp_path, tmp_path / "scene")
+    assert not (tmp_path / "scene").exists()

@@ -74,6 +74,19 @@ class UnreadableMat(MamolError):
     """A ``.mat`` file that cannot be read at all (damaged, truncated or no MATLAB file)."""
 
 
+def read_mat_v73(path: Path, variable: str) -> np.ndarray:
+    """One variable of a MATLAB v7.3 file (HDF5, read with h5py and transposed back to MATLAB's order)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if variable not in handle:
+                raise MamolError(f"{path}: has no variable {variable!r}; it holds {', '.join(k for k in handle if not k.startswith('#'))}")
+            return np.asarray(handle[variable]).T
+    except (OSError, ValueError, KeyError) as exc:  # a truncated or damaged HDF5 file
+        raise UnreadableMat(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
+
+
 def read_mat(path: Path, variable: str) -> np.ndarray:
     """One variable of a MATLAB file, v5 (scipy) or v7.3 (HDF5 via h5py, transposed back)."""
     from scipy.io import loadmat
@@ -82,13 +95,8 @@ def read_mat(path: Path, variable: str) -> np.ndarray:
     try:
         content = loadmat(path, variable_names=[variable])
     except NotImplementedError:
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            if variable not in handle:
-                raise MamolError(f"{path}: has no variable {variable!r}; it holds {', '.join(k for k in handle if not k.startswith('#'))}") from None
-            return np.asarray(handle[variable]).T
-    except (ValueError, OSError, MatReadError) as exc:
+        return read_mat_v73(path, variable)
+    except (ValueError, OSError, MatReadError, IndexError, TypeError, EOFError) as exc:  # what scipy raises on damaged bytes
         raise UnreadableMat(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
     if variable not in content:
         raise MamolError(f"{path}: has no variable {variable!r}")
@@ -151,7 +159,9 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
     try:
         train = find_array(source, layout.train, "train", overrides).astype(np.int64)
         test = find_array(source, layout.test, "test", overrides).astype(np.int64)
-    except MamolError:
+    except UnreadableMat:
+        raise
+    except MamolError:  # no training and test label files: draw them from the ground-truth map
         if not layout.ground_truth:
             raise
         train, test = split_ground_truth(find_array(source, layout.ground_truth, "ground_truth", overrides).astype(np.int64),
