@@ -126,9 +126,11 @@ def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     assert "no training pixel of 'Glacier' on the scene grid; the model cannot learn it" in caplog.text
 
 
-def test_a_label_field_given_with_raster_labels_is_warned_about(scene_dir, caplog):
+def test_a_label_field_given_with_raster_labels_only_is_warned_about(scene_dir, caplog):
+    open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover", test_labels=scene_dir / "test_labels.tif")
+    assert "--label-field" not in caplog.text  # it reads the vector training labels
     open_scene(scene_dir, labels=scene_dir / "train_labels.tif", label_field="landcover")
-    assert "train_labels.tif: a label raster, whose values are the classes; --label-field landcover is for vector labels only" in caplog.text
+    assert "--label-field landcover: no vector labels given (label rasters' values are the classes); it is not used" in caplog.text
 
 
 def test_vector_without_the_class_field(scene_dir):
@@ -239,6 +241,7 @@ def test_rasters_without_a_crs_on_one_grid_take_vector_labels_with_assume_crs(sc
 
 
 def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir, caplog):
+    caplog.set_level(logging.INFO)
     scene = open_scene(scene_dir, parse_inputs([f"lidar={scene_dir / 'dsm.tif'}"]))
     assert sorted(scene.names) == ["hsi", "lidar"] and "instead of" not in caplog.text
     scene = open_scene(scene_dir, parse_inputs([f"dsm={scene_dir / 'hsi.tif'}"]))  # the scene's dsm.tif is left out: said so

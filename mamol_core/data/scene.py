@@ -103,7 +103,7 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
     claimed = {os.path.realpath(path) for path in inputs.values()}
     found = {name: path for name, path in found.items() if os.path.realpath(path) not in claimed}
     for name in sorted(set(found) & set(inputs)):
-        log.warning("--input %s=%s: used for %s instead of the scene's %s", name, inputs[name], name, found[name])
+        log.info("--input %s=%s: used for %s instead of the scene's %s", name, inputs[name], name, found[name])
     found.update(inputs)
     check_one_file_each(found)
     if not found:
@@ -147,10 +147,11 @@ def open_scene(
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
     own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
 
+    if label_field and not any(p is not None and not is_raster(Path(p)) for p in (labels, test_labels)):
+        log.warning("--label-field %s: no vector labels given (label rasters' values are the classes); it is not used", label_field)
+
     def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         if is_raster(path):
-            if label_field:
-                log.warning("%s: a label raster, whose values are the classes; --label-field %s is for vector labels only", path, label_field)
             values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
