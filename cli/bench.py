@@ -109,20 +109,22 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     import torch
 
     from mamol_core.atomic import atomic_paths, check_distinct, check_writable
-    from mamol_core.bench.routing import ROUTING_PICTURES, describe_patterns, plot_routing, routing_shares
+    from mamol_core.bench.routing import describe_patterns, picture_formats, plot_routing, routing_shares
     from mamol_core.config import ProtocolSpec
     from mamol_core.data.patches import PatchSampler
     from mamol_core.data.pixels import PixelSet, prepare_scene
     from mamol_core.data.scene import CLASS_TABLE, open_scene
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.score import order_scene_for_model
+    from mamol_core.mapping.dense import inference_model
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
-    if output.suffix.lower() not in ROUTING_PICTURES:
-        raise MamolError(f"{output}: give the picture one of the extensions {', '.join(ROUTING_PICTURES)}")
+    if output.suffix.lower() not in picture_formats():
+        raise MamolError(f"{output}: give the picture one of the extensions {', '.join(picture_formats())}")
     shares_path = output.with_suffix(".json")
     check_writable(output)
+    check_writable(shares_path)
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = order_scene_for_model(open_scene(scene, classes=config.model.classes, for_training=False), config, str(scene))
@@ -141,8 +143,8 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     pixels = PixelSet(pixels.rows[index], pixels.cols[index], pixels.targets[index], pixels.presence[index])
     model, config = load_model(model_path, compute)
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(compute), config.model.layout.patch_size)
-    amp = autocast_dtype(compute, precision)
-    shares = {name: routing_shares(model, sampler, pixels, pattern, amp) for name, pattern in describe_patterns(config.model.modality_names)}
+    model = inference_model(model, autocast_dtype(compute, precision))  # cast once for every pattern
+    shares = {name: routing_shares(model, sampler, pixels, pattern) for name, pattern in describe_patterns(config.model.modality_names)}
     if not any(shares.values()):
         raise MamolError(f"{model_path}: this model has no routed experts to plot")
     with atomic_paths([output, shares_path]) as (picture, numbers):

@@ -124,19 +124,19 @@ def test_paper_command_prepares_the_scene_and_writes_the_table(tmp_path):
 
 
 def test_routing_plot_from_a_trained_model(scene_dir, tmp_path, monkeypatch):
-    from mamol_core.bench import routing
+    from mamol_core.mapping import dense
 
-    dtypes = []
-    monkeypatch.setattr(routing, "inference_model", lambda model, dtype: dtypes.append(dtype) or model.to(dtype or torch.float32))
     run = ["run", "--scene", str(scene_dir), "--rates", "0.5", "--conditions", "both", "--methods", "mamol", "--save-models",
            "-o", str(tmp_path), *FAST]
     assert CliRunner().invoke(bench.main, run).exit_code == 0
+    dtypes = []
+    monkeypatch.setattr(dense, "inference_model", lambda model, dtype: dtypes.append(dtype) or model.to(dtype or torch.float32))
     model = next((tmp_path / "models").glob("*.safetensors"))
     out = tmp_path / "routing.png"
     result = CliRunner().invoke(bench.main, ["routing", "--model", str(model), "--scene", str(scene_dir), "--class-name", "Trees",
                                              "-o", str(out), "--device", "cpu", "--precision", "bf16", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert dtypes == [torch.bfloat16] * 3  # one pass per pattern, in the precision asked for
+    assert dtypes == [torch.bfloat16]  # cast once, in the precision asked for
     shares = json.loads(out.with_suffix(".json").read_text())
     assert set(shares) == {"complete", "missing dsm", "missing hsi"}
     for per_layer in shares.values():
@@ -144,7 +144,8 @@ def test_routing_plot_from_a_trained_model(scene_dir, tmp_path, monkeypatch):
     assert out.read_bytes()[:4] == b"\x89PNG"
     inputs = {path: path.read_bytes() for path in scene_dir.iterdir()}
     for target, message in [(scene_dir / "classes.png", "classes.json: is the input the scene's class table"),
-                            (tmp_path / "r.tif", "give the picture one of the extensions"),
+                            (scene_dir / "hsi.tif", "hsi.tif: is the input the scene's hsi raster"),
+                            (tmp_path / "r.txt", "give the picture one of the extensions"),
                             (tmp_path / "no" / "r.png", "does not exist; create it")]:
         refused = CliRunner().invoke(bench.main, ["routing", "--model", str(model), "--scene", str(scene_dir), "-o", str(target),
                                                   "--device", "cpu", "--quiet"])

@@ -10,19 +10,17 @@ import torch
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.protocol import pattern_name
-from mamol_core.mapping.dense import inference_model
 from mamol_core.model import MaMOLClassifier
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def routing_shares(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet, pattern: np.ndarray,
-                   amp_dtype: torch.dtype | None = None, batch_size: int = 256) -> dict[int, np.ndarray]:
+                   batch_size: int = 256) -> dict[int, np.ndarray]:
     """For each routed block: the share of top-k selections each routed expert receives over all
     tokens of patches centred on ``pixels``, with every patch given ``pattern`` (presence ``[M]``),
-    computed in ``amp_dtype`` (float32 if ``None``)."""
+    computed in the model's own dtype."""
     device = sampler.data.device
-    model = inference_model(model, amp_dtype)
+    dtype = next(model.parameters()).dtype
     totals: dict[int, torch.Tensor] = {}
     model.routing.record = True
     try:
@@ -31,7 +29,7 @@ def routing_shares(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
             cols = torch.as_tensor(pixels.cols[batch.numpy()], device=device)
             mask = torch.as_tensor(np.tile(pattern, (len(batch), 1)), device=device)
             model.routing.gates.clear()
-            model(sampler.centred(rows, cols).to(amp_dtype or torch.float32), mask)
+            model(sampler.centred(rows, cols).to(dtype), mask)
             for layer, gates in model.routing.gates.items():
                 selected = (gates > 0).float().sum(dim=(0, 1))
                 totals[layer] = totals.get(layer, 0) + selected.cpu()
@@ -46,8 +44,11 @@ def all_patterns(count: int) -> list[np.ndarray]:
     return [np.ones(count, bool)] + [np.arange(count) != i for i in range(count)]
 
 
-#: The picture formats the routing plot is written in (by extension).
-ROUTING_PICTURES = (".png", ".pdf", ".svg")
+def picture_formats() -> list[str]:
+    """The extensions (".png", ".pdf", ...) matplotlib writes pictures in here."""
+    from matplotlib.figure import Figure
+
+    return sorted(f".{extension}" for extension in Figure().canvas.get_supported_filetypes())
 
 
 def plot_routing(shares: dict[str, dict[int, np.ndarray]], path: Path, title: str) -> None:
