@@ -57,6 +57,10 @@ class ClassSpec:
     name: str
     color: str
 
+    def has_hex_colour(self) -> bool:
+        """Whether ``color`` is written ``#rrggbb``, as the output rasters' colour tables need."""
+        return re.fullmatch(r"#[0-9a-fA-F]{6}", self.color) is not None
+
 
 @dataclass
 class BackboneSpec:
@@ -397,7 +401,7 @@ def check_config(config: MamolConfig, source: str) -> None:
     values = [c.value for c in config.model.classes]
     if len(values) < 1 or len(set(values)) != len(values) or not all(1 <= v <= 255 for v in values):
         problems.append("its class values are missing, repeated or outside 1..255")
-    if not all(re.fullmatch(r"#[0-9a-fA-F]{6}", c.color) for c in config.model.classes):
+    if not all(c.has_hex_colour() for c in config.model.classes):
         problems.append("a class colour is not #rrggbb")
     layout = config.model.layout
     if layout.problem() is not None:

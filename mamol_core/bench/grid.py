@@ -17,7 +17,7 @@ import torch
 from mamol_core import __version__
 from mamol_core.atomic import atomic_path, check_folder, record_finished
 from mamol_core.backbones import auto_choices
-from mamol_core.bench.tables import markdown_table, mean_kappa, read_rows
+from mamol_core.bench.tables import ADDED_COLUMNS, markdown_table, mean_kappa, read_rows
 from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec, split_depth
 from mamol_core.data.labels import validation_holdout
 from mamol_core.data.protocol import weighted_patterns
@@ -62,8 +62,6 @@ FIELDS = ["scene", "missing_rate", "condition", "method", "seed", "backbone", "p
           "steps", "best_step", "trainable_params", "split", "oa", "kappa", "aa", "per_pattern_oa", "oa_by_mode", "train_s", "eval_s", "cpu_s",
           "eval_mode", "device", "precision", "hardware", "mamol_version"]
 
-#: Columns added to results.csv after its first release, with what every earlier row had ("": not recorded then).
-ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": "", "expert_lr_scale": "1", "rank": "8"}
 
 
 @dataclass(frozen=True)
@@ -260,7 +258,7 @@ def check_grid_values(grid: Grid) -> None:
     data is read."""
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
-        raise MamolError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise MamolError(f"--methods: unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     for rate in grid.rates:
         try:
             ok = 0 <= float(rate) <= 1

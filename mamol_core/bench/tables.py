@@ -20,6 +20,9 @@ from mamol_core.errors import MamolError
 #: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
 PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
 
+#: Columns added to results.csv after its first release, with what every earlier row had ("": not recorded then).
+ADDED_COLUMNS = {"tokenizer_hidden": "256", "normalization": "standard", "precision": "", "expert_lr_scale": "1", "rank": "8"}
+
 #: Settings a results row writes as text; the table's setup line names a value only where it differs from these defaults.
 DEFAULT_EXPERT_LR_SCALE = f"{TrainSpec.expert_lr_scale:g}"
 DEFAULT_RANK = str(ExpertSpec.rank)
@@ -239,9 +242,9 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     setups = sorted({f"{r['label'] + ': ' if r.get('label') else ''}{r['backbone']}, patch {r['patch_size']}, tokens of {r.get('token_size') or 1} px"
                      f"{', tokenizer width ' + r['tokenizer_hidden'] if r.get('tokenizer_hidden') else ''}"
                      f"{', ' + r['encoding'] + ' encoding' if r.get('encoding') else ''}"
-                     f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', TrainSpec.normalization) != TrainSpec.normalization else ''}"
-                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', DEFAULT_EXPERT_LR_SCALE) != DEFAULT_EXPERT_LR_SCALE else ''}"
-                     f"{', LoRA rank ' + r['rank'] if r.get('rank', DEFAULT_RANK) != DEFAULT_RANK else ''}, {r['epochs']} epochs"
+                     f"{', ' + r['normalization'] + ' normalisation' if r.get('normalization', ADDED_COLUMNS['normalization']) != TrainSpec.normalization else ''}"
+                     f"{', experts at ' + r['expert_lr_scale'] + ' x lr' if r.get('expert_lr_scale', ADDED_COLUMNS['expert_lr_scale']) != DEFAULT_EXPERT_LR_SCALE else ''}"
+                     f"{', LoRA rank ' + r['rank'] if r.get('rank', ADDED_COLUMNS['rank']) != DEFAULT_RANK else ''}, {r['epochs']} epochs"
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)

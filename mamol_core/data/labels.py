@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 from pathlib import Path
 from typing import Callable
@@ -47,7 +46,7 @@ def load_class_table(path: Path) -> list[ClassSpec]:
     bad = [c.value for c in classes if not 1 <= c.value <= 255]
     if bad:
         raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
-    colours = [f"{c.value} ({c.color!r})" for c in classes if not re.fullmatch(r"#[0-9a-fA-F]{6}", c.color)]
+    colours = [f"{c.value} ({c.color!r})" for c in classes if not c.has_hex_colour()]
     if colours:
         raise MamolError(f"{path}: the colour of class {', '.join(colours)} is not #rrggbb; write it as \"#1b7837\"")
     return sorted(classes, key=lambda c: c.value)
