@@ -2,6 +2,7 @@
 files written here in those layouts."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_missing_files_and_overrides(tmp_path):
         prepare_dataset("pavia", tmp_path, tmp_path / "scene")
 
 
-def test_a_scene_is_never_written_over_files_and_a_damaged_mat_file_gets_one_line(tmp_path):
+def test_a_scene_is_never_written_over_files_and_a_damaged_mat_file_gets_one_line(tmp_path, monkeypatch):
     rng = np.random.default_rng(4)
     train, test = labels(15, 4)
     savemat(tmp_path / "HSI.mat", {"HSI": rng.random((H, W, 144)).astype(np.float32)})
@@ -107,7 +108,8 @@ def test_a_scene_is_never_written_over_files_and_a_damaged_mat_file_gets_one_lin
     savemat(tmp_path / "TSLabel.mat", {"TSLabel": test})
     scene = tmp_path / "scene"
     scene.mkdir()
-    prepare_dataset("houston2013", tmp_path, scene)  # an empty folder is filled
+    monkeypatch.chdir(scene)
+    prepare_dataset("houston2013", tmp_path, Path("."))  # an empty folder is filled, also as "."
     before = {path: path.read_bytes() for path in scene.iterdir()}
     with pytest.raises(MamolError, match="scene: already holds files; give a new or empty folder"):
         prepare_dataset("houston2013", tmp_path, scene, seed=1)

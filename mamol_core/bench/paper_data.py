@@ -149,7 +149,7 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
     key = dataset.lower()
     if key not in LAYOUTS:
         raise MamolError(f"unknown dataset {dataset!r}; choose one of {', '.join(LAYOUTS)}")
-    layout, overrides, source = LAYOUTS[key], overrides or {}, Path(source)
+    layout, overrides, source, out = LAYOUTS[key], overrides or {}, Path(source), Path(out).absolute()  # "." has no name to stage beside
     if not source.is_dir():
         raise MamolError(f"{source}: no such folder; pass the folder holding the {dataset} .mat files")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -179,7 +179,11 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
         write_raster(staging / "test_labels.tif", test.astype(np.uint8), NOMINAL_TRANSFORM, nodata=0, crs=NOMINAL_CRS)
         table = {str(i): {"name": n, "color": PALETTE[(i - 1) % len(PALETTE)]} for i, n in enumerate(layout.classes, start=1)}
         (staging / "classes.json").write_text(json.dumps(table, indent=1))
-        os.replace(staging, out)  # the whole scene appears at once (over an empty folder too)
+        if out.is_dir():  # an empty folder (perhaps a shell's working folder) keeps its identity: the files move in
+            for written in staging.iterdir():
+                os.replace(written, out / written.name)
+        else:
+            os.replace(staging, out)  # the whole scene appears at once
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
