@@ -102,7 +102,8 @@ def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
             if isinstance(exc, MamolError) or not is_write_failure(exc):
                 raise
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise MamolError(f"{paths[0].parent}: writing {', '.join(p.name for p in paths)} failed ({reason}); "
+            folders = ", ".join(dict.fromkeys(str(p.parent) for p in paths))
+            raise MamolError(f"{folders}: writing {', '.join(p.name for p in paths)} failed ({reason}); "
                              "free space there or choose another output folder") from None
         for temporary, path in zip(temporaries, paths):
             if temporary.exists():

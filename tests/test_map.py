@@ -296,6 +296,7 @@ def test_an_output_that_cannot_be_created_leaves_the_existing_map_as_it_was(trai
     monkeypatch.setattr(outputs.MapWriter, "_open", refuse_probabilities)
     result = run_map(model, out, ("hsi", scene_dir / "hsi.tif"), extra=["--probabilities", str(tmp_path / "p.tif")])
     assert result.exit_code == 1 and "Attempt to create new tiff file" in result.output and "Traceback" not in result.output
+    assert result.output.startswith(f"error: {tmp_path}: writing out.tif") and len(result.output.strip().splitlines()) == 1
     assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before  # the map written first is untouched, no temporaries
 
 
