@@ -96,7 +96,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
 @click.option("--class-name", help="Only test pixels of this class (the paper used one class).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Picture to write (.png, .pdf or .svg); a JSON with the shares goes beside it.")
+              help="Picture to write (.png, .pdf, .svg or another format matplotlib writes); a JSON with the shares goes beside it.")
 @device_options
 @quiet_option
 @handle_errors

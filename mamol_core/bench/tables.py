@@ -173,8 +173,8 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     """One row per missing rate x condition, by increasing rate: each method's OA / kappa in the headline
     mode (per-pixel where recorded; mean over seeds, with the OA's sample standard deviation and the seed
     count where there are several, and the paper's number in brackets where given), the best method, the
-    anchor's; then training and evaluation time (mean over the cell's runs of every method; each method's own below). Kappa is shown where the rows recorded it for the headline
-    mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
+    anchor's; then training and evaluation time (mean over the cell's runs of every method; each method's
+    own below). Kappa is shown where the rows recorded it for the headline mode. ``methods`` picks and orders the columns (default: every method in the results). Below: the cells
     each method wins, each method's mean OA over the cells every method finished (and the anchor's), the
     cells where each method's mean is above the anchor's, a paired win count for
     every pair of methods, and the same grid in every other evaluation mode all rows recorded. ``results``
