@@ -120,8 +120,9 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
-    if output.suffix.lower() not in picture_formats():
-        raise MamolError(f"{output}: give the picture one of the extensions {', '.join(picture_formats())}")
+    formats = picture_formats()
+    if output.suffix.lower() not in formats:
+        raise MamolError(f"{output}: give the picture one of the extensions {', '.join(formats)}")
     shares_path = output.with_suffix(".json")
     check_writable(output)
     check_writable(shares_path)

@@ -70,8 +70,9 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class UnreadableMat(MamolError):
-    """A ``.mat`` file that cannot be read at all (damaged, truncated or no MATLAB file)."""
+class MissingArray(MamolError):
+    """An array that is not where it was looked for: no such variable in a ``.mat`` file, or no candidate
+    file holds it (a damaged file is a plain :class:`MamolError`, never taken for an absent array)."""
 
 
 def read_mat_v73(path: Path, variable: str) -> np.ndarray:
@@ -81,10 +82,10 @@ def read_mat_v73(path: Path, variable: str) -> np.ndarray:
     try:
         with h5py.File(path, "r") as handle:
             if variable not in handle:
-                raise MamolError(f"{path}: has no variable {variable!r}; it holds {', '.join(k for k in handle if not k.startswith('#'))}")
+                raise MissingArray(f"{path}: has no variable {variable!r}; it holds {', '.join(k for k in handle if not k.startswith('#'))}")
             return np.asarray(handle[variable]).T
     except (OSError, ValueError, KeyError) as exc:  # a truncated or damaged HDF5 file
-        raise UnreadableMat(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
+        raise MamolError(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
 
 
 def read_mat(path: Path, variable: str) -> np.ndarray:
@@ -97,9 +98,9 @@ def read_mat(path: Path, variable: str) -> np.ndarray:
     except NotImplementedError:
         return read_mat_v73(path, variable)
     except (ValueError, OSError, MatReadError, IndexError, TypeError, EOFError) as exc:  # what scipy raises on damaged bytes
-        raise UnreadableMat(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
+        raise MamolError(f"{path}: not a readable MATLAB file ({exc}); re-download it") from None
     if variable not in content:
-        raise MamolError(f"{path}: has no variable {variable!r}")
+        raise MissingArray(f"{path}: has no variable {variable!r}")
     return np.asarray(content[variable])
 
 
@@ -113,12 +114,10 @@ def find_array(folder: Path, candidates: Candidates, what: str, overrides: dict[
         if path.is_file():
             try:
                 return read_mat(path, variable)
-            except UnreadableMat:
-                raise
-            except MamolError:  # not this variable: the next candidate may be in the same file
+            except MissingArray:  # not this variable: the next candidate may be in the same file
                 continue
     names = ", ".join(f"{f}:{v}" for f, v in candidates)
-    raise MamolError(f"{folder}: no {what} found (looked for {names}); pass --var {what}=FILE:VARIABLE")
+    raise MissingArray(f"{folder}: no {what} found (looked for {names}); pass --var {what}=FILE:VARIABLE")
 
 
 def split_ground_truth(labels: np.ndarray, counts: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +158,7 @@ def prepare_dataset(dataset: str, source: Path, out: Path, overrides: dict[str, 
     try:
         train = find_array(source, layout.train, "train", overrides).astype(np.int64)
         test = find_array(source, layout.test, "test", overrides).astype(np.int64)
-    except UnreadableMat:
-        raise
-    except MamolError:  # no training and test label files: draw them from the ground-truth map
+    except MissingArray:  # no training and test label files: draw them from the ground-truth map
         if not layout.ground_truth:
             raise
         train, test = split_ground_truth(find_array(source, layout.ground_truth, "ground_truth", overrides).astype(np.int64),
