@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from PIL import Image
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.warp import Resampling, calculate_default_transform, reproject
@@ -23,12 +25,13 @@ from conftest import CLI_FAST, copy_with_config
 from mamol_cli import info
 from mamol_cli import map as map_cli
 from mamol_cli import train
-from mamol_core.config import BackboneSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.data.rasters import write_raster
 from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.mapping.crs import check_on_earth, pixel_size_in
+from mamol_core.mapping.outputs import write_quicklook
 from mamol_core.modelfile.header import read_config
 from mamol_core.modelfile.weights import save_model
 from mamol_core.training.fit import train_on_scene
@@ -133,6 +136,63 @@ def test_mixed_resolutions_and_crs_align_on_the_finest_grid(trained, scene_dir, 
     assert run_map(model, default, ("hsi", tmp_path / "hsi_4m.tif"), ("dsm", tmp_path / "dsm_3857.tif")).exit_code == 0
     with rasterio.open(default) as src:
         assert src.crs.to_epsg() == 3857 and src.res[0] < 4.0
+
+
+def write_y_up(source, target, pixel=1):
+    """``source`` stored y-up (origin at the bottom-left corner, positive pixel height), every ``pixel``-th pixel."""
+    with rasterio.open(source) as src:
+        data, t, profile = src.read()[:, ::pixel, ::pixel], src.transform, src.profile
+    flipped = Affine(t.a * pixel, 0, t.c, 0, -t.e * pixel, t.f + t.e * src.height)
+    profile.update(transform=flipped, width=data.shape[2], height=data.shape[1], tiled=False)
+    profile.pop("blockxsize", None), profile.pop("blockysize", None)
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data[:, ::-1])
+
+
+def test_rasters_stored_y_up_map_as_the_same_rasters_north_up(trained, scene_dir, tmp_path):
+    """A raster whose rows run south to north (positive pixel height) covers the same area as its north-up
+    twin: beside north-up rasters, alone, as the reference and at another pixel size, the map is the
+    north-up one's, on a north-up grid (so its picture is not upside down)."""
+    _, model = trained
+    write_y_up(scene_dir / "hsi.tif", tmp_path / "hsi_up.tif")
+    write_y_up(scene_dir / "dsm.tif", tmp_path / "dsm_up.tif")
+    write_y_up(scene_dir / "dsm.tif", tmp_path / "dsm_up_coarse.tif", pixel=2)
+    hsi, dsm = ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")
+    cases = {"north_up": [hsi, dsm], "mixed": [("hsi", tmp_path / "hsi_up.tif"), dsm], "alone": [("dsm", tmp_path / "dsm_up.tif")],
+             "dsm_north_up": [dsm]}
+    for name, inputs in cases.items():
+        assert run_map(model, tmp_path / f"{name}.tif", *inputs).exit_code == 0, name
+    reference = run_map(model, tmp_path / "reference.tif", dsm, extra=["--reference", str(tmp_path / "dsm_up.tif")])
+    assert reference.exit_code == 0, reference.output
+    coarse = run_map(model, tmp_path / "coarse.tif", ("dsm", tmp_path / "dsm_up_coarse.tif"))
+    assert coarse.exit_code == 0, coarse.output
+    expected, profile, _ = read(tmp_path / "north_up.tif")
+    assert np.array_equal(read(tmp_path / "mixed.tif")[0], expected) and read(tmp_path / "mixed.tif")[1]["transform"] == profile["transform"]
+    alone, dsm_only = read(tmp_path / "alone.tif"), read(tmp_path / "dsm_north_up.tif")
+    assert np.array_equal(alone[0], dsm_only[0]) and alone[1]["transform"] == dsm_only[1]["transform"]
+    assert np.array_equal(read(tmp_path / "reference.tif")[0], dsm_only[0])
+    with rasterio.open(tmp_path / "coarse.tif") as src:
+        assert src.transform.e < 0 and src.res == dsm_only[2].res and src.bounds == dsm_only[2].bounds
+
+
+def test_the_quicklook_draws_pixels_that_are_not_square_at_their_shape(tmp_path, caplog):
+    """Pixels twice as tall as wide are drawn so; a class name the font cannot draw is one warning, not Python's per glyph."""
+    classes = [ClassSpec(1, "Forêt", "#1b7837"), ClassSpec(2, "水田", "#ffcc00")]
+    drawn = {}
+    for name, pixel in (("square", 2), ("tall", 4)):
+        write_raster(tmp_path / f"{name}.tif", np.ones((1, 300, 300), np.uint8), Affine(2, 0, 0, 0, -pixel, 0))
+        with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            write_quicklook(tmp_path / f"{name}.tif", tmp_path / f"{name}.png", classes)
+        with Image.open(tmp_path / f"{name}.png") as image:
+            forest = np.all(np.asarray(image.convert("RGB")) == (27, 120, 55), axis=2)
+        rows = forest[:, 0]  # the map starts at the picture's left edge, the legend lies right of it
+        middle = forest[rows.nonzero()[0].mean().astype(int)]
+        drawn[name] = (int(rows.sum()), int(np.argmin(middle)))
+    assert drawn["square"][0] == drawn["square"][1] and abs(drawn["square"][0] - 300) <= 1
+    assert drawn["tall"][0] == drawn["square"][0] and abs(2 * drawn["tall"][1] - drawn["square"][1]) <= 2
+    glyphs = [r.getMessage() for r in caplog.records if "cannot draw" in r.getMessage()]
+    assert len(glyphs) == 2 and "水 田" in glyphs[0] and "the quick-look picture" in glyphs[0]
 
 
 def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_projected_crs(tmp_path):

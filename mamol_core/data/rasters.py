@@ -155,6 +155,20 @@ def grid_of(dataset) -> Grid:
     return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
 
+def box_of(dataset) -> tuple[float, float, float, float]:
+    """A raster's ``(left, bottom, right, top)`` with left < right and bottom < top, whichever way its rows and
+    columns run (rasterio's ``bounds`` of a grid stored y-up, with a positive pixel height, has bottom > top)."""
+    left, bottom, right, top = dataset.bounds
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def is_flipped(grid: Grid) -> bool:
+    """Whether an unrotated grid runs y-up (positive pixel height) or x-left: GDAL reads it, but a map on it
+    would be drawn upside down, so it is read through a warp onto a north-up grid instead of as it is."""
+    t = grid.transform
+    return t.b == 0 and t.d == 0 and (t.a < 0 or t.e > 0)
+
+
 def sample_windows(height: int, width: int, side: int = 64) -> list[Window]:
     """Up to five windows of at most ``side`` pixels spread over a grid: its centre and the centres of its quarters."""
     h, w = min(side, height), min(side, width)

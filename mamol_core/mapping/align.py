@@ -28,7 +28,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
-from mamol_core.data.rasters import Grid, check_real_values, gdal_reason, grid_of, open_raster, same_grid
+from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
 from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
 
@@ -72,8 +72,9 @@ def effective_grid(grid: Grid, assumed: CRS | None, path: Path) -> Grid:
 
 def shared_grid(grids: list[Grid], model_grid: GridSpec | None) -> Grid | None:
     """The grid every raster is on, when they share one at the model's training pixel size (or there is
-    no model yet): they are then read as they are. ``None`` when they differ."""
-    if any(not same_grid(g, grids[0]) for g in grids[1:]):
+    no model yet) and it runs north-up: they are then read as they are. ``None`` when they differ, or when
+    their grid runs y-up (a map on it would be drawn upside down)."""
+    if any(not same_grid(g, grids[0]) for g in grids[1:]) or is_flipped(grids[0]):
         return None
     if model_grid is not None:
         t, col, row = grids[0].transform, grids[0].width / 2, grids[0].height / 2
@@ -90,13 +91,14 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     reference's, with a warning if it differs from the model's), extent = union of the inputs."""
     crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
     ref_crs = source_crs(reference, reference_path, assumed)
-    ref_bounds = reference.bounds
+    ref_bounds = box_of(reference)
     t = reference.transform
     if t.b != 0 or t.d != 0:
         raise MamolError(f"{reference_path}: a rotated grid cannot be the reference; warp it north-up first (gdalwarp)")
-    size = (t.a, -t.e)
-    boxes = [transform_bounds(crs, ref_crs, *dataset.bounds) for dataset, crs in zip(datasets, crs_list)]
-    check_overlaps(boxes, paths, tuple(ref_bounds) if explicit else None, reference_path)
+    size = (abs(t.a), abs(t.e))
+    left, top = ref_bounds[0], ref_bounds[3]  # the reference's pixel edges, whichever way its rows run; the map runs north-up
+    boxes = [transform_bounds(crs, ref_crs, *box_of(dataset)) for dataset, crs in zip(datasets, crs_list)]
+    check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path)
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     centre = ((union[0] + union[2]) / 2, (union[1] + union[3]) / 2)
     trained = pixel_size_in(model_grid, ref_crs, centre) if model_grid is not None else None
@@ -115,11 +117,11 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
                      f"{model_grid.crs})", *size)
             size = trained
     px, py = size
-    col0 = math.floor((union[0] - t.c) / px + 1e-6)
-    col1 = math.ceil((union[2] - t.c) / px - 1e-6)
-    row0 = math.floor((t.f - union[3]) / py + 1e-6)
-    row1 = math.ceil((t.f - union[1]) / py - 1e-6)
-    transform = Affine(px, 0, t.c + col0 * px, 0, -py, t.f - row0 * py)
+    col0 = math.floor((union[0] - left) / px + 1e-6)
+    col1 = math.ceil((union[2] - left) / px - 1e-6)
+    row0 = math.floor((top - union[3]) / py + 1e-6)
+    row1 = math.ceil((top - union[1]) / py - 1e-6)
+    transform = Affine(px, 0, left + col0 * px, 0, -py, top - row0 * py)
     return Grid(ref_crs, transform, col1 - col0, row1 - row0)
 
 
@@ -160,7 +162,7 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
     common = crs_list[candidates[0]]
     sizes = []
     for index in candidates:
-        left, bottom, right, top = transform_bounds(crs_list[index], common, *datasets[index].bounds)
+        left, bottom, right, top = transform_bounds(crs_list[index], common, *box_of(datasets[index]))
         sizes.append(abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height))
     return candidates[int(np.argmin(sizes))]
 

@@ -20,7 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster
+from mamol_core.data.rasters import Grid, box_of, gdal_reason, grid_of, open_raster
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import effective_grid
@@ -97,7 +97,7 @@ class MapArea:
                     raise MamolError(f"{mask}: has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(mask))}) "
                                      "so it can be placed on the rasters")
                 effective_grid(grid_of(src), None, mask)  # refused, as inputs are, where its extent cannot lie in its CRS
-                self.mask_crs, self.mask_bounds = src.crs, src.bounds
+                self.mask_crs, self.mask_bounds = src.crs, box_of(src)
 
     def describe(self) -> str:
         return " and ".join(f"{what} {path}" for what, path in (("inside", self.aoi), ("where nonzero:", self.mask)) if path)

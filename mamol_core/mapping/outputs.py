@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from mamol_core.atomic import atomic_paths
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
+from mamol_core.figures import save_figure
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255
@@ -313,7 +314,8 @@ def to_cog(path: Path, resampling: str) -> None:
 
 
 def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_side: int = 1024) -> None:
-    """A PNG of the class map, decimated to at most ``max_side`` pixels, with a legend."""
+    """A PNG of the class map, decimated to at most ``max_side`` pixels, with a legend; pixels that are not
+    square (2 x 3 m, say) are drawn at their shape, so the picture is not squashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,16 +327,19 @@ def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_
         scale = max(src.width, src.height) / max_side
         shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
         array = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+        stretch = abs(src.transform.e / src.transform.a) if src.transform.a and src.transform.e else 1.0
     lookup = np.zeros((256, 4))
     for c in classes:
         lookup[c.value] = np.array(hex_rgba(c.color)) / 255
-    height, width = array.shape
+    height, width = array.shape[0] * stretch, array.shape[1]  # drawn size, pixels of the picture, no side past the array's
+    fit = max(array.shape) / max(height, width)
+    height, width = height * fit, width * fit
     fig_height = max(height / 100, 0.22 * len(classes) + 0.4)
     fig = plt.figure(figsize=(width / 100 + 2.0, fig_height), dpi=100)
     ax = fig.add_axes([0.0, (1 - height / 100 / fig_height) / 2, width / 100 / fig.get_figwidth(), height / 100 / fig_height])
-    ax.imshow(array, cmap=ListedColormap(lookup), vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(array, cmap=ListedColormap(lookup), vmin=0, vmax=255, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes], loc="center left", fontsize=8, frameon=False,
                bbox_to_anchor=(width / 100 / fig.get_figwidth() + 0.02, 0.5))
-    fig.savefig(png, format="png")
+    save_figure(fig, png, "the quick-look picture", format="png")
     plt.close(fig)
