@@ -156,6 +156,41 @@ def test_class_fields_that_cannot_be_class_codes_or_names_are_refused(scene_dir,
         open_scene(scene_dir, labels=tmp_path / "labels.gpkg", label_field="c")
 
 
+def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_them(scene_dir, tmp_path, caplog):
+    """A shapefile or CSV often stores codes as text ("3", " 03"): they are the codes the same field stored as
+    numbers would be, not names to look up; a table whose class names are those numbers reads them as names."""
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    code_of = {c.name: c.value for c in open_scene(scene_dir).classes}
+    points["c"] = [f" 0{code_of[name]}" if i % 2 else str(code_of[name]) for i, name in enumerate(points["landcover"])]
+    points["d"] = [str(code_of[name]) for name in points["landcover"]]
+    points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    expected = open_scene(scene_dir).train_labels
+    with caplog.at_level(logging.INFO):
+        scene = open_scene(scene_dir, labels=tmp_path / "labels.gpkg", label_field="c", test_labels=scene_dir / "test_labels.tif")
+    assert np.array_equal(scene.train_labels, expected) and "whole numbers stored as text, read as class codes" in caplog.text
+    count = len(open_scene(scene_dir).classes)
+    named = [{"name": str(count + 1 - code), "color": "#000000"} for code in range(1, count + 1)]
+    (tmp_path / "numbers.json").write_text(json.dumps({str(code): entry for code, entry in zip(range(1, count + 1), named)}))
+    by_name = open_scene(scene_dir, labels=tmp_path / "labels.gpkg", label_field="d", test_labels=scene_dir / "test_labels.tif",
+                         classes=tmp_path / "numbers.json")
+    assert np.array_equal(by_name.train_labels, np.where(expected > 0, count + 1 - expected, 0))
+
+
+def test_a_float_label_raster_with_nan_for_unlabelled_reads_nan_as_unlabelled(scene_copy):
+    expected = open_scene(scene_copy).train_labels
+    with rasterio.open(scene_copy / "train_labels.tif") as src:
+        labels, transform = src.read(1).astype(np.float32), src.transform
+    labels[labels == 0] = np.nan
+    write_raster(scene_copy / "train_labels.tif", labels, transform, nodata=np.nan)
+    assert np.array_equal(open_scene(scene_copy).train_labels, expected)
+    write_raster(scene_copy / "train_labels.tif", labels, transform)
+    with pytest.raises(MamolError, match=r"train_labels\.tif: label raster holds NaN where no nodata value says it is unlabelled; "
+                                         r"declare it \(gdal_edit\.py -a_nodata nan"):
+        open_scene(scene_copy)
+
+
 def test_test_labels_that_are_not_there_are_refused_not_replaced_by_a_holdout(scene_dir, tmp_path):
     with pytest.raises(MamolError, match="nope.gpkg: test labels not found"):
         open_scene(scene_dir, labels=scene_dir / "train_points.gpkg", label_field="landcover", test_labels=tmp_path / "nope.gpkg")

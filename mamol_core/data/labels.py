@@ -131,7 +131,9 @@ def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
     """Band 1 of the open label raster ``src`` on ``grid`` (warped by nearest neighbour unless it lies ``on_grid``)."""
     if on_grid:
         labels = src.read(1, window=Window(0, 0, grid.width, grid.height))
-        return labels if src.nodata is None else np.where(labels == src.nodata, 0, labels)
+        if src.nodata is None:
+            return labels
+        return np.where(np.isnan(labels) if np.isnan(src.nodata) else labels == src.nodata, 0, labels)
     if src.crs is None:
         raise MamolError(f"{path}: has no CRS and another grid than the scene's ({grid.describe()}); assign its CRS "
                          "(gdal_edit.py -a_srs) or put it on the scene grid")
@@ -154,6 +156,9 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
                 raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent")
             log.info("%s: warped onto the scene grid (nearest neighbour)", path)
     if not np.issubdtype(labels.dtype, np.integer):
+        if np.isnan(labels).any():
+            raise MamolError(f"{path}: label raster holds NaN where no nodata value says it is unlabelled; declare it "
+                             f"(gdal_edit.py -a_nodata nan {shlex.quote(str(path))}) or store 0 for unlabelled pixels")
         if not np.all(np.isfinite(labels) & (labels == np.round(labels))):
             raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")
     labels = labels.astype(np.int64)
@@ -272,6 +277,18 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
     ids[conflict] = 0
 
 
+def codes_as_text(values, classes: list[ClassSpec] | None) -> bool:
+    """Whether a text field holds class codes (every value a whole number, as a shapefile or CSV may store
+    them) rather than names: not when a class table names every value (classes called "2021", say)."""
+    text = values.astype(str).str.strip()
+    if not text.str.fullmatch(r"[0-9]+").all():
+        return False
+    if classes:
+        code_of = class_by_name(classes)
+        return not all(code_of(name) is not None for name in set(text))
+    return True
+
+
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
                  models: bool, codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, list[ClassSpec]]:
     from pandas.api.types import is_numeric_dtype
@@ -279,6 +296,9 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.any():
         raise MamolError(f"{path}: field {field!r} is empty on {int(empty.sum())} of {len(values)} features; fill it or drop them")
+    if not is_numeric_dtype(values) and codes_as_text(values, classes):
+        log.info("%s: field %r holds whole numbers stored as text, read as class codes", path, field)
+        values = values.astype(str).str.strip().astype(np.float64)
     if is_numeric_dtype(values):
         numbers = values.to_numpy().astype(np.float64)
         odd = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0) | (numbers > 255)
