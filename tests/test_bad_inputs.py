@@ -409,6 +409,13 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     assert same.exit_code == 0 and swapped_run.exit_code == 0, swapped_run.output
     oa = [json.loads((tmp_path / f / "metrics.json").read_text())["results"]["overall"]["oa"] for f in ("a", "b")]
     assert oa[0] == oa[1] and f"is the model's class {codes[1]}" in caplog.text
+    caplog.clear()  # without --scene, the class table beside the labels says what their codes are
+    loose = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--input", f"hsi={scene / 'hsi.tif'}", "--input",
+                                               f"dsm={scene / 'dsm.tif'}", "--labels", str(scene / "test_labels.tif"),
+                                               "-o", str(tmp_path / "d"), "--progress", "none"])
+    assert loose.exit_code == 0, loose.output
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["results"]["overall"]["oa"] == oa[0]
+    assert "no class table beside it" not in caplog.text and f"is the model's class {codes[1]}" in caplog.text
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])

@@ -164,6 +164,8 @@ def open_scene(
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
+        if models and own is None and folder is None:  # labels outside a scene: their codes follow a class table beside them
+            own = _class_table(Path(test_path).parent, None)
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), test, classes, assume_crs)
