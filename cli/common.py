@@ -42,8 +42,10 @@ def setup_logging(quiet: bool) -> None:
     are left out, since mamol turns each failure into one line and says what it wrote; so is torch's
     INFO (its loggers inherit the root's level until torch has set up its own logging, so a command
     stopped while torch loads printed torch's cache statistics at exit). So is rasterio's warning about
-    a raster without a geotransform: mamol says itself what such a raster lacks and what to do."""
+    a raster without a geotransform, and about writing one (the map of such rasters has none either):
+    mamol says itself what such a raster lacks and what to do."""
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    warnings.filterwarnings("ignore", message="The given matrix is equal to Affine.identity")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MessageFormat())
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])

@@ -256,6 +256,29 @@ def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_rasters_without_any_georeferencing_train_and_map_as_they_are(scene_dir, tmp_path):
+    """No CRS and no geotransform (GDAL reads pixel size 1 x 1, rows running "up"): a scene of such rasters is one
+    grid of pixels, trained and mapped as it is, not turned north-up (it has no north)."""
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for name in ("hsi", "dsm", "train_labels", "test_labels"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            profile, data = {k: v for k, v in src.profile.items() if k not in ("crs", "transform")}, src.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rasterio's NotGeoreferencedWarning: writing no geotransform is the point
+            with rasterio.open(scene / f"{name}.tif", "w", **profile) as dst:
+                dst.write(data)
+    shutil.copy(scene_dir / "classes.json", scene / "classes.json")
+    model = tmp_path / "model.safetensors"
+    trained = CliRunner().invoke(train.main, ["--scene", str(scene), "--no-eval", "-o", str(model), *CLI_FAST])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "map.tif"
+    mapped = run_map(model, out, ("hsi", scene / "hsi.tif"), ("dsm", scene / "dsm.tif"))
+    assert mapped.exit_code == 0, mapped.output
+    with rasterio.open(out) as src, rasterio.open(scene / "hsi.tif") as ref:
+        assert src.crs is None and src.transform == ref.transform and src.shape == ref.shape and (src.read(1) > 0).all()
+
+
 def set_grid_crs(config, crs):
     config["model"]["grid"]["crs"] = crs
     return config

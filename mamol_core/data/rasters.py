@@ -163,10 +163,11 @@ def box_of(dataset) -> tuple[float, float, float, float]:
 
 
 def is_flipped(grid: Grid) -> bool:
-    """Whether an unrotated grid runs y-up (positive pixel height) or x-left: GDAL reads it, but a map on it
-    would be drawn upside down, so it is read through a warp onto a north-up grid instead of as it is."""
+    """Whether an unrotated grid in a CRS runs y-up (positive pixel height) or x-left: GDAL reads it, but a map
+    on it would be drawn upside down, so it is read through a warp onto a north-up grid instead of as it is. A
+    grid without a CRS (a raster without georeferencing reads as pixel size 1 x 1, y-up) has no north to turn to."""
     t = grid.transform
-    return t.b == 0 and t.d == 0 and (t.a < 0 or t.e > 0)
+    return grid.crs is not None and t.b == 0 and t.d == 0 and (t.a < 0 or t.e > 0)
 
 
 def sample_windows(height: int, width: int, side: int = 64) -> list[Window]:
