@@ -385,26 +385,41 @@ def test_an_output_that_cannot_be_created_leaves_the_existing_map_as_it_was(trai
 
 @pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted: nothing was written"),
                                                 (signal.SIGTERM, 143, "terminated (SIGTERM): nothing was written")])
-def test_ctrl_c_and_sigterm_leave_no_partial_output(trained, tmp_path, sig, code, message):
+def test_ctrl_c_and_sigterm_leave_no_partial_output_and_the_same_command_continues(trained, tmp_path, sig, code, message):
+    """Stopped, a map writes no output; its finished blocks stay in a hidden folder beside it, and the same
+    command run again maps only the others, into the map an uninterrupted run makes, and removes them."""
     _, model = trained
     rng = np.random.default_rng(0)
     transform = Affine(2, 0, 664000, 0, -2, 5104000)
-    write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 1200, 1200)).astype(np.float32), transform)
+    write_raster(tmp_path / "big_dsm.tif", rng.normal(200, 5, (1, 480, 480)).astype(np.float32), transform)
     out = tmp_path / "map.tif"
     command = [sys.executable, "-m", "mamol_cli.map", "--model", str(model), "--input", f"dsm={tmp_path / 'big_dsm.tif'}",
-               "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "128"]
+               "-o", str(out), "--device", "cpu", "--progress", "json", "--block-size", "96"]
+    root = os.path.dirname(os.path.dirname(__file__))
     # started with SIGINT ignored, as a script's background job is (and as pytest itself may be): it still stops on it
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=os.path.dirname(os.path.dirname(__file__)),
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    first = json.loads(process.stdout.readline())
-    assert first["stage"] == "mapping" and first["done"] < first["total"]
+    record = json.loads(process.stdout.readline())
+    while record["done"] < 0.05 * record["total"]:  # a few blocks finished
+        record = json.loads(process.stdout.readline())
+    assert record["stage"] == "mapping" and record["done"] < record["total"]
     process.send_signal(sig)
     start = time.perf_counter()
     _, stderr = process.communicate(timeout=30)
     assert time.perf_counter() - start < 5
     assert process.returncode == code and message in stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_dsm.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".map.tif.blocks", "big_dsm.tif"]
+    assert "finished blocks are kept in" in stderr and "the same command continues from them" in stderr
+    if sig != signal.SIGINT:
+        return
+    resumed = subprocess.run([*command[:-4], "--progress", "none", "--block-size", "96"], capture_output=True, text=True, cwd=root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continuing:" in resumed.stderr and "blocks finished by an earlier run are kept" in resumed.stderr
+    assert not (tmp_path / ".map.tif.blocks").exists()
+    fresh = subprocess.run([*command[:7], "-o", str(tmp_path / "fresh.tif"), "--device", "cpu", "--block-size", "96", "--quiet"],
+                           capture_output=True, text=True, cwd=root)
+    assert fresh.returncode == 0, fresh.stderr
+    assert np.array_equal(read(out)[0], read(tmp_path / "fresh.tif")[0])
 
 
 def test_multi_pixel_tokens_predict_every_pixel_on_the_input_grid(trained, scene_dir, tmp_path):

@@ -145,7 +145,7 @@ def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]
 
 def job_description(model_path: Path | None, inputs: list[MapInput], grid, options: MapOptions, stride: int, side: int,
                     block_count: int, outputs: OutputPaths, amp_dtype: torch.dtype | None) -> dict:
-    """Everything that decides a distributed map's blocks, so that a restart reuses only its own."""
+    """Everything that decides a map's blocks, so that a restart reuses only its own."""
     return {"model": file_identity(model_path) if model_path is not None else None,
             "inputs": {item.name: file_identity(item.path) for item in inputs},
             "grid": {"crs": grid.crs.to_wkt() if grid.crs is not None else None, "transform": list(grid.transform)[:6],
@@ -246,16 +246,21 @@ def wait_for_blocks(parts: BlockParts, count: int, poll: float = 0.5) -> None:
 
 def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[int]], Iterator[tuple[int, dict]]],
               write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> None:
-    """Under torchrun: map this rank's share of the blocks not finished yet into ``parts``; rank 0
-    then waits for the others' blocks and writes the outputs from them, and the other ranks wait
-    until it has."""
+    """Map this process's share of the blocks not finished yet into ``parts`` (under torchrun a share per
+    rank, else all of them); rank 0 then waits for the others' blocks and writes the outputs from them, and
+    the other ranks wait until it has. Interrupted, the finished blocks stay for the same command to continue
+    from; a single process that stops on an error keeps them only when every block is done (the outputs
+    could not be written)."""
     ranks = current()
     kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
     todo = np.flatnonzero(~kept)
     mine = [int(i) for i in todo[ranks.rank :: ranks.world]]
-    log.info("torchrun: %d ranks share %d blocks%s", ranks.world, len(todo),
-             f" ({int(kept.sum())} finished by an earlier attempt are kept)" if kept.any() else "")
+    earlier = f"{int(kept.sum())} of {len(blocks)} blocks finished by an earlier run are kept" if kept.any() else ""
+    if ranks.distributed:
+        log.info("torchrun: %d ranks share %d blocks%s", ranks.world, len(todo), f" ({earlier})" if earlier else "")
+    elif earlier:
+        log.info("continuing: %s (%s)", earlier, parts.folder)
     try:
         for index, block in predict(mine):
             parts.save(index, block)
@@ -269,8 +274,19 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
                 time.sleep(0.5)
     except KeyboardInterrupt:
         if ranks.main and parts.folder.exists():
-            log.warning("%d finished blocks are kept in %s; the same command continues from them",
-                        int(parts.finished(len(blocks)).sum()), parts.folder)
+            finished = int(parts.finished(len(blocks)).sum())
+            if finished or ranks.distributed:
+                log.warning("%d finished blocks are kept in %s; the same command continues from them", finished, parts.folder)
+            else:
+                parts.remove()
+        raise
+    except BaseException:
+        if not ranks.distributed:  # under torchrun a restart continues; alone, only blocks that can make the outputs stay
+            if parts.folder.exists() and parts.finished(len(blocks)).all():
+                log.warning("all %d blocks are finished and kept in %s; the same command writes the outputs from them",
+                            len(blocks), parts.folder)
+            else:
+                parts.remove()
         raise
 
 
@@ -279,9 +295,10 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                 model_path: Path | None = None, estimate: bool = False) -> MapSummary:
     """Map ``inputs`` with ``model`` into ``outputs``; nothing appears under the output names unless it completes.
 
-    Under torchrun (an initialised process group) the blocks are shared among the ranks through a
-    folder of finished blocks (:mod:`mamol_core.mapping.parts`; ``model_path`` identifies the job),
-    so that a restarted job skips the blocks already done; rank 0 writes the outputs. With ``estimate``
+    A map of several blocks from a model file (``model_path``, which identifies the job) goes through a
+    folder of finished blocks (:mod:`mamol_core.mapping.parts`), so that the same command run again after
+    an interruption skips the blocks already done; under torchrun (an initialised process group) the
+    blocks are shared among the ranks that way, and rank 0 writes the outputs. With ``estimate``
     nothing is mapped or written: the summary holds the estimated seconds (:func:`estimate_seconds`)."""
     size = config.model.layout.patch_size
     stride = options.stride or default_stride(config.model.layout)
@@ -312,19 +329,19 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                 for line in [*(line for item in inputs for line in file_warnings(item.path)), *input_warnings(reader, paths)]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side)
-        parts = None
-        if current().distributed:
-            parts = BlockParts(outputs.classes, job_description(model_path, inputs, grid, options, stride, side, len(blocks),
-                                                                outputs, amp_dtype))
-            with stop_together(device):  # rank 0 makes the folder before any rank writes to it
-                if current().main:
-                    parts.prepare()
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
                  grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
         if estimate:
             seconds = estimate_seconds(blocks, reader, predictor, device, area)
             return MapSummary(grid.width, grid.height, total, seconds, estimated=True)
+        parts = None
+        if current().distributed or (model_path is not None and len(blocks) > 1):
+            parts = BlockParts(outputs.classes, job_description(model_path, inputs, grid, options, stride, side, len(blocks),
+                                                                outputs, amp_dtype))
+            with stop_together(device):  # rank 0 makes the folder before any rank writes to it
+                if current().main:
+                    parts.prepare()
         start = time.perf_counter()
 
         def predict(indices: list[int]) -> Iterator[tuple[int, dict]]:

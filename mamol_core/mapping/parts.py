@@ -1,4 +1,4 @@
-"""Finished blocks of a map shared among torchrun ranks.
+"""Finished blocks of a map: kept so that a stopped map continues where it stopped, and shared among torchrun ranks.
 
 Each finished block's encoded outputs go to their own safetensors file in a folder beside the
 class map (``.NAME.blocks/``), written under a temporary name and renamed, so that a block file is
@@ -63,7 +63,7 @@ class BlockParts:
             temporary.replace(job_file)
         except (OSError, ValueError) as exc:
             raise MamolError(f"{self.folder}: cannot prepare the folder of finished blocks ({exc}); the output folder must be "
-                             "writable by every rank") from None
+                             "writable (by every rank, under torchrun)") from None
         return 0
 
     def finished(self, count: int) -> np.ndarray:
