@@ -4,7 +4,7 @@ By default a command runs in a subprocess of the configured environment (its ``m
 ``mamol-train`` / ``mamol-info``), reading the JSON progress lines it prints; cancelling sends
 its process group SIGINT, on which it deletes its partial outputs; one that does not stop within a
 grace period is killed with every process it started, and their hidden ``.NAME.partial-PID`` files
-are deleted here. Only where no such executable is found and mamol imports cleanly in QGIS's own
+are deleted here, as is the folder of finished blocks a stopped map keeps to continue from. Only where no such executable is found and mamol imports cleanly in QGIS's own
 Python does the command run in-process.
 """
 
@@ -336,6 +336,7 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
                     reader.join(timeout=2)
                 drain()
                 remove_partials(command[1:], writers)
+            remove_block_folders(command[1:])
             raise Canceled("cancelled: no output was written")
         time.sleep(0.05)
     for reader in readers:
@@ -406,6 +407,16 @@ def remove_partials(args: list[str], pids: set[int]) -> list[Path]:
                     continue
                 removed.append(leftover)
     return removed
+
+
+def remove_block_folders(args: list[str]) -> None:
+    """Delete the hidden ``.NAME.blocks`` folder that a stopped ``mamol-map -o NAME`` keeps for the same command to
+    continue from: a cancel in QGIS leaves nothing (its temporary outputs get a new name on every run anyway)."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-o", "--output"):
+            folder = Path(value).with_name(f".{Path(value).name}.blocks")
+            if _is_folder(folder):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _is_folder(path: Path) -> bool:

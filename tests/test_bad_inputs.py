@@ -370,8 +370,10 @@ def test_inputs_without_one_valid_pixel(model_file, scene_dir, tmp_path, caplog)
     profile.update(nodata=-9999.0, dtype="float32")
     with rasterio.open(tmp_path / "empty.tif", "w", **profile) as dst:
         dst.write(np.full(shape, -9999.0, np.float32))
-    one_line_error(run_map("--model", model_file, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", tmp_path / "m.tif"), "no pixel holds valid data")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
+    for blocks in ([], ["--block-size", "12"]):  # one block, or several through the folder of finished blocks
+        one_line_error(run_map("--model", model_file, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", tmp_path / "m.tif", *blocks),
+                       "no pixel holds valid data")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
     result = CliRunner().invoke(map_cli.main, ["--model", str(model_file), "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
                                                f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif"), "--progress", "none"])
     assert result.exit_code == 0 and "empty.tif: no pixel of this dsm raster holds valid data" in caplog.text
@@ -549,9 +551,13 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
 
     parts = parts_module.BlockParts(tmp_path / "map.tif", {"job": 1})
     assert parts.prepare() == 0
-    parts.save(0, {"classes": np.ones((4, 4), np.uint8)})
+    saved = {"classes": np.ones((4, 4), np.uint8), "probabilities": np.arange(96, dtype=np.uint8).reshape(6, 4, 4),
+             "used_count": np.array([3, 0], np.int64)}
+    parts.save(0, saved)
+    loaded = parts.load(0)  # deflated on disk, the same arrays back
+    assert all(np.array_equal(loaded[k], v) and loaded[k].dtype == v.dtype for k, v in saved.items()) and loaded.keys() == saved.keys()
 
-    def full(arrays, filename):
+    def full(arrays, filename, metadata=None):
         from safetensors import SafetensorError
 
         Path(filename).write_bytes(b"half")

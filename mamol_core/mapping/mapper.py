@@ -24,6 +24,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from mamol_core import __version__
 from mamol_core.config import MamolConfig
 from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
@@ -146,7 +147,7 @@ def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]
 def job_description(model_path: Path | None, inputs: list[MapInput], grid, options: MapOptions, stride: int, side: int,
                     block_count: int, outputs: OutputPaths, amp_dtype: torch.dtype | None) -> dict:
     """Everything that decides a map's blocks, so that a restart reuses only its own."""
-    return {"model": file_identity(model_path) if model_path is not None else None,
+    return {"mamol": __version__, "model": file_identity(model_path) if model_path is not None else None,
             "inputs": {item.name: file_identity(item.path) for item in inputs},
             "grid": {"crs": grid.crs.to_wkt() if grid.crs is not None else None, "transform": list(grid.transform)[:6],
                      "width": grid.width, "height": grid.height},
@@ -249,8 +250,7 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
     """Map this process's share of the blocks not finished yet into ``parts`` (under torchrun a share per
     rank, else all of them); rank 0 then waits for the others' blocks and writes the outputs from them, and
     the other ranks wait until it has. Interrupted, the finished blocks stay for the same command to continue
-    from; a single process that stops on an error keeps them only when every block is done (the outputs
-    could not be written)."""
+    from; a single process that stops on an error removes them, as it leaves no output."""
     ranks = current()
     kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
@@ -281,12 +281,8 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
                 parts.remove()
         raise
     except BaseException:
-        if not ranks.distributed:  # under torchrun a restart continues; alone, only blocks that can make the outputs stay
-            if parts.folder.exists() and parts.finished(len(blocks)).all():
-                log.warning("all %d blocks are finished and kept in %s; the same command writes the outputs from them",
-                            len(blocks), parts.folder)
-            else:
-                parts.remove()
+        if not ranks.distributed:  # under torchrun a restart continues; alone, an error leaves nothing behind
+            parts.remove()
         raise
 
 

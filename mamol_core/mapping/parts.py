@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from mamol_core.atomic import is_write_failure
 from mamol_core.errors import MamolError
@@ -55,7 +56,8 @@ class BlockParts:
                 same = job_file.exists() and json.loads(job_file.read_text()) == self.job
                 if same:
                     return len(list(self.folder.glob("block-*.safetensors")))
-                log.warning("%s: holds blocks of another mapping job (other model, inputs or options); starting afresh", self.folder)
+                if any(self.folder.glob("block-*.safetensors")):
+                    log.warning("%s: holds blocks of another mapping job (other model, inputs or options); starting afresh", self.folder)
                 shutil.rmtree(self.folder)
             self.folder.mkdir()
             temporary = job_file.with_name(f".{JOB_FILE}.partial-{os.getpid()}")
@@ -79,11 +81,14 @@ class BlockParts:
         return done
 
     def save(self, index: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write block ``index`` atomically (a full disk or an unwritable folder: one line, nothing half-written)."""
+        """Write block ``index`` atomically (a full disk or an unwritable folder: one line, nothing half-written),
+        each array deflated (a class map shrinks tens of times), its shape and type in the file's metadata."""
         final = self.path(index)
         temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        packed = {name: np.frombuffer(zlib.compress(np.ascontiguousarray(array).tobytes(), 1), np.uint8) for name, array in arrays.items()}
+        layout = {name: json.dumps([array.dtype.str, list(array.shape)]) for name, array in arrays.items()}
         try:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(temporary))
+            save_file(packed, str(temporary), metadata=layout)
             temporary.replace(final)
         except Exception as exc:  # OSError, or safetensors' own I/O error
             temporary.unlink(missing_ok=True)
@@ -94,8 +99,12 @@ class BlockParts:
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         try:
-            return load_file(str(self.path(index)))
-        except (OSError, ValueError, SafetensorError) as exc:
+            with safe_open(str(self.path(index)), "np") as block:
+                layout = block.metadata()
+                packed = {name: block.get_tensor(name) for name in block.keys()}
+            return {name: np.frombuffer(zlib.decompress(data.tobytes()), np.dtype(json.loads(layout[name])[0]))
+                    .reshape(json.loads(layout[name])[1]) for name, data in packed.items()}
+        except (OSError, ValueError, KeyError, TypeError, zlib.error, SafetensorError) as exc:
             raise MamolError(f"{self.path(index)}: a finished block cannot be read ({exc}); delete it and run the same command "
                              "again to map that block anew") from None
 
@@ -108,7 +117,15 @@ class BlockParts:
         return not self.folder.exists() or (self.folder / ASSEMBLED).exists()
 
     def remove(self) -> None:
+        """Delete the folder: renamed first, so that one stopped halfway is never taken for finished blocks."""
         def failed(function, path, error) -> None:
             log.warning("%s: could not be removed (%s); delete it by hand", path, error[1])
 
-        shutil.rmtree(self.folder, onerror=failed)
+        doomed = self.folder.with_name(f"{self.folder.name}.removed-{os.getpid()}")
+        try:
+            self.folder.rename(doomed)
+        except FileNotFoundError:
+            return
+        except OSError:
+            doomed = self.folder
+        shutil.rmtree(doomed, onerror=failed)
