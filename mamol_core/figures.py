@@ -1,29 +1,32 @@
-"""Saving matplotlib pictures (quick-looks, confusion matrices, routing charts) with one line, instead of a
+"""Drawing matplotlib pictures (quick-looks, confusion matrices, routing charts) with one line, instead of a
 Python warning per character, where the font lacks characters of a class or sensor name."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
-from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
 _MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")
 
 
-def save_figure(fig, path: Path, what: str, **options) -> None:
-    """``fig.savefig(path, **options)``; characters the font cannot draw (shown as boxes) are named in one
-    warning that calls the picture ``what``."""
+@contextlib.contextmanager
+def glyphs_told(what: str) -> Iterator[None]:
+    """Around laying out and saving a picture called ``what``: the characters its font cannot draw (shown as
+    boxes) are named in one warning; other warnings are shown as they would be without this."""
+    show = warnings.showwarning
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fig.savefig(path, **options)
+        warnings.filterwarnings("always", message=_MISSING_GLYPH.pattern)
+        yield
     missing = []
     for warning in caught:
         match = _MISSING_GLYPH.search(str(warning.message))
         if match is None:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            show(warning.message, warning.category, warning.filename, warning.lineno, warning.file, warning.line)
         elif chr(int(match.group(1))) not in missing:
             missing.append(chr(int(match.group(1))))
     if missing:

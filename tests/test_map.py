@@ -31,6 +31,7 @@ from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.mapping.crs import check_on_earth, pixel_size_in
+from mamol_core.figures import glyphs_told
 from mamol_core.mapping.outputs import write_quicklook
 from mamol_core.modelfile.header import read_config
 from mamol_core.modelfile.weights import save_model
@@ -193,6 +194,18 @@ def test_the_quicklook_draws_pixels_that_are_not_square_at_their_shape(tmp_path,
     assert drawn["tall"][0] == drawn["square"][0] and abs(2 * drawn["tall"][1] - drawn["square"][1]) <= 2
     glyphs = [r.getMessage() for r in caplog.records if "cannot draw" in r.getMessage()]
     assert len(glyphs) == 2 and "水 田" in glyphs[0] and "the quick-look picture" in glyphs[0]
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()  # a layout (tight_layout) draws the text too, as the confusion-matrix picture does
+    ax.set_title("水田")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with glyphs_told("a chart"):
+            fig.tight_layout()
+            fig.savefig(tmp_path / "chart.png")
+    plt.close(fig)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["a chart"]
 
 
 def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_projected_crs(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.protocol import pattern_name
-from mamol_core.figures import save_figure
+from mamol_core.figures import glyphs_told
 from mamol_core.model import MaMOLClassifier
 
 
@@ -74,8 +74,9 @@ def plot_routing(shares: dict[str, dict[int, np.ndarray]], path: Path, title: st
     axes[0][0].set_ylabel("share of routing selections")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, "the routing chart", dpi=110)
+    with glyphs_told("the routing chart"):
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

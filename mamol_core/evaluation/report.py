@@ -14,7 +14,7 @@ from mamol_core.atomic import atomic_paths
 from mamol_core.evaluation.html import report_html, sensors_text
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
-from mamol_core.figures import save_figure
+from mamol_core.figures import glyphs_told
 
 
 def slug(name: str) -> str:
@@ -77,6 +77,7 @@ def plot_confusions(evaluation: Evaluation, path: Path) -> None:
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=6, color="white" if share[i, j] > 0.5 else "black")
         ax.set_xlabel("predicted", fontsize=8)
     axes[0][0].set_ylabel("reference", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, "the confusion-matrix picture", dpi=110, format="png")
+    with glyphs_told("the confusion-matrix picture"):
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

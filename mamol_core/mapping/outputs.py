@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from mamol_core.atomic import atomic_paths
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
-from mamol_core.figures import save_figure
+from mamol_core.figures import glyphs_told
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255
@@ -341,5 +341,6 @@ def write_quicklook(classes_tif: Path, png: Path, classes: list[ClassSpec], max_
     ax.set_axis_off()
     fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes], loc="center left", fontsize=8, frameon=False,
                bbox_to_anchor=(width / 100 / fig.get_figwidth() + 0.02, 0.5))
-    save_figure(fig, png, "the quick-look picture", format="png")
+    with glyphs_told("the quick-look picture"):
+        fig.savefig(png, format="png")
     plt.close(fig)
