@@ -176,6 +176,13 @@ def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_
     by_name = open_scene(scene_dir, labels=tmp_path / "labels.gpkg", label_field="d", test_labels=scene_dir / "test_labels.tif",
                          classes=tmp_path / "numbers.json")
     assert np.array_equal(by_name.train_labels, np.where(expected > 0, count + 1 - expected, 0))
+    points["e"] = [str(code + 300) for code in points["d"].astype(int)]  # CORINE-like codes past 255: names, as before
+    points["f"] = [str(code - 1) for code in points["d"].astype(int)]  # "0" is no class code: names
+    points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    for field, offset in (("e", 300), ("f", -1)):
+        names = open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}, labels=tmp_path / "labels.gpkg",
+                           label_field=field, test_labels=scene_dir / "test_labels.tif")
+        assert sorted(c.name for c in names.classes) == sorted(str(c.value + offset) for c in open_scene(scene_dir).classes)
 
 
 def test_a_float_label_raster_with_nan_for_unlabelled_reads_nan_as_unlabelled(scene_copy):

@@ -147,6 +147,7 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
     with open_raster(path) as src:
         on_grid = same_grid(grid_of(src), grid)
+        nodata = src.nodata
         try:
             labels = _read_labels_on(src, path, grid, on_grid)
         except RasterioError as exc:
@@ -157,8 +158,11 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
             log.info("%s: warped onto the scene grid (nearest neighbour)", path)
     if not np.issubdtype(labels.dtype, np.integer):
         if np.isnan(labels).any():
-            raise MamolError(f"{path}: label raster holds NaN where no nodata value says it is unlabelled; declare it "
-                             f"(gdal_edit.py -a_nodata nan {shlex.quote(str(path))}) or store 0 for unlabelled pixels")
+            if nodata is None:
+                raise MamolError(f"{path}: label raster holds NaN where no nodata value says it is unlabelled; declare it "
+                                 f"(gdal_edit.py -a_nodata nan {shlex.quote(str(path))}) or store 0 for unlabelled pixels")
+            raise MamolError(f"{path}: label raster holds NaN besides its nodata value {nodata:g}; store 0 (or {nodata:g}) "
+                             "for unlabelled pixels")
         if not np.all(np.isfinite(labels) & (labels == np.round(labels))):
             raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")
     labels = labels.astype(np.int64)
@@ -278,10 +282,11 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
 
 
 def codes_as_text(values, classes: list[ClassSpec] | None) -> bool:
-    """Whether a text field holds class codes (every value a whole number, as a shapefile or CSV may store
-    them) rather than names: not when a class table names every value (classes called "2021", say)."""
+    """Whether a text field holds class codes (every value a whole number from 1 to 255, as a shapefile or
+    CSV may store them) rather than names: not when a value lies outside that range (CORINE's "311", or "0",
+    which as a code would be unlabelled), nor when a class table names every value (classes called "12", say)."""
     text = values.astype(str).str.strip()
-    if not text.str.fullmatch(r"[0-9]+").all():
+    if not text.str.fullmatch(r"[0-9]{1,3}").all() or not text.astype(int).between(1, 255).all():
         return False
     if classes:
         code_of = class_by_name(classes)

@@ -31,7 +31,7 @@ from mamol_core.data.labels import (
     recode_by_name,
 )
 from mamol_core.data.plausibility import file_warnings
-from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, stack_hint
+from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, is_flipped, same_grid, stack_hint
 from mamol_core.data.sources import check_one_file_each
 from mamol_core.mapping.outputs import is_map_output
 
@@ -220,8 +220,9 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
         return shared
     with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:
         grid = aligned.grid
-    log.info("rasters on different grids: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
-             grid.crs, *grid.pixel_size, grid.width, grid.height)
+    flipped = reference is None and all(same_grid(g, grids[0]) for g in grids) and is_flipped(grids[0])
+    log.info("%s: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
+             "rasters stored y-up" if flipped else "rasters on different grids", grid.crs, *grid.pixel_size, grid.width, grid.height)
     return grid
 
 
