@@ -4,8 +4,9 @@ By default a command runs in a subprocess of the configured environment (its ``m
 ``mamol-train`` / ``mamol-info``), reading the JSON progress lines it prints; cancelling sends
 its process group SIGINT, on which it deletes its partial outputs; one that does not stop within a
 grace period is killed with every process it started, and their hidden ``.NAME.partial-PID`` files
-are deleted here, as is the folder of finished blocks a stopped map keeps to continue from. Only where no such executable is found and mamol imports cleanly in QGIS's own
-Python does the command run in-process.
+are deleted here, as is the folder of finished blocks a stopped map keeps to continue from. Only
+where no such executable is found and mamol imports cleanly in QGIS's own Python does the command
+run in-process.
 """
 
 from __future__ import annotations
