@@ -281,17 +281,22 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
     ids[conflict] = 0
 
 
-def codes_as_text(values, classes: list[ClassSpec] | None) -> bool:
-    """Whether a text field holds class codes (every value a whole number from 1 to 255, as a shapefile or
-    CSV may store them) rather than names: not when a value lies outside that range (CORINE's "311", or "0",
-    which as a code would be unlabelled), nor when a class table names every value (classes called "12", say)."""
+def codes_in_text(values, classes: list[ClassSpec] | None):
+    """The class codes a text field holds (every value a whole number from 1 to 255, as a shapefile or CSV
+    may store them), as numbers; ``None`` when it holds names: a value outside that range (CORINE's "311",
+    or "0", which as a code would be unlabelled), or a class table that names every value (classes called
+    "12", say)."""
     text = values.astype(str).str.strip()
-    if not text.str.fullmatch(r"[0-9]{1,3}").all() or not text.astype(int).between(1, 255).all():
-        return False
+    if not text.str.fullmatch(r"[0-9]{1,3}").all():
+        return None
+    codes = text.astype(np.float64)
+    if not codes.between(1, 255).all():
+        return None
     if classes:
         code_of = class_by_name(classes)
-        return not all(code_of(name) is not None for name in set(text))
-    return True
+        if all(code_of(name) is not None for name in set(text)):
+            return None
+    return codes
 
 
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
@@ -301,9 +306,10 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.any():
         raise MamolError(f"{path}: field {field!r} is empty on {int(empty.sum())} of {len(values)} features; fill it or drop them")
-    if not is_numeric_dtype(values) and codes_as_text(values, classes):
+    codes_text = None if is_numeric_dtype(values) else codes_in_text(values, classes)
+    if codes_text is not None:
         log.info("%s: field %r holds whole numbers stored as text, read as class codes", path, field)
-        values = values.astype(str).str.strip().astype(np.float64)
+        values = codes_text
     if is_numeric_dtype(values):
         numbers = values.to_numpy().astype(np.float64)
         odd = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0) | (numbers > 255)

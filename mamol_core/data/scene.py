@@ -215,12 +215,13 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
     nor a ``model_grid`` of another pixel size says otherwise), else the aligned grid mapping would
     use (:class:`AlignedInputs`; at the model's training pixel size when evaluating a model)."""
     assumed = parse_crs(assume_crs)
-    shared = shared_grid([effective_grid(g, assumed, r.path) for g, r in zip(grids, rasters)], model_grid)
+    own = [effective_grid(g, assumed, r.path) for g, r in zip(grids, rasters)]
+    shared = shared_grid(own, model_grid)
     if reference is None and shared is not None:
         return shared
     with AlignedInputs([MapInput(r.name, r.path) for r in rasters], assume_crs, reference, model_grid=model_grid) as aligned:
         grid = aligned.grid
-    flipped = reference is None and all(same_grid(g, grids[0]) for g in grids) and is_flipped(grids[0])
+    flipped = reference is None and all(same_grid(g, own[0]) for g in own) and is_flipped(own[0])
     log.info("%s: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
              "rasters stored y-up" if flipped else "rasters on different grids", grid.crs, *grid.pixel_size, grid.width, grid.height)
     return grid

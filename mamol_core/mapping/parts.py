@@ -100,10 +100,10 @@ class BlockParts:
     def load(self, index: int) -> dict[str, np.ndarray]:
         try:
             with safe_open(str(self.path(index)), "np") as block:
-                layout = block.metadata()
+                layout = {name: json.loads(text) for name, text in (block.metadata() or {}).items()}
                 packed = {name: block.get_tensor(name) for name in block.keys()}
-            return {name: np.frombuffer(zlib.decompress(data.tobytes()), np.dtype(json.loads(layout[name])[0]))
-                    .reshape(json.loads(layout[name])[1]) for name, data in packed.items()}
+            return {name: np.frombuffer(zlib.decompress(data.tobytes()), np.dtype(layout[name][0])).reshape(layout[name][1])
+                    for name, data in packed.items()}
         except (OSError, ValueError, KeyError, TypeError, zlib.error, SafetensorError) as exc:
             raise MamolError(f"{self.path(index)}: a finished block cannot be read ({exc}); delete it and run the same command "
                              "again to map that block anew") from None
