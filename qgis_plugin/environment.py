@@ -12,6 +12,7 @@ run in-process.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import dataclasses
 import json
 import logging
@@ -412,12 +413,15 @@ def remove_partials(args: list[str], pids: set[int]) -> list[Path]:
 
 def remove_block_folders(args: list[str]) -> None:
     """Delete the hidden ``.NAME.blocks`` folder that a stopped ``mamol-map -o NAME`` keeps for the same command to
-    continue from: a cancel in QGIS leaves nothing (its temporary outputs get a new name on every run anyway)."""
+    continue from, and the ``.NAME.blocks.lock`` file that a killed one leaves: a cancel in QGIS leaves nothing (its
+    temporary outputs get a new name on every run anyway)."""
     for flag, value in zip(args, args[1:]):
         if flag in ("-o", "--output"):
             folder = Path(value).with_name(f".{Path(value).name}.blocks")
             if _is_folder(folder):
                 shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.with_name(f"{folder.name}.lock").unlink()
 
 
 def _is_folder(path: Path) -> bool:

@@ -574,6 +574,29 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
     assert sorted(p.name for p in parts.folder.iterdir()) == ["job.json"]
 
 
+def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_first_ones_blocks(model_file, scene_dir, tmp_path):
+    from mamol_core.mapping import parts as parts_module
+
+    output = tmp_path / "map.tif"
+    first = parts_module.BlockParts(output, {"job": 1})
+    with first.exclusive():
+        assert first.prepare() == 0
+        first.save(0, {"classes": np.ones((4, 4), np.uint8)})
+        assert (tmp_path / ".map.tif.blocks.lock").read_text() == str(os.getpid())
+        with pytest.raises(MamolError, match=rf"{output}: another mamol-map \(process {os.getpid()}\) is writing this map now"):
+            with parts_module.BlockParts(output, {"job": 2}).exclusive():
+                pass
+        # through the command: a map of several blocks into the same output (another job) is refused, and the
+        # first run's blocks, its lock and the folder are as they were
+        one_line_error(run_map("--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", output, "--block-size", "12"),
+                       "another mamol-map")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".map.tif.blocks", ".map.tif.blocks.lock"]
+        assert list(first.finished(2)) == [True, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".map.tif.blocks"]  # released: the lock file is gone
+    with parts_module.BlockParts(output, {"job": 2}).exclusive():  # and the next run may take it
+        pass
+
+
 def test_a_full_disk_when_the_model_or_map_is_written_is_one_line_and_leaves_nothing(scene_dir, model_file, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 

@@ -90,6 +90,17 @@ def test_cancel_stops_and_leaves_nothing(model, scene_dir, tmp_path, bin_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif"]  # no output, and no finished blocks kept
 
 
+def test_a_cancel_removes_what_a_killed_map_leaves_beside_its_output(tmp_path):
+    from qgis_plugin.environment import remove_block_folders
+
+    (tmp_path / ".m.tif.blocks").mkdir()
+    (tmp_path / ".m.tif.blocks" / "block-0000000.safetensors").write_bytes(b"done")
+    (tmp_path / ".m.tif.blocks.lock").write_text("12345")  # a killed run never removes its lock file
+    (tmp_path / ".other.tif.blocks").mkdir()  # another map's blocks stay
+    remove_block_folders(["--model", "x.safetensors", "-o", str(tmp_path / "m.tif"), "--device", "cpu"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tif.blocks"]
+
+
 def test_not_found_explains_the_fix(monkeypatch):
     import qgis_plugin.environment as environment
 

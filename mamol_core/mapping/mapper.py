@@ -337,6 +337,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                                                                 outputs, amp_dtype))
             with stop_together(device):  # rank 0 makes the folder before any rank writes to it
                 if current().main:
+                    stack.enter_context(parts.exclusive())
                     parts.prepare()
         start = time.perf_counter()
 

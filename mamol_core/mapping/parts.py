@@ -5,17 +5,21 @@ class map (``.NAME.blocks/``), written under a temporary name and renamed, so th
 the record that the block is done: a restarted job (``torchrun --max-restarts``, or the same
 command run again) skips it. ``job.json`` in the folder describes the job (model, inputs, grid,
 options); blocks of another job are discarded instead of reused. The folder is removed once the
-outputs are assembled.
+outputs are assembled. While a job runs, its main process holds a lock on ``.NAME.blocks.lock``
+beside the folder, so that a second run mapping into the same output stops with one line instead
+of sharing (or deleting) the first one's blocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import zlib
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -37,6 +41,50 @@ def file_identity(path: Path) -> dict:
     return {"path": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _try_lock(handle: IO[str]) -> bool:
+    """Take the exclusive lock of the open file ``handle`` without waiting; False if another run holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _locked(lock_path: Path) -> IO[str]:
+    """``lock_path`` opened and locked by this process (created if missing), or a one-line error naming the
+    run that holds it."""
+    output = lock_path.with_name(lock_path.name.removeprefix(".").removesuffix(".blocks.lock"))
+    while True:
+        try:
+            handle = open(lock_path, "a+")
+        except OSError as exc:
+            raise MamolError(f"{lock_path}: cannot be created ({exc.strerror or exc}); the output folder must be writable") from None
+        if not _try_lock(handle):
+            holder = ""
+            with contextlib.suppress(OSError):  # Windows refuses to read the locked byte
+                handle.seek(0)
+                holder = handle.read().strip()
+            handle.close()
+            process = f" (process {holder})" if holder.isdigit() else ""
+            raise MamolError(f"{output}: another mamol-map{process} is writing this map now; wait until it ends, or choose "
+                             "another output") from None
+        try:
+            current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+        except OSError:
+            current = False
+        if current:  # not a file its last holder deleted while this run opened it
+            return handle
+        handle.close()
+
+
 class BlockParts:
     """The finished-block folder of the map ``output`` for the job described by ``job`` (JSON-able)."""
 
@@ -46,6 +94,28 @@ class BlockParts:
 
     def path(self, index: int) -> Path:
         return self.folder / f"block-{index:07d}.safetensors"
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock that keeps two runs from mapping into this output at once (the main process, for the
+        whole job); the lock ends with the process however it ends, and its file is removed on release."""
+        lock_path = self.folder.with_name(f"{self.folder.name}.lock")
+        handle = _locked(lock_path)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            if os.name == "nt":  # an open file cannot be deleted there
+                handle.close()
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+            else:  # deleted before it is released, so that no run locks a file that is gone
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+                handle.close()
 
     def prepare(self) -> int:
         """Create the folder for this job (rank 0, before any rank writes): blocks left by an earlier
