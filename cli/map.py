@@ -106,11 +106,14 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs, reference, resampling, aoi, mask)
         summary = map_rasters(model, config, items, outputs, options, compute, autocast_dtype(compute, precision),
                               progress_mode if ranks.main else "none", model_path, estimate)
+    kept = f"; {summary.kept_pixels / (summary.width * summary.height):.0%} of the map kept from an earlier run" \
+        if summary.kept_pixels else ""
     if summary.estimated:
-        log.warning("estimate: %dx%d px, %d tiles; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
-                    summary.height, summary.tiles, duration(summary.seconds), compute, summary.megapixels_per_second, extra=RESULT)
+        log.warning("estimate: %dx%d px, %d tiles%s; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
+                    summary.height, summary.tiles, kept, duration(summary.seconds), compute, summary.megapixels_per_second,
+                    extra=RESULT)
         return
-    log.info("wrote %s (%dx%d px, %d tiles) in %s s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles,
+    log.info("wrote %s (%dx%d px, %d tiles%s) in %s s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles, kept,
              seconds_text(summary.seconds), summary.megapixels_per_second)
 
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -425,9 +426,17 @@ def test_ctrl_c_and_sigterm_leave_no_partial_output_and_the_same_command_continu
     assert "finished blocks are kept in" in stderr and "the same command continues from them" in stderr
     if sig != signal.SIGINT:
         return
+    kept_blocks = sorted(p.name for p in (tmp_path / ".map.tif.blocks").iterdir())
+    estimated = subprocess.run([*command[:-4], "--progress", "none", "--block-size", "96", "--estimate"], capture_output=True,
+                               text=True, cwd=root)  # estimates only the blocks left, and touches none
+    assert estimated.returncode == 0 and "the estimate covers the others" in estimated.stderr, estimated.stderr
+    kept_share = re.search(r"(\d+)% of the map kept from an earlier run", estimated.stderr)
+    assert kept_share and 0 < int(kept_share.group(1)) < 100, estimated.stderr
+    assert sorted(p.name for p in (tmp_path / ".map.tif.blocks").iterdir()) == kept_blocks
     resumed = subprocess.run([*command[:-4], "--progress", "none", "--block-size", "96"], capture_output=True, text=True, cwd=root)
     assert resumed.returncode == 0, resumed.stderr
     assert "continuing:" in resumed.stderr and "blocks finished by an earlier run are kept" in resumed.stderr
+    assert f"{kept_share.group(0)}) in" in resumed.stderr  # its Mpx/s counts only the pixels it mapped
     assert not (tmp_path / ".map.tif.blocks").exists()
     fresh = subprocess.run([*command[:7], "-o", str(tmp_path / "fresh.tif"), "--device", "cpu", "--block-size", "96", "--quiet"],
                            capture_output=True, text=True, cwd=root)

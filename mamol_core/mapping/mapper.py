@@ -79,10 +79,17 @@ class MapSummary:
     tiles: int
     seconds: float
     estimated: bool = False  # seconds is an estimate: nothing was mapped
+    kept_pixels: int = 0  # pixels of the blocks an earlier, stopped run finished: not mapped (or estimated) by this one
 
     @property
     def megapixels_per_second(self) -> float:
-        return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
+        """The pixels this run mapped (or would map) per second, in millions."""
+        return (self.width * self.height - self.kept_pixels) / 1e6 / max(self.seconds, 1e-9)
+
+
+def block_pixels(blocks: list[Block], chosen: np.ndarray) -> int:
+    """How many output pixels the blocks where ``chosen`` (bool, one per block) is true write."""
+    return sum(int(b.target.width * b.target.height) for b, c in zip(blocks, chosen) if c)
 
 
 def block_side(config: MamolConfig, stride: int, requested: int | None) -> int:
@@ -246,11 +253,12 @@ def wait_for_blocks(parts: BlockParts, count: int, poll: float = 0.5) -> None:
 
 
 def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[int]], Iterator[tuple[int, dict]]],
-              write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> None:
+              write: Callable[[Iterable[tuple[int, dict]]], None], device: torch.device) -> np.ndarray:
     """Map this process's share of the blocks not finished yet into ``parts`` (under torchrun a share per
     rank, else all of them); rank 0 then waits for the others' blocks and writes the outputs from them, and
     the other ranks wait until it has. Interrupted, the finished blocks stay for the same command to continue
-    from; a single process that stops on an error removes them, as it leaves no output."""
+    from; a single process that stops on an error removes them, as it leaves no output. Returns which blocks
+    an earlier run had finished (bool, one per block)."""
     ranks = current()
     kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
@@ -272,6 +280,7 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
         else:
             while not parts.assembled():
                 time.sleep(0.5)
+        return kept
     except KeyboardInterrupt:
         if ranks.main and parts.folder.exists():
             finished = int(parts.finished(len(blocks)).sum())
@@ -328,13 +337,19 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d blocks, %d tiles of %d px (tokens of %d px), stride %d, device %s",
                  grid.width, grid.height, grid.crs, len(blocks), total, size, config.model.layout.token_size, stride, device)
-        if estimate:
-            seconds = estimate_seconds(blocks, reader, predictor, device, area)
-            return MapSummary(grid.width, grid.height, total, seconds, estimated=True)
         parts = None
         if current().distributed or (model_path is not None and len(blocks) > 1):
             parts = BlockParts(outputs.classes, job_description(model_path, inputs, grid, options, stride, side, len(blocks),
                                                                 outputs, amp_dtype))
+        if estimate:  # only the blocks that an earlier, stopped run of the same command has not finished
+            kept = parts.kept(len(blocks)) if parts is not None else np.zeros(len(blocks), bool)
+            if kept.any():
+                log.info("%d of %d blocks were finished by an earlier run (%s); the estimate covers the others",
+                         int(kept.sum()), len(blocks), parts.folder)
+            todo = [block for block, done in zip(blocks, kept) if not done]
+            seconds = estimate_seconds(todo, reader, predictor, device, area) if todo else 0.0
+            return MapSummary(grid.width, grid.height, total, seconds, estimated=True, kept_pixels=block_pixels(blocks, kept))
+        if parts is not None:
             with stop_together(device):  # rank 0 makes the folder before any rank writes to it
                 if current().main:
                     stack.enter_context(parts.exclusive())
@@ -351,8 +366,9 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             limited_by = " and ".join(flag for flag, given in (("--aoi", options.aoi), ("--mask", options.mask)) if given)
             write_outputs(encoded, blocks, outputs, grid, config, inputs, limited_by)
 
+        kept = np.zeros(len(blocks), bool)
         if parts is None:
             write(predict(list(range(len(blocks)))))
         else:
-            map_share(parts, blocks, predict, write, device)
-        return MapSummary(grid.width, grid.height, total, time.perf_counter() - start)
+            kept = map_share(parts, blocks, predict, write, device)
+        return MapSummary(grid.width, grid.height, total, time.perf_counter() - start, kept_pixels=block_pixels(blocks, kept))

@@ -138,6 +138,15 @@ class BlockParts:
                              "writable (by every rank, under torchrun)") from None
         return 0
 
+    def kept(self, count: int) -> np.ndarray:
+        """Which of the ``count`` blocks an earlier run of this same job finished (bool ``[count]``; none where the
+        folder is missing or holds another job's blocks). Reads only: nothing is created or deleted."""
+        try:
+            same = json.loads((self.folder / JOB_FILE).read_text()) == self.job
+        except (OSError, ValueError):
+            same = False
+        return self.finished(count) if same else np.zeros(count, bool)
+
     def finished(self, count: int) -> np.ndarray:
         """Which of the ``count`` blocks have a file (bool ``[count]``)."""
         done = np.zeros(count, bool)
