@@ -36,10 +36,24 @@ def check_writable(path: Path) -> None:
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise MamolError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
-    if not os.access(folder, os.W_OK):
-        raise MamolError(f"{path}: the folder {folder} is not writable; choose another output path")
     if Path(path).is_dir():
         raise MamolError(f"{path}: is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or not _accepts_files(folder):
+        raise MamolError(f"{path}: the folder {folder} is not writable; choose another output path")
+
+
+def _accepts_files(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: permission bits pass for root and in folders such as /proc
+    or a read-only share that still refuse a new file, found now rather than after hours of work."""
+    probe = folder / f".mamol-probe-{os.getpid()}"
+    try:
+        with open(probe, "x"):
+            pass
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return True
 
 
 def check_folder(folder: Path) -> None:

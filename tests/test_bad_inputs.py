@@ -574,6 +574,19 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
     assert sorted(p.name for p in parts.folder.iterdir()) == ["job.json"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_refuses_new_files_is_found_before_any_work(scene_dir, tmp_path):
+    """Permission bits pass in /proc (and for root everywhere); the first state save used to find out after training."""
+    from mamol_core.atomic import check_writable
+
+    with pytest.raises(MamolError, match="the folder /proc is not writable"):
+        check_writable(Path("/proc/model.safetensors"))
+    check_writable(tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing
+    one_line_error(CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", "/proc/model.safetensors", "--no-eval", *FAST]),
+                   "/proc/model.safetensors: the folder /proc is not writable; choose another output path")
+
+
 def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_first_ones_blocks(model_file, scene_dir, tmp_path):
     from mamol_core.mapping import parts as parts_module
 
