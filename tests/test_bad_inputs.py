@@ -610,6 +610,40 @@ def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_fi
         pass
 
 
+def test_a_full_disk_on_a_continued_map_keeps_the_earlier_runs_blocks(model_file, scene_dir, tmp_path, monkeypatch, caplog):
+    """An error leaves nothing of its own run's making, but blocks an earlier, stopped run left are not its to delete."""
+    from mamol_core.mapping import parts as parts_module
+
+    command = ["--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "map.tif", "--block-size", "12"]
+    saved = parts_module.BlockParts.save
+
+    def stop_after(count, error):
+        def save(parts, index, arrays):
+            if len(list(parts.folder.glob("block-*"))) == count:
+                raise error
+            saved(parts, index, arrays)
+        return save
+
+    monkeypatch.setattr(parts_module.BlockParts, "save", stop_after(2, KeyboardInterrupt()))
+    assert run_map(*command).exit_code == 130
+    monkeypatch.setattr(parts_module.BlockParts, "save", stop_after(4, MamolError("block: cannot be written (No space left on device)")))
+    result = run_map(*command)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "the 4 finished blocks stay in" in caplog.text and "(2 of them from an earlier run)" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".map.tif.blocks"]
+    monkeypatch.undo()
+    result = run_map(*command)
+    assert result.exit_code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml",
+                                                                                    "map_quicklook.png"], result.output
+    fresh = run_map(*command[:4], "-o", tmp_path / "fresh.tif", "--block-size", "12")
+    assert fresh.exit_code == 0
+    with rasterio.open(tmp_path / "map.tif") as continued, rasterio.open(tmp_path / "fresh.tif") as uninterrupted:
+        assert np.array_equal(continued.read(), uninterrupted.read())
+    monkeypatch.setattr(parts_module.BlockParts, "save", stop_after(2, MamolError("block: cannot be written (No space left)")))
+    one_line_error(run_map(*command[:4], "-o", tmp_path / "other.tif", "--block-size", "12"), "No space left")
+    assert not (tmp_path / ".other.tif.blocks").exists()  # a run that found no earlier blocks leaves nothing
+
+
 def test_a_full_disk_when_the_model_or_map_is_written_is_one_line_and_leaves_nothing(scene_dir, model_file, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 

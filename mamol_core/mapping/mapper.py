@@ -257,8 +257,10 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
     """Map this process's share of the blocks not finished yet into ``parts`` (under torchrun a share per
     rank, else all of them); rank 0 then waits for the others' blocks and writes the outputs from them, and
     the other ranks wait until it has. Interrupted, the finished blocks stay for the same command to continue
-    from; a single process that stops on an error removes them, as it leaves no output. Returns which blocks
-    an earlier run had finished (bool, one per block)."""
+    from. A single process that stops on an error removes them, as it leaves no output, unless an earlier
+    run had left blocks there (files it does not own) and the error came before the outputs were assembled
+    (a full disk, say): then they stay for the same command to continue once it is fixed. Returns which
+    blocks an earlier run had finished (bool, one per block)."""
     ranks = current()
     kept = all_sum(torch.as_tensor(parts.finished(len(blocks)) if ranks.main else np.zeros(len(blocks), bool),
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
@@ -269,11 +271,13 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
         log.info("torchrun: %d ranks share %d blocks%s", ranks.world, len(todo), f" ({earlier})" if earlier else "")
     elif earlier:
         log.info("continuing: %s (%s)", earlier, parts.folder)
+    assembling = False
     try:
         for index, block in predict(mine):
             parts.save(index, block)
         if ranks.main:
             wait_for_blocks(parts, len(blocks))
+            assembling = True
             write((index, parts.load(index)) for index in range(len(blocks)))
             parts.mark_assembled()
             parts.remove()
@@ -290,7 +294,12 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
                 parts.remove()
         raise
     except BaseException:
-        if not ranks.distributed:  # under torchrun a restart continues; alone, an error leaves nothing behind
+        if ranks.distributed:  # a torchrun restart continues from them
+            raise
+        if kept.any() and not assembling and parts.folder.exists():
+            log.warning("the %d finished blocks stay in %s (%d of them from an earlier run); once the error below is fixed, "
+                        "the same command continues from them", int(parts.finished(len(blocks)).sum()), parts.folder, int(kept.sum()))
+        else:  # alone, an error leaves nothing behind
             parts.remove()
         raise
 
