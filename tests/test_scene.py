@@ -157,13 +157,13 @@ def test_class_fields_that_cannot_be_class_codes_or_names_are_refused(scene_dir,
 
 
 def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_them(scene_dir, tmp_path, caplog):
-    """A shapefile or CSV often stores codes as text ("3", " 03"): they are the codes the same field stored as
+    """A shapefile or CSV often stores codes as text ("3", " 03", "3.0"): they are the codes the same field stored as
     numbers would be, not names to look up; a table whose class names are those numbers reads them as names."""
     import geopandas
 
     points = geopandas.read_file(scene_dir / "train_points.gpkg")
     code_of = {c.name: c.value for c in open_scene(scene_dir).classes}
-    points["c"] = [f" 0{code_of[name]}" if i % 2 else str(code_of[name]) for i, name in enumerate(points["landcover"])]
+    points["c"] = [[str(code_of[name]), f" 0{code_of[name]}", f"{code_of[name]}.0"][i % 3] for i, name in enumerate(points["landcover"])]
     points["d"] = [str(code_of[name]) for name in points["landcover"]]
     points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
     expected = open_scene(scene_dir).train_labels

@@ -283,11 +283,11 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
 
 def codes_in_text(values, classes: list[ClassSpec] | None):
     """The class codes a text field holds (every value a whole number from 1 to 255, as a shapefile or CSV
-    may store them), as numbers; ``None`` when it holds names: a value outside that range (CORINE's "311",
-    or "0", which as a code would be unlabelled), or a class table that names every value (classes called
-    "12", say)."""
+    may store them, also written "3.0" by a spreadsheet), as numbers; ``None`` when it holds names: a value
+    outside that range (CORINE's "311", or "0", which as a code would be unlabelled), or a class table that
+    names every value (classes called "12", say)."""
     text = values.astype(str).str.strip()
-    if not text.str.fullmatch(r"[0-9]{1,3}").all():
+    if not text.str.fullmatch(r"[0-9]{1,3}(\.0*)?").all():
         return None
     codes = text.astype(np.float64)
     if not codes.between(1, 255).all():
