@@ -1,5 +1,6 @@
 """Class codes, names, colours and order for training, taken from the ground truth's own style: a
-categorized renderer on the class field (the layer's, or one loaded from a QML file)."""
+categorized renderer on the class field of a vector layer, or a paletted renderer of a label raster
+(the layer's, or one loaded from a QML file)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,25 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
             table[str(int(value))] = {"name": category.label() or str(value), "color": colour}
         else:
             table[str(len(table) + 1)] = {"name": str(value), "color": colour}
+    return table or None
+
+
+def raster_class_table(layer, qml: str | None = None) -> dict | None:
+    """mamol's class table from the paletted (unique values) style of the label raster ``layer``, or of the QML file
+    ``qml`` applied to a copy of it: each code with its label and colour; ``None`` when the style is not paletted."""
+    if qml:
+        layer = layer.clone()
+        message, loaded = layer.loadNamedStyle(qml)
+        if not loaded:
+            raise QgsProcessingException(f"{qml}: not a style QGIS can read ({message})")
+    renderer = layer.renderer()
+    if renderer is None or renderer.type() != "paletted":
+        if qml:
+            raise QgsProcessingException(f"{qml}: is no paletted (unique values) style of a label raster; save one from the "
+                                         "label raster's Symbology")
+        return None
+    table = {str(int(c.value)): {"name": c.label or str(int(c.value)), "color": c.color.name()} for c in renderer.classes()
+             if 1 <= c.value <= 255 and float(c.value).is_integer()}
     return table or None
 
 

@@ -28,7 +28,7 @@ from qgis.core import (
 from . import settings
 from .algorithms import DEVICES, MamolAlgorithm, known_layer_file, raster_problem
 from .area import named_vector_file
-from .classes import class_table, write_class_table
+from .classes import class_table, raster_class_table, write_class_table
 
 #: The standard sensor slots: parameter, modality name, label. Other sensors are named after their layers.
 SENSOR_SLOTS = [("HSI", "hsi", "Hyperspectral raster (modality 'hsi')"),
@@ -84,9 +84,10 @@ class TrainModel(MamolAlgorithm):
                 "<p>Put each sensor's raster in its slot (hyperspectral, LiDAR, SAR: the modality names the mapping "
                 "dialog matches to layers later); other sensors are named after their layers. Rasters may differ in CRS, "
                 "resolution and extent. Ground truth is a vector layer with a class field (codes or names) or a label "
-                "raster (0 = unlabelled); a categorized style of the class field (the layer's, or a QML file) gives the "
-                "classes' order, names and colours. Without test labels, 30% of the labelled features are held out for "
-                "the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
+                "raster (0 = unlabelled), not both; a categorized style of the class field, or a paletted (unique "
+                "values) style of the label raster (the layer's, or a QML file), gives the classes' order, names and "
+                "colours, else a classes.json beside the label raster does. 30% of the labelled features (whole polygons "
+                "or patches) are held out of training for the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
                 "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
                 "truth does not show (training then turns patches by any angle). Under Advanced, band scaling by quantiles "
                 "suits sensors with a few extreme values (SAR backscatter, LiDAR intensity). The model is saved in the "
@@ -143,6 +144,8 @@ class TrainModel(MamolAlgorithm):
             return False, (f"Two sensors would both be called {repeated[0]!r}: rename one layer, or use one slot per sensor.")
         if not parameters.get("TRUTH") and not parameters.get("TRUTH_RASTER"):
             return False, "Give ground truth: a vector layer with a class field, or a label raster."
+        if parameters.get("TRUTH") and parameters.get("TRUTH_RASTER"):
+            return False, "Give ground truth once: a vector layer or a label raster, not both."
         if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the ground-truth layer."
         problems = [raster_problem(layer, role) for _, layer, role in sensors]
@@ -165,7 +168,12 @@ class TrainModel(MamolAlgorithm):
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
                 feedback.pushInfo(f"classes from the style of {field!r}: " + ", ".join(c["name"] for c in table.values()))
         else:
-            args += ["--labels", known_layer_file(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), made, "the ground truth")]
+            truth_raster = self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context)
+            args += ["--labels", known_layer_file(truth_raster, made, "the ground truth")]
+            table = raster_class_table(truth_raster, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
+            if table is not None:  # else mamol reads the classes.json beside the raster, if there is one
+                args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
+                feedback.pushInfo("classes from the label raster's style: " + ", ".join(c["name"] for c in table.values()))
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
         if not model.suffix:
             model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)

@@ -353,6 +353,27 @@ def test_class_table_from_the_ground_truths_categorized_style(qgis_app, tmp_path
         class_table(plain, "code", str(tmp_path / "style.qml"))
 
 
+def test_class_table_from_the_label_rasters_paletted_style(qgis_app, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer
+    from qgis.PyQt.QtGui import QColor
+
+    from qgis_plugin.classes import raster_class_table
+
+    shutil.copy(SAMPLE / "train_labels.tif", tmp_path / "truth.tif")  # QGIS may write statistics beside the raster it reads
+    truth = QgsRasterLayer(str(tmp_path / "truth.tif"), "truth")
+    assert raster_class_table(truth) is None  # a grey style: the classes.json beside it, if any, names the classes
+    truth.saveNamedStyle(str(tmp_path / "grey.qml"))
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(colour), label)
+               for value, colour, label in ((2, "#00ff00", "Grass"), (1, "#0000ff", "Water"), (0, "#000000", "unlabelled"))]
+    truth.setRenderer(QgsPalettedRasterRenderer(truth.dataProvider(), 1, classes))
+    assert raster_class_table(truth) == {"2": {"name": "Grass", "color": "#00ff00"}, "1": {"name": "Water", "color": "#0000ff"}}
+    truth.saveNamedStyle(str(tmp_path / "style.qml"))
+    plain = QgsRasterLayer(str(tmp_path / "truth.tif"), "plain")
+    assert raster_class_table(plain, str(tmp_path / "style.qml")) == raster_class_table(truth)
+    with pytest.raises(QgsProcessingException, match="is no paletted"):
+        raster_class_table(plain, str(tmp_path / "grey.qml"))
+
+
 def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(plugin, tmp_path):
     import processing
     from qgis.core import QgsVectorLayer
@@ -463,9 +484,11 @@ class CancelTraining(QgsProcessingFeedback):
 
 def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_path):
     import processing
+    from qgis.core import QgsProcessingContext
 
     model = tmp_path / "rows.safetensors"
     shutil.copy(SAMPLE / "train_labels.tif", tmp_path)  # QGIS writes statistics beside a raster it opens
+    shutil.copy(SAMPLE / "classes.json", tmp_path)  # beside the label raster: its classes' names and colours
     parameters = {"LIDAR": str(SAMPLE / "dsm.tif"), "TRUTH_RASTER": str(tmp_path / "train_labels.tif"), "EPOCHS": 1, "BACKBONE": 3,
                   "DEVICE": 1, "MODEL": str(model)}
     with pytest.raises(QgsProcessingException, match="kept in .*rows.state.safetensors: run Train again"):
@@ -475,6 +498,14 @@ def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_
     processing.run("mamol:train", parameters, feedback=again)
     assert any(line.startswith("resuming at step ") for line in again.lines), again.lines
     assert model.is_file() and not model.with_name("rows.state.safetensors").exists()
+    info = json.loads(subprocess.run([str(Path(sys.executable).parent / "mamol-info"), str(model), "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    named = json.loads((SAMPLE / "classes.json").read_text())
+    assert [c["name"] for c in info["model"]["classes"]] == [named[code]["name"] for code in sorted(named, key=int)]
+    training = QgsApplication.processingRegistry().createAlgorithmById("mamol:train")
+    both = {**parameters, "TRUTH": str(SAMPLE / "train_points.gpkg"), "CLASS_FIELD": "landcover"}
+    assert training.checkParameterValues(both, QgsProcessingContext()) == (False, "Give ground truth once: a vector layer or a "
+                                                                                  "label raster, not both.")
 
 
 def test_paths_in_messages_become_layer_names_once_and_whole(plugin):

@@ -185,6 +185,16 @@ def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_
         assert sorted(c.name for c in names.classes) == sorted(str(c.value + offset) for c in open_scene(scene_dir).classes)
 
 
+def test_training_labels_outside_a_scene_take_the_class_table_beside_them(scene_dir, tmp_path, caplog):
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    shutil.copy(scene_dir / "train_labels.tif", tmp_path / "truth.tif")
+    assert [c.name for c in open_scene(None, inputs, labels=tmp_path / "truth.tif").classes][:2] == ["class 1", "class 2"]
+    shutil.copy(scene_dir / "classes.json", tmp_path / "classes.json")
+    with caplog.at_level(logging.INFO):
+        scene = open_scene(None, inputs, labels=tmp_path / "truth.tif")
+    assert scene.classes == open_scene(scene_dir).classes and "class names and colours from" in caplog.text
+
+
 def test_a_float_label_raster_with_nan_for_unlabelled_reads_nan_as_unlabelled(scene_copy):
     expected = open_scene(scene_copy).train_labels
     with rasterio.open(scene_copy / "train_labels.tif") as src:

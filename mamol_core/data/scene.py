@@ -128,7 +128,8 @@ def open_scene(
 ) -> Scene:
     """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
 
-    ``classes`` is a class-table file or a ready table (a model's). Without test labels, training
+    ``classes`` is a class-table file or a ready table (a model's); without it, the folder's
+    ``classes.json``, or for training labels outside a scene the one beside them. Without test labels, training
     scenes hold out ``holdout`` of the labelled groups for testing. With ``for_training=False`` only
     test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
     Training and test labels that share pixels are refused with ``disjoint`` (benchmarks), else warned about.
@@ -143,6 +144,10 @@ def open_scene(
         log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
+    if table is None and folder is None and labels is not None and for_training:  # labels outside a scene
+        table = _class_table(Path(labels).parent, None)
+        if table is not None:
+            log.info("%s: class names and colours from %s beside it", labels, Path(labels).parent / CLASS_TABLE)
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
     own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
