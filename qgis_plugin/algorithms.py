@@ -25,7 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from . import settings
-from .environment import Canceled, CommandFailed, MamolNotFound, environment_problem, run_command
+from .environment import Canceled, CommandFailed, MamolNotFound, command_line, environment_problem, run_command
 from .area import extent_file, named_vector_file
 from .layers import ResultLayer, RunGroup, style_polygons
 
@@ -213,7 +213,7 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             else:
                 feedback.pushConsoleInfo(known(line))
 
-        feedback.pushCommandInfo(" ".join([tool, *args]))
+        feedback.pushCommandInfo(command_line([tool, *args]))
         try:
             run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, on_log)
         except (CommandFailed, MamolNotFound, Canceled) as exc:

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -201,7 +202,7 @@ def create_environment(folder: Path, requirement: list[str], on_line: Callable[[
                                                          *requirement])]
     try:
         for title, command in steps:
-            on_line(f"{title}: {' '.join(command)}")
+            on_line(f"{title}: {command_line(command)}")
             _stream(title, command, on_line, is_canceled)
     except BaseException:
         if fresh:
@@ -409,6 +410,11 @@ def remove_partials(args: list[str], pids: set[int]) -> list[Path]:
                     continue
                 removed.append(leftover)
     return removed
+
+
+def command_line(parts: list[str]) -> str:
+    """``parts`` as one line to copy into this system's shell: paths with spaces or quotes quoted."""
+    return subprocess.list2cmdline(parts) if sys.platform == "win32" else shlex.join(parts)
 
 
 def remove_block_folders(args: list[str]) -> None:

@@ -101,6 +101,15 @@ def test_a_cancel_removes_what_a_killed_map_leaves_beside_its_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tif.blocks"]
 
 
+def test_the_logged_command_can_be_pasted_into_a_shell():
+    import shlex
+
+    from qgis_plugin.environment import command_line
+
+    parts = ["mamol-map", "--input", "hsi=/data/my scenes/hsi (v2).tif", "-o", "/maps/it's here.tif", "--device", "cpu"]
+    assert shlex.split(command_line(parts)) == parts and command_line(["mamol-map", "--quiet"]) == "mamol-map --quiet"
+
+
 def test_not_found_explains_the_fix(monkeypatch):
     import qgis_plugin.environment as environment
 
