@@ -98,7 +98,7 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     size = (abs(t.a), abs(t.e))
     left, top = ref_bounds[0], ref_bounds[3]  # the reference's pixel edges, whichever way its rows run; the map runs north-up
     boxes = [transform_bounds(crs, ref_crs, *box_of(dataset)) for dataset, crs in zip(datasets, crs_list)]
-    check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path)
+    check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path, crs_list)
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     centre = ((union[0] + union[2]) / 2, (union[1] + union[3]) / 2)
     trained = pixel_size_in(model_grid, ref_crs, centre) if model_grid is not None else None
@@ -131,10 +131,11 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
-                   reference_path: Path) -> None:
-    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps (the
-    group holding the grid's own raster is kept, another input is blamed), and an explicit
-    ``reference`` overlaps some input: in one CRS, rasters that lie apart usually mean a wrong CRS."""
+                   reference_path: Path, crs_list: list[CRS | None]) -> None:
+    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps, and an
+    explicit ``reference`` overlaps some input: in one CRS, rasters that lie apart usually mean a wrong CRS.
+    The message names an input outside the group of the grid's own raster and that raster, with the CRS
+    each declares: which of the two is wrong, nothing here can tell."""
     if reference is not None and not any(overlap(box, reference) for box in boxes):
         raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
     start = next((i for i, path in enumerate(paths) if path == reference_path), 0)
@@ -147,8 +148,11 @@ def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference:
                 frontier.append(index)
     apart = [index for index in range(len(boxes)) if index not in joined]
     if apart:
-        raise MamolError(f"{paths[apart[0]]}: does not overlap the area of {paths[start].name}; pass rasters of the same "
-                         "area (check their CRS)")
+        first, other = apart[0], start
+        crs_text = [crs.to_string() if crs is not None else "no CRS" for crs in (crs_list[first], crs_list[other])]
+        declared = f"({crs_text[0]} and {crs_text[1]})" if crs_text[0] != crs_text[1] else f"(both {crs_text[0]})"
+        raise MamolError(f"{paths[first]}: does not overlap the area of {paths[other].name} {declared}; one of them may "
+                         "declare a wrong CRS: check both (gdalinfo), or pass rasters of the same area")
 
 
 def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: GridSpec | None = None) -> int:
