@@ -44,6 +44,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """How ``--precision`` spells the autocast dtype ``amp_dtype`` (None: float32)."""
+    return "bf16" if amp_dtype == torch.bfloat16 else "fp32"
+
+
 def training_attention(device: torch.device) -> contextlib.AbstractContextManager:
     """The attention kernel for training steps: on CPUs the plain (math) kernel, whose backward runs
     the tens-of-token sequences of MaMOL tiles about three times faster than the flash kernel's

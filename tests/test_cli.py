@@ -28,6 +28,14 @@ def test_train_writes_model_and_report(model_file):
     assert "<td>Trees</td>" in page and 'src="data:image/png;base64,iVBOR' in page
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_the_training_log_names_the_precision_as_the_option_spells_it(scene_dir, tmp_path, precision, caplog):
+    caplog.set_level(logging.INFO)
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), "--no-eval",
+                                             *FAST[:-1], "--epochs", "1", "--precision", precision])
+    assert result.exit_code == 0 and f"device cpu, {precision}; " in caplog.text, caplog.text
+
+
 def test_tokenizer_width_is_an_option_saved_in_the_model_file(scene_dir, tmp_path):
     from safetensors import safe_open
 

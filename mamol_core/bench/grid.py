@@ -22,6 +22,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec
 from mamol_core.data.labels import validation_holdout
 from mamol_core.data.protocol import weighted_patterns
 from mamol_core.data.scene import Scene
+from mamol_core.device import precision_name
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import evaluate_predictions
@@ -332,7 +333,7 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
             "oa_by_mode": json.dumps({k: round(e.overall["oa"], 2) for k, e in evaluations.items()}),
             "train_s": f"{run.seconds:.0f}", "eval_s": f"{eval_seconds:.0f}",
             "cpu_s": f"{time.process_time() - cpu_start + run.other_cpu_seconds:.0f}",
-            "device": str(device), "precision": "bf16" if amp_dtype == torch.bfloat16 else "fp32",
+            "device": str(device), "precision": precision_name(amp_dtype),
             "hardware": hardware_name(device), "mamol_version": __version__}
 
 

@@ -17,6 +17,7 @@ from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PreparedScene, prepare_scene
 from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
+from mamol_core.device import precision_name
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.training.loop import Checkpointing, epoch_steps, schedule_steps, train_model
@@ -106,7 +107,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     steps, by_epochs = schedule_steps(len(prepared.train), train), epoch_steps(len(prepared.train), train)
     epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
     log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
-             ", ".join(scene.names), len(scene.classes), device, amp_dtype or "float32", steps,
+             ", ".join(scene.names), len(scene.classes), device, precision_name(amp_dtype), steps,
              epochs if steps == by_epochs else f"at least --min-steps {train.min_steps}; {epochs} would be {by_epochs}")
     if prepared.validation is not None:
         log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
