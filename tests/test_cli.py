@@ -124,7 +124,7 @@ def test_json_progress_lines(scene_dir, tmp_path):
     "extra, message",
     [
         (["--scene", "/nonexistent/scene"], "error: /nonexistent/scene: no such scene folder"),
-        (["--missing", "sar"], "unknown modality"),
+        (["--missing", "sar"], "--missing 'sar': 'sar' is not one of the modalities; use both, subsets, or names among dsm, hsi"),
         (["--backbone", "vit-huge"], "error: Invalid value for '--backbone': unknown backbone 'vit-huge'"),  # a usage error: exit 2
         (["--input", "broken"], "--input 'broken': write NAME=PATH"),
         (["-o", "model.pt"], "a model is a safetensors file; give it a .safetensors name"),

@@ -46,7 +46,7 @@ def test_weighted_single_absences_match_table_3_rows():
 
 
 def test_bad_conditions_are_one_line_errors():
-    with pytest.raises(MamolError, match="unknown modality"):
+    with pytest.raises(MamolError, match="'sar' is not one of the modalities; use both, subsets, or names among"):
         assign_presence(10, NAMES, 0.5, "sar", 0)
     with pytest.raises(MamolError, match="between 0 and 1"):
         assign_presence(10, NAMES, 70, "both", 0)

@@ -43,17 +43,19 @@ def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
     count = len(names)
     if missing in ("both", "all"):
         if count < 2:
-            raise MamolError(f"--missing {missing} needs at least two modalities; the model has {names}")
+            raise MamolError(f"--missing {missing} needs at least two modalities; the model has {', '.join(names)} only")
         return [np.arange(count) != i for i in range(count)]
     if missing == "subsets":
         if count < 2:
-            raise MamolError(f"--missing subsets needs at least two modalities; the model has {names}")
+            raise MamolError(f"--missing subsets needs at least two modalities; the model has {', '.join(names)} only")
         patterns = [np.array(bits, bool) for bits in itertools.product([False, True], repeat=count)]
         return [p for p in patterns if 0 < p.sum() < count]
     wanted = [w.strip() for w in missing.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in names]
     if unknown or not wanted:
-        raise MamolError(f"--missing {missing!r}: unknown modality {unknown or missing!r}; use both, subsets or one of {', '.join(names)}")
+        named = ", ".join(repr(w) for w in unknown) if unknown else repr(missing)
+        raise MamolError(f"--missing {missing!r}: {named} is not one of the modalities; use both, subsets, or names among "
+                         f"{', '.join(names)} (comma-separated)")
     pattern = np.array([n not in wanted for n in names])
     if not pattern.any():
         raise MamolError(f"--missing {missing!r} would remove every modality; leave at least one present")
