@@ -60,7 +60,10 @@ class MamolPlugin:
             self.provider = None
 
     def map_algorithm_id(self, model: str) -> str | None:
-        """Register ``model`` and return the id of its mapping algorithm (``None`` when it cannot be read)."""
+        """Register ``model`` and return the id of its mapping algorithm (``None`` when it cannot be read: then it
+        is not remembered)."""
+        if self.provider.problem(model) is not None:
+            return None
         settings.remember_model(model)
         self.provider.refreshAlgorithms()
         algorithm_id = self.provider.mapping_ids().get(str(Path(model).resolve()))
@@ -77,8 +80,8 @@ class MamolPlugin:
         QgsSettings().setValue("mamol/last_model", model)
         algorithm = self.map_algorithm_id(model)
         if algorithm is None or QgsApplication.processingRegistry().algorithmById(algorithm) is None:
-            QMessageBox.warning(self.iface.mainWindow(), "MaMOL", f"{Path(model).name} could not be read as a MaMOL model "
-                                "(see the MaMOL tab of the log messages).")
+            reason = self.provider.problem(model) or "see the MaMOL tab of the log messages"
+            QMessageBox.warning(self.iface.mainWindow(), "MaMOL", f"{Path(model).name} could not be read as a MaMOL model: {reason}")
             return
         import processing
 
@@ -100,8 +103,8 @@ class MamolPlugin:
 
     def open_models_dialog(self) -> ModelsDialog:
         """The models the plugin offers, with their sensors and mapping algorithm; add or remove."""
-        self.models_dialog = ModelsDialog(self.provider.mapping_ids, self.provider.info, self.provider.refreshAlgorithms,
-                                          self.iface.mainWindow())
+        self.models_dialog = ModelsDialog(self.provider.mapping_ids, self.provider.info, self.provider.problem,
+                                          self.provider.refreshAlgorithms, self.iface.mainWindow())
         self.models_dialog.show()
         return self.models_dialog
 

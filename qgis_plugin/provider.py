@@ -38,6 +38,14 @@ class MamolProvider(QgsProcessingProvider):
             self._info_cache[key] = model_info(model, settings.bin_dir())
         return self._info_cache[key]
 
+    def problem(self, model: str) -> str | None:
+        """Why ``model`` cannot be offered (it cannot be read as a MaMOL model), or ``None`` when it can."""
+        try:
+            self.info(model)
+        except (CommandFailed, MamolNotFound, OSError, KeyError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def mapping_ids(self) -> dict[str, str]:
         """Model file -> id of its mapping algorithm (without ``mamol:``), for every known model that can
         be read; ids come from the models' names, in the order the models were added."""

@@ -754,4 +754,16 @@ def test_models_window_lists_and_forgets_models(plugin, tmp_path):
     dialog.remove()
     assert dialog.tree.topLevelItemCount() == 1 and copy.exists()
     assert QgsApplication.processingRegistry().algorithmById("mamol:map_sample_model_2") is None
+    damaged = tmp_path / "damaged.safetensors"  # remembered when it was a model, damaged since: listed with why, to remove
+    shutil.copy(MODEL, damaged)
+    settings.remember_model(str(damaged))
+    damaged.write_bytes(b"not a model")
+    dialog.fill()
+    row = [dialog.tree.topLevelItem(1).text(c) for c in range(4)]
+    assert row[0] == "(cannot be read)" and "not a mamol model" in row[1] and row[2:] == ["", str(damaged.resolve())], row
+    dialog.tree.topLevelItem(1).setSelected(True)
+    dialog.remove()
+    assert dialog.tree.topLevelItemCount() == 1 and str(damaged.resolve()) not in settings.known_models()
+    assert loaded.map_algorithm_id(str(damaged)) is None and str(damaged.resolve()) not in settings.known_models()
+    assert "not a mamol model" in loaded.provider.problem(str(damaged))
     dialog.close()
