@@ -86,8 +86,9 @@ class TrainModel(MamolAlgorithm):
                 "resolution and extent. Ground truth is a vector layer with a class field (codes or names) or a label "
                 "raster (0 = unlabelled), not both; a categorized style of the class field, or a paletted (unique "
                 "values) style of the label raster (the layer's, or a QML file), gives the classes' order, names and "
-                "colours, else a classes.json beside the label raster does. 30% of the labelled features (whole polygons "
-                "or patches) are held out of training for the accuracy report.</p><p>Training simulates missing sensors (missing rate, and which modality is "
+                "colours, else a classes.json beside the label raster does. The accuracy report scores the test labels "
+                "when given (a vector layer's class field is the ground truth's), else 30% of the labelled features "
+                "(whole polygons or patches), held out of training.</p><p>Training simulates missing sensors (missing rate, and which modality is "
                 "missing or 'both'). Tick the rows option where vine, orchard or crop rows lie in directions your ground "
                 "truth does not show (training then turns patches by any angle). Under Advanced, band scaling by quantiles "
                 "suits sensors with a few extreme values (SAR backscatter, LiDAR intensity). The model is saved in the "
@@ -104,6 +105,9 @@ class TrainModel(MamolAlgorithm):
         self.addParameter(QgsProcessingParameterFile("CLASS_STYLE", "Class colours and order (a QML style)", extension="qml",
                                                      optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer("TRUTH_RASTER", "Ground truth as a label raster", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer("TEST_TRUTH", "Test labels (points or polygons, same class field)",
+                                                            optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("TEST_TRUTH_RASTER", "Test labels as a label raster", optional=True))
         self.addParameter(QgsProcessingParameterNumber("MISSING_RATE", "Missing rate", QgsProcessingParameterNumber.Double, 0.7,
                                                        minValue=0, maxValue=1))
         self.addParameter(QgsProcessingParameterString("MISSING", "Missing modality (both, subsets or a modality name)",
@@ -146,6 +150,10 @@ class TrainModel(MamolAlgorithm):
             return False, "Give ground truth: a vector layer with a class field, or a label raster."
         if parameters.get("TRUTH") and parameters.get("TRUTH_RASTER"):
             return False, "Give ground truth once: a vector layer or a label raster, not both."
+        if parameters.get("TEST_TRUTH") and parameters.get("TEST_TRUTH_RASTER"):
+            return False, "Give test labels once: a vector layer or a label raster, not both."
+        if parameters.get("TEST_TRUTH") and not parameters.get("TRUTH"):
+            return False, "Test labels as a vector layer are read by the ground truth's class field: give vector ground truth too."
         if parameters.get("TRUTH") and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the ground-truth layer."
         problems = [raster_problem(layer, role) for _, layer, role in sensors]
@@ -174,6 +182,13 @@ class TrainModel(MamolAlgorithm):
             if table is not None:  # else mamol reads the classes.json beside the raster, if there is one
                 args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
                 feedback.pushInfo("classes from the label raster's style: " + ", ".join(c["name"] for c in table.values()))
+        if self.parameterAsVectorLayer(parameters, "TEST_TRUTH", context) is not None:
+            test_labels, copied = named_vector_file(self, parameters, "TEST_TRUTH", context, feedback, "the test labels")
+            made.update(copied)
+            args += ["--test-labels", test_labels]
+        elif self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context) is not None:
+            args += ["--test-labels", known_layer_file(self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context), made,
+                                                       "the test labels")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
         if not model.suffix:
             model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)

@@ -387,7 +387,8 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     categorized(truth, "landcover", [(name, colour, name) for name, colour in order])
     model = tmp_path / "models" / "forest.safetensors"  # the folder is made
     result = processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "LIDAR": QgsRasterLayer(str(SAMPLE / "dsm.tif"), "dsm"),
-                                            "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "MIN_STEPS": 7, "BACKBONE": 3,
+                                            "TRUTH": truth, "CLASS_FIELD": "landcover", "EPOCHS": 1, "MIN_STEPS": 7,
+                                            "TEST_TRUTH": QgsVectorLayer(str(SAMPLE / "test_polygons.gpkg"), "test", "ogr"), "BACKBONE": 3,
                                             "DEVICE": 1, "ANY_ANGLE": True, "SCALING": 1, "NAME": "Sample forest", "MODEL": str(model)},
                              feedback=QgsProcessingFeedback())
     assert result["MODEL"] == str(model) and result["REPORT"] == str(model.with_suffix(".report"))
@@ -404,6 +405,9 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     assert info["name"] == "Sample forest" and [m["name"] for m in info["modalities"]] == ["hsi", "lidar"]
     assert [(c["name"], c["color"]) for c in info["classes"]] == order
     assert (model.with_suffix(".report") / "report.html").is_file()
+    with rasterio.open(SAMPLE / "test_labels.tif") as labels:  # the test polygons were scored, not a held-out share
+        assert json.loads((model.with_suffix(".report") / "metrics.json").read_text())["context"]["test_pixels"] == \
+            int((labels.read(1) > 0).sum())
     assert QgsApplication.processingRegistry().algorithmById("mamol:map_sample_forest") is not None
     from qgis_plugin.report import show_report
 
@@ -506,6 +510,12 @@ def test_cancelled_training_goes_on_where_it_stopped_when_run_again(plugin, tmp_
     both = {**parameters, "TRUTH": str(SAMPLE / "train_points.gpkg"), "CLASS_FIELD": "landcover"}
     assert training.checkParameterValues(both, QgsProcessingContext()) == (False, "Give ground truth once: a vector layer or a "
                                                                                   "label raster, not both.")
+    vector_test = {**parameters, "TEST_TRUTH": str(SAMPLE / "test_polygons.gpkg")}  # which field names its classes?
+    assert training.checkParameterValues(vector_test, QgsProcessingContext())[1].startswith("Test labels as a vector layer are "
+                                                                                             "read by the ground truth's class field")
+    both_tests = {**vector_test, "TEST_TRUTH_RASTER": str(SAMPLE / "test_labels.tif")}
+    assert training.checkParameterValues(both_tests, QgsProcessingContext())[1] == ("Give test labels once: a vector layer or a "
+                                                                                   "label raster, not both.")
 
 
 def test_paths_in_messages_become_layer_names_once_and_whole(plugin):
