@@ -269,7 +269,7 @@ class MapLandCover(MamolAlgorithm):
             for given in itertools.combinations(names, count):
                 summary = results.get(pattern_of(list(given), names))
                 if summary and summary.get("oa") is not None:
-                    rows.append(f"<tr><td>{' + '.join(given)}</td><td align='right'>{summary['oa']:.1f} %</td></tr>")
+                    rows.append(f"<tr><td>{' + '.join(given)}</td><td align='right'>{summary['oa']:.2f} %</td></tr>")
         if not rows:
             return ""
         return ("<p>Overall accuracy on the model's test pixels, by the sensors given:</p><table>"
@@ -326,8 +326,8 @@ class MapLandCover(MamolAlgorithm):
             return None
         best = complete.get("oa") if complete else None
         if these["oa"] < 70 or (best is not None and best - these["oa"] > 10):
-            return (f"{self.model_name} scored {these['oa']:.1f} % overall accuracy from {' + '.join(given)} on its test pixels"
-                    + (f" (all sensors: {best:.1f} %)" if best is not None else "") + "; expect a weaker map from these sensors.")
+            return (f"{self.model_name} scored {these['oa']:.2f} % overall accuracy from {' + '.join(given)} on its test pixels"
+                    + (f" (all sensors: {best:.2f} %)" if best is not None else "") + "; expect a weaker map from these sensors.")
         return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

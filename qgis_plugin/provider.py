@@ -61,6 +61,10 @@ class MamolProvider(QgsProcessingProvider):
         """mamol-map writes GeoTIFFs, so the output pickers offer only .tif."""
         return ["tif"]
 
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802
+        """mamol-map writes polygons to a GeoPackage or GeoJSON, so the polygon picker offers only those."""
+        return ["gpkg", "geojson"]
+
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(TrainModel())
         for model, algorithm_id in self.mapping_ids().items():

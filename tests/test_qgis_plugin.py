@@ -108,6 +108,7 @@ def test_plugin_registers_provider_button_and_menu(plugin, map_id):
     assert names == ["hsi", "lidar", "AOI", "EXTENT", "MASK", "SIEVE", "ESTIMATE", "DEVICE", "OUTPUT", "CONFIDENCE", "AVAILABILITY",
                      "PROBABILITIES", "POLYGONS"]
     assert loaded.provider.supportedOutputRasterLayerExtensions() == ["tif"]  # mamol-map writes GeoTIFFs only
+    assert loaded.provider.supportedOutputVectorLayerExtensions() == ["gpkg", "geojson"]  # and polygons to these only
 
 
 def run(map_id, parameters, feedback=None):
@@ -555,6 +556,8 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     assert "<tr><td>hsi + lidar</td>" in algorithm.shortHelpString() and "<tr><td>lidar</td>" in algorithm.shortHelpString()
+    complete = json.loads((SAMPLE / "sample_model_report" / "metrics.json").read_text())["results"]["complete"]["oa"]
+    assert f"<td align='right'>{complete:.2f} %</td>" in algorithm.shortHelpString()  # as the report writes it: 99.99 is not 100.0
     note = algorithm.accuracy_note(["lidar"])
     assert note.startswith("sample_model scored ") and "from lidar on its test pixels (all sensors: " in note
     assert algorithm.accuracy_note(["hsi", "lidar"]) is None
