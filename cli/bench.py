@@ -79,7 +79,8 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
     setup_logging(quiet)
     from mamol_core.bench.grid import Grid, run_grid
 
-    grid = Grid(split(rates), split(conditions), split(methods), split(seeds), split(modalities or ""), backbone,
+    grid = Grid(grid_values("--rates", rates, float), grid_values("--conditions", conditions), grid_values("--methods", methods),
+                grid_values("--seeds", seeds), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
                 modality_dropout, early_stopping, patience, rotation, validation_unit, normalization, expert_lr_scale, rank)
     if validation_unit != "blocks" and not validation:
@@ -88,6 +89,22 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
         raise MamolError(f"--patience {patience} needs a split to watch: add --early-stopping 0.2 (or drop --patience)")
     run_grid(scene, name or scene.name, grid, output, device, precision, progress_sink(progress_mode))
     log.info("results in %s", output / "results.csv")
+
+
+def grid_values(flag: str, text: str, same=str) -> list[str]:
+    """The comma-separated values of one axis of the grid: at least one, each once (compared as ``same`` reads them:
+    a repeated value would train its cells twice, and the table refuses a run found twice)."""
+    values = split(text)
+    if not values:
+        raise MamolError(f"{flag} {text!r}: give at least one value (comma-separated)")
+    try:
+        keys = [same(value) for value in values]
+    except ValueError:
+        return values  # the grid names the value it cannot read
+    repeated = next((value for value, key in zip(values, keys) if keys.count(key) > 1), None)
+    if repeated is not None:
+        raise MamolError(f"{flag} {text}: {repeated} is given more than once; give each value once")
+    return values
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -213,6 +214,13 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
         writer.writerows({k: v for k, v in row.items() if k not in added[1:]} for row in migrated)
     assert CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"]).exit_code == 0
     assert rows(out / "results.csv") == migrated
+    whole = (out / "results.csv").read_bytes()
+    for damaged, message in ((whole + b"\xe9\xe9\n", "not a CSV text file (UnicodeDecodeError)"),  # a stray binary tail
+                             (whole[: whole.index(b"\n") + 60], "line 2: the row ends before its oa column (cut short)")):
+        (out / "results.csv").write_bytes(damaged)
+        result = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and (out / "results.csv").read_bytes() == damaged
     wide = CliRunner().invoke(bench.main, args[:-2] + ["--eval-mode", "dense@7", "-o", str(tmp_path / "other"), *FAST])
     assert wide.exit_code == 1 and "the stride must not exceed the tile side (6 px)" in wide.output
 
@@ -337,12 +345,26 @@ def test_a_validation_split_with_nothing_to_hold_out_is_refused_before_training(
 @pytest.mark.parametrize("option, value, message", [("--rates", "70", "--rates 70: give missing rates between 0 and 1"),
                                                     ("--rates", "x", "--rates x: give missing rates"),
                                                     ("--seeds", "a", "--seeds a: give whole numbers"),
-                                                    ("--conditions", "both,lidar", "--conditions lidar: not a missing condition of dsm, hsi")])
+                                                    ("--conditions", "both,lidar", "--conditions lidar: not a missing condition of dsm, hsi"),
+                                                    ("--rates", "0.5,0.50", "--rates 0.5,0.50: 0.5 is given more than once"),
+                                                    ("--methods", "mamol,mamol", "--methods mamol,mamol: mamol is given more than once"),
+                                                    ("--seeds", "", "--seeds '': give at least one value"),
+                                                    ("--conditions", " , ", "--conditions ' , ': give at least one value")])
 def test_grid_values_no_cell_can_run_are_refused_by_their_option_before_training(scene_dir, tmp_path, option, value, message):
     result = CliRunner().invoke(bench.main, ["run", "--scene", str(scene_dir), "--name", "s", "--methods", "mamol", option, value,
                                              "-o", str(tmp_path / "out"), *FAST])
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "out" / "results.csv").exists()
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out").exists()  # no folder made either
+
+
+def test_a_grid_stopped_by_a_damaged_input_leaves_no_folder_behind(scene_dir, tmp_path):
+    damaged = tmp_path / "scene"
+    shutil.copytree(scene_dir, damaged)
+    whole = (damaged / "hsi.tif").read_bytes()
+    (damaged / "hsi.tif").write_bytes(whole[: len(whole) * 2 // 3])  # its header reads, its pixels do not
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(damaged), "--rates", "0.5", "-o", str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 1 and "hsi.tif" in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_early_stopping_share_the_labels_cannot_give_is_refused_before_training():
@@ -558,7 +580,8 @@ def test_grid_resumes_only_at_the_backbone_depth_its_rows_record(tmp_path, recor
     from mamol_core.bench.grid import FIELDS, Grid, check_results
 
     grid = Grid(["0.5"], ["both"], ["mamol"], ["0"], backbone=backbone)
-    row = {**{k: "" for k in FIELDS}, **grid.setup(), "backbone": recorded}  # what the grid's backbone resolved to
+    row = {**{k: "" for k in FIELDS}, "missing_rate": "0.5", "oa": "80", "train_s": "1", "eval_s": "1", **grid.setup(),
+           "backbone": recorded}  # what the grid's backbone resolved to
     with open(tmp_path / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()

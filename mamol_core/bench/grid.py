@@ -124,6 +124,7 @@ def check_results(results: Path, grid: "Grid") -> None:
     setup (layout, budget, split, headline evaluation, backbone), which would mix in one table."""
     if not results.is_file():
         return
+    read_rows(results, columns=(), fix="mend it, or pass another -o folder for this grid")  # text, and every row whole
     add_missing_columns(results)
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -356,7 +357,6 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     compute = resolve_device(device)
     amp = autocast_dtype(compute, precision)
     check_folder(output)
-    output.mkdir(parents=True, exist_ok=True)
     results = output / "results.csv"
     check_results(results, grid)
     cells = grid.cells(name)
@@ -365,18 +365,22 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     states = output / "states"
     check_folder(states)
-    states.mkdir(exist_ok=True)
-    for cell in cells:  # a state left by a cell whose row was written (a process stopped in between)
-        if cell.key() in done:
-            (states / f"{cell.stem()}.state.safetensors").unlink(missing_ok=True)
-    for index, cell in enumerate(todo, start=1):
-        log.info("[%d/%d] %s", index, len(todo), cell)
-        state = StateFiles(states / f"{cell.stem()}.state.safetensors", resume_if_same=True)
-        append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode, output / "models" if grid.save_models else None,
-                                     state))
-        state.path.unlink(missing_ok=True)
-    if states.is_dir() and not any(states.iterdir()):
-        states.rmdir()
+    made = [folder for folder in (output, states) if not folder.exists()]
+    states.mkdir(parents=True, exist_ok=True)
+    try:
+        for cell in cells:  # a state left by a cell whose row was written (a process stopped in between)
+            if cell.key() in done:
+                (states / f"{cell.stem()}.state.safetensors").unlink(missing_ok=True)
+        for index, cell in enumerate(todo, start=1):
+            log.info("[%d/%d] %s", index, len(todo), cell)
+            state = StateFiles(states / f"{cell.stem()}.state.safetensors", resume_if_same=True)
+            append_row(results, run_cell(cell, scene, grid, compute, amp, progress_mode,
+                                         output / "models" if grid.save_models else None, state))
+            state.path.unlink(missing_ok=True)
+    finally:  # no empty folder left: the states once every cell is done, those this run made if it stopped before any row
+        for folder in (states, *(f for f in made if f != states)):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 #: The paper's Table 1 grid per dataset (modalities used, condition names in our terms) and Table 3's rows.

@@ -65,6 +65,8 @@ def read_rows(path: Path, columns: Sequence[str] = RESULT_COLUMNS, numbers: Sequ
         raise MamolError(f"{path}: has no column {', '.join(lacking)}; {fix}")
     for line, row in enumerate(rows, start=2):
         for column in numbers:
+            if row[column] is None:
+                raise MamolError(f"{path}: line {line}: the row ends before its {column} column (cut short); mend or remove that row")
             try:
                 float(row[column])
             except (TypeError, ValueError):
