@@ -117,6 +117,19 @@ def test_a_class_colour_that_is_no_hex_colour_is_refused_when_the_table_is_read(
         open_scene(scene_copy)
 
 
+def test_a_class_table_that_gives_a_class_twice_is_refused(scene_copy):
+    """Two codes of one name made a model with two 'Grass' classes and a report with two Grass columns; json keeps
+    the last of two equal keys without a word."""
+    table = json.loads((scene_copy / "classes.json").read_text())
+    text = json.dumps({**table, "6": {**table["6"], "name": table["1"]["name"]}})
+    for written, message in ((text, f"the class name {table['1']['name']!r} is given twice"),
+                             (json.dumps(table)[:-1] + ', "02": {"name": "Other"}}', "the class value 2 is given twice"),
+                             (json.dumps(table)[:-1] + ', "2": {"name": "Other"}}', "the key '2' is given twice")):
+        (scene_copy / "classes.json").write_text(written)
+        with pytest.raises(MamolError, match=f"classes\\.json: {message}"):
+            open_scene(scene_copy)
+
+
 def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     table = json.loads((scene_copy / "classes.json").read_text())
     table["42"] = {"name": "Glacier", "color": "#ffffff"}

@@ -35,17 +35,36 @@ def is_raster(path: Path) -> bool:
     return Path(path).suffix.lower() in RASTER_SUFFIXES
 
 
+class _RepeatedKey(Exception):
+    """A JSON object that names one key twice (json keeps the last silently)."""
+
+
+def _without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:
+        raise _RepeatedKey(repeated)
+    return dict(pairs)
+
+
 def load_class_table(path: Path) -> list[ClassSpec]:
     """Read ``classes.json`` (``{"1": {"name": ..., "color": "#rrggbb"}, ...}``)."""
     try:
-        table = json.loads(Path(path).read_text())
+        table = json.loads(Path(path).read_text(), object_pairs_hook=_without_repeated_keys)
         classes = [ClassSpec(int(k), str(v["name"]), str(v.get("color", PALETTE[i % len(PALETTE)])))
                    for i, (k, v) in enumerate(table.items())]
+    except _RepeatedKey as exc:
+        raise MamolError(f"{path}: the key {exc.args[0]!r} is given twice; give each class once") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MamolError(f"{path}: not a class table ({exc}); write {{\"1\": {{\"name\": \"Water\", \"color\": \"#0000ff\"}}, ...}}") from None
     bad = [c.value for c in classes if not 1 <= c.value <= 255]
     if bad:
         raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
+    values, names = [c.value for c in classes], [c.name for c in classes]
+    twice = next((f"value {v}" for v in values if values.count(v) > 1), None) or \
+        next((f"name {n!r}" for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise MamolError(f"{path}: the class {twice} is given twice; give each class one value and its own name")
     colours = [f"{c.value} ({c.color!r})" for c in classes if not c.has_hex_colour()]
     if colours:
         raise MamolError(f"{path}: the colour of class {', '.join(colours)} is not #rrggbb; write it as \"#1b7837\"")
