@@ -130,6 +130,20 @@ def test_a_class_table_that_gives_a_class_twice_is_refused(scene_copy):
             open_scene(scene_copy)
 
 
+def test_test_labels_without_a_labelled_pixel_are_named(scene_copy, caplog):
+    with rasterio.open(scene_copy / "test_labels.tif") as src:
+        profile, empty = src.profile, np.zeros_like(src.read())
+    with rasterio.open(scene_copy / "test_labels.tif", "w", **profile) as dst:
+        dst.write(empty)
+    caplog.set_level(logging.WARNING)
+    assert not (open_scene(scene_copy).test_labels > 0).any()
+    assert f"{scene_copy / 'test_labels.tif'}: no labelled pixel on the scene grid, so no accuracy report" in caplog.text
+    assert "or move the file away to hold out 30% of the training labels instead" in caplog.text
+    classes = open_scene(scene_copy).classes
+    with pytest.raises(MamolError, match=r"test_labels\.tif: no labelled pixel on the scene grid \(every value is 0 or nodata"):
+        open_scene(scene_copy, classes=classes, for_training=False)
+
+
 def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     table = json.loads((scene_copy / "classes.json").read_text())
     table["42"] = {"name": "Glacier", "color": "#ffffff"}

@@ -173,12 +173,12 @@ def open_scene(
             own = _class_table(Path(test_path).parent, None)
         if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
-            return Scene(list(rasters), grid, np.zeros_like(test), test, classes, assume_crs)
+            return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), classes, assume_crs)
         if models and is_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
                         ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
-        return Scene(list(rasters), grid, np.zeros_like(test), test, table, assume_crs)
+        return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), table, assume_crs)
 
     train_path = labels or (folder / f"{TRAIN_LABELS}.tif" if folder is not None else None)
     if train_path is None or not Path(train_path).exists():
@@ -192,6 +192,10 @@ def open_scene(
     test = None
     if test_path is not None and Path(test_path).exists():
         test = read(Path(test_path))[0]
+        if not (test > 0).any():
+            log.warning("%s: no labelled pixel on the scene grid, so no accuracy report; check the labels and their extent%s",
+                        test_path, f", or move the file away to hold out {holdout:.0%} of the training labels instead"
+                        if test_labels is None else "")
         overlap = int(((train > 0) & (test > 0)).sum())
         if overlap and disjoint:
             raise MamolError(f"{test_path}: shares {overlap} labelled pixels with {train_path}; a benchmark needs disjoint "
@@ -212,6 +216,14 @@ def open_scene(
         log.warning("%s: no training pixel of %s on the scene grid; the model cannot learn %s", train_path,
                     ", ".join(repr(n) for n in untrained), "it" if len(untrained) == 1 else "them")
     return Scene(list(rasters), grid, train, test, table, assume_crs)
+
+
+def labelled(test: np.ndarray, path: Path) -> np.ndarray:
+    """``test`` (labels read from ``path`` to score a model on), or a one-line error where it holds no labelled pixel."""
+    if not (test > 0).any():
+        raise MamolError(f"{path}: no labelled pixel on the scene grid (every value is 0 or nodata there); check the labels and "
+                         "their extent")
+    return test
 
 
 def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], reference: Path | None, assume_crs: str | None,
