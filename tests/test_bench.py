@@ -386,6 +386,7 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
     (tmp_path / "columns.csv").write_text("a,b\n1,2\n")
     (tmp_path / "number.csv").write_text(header + "s,0.5,both,a,0,tiny,5,1,sixty,10.00,3,1,pixel,cpu,test\n")
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 8)
+    (tmp_path / "anchor.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\ntrento,50,both,rf,80,70\n")
     before = {path: path.read_bytes() for path in tmp_path.iterdir()}
     cases = [(["--results", str(tmp_path / "columns.csv")], "columns.csv: has no column scene, missing_rate"),
              (["--results", str(tmp_path / "number.csv")], "number.csv: line 2: oa is 'sixty', not a number"),
@@ -396,7 +397,12 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
              (["--results", str(results), "-o", str(tmp_path / "no" / "t.md")], "does not exist; create it"),
              (["--results", str(results), "-o", str(tmp_path)], "is a folder; give a file name"),
              (["--results", str(results), "--anchor-map", "both=missing_both"], "--anchor-map says how to read --anchor's file"),
-             (["--results", str(results), "--paper-dataset", "Trento"], "--paper-dataset says how to read --paper's file")]
+             (["--results", str(results), "--paper-dataset", "Trento"], "--paper-dataset says how to read --paper's file"),
+             (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv"), "--anchor-dataset", "houston"],
+              "anchor.csv: no rows of the dataset 'houston'; give --anchor-dataset, one of trento"),
+             (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv")], "anchor.csv: give --anchor-dataset, one of trento"),
+             (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv"), "--anchor-dataset", "trento", "--anchor-map", "both"],
+              "--anchor-map both: 'both' is no pair; write OURS=THEIRS")]
     for args, message in cases:
         result = CliRunner().invoke(bench.main, ["table", *args])
         assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1, (args, result.output)

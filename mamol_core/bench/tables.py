@@ -31,9 +31,25 @@ DEFAULT_RANK = str(ExpertSpec.rank)
 HEADLINE_MODE = "pixel"
 
 
-def parse_mapping(text: str | None) -> dict[str, str]:
-    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
-    return dict(part.split("=", 1) for part in text.split(",") if "=" in part) if text else {}
+def parse_mapping(text: str | None, flag: str) -> dict[str, str]:
+    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``; a part without ``=`` is a one-line error naming ``flag``."""
+    parts = [part.strip() for part in (text or "").split(",") if part.strip()]
+    bad = next((part for part in parts if part.count("=") != 1 or not all(side.strip() for side in part.split("="))), None)
+    if bad is not None:
+        raise MamolError(f"{flag} {text}: {bad!r} is no pair; write OURS=THEIRS, comma-separated (e.g. both=missing_both)")
+    return dict((ours.strip(), theirs.strip()) for ours, theirs in (part.split("=") for part in parts))
+
+
+def reference_rows(path: Path, dataset: str | None, flag: str, fix: str) -> list[dict]:
+    """The rows of ``dataset`` in the reference table ``path`` (an anchor's or the paper's); a one-line error where
+    it holds none (the column would be left out without a word)."""
+    rows = read_rows(path, REFERENCE_COLUMNS, REFERENCE_NUMBERS, fix)
+    chosen = [row for row in rows if row["dataset"] == dataset]
+    if not chosen:
+        datasets = ", ".join(dict.fromkeys(row["dataset"] for row in rows)) or "none: the file holds no rows"
+        raise MamolError(f"{path}: no rows of the dataset {dataset!r}; give {flag}-dataset, one of {datasets}"
+                         if dataset is not None else f"{path}: give {flag}-dataset, one of {datasets}")
+    return chosen
 
 
 #: What a table reads of a results CSV of mamol-bench run: the columns, and those that hold numbers.
@@ -191,11 +207,11 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
                          f"choose --methods among {', '.join(offered)}")
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
-    to_anchor, to_paper = parse_mapping(anchor_map), parse_mapping(paper_map)
+    to_anchor, to_paper = parse_mapping(anchor_map, "--anchor-map"), parse_mapping(paper_map, "--paper-map")
     anchors = {(f"{float(a['missing_rate']) / 100:g}", a["condition"]): a
-               for a in read_rows(anchor, REFERENCE_COLUMNS, REFERENCE_NUMBERS, ANCHOR_FIX) if a["dataset"] == anchor_dataset} if anchor else {}
+               for a in reference_rows(anchor, anchor_dataset, "--anchor", ANCHOR_FIX)} if anchor else {}
     papers = {(f"{float(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p
-              for p in read_rows(paper, REFERENCE_COLUMNS, REFERENCE_NUMBERS, PAPER_FIX) if p["dataset"] == paper_dataset} if paper else {}
+              for p in reference_rows(paper, paper_dataset, "--paper", PAPER_FIX)} if paper else {}
     header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
     if anchors:
         header += ["anchor OA / κ", "best − anchor (OA)"]
