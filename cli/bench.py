@@ -257,7 +257,7 @@ def table(results, anchor, anchor_dataset, anchor_map, paper, paper_dataset, pap
 
 
 @main.command()
-@click.option("--side", type=click.IntRange(min=1), help="Side of the synthetic raster in pixels; default 256 on a CPU (about 2.5 minutes on 2 float32 "
+@click.option("--side", type=click.IntRange(min=16), help="Side of the synthetic raster in pixels (at least 16, for its labelled fields); default 256 on a CPU (about 2.5 minutes on 2 float32 "
                                      "cores), 2048 on a GPU.")
 @click.option("--bands", type=click.IntRange(min=1), default=SpeedSettings.bands, show_default=True, help="Bands of the synthetic cube (a DSM is the second sensor).")
 @click.option("--backbones", default=",".join(SPEED_BACKBONES), show_default=True, callback=backbone_names,

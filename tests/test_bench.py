@@ -605,3 +605,8 @@ def test_an_impossible_backbone_is_refused_before_any_data_is_read(command):
     result = CliRunner().invoke(bench.main, command)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and "error: Invalid value for '--backbone" in result.output
+
+
+def test_speed_refuses_a_raster_too_small_for_its_labelled_fields():
+    result = CliRunner().invoke(bench.main, ["speed", "--side", "8", "--backbones", "tiny", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 2 and "Invalid value for '--side': 8 is not in the range x>=16" in result.output, result.output
