@@ -144,6 +144,14 @@ def test_test_labels_without_a_labelled_pixel_are_named(scene_copy, caplog):
         open_scene(scene_copy, classes=classes, for_training=False)
 
 
+def test_a_label_raster_of_several_bands_is_refused(scene_copy):
+    with rasterio.open(scene_copy / "train_labels.tif") as src:
+        labels, transform = src.read(1), src.transform
+    write_raster(scene_copy / "train_labels.tif", np.stack([labels, labels, labels]), transform)  # an RGB rendering, say
+    with pytest.raises(MamolError, match=r"train_labels\.tif: a label raster holds one band of class codes, this one 3; give"):
+        open_scene(scene_copy)
+
+
 def test_a_class_without_training_pixels_is_warned_about(scene_copy, caplog):
     table = json.loads((scene_copy / "classes.json").read_text())
     table["42"] = {"name": "Glacier", "color": "#ffffff"}

@@ -165,6 +165,9 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     """A label raster on the scene grid, as int32 (0 = unlabelled): read as it is when it lies on that
     grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
     with open_raster(path) as src:
+        if src.count != 1:  # an RGB rendering of a class map, say: its first band is no class code
+            raise MamolError(f"{path}: a label raster holds one band of class codes, this one {src.count}; give its band of codes "
+                             f"alone (gdal_translate -b 1 {shlex.quote(str(path))} labels.tif)")
         on_grid = same_grid(grid_of(src), grid)
         nodata = src.nodata
         try:
