@@ -108,6 +108,14 @@ def test_weights_for_a_backbone_that_loads_none_are_refused_before_any_data_is_r
     assert "Traceback" not in result.output and not (tmp_path / "m.safetensors").exists()
 
 
+def test_minilm_weights_given_as_another_file_name_it(tmp_path):
+    folder = minilm_directory(None)
+    assert minilm_directory(str(folder / "config.json")) == folder  # one of its two files: its folder
+    (tmp_path / "weights.bin").write_bytes(b"x")  # said before: "config.json: missing"
+    with pytest.raises(MamolError, match=r"--backbone-weights .*weights\.bin: give the MiniLM folder holding config\.json"):
+        minilm_directory(str(tmp_path / "weights.bin"))
+
+
 def test_minilm_matches_the_reference_bert_implementation():
     transformers = pytest.importorskip("transformers")
     folder = minilm_directory(None)

@@ -397,6 +397,7 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
              (["--results", str(results), "-o", str(tmp_path / "no" / "t.md")], "does not exist; create it"),
              (["--results", str(results), "-o", str(tmp_path)], "is a folder; give a file name"),
              (["--results", str(results), "--anchor-map", "both=missing_both"], "--anchor-map says how to read --anchor's file"),
+             (["--results", str(tmp_path)], f"{tmp_path}: is a folder; give the file ({results} is there)"),
              (["--results", str(results), "--paper-dataset", "Trento"], "--paper-dataset says how to read --paper's file"),
              (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv"), "--anchor-dataset", "houston"],
               "anchor.csv: no rows of the dataset 'houston'; give --anchor-dataset, one of trento"),

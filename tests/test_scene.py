@@ -144,6 +144,15 @@ def test_test_labels_without_a_labelled_pixel_are_named(scene_copy, caplog):
         open_scene(scene_copy, classes=classes, for_training=False)
 
 
+def test_a_vector_label_file_without_features_says_so(scene_dir, tmp_path):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points.iloc[:0].to_file(tmp_path / "empty.gpkg", driver="GPKG")
+    with pytest.raises(MamolError, match=r"empty\.gpkg: holds no features; draw or import"):
+        open_scene(scene_dir, labels=tmp_path / "empty.gpkg", label_field="landcover")
+
+
 def test_a_label_raster_of_several_bands_is_refused(scene_copy):
     with rasterio.open(scene_copy / "train_labels.tif") as src:
         labels, transform = src.read(1), src.transform

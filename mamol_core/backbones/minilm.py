@@ -20,6 +20,9 @@ def minilm_directory(weights: str | None) -> Path:
     """Folder holding ``config.json`` and ``model.safetensors``: ``weights`` if given, else the package's."""
     if weights:
         folder = Path(weights)
+        if folder.is_file() and folder.name not in ("config.json", "model.safetensors"):
+            raise MamolError(f"--backbone-weights {weights}: give the MiniLM folder holding config.json and model.safetensors "
+                             "(or one of those two files), not another file")
         folder = folder.parent if folder.is_file() else folder
     else:
         spec = importlib.util.find_spec(PACKAGE)

@@ -68,6 +68,9 @@ def read_rows(path: Path, columns: Sequence[str] = RESULT_COLUMNS, numbers: Sequ
               fix: str = RESULTS_FIX) -> list[dict]:
     """The rows of a CSV as dictionaries; a one-line error (ending with ``fix``) for a file that is missing,
     no CSV text, lacks one of ``columns`` or holds no number where ``numbers`` need one."""
+    if Path(path).is_dir():
+        inside = " (" + str(Path(path) / "results.csv") + " is there)" if (Path(path) / "results.csv").is_file() else ""
+        raise MamolError(f"{path}: is a folder; give the file{inside}; {fix}")
     if not Path(path).is_file():
         raise MamolError(f"{path}: no such file; {fix}")
     try:
@@ -120,7 +123,7 @@ def read_labelled(specs: Sequence[str | Path]) -> list[dict]:
     rows, sources = [], {}
     for spec in specs:
         label, path = parse_spec(spec)
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             raise MamolError(f"{spec}: no such results file; pass the results.csv that mamol-bench run wrote, "
                              "or LABEL=results.csv with a label of letters, digits, '.', '_' or '-'")
         for row in read_rows(path):

@@ -230,6 +230,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     rasters are, and without one read as the model's, with a warning (names are matched).
     """
     frame = read_features(path, label_layer(path, field))
+    if frame.empty:
+        raise MamolError(f"{path}: holds no features; draw or import the labelled points or polygons first")
     if field is None or field not in frame.columns:
         fields = [c for c in frame.columns if c != frame.geometry.name]
         what = "needs --label-field" if field is None else f"has no field {field!r}"
