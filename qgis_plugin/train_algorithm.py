@@ -62,7 +62,11 @@ class TrainModel(MamolAlgorithm):
     """Train a MaMOL model from raster layers (one per sensor) and ground truth."""
 
     FIELDS = {"-o": "the Model file", "--labels": "the ground truth", "--report": "the Accuracy report folder",
-              "--classes": "the class colours", "--state": "the training state"}
+              "--classes": "the class colours", "--state": "the training state", "--test-labels": "the test labels",
+              "--label-field": "the Class field", "--missing": "the Missing modality", "--missing-rate": "the Missing rate",
+              "--epochs": "Epochs", "--min-steps": "the least training steps (Advanced)", "--backbone": "the Backbone",
+              "--normalization": "the Band scaling", "--rotation": "the row-texture option", "--device": "the Device",
+              "--name": "the Model name"}
 
     def createInstance(self):  # noqa: N802
         return TrainModel()

@@ -551,6 +551,10 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
     assert f"layer 'heights' in the lidar slot ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "(Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
     assert not (tmp_path / "m.safetensors").exists()
+    parameters = {**parameters, "LIDAR": str(SAMPLE / "dsm.tif"), "HSI": str(SAMPLE / "hsi.tif"), "MISSING": "sar"}
+    with pytest.raises(QgsProcessingException) as error:  # options are named as the dialog names them
+        processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
+    assert str(error.value).startswith("the Missing modality 'sar': 'sar' is not one of the modalities"), str(error.value)
 
 
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
