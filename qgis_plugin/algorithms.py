@@ -225,7 +225,8 @@ class MapLandCover(MamolAlgorithm):
 
     FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
               "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
-              "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file"}
+              "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file", "--device": "the Device",
+              "--sieve": "the smallest class patch kept (pixels)", "--estimate": "the estimate-only option"}
 
     def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
         super().__init__()
