@@ -36,6 +36,15 @@ def test_the_training_log_names_the_precision_as_the_option_spells_it(scene_dir,
     assert result.exit_code == 0 and f"device cpu, {precision}; " in caplog.text, caplog.text
 
 
+def test_more_expert_layers_than_blocks_is_said(scene_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    args = ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), "--no-eval", *FAST, "--epochs", "1"]
+    assert CliRunner().invoke(train.main, [*args, "--expert-layers", "50"]).exit_code == 0
+    assert "--expert-layers 50: the backbone tiny has 2 blocks, so every one of them gets experts" in caplog.text
+    caplog.clear()
+    assert CliRunner().invoke(train.main, [*args, "--expert-layers", "2"]).exit_code == 0 and "--expert-layers" not in caplog.text
+
+
 def test_tokenizer_width_is_an_option_saved_in_the_model_file(scene_dir, tmp_path):
     from safetensors import safe_open
 

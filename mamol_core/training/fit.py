@@ -104,6 +104,10 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     torch.manual_seed(train.seed)
     model = build_model(model_config, frozen).to(device)
     log.info("backbone %s; %s", resolved.name, describe(model))
+    depth = len(model.backbone.blocks)
+    if experts.num_layers > depth and experts.num_layers != ExpertSpec.num_layers:  # the default means "up to 6": no word
+        log.warning("--expert-layers %d: the backbone %s has %d blocks, so every one of them gets experts", experts.num_layers,
+                    resolved.name, depth)
     steps, by_epochs = schedule_steps(len(prepared.train), train), epoch_steps(len(prepared.train), train)
     epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
     log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
