@@ -36,6 +36,7 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
             table[str(int(value))] = {"name": category.label() or str(value), "color": colour}
         else:
             table[str(len(table) + 1)] = {"name": str(value), "color": colour}
+    check_names_once([c["name"] for c in table.values()], qml or f"the style of {layer.name()!r}")
     return table or None
 
 
@@ -53,9 +54,19 @@ def raster_class_table(layer, qml: str | None = None) -> dict | None:
             raise QgsProcessingException(f"{qml}: is no paletted (unique values) style of a label raster; save one from the "
                                          "label raster's Symbology")
         return None
-    table = {str(int(c.value)): {"name": c.label or str(int(c.value)), "color": c.color.name()} for c in renderer.classes()
-             if 1 <= c.value <= 255 and float(c.value).is_integer()}
+    # a raster's own colour table gives all 256 entries, labelled with their numbers: only entries named otherwise are classes
+    named = [c for c in renderer.classes() if 1 <= c.value <= 255 and float(c.value).is_integer()
+             and c.label.strip() not in ("", str(int(c.value)), f"{c.value:g}")]
+    table = {str(int(c.value)): {"name": c.label.strip(), "color": c.color.name()} for c in named}
+    check_names_once([c["name"] for c in table.values()], qml or f"the style of {layer.name()!r}")
     return table or None
+
+
+def check_names_once(names: list[str], style: str) -> None:
+    """Stop where a style gives two classes one name (mamol would refuse the class table made from it)."""
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise QgsProcessingException(f"{style}: names two classes {repeated!r}; give each category its own label")
 
 
 def write_class_table(table: dict, path: str) -> str:

@@ -339,7 +339,7 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
                     reader.join(timeout=2)
                 drain()
                 remove_partials(command[1:], writers)
-            remove_block_folders(command[1:])
+            remove_block_folders(command[1:], writers)
             raise Canceled("cancelled: no output was written")
         time.sleep(0.05)
     for reader in readers:
@@ -417,17 +417,25 @@ def command_line(parts: list[str]) -> str:
     return subprocess.list2cmdline(parts) if sys.platform == "win32" else shlex.join(parts)
 
 
-def remove_block_folders(args: list[str]) -> None:
+def remove_block_folders(args: list[str], writers: set[int]) -> None:
     """Delete the hidden ``.NAME.blocks`` folder that a stopped ``mamol-map -o NAME`` keeps for the same command to
     continue from, and the ``.NAME.blocks.lock`` file that a killed one leaves: a cancel in QGIS leaves nothing (its
-    temporary outputs get a new name on every run anyway)."""
+    temporary outputs get a new name on every run anyway). Both stay where the lock names a process other than
+    ``writers`` (the cancelled run's): another run maps into that output now."""
     for flag, value in zip(args, args[1:]):
         if flag in ("-o", "--output"):
             folder = Path(value).with_name(f".{Path(value).name}.blocks")
+            lock = folder.with_name(f"{folder.name}.lock")
+            try:
+                holder = lock.read_text().strip()
+            except (OSError, ValueError):
+                holder = ""
+            if holder.isdigit() and int(holder) not in writers:
+                continue
             if _is_folder(folder):
                 shutil.rmtree(folder, ignore_errors=True)
             with contextlib.suppress(OSError):
-                folder.with_name(f"{folder.name}.lock").unlink()
+                lock.unlink()
 
 
 def _is_folder(path: Path) -> bool:

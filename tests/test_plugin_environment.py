@@ -97,8 +97,11 @@ def test_a_cancel_removes_what_a_killed_map_leaves_beside_its_output(tmp_path):
     (tmp_path / ".m.tif.blocks" / "block-0000000.safetensors").write_bytes(b"done")
     (tmp_path / ".m.tif.blocks.lock").write_text("12345")  # a killed run never removes its lock file
     (tmp_path / ".other.tif.blocks").mkdir()  # another map's blocks stay
-    remove_block_folders(["--model", "x.safetensors", "-o", str(tmp_path / "m.tif"), "--device", "cpu"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tif.blocks"]
+    (tmp_path / ".busy.tif.blocks").mkdir()  # and those of a run into the same output that is not the cancelled one
+    (tmp_path / ".busy.tif.blocks.lock").write_text("777")
+    for output in ("m.tif", "busy.tif"):
+        remove_block_folders(["--model", "x.safetensors", "-o", str(tmp_path / output), "--device", "cpu"], {12345})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".busy.tif.blocks", ".busy.tif.blocks.lock", ".other.tif.blocks"]
 
 
 def test_the_logged_command_can_be_pasted_into_a_shell():
