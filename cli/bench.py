@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -80,7 +81,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
     from mamol_core.bench.grid import Grid, run_grid
 
     grid = Grid(grid_values("--rates", rates, float), grid_values("--conditions", conditions), grid_values("--methods", methods),
-                grid_values("--seeds", seeds), split(modalities or ""), backbone,
+                grid_values("--seeds", seeds, int), split(modalities or ""), backbone,
                 LayoutSpec(patch_size, token_size, tokenizer_hidden, encoding), epochs, min_steps, split(eval_mode), validation, save_models,
                 modality_dropout, early_stopping, patience, rotation, validation_unit, normalization, expert_lr_scale, rank)
     if validation_unit != "blocks" and not validation:
@@ -91,7 +92,7 @@ def run(scene, name, rates, conditions, methods, seeds, modalities, backbone, pa
     log.info("results in %s", output / "results.csv")
 
 
-def grid_values(flag: str, text: str, same=str) -> list[str]:
+def grid_values(flag: str, text: str, same: Callable[[str], object] = str) -> list[str]:
     """The comma-separated values of one axis of the grid: at least one, each once (compared as ``same`` reads them:
     a repeated value would train its cells twice, and the table refuses a run found twice)."""
     values = split(text)

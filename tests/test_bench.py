@@ -216,7 +216,10 @@ def test_grid_refuses_a_results_file_of_other_columns_or_another_setup(scene_dir
     assert rows(out / "results.csv") == migrated
     whole = (out / "results.csv").read_bytes()
     for damaged, message in ((whole + b"\xe9\xe9\n", "not a CSV text file (UnicodeDecodeError)"),  # a stray binary tail
-                             (whole[: whole.index(b"\n") + 60], "line 2: the row ends before its oa column (cut short)")):
+                             (whole[: whole.index(b"\n") + 60], "line 2: the row is cut short (no line end)"),
+                             (whole[: whole.index(b"\n") + 60] + b"\n", "line 2: the row has fewer or more fields than the header"),
+                             (whole[:-1], "line 2: the row is cut short (no line end)"),  # the next row would join it
+                             (b"a,b\n1,2\n", "holds other columns than mamol-bench run writes")):  # another tool's file
         (out / "results.csv").write_bytes(damaged)
         result = CliRunner().invoke(bench.main, args + ["--tokenizer-hidden", "256"])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
@@ -362,9 +365,10 @@ def test_a_grid_stopped_by_a_damaged_input_leaves_no_folder_behind(scene_dir, tm
     shutil.copytree(scene_dir, damaged)
     whole = (damaged / "hsi.tif").read_bytes()
     (damaged / "hsi.tif").write_bytes(whole[: len(whole) * 2 // 3])  # its header reads, its pixels do not
-    result = CliRunner().invoke(bench.main, ["run", "--scene", str(damaged), "--rates", "0.5", "-o", str(tmp_path / "out"), *FAST])
+    result = CliRunner().invoke(bench.main, ["run", "--scene", str(damaged), "--rates", "0.5", "--save-models", "-o",
+                                             str(tmp_path / "runs" / "out"), *FAST])
     assert result.exit_code == 1 and "hsi.tif" in result.output and "Traceback" not in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "runs").exists()  # nor the folder above it that the run made
 
 
 def test_an_early_stopping_share_the_labels_cannot_give_is_refused_before_training():

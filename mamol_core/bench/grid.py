@@ -124,7 +124,14 @@ def check_results(results: Path, grid: "Grid") -> None:
     setup (layout, budget, split, headline evaluation, backbone), which would mix in one table."""
     if not results.is_file():
         return
-    read_rows(results, columns=(), fix="mend it, or pass another -o folder for this grid")  # text, and every row whole
+    fix = "mend or remove that row, or pass another -o folder for this grid"
+    rows = read_rows(results, columns=(), numbers=(), fix=fix)  # CSV text at all
+    whole = results.read_bytes()
+    if whole and not whole.endswith(b"\n"):  # the next row would be joined to this one
+        raise MamolError(f"{results}: line {len(rows) + 1}: the row is cut short (no line end); {fix}")
+    cut = next((line for line, row in enumerate(rows, start=2) if None in row or None in row.values()), None)
+    if cut is not None:
+        raise MamolError(f"{results}: line {cut}: the row has fewer or more fields than the header; {fix}")
     add_missing_columns(results)
     with open(results, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -365,7 +372,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
     log.info("%d cells, %d finished already, %d to run", len(cells), len(cells) - len(todo), len(todo))
     states = output / "states"
     check_folder(states)
-    made = [folder for folder in (output, states) if not folder.exists()]
+    made = [folder for folder in (states, output / "models", output, *output.parents) if not folder.exists()]
     states.mkdir(parents=True, exist_ok=True)
     try:
         for cell in cells:  # a state left by a cell whose row was written (a process stopped in between)
@@ -378,7 +385,7 @@ def run_grid(scene_dir: Path, name: str, grid: Grid, output: Path, device: str, 
                                          output / "models" if grid.save_models else None, state))
             state.path.unlink(missing_ok=True)
     finally:  # no empty folder left: the states once every cell is done, those this run made if it stopped before any row
-        for folder in (states, *(f for f in made if f != states)):
+        for folder in dict.fromkeys([states, *made]):  # the deepest first
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 

@@ -45,8 +45,10 @@ def reference_rows(path: Path, dataset: str | None, flag: str, fix: str) -> list
     it holds none (the column would be left out without a word)."""
     rows = read_rows(path, REFERENCE_COLUMNS, REFERENCE_NUMBERS, fix)
     chosen = [row for row in rows if row["dataset"] == dataset]
+    if not rows:
+        raise MamolError(f"{path}: holds no rows; {fix}")
     if not chosen:
-        datasets = ", ".join(dict.fromkeys(row["dataset"] for row in rows)) or "none: the file holds no rows"
+        datasets = ", ".join(dict.fromkeys(row["dataset"] for row in rows))
         raise MamolError(f"{path}: no rows of the dataset {dataset!r}; give {flag}-dataset, one of {datasets}"
                          if dataset is not None else f"{path}: give {flag}-dataset, one of {datasets}")
     return chosen
