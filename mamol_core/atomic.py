@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -38,22 +39,22 @@ def check_writable(path: Path) -> None:
         raise MamolError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
     if Path(path).is_dir():
         raise MamolError(f"{path}: is a folder; give a file name")
-    if not os.access(folder, os.W_OK) or not _accepts_files(folder):
-        raise MamolError(f"{path}: the folder {folder} is not writable; choose another output path")
+    refused = _refuses_files(folder) if os.access(folder, os.W_OK) else "permission denied"
+    if refused:
+        raise MamolError(f"{path}: the folder {folder} is not writable ({refused}); choose another output path")
 
 
-def _accepts_files(folder: Path) -> bool:
-    """Whether a file can be created in ``folder``: permission bits pass for root and in folders such as /proc
-    or a read-only share that still refuse a new file, found now rather than after hours of work."""
-    probe = folder / f".mamol-probe-{os.getpid()}"
+def _refuses_files(folder: Path) -> str:
+    """Why a file cannot be created in ``folder`` ("" where it can): permission bits pass for root and in folders
+    such as /proc, and a full disk or quota refuses too; found now rather than after hours of work."""
     try:
-        with open(probe, "x"):
-            pass
-    except OSError:
-        return False
+        handle, probe = tempfile.mkstemp(prefix=".mamol-probe-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(handle)
     with contextlib.suppress(OSError):
-        probe.unlink()
-    return True
+        os.unlink(probe)
+    return ""
 
 
 def check_folder(folder: Path) -> None:
@@ -62,7 +63,7 @@ def check_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise MamolError(f"{folder}: is a file, not a folder; move it or choose another folder")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir() or not os.access(existing, os.W_OK) or _refuses_files(existing):
         raise MamolError(f"{folder}: cannot be written ({existing} is not a writable folder); choose another folder")
 
 

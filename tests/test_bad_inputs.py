@@ -577,14 +577,17 @@ def test_a_full_disk_while_saving_a_block_leaves_no_half_written_block(tmp_path,
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_a_folder_that_refuses_new_files_is_found_before_any_work(scene_dir, tmp_path):
     """Permission bits pass in /proc (and for root everywhere); the first state save used to find out after training."""
-    from mamol_core.atomic import check_writable
+    from mamol_core.atomic import check_folder, check_writable
 
-    with pytest.raises(MamolError, match="the folder /proc is not writable"):
+    with pytest.raises(MamolError, match=r"the folder /proc is not writable \(No such file or directory\)"):
         check_writable(Path("/proc/model.safetensors"))
     check_writable(tmp_path / "model.safetensors")
+    check_folder(tmp_path / "report")
     assert list(tmp_path.iterdir()) == []  # the probe leaves nothing
+    with pytest.raises(MamolError, match=r"/proc/report: cannot be written \(/proc is not a writable folder\)"):
+        check_folder(Path("/proc/report"))
     one_line_error(CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", "/proc/model.safetensors", "--no-eval", *FAST]),
-                   "/proc/model.safetensors: the folder /proc is not writable; choose another output path")
+                   "/proc/model.safetensors: the folder /proc is not writable (No such file or directory); choose another")
 
 
 def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_first_ones_blocks(model_file, scene_dir, tmp_path):
@@ -608,6 +611,20 @@ def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == [".map.tif.blocks"]  # released: the lock file is gone
     with parts_module.BlockParts(output, {"job": 2}).exclusive():  # and the next run may take it
         pass
+
+
+def test_a_file_system_without_locks_maps_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from mamol_core.mapping import parts as parts_module
+
+    def no_locks(handle):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(parts_module, "_try_lock", no_locks)  # as on some network and FUSE mounts
+    caplog.set_level(logging.WARNING)
+    with parts_module.BlockParts(tmp_path / "map.tif", {"job": 1}).exclusive():
+        assert "cannot be locked here (No locks available); two runs into map.tif at once would clash" in caplog.text
 
 
 def test_a_full_disk_on_a_continued_map_keeps_the_earlier_runs_blocks(model_file, scene_dir, tmp_path, monkeypatch, caplog):

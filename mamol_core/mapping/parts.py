@@ -13,6 +13,7 @@ of sharing (or deleting) the first one's blocks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -41,8 +42,13 @@ def file_identity(path: Path) -> dict:
     return {"path": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+#: What a lock request that another process holds fails with (flock: EWOULDBLOCK; msvcrt: EACCES or EDEADLOCK).
+LOCK_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
+
+
 def _try_lock(handle: IO[str]) -> bool:
-    """Take the exclusive lock of the open file ``handle`` without waiting; False if another run holds it."""
+    """Take the exclusive lock of the open file ``handle`` without waiting; False if another run holds it. A file
+    system without locks (some network or FUSE mounts) raises the OSError it gives."""
     try:
         if os.name == "nt":
             import msvcrt
@@ -53,21 +59,30 @@ def _try_lock(handle: IO[str]) -> bool:
             import fcntl
 
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
+    except OSError as exc:
+        if exc.errno in LOCK_HELD:
+            return False
+        raise
     return True
 
 
-def _locked(lock_path: Path) -> IO[str]:
-    """``lock_path`` opened and locked by this process (created if missing), or a one-line error naming the
-    run that holds it."""
+def _locked(lock_path: Path) -> IO[str] | None:
+    """``lock_path`` opened and locked by this process (created if missing), or a one-line error naming the run
+    that holds it; ``None`` (with a warning) where the file system cannot lock files."""
     output = lock_path.with_name(lock_path.name.removeprefix(".").removesuffix(".blocks.lock"))
-    while True:
+    for _ in range(10):
         try:
             handle = open(lock_path, "a+")
         except OSError as exc:
             raise MamolError(f"{lock_path}: cannot be created ({exc.strerror or exc}); the output folder must be writable") from None
-        if not _try_lock(handle):
+        try:
+            held = not _try_lock(handle)
+        except OSError as exc:
+            handle.close()
+            log.warning("%s: cannot be locked here (%s); two runs into %s at once would clash", lock_path, exc.strerror or exc,
+                        output.name)
+            return None
+        if held:
             holder = ""
             with contextlib.suppress(OSError):  # Windows refuses to read the locked byte
                 handle.seek(0)
@@ -76,6 +91,8 @@ def _locked(lock_path: Path) -> IO[str]:
             process = f" (process {holder})" if holder.isdigit() else ""
             raise MamolError(f"{output}: another mamol-map{process} is writing this map now; wait until it ends, or choose "
                              "another output") from None
+        if os.name == "nt":  # an open file cannot be deleted there: it is the one at lock_path
+            return handle
         try:
             current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
         except OSError:
@@ -83,6 +100,7 @@ def _locked(lock_path: Path) -> IO[str]:
         if current:  # not a file its last holder deleted while this run opened it
             return handle
         handle.close()
+    raise MamolError(f"{lock_path}: could not be locked (other runs keep replacing it); try again")
 
 
 class BlockParts:
@@ -101,6 +119,9 @@ class BlockParts:
         whole job); the lock ends with the process however it ends, and its file is removed on release."""
         lock_path = self.folder.with_name(f"{self.folder.name}.lock")
         handle = _locked(lock_path)
+        if handle is None:
+            yield
+            return
         try:
             handle.seek(0)
             handle.truncate()
