@@ -194,6 +194,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "
                                 "raster…, resolution 'Highest'")
             text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
+            text = re.sub(rf"\(gdal_translate -b 1 {path} labels\.tif\)", "(Raster › Conversion › Translate (convert format)…, "
+                          "additional command-line parameters '-b 1')", text)
             text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
                           "the new layer", text)
             text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
@@ -226,7 +228,7 @@ class MapLandCover(MamolAlgorithm):
     FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
               "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
               "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file", "--device": "the Device",
-              "--sieve": "the smallest class patch kept (pixels)", "--estimate": "the estimate-only option"}
+              "--sieve": "the Merge class patches setting", "--estimate": "the estimate-only option"}
 
     def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
         super().__init__()

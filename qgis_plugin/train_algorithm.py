@@ -64,7 +64,7 @@ class TrainModel(MamolAlgorithm):
     FIELDS = {"-o": "the Model file", "--labels": "the ground truth", "--report": "the Accuracy report folder",
               "--classes": "the class colours", "--state": "the training state", "--test-labels": "the test labels",
               "--label-field": "the Class field", "--missing": "the Missing modality", "--missing-rate": "the Missing rate",
-              "--epochs": "Epochs", "--min-steps": "the least training steps (Advanced)", "--backbone": "the Backbone",
+              "--epochs": "Epochs", "--min-steps": "the least number of training steps (Advanced)", "--backbone": "the Backbone",
               "--normalization": "the Band scaling", "--rotation": "the row-texture option", "--device": "the Device",
               "--name": "the Model name"}
 

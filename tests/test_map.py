@@ -238,7 +238,7 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
     write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_000, 0, -2, 5_000_040))
     write_raster(tmp_path / "far_too.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_020, 0, -2, 5_000_040))
     with pytest.raises(MamolError, match=r"far.tif: does not overlap the area of fine.tif \(both EPSG:32632\); one of them may "
-                                         r"declare a wrong CRS: check both \(gdalinfo\)"):
+                                         r"have a wrong CRS: check both \(gdalinfo\)"):
         AlignedInputs([inputs[0], MapInput("far", tmp_path / "far.tif")])
     with rasterio.open(tmp_path / "fine.tif") as src:
         fine, transform = src.read(), src.transform

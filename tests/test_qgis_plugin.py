@@ -373,6 +373,14 @@ def test_class_table_from_the_label_rasters_paletted_style(qgis_app, tmp_path):
     assert raster_class_table(plain, str(tmp_path / "style.qml")) == raster_class_table(truth)
     with pytest.raises(QgsProcessingException, match="is no paletted"):
         raster_class_table(plain, str(tmp_path / "grey.qml"))
+    with rasterio.open(tmp_path / "truth.tif", "r+") as dataset:  # a colour table of its own: QGIS lists 256 numbered entries
+        dataset.write_colormap(1, {0: (0, 0, 0, 0), 1: (0, 0, 255, 255), 2: (0, 255, 0, 255)})
+    coloured = QgsRasterLayer(str(tmp_path / "truth.tif"), "coloured")
+    assert coloured.renderer().type() == "paletted" and raster_class_table(coloured) is None  # no names: classes.json decides
+    twice = [QgsPalettedRasterRenderer.Class(value, QColor("#00ff00"), "Grass") for value in (1, 2)]
+    coloured.setRenderer(QgsPalettedRasterRenderer(coloured.dataProvider(), 1, twice))
+    with pytest.raises(QgsProcessingException, match="the style of 'coloured': names two classes 'Grass'; give each category"):
+        raster_class_table(coloured)
 
 
 def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(plugin, tmp_path):
@@ -555,6 +563,15 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
     with pytest.raises(QgsProcessingException) as error:  # options are named as the dialog names them
         processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
     assert str(error.value).startswith("the Missing modality 'sar': 'sar' is not one of the modalities"), str(error.value)
+    with rasterio.open(tmp_path / "train_labels.tif") as src:
+        profile, codes = src.profile, src.read(1)
+    with rasterio.open(tmp_path / "rgb_labels.tif", "w", **{**profile, "count": 3}) as dst:  # a class map saved as a picture
+        dst.write(np.stack([codes] * 3))
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("mamol:train", {**parameters, "MISSING": "both", "TRUTH_RASTER": str(tmp_path / "rgb_labels.tif")},
+                       feedback=QgsProcessingFeedback())
+    assert "a label raster holds one band of class codes, this one 3; give its band of codes alone (Raster › Conversion › " \
+        "Translate (convert format)…, additional command-line parameters '-b 1')" in str(error.value), str(error.value)
 
 
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):

@@ -124,7 +124,7 @@ def test_a_class_table_that_gives_a_class_twice_is_refused(scene_copy):
     text = json.dumps({**table, "6": {**table["6"], "name": table["1"]["name"]}})
     for written, message in ((text, f"the class name {table['1']['name']!r} is given twice"),
                              (json.dumps(table)[:-1] + ', "02": {"name": "Other"}}', "the class value 2 is given twice"),
-                             (json.dumps(table)[:-1] + ', "2": {"name": "Other"}}', "the key '2' is given twice")):
+                             (json.dumps(table)[:-1] + ', "2": {"name": "Other"}}', "the key '2' is given twice in one object")):
         (scene_copy / "classes.json").write_text(written)
         with pytest.raises(MamolError, match=f"classes\\.json: {message}"):
             open_scene(scene_copy)
@@ -151,6 +151,18 @@ def test_a_vector_label_file_without_features_says_so(scene_dir, tmp_path):
     points.iloc[:0].to_file(tmp_path / "empty.gpkg", driver="GPKG")
     with pytest.raises(MamolError, match=r"empty\.gpkg: holds no features; draw or import"):
         open_scene(scene_dir, labels=tmp_path / "empty.gpkg", label_field="landcover")
+
+
+def test_test_codes_read_by_the_numbering_of_vector_names_are_warned_about(scene_dir, tmp_path, caplog):
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    shutil.copy(scene_dir / "train_points.gpkg", tmp_path)  # class names, and no class table beside them
+    caplog.set_level(logging.WARNING)
+    open_scene(None, inputs, labels=tmp_path / "train_points.gpkg", label_field="landcover", test_labels=scene_dir / "test_labels.tif")
+    assert "test_labels.tif: its codes are read as the numbers given to the class names of" in caplog.text
+    caplog.clear()  # with a class table, the codes are the table's
+    open_scene(None, inputs, labels=tmp_path / "train_points.gpkg", label_field="landcover", test_labels=scene_dir / "test_labels.tif",
+               classes=scene_dir / "classes.json")
+    assert "its codes are read as the numbers" not in caplog.text
 
 
 def test_a_label_raster_of_several_bands_is_refused(scene_copy):
@@ -349,20 +361,12 @@ def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir, caplo
     (-32768, None, slice(15, 25), "holds -32768 on"),  # a void of an int16 DEM
     (-3.4028234663852886e38, None, slice(15, 25), "holds -3.40282e+38 on"),  # a void in the middle
     (-9999.0, -9999.0, slice(0, 2), None),  # declared: nothing to say
-    (0.0, None, "wedges", "holds 0 in every band at 4 corners, a value its central pixels never take"),  # gdalwarp's fill
-    (0.0, None, "wedges and ground", None),  # a height model whose ground is 0 in the middle too
     (None, None, None, None)])  # no fill at all
 def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_copy, caplog, fill, declared, rows, warned):
     dtype = "int16" if isinstance(fill, int) else "float32"
     with rasterio.open(scene_copy / "dsm.tif") as src:
         profile, data = src.profile, src.read().astype(dtype)
-    if isinstance(rows, str):  # the triangles of fill at the corners of a raster warped into a turned grid
-        r, c = np.ogrid[: data.shape[1], : data.shape[2]]
-        h, w = data.shape[1:]
-        data[:, (r + c < 6) | (r + (w - 1 - c) < 6) | ((h - 1 - r) + c < 6) | ((h - 1 - r) + (w - 1 - c) < 6)] = fill
-        if "ground" in rows:
-            data[:, h // 2, w // 2] = 0
-    elif fill is not None:
+    if fill is not None:
         data[:, rows, :] = fill
     with rasterio.open(scene_copy / "dsm.tif", "w", **{**profile, "dtype": dtype, "nodata": declared}) as dst:
         dst.write(data)
@@ -373,6 +377,26 @@ def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_cop
     else:
         assert f"{scene_copy / 'dsm.tif'}: {warned}" in caplog.text
         assert f"declare it (gdal_edit.py -a_nodata {fill:g}" in caplog.text
+
+
+@pytest.mark.parametrize("ground, warned", [(False, True), (True, False)])
+def test_zero_fill_in_the_corners_of_a_reprojected_raster_is_warned_about(tmp_path, ground, warned):
+    """gdalwarp without -dstnodata fills the wedges at a turned grid's corners with 0 and declares nothing; a height model
+    whose ground reads 0 inside as well is left alone."""
+    from mamol_core.data.plausibility import undeclared_fill
+
+    data = np.random.default_rng(0).uniform(195, 219, (1, 160, 160)).astype(np.float32)
+    r, c = np.ogrid[:160, :160]
+    data[:, (r + c < 12) | (r + 159 - c < 12) | (159 - r + c < 12) | (318 - r - c < 12)] = 0
+    if ground:
+        data[:, 70:90, 20:60] = 0
+    write_raster(tmp_path / "dsm_3857.tif", data, Affine(1, 0, 0, 0, -1, 160))
+    message = undeclared_fill(tmp_path / "dsm_3857.tif")
+    if warned:
+        assert message.startswith(f"{tmp_path / 'dsm_3857.tif'}: holds 0 in every band at 4 corners, a value none of its pixels "
+                                  "sampled inside takes, but declares no nodata;") and "gdal_edit.py -a_nodata 0" in message
+    else:
+        assert message is None
 
 
 def test_pixels_under_polygons_of_two_classes_are_left_unlabelled_with_a_warning(scene_dir, tmp_path, caplog):

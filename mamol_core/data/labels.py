@@ -54,7 +54,8 @@ def load_class_table(path: Path) -> list[ClassSpec]:
         classes = [ClassSpec(int(k), str(v["name"]), str(v.get("color", PALETTE[i % len(PALETTE)])))
                    for i, (k, v) in enumerate(table.items())]
     except _RepeatedKey as exc:
-        raise MamolError(f"{path}: the key {exc.args[0]!r} is given twice; give each class once") from None
+        raise MamolError(f"{path}: the key {exc.args[0]!r} is given twice in one object; give each class, and each of its "
+                         "fields, once") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MamolError(f"{path}: not a class table ({exc}); write {{\"1\": {{\"name\": \"Water\", \"color\": \"#0000ff\"}}, ...}}") from None
     bad = [c.value for c in classes if not 1 <= c.value <= 255]

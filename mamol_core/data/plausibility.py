@@ -152,8 +152,8 @@ def file_warnings(path: Path) -> list[str]:
 def undeclared_fill(path: Path) -> str | None:
     """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
     corner or on at least 1 % of the pixels sampled at five places, or 0 in every band at two corners
-    or more where its central pixels hold no 0 in any band (a reprojection's wedges of fill; a height
-    model whose ground reads 0 is left alone); ``None`` otherwise. Only its measurement bands count,
+    or more where no pixel sampled holds 0 in any band (a reprojection's wedges of fill; a height model
+    whose ground reads 0 somewhere inside is left alone); ``None`` otherwise. Only its measurement bands count,
     where its alpha bands are opaque."""
     with open_raster(path) as src:
         if src.nodata is not None or any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in src.mask_flag_enums):
@@ -169,8 +169,6 @@ def undeclared_fill(path: Path) -> str | None:
         try:
             corners = [measured(Window(c, r, 1, 1)) for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
             inside = np.concatenate([measured(window) for window in sample_windows(h, w)], axis=1)
-            side = min(64, h // 2, w // 2)
-            centre = measured(Window((w - side) // 2, (h - side) // 2, side, side)) if side else inside[:, :0]
         except RasterioError:
             return None  # a damaged file: the read that needs it says so
     for value in FILL_VALUES:
@@ -182,8 +180,8 @@ def undeclared_fill(path: Path) -> str | None:
             return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
                     f"(gdal_edit.py -a_nodata {value:g} {shlex.quote(str(path))}), else it is read as a measurement")
     zero_corners = sum(bool(c.size) and bool((c == 0).all()) for c in corners)
-    if zero_corners >= 2 and centre.size and not (centre == 0).any():  # 0 where the data take no 0: a reprojection's fill
-        return (f"{path}: holds 0 in every band at {zero_corners} corners, a value its central pixels never take, but declares no "
-                "nodata; if that is the fill a reprojection left (gdalwarp without -dstnodata), declare it (gdal_edit.py "
-                f"-a_nodata 0 {shlex.quote(str(path))}), else it is read as a measurement")
+    if zero_corners >= 2 and inside.size and not (inside == 0).any():  # 0 where the data take no 0: a reprojection's fill
+        return (f"{path}: holds 0 in every band at {zero_corners} corners, a value none of its pixels sampled inside takes, "
+                "but declares no nodata; if that is the fill a reprojection left (gdalwarp without -dstnodata), declare it "
+                f"(gdal_edit.py -a_nodata 0 {shlex.quote(str(path))}), else it is read as a measurement")
     return None

@@ -148,6 +148,7 @@ def open_scene(
         table = _class_table(Path(labels).parent, None)
         if table is not None:
             log.info("%s: class names and colours from %s beside it", labels, Path(labels).parent / CLASS_TABLE)
+    given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
     own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
@@ -192,6 +193,12 @@ def open_scene(
     test = None
     if test_path is not None and Path(test_path).exists():
         test = read(Path(test_path))[0]
+        numbered = given is None and not is_raster(Path(train_path)) and is_raster(Path(test_path)) and \
+            any(c.name != f"class {c.value}" for c in table)
+        if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering
+            log.warning("%s: its codes are read as the numbers given to the class names of %s (%s); if they follow another "
+                        "numbering, give the class table (--classes classes.json)", test_path, train_path,
+                        ", ".join(f"{c.value}={c.name}" for c in table))
         if not (test > 0).any():
             log.warning("%s: no labelled pixel on the scene grid, so no accuracy report; check the labels and their extent%s",
                         test_path, f", or move the file away to hold out {holdout:.0%} of the training labels instead"

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import check_on_earth, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import as_pyproj, check_on_earth, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,11 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
-                   reference_path: Path, crs_list: list[CRS | None]) -> None:
+                   reference_path: Path, crs_list: list[CRS]) -> None:
     """Stop unless the inputs form one area, each joined to the others through inputs it overlaps, and an
     explicit ``reference`` overlaps some input: in one CRS, rasters that lie apart usually mean a wrong CRS.
     The message names an input outside the group of the grid's own raster and that raster, with the CRS
-    each declares: which of the two is wrong, nothing here can tell."""
+    each is read in: which of the two is wrong, nothing here can tell."""
     if reference is not None and not any(overlap(box, reference) for box in boxes):
         raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
     start = next((i for i, path in enumerate(paths) if path == reference_path), 0)
@@ -149,10 +149,10 @@ def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference:
     apart = [index for index in range(len(boxes)) if index not in joined]
     if apart:
         first, other = apart[0], start
-        crs_text = [crs.to_string() if crs is not None else "no CRS" for crs in (crs_list[first], crs_list[other])]
-        declared = f"({crs_text[0]} and {crs_text[1]})" if crs_text[0] != crs_text[1] else f"(both {crs_text[0]})"
-        raise MamolError(f"{paths[first]}: does not overlap the area of {paths[other].name} {declared}; one of them may "
-                         "declare a wrong CRS: check both (gdalinfo), or pass rasters of the same area")
+        names = [f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else as_pyproj(crs).name for crs in (crs_list[first], crs_list[other])]
+        read_in = f"({names[0]} and {names[1]})" if names[0] != names[1] else f"(both {names[0]})"
+        raise MamolError(f"{paths[first]}: does not overlap the area of {paths[other].name} {read_in}; one of them may "
+                         "have a wrong CRS: check both (gdalinfo), or pass rasters of the same area")
 
 
 def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: GridSpec | None = None) -> int:

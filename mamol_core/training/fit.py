@@ -112,7 +112,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
     log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
              ", ".join(scene.names), len(scene.classes), device, precision_name(amp_dtype), steps,
-             epochs if steps == by_epochs else f"at least --min-steps {train.min_steps}; {epochs} would be {by_epochs}")
+             epochs if steps == by_epochs else f"--min-steps {train.min_steps}; {epochs} would be {by_epochs}")
     if prepared.validation is not None:
         log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
                  train.validation_block, train.validation)
