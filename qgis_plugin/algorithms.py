@@ -158,6 +158,30 @@ def raster_problem(layer, role: str | None = None) -> str | None:
     return None
 
 
+def sensor_slot_problem(algorithm: QgsProcessingAlgorithm, modalities: list[dict], parameters: dict, context) -> str | None:
+    """What is wrong with the rasters given in a model's sensor slots (none given, complex values, another band count
+    than the model's sensor), before a run; ``None`` where nothing is."""
+    given = [m for m in modalities if parameters.get(parameter_name(m["name"]))]
+    if not given:
+        return f"Give a raster for at least one modality ({', '.join(m['name'] for m in modalities)})."
+    for modality in given:
+        layer = algorithm.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
+        if layer is None:
+            continue
+        problem = raster_problem(layer, f"the {modality['name']} slot")
+        if problem is not None:
+            return problem
+        count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
+        if modality["bands"] not in (count, layer.bandCount()):  # a band marked alpha by mistake: mamol says how to mark it
+            alpha = " and an alpha band" if count < layer.bandCount() else ""
+            separate = (" If its bands are separate layers, stack them first (Raster › Miscellaneous › Build virtual raster…, "
+                        "'Place each input file into a separate band', resolution 'Highest') and give the result."
+                        if count < modality["bands"] else "")
+            return (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
+                    f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.{separate}")
+    return None
+
+
 class MamolAlgorithm(QgsProcessingAlgorithm):
     """What both algorithms share: the icon, and running a mamol command with progress and cancel."""
 
@@ -298,25 +322,9 @@ class MapLandCover(MamolAlgorithm):
                                                                   optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        given = [m for m in self.modalities if parameters.get(parameter_name(m["name"]))]
-        if not given:
-            names = ", ".join(m["name"] for m in self.modalities)
-            return False, f"Give a raster for at least one modality ({names})."
-        for modality in given:
-            layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
-            if layer is None:
-                continue
-            problem = raster_problem(layer, f"the {modality['name']} slot")
-            if problem is not None:
-                return False, problem
-            count = measurement_band_count(layer) if modality.get("as_declared", False) else layer.bandCount()
-            if modality["bands"] not in (count, layer.bandCount()):  # a band marked alpha by mistake: mamol says how to mark it
-                alpha = " and an alpha band" if count < layer.bandCount() else ""
-                separate = (" If its bands are separate layers, stack them first (Raster › Miscellaneous › Build virtual raster…, "
-                            "'Place each input file into a separate band', resolution 'Highest') and give the result."
-                            if count < modality["bands"] else "")
-                return False, (f"The {modality['name']} slot holds {layer.name()!r}, {bands(count)}{alpha}, but the model's "
-                               f"{modality['name']} has {bands(modality['bands'])}: give that sensor's raster.{separate}")
+        problem = sensor_slot_problem(self, self.modalities, parameters, context)
+        if problem is not None:
+            return False, problem
         return super().checkParameterValues(parameters, context)
 
     def accuracy_note(self, given: list[str]) -> str | None:

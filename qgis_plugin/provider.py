@@ -9,6 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import settings
 from .algorithms import ICON, MapLandCover, algorithm_name, model_name
+from .evaluate_algorithm import EvaluateModel
 from .environment import CommandFailed, MamolNotFound, model_info
 from .train_algorithm import TrainModel
 
@@ -69,3 +70,4 @@ class MamolProvider(QgsProcessingProvider):
         self.addAlgorithm(TrainModel())
         for model, algorithm_id in self.mapping_ids().items():
             self.addAlgorithm(MapLandCover(model, self.info(model), algorithm_id))
+            self.addAlgorithm(EvaluateModel(model, self.info(model), "evaluate_" + algorithm_id.removeprefix("map_")))

@@ -99,7 +99,7 @@ def map_id(plugin):
 def test_plugin_registers_provider_button_and_menu(plugin, map_id):
     loaded, iface = plugin
     ids = sorted(a.id() for a in loaded.provider.algorithms())
-    assert ids == sorted(["mamol:train", map_id])
+    assert ids == sorted(["mamol:train", map_id, "mamol:evaluate_sample_model"])
     assert [a.text() for a in iface.toolbar] == ["Map land cover (MaMOL)…"]
     assert [a.text() for _, a in iface.menu] == ["Map land cover (MaMOL)…", "Train MaMOL model…", "MaMOL models…",
                                               "Set up mamol environment…"]
@@ -572,6 +572,27 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
                        feedback=QgsProcessingFeedback())
     assert "a label raster holds one band of class codes, this one 3; give its band of codes alone (Raster › Conversion › " \
         "Translate (convert format)…, additional command-line parameters '-b 1')" in str(error.value), str(error.value)
+
+
+def test_evaluating_a_model_on_test_labels_from_some_of_its_sensors_writes_its_report(plugin, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsVectorLayer
+
+    evaluate = QgsApplication.processingRegistry().createAlgorithmById("mamol:evaluate_sample_model")
+    names = [p.name() for p in evaluate.parameterDefinitions()]
+    assert names == ["hsi", "lidar", "TRUTH", "CLASS_FIELD", "TRUTH_RASTER", "DEVICE", "REPORT"]
+    import geopandas
+
+    geopandas.read_file(SAMPLE / "test_polygons.gpkg").iloc[:6].to_file(tmp_path / "some.gpkg", driver="GPKG")  # quick to score
+    truth = QgsVectorLayer(str(tmp_path / "some.gpkg"), "test", "ogr")
+    check = lambda parameters: evaluate.checkParameterValues(parameters, QgsProcessingContext())  # noqa: E731
+    assert check({"lidar": str(SAMPLE / "dsm.tif")}) == (False, "Give test labels: a vector layer with a class field, or a label raster.")
+    assert check({"lidar": str(SAMPLE / "dsm.tif"), "TRUTH": truth}) == (False, "Choose the class field of the test labels.")
+    report = tmp_path / "lidar only"
+    result = run("mamol:evaluate_sample_model", {"lidar": str(SAMPLE / "dsm.tif"), "TRUTH": truth, "CLASS_FIELD": "landcover",
+                                                 "DEVICE": 1, "REPORT": str(report)})
+    assert result["REPORT"] == str(report) and (report / "report.html").is_file()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["context"]["modalities_given"] == ["lidar"] and metrics["results"]["overall"]["samples"] > 0
 
 
 def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp_path):
