@@ -467,7 +467,8 @@ def _run_in_process(tool: str, args: list[str], on_progress, is_canceled, on_log
 
     from mamol_core.errors import MamolError
 
-    module = importlib.import_module({"mamol-map": "mamol_cli.map", "mamol-train": "mamol_cli.train"}[tool])
+    module = importlib.import_module({"mamol-map": "mamol_cli.map", "mamol-train": "mamol_cli.train",
+                                      "mamol-eval": "mamol_cli.evaluate"}[tool])
 
     def sink(record: dict) -> None:
         if is_canceled():

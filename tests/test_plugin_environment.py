@@ -50,6 +50,15 @@ def test_map_runs_with_progress(model, scene_dir, tmp_path, bin_dir):
 
 
 @pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])
+def test_eval_runs_with_progress(model, scene_dir, tmp_path, bin_dir):
+    records = []
+    args = ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}", "--labels", str(scene_dir / "test_labels.tif"), "-o",
+            str(tmp_path / "report"), "--device", "cpu"]
+    run_command("mamol-eval", args, bin_dir, records.append, lambda: False, lambda line: None)
+    assert (tmp_path / "report" / "report.html").is_file() and records and records[-1]["percent"] == 100.0
+
+
+@pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])
 def test_warnings_arrive_marked_as_warnings(model, scene_dir, tmp_path, bin_dir):
     import numpy as np
     import rasterio
