@@ -246,13 +246,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(known(str(exc))) from None
 
 
-class MapLandCover(MamolAlgorithm):
-    """Map land cover with one model: one optional raster input per modality the model knows."""
-
-    FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
-              "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
-              "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file", "--device": "the Device",
-              "--sieve": "the Merge class patches setting", "--estimate": "the estimate-only option"}
+class ModelAlgorithm(MamolAlgorithm):
+    """An algorithm of one known model (its file, its configuration ``info``), one optional raster slot per modality."""
 
     def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
         super().__init__()
@@ -261,10 +256,36 @@ class MapLandCover(MamolAlgorithm):
         self.modalities = info["model"]["modalities"]
 
     def createInstance(self):  # noqa: N802
-        return MapLandCover(self.model_path, self.info, self.algorithm_id)
+        return type(self)(self.model_path, self.info, self.algorithm_id)
 
     def name(self) -> str:
         return self.algorithm_id
+
+    def add_sensor_slots(self) -> None:
+        """One optional raster parameter per modality of the model, named after it."""
+        for modality in self.modalities:
+            self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
+                                                                f"{modality['name']} ({bands(modality['bands'])})", optional=True))
+
+    def sensor_args(self, parameters, context, made: dict[str, str]) -> tuple[list[str], list[str]]:
+        """``--input NAME=PATH`` for each slot given, and the names given (``made`` records how messages name the files)."""
+        args, given = [], []
+        for modality in self.modalities:
+            layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
+            if layer is not None:
+                name = modality["name"]
+                args += ["--input", f"{name}={known_layer_file(layer, made, f'the {name} slot')}"]
+                given.append(name)
+        return args, given
+
+
+class MapLandCover(ModelAlgorithm):
+    """Map land cover with one model: one optional raster input per modality the model knows."""
+
+    FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
+              "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
+              "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file", "--device": "the Device",
+              "--sieve": "the Merge class patches setting", "--estimate": "the estimate-only option"}
 
     def displayName(self) -> str:  # noqa: N802
         return f"Map land cover with {self.model_name} (MaMOL)"
@@ -303,9 +324,7 @@ class MapLandCover(MamolAlgorithm):
                 "<tr><th>sensors</th><th>OA</th></tr>" + "".join(rows) + "</table>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        for modality in self.modalities:
-            self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
-                                                                f"{modality['name']} ({bands(modality['bands'])})", optional=True))
+        self.add_sensor_slots()
         self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Map only inside these polygons",
                                                               [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Map only inside this extent (e.g. the canvas)",
@@ -342,15 +361,9 @@ class MapLandCover(MamolAlgorithm):
         return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        args, given = ["--model", self.model_path], []
         area, made = self.area_args(parameters, context, feedback)
-        for modality in self.modalities:
-            layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
-            if layer is not None:
-                name = modality["name"]
-                args += ["--input", f"{name}={known_layer_file(layer, made, f'the {name} slot')}"]
-                given.append(name)
-        args += area
+        inputs, given = self.sensor_args(parameters, context, made)
+        args = ["--model", self.model_path, *inputs, *area]
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         if self.parameterAsBoolean(parameters, "ESTIMATE", context):

@@ -15,11 +15,7 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
     style of ``layer`` on ``field``, or from the QML file ``qml`` applied to a copy of the layer;
     ``None`` when that style does not categorize ``field``. Numeric fields keep their codes (names from
     the category labels); text fields are numbered 1, 2, ... in the style's order."""
-    if qml:
-        layer = layer.clone()
-        message, loaded = layer.loadNamedStyle(qml)
-        if not loaded:
-            raise QgsProcessingException(f"{qml}: not a style QGIS can read ({message})")
+    layer = styled(layer, qml)
     renderer = layer.renderer()
     if renderer is None or renderer.type() != "categorizedSymbol" or renderer.classAttribute() != field:
         if qml:
@@ -43,11 +39,7 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
 def raster_class_table(layer, qml: str | None = None) -> dict | None:
     """mamol's class table from the paletted (unique values) style of the label raster ``layer``, or of the QML file
     ``qml`` applied to a copy of it: each code with its label and colour; ``None`` when the style is not paletted."""
-    if qml:
-        layer = layer.clone()
-        message, loaded = layer.loadNamedStyle(qml)
-        if not loaded:
-            raise QgsProcessingException(f"{qml}: not a style QGIS can read ({message})")
+    layer = styled(layer, qml)
     renderer = layer.renderer()
     if renderer is None or renderer.type() != "paletted":
         if qml:
@@ -60,6 +52,17 @@ def raster_class_table(layer, qml: str | None = None) -> dict | None:
     table = {str(int(c.value)): {"name": c.label.strip(), "color": c.color.name()} for c in named}
     check_names_once([c["name"] for c in table.values()], qml or f"the style of {layer.name()!r}")
     return table or None
+
+
+def styled(layer, qml: str | None):
+    """``layer``, or a copy of it with the QML style file ``qml`` applied (a one-line error where QGIS cannot read it)."""
+    if not qml:
+        return layer
+    layer = layer.clone()
+    message, loaded = layer.loadNamedStyle(qml)
+    if not loaded:
+        raise QgsProcessingException(f"{qml}: not a style QGIS can read ({message})")
+    return layer
 
 
 def check_names_once(names: list[str], style: str) -> None:

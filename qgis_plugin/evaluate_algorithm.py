@@ -15,28 +15,17 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .algorithms import DEVICES, MamolAlgorithm, bands, known_layer_file, model_name, parameter_name, sensor_slot_problem
+from .algorithms import DEVICES, ModelAlgorithm, bands, known_layer_file, sensor_slot_problem
 from .area import named_vector_file
 
 
-class EvaluateModel(MamolAlgorithm):
+class EvaluateModel(ModelAlgorithm):
     """Score one model on test labels from any subset of its sensors; its id is the mapping id with ``evaluate_``."""
 
     FIELDS = {"-o": "the Accuracy report folder", "--labels": "the test labels", "--label-field": "the Class field",
               "--model": "the model file", "--device": "the Device"}
 
-    def __init__(self, model_path: str, info: dict, algorithm_id: str) -> None:
-        super().__init__()
-        self.model_path, self.info, self.algorithm_id = model_path, info, algorithm_id
-        self.model_name = model_name(model_path, info)
-        self.modalities = info["model"]["modalities"]
-        self.report: Path | None = None
-
-    def createInstance(self):  # noqa: N802
-        return EvaluateModel(self.model_path, self.info, self.algorithm_id)
-
-    def name(self) -> str:
-        return self.algorithm_id
+    report: Path | None = None  # the report.html a run wrote, shown when it ends
 
     def displayName(self) -> str:  # noqa: N802
         return f"Evaluate {self.model_name} on test labels (MaMOL)"
@@ -58,9 +47,7 @@ class EvaluateModel(MamolAlgorithm):
                 f"not see.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        for modality in self.modalities:
-            self.addParameter(QgsProcessingParameterRasterLayer(parameter_name(modality["name"]),
-                                                                f"{modality['name']} ({bands(modality['bands'])})", optional=True))
+        self.add_sensor_slots()
         self.addParameter(QgsProcessingParameterVectorLayer("TRUTH", "Test labels (points or polygons)", optional=True))
         self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="TRUTH", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer("TRUTH_RASTER", "Test labels as a label raster", optional=True))
@@ -81,12 +68,8 @@ class EvaluateModel(MamolAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        args, made = ["--model", self.model_path], {}
-        for modality in self.modalities:
-            layer = self.parameterAsRasterLayer(parameters, parameter_name(modality["name"]), context)
-            if layer is not None:
-                name = modality["name"]
-                args += ["--input", f"{name}={known_layer_file(layer, made, f'the {name} slot')}"]
+        made: dict[str, str] = {}
+        args = ["--model", self.model_path, *self.sensor_args(parameters, context, made)[0]]
         if self.parameterAsVectorLayer(parameters, "TRUTH", context) is not None:
             labels, copied = named_vector_file(self, parameters, "TRUTH", context, feedback, "the test labels")
             made.update(copied)
