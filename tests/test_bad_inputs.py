@@ -625,6 +625,7 @@ def test_a_file_system_without_locks_maps_with_a_warning(tmp_path, monkeypatch, 
     caplog.set_level(logging.WARNING)
     with parts_module.BlockParts(tmp_path / "map.tif", {"job": 1}).exclusive():
         assert "cannot be locked here (No locks available); two runs into map.tif at once would clash" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no lock file left beside the map
 
 
 def test_a_full_disk_on_a_continued_map_keeps_the_earlier_runs_blocks(model_file, scene_dir, tmp_path, monkeypatch, caplog):

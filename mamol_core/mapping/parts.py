@@ -79,6 +79,8 @@ def _locked(lock_path: Path) -> IO[str] | None:
             held = not _try_lock(handle)
         except OSError as exc:
             handle.close()
+            with contextlib.suppress(OSError):  # of no use here
+                lock_path.unlink()
             log.warning("%s: cannot be locked here (%s); two runs into %s at once would clash", lock_path, exc.strerror or exc,
                         output.name)
             return None
