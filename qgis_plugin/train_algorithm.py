@@ -170,29 +170,27 @@ class TrainModel(MamolAlgorithm):
         for name, layer, role in self.sensors(parameters, context):
             args += ["--input", f"{name}={known_layer_file(layer, made, role)}"]
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
+        style = self.parameterAsFile(parameters, "CLASS_STYLE", context) or None
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
             labels, copied = named_vector_file(self, parameters, "TRUTH", context, feedback, "the ground truth")
             made.update(copied)
             args += ["--labels", labels, "--label-field", field]
-            table = class_table(truth, field, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
-            if table is not None:
-                args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
-                feedback.pushInfo(f"classes from the style of {field!r}: " + ", ".join(c["name"] for c in table.values()))
+            table, source = class_table(truth, field, style), f"the style of {field!r}"
         else:
             truth_raster = self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context)
             args += ["--labels", known_layer_file(truth_raster, made, "the ground truth")]
-            table = raster_class_table(truth_raster, self.parameterAsFile(parameters, "CLASS_STYLE", context) or None)
-            if table is not None:  # else mamol reads the classes.json beside the raster, if there is one
-                args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
-                feedback.pushInfo("classes from the label raster's style: " + ", ".join(c["name"] for c in table.values()))
+            table, source = raster_class_table(truth_raster, style), "the label raster's style"
+        if table is not None:  # else mamol reads the classes.json beside a label raster, if there is one
+            args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
+            feedback.pushInfo(f"classes from {source}: " + ", ".join(c["name"] for c in table.values()))
+        test_raster = self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context)
         if self.parameterAsVectorLayer(parameters, "TEST_TRUTH", context) is not None:
             test_labels, copied = named_vector_file(self, parameters, "TEST_TRUTH", context, feedback, "the test labels")
             made.update(copied)
             args += ["--test-labels", test_labels]
-        elif self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context) is not None:
-            args += ["--test-labels", known_layer_file(self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context), made,
-                                                       "the test labels")]
+        elif test_raster is not None:
+            args += ["--test-labels", known_layer_file(test_raster, made, "the test labels")]
         model = Path(self.parameterAsFileOutput(parameters, "MODEL", context))
         if not model.suffix:
             model = model.with_suffix(".safetensors")  # a name typed without one (batch mode, qgis_process)
