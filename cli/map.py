@@ -53,7 +53,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
               help="Give class patches smaller than this many pixels the class around them (0: off); the class map is "
                    "held in memory for it.")
 @click.option("--polygons", type=click.Path(path_type=Path),
-              help="Also write the class map as polygons (.gpkg or .geojson; held in memory while written).")
+              help="Also write the class map as polygons with their area in m² (.gpkg or .geojson; held in memory while written).")
 @click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
 @device_options
 @progress_option

@@ -926,6 +926,31 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     assert not (tmp_path / "x.tif").exists()
 
 
+@pytest.mark.parametrize("epsg", [4326, 3857, 32632])
+def test_polygon_areas_are_square_metres_in_any_crs(tmp_path, epsg):
+    """A 20 x 10 patch of one class near Trento covers the same ground whatever the map's CRS: its polygon's
+    area is that ground in m² (not square degrees, nor Web Mercator's inflated metres)."""
+    import geopandas
+    from pyproj import Geod
+    from shapely.geometry import box
+
+    from mamol_core.mapping.outputs import write_polygons
+
+    ground = geopandas.GeoSeries([box(11.0, 46.0, 11.002, 46.001)], crs=4326).to_crs(epsg)
+    west, south, east, north = ground.total_bounds
+    classes = np.zeros((1, 12, 22), np.uint8)
+    classes[0, 1:11, 1:21] = 3
+    transform = Affine((east - west) / 20, 0, west - (east - west) / 20, 0, -(north - south) / 10, north + (north - south) / 10)
+    write_raster(tmp_path / "classes.tif", classes, transform, crs=f"EPSG:{epsg}", nodata=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no geopandas warning about areas in a geographic CRS
+        write_polygons(tmp_path / "classes.tif", tmp_path / "tmp.gpkg", tmp_path / "polygons.gpkg", [ClassSpec(3, "Water", "#0000ff")])
+    polygons = geopandas.read_file(tmp_path / "tmp.gpkg")
+    patch = geopandas.GeoSeries([box(west, south, east, north).segmentize((east - west) / 50)], crs=epsg).to_crs(4326)
+    area = Geod(ellps="WGS84").geometry_area_perimeter(patch.iloc[0])[0]
+    assert list(polygons["name"]) == ["Water"] and polygons["area"].iloc[0] == pytest.approx(abs(area), rel=0.01)
+
+
 def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
     import geopandas
     from rasterio.features import shapes

@@ -9,6 +9,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -20,6 +21,10 @@ from mamol_core.atomic import atomic_paths
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
 from mamol_core.figures import glyphs_told
+
+if TYPE_CHECKING:
+    import geopandas
+    import pandas
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255
@@ -279,10 +284,29 @@ def sieve_classes(path: Path, size: int) -> None:
         dataset.write(sieve(classes, size, mask=classes != CLASS_NODATA, connectivity=4)[None])
 
 
+def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
+    """Each polygon's area in square metres: measured in the frame's CRS where it is projected in metres
+    and is not a Mercator projection (whose scale grows away from the equator), otherwise (degrees,
+    feet, Web Mercator) in a Lambert azimuthal equal-area projection centred on the polygons."""
+    crs = frame.crs
+    method = crs.coordinate_operation.method_name if crs is not None and crs.coordinate_operation is not None else ""
+    planar = crs is None or (crs.is_projected and crs.axis_info[0].unit_name in ("metre", "meter")
+                             and ("Mercator" not in method or "Transverse" in method))
+    if planar:
+        return frame.geometry.area
+    if frame.empty:
+        import pandas
+
+        return pandas.Series([], index=frame.index, dtype=float)
+    west, south, east, north = frame.to_crs(4326).total_bounds
+    centred = {"proj": "laea", "lat_0": (south + north) / 2, "lon_0": (west + east) / 2, "ellps": "WGS84", "units": "m"}
+    return frame.to_crs(centred).geometry.area
+
+
 def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
     """The class map as polygons (one per 4-connected patch) with the class value, name and area in
-    square CRS units (square degrees for a geographic CRS), to ``temporary`` in the format ``final``'s
-    suffix names. All polygons are held in memory."""
+    square metres (:func:`square_metres`), to ``temporary`` in the format ``final``'s suffix names.
+    All polygons are held in memory."""
     import geopandas
     from rasterio.features import shapes
     from shapely.geometry import shape
@@ -295,7 +319,7 @@ def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: lis
         crs = dataset.crs
     frame = geopandas.GeoDataFrame({"class": [v for _, v in found], "name": [names.get(v, "") for _, v in found]},
                                    geometry=[g for g, _ in found], crs=crs)
-    frame["area"] = frame.geometry.area
+    frame["area"] = square_metres(frame)
     frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=final.stem)
 
 
