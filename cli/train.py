@@ -31,7 +31,7 @@ EVAL_PIXELS = 50_000
               help="Raster whose grid (CRS, pixel size, alignment) training reads every input on; default: the inputs' own "
                    "grid when they share one, else the finest input's.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632 (needed when grids differ, or to place vector labels).")
-@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist.")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True, help="Share of labelled groups held out for testing when no test labels exist (none with --no-eval).")
 @click.option("--missing-rate", type=click.FloatRange(0, 1), default=ProtocolSpec.missing_rate, show_default=True, help="Missing rate eta: share of samples missing a modality.")
 @click.option("--missing", default=ProtocolSpec.missing, show_default=True, help="both, subsets, or the name(s) of the missing modality.")
 @click.option("--backbone", default="auto", show_default=True, callback=backbone_name,
@@ -81,7 +81,7 @@ EVAL_PIXELS = 50_000
                    "afresh and replace that state (what the QGIS dialog does).")
 @click.option("--eval-pixels", type=click.IntRange(min=1), default=EVAL_PIXELS, show_default=True,
               help="Score the report on at most this many test pixels (a seeded random sample, its size stated).")
-@click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report).")
+@click.option("--no-eval", is_flag=True, help="Save the model without scoring it on test pixels (no report; with no test labels, every label trains).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Model file to write (.safetensors).")
 @click.option("--name", help="What the model is called (QGIS names its mapping algorithm after it); default: the model file's name.")
 @device_options
@@ -101,6 +101,11 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         raise MamolError(f"--top-k {top_k}: a token can use at most the {dynamic_experts} --dynamic-experts; lower --top-k")
     if patience and not validation:
         raise MamolError(f"--patience {patience} needs a validation split to watch: add --validation 0.2 (or drop --patience)")
+    if no_eval and click.get_current_context().get_parameter_source("holdout") is not click.core.ParameterSource.DEFAULT:
+        raise MamolError(f"--holdout {holdout:g} keeps labels out of training for the accuracy report that --no-eval skips: "
+                         "drop one of them")
+    if no_eval:
+        holdout = 0.0  # nothing would score held-out labels: train on all of them
     from mamol_core.backbones import check_backbone_weights
     check_backbone_weights(backbone, backbone_weights)
     from mamol_core.data.scene import open_scene, parse_inputs

@@ -36,6 +36,23 @@ def test_the_training_log_names_the_precision_as_the_option_spells_it(scene_dir,
     assert result.exit_code == 0 and f"device cpu, {precision}; " in caplog.text, caplog.text
 
 
+def test_no_eval_trains_on_every_label_instead_of_holding_some_out(scene_dir, tmp_path, caplog):
+    import geopandas
+
+    caplog.set_level(logging.INFO)
+    args = ["--input", f"dsm={scene_dir / 'dsm.tif'}", "--labels", str(scene_dir / "train_points.gpkg"), "--label-field", "landcover",
+            "-o", str(tmp_path / "m.safetensors"), *FAST[:-1], "--epochs", "1"]
+    held = CliRunner().invoke(train.main, [*args, "--no-eval", "--holdout", "0.3"])
+    assert held.exit_code == 1 and "--holdout 0.3 keeps labels out of training for the accuracy report that --no-eval skips" in held.output
+    assert not (tmp_path / "m.safetensors").exists()
+    assert CliRunner().invoke(train.main, [*args, "--no-eval"]).exit_code == 0
+    points = len(geopandas.read_file(scene_dir / "train_points.gpkg"))
+    assert f"training on {points} pixels" in caplog.text and "held out" not in caplog.text
+    caplog.clear()
+    assert CliRunner().invoke(train.main, [*args, "--report", str(tmp_path / "report")]).exit_code == 0  # scored: holds out 30 %
+    assert "held out by whole groups for testing" in caplog.text and f"training on {points} pixels" not in caplog.text
+
+
 def test_more_expert_layers_than_blocks_is_said(scene_dir, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     args = ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), "--no-eval", *FAST, "--epochs", "1"]
