@@ -951,6 +951,21 @@ def test_polygon_areas_are_square_metres_in_any_crs(tmp_path, epsg):
     assert list(polygons["name"]) == ["Water"] and polygons["area"].iloc[0] == pytest.approx(abs(area), rel=0.01)
 
 
+def test_a_sensor_no_tile_can_use_is_named_with_both_causes(trained, scene_dir, tmp_path, caplog):
+    """A valid 2 x 2 crop of the cube reaches --min-valid in no 6 x 6 tile: the map is made from the DSM,
+    and the warning does not call the crop's valid pixels nodata."""
+    _, model = trained
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        crop = src.read(window=Window(10, 10, 2, 2))
+        write_raster(tmp_path / "hsi_crop.tif", crop, src.window_transform(Window(10, 10, 2, 2)), nodata=0)
+    assert (crop > 0).all()
+    with caplog.at_level(logging.WARNING):
+        result = run_map(model, tmp_path / "x.tif", ("dsm", scene_dir / "dsm.tif"), ("hsi", tmp_path / "hsi_crop.tif"))
+    assert result.exit_code == 0, result.output
+    assert "hsi_crop.tif: no tile of the map holds enough valid pixels of this hsi raster (it is all nodata, or valid on " \
+           "less than --min-valid of every tile" in caplog.text
+
+
 def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
     import geopandas
     from rasterio.features import shapes

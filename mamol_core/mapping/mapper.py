@@ -148,7 +148,8 @@ def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]
                          f"{f', and that {limited_by} lies where they hold data' if limited_by else ''}")
     for index, name in given:
         if not used_by[index]:
-            log.warning("%s: no pixel of this %s raster holds valid data (all nodata?); the map was made without it", paths[name], name)
+            log.warning("%s: no tile of the map holds enough valid pixels of this %s raster (it is all nodata, or valid on less "
+                        "than --min-valid of every tile, as a raster a few pixels across is); the map was made without it", paths[name], name)
 
 
 def job_description(model_path: Path | None, inputs: list[MapInput], grid, options: MapOptions, stride: int, side: int,
