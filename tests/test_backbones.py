@@ -81,7 +81,8 @@ def test_auto_falls_back_to_the_offline_backbone_with_a_warning(monkeypatch, cap
     with caplog.at_level(logging.WARNING):
         spec, backbone = resolve_backbone(BackboneSpec("auto"))
     assert spec.name == "minilm-l6@3" and backbone.width == 384 and len(backbone.blocks) == 3
-    assert "using the offline backbone minilm-l6@3 instead" in caplog.text
+    assert "hub cannot be reached; using the offline backbone minilm-l6@3 instead (for CLIP, give --backbone-weights PATH" in caplog.text
+    assert "--backbone auto" not in caplog.text  # it is what ran
 
 
 def test_hub_probe_respects_offline_mode(monkeypatch):

@@ -113,6 +113,7 @@ def resolve_backbone(spec: BackboneSpec) -> tuple[BackboneSpec, FrozenBackbone]:
         resolved = BackboneSpec(clip, spec.weights)
         return resolved, build_backbone(resolved)
     except BackboneUnavailable as exc:
-        log.warning("%s; using the offline backbone %s instead", exc, offline)
+        log.warning("%s; using the offline backbone %s instead (for CLIP, give --backbone-weights PATH, a local open_clip checkpoint)",
+                    exc.reason, offline)
         resolved = BackboneSpec(offline, None)
         return resolved, build_backbone(resolved)

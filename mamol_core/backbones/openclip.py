@@ -22,7 +22,12 @@ HUB_HOST = ("huggingface.co", 443)
 
 
 class BackboneUnavailable(MamolError):
-    """Pretrained weights are neither on disk nor downloadable from here."""
+    """Pretrained weights are neither on disk nor downloadable from here: ``reason`` says which, the
+    message adds what to do."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(f"{reason}; {advice}")
+        self.reason = reason
 
 
 class OpenClipVisual(FrozenBackbone):
@@ -87,10 +92,8 @@ def build_openclip(model: str, tag: str | None, weights: str | None, quick_gelu:
         source = cached_weights(model, tag)
         if source is None:
             if not hub_reachable():
-                raise BackboneUnavailable(
-                    f"CLIP weights {model}/{tag} are not on disk and the hub cannot be reached; "
-                    f"pass --backbone-weights PATH (a local open_clip checkpoint), or --backbone auto for the offline backbone"
-                )
+                raise BackboneUnavailable(f"CLIP weights {model}/{tag} are not on disk and the hub cannot be reached",
+                                          "pass --backbone-weights PATH (a local open_clip checkpoint), or --backbone auto for the offline backbone")
             source = tag
             log.info("downloading %s/%s through open_clip", model, tag)
     else:
