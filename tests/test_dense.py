@@ -9,14 +9,16 @@ from mamol_core.mapping.dense import DensePredictor, tent_window, tile_starts
 from mamol_core.model import build_model
 
 
-@pytest.mark.parametrize("length, size, stride", [(20, 5, 3), (5, 5, 2), (23, 7, 4), (100, 9, 9), (8, 7, 7)])
-def test_tiles_reach_the_last_row_and_column(length, size, stride):
-    starts = tile_starts(length, size, stride)
+@pytest.mark.parametrize("length, size, stride, phase", [(20, 5, 3, 0), (5, 5, 2, 0), (23, 7, 4, 0), (100, 9, 9, 0), (8, 7, 7, 0),
+                                                  (20, 5, 3, 2), (23, 7, 4, 1), (100, 9, 9, 8), (8, 7, 7, 3)])
+def test_tiles_reach_the_last_row_and_column(length, size, stride, phase):
+    starts = tile_starts(length, size, stride, phase)
     covered = np.zeros(length, bool)
     for s in starts:
         covered[s : s + size] = True
     assert covered.all() and starts[0] == 0 and starts[-1] == length - size
     assert np.all(np.diff(starts) <= stride) and np.all(np.diff(starts) > 0)
+    assert set(range(phase, length - size + 1, stride)) <= set(starts.tolist())  # every tile of the lattice
 
 
 def test_tent_window_is_positive_and_peaks_in_the_centre():

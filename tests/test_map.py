@@ -467,6 +467,49 @@ def test_multi_pixel_tokens_predict_every_pixel_on_the_input_grid(trained, scene
         assert (src.read(1) > 0).all()
 
 
+def test_maps_of_overlapping_extents_agree_inside(trained, scene_dir, tmp_path, pad=5):
+    """The same rasters grown by ``pad`` nodata pixels at the top and left (not a multiple of the tile
+    step): the tiles lie on a lattice fixed in the CRS, so every pixel a tile away from the edges gets
+    the same prediction in both maps."""
+    _, model = trained
+    grown = []
+    for name in ("hsi", "dsm"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            fill = src.nodata if src.nodata is not None else -9999
+            array = np.full((src.count, src.height + pad, src.width + pad), fill, src.dtypes[0])
+            array[:, pad:, pad:] = src.read()
+            write_raster(tmp_path / f"{name}.tif", array, src.transform @ Affine.translation(-pad, -pad), nodata=fill)
+        grown.append((name, tmp_path / f"{name}.tif"))
+    extra = ["--probabilities", "--precision", "fp32"]
+    assert run_map(model, tmp_path / "whole.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif"), extra=extra).exit_code == 0
+    assert run_map(model, tmp_path / "grown.tif", *grown, extra=extra).exit_code == 0
+    inner = np.s_[:, 6:-6, 6:-6]  # a tile side (6 px) inside the first map's edges
+    whole, grown_map = read(tmp_path / "whole_probabilities.tif")[0], read(tmp_path / "grown_probabilities.tif")[0]
+    assert grown_map.shape[1:] == (whole.shape[1] + pad, whole.shape[2] + pad)
+    assert np.array_equal(whole[inner], grown_map[:, pad:, pad:][inner])
+
+
+def test_tile_lattice_is_counted_from_the_crs_origin():
+    from mamol_core.data.rasters import Grid
+    from mamol_core.mapping.mapper import lattice_phase, plan_blocks
+
+    utm = CRS.from_epsg(32632)
+    # first pixel at column 300002 and row -2500007 of the 2 m lattice: 1 column and 2 rows to the next multiple of 3
+    assert lattice_phase(Grid(utm, Affine(2, 0, 600004, 0, -2, 5000014), 50, 40), 3) == (2, 1)
+    assert lattice_phase(Grid(utm, Affine(2, 0, 600003.9999999, 0, -2, 5000014.0000001), 50, 40), 3) == (2, 1)
+    for x, y in [(600005, 5000015), (600004.9999999, 5000015.0000001), (600005.0000001, 5000014.9999999)]:
+        assert lattice_phase(Grid(utm, Affine(2, 0, x, 0, -2, y), 50, 40), 3) == (0, 1)  # edges half a pixel off: stable
+    assert lattice_phase(Grid(utm, Affine(2, 0.5, 600004, 0.5, -2, 5000014), 50, 40), 3) == (0, 0)  # rotated
+    blocks = plan_blocks(100, 75, size=12, stride=12, side=48, phase=(5, 7))
+    targets = np.zeros((100, 75), int)
+    for b in blocks:
+        t = b.target
+        targets[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] += 1
+        starts = {int(b.read_window.row_off) + r for r, _ in b.origins} - {0, 88}  # all but the tiles flush with the edges
+        assert all(s % 12 == 5 and t.row_off <= s and s + 12 <= t.row_off + t.height for s in starts)  # on the lattice, in one block
+    assert (targets == 1).all()
+
+
 def test_blocks_share_no_tile_when_tiles_lie_side_by_side():
     from mamol_core.mapping.mapper import plan_blocks
 

@@ -33,15 +33,12 @@ def default_stride(layout: LayoutSpec) -> int:
     return max(1, math.ceil(layout.patch_size / 2))
 
 
-def tile_starts(length: int, size: int, stride: int) -> np.ndarray:
-    """Tile start offsets along an axis: every ``stride`` pixels, plus a last tile flush with the
-    edge so the whole axis is covered (``length >= size``)."""
+def tile_starts(length: int, size: int, stride: int, phase: int = 0) -> np.ndarray:
+    """Tile start offsets along an axis: every ``stride`` pixels from ``phase``, plus a first and a
+    last tile flush with the edges so the whole axis is covered (``length >= size``)."""
     if length < size:
         raise ValueError(f"axis of {length} px is shorter than the {size} px tile")
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return np.asarray(starts)
+    return np.asarray(sorted({0, *range(phase, length - size + 1, stride), length - size}))
 
 
 def tiles_touching(mark: torch.Tensor, origins: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Land-cover mapping of georeferenced rasters: block by block, tile by tile, bounded memory.
 
 The output grid is split into square blocks whose side is a multiple of the tile stride. For
-each block, the tiles of the global tile grid (every ``stride`` pixels, plus a last row and column
-flush with the raster's edge) that touch it are read through the aligned inputs, normalised with
+each block, the tiles of the global tile grid (every ``stride`` pixels on a lattice fixed in the
+CRS, so that maps of overlapping extents on one pixel grid share their tiles, plus a first and last
+row and column flush with the raster's edges) that touch it are read through the aligned inputs, normalised with
 the model's statistics, predicted and blended, and the block is written. Overlapping tiles that
 straddle two blocks are predicted twice, so every block is self-contained and memory does not
 grow with the raster; with tiles side by side (``--stride`` = the tile side) no tile straddles
@@ -29,6 +30,7 @@ from mamol_core.config import MamolConfig
 from mamol_core.data.reader import ModelReader
 from mamol_core.data.sources import check_sources
 from mamol_core.data.plausibility import file_warnings, input_warnings
+from mamol_core.data.rasters import Grid
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import AlignedInputs, MapInput
@@ -114,19 +116,34 @@ class Block:
     origins: np.ndarray
 
 
-def plan_blocks(height: int, width: int, size: int, stride: int, side: int) -> list[Block]:
+def lattice_phase(grid: Grid, stride: int) -> tuple[int, int]:
+    """Rows and columns (each ``0 .. stride - 1``) from ``grid``'s top-left pixel to the first tile of
+    a lattice every ``stride`` pixels counted from the CRS's origin: maps of overlapping extents on
+    one pixel grid then predict the pixels they share from the same tiles. ``(0, 0)`` for a rotated
+    grid. Edges on the lattice or half a pixel off it (pixel-is-point grids) are counted alike despite
+    rounding noise."""
+    t = grid.transform
+    if t.b or t.d:
+        return 0, 0
+    row, column = math.floor(t.f / t.e + 0.25), math.floor(t.c / t.a + 0.25)  # the lattice index of the first pixel
+    return -row % stride, -column % stride
+
+
+def plan_blocks(height: int, width: int, size: int, stride: int, side: int, phase: tuple[int, int] = (0, 0)) -> list[Block]:
     """The blocks covering a ``height x width`` grid and the tiles of the global tile grid (every
-    ``stride`` pixels plus a last row and column flush with the edge) that each one predicts."""
-    row_tiles = tile_starts(max(height, size), size, stride)
-    col_tiles = tile_starts(max(width, size), size, stride)
+    ``stride`` pixels from ``phase``'s row and column, plus a first and last row and column flush with
+    the edges) that each one predicts. Blocks after the first start on the tile lattice."""
+    row_tiles = tile_starts(max(height, size), size, stride, phase[0])
+    col_tiles = tile_starts(max(width, size), size, stride, phase[1])
 
     def touching(starts: np.ndarray, lo: int, hi: int) -> np.ndarray:
         return starts[(starts < hi) & (starts + size > lo)]
 
     blocks = []
-    for r0 in range(0, height, side):
-        for c0 in range(0, width, side):
-            r1, c1 = min(r0 + side, height), min(c0 + side, width)
+    for r0 in [0, *range(phase[0] + side, height, side)]:
+        for c0 in [0, *range(phase[1] + side, width, side)]:
+            r1 = min(r0 + side if r0 else phase[0] + side, height)
+            c1 = min(c0 + side if c0 else phase[1] + side, width)
             rows, cols = touching(row_tiles, r0, r1), touching(col_tiles, c0, c1)
             read_r0, read_c0 = int(rows[0]), int(cols[0])
             read_window = Window(read_c0, read_r0, int(cols[-1]) + size - read_c0, int(rows[-1]) + size - read_r0)
@@ -343,7 +360,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                     log.info("%s: %s", paths[name], "; ".join(notes))
                 for line in [*(line for item in inputs for line in file_warnings(item.path)), *input_warnings(reader, paths)]:
                     log.warning(line)
-            blocks = plan_blocks(grid.height, grid.width, size, stride, side)
+            blocks = plan_blocks(grid.height, grid.width, size, stride, side, lattice_phase(grid, stride))
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d block%s, %d tiles of %d px (tokens of %d px), stride %d, device %s", grid.width,
                  grid.height, grid.crs, len(blocks), "" if len(blocks) == 1 else "s", total, size, config.model.layout.token_size,
