@@ -376,7 +376,7 @@ def test_inputs_without_one_valid_pixel(model_file, scene_dir, tmp_path, caplog)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
     result = CliRunner().invoke(map_cli.main, ["--model", str(model_file), "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
                                                f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "m.tif"), "--progress", "none"])
-    assert result.exit_code == 0 and "empty.tif: no pixel of this dsm raster holds valid data" in caplog.text
+    assert result.exit_code == 0 and "empty.tif: no tile of the map holds enough valid pixels of this dsm raster (it is all nodata" in caplog.text
 
 
 def test_labels_of_one_class_are_refused(scene_dir, tmp_path):

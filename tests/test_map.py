@@ -505,8 +505,10 @@ def test_tile_lattice_is_counted_from_the_crs_origin():
     for b in blocks:
         t = b.target
         targets[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] += 1
-        starts = {int(b.read_window.row_off) + r for r, _ in b.origins} - {0, 88}  # all but the tiles flush with the edges
-        assert all(s % 12 == 5 and t.row_off <= s and s + 12 <= t.row_off + t.height for s in starts)  # on the lattice, in one block
+        rows = {int(b.read_window.row_off) + r for r, _ in b.origins} - {0, 88}  # all but the tiles flush with the edges
+        cols = {int(b.read_window.col_off) + c for _, c in b.origins} - {0, 63}
+        assert all(r % 12 == 5 and t.row_off <= r and r + 12 <= t.row_off + t.height for r in rows)  # on the lattice, in one block
+        assert all(c % 12 == 7 and t.col_off <= c and c + 12 <= t.col_off + t.width for c in cols)
     assert (targets == 1).all()
 
 
@@ -969,10 +971,10 @@ def test_an_area_of_interest_or_mask_maps_only_there_with_the_whole_maps_predict
     assert not (tmp_path / "x.tif").exists()
 
 
-@pytest.mark.parametrize("epsg", [4326, 3857, 32632])
+@pytest.mark.parametrize("epsg", [4326, 3857, 32632, 4087])
 def test_polygon_areas_are_square_metres_in_any_crs(tmp_path, epsg):
     """A 20 x 10 patch of one class near Trento covers the same ground whatever the map's CRS: its polygon's
-    area is that ground in m² (not square degrees, nor Web Mercator's inflated metres)."""
+    area is that ground in m² (not square degrees, nor the inflated metres of Web Mercator or the equidistant cylindrical)."""
     import geopandas
     from pyproj import Geod
     from shapely.geometry import box

@@ -27,7 +27,10 @@ class BackboneUnavailable(MamolError):
 
     def __init__(self, reason: str, advice: str) -> None:
         super().__init__(f"{reason}; {advice}")
-        self.reason = reason
+        self.reason, self.advice = reason, advice
+
+    def __reduce__(self):
+        return type(self), (self.reason, self.advice)
 
 
 class OpenClipVisual(FrozenBackbone):

@@ -187,8 +187,8 @@ def open_scene(
     train, groups, table = read(Path(train_path))
 
     if test_labels is not None and not Path(test_labels).exists():
-        raise MamolError(f"{test_labels}: test labels not found; check the path, or leave --test-labels out to hold out "
-                         f"{holdout:.0%} of the labelled features for testing")
+        raise MamolError(f"{test_labels}: test labels not found; check the path, or leave --test-labels out"
+                         + (f" to hold out {holdout:.0%} of the labelled features for testing" if holdout else ""))
     test_path = test_labels or (folder / f"{TEST_LABELS}.tif" if folder is not None and labels is None else None)
     test = None
     if test_path is not None and Path(test_path).exists():
@@ -202,7 +202,7 @@ def open_scene(
         if not (test > 0).any():
             log.warning("%s: no labelled pixel on the scene grid, so no accuracy report; check the labels and their extent%s",
                         test_path, f", or move the file away to hold out {holdout:.0%} of the training labels instead"
-                        if test_labels is None else "")
+                        if test_labels is None and holdout else "")
         overlap = int(((train > 0) & (test > 0)).sum())
         if overlap and disjoint:
             raise MamolError(f"{test_path}: shares {overlap} labelled pixels with {train_path}; a benchmark needs disjoint "

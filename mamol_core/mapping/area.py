@@ -1,8 +1,8 @@
 """Where to map: inside the polygons of a vector file (``--aoi``) and/or where a mask raster is
-nonzero (``--mask``). The output grid is cut to the area's bounding box grown by one tile, on the
-whole grid's tile positions; tiles that do not touch the area are not predicted, and pixels outside
-it are nodata. Inside, predictions are those of a map of the whole raster: the same tiles, which
-still see the sensors' pixels around the area."""
+nonzero (``--mask``). The output grid is cut to the area's bounding box grown by one tile; tiles
+that do not touch the area are not predicted, and pixels outside it are nodata. Inside, predictions
+are those of a map of the whole raster: tiles lie on a lattice fixed in the CRS, so they are the
+same tiles, which still see the sensors' pixels around the area."""
 
 from __future__ import annotations
 
@@ -67,10 +67,9 @@ def read_polygons(path: Path):
     return frame
 
 
-def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str, margin: int = 0, step: int = 1) -> Grid:
+def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str, margin: int = 0) -> Grid:
     """The part of ``grid`` (whole pixels, same alignment) that covers ``bounds`` (in the grid's CRS),
-    grown by ``margin`` pixels and with its edges on multiples of ``step`` pixels of ``grid`` (or on
-    its edges), so that tiles of the cut grid are tiles of the whole one."""
+    grown by ``margin`` pixels."""
     t = grid.transform
     left, bottom, right, top = bounds
     if not all(map(math.isfinite, bounds)):
@@ -79,9 +78,8 @@ def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str
     row0, row1 = math.floor((top - t.f) / t.e + 1e-6), math.ceil((bottom - t.f) / t.e - 1e-6)
     if min(col1, grid.width) <= max(col0, 0) or min(row1, grid.height) <= max(row0, 0):
         raise MamolError(f"{source}: does not overlap the input rasters; give an area inside them (check its CRS)")
-    col0, row0 = max((col0 - margin) // step * step, 0), max((row0 - margin) // step * step, 0)
-    col1 = min(-(-(col1 + margin) // step) * step, grid.width)
-    row1 = min(-(-(row1 + margin) // step) * step, grid.height)
+    col0, row0 = max(col0 - margin, 0), max(row0 - margin, 0)
+    col1, row1 = min(col1 + margin, grid.width), min(row1 + margin, grid.height)
     return Grid(grid.crs, t @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
 
 
@@ -102,9 +100,9 @@ class MapArea:
     def describe(self) -> str:
         return " and ".join(f"{what} {path}" for what, path in (("inside", self.aoi), ("where nonzero:", self.mask)) if path)
 
-    def crop(self, grid: Grid, margin: int = 0, step: int = 1) -> Grid:
+    def crop(self, grid: Grid, margin: int = 0) -> Grid:
         """``grid`` cut to the area's bounding box (the intersection of the polygons' and the mask's), as
-        :func:`crop_grid` does with ``margin`` and ``step``."""
+        :func:`crop_grid` does with ``margin``."""
         if grid.crs is None:
             raise MamolError(f"{self.aoi or self.mask}: the input rasters have no CRS, so {'--aoi' if self.aoi else '--mask'} "
                              "cannot be placed on them; pass --assume-crs EPSG:XXXX (the CRS they are in)")
@@ -115,7 +113,7 @@ class MapArea:
             boxes.append(transform_bounds(self.mask_crs, grid.crs, *self.mask_bounds))
         left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
         right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
-        return crop_grid(grid, (left, bottom, right, top), " and ".join(str(p) for p in (self.aoi, self.mask) if p), margin, step)
+        return crop_grid(grid, (left, bottom, right, top), " and ".join(str(p) for p in (self.aoi, self.mask) if p), margin)
 
     def on(self, grid: Grid) -> "GridArea":
         return GridArea(self, grid)

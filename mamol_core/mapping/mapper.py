@@ -1,6 +1,7 @@
 """Land-cover mapping of georeferenced rasters: block by block, tile by tile, bounded memory.
 
-The output grid is split into square blocks whose side is a multiple of the tile stride. For
+The output grid is split into square blocks whose side is a multiple of the tile stride (the
+first row and column of blocks up to a stride longer, so that the others start on the lattice). For
 each block, the tiles of the global tile grid (every ``stride`` pixels on a lattice fixed in the
 CRS, so that maps of overlapping extents on one pixel grid share their tiles, plus a first and last
 row and column flush with the raster's edges) that touch it are read through the aligned inputs, normalised with
@@ -176,7 +177,8 @@ def job_description(model_path: Path | None, inputs: list[MapInput], grid, optio
             "inputs": {item.name: file_identity(item.path) for item in inputs},
             "grid": {"crs": grid.crs.to_wkt() if grid.crs is not None else None, "transform": list(grid.transform)[:6],
                      "width": grid.width, "height": grid.height},
-            "tiles": {"stride": stride, "block": side, "blocks": block_count, "min_valid": options.min_valid,
+            "tiles": {"stride": stride, "phase": list(lattice_phase(grid, stride)), "block": side, "blocks": block_count,
+                      "min_valid": options.min_valid,
                       "resampling": options.resampling, "assume_crs": options.assume_crs},
             "outputs": [name for name in ("probabilities", "confidence", "availability") if getattr(outputs, name) is not None],
             "area": {name: file_identity(path) for name, path in (("aoi", options.aoi), ("mask", options.mask)) if path is not None},
@@ -348,7 +350,7 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             if options.aoi is not None or options.mask is not None:
                 chosen = MapArea(options.aoi, options.mask)
                 aligned = stack.enter_context(AlignedInputs(inputs, options.assume_crs, resampling=options.resampling,
-                                                            grid=chosen.crop(aligned.grid, size, stride)))
+                                                            grid=chosen.crop(aligned.grid, size)))
                 area = chosen.on(aligned.grid)
                 stack.callback(area.close)
                 log.info("mapping only %s", chosen.describe())

@@ -285,22 +285,26 @@ def sieve_classes(path: Path, size: int) -> None:
 
 
 def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
-    """Each polygon's area in square metres: measured in the frame's CRS where it is projected in metres
-    and is not a Mercator projection (whose scale grows away from the equator), otherwise (degrees,
-    feet, Web Mercator) in a Lambert azimuthal equal-area projection centred on the polygons."""
+    """Each polygon's area in square metres: measured flat in the frame's CRS where that is a Transverse
+    Mercator (UTM and most national grids) or an equal-area projection in metres, so that it is the pixel
+    count times the pixel area; otherwise (degrees, feet, Web Mercator, any other projection) in a Lambert
+    azimuthal equal-area projection centred on the polygons, their edges first cut to a hundredth of the
+    map's span so that they follow the Earth. A frame without a CRS keeps its grid's units."""
     crs = frame.crs
-    method = crs.coordinate_operation.method_name if crs is not None and crs.coordinate_operation is not None else ""
-    planar = crs is None or (crs.is_projected and crs.axis_info[0].unit_name in ("metre", "meter")
-                             and ("Mercator" not in method or "Transverse" in method))
-    if planar:
+    flat = crs.sub_crs_list[0] if crs is not None and crs.is_compound else crs
+    method = flat.coordinate_operation.method_name if flat is not None and flat.coordinate_operation is not None else ""
+    if flat is None or (flat.is_projected and flat.axis_info[0].unit_name in ("metre", "meter")
+                        and (method == "Transverse Mercator" or "Equal Area" in method or method == "Mollweide")):
         return frame.geometry.area
     if frame.empty:
         import pandas
 
         return pandas.Series([], index=frame.index, dtype=float)
-    west, south, east, north = frame.to_crs(4326).total_bounds
+    west, south, east, north = frame.total_bounds
+    geometry = frame.geometry.segmentize(max(east - west, north - south) / 100)
+    west, south, east, north = geometry.to_crs(4326).total_bounds
     centred = {"proj": "laea", "lat_0": (south + north) / 2, "lon_0": (west + east) / 2, "ellps": "WGS84", "units": "m"}
-    return frame.to_crs(centred).geometry.area
+    return geometry.to_crs(centred).area
 
 
 def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
