@@ -1,21 +1,17 @@
 """The commands printed in the README and docs/ still run: every option they pass exists in today's commands."""
 
 import re
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 import pytest
 
-from mamol_cli import bench, evaluate, info, train
-from mamol_cli import map as map_cli
-
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMANDS = {"mamol-train": train.main, "mamol-eval": evaluate.main, "mamol-info": info.main,
-            "mamol-map": map_cli.main, "mamol-bench": bench.main}
-CALL = re.compile(r"(\bmamol-(?:train|eval|info|map|bench)|-m mamol_cli\.(?:train|evaluate|info|map|bench)|\bpython scripts/[\w.]+\.py)\b([^`\n]*)")
-MODULES = {"-m mamol_cli.train": "mamol-train", "-m mamol_cli.evaluate": "mamol-eval", "-m mamol_cli.info": "mamol-info",
-           "-m mamol_cli.map": "mamol-map", "-m mamol_cli.bench": "mamol-bench"}
+COMMANDS = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("mamol-")}  # pyproject's [project.scripts]
+MODULES = {f"-m {e.module}": name for name, e in COMMANDS.items()}  # torchrun ... -m mamol_cli.train
+CALL = re.compile(rf"(\b(?:{'|'.join(map(re.escape, COMMANDS))})|{'|'.join(map(re.escape, MODULES))}|\bpython scripts/[\w.]+\.py)\b([^`\n]*)")
 
 
 def documented_calls() -> list[tuple[str, str, list[str]]]:
@@ -50,7 +46,7 @@ def test_documented_options_exist(doc, program, words):
         source = script.read_text(encoding="utf-8")
         unknown = [f for f in flags(words) if f != "--help" and f'"{f}"' not in source]
     else:
-        command = COMMANDS[program]
+        command = COMMANDS[program].load()
         if isinstance(command, click.Group):
             if not flags(words):
                 return  # the group named in prose ("mamol-bench has three commands")
