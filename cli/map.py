@@ -72,7 +72,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
-    from mamol_core.mapping.outputs import POLYGON_DRIVERS, OutputPaths
+    from mamol_core.mapping.outputs import POLYGON_DRIVERS, OutputPaths, other_layers
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
@@ -94,6 +94,9 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                                   sibling(output, availability, "availability"), cog, polygons, sieve)
             if polygons is not None and polygons.suffix.lower() not in POLYGON_DRIVERS:
                 raise MamolError(f"--polygons {polygons}: write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file")
+            if polygons is not None and (kept_layers := other_layers(polygons)):
+                log.info("--polygons %s: adds the layer %r to this GeoPackage and keeps its other layers (%s)", polygons,
+                         polygons.stem, ", ".join(kept_layers))
             check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference, "--aoi": aoi, "--mask": mask,
                                                 **{flags[item.name]: item.path for item in items}})
             for flag, path in {"-o": output, "--probabilities": outputs.probabilities, "--confidence": outputs.confidence,

@@ -1037,6 +1037,31 @@ def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
     assert bad.exit_code == 1 and "write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file" in bad.output
 
 
+def test_polygons_into_an_existing_geopackage_keep_its_other_layers(trained, scene_dir, tmp_path):
+    import geopandas
+    import pyogrio
+    from shapely.geometry import Point
+
+    _, model = trained
+    project = tmp_path / "project.gpkg"
+    points = geopandas.GeoDataFrame({"class": [1, 2]}, geometry=[Point(0, 0), Point(1, 1)], crs=32632)
+    points.to_file(project, layer="train_points", driver="GPKG")
+    inputs = (("dsm", scene_dir / "dsm.tif"),)
+    for _ in range(2):  # the second run replaces the map's layer, as before keeping the other one
+        result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", project])
+        assert result.exit_code == 0, result.output
+        assert sorted(pyogrio.list_layers(project)[:, 0]) == ["project", "train_points"]
+    assert geopandas.read_file(project, layer="train_points").equals(points)
+    with rasterio.open(tmp_path / "m.tif") as classes:
+        mapped = (classes.read(1) > 0).sum()
+    assert geopandas.read_file(project, layer="project")["area"].sum() == pytest.approx(mapped * 4)  # 2 m pixels
+    broken = tmp_path / "broken.gpkg"
+    broken.write_text("not a GeoPackage")
+    result = run_map(model, tmp_path / "n.tif", *inputs, extra=["--polygons", broken])
+    assert result.exit_code == 1 and "broken.gpkg: exists but is not a GeoPackage" in result.output
+    assert broken.read_text() == "not a GeoPackage" and not (tmp_path / "n.tif").exists()
+
+
 def shape_area(geometry) -> float:
     from shapely.geometry import shape
 

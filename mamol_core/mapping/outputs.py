@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from mamol_core.atomic import atomic_paths
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
+from mamol_core.errors import MamolError
 from mamol_core.figures import glyphs_told
 
 if TYPE_CHECKING:
@@ -307,10 +308,28 @@ def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
     return geometry.to_crs(centred).area
 
 
+def other_layers(path: Path) -> list[str]:
+    """The layers other than the map's (named after ``path``'s stem) that an existing GeoPackage ``path``
+    holds, which :func:`write_polygons` keeps; [] for a new file or a single-layer format (replaced whole)."""
+    import pyogrio
+
+    if Path(path).suffix.lower() != ".gpkg" or not Path(path).exists():
+        return []
+    try:
+        layers = pyogrio.list_layers(path)
+    except Exception:  # pyogrio's DataSourceError and GDAL's own errors alike
+        raise MamolError(f"--polygons {path}: exists but is not a GeoPackage that GDAL can open; move it away or choose "
+                         "another file") from None
+    return [str(name) for name, _ in layers if name != Path(path).stem]
+
+
 def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
     """The class map as polygons (one per 4-connected patch) with the class value, name and area in
-    square metres (:func:`square_metres`), to ``temporary`` in the format ``final``'s suffix names.
-    All polygons are held in memory."""
+    square metres (:func:`square_metres`), to ``temporary`` in the format ``final``'s suffix names, as
+    the layer named ``final``'s stem; an existing GeoPackage ``final`` is copied first, so its other
+    layers are kept (a layer of the same name is replaced). All polygons are held in memory."""
+    import shutil
+
     import geopandas
     from rasterio.features import shapes
     from shapely.geometry import shape
@@ -324,6 +343,8 @@ def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: lis
     frame = geopandas.GeoDataFrame({"class": [v for _, v in found], "name": [names.get(v, "") for _, v in found]},
                                    geometry=[g for g, _ in found], crs=crs)
     frame["area"] = square_metres(frame)
+    if other_layers(final):
+        shutil.copyfile(final, temporary)
     frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=final.stem)
 
 
