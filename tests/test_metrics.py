@@ -36,3 +36,17 @@ def test_kappa_is_undefined_when_reference_and_predictions_hold_one_class():
     assert "kappa undefined" in summary_line("overall", summary)
     two = summarize(confusion_matrix(np.array([1, 1, 0]), np.array([1, 1, 1]), 3))
     assert np.isclose(two["kappa"], 100 * metrics.cohen_kappa_score([1, 1, 0], [1, 1, 1]))
+
+
+def test_a_report_rewritten_in_its_folder_leaves_no_confusion_file_of_the_earlier_one(tmp_path):
+    from mamol_core.evaluation.predict import Evaluation
+    from mamol_core.evaluation.report import write_report
+
+    matrix = np.array([[3, 1], [0, 4]])
+    three = Evaluation(["a", "b"], {"overall": matrix, "complete": matrix, "missing sar": matrix}, ["hsi", "sar"])
+    write_report(tmp_path, three, {})
+    assert (tmp_path / "confusion_missing_sar.csv").exists()
+    (tmp_path / "notes.csv").write_text("the analyst's own file")
+    write_report(tmp_path, Evaluation(["a", "b"], {"overall": matrix, "complete": matrix}, ["hsi"]), {})
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["confusion_complete.csv", "confusion_overall.csv",
+                                                               "metrics.csv", "notes.csv"]

@@ -28,6 +28,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
     confusions = {name: folder / f"confusion_{slug(name)}.csv" for name in evaluation.matrices}
+    earlier = earlier_confusions(folder)
     files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png", folder / "report.html"]
     with atomic_paths(files) as temporaries:
         temporary = dict(zip(files, temporaries))
@@ -48,7 +49,19 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
         plot_confusions(evaluation, temporary[folder / "confusion.png"])
         page = report_html(evaluation, context, evaluation.modality_names, temporary[folder / "confusion.png"].read_bytes())
         temporary[folder / "report.html"].write_text(page, encoding="utf-8")
+    for stale in set(earlier) - set(confusions.values()):  # an earlier report's patterns this one lacks
+        stale.unlink(missing_ok=True)
     return folder / "metrics.json"
+
+
+def earlier_confusions(folder: Path) -> list[Path]:
+    """The confusion CSVs an earlier report in ``folder`` wrote, by the patterns its ``metrics.json``
+    lists ([] where there is none or it cannot be read): files that would otherwise outlive it."""
+    try:
+        results = json.loads((Path(folder) / "metrics.json").read_text())["results"]
+        return [Path(folder) / f"confusion_{slug(name)}.csv" for name in results]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def plot_confusions(evaluation: Evaluation, path: Path) -> None:
