@@ -167,6 +167,21 @@ def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, me
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flag, given, message", [
+    ("--scene", "hsi.tif", "hsi.tif: --scene takes a folder of rasters, this is a file; pass its folder, or the file itself "
+                           "with --input NAME=PATH"),
+    ("--labels", "folder", "folder: a folder that holds no vector layer GDAL reads; pass the file itself"),
+    ("--labels", "text.gpkg", "text.gpkg: cannot be read as vector data ('"),
+])
+def test_a_file_for_a_folder_or_a_folder_for_a_file_is_named_as_such(scene_dir, tmp_path, flag, given, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "text.gpkg").write_text("not vector data")
+    path = scene_dir / given if given == "hsi.tif" else tmp_path / given
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), flag, str(path), "-o", str(tmp_path / "m.safetensors"), *FAST])
+    assert result.exit_code == 1 and message in result.output and "It might help" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.parametrize("command, extra", [
     (train, ["--batch-size", "0"]), (train, ["--rank", "0"]), (train, ["--lr", "-1"]), (train, ["--holdout", "1.5"]),
     (train, ["--top-k", "3"]), (train, ["--missing-rate", "2"]), (train, ["--token-size", "0"]), (map_cli, ["--stride", "50"]), (map_cli, ["--batch-size", "-3"]), (map_cli, ["--min-valid", "2"]),

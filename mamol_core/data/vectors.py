@@ -42,7 +42,11 @@ def read_features(path: Path, layer: str | None):
     try:
         frame = geopandas.read_file(path, layer=layer)
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise MamolError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]}); pass a GeoPackage, shapefile or GeoJSON") from None
+        if Path(path).is_dir():
+            raise MamolError(f"{path}: a folder that holds no vector layer GDAL reads; pass the file itself (points or "
+                             "polygons in a GeoPackage, shapefile or GeoJSON)") from None
+        reason = str(exc).splitlines()[0].split("; It might help")[0]  # GDAL's hint to name a driver does not apply here
+        raise MamolError(f"{path}: cannot be read as vector data ({reason}); pass a GeoPackage, shapefile or GeoJSON") from None
     if not isinstance(frame, geopandas.GeoDataFrame):
         raise MamolError(no_geometry(path, [str(c) for c in frame.columns]))
     without = frame.geometry.isna() | frame.geometry.is_empty

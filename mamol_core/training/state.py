@@ -95,11 +95,13 @@ class SavedState:
 
     def differences(self, identity: RunIdentity) -> list[str]:
         """What differs between this state's run and the run ``identity``: ``the training labels`` first,
-        then settings (``train.lr``). A setting added to mamol after the state was written counts as its
-        default there (the run behaved so); one this mamol does not know counts as a difference. Where
-        they compute is not compared (see :attr:`compute`)."""
-        differing = sorted(_differences(json.loads(identity.config_json), _with_defaults(self.meta["config"])) - NOT_COMPARED)
-        return (["the training labels"] if self.meta["labels"] != identity.labels else []) + differing
+        then settings, with both values where they are short (``train.lr 0.001 then, 0.01 now``). A setting
+        added to mamol after the state was written counts as its default there (the run behaved so); one
+        this mamol does not know counts as a difference. Where they compute is not compared (see :attr:`compute`)."""
+        now, then = json.loads(identity.config_json), _with_defaults(self.meta["config"])
+        differing = sorted(_differences(now, then) - NOT_COMPARED)
+        return (["the training labels"] if self.meta["labels"] != identity.labels else []) + [
+            _described(key, then, now) for key in differing]
 
     @property
     def compute(self) -> str:
@@ -114,8 +116,8 @@ class SavedState:
             raise MamolError(f"{self.path}: was written by mamol {self.meta['config'].get('mamol_version', '?')}, which read the "
                              f"rasters' bands otherwise (model format {written}, now {now}); start afresh without --resume")
         if differing:
-            raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({', '.join(differing[:4])} "
-                             "differ); resume with the arguments of that run, or start afresh without --resume")
+            raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({listed(differing)}); resume "
+                             "with the arguments of that run, or start afresh without --resume")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                 device: torch.device) -> LoopPosition:
@@ -201,6 +203,24 @@ def _merged(defaults, stored):
     if isinstance(defaults, list) and isinstance(stored, list) and len(defaults) == len(stored):
         return [_merged(d, s) for d, s in zip(defaults, stored)]
     return stored
+
+
+def listed(differing: list[str]) -> str:
+    """``differing`` (from :meth:`SavedState.differences`) in words: the first four and a count of the rest."""
+    more = f"; {len(differing) - 4} more" if len(differing) > 4 else ""
+    return f"differing: {'; '.join(differing[:4])}{more}"
+
+
+def _described(key: str, then: dict, now: dict) -> str:
+    """``key`` (``train.lr``) with its value in each configuration where both are short single values."""
+    values = []
+    for config in (then, now):
+        for part in key.split(".") if key != "config" else []:
+            config = config.get(part) if isinstance(config, dict) else None
+        values.append(config)
+    if all(isinstance(v, (int, float, str, bool)) and len(json.dumps(v)) <= 24 for v in values):
+        return f"{key} {json.dumps(values[0])} then, {json.dumps(values[1])} now"
+    return key
 
 
 def _differences(a, b, prefix: str = "") -> set[str]:
