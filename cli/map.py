@@ -54,13 +54,15 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
                    "held in memory for it.")
 @click.option("--polygons", type=click.Path(path_type=Path),
               help="Also write the class map as polygons with their area in m² (.gpkg or .geojson; held in memory while written).")
+@click.option("--polygons-layer", metavar="NAME",
+              help="The polygons' layer name; default: the --polygons file's name. An existing GeoPackage keeps its other layers.")
 @click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence, availability, reference, assume_crs, resampling,
-         stride, batch_size, block_size, min_valid, cog, aoi, mask, sieve, polygons, estimate, device, precision, progress_mode,
+         stride, batch_size, block_size, min_valid, cog, aoi, mask, sieve, polygons, polygons_layer, estimate, device, precision, progress_mode,
          quiet):
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
@@ -91,12 +93,14 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
             check_sources(config.model, given, complete=False)
             items = [MapInput(name, path) for name, path in given.items()]
             outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
-                                  sibling(output, availability, "availability"), cog, polygons, sieve)
+                                  sibling(output, availability, "availability"), cog, polygons, sieve, polygons_layer)
+            if polygons_layer is not None and (polygons is None or not polygons_layer.strip()):
+                raise MamolError(f"--polygons-layer {polygons_layer!r}: give a layer name, with --polygons FILE to write it to")
             if polygons is not None and polygons.suffix.lower() not in POLYGON_DRIVERS:
                 raise MamolError(f"--polygons {polygons}: write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file")
-            if polygons is not None and (kept_layers := other_layers(polygons)):
+            if polygons is not None and (kept_layers := other_layers(polygons, outputs.polygon_layer)):
                 log.info("--polygons %s: adds the layer %r to this GeoPackage and keeps its other layers (%s)", polygons,
-                         polygons.stem, ", ".join(kept_layers))
+                         outputs.polygon_layer, ", ".join(kept_layers))
             check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference, "--aoi": aoi, "--mask": mask,
                                                 **{flags[item.name]: item.path for item in items}})
             for flag, path in {"-o": output, "--probabilities": outputs.probabilities, "--confidence": outputs.confidence,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qgis.core import (
     Qgis,
+    QgsDataSourceUri,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -279,11 +280,32 @@ class ModelAlgorithm(MamolAlgorithm):
         return args, given
 
 
+def polygon_destination(destination: str) -> tuple[str, str | None]:
+    """The file and layer name of the polygons output: "Save to GeoPackage…" gives
+    ``ogr:dbname='FILE' table="LAYER" (geom)``; a file path has no layer name (mamol names it after the file)."""
+    if destination.startswith("ogr:"):
+        uri = QgsDataSourceUri(destination[len("ogr:"):])
+        return uri.database(), uri.table() or None
+    return destination, None
+
+
+def polygon_source(context, destination: str, file: str, layer: str | None) -> str:
+    """The polygons' layer source (``FILE|layername=LAYER`` for a GeoPackage, whose other layers mamol keeps),
+    now also the key under which ``context`` loads the layer that was asked for under ``destination``."""
+    source = f"{file}|layername={layer or Path(file).stem}" if file.lower().endswith(".gpkg") else file
+    if context.willLoadLayerOnCompletion(destination):
+        layers = context.layersToLoadOnCompletion()
+        layers[source] = layers.pop(destination)
+        context.setLayersToLoadOnCompletion(layers)
+    return source
+
+
 class MapLandCover(ModelAlgorithm):
     """Map land cover with one model: one optional raster input per modality the model knows."""
 
     FIELDS = {"-o": "the Land cover output", "--confidence": "the Confidence output", "--availability": "the Sensors used output",
               "--probabilities": "the Class probabilities output", "--polygons": "the Land cover polygons output",
+              "--polygons-layer": "the Land cover polygons output's layer name",
               "--aoi": "the area to map", "--mask": "the mask", "--model": "the model file", "--device": "the Device",
               "--sieve": "the Merge class patches setting", "--estimate": "the estimate-only option"}
 
@@ -378,11 +400,12 @@ class MapLandCover(ModelAlgorithm):
                 results[key] = path
         polygons = self.parameterAsOutputLayer(parameters, "POLYGONS", context) if parameters.get("POLYGONS") else None
         if polygons:
-            if Path(polygons).suffix.lower() not in (".gpkg", ".geojson"):
-                raise QgsProcessingException(f"The Land cover polygons output ({polygons}): save it as a GeoPackage (.gpkg) or "
+            file, layer = polygon_destination(polygons)
+            if Path(file).suffix.lower() not in (".gpkg", ".geojson"):
+                raise QgsProcessingException(f"The Land cover polygons output ({file}): save it as a GeoPackage (.gpkg) or "
                                              "GeoJSON (.geojson)")
-            args += ["--polygons", polygons]
-            results["POLYGONS"] = polygons
+            args += ["--polygons", file, *(["--polygons-layer", layer] if layer else [])]
+            results["POLYGONS"] = polygon_source(context, polygons, file, layer)
         sieve = self.parameterAsInt(parameters, "SIEVE", context)
         if sieve > 1:
             args += ["--sieve", str(sieve)]

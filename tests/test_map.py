@@ -1051,7 +1051,12 @@ def test_polygons_into_an_existing_geopackage_keep_its_other_layers(trained, sce
         result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", project])
         assert result.exit_code == 0, result.output
         assert sorted(pyogrio.list_layers(project)[:, 0]) == ["project", "train_points"]
+    named = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project, "--polygons-layer", "land cover 2026"])
+    assert named.exit_code == 0, named.output
+    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["land cover 2026", "project", "train_points"]
     assert geopandas.read_file(project, layer="train_points").equals(points)
+    alone = run_map(model, tmp_path / "m3.tif", *inputs, extra=["--polygons-layer", "x"])
+    assert alone.exit_code == 1 and "--polygons-layer 'x': give a layer name, with --polygons FILE" in alone.output
     with rasterio.open(tmp_path / "m.tif") as classes:
         mapped = (classes.read(1) > 0).sum()
     assert geopandas.read_file(project, layer="project")["area"].sum() == pytest.approx(mapped * 4)  # 2 m pixels

@@ -782,6 +782,17 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "class"
     assert [c.label() for c in renderer.categories()][:2] == ["Grass", "Trees"]
     QgsProject.instance().clear()
+    # "Save to GeoPackage…" into the same file: a second layer, the first kept, the new one loaded
+    destination = f"ogr:dbname='{tmp_path / 'polygons.gpkg'}' table=\"lidar only\" (geom)"
+    processing.runAndLoadResults(map_id, {"lidar": inputs["lidar"], "POLYGONS": destination, "OUTPUT": str(tmp_path / "lidar.tif")})
+    QgsApplication.processEvents()
+    import pyogrio
+
+    assert sorted(pyogrio.list_layers(tmp_path / "polygons.gpkg")[:, 0]) == ["lidar only", "polygons"]
+    loaded = QgsProject.instance().layerTreeRoot().findGroup("sample_model — lidar").findLayers()[0]
+    assert loaded.name() == "Land cover polygons" and loaded.layer().source().endswith("polygons.gpkg|layername=lidar only")
+    assert loaded.layer().featureCount() == len(geopandas.read_file(tmp_path / "polygons.gpkg", layer="lidar only"))
+    QgsProject.instance().clear()
 
 
 def test_estimate_only_writes_nothing_and_reports_the_time(map_id, tmp_path):

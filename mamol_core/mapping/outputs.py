@@ -46,6 +46,12 @@ class OutputPaths:
     cog: bool = False  # Cloud-Optimized GeoTIFFs with overviews instead of tiled GeoTIFFs
     polygons: Path | None = None  # the class map as polygons (GeoPackage or GeoJSON)
     sieve: int = 0  # class patches smaller than this many pixels take their surroundings' class
+    polygons_layer: str | None = None  # the polygons' layer name; None: the polygons file's name
+
+    @property
+    def polygon_layer(self) -> str:
+        """The name of the polygons' layer: :attr:`polygons_layer`, else the polygons file's name without suffix."""
+        return self.polygons_layer or (self.polygons.stem if self.polygons is not None else "")
 
     @property
     def style(self) -> Path:
@@ -232,7 +238,7 @@ class MapWriter(contextlib.ExitStack):
             sieve_classes(self.temporaries[self.paths.classes], self.paths.sieve)
         if self.paths.polygons is not None:
             write_polygons(self.temporaries[self.paths.classes], self.temporaries[self.paths.polygons], self.paths.polygons,
-                           self.classes)
+                           self.paths.polygon_layer, self.classes)
         if self.paths.cog:
             for path, resampling in ((self.paths.classes, "MODE"), (self.paths.probabilities, "AVERAGE"),
                                      (self.paths.confidence, "AVERAGE"), (self.paths.availability, "MODE")):
@@ -308,9 +314,9 @@ def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
     return geometry.to_crs(centred).area
 
 
-def other_layers(path: Path) -> list[str]:
-    """The layers other than the map's (named after ``path``'s stem) that an existing GeoPackage ``path``
-    holds, which :func:`write_polygons` keeps; [] for a new file or a single-layer format (replaced whole)."""
+def other_layers(path: Path, layer: str) -> list[str]:
+    """The layers other than ``layer`` (the map's) that an existing GeoPackage ``path`` holds, which
+    :func:`write_polygons` keeps; [] for a new file or a single-layer format (replaced whole)."""
     import pyogrio
 
     if Path(path).suffix.lower() != ".gpkg" or not Path(path).exists():
@@ -320,14 +326,14 @@ def other_layers(path: Path) -> list[str]:
     except Exception:  # pyogrio's DataSourceError and GDAL's own errors alike
         raise MamolError(f"--polygons {path}: exists but is not a GeoPackage that GDAL can open; move it away or choose "
                          "another file") from None
-    return [str(name) for name, _ in layers if name != Path(path).stem]
+    return [str(name) for name, _ in layers if name != layer]
 
 
-def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: list[ClassSpec]) -> None:
+def write_polygons(classes_tif: Path, temporary: Path, final: Path, layer: str, classes: list[ClassSpec]) -> None:
     """The class map as polygons (one per 4-connected patch) with the class value, name and area in
     square metres (:func:`square_metres`), to ``temporary`` in the format ``final``'s suffix names, as
-    the layer named ``final``'s stem; an existing GeoPackage ``final`` is copied first, so its other
-    layers are kept (a layer of the same name is replaced). All polygons are held in memory."""
+    the layer ``layer``; an existing GeoPackage ``final`` is copied first, so its other layers are kept
+    (a layer of the same name is replaced). All polygons are held in memory."""
     import shutil
 
     import geopandas
@@ -343,9 +349,9 @@ def write_polygons(classes_tif: Path, temporary: Path, final: Path, classes: lis
     frame = geopandas.GeoDataFrame({"class": [v for _, v in found], "name": [names.get(v, "") for _, v in found]},
                                    geometry=[g for g, _ in found], crs=crs)
     frame["area"] = square_metres(frame)
-    if other_layers(final):
+    if other_layers(final, layer):
         shutil.copyfile(final, temporary)
-    frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=final.stem)
+    frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=layer)
 
 
 def to_cog(path: Path, resampling: str) -> None:
