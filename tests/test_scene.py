@@ -165,6 +165,24 @@ def test_test_codes_read_by_the_numbering_of_vector_names_are_warned_about(scene
     assert "its codes are read as the numbers" not in caplog.text
 
 
+def test_class_names_that_differ_only_in_case_or_spaces_are_warned_about(scene_dir, tmp_path, caplog):
+    import geopandas
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    grass = points.index[points["landcover"] == "Grass"][:3]
+    points.loc[grass, "landcover"] = ["grass", "Grass ", "grass"]
+    points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    caplog.set_level(logging.WARNING)
+    scene = open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="landcover")
+    assert "labels.gpkg: field 'landcover' holds 'Grass', 'Grass ' and 'grass', which differ only in case or spaces; they are " \
+        "trained as 3 classes (spell them alike if they are one)" in caplog.text, caplog.text
+    assert {"Grass", "Grass ", "grass"} <= {c.name for c in scene.classes}
+    caplog.clear()
+    open_scene(None, inputs, labels=scene_dir / "train_points.gpkg", label_field="landcover")
+    assert "differ only in case" not in caplog.text
+
+
 def test_a_label_raster_of_several_bands_is_refused(scene_copy):
     with rasterio.open(scene_copy / "train_labels.tif") as src:
         labels, transform = src.read(1), src.transform

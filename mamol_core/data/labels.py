@@ -361,6 +361,12 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             raise MamolError(f"{path}: field {field!r}: {unknown_names_message(unknown, classes, 'the class table', fix, 'in the field')}")
         return np.array([codes[n] for n in names]), classes
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
+    alike: dict[str, list[str]] = {}
+    for c in table:
+        alike.setdefault(c.name.strip().casefold(), []).append(c.name)
+    for spellings in (s for s in alike.values() if len(s) > 1):
+        log.warning("%s: field %r holds %s, which differ only in case or spaces; they are trained as %d classes (spell them "
+                    "alike if they are one)", path, field, listing(spellings), len(spellings))
     lookup = {c.name: c.value for c in table}
     return np.array([lookup[n] for n in names]), table
 
