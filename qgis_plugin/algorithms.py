@@ -289,10 +289,10 @@ def polygon_destination(destination: str) -> tuple[str, str | None]:
     return destination, None
 
 
-def polygon_source(context, destination: str, file: str, layer: str | None) -> str:
-    """The polygons' layer source (``FILE|layername=LAYER`` for a GeoPackage, whose other layers mamol keeps),
+def polygon_source(context, destination: str, file: str, layer: str) -> str:
+    """The polygons' layer source (``FILE|layername=LAYER`` for a GeoPackage, which may hold other layers),
     now also the key under which ``context`` loads the layer that was asked for under ``destination``."""
-    source = f"{file}|layername={layer or Path(file).stem}" if file.lower().endswith(".gpkg") else file
+    source = f"{file}|layername={layer}" if file.lower().endswith(".gpkg") else file
     if context.willLoadLayerOnCompletion(destination):
         layers = context.layersToLoadOnCompletion()
         layers[source] = layers.pop(destination)
@@ -404,7 +404,8 @@ class MapLandCover(ModelAlgorithm):
             if Path(file).suffix.lower() not in (".gpkg", ".geojson"):
                 raise QgsProcessingException(f"The Land cover polygons output ({file}): save it as a GeoPackage (.gpkg) or "
                                              "GeoJSON (.geojson)")
-            args += ["--polygons", file, *(["--polygons-layer", layer] if layer else [])]
+            layer = layer or Path(file).stem
+            args += ["--polygons", file, "--polygons-layer", layer]
             results["POLYGONS"] = polygon_source(context, polygons, file, layer)
         sieve = self.parameterAsInt(parameters, "SIEVE", context)
         if sieve > 1:

@@ -168,8 +168,8 @@ def test_bad_input_is_one_line_and_writes_nothing(scene_dir, tmp_path, extra, me
 
 
 @pytest.mark.parametrize("flag, given, message", [
-    ("--scene", "hsi.tif", "hsi.tif: --scene takes a folder of rasters, this is a file; pass its folder, or the file itself "
-                           "with --input NAME=PATH"),
+    ("--scene", "hsi.tif", "hsi.tif: --scene takes a folder of rasters, this is a file; pass the folder that holds it "
+                           "(mamol-train also takes single rasters as --input NAME=PATH)"),
     ("--labels", "folder", "folder: a folder that holds no vector layer GDAL reads; pass the file itself"),
     ("--labels", "text.gpkg", "text.gpkg: cannot be read as vector data ('"),
 ])

@@ -979,7 +979,7 @@ def test_polygon_areas_are_square_metres_in_any_crs(tmp_path, epsg):
     from pyproj import Geod
     from shapely.geometry import box
 
-    from mamol_core.mapping.outputs import write_polygons
+    from mamol_core.mapping.outputs import polygon_frame
 
     ground = geopandas.GeoSeries([box(11.0, 46.0, 11.002, 46.001)], crs=4326).to_crs(epsg)
     west, south, east, north = ground.total_bounds
@@ -989,8 +989,7 @@ def test_polygon_areas_are_square_metres_in_any_crs(tmp_path, epsg):
     write_raster(tmp_path / "classes.tif", classes, transform, crs=f"EPSG:{epsg}", nodata=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no geopandas warning about areas in a geographic CRS
-        write_polygons(tmp_path / "classes.tif", tmp_path / "tmp.gpkg", tmp_path / "polygons.gpkg", [ClassSpec(3, "Water", "#0000ff")])
-    polygons = geopandas.read_file(tmp_path / "tmp.gpkg")
+        polygons = polygon_frame(tmp_path / "classes.tif", [ClassSpec(3, "Water", "#0000ff")])
     patch = geopandas.GeoSeries([box(west, south, east, north).segmentize((east - west) / 50)], crs=epsg).to_crs(4326)
     area = Geod(ellps="WGS84").geometry_area_perimeter(patch.iloc[0])[0]
     assert list(polygons["name"]) == ["Water"] and polygons["area"].iloc[0] == pytest.approx(abs(area), rel=0.01)
@@ -1038,32 +1037,48 @@ def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
 
 
 def test_polygons_into_an_existing_geopackage_keep_its_other_layers(trained, scene_dir, tmp_path):
+    import sqlite3
+
     import geopandas
     import pyogrio
     from shapely.geometry import Point
 
     _, model = trained
+    inputs = (("dsm", scene_dir / "dsm.tif"),)
     project = tmp_path / "project.gpkg"
     points = geopandas.GeoDataFrame({"class": [1, 2]}, geometry=[Point(0, 0), Point(1, 1)], crs=32632)
     points.to_file(project, layer="train_points", driver="GPKG")
-    inputs = (("dsm", scene_dir / "dsm.tif"),)
-    for _ in range(2):  # the second run replaces the map's layer, as before keeping the other one
-        result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", project])
-        assert result.exit_code == 0, result.output
-        assert sorted(pyogrio.list_layers(project)[:, 0]) == ["project", "train_points"]
-    named = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project, "--polygons-layer", "land cover 2026"])
-    assert named.exit_code == 0, named.output
-    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["land cover 2026", "project", "train_points"]
+    with sqlite3.connect(project) as database:  # a table GDAL lists no layer for (as QGIS keeps projects and styles)
+        database.execute("CREATE TABLE qgis_projects (name TEXT, content BLOB)")
+    result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", project])
+    assert result.exit_code == 0, result.output
+    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["project", "qgis_projects", "train_points"]
     assert geopandas.read_file(project, layer="train_points").equals(points)
-    alone = run_map(model, tmp_path / "m3.tif", *inputs, extra=["--polygons-layer", "x"])
-    assert alone.exit_code == 1 and "--polygons-layer 'x': give a layer name, with --polygons FILE" in alone.output
+    with sqlite3.connect(project) as database:
+        assert database.execute("SELECT count(*) FROM qgis_projects").fetchone() == (0,)
     with rasterio.open(tmp_path / "m.tif") as classes:
         mapped = (classes.read(1) > 0).sum()
     assert geopandas.read_file(project, layer="project")["area"].sum() == pytest.approx(mapped * 4)  # 2 m pixels
+    before = project.read_bytes()
+    again = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project])  # its layer, now beside others
+    assert again.exit_code == 1 and "already holds a layer 'project' beside train_points, qgis_projects; give the map's " \
+        "layer another name (--polygons-layer project_2)" in again.output and project.read_bytes() == before
+    assert not (tmp_path / "m2.tif").exists()
+    named = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project, "--polygons-layer", "land cover 2026"])
+    assert named.exit_code == 0, named.output
+    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["land cover 2026", "project", "qgis_projects", "train_points"]
+    alone = tmp_path / "alone.gpkg"  # a file of an earlier map's layer only is replaced whole
+    for _ in range(2):
+        assert run_map(model, tmp_path / "m3.tif", *inputs, extra=["--polygons", alone]).exit_code == 0
+    assert list(pyogrio.list_layers(alone)[:, 0]) == ["alone"]
+    for extra, message in [(["--polygons-layer", "x"], "--polygons-layer 'x': give a layer name, with --polygons FILE"),
+                           (["--polygons", project, "--polygons-layer", "gpkg_x"], "names starting with gpkg are reserved")]:
+        refused = run_map(model, tmp_path / "n.tif", *inputs, extra=extra)
+        assert refused.exit_code == 1 and message in refused.output, refused.output
     broken = tmp_path / "broken.gpkg"
     broken.write_text("not a GeoPackage")
     result = run_map(model, tmp_path / "n.tif", *inputs, extra=["--polygons", broken])
-    assert result.exit_code == 1 and "broken.gpkg: exists but is not a GeoPackage" in result.output
+    assert result.exit_code == 1 and "broken.gpkg: exists but cannot be read as a GeoPackage" in result.output
     assert broken.read_text() == "not a GeoPackage" and not (tmp_path / "n.tif").exists()
 
 

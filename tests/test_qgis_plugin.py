@@ -781,8 +781,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     renderer = nodes[0].layer().renderer()
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "class"
     assert [c.label() for c in renderer.categories()][:2] == ["Grass", "Trees"]
-    QgsProject.instance().clear()
-    # "Save to GeoPackage…" into the same file: a second layer, the first kept, the new one loaded
+    # "Save to GeoPackage…" into the same file, its first layer still open: a second layer, the first kept, the new one loaded
     destination = f"ogr:dbname='{tmp_path / 'polygons.gpkg'}' table=\"lidar only\" (geom)"
     processing.runAndLoadResults(map_id, {"lidar": inputs["lidar"], "POLYGONS": destination, "OUTPUT": str(tmp_path / "lidar.tif")})
     QgsApplication.processEvents()
@@ -792,6 +791,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     loaded = QgsProject.instance().layerTreeRoot().findGroup("sample_model — lidar").findLayers()[0]
     assert loaded.name() == "Land cover polygons" and loaded.layer().source().endswith("polygons.gpkg|layername=lidar only")
     assert loaded.layer().featureCount() == len(geopandas.read_file(tmp_path / "polygons.gpkg", layer="lidar only"))
+    assert nodes[0].layer().featureCount() == len(geopandas.read_file(tmp_path / "polygons.gpkg", layer="polygons"))
     QgsProject.instance().clear()
 
 

@@ -175,7 +175,7 @@ def test_class_names_that_differ_only_in_case_or_spaces_are_warned_about(scene_d
     points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
     caplog.set_level(logging.WARNING)
     scene = open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="landcover")
-    assert "labels.gpkg: field 'landcover' holds 'Grass', 'Grass ' and 'grass', which differ only in case or spaces; they are " \
+    assert "labels.gpkg: field 'landcover' holds 'Grass', 'Grass ' and 'grass', which differ only in case or surrounding spaces; they are " \
         "trained as 3 classes (spell them alike if they are one)" in caplog.text, caplog.text
     assert {"Grass", "Grass ", "grass"} <= {c.name for c in scene.classes}
     caplog.clear()

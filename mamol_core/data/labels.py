@@ -365,7 +365,7 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
     for c in table:
         alike.setdefault(c.name.strip().casefold(), []).append(c.name)
     for spellings in (s for s in alike.values() if len(s) > 1):
-        log.warning("%s: field %r holds %s, which differ only in case or spaces; they are trained as %d classes (spell them "
+        log.warning("%s: field %r holds %s, which differ only in case or surrounding spaces; they are trained as %d classes (spell them "
                     "alike if they are one)", path, field, listing(spellings), len(spellings))
     lookup = {c.name: c.value for c in table}
     return np.array([lookup[n] for n in names]), table

@@ -94,8 +94,8 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
     if folder is not None:
         if not folder.is_dir():
             if folder.exists():
-                raise MamolError(f"{folder}: --scene takes a folder of rasters, this is a file; pass its folder, or the "
-                                 "file itself with --input NAME=PATH")
+                raise MamolError(f"{folder}: --scene takes a folder of rasters, this is a file; pass the folder that "
+                                 "holds it (mamol-train also takes single rasters as --input NAME=PATH)")
             raise MamolError(f"{folder}: no such scene folder; pass a folder of GeoTIFFs (see README)")
         for path in sorted(folder.iterdir()):
             if is_raster(path) and path.stem not in RESERVED and not path.stem.endswith("_labels"):

@@ -3,6 +3,7 @@ and report.html, one page with all of it for a browser or QGIS."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -23,7 +24,8 @@ def slug(name: str) -> str:
 
 def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     """Write the report files into ``folder`` (created) and return the path of ``metrics.json``.
-    Every file is written under a temporary name and renamed only when all are complete."""
+    Every file is written under a temporary name and renamed only when all are complete; then the
+    confusion CSVs of an earlier report there that this one does not write are removed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
@@ -50,7 +52,8 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
         page = report_html(evaluation, context, evaluation.modality_names, temporary[folder / "confusion.png"].read_bytes())
         temporary[folder / "report.html"].write_text(page, encoding="utf-8")
     for stale in set(earlier) - set(confusions.values()):  # an earlier report's patterns this one lacks
-        stale.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the report is complete; a file that cannot go is left
+            stale.unlink(missing_ok=True)
     return folder / "metrics.json"
 
 

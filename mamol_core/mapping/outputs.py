@@ -17,7 +17,7 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from mamol_core.atomic import atomic_paths
+from mamol_core.atomic import atomic_paths, record_finished
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
 from mamol_core.errors import MamolError
@@ -47,6 +47,7 @@ class OutputPaths:
     polygons: Path | None = None  # the class map as polygons (GeoPackage or GeoJSON)
     sieve: int = 0  # class patches smaller than this many pixels take their surroundings' class
     polygons_layer: str | None = None  # the polygons' layer name; None: the polygons file's name
+    polygons_added: bool = False  # the polygons go into an existing GeoPackage as a new layer (see adds_polygon_layer)
 
     @property
     def polygon_layer(self) -> str:
@@ -79,7 +80,8 @@ class OutputPaths:
                 **{f"the --{name} style (.qml)": path for name, path in self.side_styles().items()}}
 
     def all(self) -> list[Path]:
-        return list(self.labelled().values())
+        """The files written whole under temporary names, then renamed (a layer added in place is not one)."""
+        return [path for path in self.labelled().values() if not (self.polygons_added and path == self.polygons)]
 
 
 def is_map_output(path: Path) -> bool:
@@ -236,9 +238,10 @@ class MapWriter(contextlib.ExitStack):
                 dataset.close()
         if self.paths.sieve > 1:
             sieve_classes(self.temporaries[self.paths.classes], self.paths.sieve)
-        if self.paths.polygons is not None:
-            write_polygons(self.temporaries[self.paths.classes], self.temporaries[self.paths.polygons], self.paths.polygons,
-                           self.paths.polygon_layer, self.classes)
+        polygons = polygon_frame(self.temporaries[self.paths.classes], self.classes) if self.paths.polygons else None
+        if polygons is not None and not self.paths.polygons_added:
+            polygons.to_file(self.temporaries[self.paths.polygons], driver=POLYGON_DRIVERS[self.paths.polygons.suffix.lower()],
+                             layer=self.paths.polygon_layer)
         if self.paths.cog:
             for path, resampling in ((self.paths.classes, "MODE"), (self.paths.probabilities, "AVERAGE"),
                                      (self.paths.confidence, "AVERAGE"), (self.paths.availability, "MODE")):
@@ -255,6 +258,8 @@ class MapWriter(contextlib.ExitStack):
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
         self.close()
+        if polygons is not None and self.paths.polygons_added:
+            add_polygon_layer(polygons, self.paths.polygons, self.paths.polygon_layer)
 
 
 def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray, paths: OutputPaths) -> dict[str, np.ndarray]:
@@ -314,28 +319,43 @@ def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
     return geometry.to_crs(centred).area
 
 
-def other_layers(path: Path, layer: str) -> list[str]:
-    """The layers other than ``layer`` (the map's) that an existing GeoPackage ``path`` holds, which
-    :func:`write_polygons` keeps; [] for a new file or a single-layer format (replaced whole)."""
-    import pyogrio
+def geopackage_contents(path: Path) -> list[str]:
+    """What an existing GeoPackage ``path`` holds besides GeoPackage's own tables, by name: its layers of
+    features, tiles (rasters) or attributes, then any other table (a QGIS project, saved styles). Read
+    with SQLite (a GeoPackage is an SQLite database), read-only."""
+    import sqlite3
 
-    if Path(path).suffix.lower() != ".gpkg" or not Path(path).exists():
-        return []
     try:
-        layers = pyogrio.list_layers(path)
-    except Exception:  # pyogrio's DataSourceError and GDAL's own errors alike
-        raise MamolError(f"--polygons {path}: exists but is not a GeoPackage that GDAL can open; move it away or choose "
+        with contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as database:
+            contents = [str(row[0]) for row in database.execute("SELECT table_name FROM gpkg_contents")]
+            tables = [str(row[0]) for row in database.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+    except sqlite3.Error as exc:
+        raise MamolError(f"--polygons {path}: exists but cannot be read as a GeoPackage ({exc}); move it away or choose "
                          "another file") from None
-    return [str(name) for name, _ in layers if name != layer]
+    return contents + [t for t in tables if t not in contents and not t.lower().startswith(("gpkg", "rtree_", "sqlite_"))]
 
 
-def write_polygons(classes_tif: Path, temporary: Path, final: Path, layer: str, classes: list[ClassSpec]) -> None:
-    """The class map as polygons (one per 4-connected patch) with the class value, name and area in
-    square metres (:func:`square_metres`), to ``temporary`` in the format ``final``'s suffix names, as
-    the layer ``layer``; an existing GeoPackage ``final`` is copied first, so its other layers are kept
-    (a layer of the same name is replaced). All polygons are held in memory."""
-    import shutil
+def adds_polygon_layer(path: Path, layer: str) -> bool:
+    """Whether the polygons go into the existing GeoPackage ``path`` as the new layer ``layer``, written in
+    place (SQLite keeps the file whole and its other contents as they are, even if the write is stopped),
+    rather than as a new file that replaces ``path`` (which then holds nothing or only an earlier map's
+    ``layer``). A layer of that name (in any case) beside other contents is refused: replacing it in place
+    could not be undone if stopped."""
+    if Path(path).suffix.lower() != ".gpkg" or not Path(path).exists():
+        return False
+    contents = geopackage_contents(path)
+    others = [name for name in contents if name.casefold() != layer.casefold()]
+    if not others:
+        return False
+    if len(others) < len(contents):
+        raise MamolError(f"--polygons {path}: already holds a layer {layer!r} beside {', '.join(others)}; give the map's layer "
+                         f"another name (--polygons-layer {layer}_2) or delete that layer first")
+    return True
 
+
+def polygon_frame(classes_tif: Path, classes: list[ClassSpec]):
+    """The class map ``classes_tif`` as polygons (one per 4-connected patch, a GeoDataFrame) with the class
+    value, name and area in square metres (:func:`square_metres`); all are held in memory."""
     import geopandas
     from rasterio.features import shapes
     from shapely.geometry import shape
@@ -349,9 +369,19 @@ def write_polygons(classes_tif: Path, temporary: Path, final: Path, layer: str, 
     frame = geopandas.GeoDataFrame({"class": [v for _, v in found], "name": [names.get(v, "") for _, v in found]},
                                    geometry=[g for g, _ in found], crs=crs)
     frame["area"] = square_metres(frame)
-    if other_layers(final, layer):
-        shutil.copyfile(final, temporary)
-    frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=layer)
+    return frame
+
+
+def add_polygon_layer(frame, path: Path, layer: str) -> None:
+    """Write ``frame`` into the existing GeoPackage ``path`` as the new layer ``layer``, in place (one
+    SQLite transaction: a stopped write leaves the file as it was)."""
+    try:
+        frame.to_file(path, driver="GPKG", layer=layer)
+    except Exception as exc:  # pyogrio's and GDAL's error types alike; a locked or full file among them
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise MamolError(f"{path}: the map is written, but adding its polygons as the layer {layer!r} failed ({reason}); "
+                         "run again with --polygons naming a new file") from None
+    record_finished(path)
 
 
 def to_cog(path: Path, resampling: str) -> None:
