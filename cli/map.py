@@ -55,7 +55,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
 @click.option("--polygons", type=click.Path(path_type=Path),
               help="Also write the class map as polygons with their area in m² (.gpkg or .geojson; held in memory while written).")
 @click.option("--polygons-layer", metavar="NAME",
-              help="The polygons' layer name; default: the --polygons file's name. An existing GeoPackage holding other data gets it as a new layer.")
+              help="The polygons' layer name; default: the --polygons file's name.")
 @click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
 @device_options
 @progress_option
@@ -74,7 +74,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
-    from mamol_core.mapping.outputs import POLYGON_DRIVERS, OutputPaths, adds_polygon_layer
+    from mamol_core.mapping.outputs import POLYGON_DRIVERS, RESERVED_TABLE_PREFIXES, OutputPaths, polygon_target_problem
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
@@ -98,20 +98,19 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                 raise MamolError(f"--polygons-layer {polygons_layer!r}: give a layer name, with --polygons FILE to write it to")
             if polygons is not None and polygons.suffix.lower() not in POLYGON_DRIVERS:
                 raise MamolError(f"--polygons {polygons}: write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file")
-            if polygons is not None and polygons.suffix.lower() == ".gpkg" and outputs.polygon_layer.lower().startswith("gpkg"):
+            if polygons is not None and polygons.suffix.lower() == ".gpkg" and \
+                    outputs.polygon_layer.lower().startswith(RESERVED_TABLE_PREFIXES):
                 raise MamolError(f"--polygons {polygons}: a GeoPackage layer may not be named {outputs.polygon_layer!r} (names "
-                                 "starting with gpkg are reserved); give it another with --polygons-layer")
-            if polygons is not None and adds_polygon_layer(polygons, outputs.polygon_layer):
-                outputs.polygons_added = True
-                log.info("--polygons %s: adds the layer %r to this GeoPackage; what it holds stays as it is", polygons,
-                         outputs.polygon_layer)
+                                 f"starting with {', '.join(RESERVED_TABLE_PREFIXES)} are reserved); give it another with --polygons-layer")
+            if polygons is not None and (problem := polygon_target_problem(polygons, outputs.polygon_layer)):
+                raise MamolError(f"--polygons {polygons}: {problem}; give the polygons a new file")
             check_distinct(outputs.labelled(), {"--model": model_path, "--reference": reference, "--aoi": aoi, "--mask": mask,
                                                 **{flags[item.name]: item.path for item in items}})
             for flag, path in {"-o": output, "--probabilities": outputs.probabilities, "--confidence": outputs.confidence,
                                "--availability": outputs.availability}.items():
                 if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
                     raise MamolError(f"{flag} {path}: mamol-map writes GeoTIFF rasters; give the file a .tif name")
-            for path in outputs.labelled().values():
+            for path in outputs.all():
                 check_writable(path)
             model, config = load_model(model_path, compute)
         options = MapOptions(stride, batch_size, block_size, min_valid, assume_crs, reference, resampling, aoi, mask)

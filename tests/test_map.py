@@ -27,7 +27,7 @@ from mamol_cli import info
 from mamol_cli import map as map_cli
 from mamol_cli import train
 from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
-from mamol_core.data.rasters import write_raster
+from mamol_core.data.rasters import Grid, write_raster
 from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
 from mamol_core.evaluation.predict import predict_pixels
@@ -1036,50 +1036,62 @@ def test_sieve_polygons_and_estimate(trained, scene_dir, tmp_path, caplog):
     assert bad.exit_code == 1 and "write polygons to a GeoPackage (.gpkg) or GeoJSON (.geojson) file" in bad.output
 
 
-def test_polygons_into_an_existing_geopackage_keep_its_other_layers(trained, scene_dir, tmp_path):
+def test_polygons_replace_only_a_geopackage_of_earlier_polygons_no_program_has_open(trained, scene_dir, tmp_path):
     import sqlite3
 
     import geopandas
     import pyogrio
     from shapely.geometry import Point
 
+    from mamol_core.mapping.outputs import MapWriter, OutputPaths
+
     _, model = trained
     inputs = (("dsm", scene_dir / "dsm.tif"),)
-    project = tmp_path / "project.gpkg"
-    points = geopandas.GeoDataFrame({"class": [1, 2]}, geometry=[Point(0, 0), Point(1, 1)], crs=32632)
-    points.to_file(project, layer="train_points", driver="GPKG")
-    with sqlite3.connect(project) as database:  # a table GDAL lists no layer for (as QGIS keeps projects and styles)
-        database.execute("CREATE TABLE qgis_projects (name TEXT, content BLOB)")
-    result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", project])
-    assert result.exit_code == 0, result.output
-    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["project", "qgis_projects", "train_points"]
-    assert geopandas.read_file(project, layer="train_points").equals(points)
-    with sqlite3.connect(project) as database:
-        assert database.execute("SELECT count(*) FROM qgis_projects").fetchone() == (0,)
+    earlier = tmp_path / "earlier.gpkg"  # a file of an earlier map's polygons is replaced by a layer of the same name
+    for _ in range(2):
+        result = run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", earlier, "--polygons-layer", "land cover"])
+        assert result.exit_code == 0, result.output
+    assert list(pyogrio.list_layers(earlier)[:, 0]) == ["land cover"]
     with rasterio.open(tmp_path / "m.tif") as classes:
         mapped = (classes.read(1) > 0).sum()
-    assert geopandas.read_file(project, layer="project")["area"].sum() == pytest.approx(mapped * 4)  # 2 m pixels
-    before = project.read_bytes()
-    again = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project])  # its layer, now beside others
-    assert again.exit_code == 1 and "already holds a layer 'project' beside train_points, qgis_projects; give the map's " \
-        "layer another name (--polygons-layer project_2)" in again.output and project.read_bytes() == before
-    assert not (tmp_path / "m2.tif").exists()
-    named = run_map(model, tmp_path / "m2.tif", *inputs, extra=["--polygons", project, "--polygons-layer", "land cover 2026"])
-    assert named.exit_code == 0, named.output
-    assert sorted(pyogrio.list_layers(project)[:, 0]) == ["land cover 2026", "project", "qgis_projects", "train_points"]
-    alone = tmp_path / "alone.gpkg"  # a file of an earlier map's layer only is replaced whole
-    for _ in range(2):
-        assert run_map(model, tmp_path / "m3.tif", *inputs, extra=["--polygons", alone]).exit_code == 0
-    assert list(pyogrio.list_layers(alone)[:, 0]) == ["alone"]
-    for extra, message in [(["--polygons-layer", "x"], "--polygons-layer 'x': give a layer name, with --polygons FILE"),
-                           (["--polygons", project, "--polygons-layer", "gpkg_x"], "names starting with gpkg are reserved")]:
-        refused = run_map(model, tmp_path / "n.tif", *inputs, extra=extra)
-        assert refused.exit_code == 1 and message in refused.output, refused.output
+    assert geopandas.read_file(earlier)["area"].sum() == pytest.approx(mapped * 4)  # 2 m pixels
+    renamed = run_map(model, tmp_path / "n.tif", *inputs, extra=["--polygons", earlier, "--polygons-layer", "other"])
+    assert renamed.exit_code == 1 and "holds an earlier map's polygons as the layer 'land cover' (replaced only by a layer of that " \
+        "name); give the polygons a new file" in renamed.output, renamed.output
+    project = tmp_path / "project.gpkg"  # a layer anyone else wrote, even of the map's name
+    points = geopandas.GeoDataFrame({"class": [1, 2]}, geometry=[Point(0, 0), Point(1, 1)], crs=32632)
+    points.to_file(project, layer="project", driver="GPKG")
+    with sqlite3.connect(earlier) as database:  # a project QGIS saved into the earlier polygons' file
+        database.execute("CREATE TABLE qgis_projects (name TEXT, content BLOB)")
     broken = tmp_path / "broken.gpkg"
     broken.write_text("not a GeoPackage")
-    result = run_map(model, tmp_path / "n.tif", *inputs, extra=["--polygons", broken])
-    assert result.exit_code == 1 and "broken.gpkg: exists but cannot be read as a GeoPackage" in result.output
-    assert broken.read_text() == "not a GeoPackage" and not (tmp_path / "n.tif").exists()
+    opened = tmp_path / "opened.gpkg"
+    assert run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", opened]).exit_code == 0
+    (tmp_path / "opened.gpkg-wal").write_bytes(b"")
+    for target, message in [(project, "holds data mamol-map did not write (project (features))"),
+                            (earlier, "holds data mamol-map did not write (land cover (features), qgis_projects)"),
+                            (broken, "is no GeoPackage that can be read (file is not a database)"),
+                            (opened, "is open in another program or was left half-written (opened.gpkg-wal beside it)")]:
+        before = target.read_bytes()
+        refused = run_map(model, tmp_path / "n.tif", *inputs, extra=["--polygons", target])
+        assert refused.exit_code == 1 and f"{target.name}: {message}; give the polygons a new file" in refused.output, refused.output
+        assert target.read_bytes() == before and not (tmp_path / "n.tif").exists()
+    for extra, message in [(["--polygons-layer", "x"], "--polygons-layer 'x': give a layer name, with --polygons FILE"),
+                           (["--polygons", tmp_path / "new.gpkg", "--polygons-layer", "SQLite_x"], "are reserved")]:
+        refused = run_map(model, tmp_path / "n.tif", *inputs, extra=extra)
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+    # opened in another program during the run: the polygons go beside it, the file stays as it was
+    grid = Grid(CRS.from_epsg(32632), Affine(2, 0, 0, 0, -2, 40), 20, 20)
+    classes = [ClassSpec(1, "Grass", "#00ff00")]
+    changed = tmp_path / "changed.gpkg"
+    assert run_map(model, tmp_path / "m.tif", *inputs, extra=["--polygons", changed]).exit_code == 0
+    before = changed.read_bytes()
+    with MapWriter(OutputPaths(tmp_path / "c.tif", polygons=changed), grid, classes, ["dsm"]) as writer:
+        writer.write(Window(0, 0, 20, 20), {"classes": np.ones((20, 20), np.uint8)})
+        (tmp_path / "changed.gpkg-wal").write_bytes(b"")
+        writer.commit()
+    assert changed.read_bytes() == before and (tmp_path / "c.tif").exists()
+    assert geopandas.read_file(tmp_path / "changed_2.gpkg")["area"].sum() == pytest.approx(1600)
 
 
 def shape_area(geometry) -> float:

@@ -781,17 +781,19 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     renderer = nodes[0].layer().renderer()
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "class"
     assert [c.label() for c in renderer.categories()][:2] == ["Grass", "Trees"]
-    # "Save to GeoPackage…" into the same file, its first layer still open: a second layer, the first kept, the new one loaded
-    destination = f"ogr:dbname='{tmp_path / 'polygons.gpkg'}' table=\"lidar only\" (geom)"
+    # "Save to GeoPackage…" with a layer name, into a new file: that layer loaded; another layer into that file: refused
+    destination = f"ogr:dbname='{tmp_path / 'lidar.gpkg'}' table=\"lidar only\" (geom)"
     processing.runAndLoadResults(map_id, {"lidar": inputs["lidar"], "POLYGONS": destination, "OUTPUT": str(tmp_path / "lidar.tif")})
     QgsApplication.processEvents()
-    import pyogrio
-
-    assert sorted(pyogrio.list_layers(tmp_path / "polygons.gpkg")[:, 0]) == ["lidar only", "polygons"]
     loaded = QgsProject.instance().layerTreeRoot().findGroup("sample_model — lidar").findLayers()[0]
-    assert loaded.name() == "Land cover polygons" and loaded.layer().source().endswith("polygons.gpkg|layername=lidar only")
-    assert loaded.layer().featureCount() == len(geopandas.read_file(tmp_path / "polygons.gpkg", layer="lidar only"))
-    assert nodes[0].layer().featureCount() == len(geopandas.read_file(tmp_path / "polygons.gpkg", layer="polygons"))
+    assert loaded.name() == "Land cover polygons" and loaded.layer().source().endswith("lidar.gpkg|layername=lidar only")
+    assert loaded.layer().featureCount() == len(geopandas.read_file(tmp_path / "lidar.gpkg", layer="lidar only")) > 0
+    before = (tmp_path / "lidar.gpkg").read_bytes()
+    beside = f"ogr:dbname='{tmp_path / 'lidar.gpkg'}' table=\"second\" (geom)"
+    with pytest.raises(QgsProcessingException) as error:
+        run(map_id, {"lidar": inputs["lidar"], "POLYGONS": beside, "OUTPUT": str(tmp_path / "again.tif")})
+    assert "holds an earlier map's polygons as the layer 'lidar only' (replaced only by a layer of that name); give the polygons " \
+        "a new file" in str(error.value) and (tmp_path / "lidar.gpkg").read_bytes() == before, str(error.value)
     QgsProject.instance().clear()
 
 

@@ -6,6 +6,8 @@ only when the map is complete."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,13 @@ from rasterio.windows import Window
 from mamol_core.atomic import atomic_paths, record_finished
 from mamol_core.config import ClassSpec
 from mamol_core.data.rasters import Grid
-from mamol_core.errors import MamolError
 from mamol_core.figures import glyphs_told
 
 if TYPE_CHECKING:
     import geopandas
     import pandas
+
+log = logging.getLogger(__name__)
 
 #: Nodata of the class raster (class values are 1..255) and of the percent rasters.
 CLASS_NODATA, PERCENT_NODATA = 0, 255
@@ -47,7 +50,6 @@ class OutputPaths:
     polygons: Path | None = None  # the class map as polygons (GeoPackage or GeoJSON)
     sieve: int = 0  # class patches smaller than this many pixels take their surroundings' class
     polygons_layer: str | None = None  # the polygons' layer name; None: the polygons file's name
-    polygons_added: bool = False  # the polygons go into an existing GeoPackage as a new layer (see adds_polygon_layer)
 
     @property
     def polygon_layer(self) -> str:
@@ -80,8 +82,7 @@ class OutputPaths:
                 **{f"the --{name} style (.qml)": path for name, path in self.side_styles().items()}}
 
     def all(self) -> list[Path]:
-        """The files written whole under temporary names, then renamed (a layer added in place is not one)."""
-        return [path for path in self.labelled().values() if not (self.polygons_added and path == self.polygons)]
+        return list(self.labelled().values())
 
 
 def is_map_output(path: Path) -> bool:
@@ -238,10 +239,9 @@ class MapWriter(contextlib.ExitStack):
                 dataset.close()
         if self.paths.sieve > 1:
             sieve_classes(self.temporaries[self.paths.classes], self.paths.sieve)
-        polygons = polygon_frame(self.temporaries[self.paths.classes], self.classes) if self.paths.polygons else None
-        if polygons is not None and not self.paths.polygons_added:
-            polygons.to_file(self.temporaries[self.paths.polygons], driver=POLYGON_DRIVERS[self.paths.polygons.suffix.lower()],
-                             layer=self.paths.polygon_layer)
+        if self.paths.polygons is not None:
+            write_polygons(self.temporaries[self.paths.classes], self.temporaries[self.paths.polygons], self.paths.polygons,
+                           self.paths.polygon_layer, self.classes)
         if self.paths.cog:
             for path, resampling in ((self.paths.classes, "MODE"), (self.paths.probabilities, "AVERAGE"),
                                      (self.paths.confidence, "AVERAGE"), (self.paths.availability, "MODE")):
@@ -257,9 +257,12 @@ class MapWriter(contextlib.ExitStack):
             self.temporaries[side["availability"]].write_text(availability_style(self.modality_names))
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
+        if self.paths.polygons is not None and (problem := polygon_target_problem(self.paths.polygons, self.paths.polygon_layer)):
+            aside = free_name(self.paths.polygons)  # the file changed or was opened during the run: it stays as it is
+            os.replace(self.temporaries[self.paths.polygons], aside)
+            record_finished(aside)
+            log.warning("%s %s now; the polygons are in %s instead", self.paths.polygons, problem, aside)
         self.close()
-        if polygons is not None and self.paths.polygons_added:
-            add_polygon_layer(polygons, self.paths.polygons, self.paths.polygon_layer)
 
 
 def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray, paths: OutputPaths) -> dict[str, np.ndarray]:
@@ -319,38 +322,58 @@ def square_metres(frame: geopandas.GeoDataFrame) -> pandas.Series:
     return geometry.to_crs(centred).area
 
 
-def geopackage_contents(path: Path) -> list[str]:
-    """What an existing GeoPackage ``path`` holds besides GeoPackage's own tables, by name: its layers of
-    features, tiles (rasters) or attributes, then any other table (a QGIS project, saved styles). Read
-    with SQLite (a GeoPackage is an SQLite database), read-only."""
+#: The description mamol-map gives its polygon layers in a GeoPackage (``gpkg_contents``): how a file of
+#: its own earlier polygons, which a new map may replace, is told from one that holds anyone else's data.
+POLYGONS_DESCRIPTION = "land-cover polygons written by mamol-map"
+#: Table name prefixes a GeoPackage reserves (GeoPackage's, SQLite's and the spatial index's own tables).
+RESERVED_TABLE_PREFIXES = ("gpkg", "sqlite_", "rtree_")
+
+
+def polygon_target_problem(path: Path, layer: str) -> str:
+    """Why the polygons (layer ``layer``) may not replace the existing file ``path`` ("" where they may: no
+    file, a GeoJSON file, as other outputs are replaced, or a GeoPackage that holds only a layer of that
+    name of polygons an earlier mamol-map wrote and is open in no other program). Replacing renames a new file over it, which would
+    lose any other layer, raster, style or project it holds, and damage it for a program that has it
+    open (SQLite's ``-wal``, ``-shm`` or ``-journal`` files beside it)."""
     import sqlite3
 
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg" or not path.exists():
+        return ""
+    beside = [path.with_name(path.name + end).name for end in ("-wal", "-shm", "-journal") if path.with_name(path.name + end).exists()]
+    if beside:
+        return f"is open in another program or was left half-written ({', '.join(beside)} beside it)"
     try:
-        with contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as database:
-            contents = [str(row[0]) for row in database.execute("SELECT table_name FROM gpkg_contents")]
+        with contextlib.closing(sqlite3.connect(path)) as database:
+            database.execute("PRAGMA query_only = ON")
+            contents = database.execute("SELECT table_name, data_type, description FROM gpkg_contents").fetchall()
             tables = [str(row[0]) for row in database.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
     except sqlite3.Error as exc:
-        raise MamolError(f"--polygons {path}: exists but cannot be read as a GeoPackage ({exc}); move it away or choose "
-                         "another file") from None
-    return contents + [t for t in tables if t not in contents and not t.lower().startswith(("gpkg", "rtree_", "sqlite_"))]
+        return f"is no GeoPackage that can be read ({exc})"
+    names = {str(row[0]) for row in contents}
+    others = [t for t in tables if t not in names and not t.lower().startswith(RESERVED_TABLE_PREFIXES)]
+    if len(contents) == 1 and contents[0][1] == "features" and contents[0][2] == POLYGONS_DESCRIPTION and not others:
+        if str(contents[0][0]).casefold() == layer.casefold():
+            return ""
+        return f"holds an earlier map's polygons as the layer {contents[0][0]!r} (replaced only by a layer of that name)"
+    held = [f"{row[0]} ({row[1]})" for row in contents] + others
+    return f"holds data mamol-map did not write ({', '.join(held) or 'no layer'})"
 
 
-def adds_polygon_layer(path: Path, layer: str) -> bool:
-    """Whether the polygons go into the existing GeoPackage ``path`` as the new layer ``layer``, written in
-    place (SQLite keeps the file whole and its other contents as they are, even if the write is stopped),
-    rather than as a new file that replaces ``path`` (which then holds nothing or only an earlier map's
-    ``layer``). A layer of that name (in any case) beside other contents is refused: replacing it in place
-    could not be undone if stopped."""
-    if Path(path).suffix.lower() != ".gpkg" or not Path(path).exists():
-        return False
-    contents = geopackage_contents(path)
-    others = [name for name in contents if name.casefold() != layer.casefold()]
-    if not others:
-        return False
-    if len(others) < len(contents):
-        raise MamolError(f"--polygons {path}: already holds a layer {layer!r} beside {', '.join(others)}; give the map's layer "
-                         f"another name (--polygons-layer {layer}_2) or delete that layer first")
-    return True
+def free_name(path: Path) -> Path:
+    """``path`` with the first free ``_2``, ``_3``, … after its stem."""
+    number = 2
+    while (candidate := path.with_name(f"{path.stem}_{number}{path.suffix}")).exists():
+        number += 1
+    return candidate
+
+
+def write_polygons(classes_tif: Path, temporary: Path, final: Path, layer: str, classes: list[ClassSpec]) -> None:
+    """Write :func:`polygon_frame` of ``classes_tif`` to ``temporary`` in the format ``final``'s suffix
+    names, as the layer ``layer`` (in a GeoPackage described as :data:`POLYGONS_DESCRIPTION`)."""
+    frame = polygon_frame(classes_tif, classes)
+    options = {"layer_options": {"DESCRIPTION": POLYGONS_DESCRIPTION}} if final.suffix.lower() == ".gpkg" else {}
+    frame.to_file(temporary, driver=POLYGON_DRIVERS[final.suffix.lower()], layer=layer, **options)
 
 
 def polygon_frame(classes_tif: Path, classes: list[ClassSpec]):
@@ -370,18 +393,6 @@ def polygon_frame(classes_tif: Path, classes: list[ClassSpec]):
                                    geometry=[g for g, _ in found], crs=crs)
     frame["area"] = square_metres(frame)
     return frame
-
-
-def add_polygon_layer(frame, path: Path, layer: str) -> None:
-    """Write ``frame`` into the existing GeoPackage ``path`` as the new layer ``layer``, in place (one
-    SQLite transaction: a stopped write leaves the file as it was)."""
-    try:
-        frame.to_file(path, driver="GPKG", layer=layer)
-    except Exception as exc:  # pyogrio's and GDAL's error types alike; a locked or full file among them
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise MamolError(f"{path}: the map is written, but adding its polygons as the layer {layer!r} failed ({reason}); "
-                         "run again with --polygons naming a new file") from None
-    record_finished(path)
 
 
 def to_cog(path: Path, resampling: str) -> None:
