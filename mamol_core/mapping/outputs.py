@@ -257,11 +257,12 @@ class MapWriter(contextlib.ExitStack):
             self.temporaries[side["availability"]].write_text(availability_style(self.modality_names))
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
-        if self.paths.polygons is not None and (problem := polygon_target_problem(self.paths.polygons, self.paths.polygon_layer)):
-            aside = free_name(self.paths.polygons)  # the file changed or was opened during the run: it stays as it is
-            os.replace(self.temporaries[self.paths.polygons], aside)
+        polygons = self.paths.polygons
+        if polygons is not None and (problem := polygon_target_problem(polygons, self.paths.polygon_layer)):
+            aside = free_name(polygons)  # the file changed or was opened during the run: it stays as it is
+            os.replace(self.temporaries[polygons], aside)
             record_finished(aside)
-            log.warning("%s %s now; the polygons are in %s instead", self.paths.polygons, problem, aside)
+            log.warning("%s %s now; the polygons are in %s instead", polygons, problem, aside)
         self.close()
 
 
@@ -332,9 +333,9 @@ RESERVED_TABLE_PREFIXES = ("gpkg", "sqlite_", "rtree_")
 def polygon_target_problem(path: Path, layer: str) -> str:
     """Why the polygons (layer ``layer``) may not replace the existing file ``path`` ("" where they may: no
     file, a GeoJSON file, as other outputs are replaced, or a GeoPackage that holds only a layer of that
-    name of polygons an earlier mamol-map wrote and is open in no other program). Replacing renames a new file over it, which would
-    lose any other layer, raster, style or project it holds, and damage it for a program that has it
-    open (SQLite's ``-wal``, ``-shm`` or ``-journal`` files beside it)."""
+    name of polygons an earlier mamol-map wrote and is open in no other program). Replacing renames a new
+    file over it, which would lose any other layer, raster, style or project it holds, and damage it for a
+    program that has it open (SQLite's ``-wal``, ``-shm`` or ``-journal`` files beside it)."""
     import sqlite3
 
     path = Path(path)
