@@ -290,7 +290,8 @@ def polygon_destination(destination: str) -> tuple[str, str | None]:
 
 
 def polygon_source(context, destination: str, file: str, layer: str) -> str:
-    """The polygons' layer source (``FILE|layername=LAYER`` for a GeoPackage), now also the key under which ``context`` loads the layer that was asked for under ``destination``."""
+    """The polygons' layer source (``FILE|layername=LAYER`` for a GeoPackage), now also the key under which
+    ``context`` loads the layer that was asked for under ``destination``."""
     source = f"{file}|layername={layer}" if file.lower().endswith(".gpkg") else file
     if context.willLoadLayerOnCompletion(destination):
         layers = context.layersToLoadOnCompletion()
