@@ -21,7 +21,7 @@ from mamol_core.device import precision_name
 from mamol_core.errors import MamolError
 from mamol_core.model import MaMOLClassifier, build_model, describe
 from mamol_core.training.loop import Checkpointing, epoch_steps, schedule_steps, train_model
-from mamol_core.training.state import RunIdentity, SavedState, listed, read_state
+from mamol_core.training.state import RunIdentity, SavedState, differences_text, read_state
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class StateFiles:
             differing.append(f"device and precision ({saved.compute})")
         if differing:
             log.info("%s: left by a run with other settings or inputs (%s); starting afresh (it will be replaced)",
-                     self.path, listed(differing))
+                     self.path, differences_text(differing))
             return None
         return saved
 

@@ -116,8 +116,8 @@ class SavedState:
             raise MamolError(f"{self.path}: was written by mamol {self.meta['config'].get('mamol_version', '?')}, which read the "
                              f"rasters' bands otherwise (model format {written}, now {now}); start afresh without --resume")
         if differing:
-            raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({listed(differing)}); resume "
-                             "with the arguments of that run, or start afresh without --resume")
+            raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({differences_text(differing)}); "
+                             "resume with the arguments of that run, or start afresh without --resume")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                 device: torch.device) -> LoopPosition:
@@ -205,7 +205,7 @@ def _merged(defaults, stored):
     return stored
 
 
-def listed(differing: list[str]) -> str:
+def differences_text(differing: list[str]) -> str:
     """``differing`` (from :meth:`SavedState.differences`) in words: the first four and a count of the rest."""
     more = f"; {len(differing) - 4} more" if len(differing) > 4 else ""
     return f"differing: {'; '.join(differing[:4])}{more}"
