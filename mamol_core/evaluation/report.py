@@ -29,7 +29,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
-    confusions = {name: folder / f"confusion_{slug(name)}.csv" for name in evaluation.matrices}
+    confusions = {name: confusion_file(folder, name) for name in evaluation.matrices}
     earlier = earlier_confusions(folder)
     files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png", folder / "report.html"]
     with atomic_paths(files) as temporaries:
@@ -57,12 +57,17 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     return folder / "metrics.json"
 
 
+def confusion_file(folder: Path, pattern: str) -> Path:
+    """Where a report in ``folder`` keeps the confusion matrix of ``pattern`` (``overall``, ``missing sar``)."""
+    return Path(folder) / f"confusion_{slug(pattern)}.csv"
+
+
 def earlier_confusions(folder: Path) -> list[Path]:
     """The confusion CSVs an earlier report in ``folder`` wrote, by the patterns its ``metrics.json``
     lists ([] where there is none or it cannot be read): files that would otherwise outlive it."""
     try:
         results = json.loads((Path(folder) / "metrics.json").read_text())["results"]
-        return [Path(folder) / f"confusion_{slug(name)}.csv" for name in results]
+        return [confusion_file(folder, name) for name in results]
     except (OSError, ValueError, KeyError, TypeError):
         return []
 

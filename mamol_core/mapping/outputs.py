@@ -341,7 +341,7 @@ def polygon_target_problem(path: Path, layer: str) -> str:
     path = Path(path)
     if path.suffix.lower() != ".gpkg" or not path.exists():
         return ""
-    beside = [path.with_name(path.name + end).name for end in ("-wal", "-shm", "-journal") if path.with_name(path.name + end).exists()]
+    beside = [name for end in ("-wal", "-shm", "-journal") if path.with_name(name := path.name + end).exists()]
     if beside:
         return f"is open in another program or was left half-written ({', '.join(beside)} beside it)"
     try:

@@ -98,10 +98,9 @@ class SavedState:
         then settings, with both values where they are short (``train.lr 0.001 then, 0.01 now``). A setting
         added to mamol after the state was written counts as its default there (the run behaved so); one
         this mamol does not know counts as a difference. Where they compute is not compared (see :attr:`compute`)."""
-        now, then = json.loads(identity.config_json), _with_defaults(self.meta["config"])
-        differing = sorted(_differences(now, then) - NOT_COMPARED)
+        differing = _differences(_with_defaults(self.meta["config"]), json.loads(identity.config_json))
         return (["the training labels"] if self.meta["labels"] != identity.labels else []) + [
-            _described(key, then, now) for key in differing]
+            _described(key, *differing[key]) for key in sorted(set(differing) - NOT_COMPARED)]
 
     @property
     def compute(self) -> str:
@@ -211,19 +210,16 @@ def differences_text(differing: list[str]) -> str:
     return f"differing: {'; '.join(differing[:4])}{more}"
 
 
-def _described(key: str, then: dict, now: dict) -> str:
-    """``key`` (``train.lr``) with its value in each configuration where both are short single values."""
-    values = []
-    for config in (then, now):
-        for part in key.split(".") if key != "config" else []:
-            config = config.get(part) if isinstance(config, dict) else None
-        values.append(config)
-    if all(isinstance(v, (int, float, str, bool)) and len(json.dumps(v)) <= 24 for v in values):
-        return f"{key} {json.dumps(values[0])} then, {json.dumps(values[1])} now"
+def _described(key: str, then, now) -> str:
+    """``key`` (``train.lr``) with its values ``then`` and ``now`` where both are short single values."""
+    if all(isinstance(v, (int, float, str, bool)) and len(json.dumps(v)) <= 24 for v in (then, now)):
+        return f"{key} {json.dumps(then)} then, {json.dumps(now)} now"
     return key
 
 
-def _differences(a, b, prefix: str = "") -> set[str]:
+def _differences(a, b, prefix: str = "") -> dict[str, tuple]:
+    """The dotted keys (``train.lr``) whose values differ between configurations ``a`` and ``b``, each with
+    both values (``config`` where the whole differs)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return {d for k in set(a) | set(b) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")}
-    return set() if a == b else {prefix.rstrip(".") or "config"}
+        return {d: values for k in set(a) | set(b) for d, values in _differences(a.get(k), b.get(k), f"{prefix}{k}.").items()}
+    return {} if a == b else {prefix.rstrip(".") or "config": (a, b)}
