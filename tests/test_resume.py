@@ -2,6 +2,7 @@
 under way and, resumed, ends with exactly the weights of a run that was never interrupted (CPU)."""
 
 import os
+import shlex
 import shutil
 import signal
 
@@ -193,3 +194,26 @@ def test_a_run_stopped_early_before_the_interruption_stays_stopped(scene_dir, tm
     assert resumed.exit_code == 0 and steps == [5], (resumed.output, steps)
     record = read_config(out).validation
     assert record.steps_run == 5 and record.stopped_early
+
+
+def test_a_run_stopped_while_scoring_keeps_the_model_and_says_how_to_score_it(scene_dir, tmp_path, monkeypatch, caplog):
+    from mamol_cli import evaluate
+    from mamol_core.evaluation import score
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score, "evaluate_run", stopped)
+    out = tmp_path / "m.safetensors"
+    args = ["--scene", str(scene_dir), "-o", str(out), *[a for a in FAST if a != "--no-eval"]]
+    result = CliRunner().invoke(train.main, args, obj={"progress": lambda record: None})
+    assert result.exit_code == 130 and f"kept {out}" in result.output and out.exists(), result.output
+    assert not (tmp_path / "m.report").exists()
+    hint = caplog.text.split("no accuracy report; ")[1].split(" writes it")[0]
+    words = shlex.split(hint)
+    assert words[:3] == ["mamol-eval", "--model", str(out)] and words[-2:] == ["-o", str(tmp_path / "m.report")]
+    scored = CliRunner().invoke(evaluate.main, [*words[1:], "--quiet"])
+    assert scored.exit_code == 0 and (tmp_path / "m.report" / "metrics.json").exists(), scored.output
+
+    held_out = train.evaluation_hint(out, tmp_path / "r", None, ("a=x.tif",), scene_dir / "train_labels.gpkg", None, "code", None)
+    assert "train again" in held_out
