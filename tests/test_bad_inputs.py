@@ -389,6 +389,48 @@ def test_labels_of_one_class_are_refused(scene_dir, tmp_path):
     one_line_error(result, "a classifier needs labels of at least two classes")
 
 
+def test_classes_are_counted_where_the_sensors_hold_data(scene_dir, tmp_path, caplog):
+    """Labels of several classes over sensors that hold data under one of them only train no one-class model (it would
+    score 100 % on it); a class whose every training pixel lies on nodata is named."""
+    with rasterio.open(scene_dir / "train_labels.tif") as src:
+        labels = src.read(1)
+    present = [v for v in np.unique(labels) if v]
+    for name in ("hsi", "dsm"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            data, profile = src.read().astype(np.float32), src.profile | {"dtype": "float32", "nodata": -9999.0}
+        for keep, path in ((present[:1], tmp_path / f"{name}_one.tif"), (present[1:], tmp_path / f"{name}_most.tif")):
+            data_kept = np.where(np.isin(labels, keep) | (labels == 0), data, np.float32(-9999.0))
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(data_kept)
+    args = ["--labels", str(scene_dir / "train_labels.tif"), "--no-eval", *FAST]
+    one = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi_one.tif'}", "--input", f"dsm={tmp_path / 'dsm_one.tif'}",
+                                          "-o", str(tmp_path / "one.safetensors"), *args])
+    one_line_error(one, "keeps training pixels where the sensors hold data")
+    assert not (tmp_path / "one.safetensors").exists()
+    most = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi_most.tif'}", "--input", f"dsm={tmp_path / 'dsm_most.tif'}",
+                                           "-o", str(tmp_path / "most.safetensors"), *args])
+    assert most.exit_code == 0, most.output
+    assert "lies on nodata; the model cannot learn it" in caplog.text
+
+
+def test_a_label_raster_in_the_scene_folder_is_no_sensor(scene_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for name in ("hsi.tif", "dsm.tif", "classes.json"):
+        (scene / name).write_bytes((scene_dir / name).read_bytes())
+    (scene / "gt.tif").write_bytes((scene_dir / "train_labels.tif").read_bytes())
+    (scene / "check.tif").write_bytes((scene_dir / "test_labels.tif").read_bytes())
+    result = CliRunner().invoke(train.main, ["--scene", str(scene), "--labels", str(scene / "gt.tif"), "--test-labels",
+                                             str(scene / "check.tif"), "-o", str(tmp_path / "m.safetensors"), "--no-eval", *FAST])
+    assert result.exit_code == 0, result.output
+    assert read_config(tmp_path / "m.safetensors").model.modality_names == ["dsm", "hsi"]
+    assert "gt.tif: given as --labels, not a sensor" in caplog.text and "check.tif: given as --test-labels, not a sensor" in caplog.text
+    twice = CliRunner().invoke(train.main, ["--scene", str(scene), "--input", f"gt={scene / 'gt.tif'}", "--labels", str(scene / "gt.tif"),
+                                            "-o", str(tmp_path / "n.safetensors"), *FAST])
+    one_line_error(twice, "given as the gt raster and as --labels; labels are not a sensor")
+
+
 def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     scene = tmp_path / "scene"

@@ -138,6 +138,23 @@ def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: li
     return PixelSet(rows[keep], cols[keep], np.array([index_of[v] for v in values[keep]], np.int64), presence[keep])
 
 
+def check_kept_classes(train: PixelSet, scene: Scene) -> None:
+    """Stop when fewer than two classes keep training pixels once pixels without data are skipped (a
+    model of one class scores 100 % on it), and warn of each labelled class that lost all of its pixels."""
+    where = ", ".join(str(m.path) for m in scene.modalities)
+    kept = set(np.unique(train.targets).tolist())
+    labelled = set(np.unique(scene.train_labels).tolist()) - {0}
+    lost = [c.name for i, c in enumerate(scene.classes) if c.value in labelled and i not in kept]
+    if len(kept) < 2:
+        left = f"only {scene.classes[kept.pop()].name!r} keeps training pixels" if kept else "no training pixel is left"
+        raise MamolError(f"{where}: {left} where the sensors hold data ({len(train)} pixels; "
+                         f"{', '.join(repr(n) for n in lost)} lie only on nodata); a classifier needs two classes: check the rasters' "
+                         "nodata values and extents against the labels")
+    if lost:
+        log.warning("%s: every training pixel of %s lies on nodata; the model cannot learn %s", where,
+                    ", ".join(repr(n) for n in lost), "it" if len(lost) == 1 else "them")
+
+
 def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list[ModalitySpec] | None = None,
                   held_out: np.ndarray | None = None, normalization: str = "standard") -> tuple[PreparedScene, list[ModalitySpec]]:
     """Read the labelled window, normalise it (with ``specs``, or by ``normalization`` fitted on the
@@ -165,8 +182,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     normalize(data, valid, specs)
     names = [m.name for m in layout]  # the model's modalities, given or not
     train = pixel_set(scene.train_labels, window, valid, scene.classes, names, protocol, protocol.seed, "training")
-    if fitting and len(train) == 0:
-        raise MamolError(f"{scene.modalities[0].path.parent}: no training pixel is left after masking nodata; check the rasters' nodata values")
+    if fitting:
+        check_kept_classes(train, scene)
     test = None
     if scene.test_labels is not None and (scene.test_labels > 0).any():
         test = pixel_set(scene.test_labels, window, valid, scene.classes, names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")

@@ -86,10 +86,16 @@ def select_modalities(scene: Scene, names: list[str] | None) -> Scene:
     return dataclasses.replace(scene, modalities=[m for m in scene.modalities if m.name in names])
 
 
-def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, Path]:
-    """Modality files of a scene folder (by file stem, label files excluded), then ``inputs``; a file
-    of the folder that ``--input NAME=PATH`` names takes that name instead of its stem
-    (``--scene sample_data --input lidar=sample_data/dsm.tif`` gives lidar, not dsm)."""
+def find_modalities(folder: Path | None, inputs: dict[str, Path], labels: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Modality files of a scene folder (by file stem, label files excluded: ``*_labels`` and the files
+    ``labels`` gives, option -> path), then ``inputs``; a file of the folder that ``--input NAME=PATH``
+    names takes that name instead of its stem (``--scene sample_data --input lidar=sample_data/dsm.tif``
+    gives lidar, not dsm). A label file given as an input is refused."""
+    given = {os.path.realpath(path): option for option, path in (labels or {}).items() if path is not None}
+    for name, path in inputs.items():
+        if os.path.realpath(path) in given:
+            raise MamolError(f"{path}: given as the {name} raster and as {given[os.path.realpath(path)]}; labels are not a sensor, "
+                             "give each its own file")
     found: dict[str, Path] = {}
     if folder is not None:
         if not folder.is_dir():
@@ -101,6 +107,9 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path]) -> dict[str, P
             if is_raster(path) and path.stem not in RESERVED and not path.stem.endswith("_labels"):
                 if is_map_output(path):
                     log.info("%s: a map mamol-map wrote, not a sensor; left out of the scene", path)
+                    continue
+                if os.path.realpath(path) in given:
+                    log.info("%s: given as %s, not a sensor; left out of the scene", path, given[os.path.realpath(path)])
                     continue
                 found[path.stem] = path
     claimed = {os.path.realpath(path) for path in inputs.values()}
@@ -141,7 +150,7 @@ def open_scene(
     rasters on another grid are warped onto it.
     """
     folder = Path(folder) if folder is not None else None
-    paths = find_modalities(folder, inputs or {})
+    paths = find_modalities(folder, inputs or {}, {"--labels": labels, "--test-labels": test_labels})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
     for warning in [line for path in paths.values() for line in file_warnings(path)]:
         log.warning(warning)
