@@ -45,7 +45,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_model_on_scene, order_scene_for_model
-    from mamol_core.modelfile.header import read_config
+    from mamol_core.modelfile.header import DIGEST_KEY, header_digest, read_config
     from mamol_core.modelfile.weights import load_model
 
     if stride is not None and mode != "dense":
@@ -69,8 +69,8 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     model, config = load_model(model_path, compute)
     evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
                                          progress_mode=progress_mode, mode=mode, stride=stride)
-    write_report(folder, evaluation, {"model": str(model_path), "protocol": vars(protocol), "modalities_given": opened.names,
-                                      "device": str(compute), "mode": mode})
+    write_report(folder, evaluation, {"model": str(model_path), DIGEST_KEY: header_digest(model_path), "protocol": vars(protocol),
+                                      "modalities_given": opened.names, "device": str(compute), "mode": mode})
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)

@@ -62,19 +62,28 @@ def main(model_path, as_json, check):
 
 def report_accuracy(model_path: Path) -> str | None:
     """One line of the accuracy per sensor combination in the model's training report (``<model>.report/``,
-    or ``<model>_report/``), ``None`` without one."""
+    or ``<model>_report/``), ``None`` without one; a report that records another model file's header (an
+    earlier model written to the same path) is not this model's, and the line says so."""
     from mamol_core.evaluation.metrics import measure_text
+    from mamol_core.modelfile.header import DIGEST_KEY, header_digest
 
+    earlier, digest = [], header_digest(model_path)
     for folder in (model_path.with_suffix(".report"), model_path.with_name(f"{model_path.stem}_report")):
         try:
             report = json.loads((folder / "metrics.json").read_text())
             results, overall = report["results"], report["results"]["overall"]
+            if report["context"].get(DIGEST_KEY, digest) != digest:  # reports of mamol 0.3.0 and before record none
+                earlier.append(folder)
+                continue
             patterns = "; ".join(f"{name} {measure_text(summary['oa'])}" for name, summary in results.items() if name != "overall")
             return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
                     f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
                     + (f"; by missing pattern: {patterns}" if patterns else ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not a report
             continue
+    if earlier:
+        return (f"accuracy: {earlier[0]} is the report of an earlier model written to {model_path}, not this one's; "
+                f"mamol-eval --model {model_path} -o {earlier[0]} with the test data writes this one's")
     return None
 
 

@@ -115,6 +115,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
+    from mamol_core.modelfile.header import DIGEST_KEY, header_digest
     from mamol_core.modelfile.weights import save_model
     from mamol_core.training.fit import StateFiles, train_on_scene
     from mamol_core.training.state import check_state_file, is_training_state
@@ -182,8 +183,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         log.warning("stopped while scoring: %s is complete but has no accuracy report; %s", output,
                     evaluation_hint(output, folder, scene, inputs, labels, test_labels, label_field, assume_crs))
         raise
-    context = {"model": str(output), "protocol": vars(run.config.protocol), "device": str(compute), "train_seconds": round(run.seconds, 1),
-               "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
+    context = {"model": str(output), DIGEST_KEY: header_digest(output), "protocol": vars(run.config.protocol), "device": str(compute),
+               "train_seconds": round(run.seconds, 1), "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
     if run.config.validation is not None:
         context["validation"] = {k: v for k, v in vars(run.config.validation).items() if k != "checks"}  # all checks: mamol-info --json
     write_report(folder, evaluation, context)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
+import struct
 from pathlib import Path
 
 from qgis.core import (
@@ -59,15 +61,27 @@ def algorithm_name(name: str, taken: set[str] | frozenset = frozenset()) -> str:
 
 def model_results(model_path: str) -> dict:
     """The accuracy per sensor combination of the model's training report (``<model>.report/metrics.json``,
-    or ``<model>_report/``), keyed by mamol's pattern names (``complete``, ``missing hsi``); empty without one."""
+    or ``<model>_report/``), keyed by mamol's pattern names (``complete``, ``missing hsi``); empty without one,
+    or where the report records another model file's header (an earlier model written to the same path)."""
     import json
 
     for folder in (Path(model_path).with_suffix(".report"), Path(model_path).with_name(f"{Path(model_path).stem}_report")):
         try:
-            return json.loads((folder / "metrics.json").read_text())["results"]
-        except (OSError, ValueError, KeyError):
+            report = json.loads((folder / "metrics.json").read_text())
+            recorded = report["context"].get("model_header_sha256")
+            if recorded is None or recorded == header_digest(model_path):  # reports of mamol 0.3.0 and before record none
+                return report["results"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
             continue
     return {}
+
+
+def header_digest(model_path: str) -> str:
+    """SHA-256 of a model file's safetensors header, as its reports record it (mamol_core.modelfile.header's
+    rule, which the plugin cannot import: mamol may live in another Python than QGIS's)."""
+    with open(model_path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return hashlib.sha256(handle.read(length)).hexdigest()
 
 
 def pattern_of(given: list[str], modalities: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -105,6 +106,17 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     described = CliRunner().invoke(info.main, [str(older)])
     assert "accuracy in its report" not in described.output  # a copy without its report
     assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output
+
+
+def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_ones(model_file, tmp_path):
+    model, report = tmp_path / "m.safetensors", tmp_path / "m.report"
+    model.write_bytes(model_file.read_bytes())
+    shutil.copytree(model_file.with_suffix(".report"), report)
+    assert "accuracy in its report (" in CliRunner().invoke(info.main, [str(model)]).output  # a copy with its report
+    copy_with_config(model_file, model, lambda c: c | {"model": c["model"] | {"name": "retrained"}})  # another model at that path
+    described = CliRunner().invoke(info.main, [str(model)])
+    assert described.exit_code == 0 and "accuracy in its report" not in described.output, described.output
+    assert f"accuracy: {report} is the report of an earlier model written to {model}, not this one's" in described.output
 
 
 def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_file, scene_dir, tmp_path, caplog):

@@ -609,6 +609,21 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     assert feedback.warnings == [note]
 
 
+def test_the_help_panel_shows_no_report_of_an_earlier_model_at_the_same_path(plugin, tmp_path):
+    from mamol_core.modelfile.header import header_digest as core_digest
+    from qgis_plugin.algorithms import header_digest, model_results
+
+    model, report = tmp_path / "m.safetensors", tmp_path / "m_report"
+    model.write_bytes((SAMPLE / "sample_model.safetensors").read_bytes())
+    shutil.copytree(SAMPLE / "sample_model_report", report)
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert model_results(str(model)) == metrics["results"]  # a report that records no model (mamol 0.3.0): shown
+    assert header_digest(str(model)) == core_digest(model)  # the rule mamol-train and mamol-eval record by
+    for digest, shown in ((header_digest(str(model)), True), ("0" * 64, False)):
+        (report / "metrics.json").write_text(json.dumps(metrics | {"context": metrics["context"] | {"model_header_sha256": digest}}))
+        assert model_results(str(model)) == (metrics["results"] if shown else {})
+
+
 def map_check_with_environment(map_id: str, tmp_path: Path, monkeypatch, script: str) -> tuple[bool, str]:
     """The map dialog's check before run, with MAMOL_BIN_DIR holding a mamol-map that runs ``script``."""
     from qgis.core import QgsProcessingContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -11,6 +12,8 @@ from mamol_core.config import MamolConfig
 from mamol_core.errors import MamolError
 
 CONFIG_KEY = "mamol_config"
+#: The key under which a report's context records :func:`header_digest` of the model it scored.
+DIGEST_KEY = "model_header_sha256"
 
 #: A tensor that ``attach_experts`` adds to a backbone block (LoRA bank and router, replacing FFN
 #: experts, or prompts); group 1 is the block's index.
@@ -37,6 +40,15 @@ def read_header(path: Path, check_size: bool = True) -> dict:
     if check_size:
         check_complete(path, header, 8 + length)
     return header
+
+
+def header_digest(path: Path) -> str:
+    """SHA-256 of a model file's safetensors header: its tensor table and embedded configuration, which
+    holds what was fitted on its training pixels (normalisation, classes, validation record). A report
+    records it, so that the report of an earlier model written to the same path is not taken for this one's."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return hashlib.sha256(handle.read(length)).hexdigest()
 
 
 def read_metadata(path: Path, check_size: bool = True) -> dict[str, str]:
