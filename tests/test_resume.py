@@ -117,7 +117,7 @@ def test_a_state_from_another_release_resumes_with_new_settings_at_their_default
     edit_state(state, before_format_4)
     older = train_run(scene_dir, out, "--resume", str(state))
     assert older.exit_code == 1 and "was written by mamol 0.2.0, which read the rasters' bands otherwise (model format 2, now 4); " \
-        "start afresh without --resume" in older.output, older.output
+        "start afresh with --continue instead of --resume" in older.output, older.output
 
 
 def test_continue_goes_on_with_a_matching_state_and_replaces_another(scene_dir, tmp_path, caplog):
@@ -177,7 +177,7 @@ def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path
         values[rows[changed], cols[changed]] = first  # five pixels of other classes now of the first pixel's class
         labels.write(values, 1)
     refused = train_run(edited, out, "--resume", str(state))
-    assert refused.exit_code == 1 and "(differing: the training labels)" in refused.output
+    assert refused.exit_code == 1 and "(differing: the training labels (their file, or those --holdout" in refused.output
     steps = []
     assert train_run(edited, out, "--continue", steps=steps).exit_code == 0 and steps[0] == 0 and not state.exists()
 

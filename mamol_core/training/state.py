@@ -24,6 +24,8 @@ from mamol_core.modelfile.header import read_metadata
 
 #: Metadata key of the state file's JSON.
 STATE_KEY = "mamol_training_state"
+#: How to start afresh over a state that cannot be resumed (mamol-train refuses a fresh run over an existing state).
+AFRESH = "start afresh with --continue instead of --resume (it replaces the state at --state) or delete this file"
 #: What the JSON must hold for a run to continue from it.
 STATE_FIELDS = {"config", "labels", "step", "epoch", "epoch_start", "total", "seen", "history", "param_groups", "scheduler"}
 #: Config fields that do not change how a run trains: a state written by another mamol release continues.
@@ -99,7 +101,7 @@ class SavedState:
         added to mamol after the state was written counts as its default there (the run behaved so); one
         this mamol does not know counts as a difference. Where they compute is not compared (see :attr:`compute`)."""
         differing = _differences(_with_defaults(self.meta["config"]), json.loads(identity.config_json))
-        return (["the training labels"] if self.meta["labels"] != identity.labels else []) + [
+        return ([TRAINING_LABELS] if self.meta["labels"] != identity.labels else []) + [
             _described(key, *differing[key]) for key in sorted(set(differing) - NOT_COMPARED)]
 
     @property
@@ -113,10 +115,10 @@ class SavedState:
         written, now = self.meta["config"].get("format_version"), json.loads(identity.config_json).get("format_version")
         if differing and written != now:
             raise MamolError(f"{self.path}: was written by mamol {self.meta['config'].get('mamol_version', '?')}, which read the "
-                             f"rasters' bands otherwise (model format {written}, now {now}); start afresh without --resume")
+                             f"rasters' bands otherwise (model format {written}, now {now}); {AFRESH}")
         if differing:
             raise MamolError(f"{self.path}: was written by a run with other settings or inputs ({differences_text(differing)}); "
-                             "resume with the arguments of that run, or start afresh without --resume")
+                             f"resume with the arguments of that run, or {AFRESH}")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
                 device: torch.device) -> LoopPosition:
@@ -172,7 +174,7 @@ def read_state(path: Path) -> SavedState:
             raise ValueError("incomplete")
         tensors = load_file(str(path))
     except (MamolError, SafetensorError, KeyError, ValueError, OSError):
-        raise MamolError(f"{path}: not a complete training state of this mamol; start afresh without --resume") from None
+        raise MamolError(f"{path}: not a complete training state of this mamol; {AFRESH}") from None
     return SavedState(path, meta, tensors)
 
 
@@ -210,11 +212,21 @@ def differences_text(differing: list[str]) -> str:
     return f"differing: {'; '.join(differing[:4])}{more}"
 
 
+#: A difference in the training pixels, and what makes one.
+TRAINING_LABELS = "the training labels (their file, or those --holdout, --no-eval or --validation keep out)"
+#: What sets the configuration keys (by prefix) whose names do not say it.
+SET_BY = {"model.name": "--name, else -o's file name", "model.modalities": "the sensors, their bands, or their statistics on the "
+          "training pixels", "model.classes": "the class table or label names",
+          "model.grid": "the inputs' grid or --reference"}
+
+
 def _described(key: str, then, now) -> str:
-    """``key`` (``train.lr``) with its values ``then`` and ``now`` where both are short single values."""
+    """``key`` (``train.lr``) with its values ``then`` and ``now`` where both are short single values, and
+    what sets it where its name does not say (:data:`SET_BY`)."""
+    by = next((f" ({words})" for prefix, words in SET_BY.items() if key == prefix or key.startswith(f"{prefix}.")), "")
     if all(isinstance(v, (int, float, str, bool)) and len(json.dumps(v)) <= 24 for v in (then, now)):
-        return f"{key} {json.dumps(then)} then, {json.dumps(now)} now"
-    return key
+        return f"{key}{by} {json.dumps(then)} then, {json.dumps(now)} now"
+    return f"{key}{by}"
 
 
 def _differences(a, b, prefix: str = "") -> dict[str, tuple]:
