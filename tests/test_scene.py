@@ -165,19 +165,29 @@ def test_test_codes_read_by_the_numbering_of_vector_names_are_warned_about(scene
     assert "its codes are read as the numbers" not in caplog.text
 
 
-def test_class_names_that_differ_only_in_case_or_spaces_are_warned_about(scene_dir, tmp_path, caplog):
+def test_class_names_are_one_with_other_spaces_or_accents_and_warned_about_in_another_case(scene_dir, tmp_path, caplog):
+    import unicodedata
+
     import geopandas
 
     inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
     points = geopandas.read_file(scene_dir / "train_points.gpkg")
     grass = points.index[points["landcover"] == "Grass"][:3]
     points.loc[grass, "landcover"] = ["grass", "Grass ", "grass"]
+    decomposed = unicodedata.normalize("NFD", "Bâti")  # "a" and a combining circumflex, as some systems store it
+    water = points.index[points["landcover"] == "Water"]
+    points.loc[water, "landcover"] = ["Bâti" if i % 2 else decomposed for i in range(len(water))]
     points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
     caplog.set_level(logging.WARNING)
     scene = open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="landcover")
-    assert "labels.gpkg: field 'landcover' holds 'Grass', 'Grass ' and 'grass', which differ only in case or surrounding spaces; they are " \
-        "trained as 3 classes (spell them alike if they are one)" in caplog.text, caplog.text
-    assert {"Grass", "Grass ", "grass"} <= {c.name for c in scene.classes}
+    assert "labels.gpkg: field 'landcover' holds 'Grass' and 'grass', which differ only in case; they are " \
+        "trained as 2 classes (spell them alike if they are one)" in caplog.text, caplog.text
+    names = [c.name for c in scene.classes]
+    assert {"Grass", "grass"} <= set(names) and "Grass " not in names and names.count("Bâti") == 1 and decomposed not in names
+    table = tmp_path / "classes.json"
+    table.write_text(json.dumps({str(c.value): {"name": unicodedata.normalize("NFD", c.name), "color": c.color} for c in scene.classes}))
+    by_table = open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="landcover", classes=table)
+    assert (by_table.train_labels == scene.train_labels).all()  # composed names in the field match decomposed ones in the table
     caplog.clear()
     open_scene(None, inputs, labels=scene_dir / "train_points.gpkg", label_field="landcover")
     assert "differ only in case" not in caplog.text
@@ -505,3 +515,15 @@ def test_class_names_match_in_any_case_unless_the_table_holds_both_cases():
     message = unknown_names_message(["GRASS", "Water", "Sand"], table, "the class table", "add them", "in the field")
     assert message == ("class name 'GRASS' matches 'Grass' and 'grass' of the class table only in case; spell it as one of them in "
                        "the field; class names 'Water' and 'Sand' are not in the class table (Grass, Trees, grass); add them")
+
+
+def test_a_test_class_no_training_label_has_says_the_model_cannot_learn_it(scene_dir, tmp_path):
+    import geopandas
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points[points["landcover"] != "Water"].to_file(tmp_path / "train.gpkg", driver="GPKG")
+    points.to_file(tmp_path / "test.gpkg", driver="GPKG")
+    with pytest.raises(MamolError, match="class name 'Water' is not in the class table .*; no training label of .*train.gpkg is of such "
+                                         "a class, so the model cannot learn it"):
+        open_scene(None, inputs, labels=tmp_path / "train.gpkg", label_field="landcover", test_labels=tmp_path / "test.gpkg")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
@@ -86,15 +87,23 @@ def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path,
         raise MamolError(f"{path}: label values {unknown} are not in the class table; {fix}")
 
 
+def class_name(text: str) -> str:
+    """A class name as mamol compares it: without surrounding spaces, its accents composed (Unicode NFC),
+    so that "Bâti" typed on one system matches "Bâti" stored decomposed by another."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 def class_by_name(classes: list[ClassSpec]) -> Callable[[str], int | None]:
-    """The code of a class name in ``classes``: the exact name, else the name in another case (not where
-    the table holds two names that differ only in case, such as "Grass" and "grass"); ``None`` if neither."""
-    exact = {c.name: c.value for c in classes}
+    """The code of a class name in ``classes``: the same name (:func:`class_name`), else the name in another
+    case (not where the table holds two names that differ only in case, such as "Grass" and "grass");
+    ``None`` if neither."""
+    exact = {class_name(c.name): c.value for c in classes}
     folded: dict[str, list[int]] = {}
     for c in classes:
-        folded.setdefault(c.name.casefold(), []).append(c.value)
+        folded.setdefault(class_name(c.name).casefold(), []).append(c.value)
 
     def code_of(name: str) -> int | None:
+        name = class_name(name)
         if name in exact:
             return exact[name]
         matches = folded.get(name.casefold(), [])
@@ -108,7 +117,7 @@ def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str
     ``table``, with what to do: a name matching two or more of its names that differ only in case (which
     one is meant is not guessed) is to be spelt as one of them (``respell`` says where); the others are
     not in the table (``fix``)."""
-    spellings = {n: [c.name for c in classes if c.name.casefold() == n.casefold()] for n in names}
+    spellings = {n: [c.name for c in classes if class_name(c.name).casefold() == class_name(n).casefold()] for n in names}
     parts = [f"class name {n!r} matches {listing(spellings[n])} of {table} only in case; spell it as one of them {respell}"
              for n in names if len(spellings[n]) > 1]
     missing = [n for n in names if len(spellings[n]) < 2]
@@ -352,7 +361,7 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             log.warning("%s: field %r holds class codes, read as the model's (%s); a field of class names is matched by name",
                         path, field, ", ".join(f"{c.value}={c.name}" for c in table))
         return codes, table
-    names = values.astype(str).to_numpy()
+    names = np.array([class_name(name) for name in values.astype(str)], dtype=object)
     if classes:
         code_of = class_by_name(classes)
         codes = {name: code_of(name) for name in set(names)}
@@ -363,9 +372,9 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
     table = [ClassSpec(i + 1, n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(sorted(set(names)))]
     alike: dict[str, list[str]] = {}
     for c in table:
-        alike.setdefault(c.name.strip().casefold(), []).append(c.name)
+        alike.setdefault(c.name.casefold(), []).append(c.name)
     for spellings in (s for s in alike.values() if len(s) > 1):
-        log.warning("%s: field %r holds %s, which differ only in case or surrounding spaces; they are trained as %d classes (spell them "
+        log.warning("%s: field %r holds %s, which differ only in case; they are trained as %d classes (spell them "
                     "alike if they are one)", path, field, listing(spellings), len(spellings))
     lookup = {c.name: c.value for c in table}
     return np.array([lookup[n] for n in names]), table

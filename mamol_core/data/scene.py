@@ -168,15 +168,17 @@ def open_scene(
     if label_field and not any(p is not None and not is_raster(Path(p)) for p in (labels, test_labels)):
         log.warning("--label-field %s: no vector labels given (label rasters' values are the classes); it is not used", label_field)
 
-    def read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
+    def read(path: Path, untrained: str | None = None) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
+        """Labels at ``path`` on the grid, their groups and class table; ``untrained`` says what to do
+        about a class the table lacks where the table came from the training labels."""
         if is_raster(path):
             values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
-                               if models else "add them to classes.json or relabel them as 0")
+                               if models else untrained or "add them to classes.json or relabel them as 0")
             return values, None, found
         return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
-                                if models else "add them to classes.json", models, own)
+                                if models else untrained or "add them to classes.json", models, own)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
@@ -204,7 +206,8 @@ def open_scene(
     test_path = test_labels or (folder / f"{TEST_LABELS}.tif" if folder is not None and labels is None else None)
     test = None
     if test_path is not None and Path(test_path).exists():
-        test = read(Path(test_path))[0]
+        test = read(Path(test_path), None if given else f"no training label of {train_path} is of such a class, so the model cannot "
+                    "learn it: add training labels of it, or leave those test labels out (0)")[0]
         numbered = given is None and not is_raster(Path(train_path)) and is_raster(Path(test_path)) and \
             any(c.name != f"class {c.value}" for c in table)
         if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering
