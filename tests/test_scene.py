@@ -527,3 +527,65 @@ def test_a_test_class_no_training_label_has_says_the_model_cannot_learn_it(scene
     with pytest.raises(MamolError, match="class name 'Water' is not in the class table .*; no training label of .*train.gpkg is of such "
                                          "a class, so the model cannot learn it"):
         open_scene(None, inputs, labels=tmp_path / "train.gpkg", label_field="landcover", test_labels=tmp_path / "test.gpkg")
+
+
+def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_warned_about_or_refused(scene_dir, tmp_path, caplog):
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    with rasterio.open(scene_dir / "train_labels.tif") as src:
+        labels, profile = src.read(1), src.profile
+    caplog.set_level(logging.INFO)
+
+    def labels_file(name: str, values: np.ndarray, **changes) -> object:
+        with rasterio.open(tmp_path / name, "w", **(profile | changes)) as dst:
+            dst.write(values, 1)
+        return tmp_path / name
+
+    top = np.nonzero((labels > 0).any(axis=1))[0][0]
+    only_top = np.zeros_like(labels)
+    only_top[top] = labels[top]
+    only_top[top][only_top[top] > 0] = 7  # a class labelled only on the scene's first labelled row
+    shifted = labels_file("shifted.tif", np.maximum(labels, only_top),
+                          transform=profile["transform"] @ Affine.translation(0, -top - 1))  # that row falls off the top
+    open_scene(None, inputs, labels=shifted)
+    assert "shifted.tif: " in caplog.text and "of its labelled area lies outside the scene" in caplog.text and "(all of class 7, " in caplog.text
+
+    caplog.clear()
+    no_crs = labels_file("no_crs.tif", labels, crs=None)  # the scene's grid without its CRS
+    read = open_scene(None, inputs, labels=no_crs)
+    assert (np.maximum(read.train_labels, read.test_labels) == labels).all()
+    assert "no_crs.tif: has no CRS; read on the scene grid" in caplog.text
+
+    bare = {}
+    for name, path in inputs.items():
+        with rasterio.open(path) as src:
+            with rasterio.open(tmp_path / f"bare_{name}.tif", "w", **(src.profile | {"crs": None})) as dst:
+                dst.write(src.read())
+        bare[name] = tmp_path / f"bare_{name}.tif"
+    coarse = labels_file("coarse.tif", labels[::2, ::2].copy(), width=labels.shape[1] // 2, height=labels.shape[0] // 2,
+                         transform=profile["transform"] @ Affine.scale(2))
+    with pytest.raises(MamolError, match="coarse.tif: lies in .* on another grid than the scene's rasters, which have no CRS to warp "
+                                         r"it to; give theirs \(--assume-crs EPSG:XXXX\)"):
+        open_scene(None, bare, labels=coarse)
+
+    caplog.clear()
+    filled = labels_file("filled.tif", np.where(labels > 0, labels, 255).astype(labels.dtype), nodata=None)
+    open_scene(None, inputs, labels=filled)
+    assert "filled.tif: holds 255 on " in caplog.text and "declare it (gdal_edit.py -a_nodata 255 " in caplog.text
+    caplog.clear()
+    open_scene(None, inputs, labels=scene_dir / "train_labels.tif")
+    assert "holds 255" not in caplog.text and "outside the scene" not in caplog.text
+
+
+def test_a_yes_no_field_gives_two_classes_and_code_0_features_are_counted(scene_dir, tmp_path, caplog):
+    import geopandas
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points["water"] = points["landcover"] == "Water"
+    points["code"] = np.where(points["landcover"] == "Water", 0, 1 + (points["landcover"] == "Grass"))
+    points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    caplog.set_level(logging.INFO)
+    scene = open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="water")
+    assert [c.name for c in scene.classes] == ["False", "True"]
+    open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="code")
+    assert f"{int(points['water'].sum())} of {len(points)} features hold code 0 in field 'code' (unlabelled) and are left out" in caplog.text

@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -166,6 +167,9 @@ def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
     if src.crs is None:
         raise MamolError(f"{path}: has no CRS and another grid than the scene's ({grid.describe()}); assign its CRS "
                          "(gdal_edit.py -a_srs) or put it on the scene grid")
+    if grid.crs is None:
+        raise MamolError(f"{path}: lies in {src.crs} on another grid than the scene's rasters, which have no CRS to warp it to; "
+                         "give theirs (--assume-crs EPSG:XXXX) or put the labels on their grid")
     with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                    resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
         return view.read(1)
@@ -178,16 +182,21 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
         if src.count != 1:  # an RGB rendering of a class map, say: its first band is no class code
             raise MamolError(f"{path}: a label raster holds one band of class codes, this one {src.count}; give its band of codes "
                              f"alone (gdal_translate -b 1 {shlex.quote(str(path))} labels.tif)")
-        on_grid = same_grid(grid_of(src), grid)
+        own = grid_of(src)
+        on_grid = same_grid(own, grid) or (src.crs is None and same_grid(replace(own, crs=grid.crs), grid))
+        if on_grid and src.crs is None and grid.crs is not None:
+            log.info("%s: has no CRS; read on the scene grid, whose origin, pixel size and size it shares", path)
         nodata = src.nodata
         try:
             labels = _read_labels_on(src, path, grid, on_grid)
+            if not on_grid:
+                if not (labels > 0).any():
+                    raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent"
+                                     + ("" if grid.crs is not None else " (the scene's rasters have no CRS: --assume-crs gives theirs)"))
+                log.info("%s: warped onto the scene grid (nearest neighbour)", path)
+                warn_of_labels_off_grid(src, path, labels, grid)
         except RasterioError as exc:
             raise MamolError(f"{path}: reading failed ({gdal_reason(exc)}); the file may be truncated, re-export it") from None
-        if not on_grid:
-            if not (labels > 0).any():
-                raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent")
-            log.info("%s: warped onto the scene grid (nearest neighbour)", path)
     if not np.issubdtype(labels.dtype, np.integer):
         if np.isnan(labels).any():
             if nodata is None:
@@ -200,7 +209,30 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() > 255:
         raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}")
+    fill = int((labels == 255).sum())
+    if nodata is None and fill * 2 > (labels > 0).sum():
+        log.warning("%s: holds 255 on %d of its %d labelled pixels but declares no nodata, so 255 is read as a class; if it marks "
+                    "unlabelled pixels, declare it (gdal_edit.py -a_nodata 255 %s)", path, fill, int((labels > 0).sum()),
+                    shlex.quote(str(path)))
     return labels.astype(np.int32)
+
+
+def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> None:
+    """Warn when a label raster warped onto the scene ``grid`` (as ``labels``) lost classes, or, in the
+    grid's CRS, more than 1 % of its labelled area: they lie outside the scene or, finer than the
+    grid, between its pixel centres (vector labels are warned about alike)."""
+    stored = src.read(1)
+    labelled = (stored != 0) & ~(np.isnan(stored) if src.nodata is not None and np.isnan(src.nodata) else stored == src.nodata)
+    codes = set(np.unique(stored[labelled]).tolist())
+    lost = sorted(int(c) for c in codes - set(np.unique(labels).tolist()) if float(c).is_integer())
+    area = abs(src.transform.a * src.transform.e) * labelled.sum()
+    kept = abs(grid.transform.a * grid.transform.e) * (labels > 0).sum()
+    outside = 1 - kept / area if area and src.crs == grid.crs else 0.0
+    if lost or outside > 0.01:
+        log.warning("%s: %s of its labelled area lies outside the scene or between its pixel centres%s; check its extent "
+                    "against the rasters'", path, f"{outside:.0%}" if outside > 0.01 else "some",
+                    f" (all of class{'es' if len(lost) > 1 else ''} {', '.join(map(str, lost))}, which the model will not learn)"
+                    if lost else "")
 
 
 def label_layer(path: Path, field: str | None) -> str | None:
@@ -335,11 +367,13 @@ def codes_in_text(values, classes: list[ClassSpec] | None):
 
 def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
                  models: bool, codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, list[ClassSpec]]:
-    from pandas.api.types import is_numeric_dtype
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.any():
         raise MamolError(f"{path}: field {field!r} is empty on {int(empty.sum())} of {len(values)} features; fill it or drop them")
+    if is_bool_dtype(values):  # yes/no: two classes named as the field's values, not code 0 (unlabelled) and 1
+        values = values.astype(str)
     codes_text = None if is_numeric_dtype(values) else codes_in_text(values, classes)
     if codes_text is not None:
         log.info("%s: field %r holds whole numbers stored as text, read as class codes", path, field)
@@ -352,6 +386,9 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in shown)}; class codes are whole "
                              "numbers 1..255 (0 = unlabelled), or use a field of class names")
         codes = numbers.astype(np.int64)
+        if (codes == 0).any():
+            log.info("%s: %d of %d features hold code 0 in field %r (unlabelled) and are left out", path, int((codes == 0).sum()),
+                     len(codes), field)
         if models and codes_of:
             log.info("%s: field %r holds class codes, read as the scene's class table's and matched to the model's by name", path, field)
             return recode_by_name(codes, codes_of, classes, path), classes
