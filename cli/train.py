@@ -198,7 +198,7 @@ def evaluation_hint(output: Path, folder: Path, scene: Path | None, inputs: tupl
     """How to write the report of a model whose scoring after training was stopped: the ``mamol-eval``
     command on the same inputs and test labels, or, where the test pixels were held out of the
     training labels (drawn by training only), that training again gives it."""
-    from mamol_core.data.labels import is_raster
+    from mamol_core.data.labels import is_label_raster
     from mamol_core.data.scene import TEST_LABELS
 
     test_file = test_labels or (scene / f"{TEST_LABELS}.tif" if scene is not None and labels is None else None)
@@ -206,7 +206,7 @@ def evaluation_hint(output: Path, folder: Path, scene: Path | None, inputs: tupl
         return "the labels held out for testing are drawn only by training, so train again to get one"
     words = ["mamol-eval", "--model", str(output), *(["--scene", str(scene)] if scene is not None else []),
              *[w for pair in inputs for w in ("--input", pair)], "--labels", str(test_file),
-             *(["--label-field", label_field] if label_field and not is_raster(test_file) else []),
+             *(["--label-field", label_field] if label_field and not is_label_raster(test_file) else []),
              *(["--assume-crs", assume_crs] if assume_crs else []), "-o", str(folder)]
     return f"{shlex.join(words)} writes it"
 

@@ -589,3 +589,17 @@ def test_a_yes_no_field_gives_two_classes_and_code_0_features_are_counted(scene_
     assert [c.name for c in scene.classes] == ["False", "True"]
     open_scene(None, inputs, labels=tmp_path / "labels.gpkg", label_field="code")
     assert f"{int(points['water'].sum())} of {len(points)} features hold code 0 in field 'code' (unlabelled) and are left out" in caplog.text
+
+
+def test_label_rasters_in_any_format_gdal_reads_are_read_as_rasters(scene_dir, tmp_path):
+    from rasterio.shutil import copy
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    expected = open_scene(None, inputs, labels=scene_dir / "train_labels.tif", holdout=0).train_labels
+    copy(scene_dir / "train_labels.tif", tmp_path / "labels.dat", driver="ENVI")  # a hyperspectral ground truth's usual format
+    copy(scene_dir / "train_labels.tif", tmp_path / "labels", driver="GTiff")  # no extension
+    for path in (tmp_path / "labels.dat", tmp_path / "labels"):
+        assert (open_scene(None, inputs, labels=path, holdout=0).train_labels == expected).all()
+    (tmp_path / "notes.dat").write_text("not a raster")
+    with pytest.raises(MamolError, match="notes.dat: cannot be read as vector data"):
+        open_scene(None, inputs, labels=tmp_path / "notes.dat")

@@ -7,22 +7,24 @@ import json
 import logging
 import shlex
 import unicodedata
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio import features
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
-from mamol_core.data.vectors import feature_layers, read_features
+from mamol_core.data.vectors import feature_layers, holds_layers, read_features
 from mamol_core.errors import MamolError
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,25 @@ PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#4
 
 
 def is_raster(path: Path) -> bool:
+    """Whether a file's name says it is a raster (how a scene folder's sensors are found)."""
     return Path(path).suffix.lower() in RASTER_SUFFIXES
+
+
+def is_label_raster(path: Path) -> bool:
+    """Whether a labels file is a raster: by its name, else, unless it is a file of features GDAL reads
+    (GeoPackage, shapefile, GeoJSON, CSV...), by GDAL opening it as one (ENVI or ASCII grid class maps,
+    names without an extension)."""
+    if is_raster(path):
+        return True
+    if not Path(path).is_file() or holds_layers(path):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.count > 0
+    except RasterioError:
+        return False
 
 
 class _RepeatedKey(Exception):
@@ -271,7 +291,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     read as those of the scene's own table ``codes_of`` and matched to the model's by name, as label
     rasters are, and without one read as the model's, with a warning (names are matched).
     """
-    frame = read_features(path, label_layer(path, field))
+    frame = read_features(path, label_layer(path, field), " nor as a raster; pass a GeoPackage, shapefile or GeoJSON, or a label raster "
+                          "GDAL reads")
     if frame.empty:
         raise MamolError(f"{path}: holds no features; draw or import the labelled points or polygons first")
     if field is None or field not in frame.columns:

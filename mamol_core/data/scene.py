@@ -24,6 +24,7 @@ from mamol_core.data.labels import (
     check_label_values,
     default_classes,
     grouped_holdout,
+    is_label_raster,
     is_raster,
     load_class_table,
     rasterize_vector,
@@ -165,13 +166,13 @@ def open_scene(
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
     own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
 
-    if label_field and not any(p is not None and not is_raster(Path(p)) for p in (labels, test_labels)):
+    if label_field and not any(p is not None and not is_label_raster(Path(p)) for p in (labels, test_labels)):
         log.warning("--label-field %s: no vector labels given (label rasters' values are the classes); it is not used", label_field)
 
     def read(path: Path, untrained: str | None = None) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         """Labels at ``path`` on the grid, their groups and class table; ``untrained`` says what to do
         about a class the table lacks where the table came from the training labels."""
-        if is_raster(path):
+        if is_label_raster(path):
             values = read_label_raster(path, grid)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
@@ -186,10 +187,10 @@ def open_scene(
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
         if models and own is None and folder is None:  # labels outside a scene: their codes follow a class table beside them
             own = _class_table(Path(test_path).parent, None)
-        if own is not None and is_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
+        if own is not None and is_label_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), classes, assume_crs)
-        if models and is_raster(Path(test_path)):
+        if models and is_label_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
                         ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
@@ -208,7 +209,7 @@ def open_scene(
     if test_path is not None and Path(test_path).exists():
         test = read(Path(test_path), None if given else f"no training label of {train_path} is of such a class, so the model cannot "
                     "learn it: add training labels of it, or leave those test labels out (0)")[0]
-        numbered = given is None and not is_raster(Path(train_path)) and is_raster(Path(test_path)) and \
+        numbered = given is None and not is_label_raster(Path(train_path)) and is_label_raster(Path(test_path)) and \
             any(c.name != f"class {c.value}" for c in table)
         if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering
             log.warning("%s: its codes are read as the numbers given to the class names of %s (%s); if they follow another "

@@ -33,10 +33,21 @@ def feature_layers(path: Path) -> list[tuple[str, str]] | None:
     return [(str(name), str(kind)) for name, kind in listed if kind is not None]
 
 
-def read_features(path: Path, layer: str | None):
+def holds_layers(path: Path) -> bool:
+    """Whether GDAL reads ``path`` as a file of vector layers (any, even tables)."""
+    import pyogrio
+
+    try:
+        return len(pyogrio.list_layers(path)) > 0
+    except Exception:  # pyogrio raises several types for files it cannot read as vectors
+        return False
+
+
+def read_features(path: Path, layer: str | None, unreadable: str = "; pass a GeoPackage, shapefile or GeoJSON"):
     """The features of ``layer`` of a vector file (a GeoDataFrame), without those that have no geometry
-    (null or empty; counted in a warning, as are invalid geometries, which are kept). A file that cannot be read, or a table without geometry (a
-    CSV of coordinates), is refused in one line with how to make it a layer of points or polygons."""
+    (null or empty; counted in a warning, as are invalid geometries, which are kept). A file that cannot be read
+    (``unreadable`` ends the message), or a table without geometry (a CSV of coordinates), is refused in one
+    line with how to make it a layer of points or polygons."""
     import geopandas
 
     try:
@@ -46,7 +57,7 @@ def read_features(path: Path, layer: str | None):
             raise MamolError(f"{path}: a folder that holds no vector layer GDAL reads; pass the file itself (points or "
                              "polygons in a GeoPackage, shapefile or GeoJSON)") from None
         reason = str(exc).splitlines()[0].split("; It might help")[0]  # GDAL's hint to name a driver does not apply here
-        raise MamolError(f"{path}: cannot be read as vector data ({reason}); pass a GeoPackage, shapefile or GeoJSON") from None
+        raise MamolError(f"{path}: cannot be read as vector data ({reason}){unreadable}") from None
     if not isinstance(frame, geopandas.GeoDataFrame):
         raise MamolError(no_geometry(path, [str(c) for c in frame.columns]))
     without = frame.geometry.isna() | frame.geometry.is_empty
