@@ -733,3 +733,16 @@ def test_a_full_disk_when_the_model_or_map_is_written_is_one_line_and_leaves_not
     one_line_error(run_map("--model", model_file, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "map.tif"),
                    "writing map.tif, map.tif.aux.xml, map.qml, map_quicklook.png failed (Write failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_band_without_data_under_the_training_pixels_is_named(scene_dir, tmp_path):
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        data, profile = src.read().astype(np.float32), src.profile | {"dtype": "float32", "nodata": None}
+    data[2] = np.nan
+    with rasterio.open(tmp_path / "hsi.tif", "w", **profile) as dst:
+        dst.write(data)
+    result = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                             "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "m.safetensors"),
+                                             "--no-eval", *FAST])
+    one_line_error(result, "hsi.tif: band 3 of its 8 holds no data under any training pixel, and a pixel counts only where every "
+                           "band does; check the nodata value, or drop it (gdal_translate -b 1 -b 2 -b 4 ")

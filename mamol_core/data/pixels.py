@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -86,9 +87,10 @@ QUANTILES = 100
 
 
 def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: np.ndarray, cols: np.ndarray,
-                      method: str = "standard") -> list[ModalitySpec]:
+                      method: str = "standard", file_bands: dict[str, list[int]] | None = None) -> list[ModalitySpec]:
     """Per-band mean and standard deviation over the valid training pixels of each modality and, with
-    ``method`` ``quantile``, each band's quantile table (:func:`quantile_table`)."""
+    ``method`` ``quantile``, each band's quantile table (:func:`quantile_table`). ``data`` holds NaN where
+    a band has no data; ``file_bands`` (modality -> its raster's bands) names bands in errors."""
     if method not in NORMALIZATIONS:
         raise MamolError(f"normalisation {method!r} is not one of {', '.join(NORMALIZATIONS)}")
     specs, start = [], 0
@@ -96,6 +98,15 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
         bands = data[start : start + raster.bands]
         usable = valid[index, rows, cols]
         if not usable.any():
+            numbers = (file_bands or {}).get(raster.name) or list(range(1, raster.bands + 1))
+            empty = [numbers[b] for b in range(raster.bands) if not np.isfinite(bands[b, rows, cols]).any()]
+            if empty and len(empty) < raster.bands:  # the others hold data there: a pixel needs every band
+                raise MamolError(f"{raster.path}: band{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} of its "
+                                 f"{raster.bands} hold{'' if len(empty) > 1 else 's'} no data under any training pixel, and a pixel "
+                                 f"counts only where every band does; check the nodata value, or drop "
+                                 f"{'them' if len(empty) > 1 else 'it'} (gdal_translate "
+                                 f"{' '.join(f'-b {n}' for n in numbers if n not in empty)} "
+                                 f"{shlex.quote(str(raster.path))} {shlex.quote(raster.path.stem + '_bands.tif')})")
             raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
         values = bands[:, rows[usable], cols[usable]].astype(np.float64)
         std = values.std(axis=1)
@@ -173,7 +184,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     if fitting:
         train_rows, train_cols = np.nonzero(scene.train_labels[window.row_off : window.row_off + window.height,
                                                                window.col_off : window.col_off + window.width])
-        specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization)
+        specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization,
+                                  {m.name: reader.file_bands(m.name) for m in scene.modalities})
     else:
         for line in scale_warnings(data, valid, reader, paths):
             log.warning(line)
