@@ -603,3 +603,23 @@ def test_label_rasters_in_any_format_gdal_reads_are_read_as_rasters(scene_dir, t
     (tmp_path / "notes.dat").write_text("not a raster")
     with pytest.raises(MamolError, match="notes.dat: cannot be read as vector data"):
         open_scene(None, inputs, labels=tmp_path / "notes.dat")
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")  # writing the file without one, on purpose
+def test_vector_labels_and_rasters_without_a_crs_get_the_command_that_gives_one(scene_dir, tmp_path):
+    import geopandas
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points.set_crs(None, allow_override=True).to_file(tmp_path / "bare.gpkg", driver="GPKG")
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    with pytest.raises(MamolError, match=r"bare.gpkg: has no CRS; set one so it can be placed on the scene \(ogr2ogr -a_srs EPSG:XXXX "
+                                         r"bare_fixed.gpkg .*bare.gpkg\)"):
+        open_scene(None, inputs, labels=tmp_path / "bare.gpkg", label_field="landcover")
+    bare = {}
+    for name, path in inputs.items():
+        with rasterio.open(path) as src, rasterio.open(tmp_path / f"{name}.tif", "w", **(src.profile | {"crs": None})) as dst:
+            dst.write(src.read())
+        bare[name] = tmp_path / f"{name}.tif"
+    with pytest.raises(MamolError, match=r"the scene rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give theirs "
+                                         r"\(--assume-crs EPSG:XXXX\)"):
+        open_scene(None, bare, labels=scene_dir / "train_points.gpkg", label_field="landcover")

@@ -26,6 +26,7 @@ from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_layers, read_features
 from mamol_core.errors import MamolError
+from mamol_core.mapping.crs import assign_crs_command
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +301,9 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
         what = "needs --label-field" if field is None else f"has no field {field!r}"
         raise MamolError(f"{path}: {what}; its fields are {', '.join(fields) or 'none'}")
     if frame.crs is None:
-        raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the scene")
+        raise MamolError(f"{path}: has no CRS; set one so it can be placed on the scene ({assign_crs_command(path, vector=True)})")
     if grid.crs is None:
-        raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give the rasters a CRS")
+        raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give theirs (--assume-crs EPSG:XXXX)")
     frame = frame.to_crs(grid.crs)
     codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
     shape = (grid.height, grid.width)

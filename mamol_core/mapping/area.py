@@ -24,7 +24,7 @@ from mamol_core.data.rasters import Grid, box_of, gdal_reason, grid_of, open_ras
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
 from mamol_core.mapping.align import effective_grid
-from mamol_core.mapping.crs import check_on_earth
+from mamol_core.mapping.crs import assign_crs_command, check_on_earth
 
 
 def polygon_layer(path: Path) -> str | None:
@@ -57,7 +57,7 @@ def read_polygons(path: Path):
     """The polygons of a vector file (a GeoDataFrame with a CRS); one line for anything else."""
     frame = read_features(path, polygon_layer(path))
     if frame.crs is None:
-        raise MamolError(f"{path}: has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX) so it can be placed on the rasters")
+        raise MamolError(f"{path}: has no CRS; set one so it can be placed on the rasters ({assign_crs_command(path, vector=True)})")
     if len(frame):
         left, bottom, right, top = frame.total_bounds
         check_on_earth(CRS.from_wkt(frame.crs.to_wkt()), [(left, bottom), (right, top)], path, vector=True)

@@ -54,9 +54,15 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         why = f"its centre ({centre[0]:.10g}, {centre[1]:.10g}) is off the Earth in that projection"
     if assumed:
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
-    assign = (f"ogr2ogr -a_srs EPSG:XXXX {shlex.quote(Path(path).stem + '_fixed.gpkg')} {shlex.quote(str(path))}" if vector
-              else f"gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))}")
-    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: assign the right one ({assign})")
+    raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: assign the right one "
+                     f"({assign_crs_command(path, vector)})")
+
+
+def assign_crs_command(path: Path, vector: bool) -> str:
+    """The GDAL command that gives the file at ``path`` a CRS: a copy for a vector file, in place for a raster."""
+    if vector:
+        return f"ogr2ogr -a_srs EPSG:XXXX {shlex.quote(Path(path).stem + '_fixed.gpkg')} {shlex.quote(str(path))}"
+    return f"gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))}"
 
 
 def metres_per_unit(crs: CRS | None) -> float | None:
