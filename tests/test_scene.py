@@ -623,3 +623,26 @@ def test_vector_labels_and_rasters_without_a_crs_get_the_command_that_gives_one(
     with pytest.raises(MamolError, match=r"the scene rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give theirs "
                                          r"\(--assume-crs EPSG:XXXX\)"):
         open_scene(None, bare, labels=scene_dir / "train_points.gpkg", label_field="landcover")
+
+
+def test_a_finer_raster_in_degrees_than_the_grid_every_input_is_read_on_is_warned_about(scene_dir, tmp_path, caplog):
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        dsm, crs, transform, bounds = src.read(1), src.crs, src.transform, src.bounds
+    geo_transform, width, height = calculate_default_transform(crs, "EPSG:4326", dsm.shape[1], dsm.shape[0], *bounds)
+    geographic = np.zeros((height, width), np.float32)
+    reproject(dsm, geographic, src_transform=transform, src_crs=crs, dst_transform=geo_transform, dst_crs="EPSG:4326")
+    with rasterio.open(tmp_path / "dsm.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=geo_transform) as dst:
+        dst.write(geographic, 1)
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        cube = src.read()
+    write_raster(tmp_path / "hsi.tif", cube[:, ::4, ::4].copy(), transform @ Affine.scale(4), crs=crs.to_string())  # 4 times coarser
+    caplog.set_level(logging.WARNING)
+    open_scene(None, {"hsi": tmp_path / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
+               label_field="landcover")
+    assert "dsm.tif: its pixels (about " in caplog.text and "in EPSG:4326) are finer than those of the grid every input is read on, " \
+        "hsi.tif's" in caplog.text and "gdalwarp -t_srs EPSG:XXXX -tr " in caplog.text
+    caplog.clear()
+    open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
+               label_field="landcover")
+    assert "are finer than" not in caplog.text  # as fine as the projected raster

@@ -212,8 +212,11 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
             labels = _read_labels_on(src, path, grid, on_grid)
             if not on_grid:
                 if not (labels > 0).any():
+                    finer = src.crs == grid.crs and abs(src.transform.a * src.transform.e) < abs(grid.transform.a * grid.transform.e)
                     raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent"
-                                     + ("" if grid.crs is not None else " (the scene's rasters have no CRS: --assume-crs gives theirs)"))
+                                     + ("" if grid.crs is not None else " (the scene's rasters have no CRS: --assume-crs gives theirs)")
+                                     + ("; its pixels are finer than the grid's, so labels smaller than a grid pixel fall between its "
+                                        "pixel centres: label larger areas, or train on a finer grid (--reference)" if finer else ""))
                 log.info("%s: warped onto the scene grid (nearest neighbour)", path)
                 warn_of_labels_off_grid(src, path, labels, grid)
         except RasterioError as exc:

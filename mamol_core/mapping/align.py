@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import as_pyproj, check_on_earth, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import as_pyproj, check_on_earth, metres_per_unit, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,21 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
     comparable = [i for i in everyone if model_grid is not None and pixel_size_in(model_grid, crs_list[i]) is not None]
     candidates = comparable or [i for i in everyone if not crs_list[i].is_geographic] or everyone
     common = crs_list[candidates[0]]
-    sizes = []
-    for index in candidates:
+    def area(index: int) -> float:
         left, bottom, right, top = transform_bounds(crs_list[index], common, *box_of(datasets[index]))
-        sizes.append(abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height))
-    return candidates[int(np.argmin(sizes))]
+        return abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height)
+
+    chosen = candidates[int(np.argmin([area(i) for i in candidates]))]
+    metres = metres_per_unit(common)
+    for index in sorted(set(everyone) - set(candidates)) if model_grid is None and metres else []:
+        side, grid_side = (area(i) ** 0.5 * metres for i in (index, chosen))
+        if side * 1.5 < grid_side:
+            target = shlex.quote(f"{paths[index].stem}_projected.tif")
+            log.warning(f"%s: its pixels (about {side:.3g} m, in {crs_list[index].to_string()}) are finer than those of the grid every "
+                        f"input is read on, %s's (about {grid_side:.3g} m), since a grid in degrees is not used; to keep its detail, "
+                        f"warp it to a projected CRS at its resolution and give that as --reference (gdalwarp -t_srs EPSG:XXXX "
+                        f"-tr {side:.3g} {side:.3g} %s {target})", paths[index], paths[chosen].name, shlex.quote(str(paths[index])))
+    return chosen
 
 
 class ExactView:
