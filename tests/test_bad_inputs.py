@@ -509,7 +509,7 @@ def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refuse
     result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
                                                 "-o", str(tmp_path / "b"), "--quiet"])
     one_line_error(result, f"field 'landcover': class name 'Glacier' is not in the class table "
-                           f"({', '.join(c.name for c in model_classes)}); relabel them or evaluate a model")
+                           f"({', '.join(c.name for c in model_classes)}); relabel it or evaluate a model")
     assert not (tmp_path / "b").exists()
 
 

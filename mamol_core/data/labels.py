@@ -138,7 +138,7 @@ def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str
     """Why each of ``names`` (names :func:`class_by_name` found no code for) has none in ``classes``, called
     ``table``, with what to do: a name matching two or more of its names that differ only in case (which
     one is meant is not guessed) is to be spelt as one of them (``respell`` says where); the others are
-    not in the table (``fix``)."""
+    not in the table (``fix``, said of several; of one name its "them" reads "it")."""
     spellings = {n: [c.name for c in classes if class_name(c.name).casefold() == class_name(n).casefold()] for n in names}
     parts = [f"class name {n!r} matches {listing(spellings[n])} of {table} only in case; spell it as one of them {respell}"
              for n in names if len(spellings[n]) > 1]
@@ -146,7 +146,7 @@ def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str
     if missing:
         plural = len(missing) > 1
         parts.append(f"class name{'s' if plural else ''} {listing(missing)} {'are' if plural else 'is'} not in {table} "
-                     f"({', '.join(c.name for c in classes)}); {fix}")
+                     f"({', '.join(c.name for c in classes)}); {fix if plural else fix.replace('them', 'it')}")
     return "; ".join(parts)
 
 
