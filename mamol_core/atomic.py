@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -49,8 +50,8 @@ def _refuses_files(folder: Path) -> str:
     such as /proc, and a full disk or quota refuses too; found now rather than after hours of work."""
     try:
         handle, probe = tempfile.mkstemp(prefix=".mamol-probe-", dir=folder)
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
+    except OSError as exc:  # a folder such as /proc answers "no such file" for a new one
+        return "it takes no new files" if exc.errno == errno.ENOENT else exc.strerror or type(exc).__name__
     os.close(handle)
     with contextlib.suppress(OSError):
         os.unlink(probe)
