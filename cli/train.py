@@ -181,7 +181,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         evaluation = evaluate_run(run, amp, progress_mode=progress_mode, max_pixels=eval_pixels)
     except KeyboardInterrupt:
         log.warning("stopped while scoring: %s is complete but has no accuracy report; %s", output,
-                    evaluation_hint(output, folder, scene, inputs, labels, test_labels, label_field, assume_crs))
+                    evaluation_hint(output, folder, {m.name: m.path for m in opened.modalities}, scene, labels, test_labels,
+                                    label_field, assume_crs))
         raise
     context = {"model": str(output), DIGEST_KEY: header_digest(output), "protocol": vars(run.config.protocol), "device": str(compute),
                "train_seconds": round(run.seconds, 1), "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
@@ -193,19 +194,20 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     log.info("report written to %s", folder)
 
 
-def evaluation_hint(output: Path, folder: Path, scene: Path | None, inputs: tuple[str, ...], labels: Path | None,
+def evaluation_hint(output: Path, folder: Path, rasters: dict[str, Path], scene: Path | None, labels: Path | None,
                     test_labels: Path | None, label_field: str | None, assume_crs: str | None) -> str:
     """How to write the report of a model whose scoring after training was stopped: the ``mamol-eval``
-    command on the same inputs and test labels, or, where the test pixels were held out of the
-    training labels (drawn by training only), that training again gives it."""
+    command on the same sensor ``rasters`` (each named, so that no other raster of a scene folder is
+    taken for one) and test labels, or, where the test pixels were held out of the training labels
+    (drawn by training only), that training again gives it."""
     from mamol_core.data.labels import is_label_raster
     from mamol_core.data.scene import TEST_LABELS
 
     test_file = test_labels or (scene / f"{TEST_LABELS}.tif" if scene is not None and labels is None else None)
     if test_file is None or not test_file.exists():
         return "the labels held out for testing are drawn only by training, so train again to get one"
-    words = ["mamol-eval", "--model", str(output), *(["--scene", str(scene)] if scene is not None else []),
-             *[w for pair in inputs for w in ("--input", pair)], "--labels", str(test_file),
+    words = ["mamol-eval", "--model", str(output), *[w for name, path in rasters.items() for w in ("--input", f"{name}={path}")],
+             "--labels", str(test_file),
              *(["--label-field", label_field] if label_field and not is_label_raster(test_file) else []),
              *(["--assume-crs", assume_crs] if assume_crs else []), "-o", str(folder)]
     return f"{shlex.join(words)} writes it"

@@ -509,7 +509,7 @@ def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refuse
     result = CliRunner().invoke(evaluate.main, [*args, "--labels", str(tmp_path / "named.gpkg"), "--label-field", "landcover",
                                                 "-o", str(tmp_path / "b"), "--quiet"])
     one_line_error(result, f"field 'landcover': class name 'Glacier' is not in the class table "
-                           f"({', '.join(c.name for c in model_classes)}); relabel it or evaluate a model")
+                           f"({', '.join(c.name for c in model_classes)}); relabel it or evaluate a model trained with that class")
     assert not (tmp_path / "b").exists()
 
 
@@ -629,7 +629,7 @@ def test_a_folder_that_refuses_new_files_is_found_before_any_work(scene_dir, tmp
     with pytest.raises(MamolError, match=r"/proc/report: cannot be written \(/proc is not a writable folder\)"):
         check_folder(Path("/proc/report"))
     one_line_error(CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", "/proc/model.safetensors", "--no-eval", *FAST]),
-                   "/proc/model.safetensors: the folder /proc is not writable (No such file or directory); choose another")
+                   "/proc/model.safetensors: the folder /proc is not writable (it takes no new files); choose another")
 
 
 def test_a_second_run_into_the_same_output_stops_with_one_line_and_leaves_the_first_ones_blocks(model_file, scene_dir, tmp_path):

@@ -72,7 +72,12 @@ def test_a_damaged_state_file_gets_one_line(scene_dir, tmp_path):
     broken = tmp_path / "broken.state.safetensors"
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     result = train_run(scene_dir, tmp_path / "m.safetensors", "--resume", str(broken))
-    assert result.exit_code == 1 and "not a complete training state of this mamol" in result.output
+    assert result.exit_code == 1 and "not a training state; pass the .state.safetensors file" in result.output
+    out, state = tmp_path / "cut.safetensors", tmp_path / "cut.state.safetensors"
+    assert train_run(scene_dir, out, stop_at=3).exit_code == 130
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a copy cut short
+    cut = train_run(scene_dir, out, "--resume", str(state))
+    assert cut.exit_code == 1 and "not a complete training state of this mamol; start afresh with --continue" in cut.output, cut.output
 
     missing = CliRunner().invoke(train.main, ["--scene", str(tmp_path / "no_scene"), "--resume", str(tmp_path / "gone.state.safetensors"),
                                               "-o", str(tmp_path / "m.safetensors")])
@@ -204,8 +209,12 @@ def test_a_run_stopped_while_scoring_keeps_the_model_and_says_how_to_score_it(sc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(score, "evaluate_run", stopped)
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    (scene / "gt.tif").write_bytes((scene / "train_labels.tif").read_bytes())  # a label raster among the sensors, given as --labels
     out = tmp_path / "m.safetensors"
-    args = ["--scene", str(scene_dir), "-o", str(out), *[a for a in FAST if a != "--no-eval"]]
+    args = ["--scene", str(scene), "--labels", str(scene / "gt.tif"), "--test-labels", str(scene / "test_labels.tif"), "-o", str(out),
+            *[a for a in FAST if a != "--no-eval"]]
     result = CliRunner().invoke(train.main, args, obj={"progress": lambda record: None})
     assert result.exit_code == 130 and f"kept {out}" in result.output and out.exists(), result.output
     assert not (tmp_path / "m.report").exists()
@@ -215,5 +224,6 @@ def test_a_run_stopped_while_scoring_keeps_the_model_and_says_how_to_score_it(sc
     scored = CliRunner().invoke(evaluate.main, [*words[1:], "--quiet"])
     assert scored.exit_code == 0 and (tmp_path / "m.report" / "metrics.json").exists(), scored.output
 
-    held_out = train.evaluation_hint(out, tmp_path / "r", None, ("a=x.tif",), scene_dir / "train_labels.gpkg", None, "code", None)
+    held_out = train.evaluation_hint(out, tmp_path / "r", {"a": tmp_path / "x.tif"}, None, scene_dir / "train_labels.gpkg", None,
+                                     "code", None)
     assert "train again" in held_out

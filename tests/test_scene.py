@@ -566,14 +566,24 @@ def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_
     with pytest.raises(MamolError, match="coarse.tif: lies in .* on another grid than the scene's rasters, which have no CRS to warp "
                                          r"it to; give theirs \(--assume-crs EPSG:XXXX\)"):
         open_scene(None, bare, labels=coarse)
+    caplog.clear()
+    read = open_scene(None, bare, labels=scene_dir / "train_labels.tif")  # labels with a CRS on the CRS-less rasters' grid
+    assert (np.maximum(read.train_labels, read.test_labels) == labels).all()
+    assert "train_labels.tif: lies in " in caplog.text and "where the scene's rasters have no CRS; read on the scene grid" in caplog.text
 
     caplog.clear()
     filled = labels_file("filled.tif", np.where(labels > 0, labels, 255).astype(labels.dtype), nodata=None)
     open_scene(None, inputs, labels=filled)
     assert "filled.tif: holds 255 on " in caplog.text and "declare it (gdal_edit.py -a_nodata 255 " in caplog.text
     caplog.clear()
-    open_scene(None, inputs, labels=scene_dir / "train_labels.tif")
-    assert "holds 255" not in caplog.text and "outside the scene" not in caplog.text
+    table = {str(v): {"name": f"class {v}", "color": "#000000"} for v in [*np.unique(labels[labels > 0]).tolist(), 255]}
+    (tmp_path / "classes.json").write_text(json.dumps(table))
+    open_scene(None, inputs, labels=filled, classes=tmp_path / "classes.json")  # 255 is a class the table names
+    assert "holds 255" not in caplog.text
+    fine = labels_file("fine.tif", np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1), width=labels.shape[1] * 2,
+                       height=labels.shape[0] * 2, transform=profile["transform"] @ Affine.scale(0.5))  # dense enough, twice as fine
+    open_scene(None, inputs, labels=fine)
+    assert "holds 255" not in caplog.text and "outside the scene" not in caplog.text and "fine.tif: warped onto the scene grid" in caplog.text
 
 
 def test_a_yes_no_field_gives_two_classes_and_code_0_features_are_counted(scene_dir, tmp_path, caplog):
@@ -592,13 +602,18 @@ def test_a_yes_no_field_gives_two_classes_and_code_0_features_are_counted(scene_
 
 
 def test_label_rasters_in_any_format_gdal_reads_are_read_as_rasters(scene_dir, tmp_path):
+    import pandas
+    import pyogrio
     from rasterio.shutil import copy
 
     inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
     expected = open_scene(None, inputs, labels=scene_dir / "train_labels.tif", holdout=0).train_labels
     copy(scene_dir / "train_labels.tif", tmp_path / "labels.dat", driver="ENVI")  # a hyperspectral ground truth's usual format
     copy(scene_dir / "train_labels.tif", tmp_path / "labels", driver="GTiff")  # no extension
-    for path in (tmp_path / "labels.dat", tmp_path / "labels"):
+    copy(scene_dir / "train_labels.tif", tmp_path / "labels.gpkg", driver="GPKG")  # a raster GeoPackage with a legend table
+    pyogrio.write_dataframe(pandas.DataFrame({"code": [1, 2], "name": ["Trees", "Grass"]}), tmp_path / "labels.gpkg", layer="legend",
+                            append=True)
+    for path in (tmp_path / "labels.dat", tmp_path / "labels", tmp_path / "labels.gpkg"):
         assert (open_scene(None, inputs, labels=path, holdout=0).train_labels == expected).all()
     (tmp_path / "notes.dat").write_text("not a raster")
     with pytest.raises(MamolError, match="notes.dat: cannot be read as vector data"):
@@ -640,8 +655,8 @@ def test_a_finer_raster_in_degrees_than_the_grid_every_input_is_read_on_is_warne
     caplog.set_level(logging.WARNING)
     open_scene(None, {"hsi": tmp_path / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
                label_field="landcover")
-    assert "dsm.tif: its pixels (about " in caplog.text and "in EPSG:4326) are finer than those of the grid every input is read on, " \
-        "hsi.tif's" in caplog.text and "gdalwarp -t_srs EPSG:XXXX -tr " in caplog.text
+    assert "dsm.tif: its pixels (in EPSG:4326) are about " in caplog.text and " times finer on a side than those of the grid every input is read on, " \
+        "hsi.tif's" in caplog.text and "gdalwarp -t_srs EPSG:" in caplog.text and " -tr " in caplog.text
     caplog.clear()
     open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
                label_field="landcover")

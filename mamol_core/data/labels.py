@@ -19,12 +19,13 @@ from rasterio import features
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
-from mamol_core.data.vectors import feature_layers, holds_layers, read_features
+from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
 from mamol_core.mapping.crs import assign_crs_command
 
@@ -42,12 +43,12 @@ def is_raster(path: Path) -> bool:
 
 
 def is_label_raster(path: Path) -> bool:
-    """Whether a labels file is a raster: by its name, else, unless it is a file of features GDAL reads
-    (GeoPackage, shapefile, GeoJSON, CSV...), by GDAL opening it as one (ENVI or ASCII grid class maps,
-    names without an extension)."""
+    """Whether a labels file is a raster: by its name, else, unless it holds a layer of features GDAL
+    reads (GeoPackage, shapefile, GeoJSON...), by GDAL opening it as one (ENVI or ASCII grid class maps,
+    names without an extension, a raster GeoPackage)."""
     if is_raster(path):
         return True
-    if not Path(path).is_file() or holds_layers(path):
+    if not Path(path).is_file() or holds_features(path):
         return False
     try:
         with warnings.catch_warnings():
@@ -84,7 +85,7 @@ def load_class_table(path: Path) -> list[ClassSpec]:
     bad = [c.value for c in classes if not 1 <= c.value <= 255]
     if bad:
         raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
-    values, names = [c.value for c in classes], [c.name for c in classes]
+    values, names = [c.value for c in classes], [class_name(c.name) for c in classes]  # "Grass" and "Grass " are one name
     twice = next((f"value {v}" for v in values if values.count(v) > 1), None) or \
         next((f"name {n!r}" for n in names if names.count(n) > 1), None)
     if twice is not None:
@@ -138,7 +139,7 @@ def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str
     """Why each of ``names`` (names :func:`class_by_name` found no code for) has none in ``classes``, called
     ``table``, with what to do: a name matching two or more of its names that differ only in case (which
     one is meant is not guessed) is to be spelt as one of them (``respell`` says where); the others are
-    not in the table (``fix``, said of several; of one name its "them" reads "it")."""
+    not in the table (``fix``, said of several; of one name, :func:`singular`)."""
     spellings = {n: [c.name for c in classes if class_name(c.name).casefold() == class_name(n).casefold()] for n in names}
     parts = [f"class name {n!r} matches {listing(spellings[n])} of {table} only in case; spell it as one of them {respell}"
              for n in names if len(spellings[n]) > 1]
@@ -146,8 +147,13 @@ def unknown_names_message(names: list[str], classes: list[ClassSpec], table: str
     if missing:
         plural = len(missing) > 1
         parts.append(f"class name{'s' if plural else ''} {listing(missing)} {'are' if plural else 'is'} not in {table} "
-                     f"({', '.join(c.name for c in classes)}); {fix if plural else fix.replace('them', 'it')}")
+                     f"({', '.join(c.name for c in classes)}); {fix if plural else singular(fix)}")
     return "; ".join(parts)
+
+
+def singular(fix: str) -> str:
+    """A fix written of several classes (``them``, ``those classes``, ``such classes``) said of one."""
+    return fix.replace("them", "it").replace("those classes", "that class").replace("such classes", "such a class")
 
 
 def listing(names: list[str]) -> str:
@@ -196,17 +202,20 @@ def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
         return view.read(1)
 
 
-def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
+def read_label_raster(path: Path, grid: Grid, classes: list[ClassSpec] | None = None) -> np.ndarray:
     """A label raster on the scene grid, as int32 (0 = unlabelled): read as it is when it lies on that
-    grid, else warped onto it by nearest neighbour (any CRS, pixel size and extent)."""
+    grid (also where it or the scene's rasters lack a CRS but the origin, pixel size and size match),
+    else warped onto it by nearest neighbour (any CRS, pixel size and extent). An undeclared 255 over
+    most labels is warned about unless ``classes`` (the class table the codes follow) names it."""
     with open_raster(path) as src:
         if src.count != 1:  # an RGB rendering of a class map, say: its first band is no class code
             raise MamolError(f"{path}: a label raster holds one band of class codes, this one {src.count}; give its band of codes "
                              f"alone (gdal_translate -b 1 {shlex.quote(str(path))} labels.tif)")
         own = grid_of(src)
-        on_grid = same_grid(own, grid) or (src.crs is None and same_grid(replace(own, crs=grid.crs), grid))
-        if on_grid and src.crs is None and grid.crs is not None:
-            log.info("%s: has no CRS; read on the scene grid, whose origin, pixel size and size it shares", path)
+        on_grid = same_grid(own, grid) or ((src.crs is None or grid.crs is None) and same_grid(replace(own, crs=grid.crs), grid))
+        if on_grid and src.crs != grid.crs:
+            log.info("%s: %s; read on the scene grid, whose origin, pixel size and size it shares", path,
+                     "has no CRS" if src.crs is None else f"lies in {src.crs}, where the scene's rasters have no CRS")
         nodata = src.nodata
         try:
             labels = _read_labels_on(src, path, grid, on_grid)
@@ -234,23 +243,39 @@ def read_label_raster(path: Path, grid: Grid) -> np.ndarray:
     if labels.min() < 0 or labels.max() > 255:
         raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}")
     fill = int((labels == 255).sum())
-    if nodata is None and fill * 2 > (labels > 0).sum():
+    if nodata is None and fill * 2 > (labels > 0).sum() and 255 not in {c.value for c in classes or []}:
         log.warning("%s: holds 255 on %d of its %d labelled pixels but declares no nodata, so 255 is read as a class; if it marks "
                     "unlabelled pixels, declare it (gdal_edit.py -a_nodata 255 %s)", path, fill, int((labels > 0).sum()),
                     shlex.quote(str(path)))
     return labels.astype(np.int32)
 
 
+#: A label raster whose extent covers more than this many times the scene's is a wide map (a land-cover
+#: tile) cut to the scene on purpose: its labels outside the scene are not warned about.
+WIDE_LABELS = 4.0
+#: Rows of a label raster counted at a time.
+COUNT_ROWS = 1024
+
+
 def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> None:
     """Warn when a label raster warped onto the scene ``grid`` (as ``labels``) lost classes, or, in the
     grid's CRS, more than 1 % of its labelled area: they lie outside the scene or, finer than the
-    grid, between its pixel centres (vector labels are warned about alike)."""
-    stored = src.read(1)
-    labelled = (stored != 0) & ~(np.isnan(stored) if src.nodata is not None and np.isnan(src.nodata) else stored == src.nodata)
-    codes = set(np.unique(stored[labelled]).tolist())
-    lost = sorted(int(c) for c in codes - set(np.unique(labels).tolist()) if float(c).is_integer())
-    area = abs(src.transform.a * src.transform.e) * labelled.sum()
-    kept = abs(grid.transform.a * grid.transform.e) * (labels > 0).sum()
+    grid, between its pixel centres (vector labels are warned about alike). Not for a raster far wider
+    than the scene (:data:`WIDE_LABELS`); the source is counted :data:`COUNT_ROWS` rows at a time."""
+    left, bottom, right, top = transform_bounds(src.crs, grid.crs, *src.bounds) if src.crs != grid.crs else src.bounds
+    if (right - left) * (top - bottom) > WIDE_LABELS * grid.width * grid.height * abs(grid.transform.a * grid.transform.e):
+        return
+    counts, nodata = np.zeros(256, np.int64), src.nodata
+    for row in range(0, src.height, COUNT_ROWS):
+        stored = src.read(1, window=Window(0, row, src.width, min(COUNT_ROWS, src.height - row)))
+        code = (stored != 0) & np.isfinite(stored) & (stored >= 0) & (stored <= 255) & (stored == np.round(stored))
+        if nodata is not None and not np.isnan(nodata):
+            code &= stored != nodata
+        counts += np.bincount(stored[code].astype(np.int64), minlength=256)
+    kept_counts = np.bincount(labels[(labels > 0) & (labels <= 255)].astype(np.int64), minlength=256)
+    lost = [int(c) for c in np.flatnonzero(counts) if not kept_counts[c]]
+    area = abs(src.transform.a * src.transform.e) * counts.sum()
+    kept = abs(grid.transform.a * grid.transform.e) * kept_counts.sum()
     outside = 1 - kept / area if area and src.crs == grid.crs else 0.0
     if lost or outside > 0.01:
         log.warning("%s: %s of its labelled area lies outside the scene or between its pixel centres%s; check its extent "

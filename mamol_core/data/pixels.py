@@ -18,6 +18,7 @@ from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
 from mamol_core.data.plausibility import partial_bands, scale_warnings
+from mamol_core.data.rasters import open_raster
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
                                  f"{raster.bands} hold{'' if len(empty) > 1 else 's'} no data under any training pixel, and a pixel "
                                  f"counts only where every band does; check the nodata value, or drop "
                                  f"{'them' if len(empty) > 1 else 'it'} (gdal_translate "
-                                 f"{' '.join(f'-b {n}' for n in numbers if n not in empty)} "
+                                 f"{' '.join(f'-b {n}' for n in range(1, band_count(raster.path) + 1) if n not in empty)} "
                                  f"{shlex.quote(str(raster.path))} {shlex.quote(raster.path.stem + '_bands.tif')})")
             raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
         values = bands[:, rows[usable], cols[usable]].astype(np.float64)
@@ -117,6 +118,12 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
         specs.append(spec)
         start += raster.bands
     return specs
+
+
+def band_count(path) -> int:
+    """How many bands the raster at ``path`` stores (alpha bands, which mamol reads as masks, included)."""
+    with open_raster(path) as src:
+        return src.count
 
 
 def quantile_table(values: np.ndarray) -> tuple[list[float], list[float]]:

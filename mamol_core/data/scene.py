@@ -173,7 +173,7 @@ def open_scene(
         """Labels at ``path`` on the grid, their groups and class table; ``untrained`` says what to do
         about a class the table lacks where the table came from the training labels."""
         if is_label_raster(path):
-            values = read_label_raster(path, grid)
+            values = read_label_raster(path, grid, table)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if models else untrained or "add them to classes.json or relabel them as 0")
@@ -188,7 +188,7 @@ def open_scene(
         if models and own is None and folder is None:  # labels outside a scene: their codes follow a class table beside them
             own = _class_table(Path(test_path).parent, None)
         if own is not None and is_label_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
-            test = recode_by_name(read_label_raster(Path(test_path), grid), own, classes, Path(test_path))
+            test = recode_by_name(read_label_raster(Path(test_path), grid, own), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), classes, assume_crs)
         if models and is_label_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
@@ -207,8 +207,8 @@ def open_scene(
     test_path = test_labels or (folder / f"{TEST_LABELS}.tif" if folder is not None and labels is None else None)
     test = None
     if test_path is not None and Path(test_path).exists():
-        test = read(Path(test_path), None if given else f"no training label of {train_path} is of such a class, so the model cannot "
-                    "learn it: add training labels of it, or leave those test labels out (0)")[0]
+        test = read(Path(test_path), None if given else f"no training label of {train_path} is of such classes, so the model cannot "
+                    "learn them: add training labels of them, or leave those test labels out (0)")[0]
         numbered = given is None and not is_label_raster(Path(train_path)) and is_label_raster(Path(test_path)) and \
             any(c.name != f"class {c.value}" for c in table)
         if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering

@@ -33,12 +33,13 @@ def feature_layers(path: Path) -> list[tuple[str, str]] | None:
     return [(str(name), str(kind)) for name, kind in listed if kind is not None]
 
 
-def holds_layers(path: Path) -> bool:
-    """Whether GDAL reads ``path`` as a file of vector layers (any, even tables)."""
+def holds_features(path: Path) -> bool:
+    """Whether GDAL reads ``path`` as a file with a layer of features (tables without geometry, such as
+    a raster GeoPackage's legend, do not count)."""
     import pyogrio
 
     try:
-        return len(pyogrio.list_layers(path)) > 0
+        return any(kind is not None for _, kind in pyogrio.list_layers(path))
     except Exception:  # pyogrio raises several types for files it cannot read as vectors
         return False
 

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import as_pyproj, check_on_earth, metres_per_unit, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import as_pyproj, check_on_earth, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,13 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
         return abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height)
 
     chosen = candidates[int(np.argmin([area(i) for i in candidates]))]
-    metres = metres_per_unit(common)
-    for index in sorted(set(everyone) - set(candidates)) if model_grid is None and metres else []:
-        side, grid_side = (area(i) ** 0.5 * metres for i in (index, chosen))
-        if side * 1.5 < grid_side:
-            target = shlex.quote(f"{paths[index].stem}_projected.tif")
-            log.warning(f"%s: its pixels (about {side:.3g} m, in {crs_list[index].to_string()}) are finer than those of the grid every "
-                        f"input is read on, %s's (about {grid_side:.3g} m), since a grid in degrees is not used; to keep its detail, "
-                        f"warp it to a projected CRS at its resolution and give that as --reference (gdalwarp -t_srs EPSG:XXXX "
+    for index in sorted(set(everyone) - set(candidates)) if model_grid is None and not common.is_geographic else []:
+        side, ratio = area(index) ** 0.5, (area(chosen) / area(index)) ** 0.5
+        if ratio > 1.5:
+            crs, target = common.to_string(), shlex.quote(f"{paths[index].stem}_projected.tif")  # side is in common's units
+            log.warning(f"%s: its pixels (in {crs_list[index].to_string()}) are about {ratio:.2g} times finer on a side than those of "
+                        f"the grid every input is read on, %s's, since a grid in degrees is not used; to keep its detail, warp it "
+                        f"to a projected CRS at its resolution and give that as --reference (gdalwarp -t_srs {shlex.quote(crs)} "
                         f"-tr {side:.3g} {side:.3g} %s {target})", paths[index], paths[chosen].name, shlex.quote(str(paths[index])))
     return chosen
 

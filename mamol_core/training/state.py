@@ -168,6 +168,9 @@ def read_state(path: Path) -> SavedState:
     """Read a training state file; one-line errors for a missing, damaged or foreign file."""
     path = Path(path)
     check_state_file(path)
+    if not is_training_state(path):
+        raise MamolError(f"{path}: not a training state; pass the .state.safetensors file an interrupted mamol-train wrote (see its "
+                         "last message), or start afresh without --resume")
     try:
         meta = json.loads(read_metadata(path)[STATE_KEY])
         if not (isinstance(meta, dict) and STATE_FIELDS <= set(meta) and isinstance(meta["config"], dict)):
