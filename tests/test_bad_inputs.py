@@ -460,6 +460,15 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     assert loose.exit_code == 0, loose.output
     assert json.loads((tmp_path / "d" / "metrics.json").read_text())["results"]["overall"]["oa"] == oa[0]
     assert "no class table beside it" not in caplog.text and f"is the model's class {codes[1]}" in caplog.text
+    caplog.clear()  # with --scene, labels elsewhere follow the table beside them, not the scene's
+    elsewhere = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "--labels",
+                                                   str(scene / "test_labels.tif"), "-o", str(tmp_path / "e"), "--progress", "none"])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["results"]["overall"]["oa"] == oa[0]
+    assert f"test_labels.tif: its codes are those of {scene / 'classes.json'}" in caplog.text
+    trained = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--labels", str(scene / "test_labels.tif"), "-o",
+                                              str(tmp_path / "t.safetensors"), *FAST])  # training refuses the mix-up
+    one_line_error(trained, f"{scene / 'classes.json'}: numbers the classes otherwise than {scene_dir / 'classes.json'}")
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])
@@ -489,7 +498,7 @@ def test_vector_test_labels_with_codes_are_warned_about_and_unknown_names_refuse
         assert result.exit_code == 0, result.output
         scores.append(json.loads((tmp_path / field / "metrics.json").read_text())["results"]["overall"])
     assert scores[0] == scores[1]  # codes of the scene's table score as the class names do
-    assert "field 'code' holds class codes, read as the scene's class table's and matched to the model's by name" in caplog.text
+    assert "field 'code' holds class codes, read by the labels' class table and matched to the model's by name" in caplog.text
     names = {c.name: c.value for c in model_classes}
     polygons["code"] = [names[n] for n in polygons["landcover"]]
     polygons.to_file(tmp_path / "coded.gpkg", driver="GPKG")

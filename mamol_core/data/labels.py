@@ -440,7 +440,7 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             log.info("%s: %d of %d features hold code 0 in field %r (unlabelled) and are left out", path, int((codes == 0).sum()),
                      len(codes), field)
         if models and codes_of:
-            log.info("%s: field %r holds class codes, read as the scene's class table's and matched to the model's by name", path, field)
+            log.info("%s: field %r holds class codes, read by the labels' class table and matched to the model's by name", path, field)
             return recode_by_name(codes, codes_of, classes, path), classes
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path, fix)

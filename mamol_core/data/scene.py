@@ -161,10 +161,12 @@ def open_scene(
         table = _class_table(Path(labels).parent, None)
         if table is not None:
             log.info("%s: class names and colours from %s beside it", labels, Path(labels).parent / CLASS_TABLE)
+    if table is not None and folder is not None and labels is not None and for_training and classes is None:
+        check_same_table(Path(labels), table, folder / CLASS_TABLE)
     given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
-    own = _class_table(folder, None) if models and not for_training else None  # the scene's table, which its label codes follow
+    own = None  # where a model is scored: the table the test labels' codes follow (beside them, else the scene's)
 
     if label_field and not any(p is not None and not is_label_raster(Path(p)) for p in (labels, test_labels)):
         log.warning("--label-field %s: no vector labels given (label rasters' values are the classes); it is not used", label_field)
@@ -185,9 +187,13 @@ def open_scene(
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
-        if models and own is None and folder is None:  # labels outside a scene: their codes follow a class table beside them
-            own = _class_table(Path(test_path).parent, None)
-        if own is not None and is_label_raster(Path(test_path)):  # labels coded by the scene's table: match the model's by name
+        if models:  # the labels' codes follow the class table beside them, else the scene's
+            own_path = next((p for p in (Path(test_path).parent / CLASS_TABLE, folder / CLASS_TABLE if folder else None)
+                             if p is not None and p.is_file()), None)
+            own = load_class_table(own_path) if own_path is not None else None
+            if own is not None:
+                log.info("%s: its codes are those of %s, matched to the model's classes by name", test_path, own_path)
+        if own is not None and is_label_raster(Path(test_path)):  # labels coded by their own table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid, own), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), classes, assume_crs)
         if models and is_label_raster(Path(test_path)):
@@ -265,6 +271,17 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
     log.info("%s: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
              "rasters stored y-up" if flipped else "rasters on different grids", grid.crs, *grid.pixel_size, grid.width, grid.height)
     return grid
+
+
+def check_same_table(labels: Path, table: list[ClassSpec], source: Path) -> None:
+    """Stop when a class table beside training ``labels`` outside the scene folder numbers classes
+    otherwise than the ``table`` read from ``source``: their codes would be read by the wrong one."""
+    beside = labels.parent / CLASS_TABLE
+    if not beside.is_file() or beside.resolve() == source.resolve():
+        return
+    if [(c.value, c.name) for c in load_class_table(beside)] != [(c.value, c.name) for c in table]:
+        raise MamolError(f"{beside}: numbers the classes otherwise than {source}, which training reads {labels}'s codes with; give "
+                         f"the table its codes follow (--classes {shlex.quote(str(beside))}) or make the two alike")
 
 
 def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:
