@@ -755,3 +755,18 @@ def test_a_band_without_data_under_the_training_pixels_is_named(scene_dir, tmp_p
                                              "--no-eval", *FAST])
     one_line_error(result, "hsi.tif: band 3 of its 8 holds no data under any training pixel, and a pixel counts only where every "
                            "band does; check the nodata value, or drop it (gdal_translate -b 1 -b 2 -b 4 ")
+
+
+def test_evaluation_without_one_test_pixel_to_score_is_refused_and_an_empty_sensor_named(model_file, scene_dir, tmp_path, caplog):
+    with rasterio.open(scene_dir / "dsm.tif") as src:
+        profile, shape = src.profile | {"nodata": -9999.0, "dtype": "float32"}, (src.count, src.height, src.width)
+    with rasterio.open(tmp_path / "empty.tif", "w", **profile) as dst:
+        dst.write(np.full(shape, -9999.0, np.float32))
+    common = ["--model", str(model_file), "--labels", str(scene_dir / "test_labels.tif"), "--progress", "none"]
+    alone = CliRunner().invoke(evaluate.main, [*common, "--input", f"dsm={tmp_path / 'empty.tif'}", "-o", str(tmp_path / "a"), "--quiet"])
+    one_line_error(alone, "empty.tif: no test pixel can be scored: each lies on nodata in every sensor given")
+    assert not (tmp_path / "a").exists()
+    beside = CliRunner().invoke(evaluate.main, [*common, "--input", f"dsm={tmp_path / 'empty.tif'}", "--input",
+                                                f"hsi={scene_dir / 'hsi.tif'}", "-o", str(tmp_path / "b")])
+    assert beside.exit_code == 0, beside.output
+    assert "empty.tif: no valid value under any test label; dsm counts as missing on every test pixel" in caplog.text

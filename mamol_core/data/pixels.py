@@ -173,6 +173,26 @@ def check_kept_classes(train: PixelSet, scene: Scene) -> None:
                     ", ".join(repr(n) for n in lost), "it" if len(lost) == 1 else "them")
 
 
+def checked_test_pixels(test: PixelSet, scene: Scene, window: Window, valid: np.ndarray, names: list[str],
+                        required: bool) -> PixelSet | None:
+    """``test``, after a warning for each given sensor without data under any test label (it is missing on
+    all of them); where no test pixel is left to score, an error when scoring is the job (``required``),
+    else a warning and ``None`` (training then writes no report)."""
+    rows, cols = np.nonzero(scene.test_labels[window.row_off : window.row_off + window.height,
+                                              window.col_off : window.col_off + window.width])
+    for raster in scene.modalities:
+        if not valid[names.index(raster.name), rows, cols].any():
+            log.warning("%s: no valid value under any test label; %s counts as missing on every test pixel", raster.path, raster.name)
+    if len(test):
+        return test
+    why = ("no test pixel can be scored: each lies on nodata in every sensor given, or has data only in sensors the protocol "
+           "marks missing for it; check the rasters' nodata values and extents against the test labels, or the missing-modality settings")
+    if required:
+        raise MamolError(f"{', '.join(str(m.path) for m in scene.modalities)}: {why}")
+    log.warning("%s; no accuracy report", why)
+    return None
+
+
 def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list[ModalitySpec] | None = None,
                   held_out: np.ndarray | None = None, normalization: str = "standard") -> tuple[PreparedScene, list[ModalitySpec]]:
     """Read the labelled window, normalise it (with ``specs``, or by ``normalization`` fitted on the
@@ -206,6 +226,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     test = None
     if scene.test_labels is not None and (scene.test_labels > 0).any():
         test = pixel_set(scene.test_labels, window, valid, scene.classes, names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
+        test = checked_test_pixels(test, scene, window, valid, names, required=not fitting)
     validation = None
     if held_out is not None:
         validation = pixel_set(held_out, window, valid, scene.classes, names, protocol, protocol.seed + VALIDATION_SEED_OFFSET,
