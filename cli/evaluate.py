@@ -43,7 +43,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.errors import MamolError
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.metrics import summary_line
-    from mamol_core.evaluation.report import write_report
+    from mamol_core.evaluation.report import is_training_report, write_report
     from mamol_core.evaluation.score import evaluate_model_on_scene, order_scene_for_model
     from mamol_core.modelfile.header import DIGEST_KEY, header_digest, read_config
     from mamol_core.modelfile.weights import load_model
@@ -52,6 +52,9 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
         raise MamolError(f"--stride {stride}: only --mode dense steps tiles; add --mode dense or leave --stride out")
     folder = output or model_path.with_suffix(".eval")
     check_folder(folder)
+    if is_training_report(folder):
+        raise MamolError(f"{folder}: holds the report mamol-train wrote after training, which mamol-info and the QGIS plugin show "
+                         f"as the model's accuracy; write this one elsewhere (default: {model_path.with_suffix('.eval')})")
     config = read_config(model_path)
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,

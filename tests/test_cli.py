@@ -119,6 +119,21 @@ def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_on
     assert f"accuracy: {report} is the report of an earlier model written to {model}, not this one's" in described.output
 
 
+def test_eval_never_replaces_the_training_report(model_file, scene_dir):
+    report = model_file.with_suffix(".report")
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(report), "--quiet"])
+    assert result.exit_code == 1 and f"{report}: holds the report mamol-train wrote after training" in result.output, result.output
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before
+
+
+def test_metrics_columns_keep_class_names_in_any_script_and_stay_unique():
+    from mamol_core.evaluation.report import accuracy_columns
+
+    assert accuracy_columns(["Forêt dense", "草地", "Grass", "grass", "?"]) == \
+        ["acc_forêt_dense", "acc_草地", "acc_grass_3", "acc_grass_4", "acc_class"]
+
+
 def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_file, scene_dir, tmp_path, caplog):
     """A sensor not given is absent on every test pixel: the same scores as giving it and marking it missing everywhere."""
     common = ["--model", str(model_file), "--device", "cpu", "--progress", "none"]

@@ -19,7 +19,23 @@ from mamol_core.figures import glyphs_told
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+    """``name`` as part of a file or column name: its letters and digits in any script, lower case, runs of anything
+    else as ``_`` ("Forêt dense" -> "forêt_dense", "草地" stays)."""
+    return re.sub(r"[\W_]+", "_", name).strip("_").lower()
+
+
+def accuracy_columns(class_names: list[str]) -> list[str]:
+    """The metrics.csv column of each class's accuracy, ``acc_<slug>``, numbered where two names give one slug."""
+    columns = [f"acc_{slug(name) or 'class'}" for name in class_names]
+    return [f"{column}_{index + 1}" if columns.count(column) > 1 else column for index, column in enumerate(columns)]
+
+
+def is_training_report(folder: Path) -> bool:
+    """Whether ``folder`` holds the report mamol-train wrote after training (its context records the training time)."""
+    try:
+        return "train_seconds" in json.loads((Path(folder) / "metrics.json").read_text())["context"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
@@ -39,7 +55,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
         temporary[folder / "metrics.json"].write_text(json.dumps(payload, indent=1))
         with open(temporary[folder / "metrics.csv"], "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *[f"acc_{slug(c)}" for c in evaluation.class_names]])
+            writer.writerow(["pattern", "samples", "oa", "kappa", "aa", *accuracy_columns(evaluation.class_names)])
             for name, s in summaries.items():
                 writer.writerow([name, s["samples"], *map(measure_text, [s["oa"], s["kappa"], s["aa"], *s["producer_accuracy"]])])
         for name, matrix in evaluation.matrices.items():
