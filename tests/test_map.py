@@ -237,18 +237,26 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
         assert aligned.grid.crs.to_epsg() == 4326 and aligned.grid.pixel_size == pytest.approx((2e-5, 2e-5))
     write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_000, 0, -2, 5_000_040))
     write_raster(tmp_path / "far_too.tif", np.ones((1, 20, 20), np.float32), Affine(2, 0, 700_020, 0, -2, 5_000_040))
-    with pytest.raises(MamolError, match=r"far.tif: does not overlap the area of fine.tif \(both EPSG:32632\); one of them may "
+    with pytest.raises(MamolError, match=r"far.tif: neither overlaps nor borders the area of fine.tif \(both EPSG:32632\); one of them may "
                                          r"have a wrong CRS: check both \(gdalinfo\)"):
         AlignedInputs([inputs[0], MapInput("far", tmp_path / "far.tif")])
     with rasterio.open(tmp_path / "fine.tif") as src:
         fine, transform = src.read(), src.transform
     write_raster(tmp_path / "mercator.tif", fine, transform, crs="EPSG:3857")  # the same numbers, declared in another CRS
-    with pytest.raises(MamolError, match=r"does not overlap the area of .*\((EPSG:3857 and EPSG:32632|EPSG:32632 and EPSG:3857)\)"):
+    with pytest.raises(MamolError, match=r"neither overlaps nor borders the area of .*\((EPSG:3857 and EPSG:32632|EPSG:32632 and EPSG:3857)\)"):
         AlignedInputs([inputs[0], MapInput("mercator", tmp_path / "mercator.tif")])
-    with pytest.raises(MamolError, match="far.tif: does not overlap the area of fine.tif"):  # two together, apart from the rest
+    with pytest.raises(MamolError, match="far.tif: neither overlaps nor borders the area of fine.tif"):  # two together, apart from the rest
         AlignedInputs([*inputs, MapInput("far", tmp_path / "far.tif"), MapInput("far_too", tmp_path / "far_too.tif")])
     with pytest.raises(MamolError, match="far.tif: does not overlap any input"):
         AlignedInputs(inputs[:2], reference=tmp_path / "far.tif")
+    write_raster(tmp_path / "beside.tif", np.ones((1, 40, 10), np.float32), west @ Affine.translation(30, 0))  # borders fine.tif
+    with AlignedInputs([inputs[0], MapInput("beside", tmp_path / "beside.tif")]) as aligned:
+        assert (aligned.grid.width, aligned.grid.height) == (40, 40)
+    write_raster(tmp_path / "gap.tif", np.ones((1, 40, 10), np.float32), west @ Affine.translation(35, 0))  # 5 px east of fine.tif
+    with pytest.raises(MamolError, match="gap.tif: neither overlaps nor borders the area of fine.tif"):
+        AlignedInputs([inputs[0], MapInput("gap", tmp_path / "gap.tif")])
+    with AlignedInputs([inputs[0], MapInput("gap", tmp_path / "gap.tif")], reference=tmp_path / "whole.tif") as aligned:
+        assert aligned.grid.pixel_size == (2.0, 2.0)  # a reference over both joins them
 
 
 def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as_they_are(trained, scene_dir, tmp_path):

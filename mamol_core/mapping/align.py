@@ -131,28 +131,37 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (left, bottom, right, top) boxes share some area or an edge (rasters side by side, such as
+    one sensor's flight line beside another's), up to a millionth of the smaller box's size."""
+    slack = 1e-6 * min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+    return a[0] <= b[2] + slack and b[0] <= a[2] + slack and a[1] <= b[3] + slack and b[1] <= a[3] + slack
+
+
 def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
                    reference_path: Path, crs_list: list[CRS]) -> None:
-    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps, and an
-    explicit ``reference`` overlaps some input: in one CRS, rasters that lie apart usually mean a wrong CRS.
-    The message names an input outside the group of the grid's own raster and that raster, with the CRS
-    each is read in: which of the two is wrong, nothing here can tell."""
+    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps or
+    borders (or through an explicit ``reference``), and such a reference overlaps some input: in one CRS,
+    rasters that lie apart usually mean a wrong CRS. The message names an input outside the group of the
+    grid's own raster and that raster, with the CRS each is read in: which of the two is wrong, nothing
+    here can tell."""
     if reference is not None and not any(overlap(box, reference) for box in boxes):
         raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
-    start = next((i for i, path in enumerate(paths) if path == reference_path), 0)
+    nodes = [*boxes, *([reference] if reference is not None else [])]
+    start = len(boxes) if reference is not None else next((i for i, path in enumerate(paths) if path == reference_path), 0)
     joined, frontier = {start}, [start]
     while frontier:
         current = frontier.pop()
-        for index, box in enumerate(boxes):
-            if index not in joined and overlap(box, boxes[current]):
+        for index, box in enumerate(nodes):
+            if index not in joined and touch(box, nodes[current]):
                 joined.add(index)
                 frontier.append(index)
     apart = [index for index in range(len(boxes)) if index not in joined]
     if apart:
-        first, other = apart[0], start
+        first, other = apart[0], start if start < len(boxes) else min(joined - {start})  # the grid's raster, else one by the reference
         names = [f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else as_pyproj(crs).name for crs in (crs_list[first], crs_list[other])]
         read_in = f"({names[0]} and {names[1]})" if names[0] != names[1] else f"(both {names[0]})"
-        raise MamolError(f"{paths[first]}: does not overlap the area of {paths[other].name} {read_in}; one of them may "
+        raise MamolError(f"{paths[first]}: neither overlaps nor borders the area of {paths[other].name} {read_in}; one of them may "
                          "have a wrong CRS: check both (gdalinfo), or pass rasters of the same area")
 
 
