@@ -363,7 +363,7 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     hsi, dsm = ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")
     expect_error(run_map(model, out, ("hsi", tmp_path / "hsi5.tif")), "hsi5.tif: 5 bands, but the model's hsi has 8", tmp_path, before)
     expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi", tmp_path, before)
-    expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "does not overlap", tmp_path, before)
+    expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "neither overlaps nor borders", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; pass --assume-crs", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "truncated.tif")), "truncated.tif: ", tmp_path, before)
     expect_error(run_map(model, tmp_path / "missing" / "o.tif", hsi), "does not exist; create it", tmp_path, before)
