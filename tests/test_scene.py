@@ -547,7 +547,7 @@ def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_
     shifted = labels_file("shifted.tif", np.maximum(labels, only_top),
                           transform=profile["transform"] @ Affine.translation(0, -top - 1))  # that row falls off the top
     open_scene(None, inputs, labels=shifted)
-    assert "shifted.tif: " in caplog.text and "of its labelled area lies outside the scene" in caplog.text and "(all of class 7, " in caplog.text
+    assert "shifted.tif: " in caplog.text and "of its labelled area lies outside the scene" in caplog.text and "(all of class 7, so none of it is used)" in caplog.text
 
     caplog.clear()
     no_crs = labels_file("no_crs.tif", labels, crs=None)  # the scene's grid without its CRS
@@ -661,3 +661,24 @@ def test_a_finer_raster_in_degrees_than_the_grid_every_input_is_read_on_is_warne
     open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
                label_field="landcover")
     assert "are finer than" not in caplog.text  # as fine as the projected raster
+
+
+def test_polygons_partly_outside_the_scene_are_warned_about(scene_dir, tmp_path, caplog):
+    import geopandas
+    from shapely.geometry import box
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    with rasterio.open(scene_dir / "hsi.tif") as src:
+        left, bottom, right, top = src.bounds
+        crs, size = src.crs, src.res[0]
+    inside = box(left + 2 * size, bottom + 2 * size, left + 12 * size, bottom + 12 * size)
+    half_out = box(right - 5 * size, top - 10 * size, right + 5 * size, top)
+    geopandas.GeoDataFrame({"code": [1, 2]}, geometry=[inside, half_out], crs=crs).to_file(tmp_path / "fields.gpkg")
+    caplog.set_level(logging.WARNING)
+    open_scene(None, inputs, labels=tmp_path / "fields.gpkg", label_field="code", holdout=0)
+    assert "fields.gpkg: 25% of its polygons' area lies outside the scene and is not used" in caplog.text, caplog.text
+    caplog.clear()
+    geopandas.GeoDataFrame({"code": [1, 2]}, geometry=[inside, box(right - 10 * size, top - 10 * size, right, top)],
+                           crs=crs).to_file(tmp_path / "within.gpkg")
+    open_scene(None, inputs, labels=tmp_path / "within.gpkg", label_field="code", holdout=0)
+    assert "outside the scene" not in caplog.text

@@ -280,7 +280,7 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     if lost or outside > 0.01:
         log.warning("%s: %s of its labelled area lies outside the scene or between its pixel centres%s; check its extent "
                     "against the rasters'", path, f"{outside:.0%}" if outside > 0.01 else "some",
-                    f" (all of class{'es' if len(lost) > 1 else ''} {', '.join(map(str, lost))}, which the model will not learn)"
+                    f" (all of class{'es' if len(lost) > 1 else ''} {', '.join(map(str, lost))}, so none of {'them' if len(lost) > 1 else 'it'} is used)"
                     if lost else "")
 
 
@@ -347,10 +347,31 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
                     "pixel), and count once there", path, hidden, len(frame))
     if skipped:
         log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path, skipped, len(frame))
+    outside = area_outside(frame.geometry, grid)
+    if outside > 0.01:
+        log.warning("%s: %.0f%% of its polygons' area lies outside the scene and is not used; check its extent against the rasters'",
+                    path, 100 * outside)
     drop_conflicts(labels, ids, shapes, grid, classes, path)
     if not labels.any():
         raise MamolError(f"{path}: every labelled pixel lies under features of different classes; fix the overlaps")
     return labels, ids, classes
+
+
+def area_outside(geometries, grid: Grid) -> float:
+    """The share of the area of ``geometries`` (a GeoSeries in the grid's CRS; points and lines have none)
+    that lies outside the grid's extent."""
+    import shapely
+
+    shapes = np.asarray(geometries.values, dtype=object)  # plain shapely: a CRS in degrees gives a ratio as good, unwarned
+    total = float(shapely.area(shapes).sum())
+    if total <= 0:
+        return 0.0
+    (left, right), (top, bottom) = zip(grid.transform @ (0, 0), grid.transform @ (grid.width, grid.height))
+    extent = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    try:
+        return 1 - float(shapely.area(shapely.intersection(shapes, extent)).sum()) / total
+    except shapely.errors.GEOSException:  # an invalid polygon (warned about when read): its share is not told
+        return 0.0
 
 
 def unseen_features(ids: np.ndarray, geometries: list, grid: Grid) -> tuple[int, int]:
