@@ -128,6 +128,8 @@ def test_a_truncated_or_config_less_model_file_gets_one_line(model_file, scene_d
     truncated.write_bytes(model_file.read_bytes()[:-100])
     one_line_error(CliRunner().invoke(info.main, [str(truncated)]), "truncated")
     one_line_error(run_map("--model", truncated, "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", tmp_path / "m.tif"), "truncated")
+    truncated.write_bytes(model_file.read_bytes()[:200])  # cut inside its header
+    one_line_error(CliRunner().invoke(info.main, [str(truncated)]), "truncated.safetensors: truncated (200 bytes, less than its header")
     not_object = rewrite_config(model_file, tmp_path / "list.safetensors", lambda c: [c])
     one_line_error(CliRunner().invoke(info.main, [str(not_object)]), "its embedded config is not an object")
 

@@ -32,7 +32,11 @@ def read_header(path: Path, check_size: bool = True) -> dict:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > 100_000_000:
                 raise ValueError("header too large")
-            header = json.loads(handle.read(length))
+            text = handle.read(length)
+            if len(text) < length and text.startswith(b"{"):  # a safetensors header cut short: a copy that stopped early
+                raise MamolError(f"{path}: truncated ({path.stat().st_size:,} bytes, less than its header alone says, {8 + length:,}); "
+                                 "copy the model file again or retrain")
+            header = json.loads(text)
     except (struct.error, ValueError, UnicodeDecodeError):
         raise MamolError(f"{path}: not a mamol model (no safetensors header); pass a file written by mamol-train") from None
     if not isinstance(header, dict):
