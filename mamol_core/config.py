@@ -279,7 +279,7 @@ class MamolConfig:
             raise MamolError(f"{source}: its embedded config is not an object; retrain the model")
         found = data.get("format_version")
         if found not in FORMATS_READ:
-            read = " and ".join(map(str, FORMATS_READ))
+            read = ", ".join(map(str, FORMATS_READ[:-1])) + f" and {FORMATS_READ[-1]}"
             written = f"{source} was written by mamol {data.get('mamol_version', '?')} (model format {found}); this mamol {__version__} reads formats {read}"
             if isinstance(found, int) and found > FORMAT_VERSION:
                 raise MamolError(f"{written}: upgrade mamol to use it")

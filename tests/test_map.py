@@ -828,7 +828,7 @@ def test_the_map_is_at_the_models_training_pixel_size_unless_a_reference_says_ot
     assert run_map(model, tmp_path / "default.tif", ("dsm", tmp_path / "dsm_1m.tif")).exit_code == 0
     with rasterio.open(tmp_path / "default.tif") as src:
         assert src.res == (2.0, 2.0) and (src.width, src.height) == (40, 40)
-    assert "mapping at the model's training pixel size 2 x 2 (the finest input has 1 x 1)" in caplog.text
+    assert "reading the inputs at the model's training pixel size 2 x 2 (the finest input has 1 x 1)" in caplog.text
     coarse = dsm.reshape(1, 20, 2, 20, 2).mean((2, 4))
     write_raster(tmp_path / "grid_4m.tif", coarse, transform @ Affine.scale(2) @ Affine.translation(0.5, 0))  # not an input
     result = run_map(model, tmp_path / "on_reference.tif", ("dsm", tmp_path / "dsm_1m.tif"), extra=["--reference", str(tmp_path / "grid_4m.tif")])

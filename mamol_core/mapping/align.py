@@ -109,10 +109,12 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
                     "" if explicit else ", pass --reference RASTER to choose the grid")
     elif trained is not None and differs(size, trained):
         if explicit:
-            log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g; the map is at the reference's",
-                        reference_path, *size, *trained)
+            log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g%s; the inputs are read at the "
+                        "reference's", reference_path, *size, *trained,
+                        "" if tuple(model_grid.pixel_size) == trained else f" in its CRS ({model_grid.pixel_size[0]:g} x "
+                        f"{model_grid.pixel_size[1]:g} in {model_grid.crs})")
         else:
-            log.info("mapping at the model's training pixel size %g x %g%s (the finest input has %g x %g)", *trained,
+            log.info("reading the inputs at the model's training pixel size %g x %g%s (the finest input has %g x %g)", *trained,
                      "" if tuple(model_grid.pixel_size) == trained else
                      f" in {reference_path.name}'s CRS ({model_grid.pixel_size[0]:g} x {model_grid.pixel_size[1]:g} in "
                      f"{model_grid.crs})", *size)

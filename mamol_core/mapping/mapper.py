@@ -364,9 +364,9 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side, lattice_phase(grid, stride))
         total = sum(len(b.origins) for b in blocks)
-        log.info("mapping %dx%d px (%s) in %d block%s, %d tiles of %d px (tokens of %d px), stride %d, device %s", grid.width,
-                 grid.height, grid.crs, len(blocks), "" if len(blocks) == 1 else "s", total, size, config.model.layout.token_size,
-                 stride, device)
+        log.info("mapping %dx%d px (%s) in %d block%s, %d tile%s of %d px (tokens of %d px), stride %d, device %s", grid.width,
+                 grid.height, grid.crs, len(blocks), "" if len(blocks) == 1 else "s", total, "" if total == 1 else "s", size,
+                 config.model.layout.token_size, stride, device)
         parts = None
         if current().distributed or (model_path is not None and len(blocks) > 1):
             parts = BlockParts(outputs.classes, job_description(model_path, inputs, grid, options, stride, side, len(blocks),
