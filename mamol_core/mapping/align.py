@@ -49,12 +49,15 @@ class MapInput:
     path: Path
 
 
-def source_crs(dataset, path: Path, assumed: CRS | None) -> CRS:
-    """The raster's CRS, or the one given by ``--assume-crs``; a clear error when there is neither."""
+def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | None = None) -> CRS:
+    """The raster's CRS, or the one given by ``--assume-crs``; a clear error when there is neither (naming
+    the CRS of the ``model_grid`` the model was trained on, the likely one)."""
     if dataset.crs is not None:
         return dataset.crs
     if assumed is None:
-        raise MamolError(f"{path}: has no CRS; pass --assume-crs EPSG:XXXX (the CRS it is in) or assign one with gdal_edit.py -a_srs")
+        trained = model_grid.crs if model_grid is not None else None
+        raise MamolError(f"{path}: has no CRS; pass --assume-crs EPSG:XXXX (the CRS it is in"
+                         f"{f'; the model was trained in {trained}' if trained else ''}) or assign one with gdal_edit.py -a_srs")
     return assumed
 
 
@@ -90,8 +93,8 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     """The output grid: CRS and alignment of the ``reference`` dataset, pixel size the model's training
     pixel size (when the reference was not chosen ``explicit``-ly and the units compare; else the
     reference's, with a warning if it differs from the model's), extent = union of the inputs."""
-    crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
-    ref_crs = source_crs(reference, reference_path, assumed)
+    crs_list = [source_crs(d, p, assumed, model_grid) for d, p in zip(datasets, paths)]
+    ref_crs = source_crs(reference, reference_path, assumed, model_grid)
     ref_bounds = box_of(reference)
     t = reference.transform
     if t.b != 0 or t.d != 0:
@@ -171,7 +174,7 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
     """Index of the input with the smallest pixel area, among those whose CRS units compare with the
     model's training grid when there are any, else among the projected ones (a grid in degrees would
     map in degrees); areas are compared in the first candidate's CRS."""
-    crs_list = [source_crs(d, p, assumed) for d, p in zip(datasets, paths)]
+    crs_list = [source_crs(d, p, assumed, model_grid) for d, p in zip(datasets, paths)]
     everyone = list(range(len(datasets)))
     comparable = [i for i in everyone if model_grid is not None and pixel_size_in(model_grid, crs_list[i]) is not None]
     candidates = comparable or [i for i in everyone if not crs_list[i].is_geographic] or everyone
