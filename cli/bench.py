@@ -150,7 +150,8 @@ def routing(model_path, scene, class_name, max_pixels, output, device, precision
     check_distinct({"-o": output, "the shares beside it": shares_path},
                    {"--model": model_path, "the scene's class table": scene / CLASS_TABLE,
                     **{f"the scene's {m.name} raster": m.path for m in opened.modalities}})
-    prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.layout.patch_size, specs=config.model.modalities)
+    prepared, _ = prepare_scene(opened, ProtocolSpec(0.0, "both", 0), config.model.layout.patch_size, specs=config.model.modalities,
+                                require_test=True)
     pixels = prepared.test
     names = [c.name for c in config.model.classes]
     chosen = np.ones(len(pixels), bool)

@@ -108,7 +108,7 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output
 
 
-def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_ones(model_file, tmp_path):
+def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_ones(model_file, scene_dir, tmp_path):
     model, report = tmp_path / "m.safetensors", tmp_path / "m.report"
     model.write_bytes(model_file.read_bytes())
     shutil.copytree(model_file.with_suffix(".report"), report)
@@ -117,6 +117,10 @@ def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_on
     described = CliRunner().invoke(info.main, [str(model)])
     assert described.exit_code == 0 and "accuracy in its report" not in described.output, described.output
     assert f"accuracy: {report} is the report of an earlier model written to {model}, not this one's" in described.output
+    hint = described.output.split("this one's; ")[1].split(" with the test data")[0].split()  # mamol-eval --model M -o R
+    scored = CliRunner().invoke(evaluate.main, [*hint[1:], "--scene", str(scene_dir), "--quiet"])
+    assert scored.exit_code == 0, scored.output  # the earlier model's training report is no longer protected
+    assert "accuracy in its report (" in CliRunner().invoke(info.main, [str(model)]).output
 
 
 def test_eval_never_replaces_the_training_report(model_file, scene_dir):
@@ -132,6 +136,8 @@ def test_metrics_columns_keep_class_names_in_any_script_and_stay_unique():
 
     assert accuracy_columns(["Forêt dense", "草地", "Grass", "grass", "?"]) == \
         ["acc_forêt_dense", "acc_草地", "acc_grass_3", "acc_grass_4", "acc_class"]
+    columns = accuracy_columns(["Grass", "grass", "grass 2", "Fore\u0302t"])  # a numbered clash meets a name; a decomposed accent
+    assert len(set(columns)) == 4 and columns[3] == "acc_forêt"
 
 
 def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_file, scene_dir, tmp_path, caplog):

@@ -317,7 +317,8 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
                                    normalization=grid.normalization, expert_lr_scale=grid.expert_lr_scale),
                          device, amp_dtype, progress_mode, state)
     if run.prepared.test is None:
-        raise MamolError(f"{cell.scene}: the scene has no test labels; benchmarks need test_labels.tif")
+        raise MamolError(f"{cell.scene}: no test pixel to score (no test_labels.tif, or none of its pixels lies on data under the "
+                         "protocol); benchmarks need test labels on the rasters")
     blocks = len(run.model.backbone.blocks)
     if cell.method.startswith("mamol_") and len(run.model.expert_layers) == blocks:
         log.warning("%s: the backbone %s has %d blocks, so this placement puts experts in every block, as mamol does; "

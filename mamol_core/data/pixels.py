@@ -194,10 +194,12 @@ def checked_test_pixels(test: PixelSet, scene: Scene, window: Window, valid: np.
 
 
 def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list[ModalitySpec] | None = None,
-                  held_out: np.ndarray | None = None, normalization: str = "standard") -> tuple[PreparedScene, list[ModalitySpec]]:
+                  held_out: np.ndarray | None = None, normalization: str = "standard",
+                  require_test: bool = False) -> tuple[PreparedScene, list[ModalitySpec]]:
     """Read the labelled window, normalise it (with ``specs``, or by ``normalization`` fitted on the
     training pixels) and build the pixel sets; ``held_out`` labels (carved from the training labels)
-    become the validation set."""
+    become the validation set. Test labels none of whose pixels can be scored stop it with
+    ``require_test`` (scoring is the job), else leave no test set (:func:`checked_test_pixels`)."""
     window = label_window(scene, margin, held_out)
     fitting = specs is None
     layout = [ModalitySpec(m.name, m.bands) for m in scene.modalities] if fitting else specs
@@ -226,7 +228,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     test = None
     if scene.test_labels is not None and (scene.test_labels > 0).any():
         test = pixel_set(scene.test_labels, window, valid, scene.classes, names, protocol, protocol.seed + TEST_SEED_OFFSET, "test")
-        test = checked_test_pixels(test, scene, window, valid, names, required=not fitting)
+        test = checked_test_pixels(test, scene, window, valid, names, require_test)
     validation = None
     if held_out is not None:
         validation = pixel_set(held_out, window, valid, scene.classes, names, protocol, protocol.seed + VALIDATION_SEED_OFFSET,

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +17,37 @@ from mamol_core.evaluation.html import report_html, sensors_text
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 from mamol_core.figures import glyphs_told
+from mamol_core.modelfile.header import DIGEST_KEY, header_digest
 
 
 def slug(name: str) -> str:
     """``name`` as part of a file or column name: its letters and digits in any script, lower case, runs of anything
     else as ``_`` ("Forêt dense" -> "forêt_dense", "草地" stays)."""
-    return re.sub(r"[\W_]+", "_", name).strip("_").lower()
+    return re.sub(r"[\W_]+", "_", unicodedata.normalize("NFC", name)).strip("_").lower()
 
 
 def accuracy_columns(class_names: list[str]) -> list[str]:
-    """The metrics.csv column of each class's accuracy, ``acc_<slug>``, numbered where two names give one slug."""
+    """The metrics.csv column of each class's accuracy, ``acc_<slug>``; where names give one slug, a
+    number (the class's position, then more) makes each unique."""
     columns = [f"acc_{slug(name) or 'class'}" for name in class_names]
-    return [f"{column}_{index + 1}" if columns.count(column) > 1 else column for index, column in enumerate(columns)]
+    unique: list[str] = []
+    for index, column in enumerate(columns):
+        candidate, extra = (f"{column}_{index + 1}" if columns.count(column) > 1 else column), 0
+        while candidate in unique or candidate in columns[index + 1 :]:
+            extra += 1
+            candidate = f"{column}_{index + 1}_{extra}"
+        unique.append(candidate)
+    return unique
 
 
-def is_training_report(folder: Path) -> bool:
-    """Whether ``folder`` holds the report mamol-train wrote after training (its context records the training time)."""
+def is_training_report(folder: Path, model: Path) -> bool:
+    """Whether ``folder`` holds the report mamol-train wrote after training the ``model`` file (its context records
+    the training time, and the model's header digest unless mamol 0.3.0 wrote it); not one of an earlier model
+    written to the same path. ``model`` is a readable model file."""
     try:
-        return "train_seconds" in json.loads((Path(folder) / "metrics.json").read_text())["context"]
-    except (OSError, ValueError, KeyError, TypeError):
+        context = json.loads((Path(folder) / "metrics.json").read_text())["context"]
+        return "train_seconds" in context and context.get(DIGEST_KEY, header_digest(model)) == header_digest(model)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 

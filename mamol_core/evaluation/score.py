@@ -58,6 +58,6 @@ def evaluate_model_on_scene(model: MaMOLClassifier, config: MamolConfig, scene: 
     every test pixel."""
     if scene.test_labels is None or not (scene.test_labels > 0).any():
         raise MamolError("the scene has no test labels to evaluate on; add test_labels.tif or pass --labels")
-    prepared, _ = prepare_scene(scene, protocol, margin=config.model.layout.patch_size, specs=config.model.modalities)
+    prepared, _ = prepare_scene(scene, protocol, margin=config.model.layout.patch_size, specs=config.model.modalities, require_test=True)
     predicted = predict_test_pixels(model, prepared, mode, stride, amp_dtype, batch_size, progress_mode, device)
     return evaluate_predictions(prepared.test, predicted, [c.name for c in config.model.classes], config.model.modality_names)
