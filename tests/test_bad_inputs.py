@@ -468,9 +468,22 @@ def test_evaluation_matches_classes_by_name_not_by_code(model_file, scene_dir, t
     assert elsewhere.exit_code == 0, elsewhere.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["results"]["overall"]["oa"] == oa[0]
     assert f"test_labels.tif: its codes are those of {scene / 'classes.json'}" in caplog.text
-    trained = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "--labels", str(scene / "test_labels.tif"), "-o",
-                                              str(tmp_path / "t.safetensors"), *FAST])  # training refuses the mix-up
-    one_line_error(trained, f"{scene / 'classes.json'}: numbers the classes otherwise than {scene_dir / 'classes.json'}")
+    for option in ("--labels", "--test-labels"):  # training refuses the mix-up, for its test labels too
+        trained = CliRunner().invoke(train.main, ["--scene", str(scene_dir), option, str(scene / "test_labels.tif"), "-o",
+                                                  str(tmp_path / "t.safetensors"), *FAST])
+        one_line_error(trained, f"{scene / 'classes.json'}: calls code {codes[0]} {table[str(codes[1])]['name']!r}, where "
+                                f"{scene_dir / 'classes.json'}, which training reads {scene / 'test_labels.tif'}'s codes with, calls it "
+                                f"{table[str(codes[0])]['name']!r}")
+    bare = tmp_path / "bare"  # a scene without a table: training reads the labels by the one beside them, as scoring then does
+    bare.mkdir()
+    for name in ("hsi.tif", "dsm.tif"):
+        (bare / name).write_bytes((scene_dir / name).read_bytes())
+    CliRunner().invoke(train.main, ["--scene", str(bare), "--labels", str(scene / "test_labels.tif"), "--no-eval", "-o",
+                                    str(tmp_path / "b.safetensors"), *FAST])
+    assert [c.name for c in read_config(tmp_path / "b.safetensors").model.classes] == [swapped[str(c)]["name"] for c in codes]
+    scored = CliRunner().invoke(evaluate.main, ["--model", str(tmp_path / "b.safetensors"), "--scene", str(bare), "--labels",
+                                                str(scene / "test_labels.tif"), "-o", str(tmp_path / "f"), "--quiet"])
+    assert scored.exit_code == 0, scored.output
     swapped[str(codes[0])] = {"name": "Glacier", "color": "#ffffff"}
     (scene / "classes.json").write_text(json.dumps(swapped))
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene), "-o", str(tmp_path / "c"), "--quiet"])

@@ -209,7 +209,7 @@ def test_the_quicklook_draws_pixels_that_are_not_square_at_their_shape(tmp_path,
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["a chart"]
 
 
-def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_projected_crs(tmp_path):
+def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_projected_crs(tmp_path, caplog):
     """Three sensors: the finest covers the west, a second the whole area, a third only the east (it
     overlaps the second, not the finest): all are read, on the finest one's grid over their union. A
     raster in degrees with finer ground pixels does not become the grid; one apart from all others is refused."""
@@ -256,7 +256,15 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
     with pytest.raises(MamolError, match="gap.tif: neither overlaps nor borders the area of fine.tif"):
         AlignedInputs([inputs[0], MapInput("gap", tmp_path / "gap.tif")])
     with AlignedInputs([inputs[0], MapInput("gap", tmp_path / "gap.tif")], reference=tmp_path / "whole.tif") as aligned:
-        assert aligned.grid.pixel_size == (2.0, 2.0)  # a reference over both joins them
+        assert aligned.grid.pixel_size == (2.0, 2.0)  # a reference over both joins them, and says so
+    assert "fine.tif and gap.tif lie apart from each other and are joined only by --reference whole.tif" in caplog.text
+    write_raster(tmp_path / "clipped.tif", np.ones((1, 40, 100), np.float32), west @ Affine.translation(31, 0))  # a pixel apart
+    with AlignedInputs([inputs[0], MapInput("clipped", tmp_path / "clipped.tif")]) as aligned:
+        assert aligned.grid.width == 131
+    write_raster(tmp_path / "near.tif", np.ones((1, 40, 100), np.float32), west @ Affine.translation(32, 0))  # 2 px apart
+    with pytest.raises(MamolError, match=r"near.tif: lies 2 CRS units from the area of fine.tif \(both EPSG:32632\), apart from it; to "
+                                         "map both as one area, give a --reference raster that covers them"):
+        AlignedInputs([inputs[0], MapInput("near", tmp_path / "near.tif")])
 
 
 def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as_they_are(trained, scene_dir, tmp_path):

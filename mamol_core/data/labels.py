@@ -176,7 +176,7 @@ def recode_by_name(labels: np.ndarray, own: list[ClassSpec], model: list[ClassSp
         target = code_of(spec.name)
         if target is None:
             why = unknown_names_message([spec.name], model, "the model's classes", "relabel it as 0 or evaluate a model "
-                                        "trained with that class", "in the scene's classes.json")
+                                        "trained with that class", "in its classes.json")
             raise MamolError(f"{path}: class {spec.value} of its class table: {why}")
         recoded[labels == spec.value] = target
         if target != spec.value:
@@ -317,7 +317,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     (for grouped hold-out splits) and the class table. The class field may hold class codes or
     class names (names are matched to the table, case-insensitively, or numbered in sorted order without one). ``fix``
     says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
-    read as those of the scene's own table ``codes_of`` and matched to the model's by name, as label
+    read as those of the labels' own table ``codes_of`` (beside them, else the scene's) and matched to the model's by name, as label
     rasters are, and without one read as the model's, with a warning (names are matched).
     """
     frame = read_features(path, label_layer(path, field), " nor as a raster; pass a GeoPackage, shapefile or GeoJSON, or a label raster "
@@ -347,7 +347,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
                     "pixel), and count once there", path, hidden, len(frame))
     if skipped:
         log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path, skipped, len(frame))
-    outside = area_outside(frame.geometry, grid)
+    outside = area_outside(frame.geometry[codes > 0], grid)  # features of code 0 are left out anyway
     if outside > 0.01:
         log.warning("%s: %.0f%% of its polygons' area lies outside the scene and is not used; check its extent against the rasters'",
                     path, 100 * outside)
@@ -358,20 +358,16 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
 
 
 def area_outside(geometries, grid: Grid) -> float:
-    """The share of the area of ``geometries`` (a GeoSeries in the grid's CRS; points and lines have none)
-    that lies outside the grid's extent."""
+    """The share of the area of ``geometries`` (a GeoSeries in the grid's CRS, invalid polygons made valid;
+    points and lines have none) that lies outside the grid's footprint."""
     import shapely
 
-    shapes = np.asarray(geometries.values, dtype=object)  # plain shapely: a CRS in degrees gives a ratio as good, unwarned
+    shapes = shapely.make_valid(np.asarray(geometries.values, dtype=object))  # plain shapely: a ratio in degrees is as good, unwarned
     total = float(shapely.area(shapes).sum())
     if total <= 0:
         return 0.0
-    (left, right), (top, bottom) = zip(grid.transform @ (0, 0), grid.transform @ (grid.width, grid.height))
-    extent = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    try:
-        return 1 - float(shapely.area(shapely.intersection(shapes, extent)).sum()) / total
-    except shapely.errors.GEOSException:  # an invalid polygon (warned about when read): its share is not told
-        return 0.0
+    corners = [grid.transform @ corner for corner in ((0, 0), (grid.width, 0), (grid.width, grid.height), (0, grid.height))]
+    return 1 - float(shapely.area(shapely.intersection(shapes, shapely.Polygon(corners))).sum()) / total  # the footprint, turned or not
 
 
 def unseen_features(ids: np.ndarray, geometries: list, grid: Grid) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, sh
 from mamol_core.mapping.crs import parse_crs
 from mamol_core.data.labels import (
     check_label_values,
+    class_name,
     default_classes,
     grouped_holdout,
     is_label_raster,
@@ -142,7 +143,9 @@ def open_scene(
     """Assemble and validate a scene; every problem stops here with a one-line error naming the file.
 
     ``classes`` is a class-table file or a ready table (a model's); without it, the folder's
-    ``classes.json``, or for training labels outside a scene the one beside them. Without test labels, training
+    ``classes.json``, else the one beside the training labels; a label raster whose own table beside it
+    gives a code another name is refused. Test labels scored against a model's table follow their own
+    table (beside them, else the scene's) and are matched to the model's classes by name. Without test labels, training
     scenes hold out ``holdout`` of the labelled groups for testing. With ``for_training=False`` only
     test labels are read (``test_labels``, else ``--labels``, else the folder's test_labels.tif).
     Training and test labels that share pixels are refused with ``disjoint`` (benchmarks), else warned about.
@@ -157,12 +160,15 @@ def open_scene(
         log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
-    if table is None and folder is None and labels is not None and for_training:  # labels outside a scene
+    if table is None and labels is not None and for_training:  # none given or in the scene: the one beside the labels
         table = _class_table(Path(labels).parent, None)
         if table is not None:
             log.info("%s: class names and colours from %s beside it", labels, Path(labels).parent / CLASS_TABLE)
-    if table is not None and folder is not None and labels is not None and for_training and classes is None:
-        check_same_table(Path(labels), table, folder / CLASS_TABLE)
+    if table is not None and for_training and classes is None:  # label rasters whose own table numbers otherwise
+        source = folder / CLASS_TABLE if folder is not None and (folder / CLASS_TABLE).is_file() else Path(labels).parent / CLASS_TABLE
+        for path in (labels, test_labels):
+            if path is not None and is_label_raster(Path(path)):
+                check_same_table(Path(path), table, source)
     given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
@@ -191,7 +197,7 @@ def open_scene(
             own_path = next((p for p in (Path(test_path).parent / CLASS_TABLE, folder / CLASS_TABLE if folder else None)
                              if p is not None and p.is_file()), None)
             own = load_class_table(own_path) if own_path is not None else None
-            if own is not None:
+            if own is not None and is_label_raster(Path(test_path)):  # a vector field of codes says so when read
                 log.info("%s: its codes are those of %s, matched to the model's classes by name", test_path, own_path)
         if own is not None and is_label_raster(Path(test_path)):  # labels coded by their own table: match the model's by name
             test = recode_by_name(read_label_raster(Path(test_path), grid, own), own, classes, Path(test_path))
@@ -274,14 +280,18 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
 
 
 def check_same_table(labels: Path, table: list[ClassSpec], source: Path) -> None:
-    """Stop when a class table beside training ``labels`` outside the scene folder numbers classes
-    otherwise than the ``table`` read from ``source``: their codes would be read by the wrong one."""
+    """Stop when the class table beside the label raster ``labels`` gives one of its codes another class
+    name than the ``table`` read from ``source`` does (names compared as :func:`class_name` and in any
+    case; codes only one of them has do not count): training would read the raster's codes by the wrong one."""
     beside = labels.parent / CLASS_TABLE
     if not beside.is_file() or beside.resolve() == source.resolve():
         return
-    if [(c.value, c.name) for c in load_class_table(beside)] != [(c.value, c.name) for c in table]:
-        raise MamolError(f"{beside}: numbers the classes otherwise than {source}, which training reads {labels}'s codes with; give "
-                         f"the table its codes follow (--classes {shlex.quote(str(beside))}) or make the two alike")
+    names = {c.value: class_name(c.name).casefold() for c in table}
+    clash = next((c for c in load_class_table(beside) if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
+    if clash is not None:
+        raise MamolError(f"{beside}: calls code {clash.value} {clash.name!r}, where {source}, which training reads {labels}'s codes "
+                         f"with, calls it {next(c.name for c in table if c.value == clash.value)!r}; give the table its codes follow "
+                         f"(--classes {shlex.quote(str(beside))}) or make the two alike")
 
 
 def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:

@@ -49,13 +49,20 @@ class MapInput:
     path: Path
 
 
+def crs_name(crs: CRS | None) -> str:
+    """A CRS in a few words: its EPSG code, else its name (never a whole WKT in a one-line message)."""
+    if crs is None:
+        return "no CRS"
+    return f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else as_pyproj(crs).name
+
+
 def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | None = None) -> CRS:
     """The raster's CRS, or the one given by ``--assume-crs``; a clear error when there is neither (naming
     the CRS of the ``model_grid`` the model was trained on, the likely one)."""
     if dataset.crs is not None:
         return dataset.crs
     if assumed is None:
-        trained = model_grid.crs if model_grid is not None else None
+        trained = crs_name(parse_crs(model_grid.crs)) if model_grid is not None and model_grid.crs else None
         raise MamolError(f"{path}: has no CRS; pass --assume-crs EPSG:XXXX (the CRS it is in"
                          f"{f'; the model was trained in {trained}' if trained else ''}) or assign one with gdal_edit.py -a_srs")
     return assumed
@@ -102,25 +109,26 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     size = (abs(t.a), abs(t.e))
     left, top = ref_bounds[0], ref_bounds[3]  # the reference's pixel edges, whichever way its rows run; the map runs north-up
     boxes = [transform_bounds(crs, ref_crs, *box_of(dataset)) for dataset, crs in zip(datasets, crs_list)]
-    check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path, crs_list)
+    pixels = [max((b[2] - b[0]) / d.width, (b[3] - b[1]) / d.height) for b, d in zip(boxes, datasets)]
+    check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path, crs_list, pixels)
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     centre = ((union[0] + union[2]) / 2, (union[1] + union[3]) / 2)
     trained = pixel_size_in(model_grid, ref_crs, centre) if model_grid is not None else None
     if model_grid is not None and trained is None:
         log.warning("%s: its CRS units cannot be compared with the model's training grid (%s, pixel %g x %g); mapping at its "
-                    "pixel size %g x %g%s", reference_path, model_grid.crs, *model_grid.pixel_size, *size,
+                    "pixel size %g x %g%s", reference_path, crs_name(parse_crs(model_grid.crs)), *model_grid.pixel_size, *size,
                     "" if explicit else ", pass --reference RASTER to choose the grid")
     elif trained is not None and differs(size, trained):
         if explicit:
             log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g%s; the inputs are read at the "
                         "reference's", reference_path, *size, *trained,
-                        "" if tuple(model_grid.pixel_size) == trained else f" in its CRS ({model_grid.pixel_size[0]:g} x "
-                        f"{model_grid.pixel_size[1]:g} in {model_grid.crs})")
+                        "" if tuple(model_grid.pixel_size) == trained else f" in the reference's CRS ({model_grid.pixel_size[0]:g} x "
+                        f"{model_grid.pixel_size[1]:g} in {crs_name(parse_crs(model_grid.crs))})")
         else:
             log.info("reading the inputs at the model's training pixel size %g x %g%s (the finest input has %g x %g)", *trained,
                      "" if tuple(model_grid.pixel_size) == trained else
                      f" in {reference_path.name}'s CRS ({model_grid.pixel_size[0]:g} x {model_grid.pixel_size[1]:g} in "
-                     f"{model_grid.crs})", *size)
+                     f"{crs_name(parse_crs(model_grid.crs))})", *size)
             size = trained
     px, py = size
     col0 = math.floor((union[0] - left) / px + 1e-6)
@@ -136,36 +144,63 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    """Whether two (left, bottom, right, top) boxes share some area or an edge (rasters side by side, such as
-    one sensor's flight line beside another's), up to a millionth of the smaller box's size."""
-    slack = 1e-6 * min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+def touch(a: tuple[float, ...], b: tuple[float, ...], slack: float) -> bool:
+    """Whether two (left, bottom, right, top) boxes share some area or lie at most ``slack`` apart (rasters
+    side by side, such as one sensor's flight line beside another's, clipped a pixel apart)."""
     return a[0] <= b[2] + slack and b[0] <= a[2] + slack and a[1] <= b[3] + slack and b[1] <= a[3] + slack
 
 
-def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
-                   reference_path: Path, crs_list: list[CRS]) -> None:
-    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps or
-    borders (or through an explicit ``reference``), and such a reference overlaps some input: in one CRS,
-    rasters that lie apart usually mean a wrong CRS. The message names an input outside the group of the
-    grid's own raster and that raster, with the CRS each is read in: which of the two is wrong, nothing
-    here can tell."""
-    if reference is not None and not any(overlap(box, reference) for box in boxes):
-        raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
-    nodes = [*boxes, *([reference] if reference is not None else [])]
-    start = len(boxes) if reference is not None else next((i for i, path in enumerate(paths) if path == reference_path), 0)
+def gap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The distance between two (left, bottom, right, top) boxes (0 where they meet)."""
+    return math.hypot(max(a[0] - b[2], b[0] - a[2], 0.0), max(a[1] - b[3], b[1] - a[3], 0.0))
+
+
+def joined_group(boxes: list[tuple[float, ...]], start: int, pixels: list[float]) -> set[int]:
+    """The boxes joined to ``start`` through boxes that overlap, border or lie within a pixel of each other
+    (the coarser of the two rasters' ``pixels``)."""
     joined, frontier = {start}, [start]
     while frontier:
         current = frontier.pop()
-        for index, box in enumerate(nodes):
-            if index not in joined and touch(box, nodes[current]):
+        for index, box in enumerate(boxes):
+            if index not in joined and touch(box, boxes[current], max(pixels[index], pixels[current])):
                 joined.add(index)
                 frontier.append(index)
+    return joined
+
+
+def check_overlaps(boxes: list[tuple[float, ...]], paths: list[Path], reference: tuple[float, ...] | None,
+                   reference_path: Path, crs_list: list[CRS], pixels: list[float]) -> None:
+    """Stop unless the inputs form one area, each joined to the others through inputs it overlaps or
+    borders within a pixel (``pixels``: each input's pixel size), and an explicit ``reference`` overlaps some
+    input: in one CRS, rasters that lie apart usually mean a wrong CRS. Inputs apart from each other that such a
+    reference overlaps are mapped over the gap between them, with a warning. The message names an input outside
+    the group of the grid's own raster and that raster, with the CRS each is read in, and the gap when it is
+    small beside them (then rather a gap in the data than a wrong CRS)."""
+    if reference is not None and not any(overlap(box, reference) for box in boxes):
+        raise MamolError(f"{reference_path}: does not overlap any input; pass a reference raster of the same area (check its CRS)")
+    start = next((i for i, path in enumerate(paths) if path == reference_path), 0)
+    if reference is not None:
+        groups: list[set[int]] = []
+        for index in range(len(boxes)):
+            if overlap(boxes[index], reference) and not any(index in group for group in groups):
+                groups.append(joined_group(boxes, index, pixels))
+        joined = set().union(*groups)
+        if len(groups) > 1:
+            log.warning("%s lie apart from each other and are joined only by --reference %s: the map covers the gap between them "
+                        "(if they should meet, check their CRSs)", " and ".join(paths[min(g)].name for g in groups), reference_path.name)
+        start = min(groups[0])
+    else:
+        joined = joined_group(boxes, start, pixels)
     apart = [index for index in range(len(boxes)) if index not in joined]
     if apart:
-        first, other = apart[0], start if start < len(boxes) else min(joined - {start})  # the grid's raster, else one by the reference
-        names = [f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else as_pyproj(crs).name for crs in (crs_list[first], crs_list[other])]
+        first, other = apart[0], start
+        names = [crs_name(crs) for crs in (crs_list[first], crs_list[other])]
         read_in = f"({names[0]} and {names[1]})" if names[0] != names[1] else f"(both {names[0]})"
+        distance = min(gap(boxes[first], boxes[index]) for index in joined)
+        sides = [min(b[2] - b[0], b[3] - b[1]) for b in (boxes[first], boxes[other])]
+        if distance < 0.1 * min(sides):  # close beside them: a gap in the data, not a wrong CRS
+            raise MamolError(f"{paths[first]}: lies {distance:.4g} CRS units from the area of {paths[other].name} {read_in}, apart from "
+                             "it; to map both as one area, give a --reference raster that covers them")
         raise MamolError(f"{paths[first]}: neither overlaps nor borders the area of {paths[other].name} {read_in}; one of them may "
                          "have a wrong CRS: check both (gdalinfo), or pass rasters of the same area")
 

@@ -33,7 +33,7 @@ def read_header(path: Path, check_size: bool = True) -> dict:
             if length > 100_000_000:
                 raise ValueError("header too large")
             text = handle.read(length)
-            if len(text) < length and text.startswith(b"{"):  # a safetensors header cut short: a copy that stopped early
+            if len(text) < length and (text.startswith(b"{") or not text):  # a safetensors header cut short: a copy that stopped early
                 raise MamolError(f"{path}: truncated ({path.stat().st_size:,} bytes, less than its header alone says, {8 + length:,}); "
                                  "copy the model file again or retrain")
             header = json.loads(text)
