@@ -114,21 +114,22 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     centre = ((union[0] + union[2]) / 2, (union[1] + union[3]) / 2)
     trained = pixel_size_in(model_grid, ref_crs, centre) if model_grid is not None else None
+    trained_crs = crs_name(parse_crs(model_grid.crs)) if model_grid is not None else None
     if model_grid is not None and trained is None:
         log.warning("%s: its CRS units cannot be compared with the model's training grid (%s, pixel %g x %g); mapping at its "
-                    "pixel size %g x %g%s", reference_path, crs_name(parse_crs(model_grid.crs)), *model_grid.pixel_size, *size,
+                    "pixel size %g x %g%s", reference_path, trained_crs, *model_grid.pixel_size, *size,
                     "" if explicit else ", pass --reference RASTER to choose the grid")
     elif trained is not None and differs(size, trained):
         if explicit:
             log.warning("--reference %s: pixel %g x %g, but the model was trained at %g x %g%s; the inputs are read at the "
                         "reference's", reference_path, *size, *trained,
                         "" if tuple(model_grid.pixel_size) == trained else f" in the reference's CRS ({model_grid.pixel_size[0]:g} x "
-                        f"{model_grid.pixel_size[1]:g} in {crs_name(parse_crs(model_grid.crs))})")
+                        f"{model_grid.pixel_size[1]:g} in {trained_crs})")
         else:
             log.info("reading the inputs at the model's training pixel size %g x %g%s (the finest input has %g x %g)", *trained,
                      "" if tuple(model_grid.pixel_size) == trained else
                      f" in {reference_path.name}'s CRS ({model_grid.pixel_size[0]:g} x {model_grid.pixel_size[1]:g} in "
-                     f"{crs_name(parse_crs(model_grid.crs))})", *size)
+                     f"{trained_crs})", *size)
             size = trained
     px, py = size
     col0 = math.floor((union[0] - left) / px + 1e-6)
