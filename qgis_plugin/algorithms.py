@@ -60,20 +60,33 @@ def algorithm_name(name: str, taken: set[str] | frozenset = frozenset()) -> str:
 
 
 def model_results(model_path: str) -> dict:
-    """The accuracy per sensor combination of the model's training report (``<model>.report/metrics.json``,
-    or ``<model>_report/``), keyed by mamol's pattern names (``complete``, ``missing hsi``); empty without one,
-    or where the report records another model file's header (an earlier model written to the same path)."""
+    """The accuracy per sensor combination of the model's training report (in the folder the train dialog
+    wrote it to, else ``<model>.report/metrics.json`` or ``<model>_report/``), keyed by mamol's pattern names
+    (``complete``, ``missing hsi``); empty without one, or where the report records another model file's
+    header (an earlier model written to the same path)."""
+    folders = [settings.report_folder(model_path), Path(model_path).with_suffix(".report"),
+               Path(model_path).with_name(f"{Path(model_path).stem}_report")]
+    for folder in (Path(f) for f in folders if f):
+        results = report_results(model_path, folder, strict=False)
+        if results is not None:
+            return results
+    return {}
+
+
+def report_results(model_path: str, folder: Path, strict: bool = True) -> dict | None:
+    """The results of the report in ``folder`` if it scored the model file ``model_path`` (its context records
+    the file's header digest; without ``strict``, a report of mamol 0.3.0, which records none, counts too);
+    ``None`` for no report, or another model's."""
     import json
 
-    for folder in (Path(model_path).with_suffix(".report"), Path(model_path).with_name(f"{Path(model_path).stem}_report")):
-        try:
-            report = json.loads((folder / "metrics.json").read_text())
-            recorded = report["context"].get("model_header_sha256")
-            if recorded is None or recorded == header_digest(model_path):  # reports of mamol 0.3.0 and before record none
-                return report["results"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
-            continue
-    return {}
+    try:
+        report = json.loads((Path(folder) / "metrics.json").read_text())
+        recorded = report["context"].get("model_header_sha256")
+        if (recorded is None and not strict) or recorded == header_digest(model_path):
+            return report["results"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+        pass
+    return None
 
 
 def header_digest(model_path: str) -> str:
@@ -105,6 +118,12 @@ def parameter_name(modality: str) -> str:
     return f"LAYER_{modality}" if modality.upper() in RESERVED else modality
 
 
+#: Parts of the command-line tools' messages naming options the dialogs have no field for, and what they
+#: become in QGIS (the layer's file needs a CRS; how much of a tile must hold data; the sensors given decide).
+CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)": " (Raster › Projections › Assign projection…)",
+            "pass --assume-crs EPSG:XXXX (the CRS they are in)": "give their files the CRS they are in (Raster › Projections › "
+            "Assign projection…)", "less than --min-valid of every tile": "too few pixels of every tile",
+            "; --missing-rate and --missing set another protocol": ""}
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
 COMPLEX_TYPES = {Qgis.CInt16, Qgis.CInt32, Qgis.CFloat32, Qgis.CFloat64}
@@ -219,6 +238,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         or a temporary file the plugin made for one) as the analyst knows them, and GDAL fixes by QGIS's menu."""
         def known(text: str) -> str:
             path = r"(?:'[^']*'|[^\s')]+)"  # a file in a GDAL command, quoted where it holds spaces or brackets
+            for option, words in CLI_ONLY.items():  # settings the dialog has no field for: what to do in QGIS instead
+                text = text.replace(option, words)
             text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
             text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
             text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "

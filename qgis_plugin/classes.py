@@ -5,6 +5,7 @@ categorized renderer on the class field of a vector layer, or a paletted rendere
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 from qgis.core import QgsProcessingException
@@ -66,10 +67,15 @@ def styled(layer, qml: str | None):
 
 
 def check_names_once(names: list[str], style: str) -> None:
-    """Stop where a style gives two classes one name (mamol would refuse the class table made from it)."""
-    repeated = next((name for name in names if names.count(name) > 1), None)
+    """Stop where a style gives two classes one name, as mamol compares names: without surrounding spaces,
+    accents composed (it would refuse the class table made from it)."""
+    compared = [unicodedata.normalize("NFC", name.strip()) for name in names]
+    repeated = next((i for i, name in enumerate(compared) if compared.count(name) > 1), None)
     if repeated is not None:
-        raise QgsProcessingException(f"{style}: names two classes {repeated!r}; give each category its own label")
+        spellings = list(dict.fromkeys(n for n, c in zip(names, compared) if c == compared[repeated]))
+        alike = "" if len(spellings) == 1 else ", which differ only in spaces or in how their accents are stored,"
+        raise QgsProcessingException(f"{style}: names two classes {' and '.join(map(repr, spellings))}{alike}; give each category its "
+                                     "own label")
 
 
 def write_class_table(table: dict, path: str) -> str:

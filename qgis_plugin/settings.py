@@ -51,3 +51,18 @@ def forget_model(path: str) -> None:
     resolved = str(Path(path).resolve())
     models = [m for m in list(QgsSettings().value(f"{KEY}/models", [], type=list) or []) if str(Path(m).resolve()) != resolved]
     QgsSettings().setValue(f"{KEY}/models", models)
+
+
+def remember_report(model: str, folder: str) -> None:
+    """Where the training report of the model file ``model`` was written when not beside it (the dialog's folder)."""
+    QgsSettings().setValue(f"{KEY}/reports/{_key(model)}", str(Path(folder).resolve()))
+
+
+def report_folder(model: str) -> str | None:
+    """The folder :func:`remember_report` recorded for ``model``, if any."""
+    return QgsSettings().value(f"{KEY}/reports/{_key(model)}", "", type=str) or None
+
+
+def _key(model: str) -> str:
+    """A settings key for a model file's path (QgsSettings keys take no slashes within a name)."""
+    return str(Path(model).resolve()).replace("/", "|").replace("\\", "|")

@@ -26,7 +26,7 @@ from qgis.core import (
 )
 
 from . import settings
-from .algorithms import DEVICES, MamolAlgorithm, known_layer_file, raster_problem
+from .algorithms import DEVICES, MamolAlgorithm, known_layer_file, raster_problem, report_results
 from .area import named_vector_file
 from .classes import class_table, raster_class_table, write_class_table
 
@@ -228,7 +228,14 @@ class TrainModel(MamolAlgorithm):
                 raise QgsProcessingException(f"cancelled; the training so far is kept in {state}: run Train again with the same "
                                              "inputs, settings and model file to continue where it stopped") from None
             raise
-        self.trained, self.report = str(model), Path(report) / "report.html"
+        self.trained = str(model)
+        if report_results(str(model), Path(report)) is None:  # no test pixels: what lies there (if anything) is another model's
+            self.report = None
+            feedback.pushInfo(f"model saved to {model}; no accuracy report (no test pixels to score)")
+            return {"MODEL": str(model), "REPORT": None}
+        self.report = Path(report) / "report.html"
+        if Path(report).resolve() != model.with_suffix(".report").resolve():
+            settings.remember_report(str(model), report)
         feedback.pushInfo(f"model saved to {model}; accuracy report: {self.report}")
         return {"MODEL": str(model), "REPORT": report}
 
@@ -238,7 +245,7 @@ class TrainModel(MamolAlgorithm):
             self.provider().refreshAlgorithms()
         from qgis.utils import iface
 
-        if iface is not None:  # in the QGIS window (not qgis_process): show the report
+        if iface is not None and self.report is not None:  # in the QGIS window (not qgis_process): show the report
             from .report import show_report
 
             self.report_dialog = show_report(self.report, iface.mainWindow())

@@ -127,7 +127,7 @@ def test_eval_never_replaces_the_training_report(model_file, scene_dir):
     report = model_file.with_suffix(".report")
     before = {p.name: p.read_bytes() for p in report.iterdir()}
     result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(report), "--quiet"])
-    assert result.exit_code == 1 and f"{report}: holds the report mamol-train wrote after training" in result.output, result.output
+    assert result.exit_code == 1 and f"-o {report}: holds this model's training report" in result.output, result.output
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before
 
 

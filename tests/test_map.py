@@ -284,7 +284,7 @@ def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as
     assert run_map(crsless, out, *inputs).exit_code == 0
     with rasterio.open(out) as src, rasterio.open(scene_dir / "hsi.tif") as ref:
         assert src.crs is None and src.transform == ref.transform and src.shape == ref.shape
-    assert "has no CRS; pass --assume-crs" in run_map(model, tmp_path / "other.tif", *inputs).output
+    assert "has no CRS; assign the one it is in" in run_map(model, tmp_path / "other.tif", *inputs).output
     with rasterio.open(scene_dir / "hsi.tif") as src:
         write_raster(tmp_path / "mask.tif", np.ones((40, 40), np.uint8), src.transform)
     result = run_map(crsless, tmp_path / "masked.tif", *inputs, extra=["--mask", tmp_path / "mask.tif"])
@@ -372,7 +372,7 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     expect_error(run_map(model, out, ("hsi", tmp_path / "hsi5.tif")), "hsi5.tif: 5 bands, but the model's hsi has 8", tmp_path, before)
     expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi", tmp_path, before)
     expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "neither overlaps nor borders", tmp_path, before)
-    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; pass --assume-crs EPSG:XXXX (the CRS it is in; the model was trained in EPSG:", tmp_path, before)
+    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; assign the one it is in (the model was trained in EPSG:", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "truncated.tif")), "truncated.tif: ", tmp_path, before)
     expect_error(run_map(model, tmp_path / "missing" / "o.tif", hsi), "does not exist; create it", tmp_path, before)
     expect_error(run_map(tmp_path / "fake_model.safetensors", out, hsi), "not a mamol model", tmp_path, before)

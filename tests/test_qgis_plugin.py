@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.shutil import copy
 
@@ -381,6 +382,11 @@ def test_class_table_from_the_label_rasters_paletted_style(qgis_app, tmp_path):
     coloured.setRenderer(QgsPalettedRasterRenderer(coloured.dataProvider(), 1, twice))
     with pytest.raises(QgsProcessingException, match="the style of 'coloured': names two classes 'Grass'; give each category"):
         raster_class_table(coloured)
+    from qgis_plugin.classes import check_names_once
+
+    with pytest.raises(QgsProcessingException, match="the style of 'f': names two classes 'Forêt' and 'Forêt ', which differ only in "
+                                                      "spaces"):  # a categorized style's labels, as QGIS's Classify may give them
+        check_names_once(["Forêt", "Prairie", "Forêt "], "the style of 'f'")
 
 
 def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(plugin, tmp_path):
@@ -624,6 +630,19 @@ def test_the_help_panel_shows_no_report_of_an_earlier_model_at_the_same_path(plu
         assert model_results(str(model)) == (metrics["results"] if shown else {})
 
 
+def test_the_accuracy_table_follows_the_report_the_train_dialog_wrote(plugin, tmp_path):
+    from qgis_plugin import settings
+    from qgis_plugin.algorithms import model_results, report_results
+
+    model, custom = tmp_path / "m.safetensors", tmp_path / "custom report"
+    model.write_bytes((SAMPLE / "sample_model.safetensors").read_bytes())
+    shutil.copytree(SAMPLE / "sample_model_report", custom)
+    metrics = json.loads((custom / "metrics.json").read_text())
+    assert model_results(str(model)) == {} and report_results(str(model), custom) is None  # records no model: not this one's, strictly
+    settings.remember_report(str(model), str(custom))
+    assert model_results(str(model)) == metrics["results"]  # a report in the dialog's folder feeds the help panel
+
+
 def map_check_with_environment(map_id: str, tmp_path: Path, monkeypatch, script: str) -> tuple[bool, str]:
     """The map dialog's check before run, with MAMOL_BIN_DIR holding a mamol-map that runs ``script``."""
     from qgis.core import QgsProcessingContext
@@ -756,6 +775,17 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert f"layer 'dsm' in the lidar slot ({tmp_path / 'dsm.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "the CRS is wrong: assign the right one (Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
+    with rasterio.open(SAMPLE / "dsm.tif") as src, rasterio.open(tmp_path / "bare.tif", "w", **(src.profile | {"crs": None})) as dst:
+        dst.write(src.read())  # no CRS, on the sample's grid
+    with rasterio.open(SAMPLE / "hsi.tif") as src:
+        coarse = src.profile | {"width": src.width // 2, "height": src.height // 2, "transform": src.transform @ Affine.scale(2)}
+        with rasterio.open(tmp_path / "coarse.tif", "w", **coarse) as dst:
+            dst.write(src.read()[:, ::2, ::2])
+    with pytest.raises(QgsProcessingException) as error:  # the dialog has no --assume-crs: the file needs its CRS
+        run(map_id, {"hsi": str(tmp_path / "coarse.tif"), "lidar": str(tmp_path / "bare.tif"), "OUTPUT": str(tmp_path / "bare_map.tif")})
+    assert f"layer 'bare' in the lidar slot ({tmp_path / 'bare.tif'}): has no CRS; assign the one it is in (the model was trained in " \
+        "EPSG:" in str(error.value) and "): Raster › Projections › Assign projection…" in str(error.value) and \
+        "--assume-crs" not in str(error.value), str(error.value)
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile
     with rasterio.open(tmp_path / "slc.tif", "w", **(profile | {"dtype": "complex64", "nodata": None})) as dst:

@@ -353,7 +353,7 @@ def test_a_raster_without_crs_on_another_grid_trains_with_assume_crs(scene_copy)
     with rasterio.open(scene_copy / "dsm.tif", "w", driver="GTiff", width=20, height=20, count=1, dtype="float32",
                        transform=transform @ Affine.scale(2)) as dst:  # 4 m, no CRS
         dst.write(dsm.reshape(1, 20, 2, 20, 2).mean((2, 4)).astype(np.float32))
-    with pytest.raises(MamolError, match="has no CRS; pass --assume-crs"):
+    with pytest.raises(MamolError, match="has no CRS; assign the one it is in"):
         open_scene(scene_copy)
     with pytest.raises(MamolError, match="--assume-crs EPSG:4326: .*dsm.tif cannot lie in it"):
         open_scene(scene_copy, assume_crs="EPSG:4326")
@@ -369,7 +369,7 @@ def test_rasters_without_a_crs_on_one_grid_take_vector_labels_with_assume_crs(sc
         with rasterio.open(scene_copy / f"{name}.tif", "w", **profile) as dst:
             dst.write(data)
     labels = {"labels": scene_copy / "train_points.gpkg", "label_field": "landcover"}
-    with pytest.raises(MamolError, match="the scene rasters have no CRS"):
+    with pytest.raises(MamolError, match="the sensor rasters have no CRS"):
         open_scene(scene_copy, **labels)
     scene = open_scene(scene_copy, assume_crs="EPSG:32632", **labels)
     assert scene.grid.crs.to_epsg() == 32632
@@ -564,7 +564,7 @@ def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_
     coarse = labels_file("coarse.tif", labels[::2, ::2].copy(), width=labels.shape[1] // 2, height=labels.shape[0] // 2,
                          transform=profile["transform"] @ Affine.scale(2))
     with pytest.raises(MamolError, match="coarse.tif: lies in .* on another grid than the scene's rasters, which have no CRS to warp "
-                                         r"it to; give theirs \(--assume-crs EPSG:XXXX\)"):
+                                         r"it to; give them the one they are in \(--assume-crs EPSG:XXXX\)"):
         open_scene(None, bare, labels=coarse)
     caplog.clear()
     read = open_scene(None, bare, labels=scene_dir / "train_labels.tif")  # labels with a CRS on the CRS-less rasters' grid
@@ -635,7 +635,7 @@ def test_vector_labels_and_rasters_without_a_crs_get_the_command_that_gives_one(
         with rasterio.open(path) as src, rasterio.open(tmp_path / f"{name}.tif", "w", **(src.profile | {"crs": None})) as dst:
             dst.write(src.read())
         bare[name] = tmp_path / f"{name}.tif"
-    with pytest.raises(MamolError, match=r"the scene rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give theirs "
+    with pytest.raises(MamolError, match=r"the sensor rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give them the one they are in "
                                          r"\(--assume-crs EPSG:XXXX\)"):
         open_scene(None, bare, labels=scene_dir / "train_points.gpkg", label_field="landcover")
 

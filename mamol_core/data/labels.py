@@ -196,7 +196,7 @@ def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
                          "(gdal_edit.py -a_srs) or put it on the scene grid")
     if grid.crs is None:
         raise MamolError(f"{path}: lies in {src.crs} on another grid than the scene's rasters, which have no CRS to warp it to; "
-                         "give theirs (--assume-crs EPSG:XXXX) or put the labels on their grid")
+                         "give them the one they are in (--assume-crs EPSG:XXXX) or put the labels on their grid")
     with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                    resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
         return view.read(1)
@@ -331,7 +331,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     if frame.crs is None:
         raise MamolError(f"{path}: has no CRS; set one so it can be placed on the scene ({assign_crs_command(path, vector=True)})")
     if grid.crs is None:
-        raise MamolError(f"the scene rasters have no CRS, so {path} cannot be placed on them; give theirs (--assume-crs EPSG:XXXX)")
+        raise MamolError(f"the sensor rasters have no CRS, so {path} cannot be placed on them; give them the one they are in "
+                         "(--assume-crs EPSG:XXXX)")
     frame = frame.to_crs(grid.crs)
     codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
     shape = (grid.height, grid.width)

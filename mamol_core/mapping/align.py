@@ -63,8 +63,8 @@ def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | 
         return dataset.crs
     if assumed is None:
         trained = crs_name(parse_crs(model_grid.crs)) if model_grid is not None and model_grid.crs else None
-        raise MamolError(f"{path}: has no CRS; pass --assume-crs EPSG:XXXX (the CRS it is in"
-                         f"{f'; the model was trained in {trained}' if trained else ''}) or assign one with gdal_edit.py -a_srs")
+        raise MamolError(f"{path}: has no CRS; assign the one it is in{f' (the model was trained in {trained})' if trained else ''}: "
+                         f"gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))}, or pass --assume-crs EPSG:XXXX")
     return assumed
 
 
