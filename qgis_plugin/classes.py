@@ -34,7 +34,7 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
         else:
             table[str(len(table) + 1)] = {"name": str(value), "color": colour}
     check_names_once([c["name"] for c in table.values()], qml or f"the style of {layer.name()!r}")
-    return table or None
+    return {code: {**entry, "name": entry["name"].strip()} for code, entry in table.items()} or None  # as mamol compares names
 
 
 def raster_class_table(layer, qml: str | None = None) -> dict | None:

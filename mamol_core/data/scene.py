@@ -236,7 +236,8 @@ def open_scene(
             raise MamolError(f"{test_path}: shares {overlap} labelled pixels with {train_path}; a benchmark needs disjoint "
                              "training and test labels: remove the shared pixels from one of them")
         if overlap:
-            log.warning("%s and %s share %d labelled pixels; accuracy will be optimistic", train_path, test_path, overlap)
+            log.warning("%s and %s share %d labelled pixels; the model trains on them, so its accuracy on them will be optimistic "
+                        "(label other places for testing)", train_path, test_path, overlap)
     elif holdout > 0:
         train, test = grouped_holdout(train, groups, holdout, seed, table)
         log.info("no test labels: %d labelled pixels held out by whole groups for testing", int((test > 0).sum()))
