@@ -430,6 +430,17 @@ def test_training_names_sensors_and_classes_saves_the_report_beside_the_model(pl
     text = dialog.browser.toPlainText()
     assert "Accuracy per sensor combination" in text and "hsi + lidar (all)" in text
     dialog.close()
+
+    import geopandas
+
+    from qgis_plugin.algorithms import model_results
+
+    points = geopandas.read_file(SAMPLE / "train_points.gpkg").groupby("landcover").head(1)  # one point a class: none held out
+    points.to_file(tmp_path / "one_each.gpkg")
+    again = processing.run("mamol:train", {"HSI": str(SAMPLE / "hsi.tif"), "TRUTH": str(tmp_path / "one_each.gpkg"),
+                                           "CLASS_FIELD": "landcover", "EPOCHS": 1, "MIN_STEPS": 2, "BACKBONE": 3, "DEVICE": 1,
+                                           "MODEL": str(model)}, feedback=QgsProcessingFeedback())
+    assert again["REPORT"] is None and model_results(str(model)) == {}  # the earlier model's report stays, as no report of this one
     algorithm = TrainModel()
     algorithm.initAlgorithm()
     default = Path(algorithm.parameterDefinition("MODEL").defaultValue())
