@@ -54,8 +54,9 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     check_folder(folder)
     config = read_config(model_path)
     if is_training_report(folder, model_path):
+        default = "" if output is None else f", or leave -o out to write {model_path.with_suffix('.eval')}"
         raise MamolError(f"-o {folder}: holds this model's training report, its accuracy as mamol-info and QGIS show it; choose "
-                         f"another folder, or leave -o out to write {model_path.with_suffix('.eval')}")
+                         f"another folder{default}")
     compute = resolve_device(device)
     opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
                         for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)

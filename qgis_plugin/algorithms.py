@@ -122,8 +122,9 @@ def parameter_name(modality: str) -> str:
 #: become in QGIS (the layer's file needs a CRS; how much of a tile must hold data; the sensors given decide).
 CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)": " (Raster › Projections › Assign projection…)",
             "pass --assume-crs EPSG:XXXX (the CRS they are in)": "give their files the CRS they are in (Raster › Projections › "
-            "Assign projection…)", "less than --min-valid of every tile": "too few pixels of every tile",
-            "; --missing-rate and --missing set another protocol": ""}
+            "Assign projection…)", "valid on less than --min-valid of every tile": "valid on too few pixels of every tile",
+            "; --missing-rate and --missing set another protocol": "", ", pass --reference RASTER to choose the grid": "",
+            ", or train on a finer grid (--reference)": ""}
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
 COMPLEX_TYPES = {Qgis.CInt16, Qgis.CInt32, Qgis.CFloat32, Qgis.CFloat64}
@@ -237,9 +238,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         named as the dialog names them (:attr:`FIELDS`), files in ``made`` (path -> what the analyst gave: a layer,
         or a temporary file the plugin made for one) as the analyst knows them, and GDAL fixes by QGIS's menu."""
         def known(text: str) -> str:
-            path = r"(?:'[^']*'|[^\s')]+)"  # a file in a GDAL command, quoted where it holds spaces or brackets
-            for option, words in CLI_ONLY.items():  # settings the dialog has no field for: what to do in QGIS instead
-                text = text.replace(option, words)
+            path = r"""(?:'[^']*'(?:"'"'[^']*')*|[^\s')]+)"""  # a file in a GDAL command, quoted as shlex does (spaces, ', brackets)
+            for option in sorted(CLI_ONLY, key=len, reverse=True):  # settings the dialog has no field for: what to do in QGIS
+                text = text.replace(option, CLI_ONLY[option])
             text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
             text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
             text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "

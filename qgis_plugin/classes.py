@@ -30,11 +30,11 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
             continue  # "all other values" and merged categories name no single class
         colour = category.symbol().color().name() if category.symbol() is not None else "#808080"
         if numeric:
-            table[str(int(value))] = {"name": category.label() or str(value), "color": colour}
-        else:
-            table[str(len(table) + 1)] = {"name": str(value), "color": colour}
+            table[str(int(value))] = {"name": category.label().strip() or str(value), "color": colour}
+        elif compared(str(value)) not in {compared(c["name"]) for c in table.values()}:  # values mamol reads as one class, once
+            table[str(len(table) + 1)] = {"name": str(value).strip(), "color": colour}
     check_names_once([c["name"] for c in table.values()], qml or f"the style of {layer.name()!r}")
-    return {code: {**entry, "name": entry["name"].strip()} for code, entry in table.items()} or None  # as mamol compares names
+    return table or None
 
 
 def raster_class_table(layer, qml: str | None = None) -> dict | None:
@@ -69,13 +69,19 @@ def styled(layer, qml: str | None):
 def check_names_once(names: list[str], style: str) -> None:
     """Stop where a style gives two classes one name, as mamol compares names: without surrounding spaces,
     accents composed (it would refuse the class table made from it)."""
-    compared = [unicodedata.normalize("NFC", name.strip()) for name in names]
-    repeated = next((i for i, name in enumerate(compared) if compared.count(name) > 1), None)
+    forms = [compared(name) for name in names]
+    repeated = next((i for i, form in enumerate(forms) if forms.count(form) > 1), None)
     if repeated is not None:
-        spellings = list(dict.fromkeys(n for n, c in zip(names, compared) if c == compared[repeated]))
-        alike = "" if len(spellings) == 1 else ", which differ only in spaces or in how their accents are stored,"
-        raise QgsProcessingException(f"{style}: names two classes {' and '.join(map(repr, spellings))}{alike}; give each category its "
-                                     "own label")
+        originals = list(dict.fromkeys(n for n, f in zip(names, forms) if f == forms[repeated]))
+        decomposed = any(unicodedata.normalize("NFC", n) != n for n in originals)  # they look alike: show their code points
+        spellings = [ascii(n) if decomposed else repr(n) for n in originals]
+        alike = "" if len(spellings) == 1 else ", which differ only in spaces or in how their accents are stored"
+        raise QgsProcessingException(f"{style}: names two classes {' and '.join(spellings)}{alike}; give each category its own label")
+
+
+def compared(name: str) -> str:
+    """A class name as mamol compares names: without surrounding spaces, accents composed."""
+    return unicodedata.normalize("NFC", name.strip())
 
 
 def write_class_table(table: dict, path: str) -> str:

@@ -591,8 +591,8 @@ def test_skipped_labelled_pixels_are_told_apart_by_why(caplog):
     classes = [ClassSpec(1, "x", "#000000"), ClassSpec(2, "y", "#ffffff")]
     kept = pixel_set(labels, Window(0, 0, 3, 1), valid, classes, ["a", "b"], ProtocolSpec(1.0, "a", 0), 0, "test")
     assert len(kept) == 1 and kept.presence.tolist() == [[False, True]]
-    assert "the test labels: 1 labelled pixels have no valid data in any sensor" in caplog.text
-    assert "the test labels: 1 labelled pixels have valid data only in sensors that the missing-sensor protocol drops" in caplog.text
+    assert "1 labelled test pixels have no valid data in any sensor" in caplog.text
+    assert "1 labelled test pixels have valid data only in sensors that the missing-sensor protocol drops" in caplog.text
 
 
 def test_evaluation_reads_a_finer_scene_at_the_models_training_pixel_size(model_file, scene_dir, tmp_path):

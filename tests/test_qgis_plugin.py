@@ -353,6 +353,15 @@ def test_class_table_from_the_ground_truths_categorized_style(qgis_app, tmp_path
     assert class_table(plain, "landcover", str(tmp_path / "style.qml")) == class_table(truth, "landcover")
     with pytest.raises(QgsProcessingException, match="does not categorize the field 'code'"):
         class_table(plain, "code", str(tmp_path / "style.qml"))
+    categorized(truth, "landcover", [("Water", "#0000ff", "Water"), ("Water ", "#000099", "water, typed with a space")])
+    assert class_table(truth, "landcover") == {"1": {"name": "Water", "color": "#0000ff"}}  # values mamol reads as one class, once
+    import geopandas
+
+    points = geopandas.read_file(SAMPLE / "train_points.gpkg")
+    points.assign(code=(points["landcover"] == "Grass").astype(int) + 1).to_file(tmp_path / "coded.gpkg")
+    coded = QgsVectorLayer(str(tmp_path / "coded.gpkg"), "coded", "ogr")
+    categorized(coded, "code", [(1, "#0000ff", "  "), (2, "#00ff00", " Grass ")])  # labels of spaces, and spaced
+    assert class_table(coded, "code") == {"1": {"name": "1", "color": "#0000ff"}, "2": {"name": "Grass", "color": "#00ff00"}}
 
 
 def test_class_table_from_the_label_rasters_paletted_style(qgis_app, tmp_path):
@@ -786,16 +795,18 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert f"layer 'dsm' in the lidar slot ({tmp_path / 'dsm.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
         "the CRS is wrong: assign the right one (Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
-    with rasterio.open(SAMPLE / "dsm.tif") as src, rasterio.open(tmp_path / "bare.tif", "w", **(src.profile | {"crs": None})) as dst:
+    bare = tmp_path / "l'étude" / "bare.tif"  # an apostrophe, quoted in the GDAL command the menu replaces
+    bare.parent.mkdir()
+    with rasterio.open(SAMPLE / "dsm.tif") as src, rasterio.open(bare, "w", **(src.profile | {"crs": None})) as dst:
         dst.write(src.read())  # no CRS, on the sample's grid
     with rasterio.open(SAMPLE / "hsi.tif") as src:
         coarse = src.profile | {"width": src.width // 2, "height": src.height // 2, "transform": src.transform @ Affine.scale(2)}
         with rasterio.open(tmp_path / "coarse.tif", "w", **coarse) as dst:
             dst.write(src.read()[:, ::2, ::2])
     with pytest.raises(QgsProcessingException) as error:  # the dialog has no --assume-crs: the file needs its CRS
-        run(map_id, {"hsi": str(tmp_path / "coarse.tif"), "lidar": str(tmp_path / "bare.tif"), "OUTPUT": str(tmp_path / "bare_map.tif")})
-    assert f"layer 'bare' in the lidar slot ({tmp_path / 'bare.tif'}): has no CRS; assign the one it is in (the model was trained in " \
-        "EPSG:" in str(error.value) and "): Raster › Projections › Assign projection…" in str(error.value) and \
+        run(map_id, {"hsi": str(tmp_path / "coarse.tif"), "lidar": str(bare), "OUTPUT": str(tmp_path / "bare_map.tif")})
+    assert f"layer 'bare' in the lidar slot ({bare}): has no CRS; assign the one it is in (the model was " \
+        "trained in EPSG:" in str(error.value) and str(error.value).endswith("): Raster › Projections › Assign projection…") and \
         "--assume-crs" not in str(error.value), str(error.value)
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile

@@ -149,10 +149,10 @@ def pixel_set(labels: np.ndarray, window: Window, valid: np.ndarray, classes: li
     keep = presence.any(axis=1)
     no_data, removed = ~has_data.any(axis=1), has_data.any(axis=1) & ~keep
     if no_data.any():
-        log.warning("the %s labels: %d labelled pixels have no valid data in any sensor and are skipped", split, int(no_data.sum()))
+        log.warning("%d labelled %s pixels have no valid data in any sensor and are skipped", int(no_data.sum()), split)
     if removed.any():
-        log.warning("the %s labels: %d labelled pixels have valid data only in sensors that the missing-sensor protocol drops for "
-                    "them (simulating missing sensors), and are skipped", split, int(removed.sum()))
+        log.warning("%d labelled %s pixels have valid data only in sensors that the missing-sensor protocol drops for them "
+                    "(simulating missing sensors), and are skipped", int(removed.sum()), split)
     return PixelSet(rows[keep], cols[keep], np.array([index_of[v] for v in values[keep]], np.int64), presence[keep])
 
 

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import as_pyproj, check_on_earth, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import as_pyproj, assign_crs_command, check_on_earth, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | 
     if assumed is None:
         trained = crs_name(parse_crs(model_grid.crs)) if model_grid is not None and model_grid.crs else None
         raise MamolError(f"{path}: has no CRS; assign the one it is in{f' (the model was trained in {trained})' if trained else ''}: "
-                         f"gdal_edit.py -a_srs EPSG:XXXX {shlex.quote(str(path))}, or pass --assume-crs EPSG:XXXX")
+                         f"{assign_crs_command(path, vector=False)}, or pass --assume-crs EPSG:XXXX")
     return assumed
 
 

@@ -162,7 +162,7 @@ def check_usage(used_by: np.ndarray, config: MamolConfig, inputs: list[MapInput]
     if not used_by.any():
         where = f" inside {limited_by}" if limited_by else ""
         raise MamolError(f"{', '.join(str(paths[name]) for _, name in given)}: no pixel{where} holds valid data (all nodata, or "
-                         f"less than --min-valid of every tile); check the rasters' nodata value and extent"
+                         f"valid on less than --min-valid of every tile); check the rasters' nodata value and extent"
                          f"{f', and that {limited_by} lies where they hold data' if limited_by else ''}")
     for index, name in given:
         if not used_by[index]:
