@@ -372,7 +372,8 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     expect_error(run_map(model, out, ("hsi", tmp_path / "hsi5.tif")), "hsi5.tif: 5 bands, but the model's hsi has 8", tmp_path, before)
     expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi", tmp_path, before)
     expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "neither overlaps nor borders", tmp_path, before)
-    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; assign the one it is in (the model was trained in EPSG:", tmp_path, before)
+    expect_error(run_map(model, out, ("hsi", tmp_path / "nocrs.tif")), "nocrs.tif: has no CRS; assign the one it is in (the model was "
+                 "trained in EPSG:", tmp_path, before)
     expect_error(run_map(model, out, ("hsi", tmp_path / "truncated.tif")), "truncated.tif: ", tmp_path, before)
     expect_error(run_map(model, tmp_path / "missing" / "o.tif", hsi), "does not exist; create it", tmp_path, before)
     expect_error(run_map(tmp_path / "fake_model.safetensors", out, hsi), "not a mamol model", tmp_path, before)

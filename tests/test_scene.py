@@ -547,7 +547,8 @@ def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_
     shifted = labels_file("shifted.tif", np.maximum(labels, only_top),
                           transform=profile["transform"] @ Affine.translation(0, -top - 1))  # that row falls off the top
     open_scene(None, inputs, labels=shifted)
-    assert "shifted.tif: " in caplog.text and "of its labelled area lies outside the scene" in caplog.text and "(all of class 7, so none of it is used)" in caplog.text
+    assert "shifted.tif: " in caplog.text and "of its labelled area lies outside the scene" in caplog.text and \
+        "(all of class 7, so none of it is used)" in caplog.text
 
     caplog.clear()
     no_crs = labels_file("no_crs.tif", labels, crs=None)  # the scene's grid without its CRS
@@ -635,8 +636,8 @@ def test_vector_labels_and_rasters_without_a_crs_get_the_command_that_gives_one(
         with rasterio.open(path) as src, rasterio.open(tmp_path / f"{name}.tif", "w", **(src.profile | {"crs": None})) as dst:
             dst.write(src.read())
         bare[name] = tmp_path / f"{name}.tif"
-    with pytest.raises(MamolError, match=r"the sensor rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give them the one they are in "
-                                         r"\(--assume-crs EPSG:XXXX\)"):
+    with pytest.raises(MamolError, match=r"the sensor rasters have no CRS, so .*train_points.gpkg cannot be placed on them; give them "
+                                         r"the one they are in \(--assume-crs EPSG:XXXX\)"):
         open_scene(None, bare, labels=scene_dir / "train_points.gpkg", label_field="landcover")
 
 
@@ -655,7 +656,8 @@ def test_a_finer_raster_in_degrees_than_the_grid_every_input_is_read_on_is_warne
     caplog.set_level(logging.WARNING)
     open_scene(None, {"hsi": tmp_path / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",
                label_field="landcover")
-    assert "dsm.tif: its pixels (in EPSG:4326) are about " in caplog.text and " times finer on a side than those of the grid every input is read on, " \
+    assert "dsm.tif: its pixels (in EPSG:4326) are about " in caplog.text and \
+        " times finer on a side than those of the grid every input is read on, " \
         "hsi.tif's" in caplog.text and "gdalwarp -t_srs EPSG:" in caplog.text and " -tr " in caplog.text
     caplog.clear()
     open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": tmp_path / "dsm.tif"}, labels=scene_dir / "train_points.gpkg",

@@ -278,10 +278,10 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     kept = abs(grid.transform.a * grid.transform.e) * kept_counts.sum()
     outside = 1 - kept / area if area and src.crs == grid.crs else 0.0
     if lost or outside > 0.01:
+        several = len(lost) > 1
+        which = f" (all of class{'es' if several else ''} {', '.join(map(str, lost))}, so none of {'them' if several else 'it'} is used)"
         log.warning("%s: %s of its labelled area lies outside the scene or between its pixel centres%s; check its extent "
-                    "against the rasters'", path, f"{outside:.0%}" if outside > 0.01 else "some",
-                    f" (all of class{'es' if len(lost) > 1 else ''} {', '.join(map(str, lost))}, so none of {'them' if len(lost) > 1 else 'it'} is used)"
-                    if lost else "")
+                    "against the rasters'", path, f"{outside:.0%}" if outside > 0.01 else "some", which if lost else "")
 
 
 def label_layer(path: Path, field: str | None) -> str | None:
