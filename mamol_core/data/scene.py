@@ -8,6 +8,7 @@ as a raster or as vector points/polygons with a class field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shlex
@@ -95,9 +96,8 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path], labels: dict[s
     gives lidar, not dsm). A label file given as an input is refused."""
     given = {os.path.realpath(path): option for option, path in (labels or {}).items() if path is not None}
     for name, path in inputs.items():
-        if os.path.realpath(path) in given:
-            raise MamolError(f"{path}: given as the {name} raster and as {given[os.path.realpath(path)]}; labels are not a sensor, "
-                             "give each its own file")
+        if (option := given.get(os.path.realpath(path))) is not None:
+            raise MamolError(f"{path}: given as the {name} raster and as {option}; labels are not a sensor, give each its own file")
     found: dict[str, Path] = {}
     if folder is not None:
         if not folder.is_dir():
@@ -110,8 +110,8 @@ def find_modalities(folder: Path | None, inputs: dict[str, Path], labels: dict[s
                 if is_map_output(path):
                     log.info("%s: a map mamol-map wrote, not a sensor; left out of the scene", path)
                     continue
-                if os.path.realpath(path) in given:
-                    log.info("%s: given as %s, not a sensor; left out of the scene", path, given[os.path.realpath(path)])
+                if (option := given.get(os.path.realpath(path))) is not None:
+                    log.info("%s: given as %s, not a sensor; left out of the scene", path, option)
                     continue
                 found[path.stem] = path
     claimed = {os.path.realpath(path) for path in inputs.values()}
@@ -154,6 +154,7 @@ def open_scene(
     rasters on another grid are warped onto it.
     """
     folder = Path(folder) if folder is not None else None
+    label_raster = functools.cache(is_label_raster)  # GDAL probes a labels file without a raster suffix once
     paths = find_modalities(folder, inputs or {}, {"--labels": labels, "--test-labels": test_labels})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
     for warning in [line for path in paths.values() for line in file_warnings(path)]:
@@ -167,20 +168,20 @@ def open_scene(
     if table is not None and for_training and classes is None:  # label rasters whose own table numbers otherwise
         source = folder / CLASS_TABLE if folder is not None and (folder / CLASS_TABLE).is_file() else Path(labels).parent / CLASS_TABLE
         for path in (labels, test_labels):
-            if path is not None and is_label_raster(Path(path)):
+            if path is not None and label_raster(Path(path)):
                 check_same_table(Path(path), table, source)
     given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
     own = None  # where a model is scored: the table the test labels' codes follow (beside them, else the scene's)
 
-    if label_field and not any(p is not None and not is_label_raster(Path(p)) for p in (labels, test_labels)):
+    if label_field and not any(p is not None and not label_raster(Path(p)) for p in (labels, test_labels)):
         log.warning("--label-field %s: no vector labels given (label rasters' values are the classes); it is not used", label_field)
 
     def read(path: Path, untrained: str | None = None) -> tuple[np.ndarray, np.ndarray | None, list[ClassSpec]]:
         """Labels at ``path`` on the grid, their groups and class table; ``untrained`` says what to do
         about a class the table lacks where the table came from the training labels."""
-        if is_label_raster(path):
+        if label_raster(path):
             values = read_label_raster(path, grid, table)
             found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
@@ -197,12 +198,11 @@ def open_scene(
             own_path = next((p for p in (Path(test_path).parent / CLASS_TABLE, folder / CLASS_TABLE if folder else None)
                              if p is not None and p.is_file()), None)
             own = load_class_table(own_path) if own_path is not None else None
-            if own is not None and is_label_raster(Path(test_path)):  # a vector field of codes says so when read
-                log.info("%s: its codes are those of %s, matched to the model's classes by name", test_path, own_path)
-        if own is not None and is_label_raster(Path(test_path)):  # labels coded by their own table: match the model's by name
+        if own is not None and label_raster(Path(test_path)):  # labels coded by their own table: match the model's by name
+            log.info("%s: its codes are those of %s, matched to the model's classes by name", test_path, own_path)
             test = recode_by_name(read_label_raster(Path(test_path), grid, own), own, classes, Path(test_path))
             return Scene(list(rasters), grid, np.zeros_like(test), labelled(test, test_path), classes, assume_crs)
-        if models and is_label_raster(Path(test_path)):
+        if models and label_raster(Path(test_path)):
             log.warning("%s: no class table beside it; its codes are read as the model's (%s)", test_path,
                         ", ".join(f"{c.value}={c.name}" for c in classes))
         test, _, table = read(Path(test_path))
@@ -221,7 +221,7 @@ def open_scene(
     if test_path is not None and Path(test_path).exists():
         test = read(Path(test_path), None if given else f"no training label of {train_path} is of such classes, so the model cannot "
                     "learn them: add training labels of them, or leave those test labels out (0)")[0]
-        numbered = given is None and not is_label_raster(Path(train_path)) and is_label_raster(Path(test_path)) and \
+        numbered = given is None and not label_raster(Path(train_path)) and label_raster(Path(test_path)) and \
             any(c.name != f"class {c.value}" for c in table)
         if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering
             log.warning("%s: its codes are read as the numbers given to the class names of %s (%s); if they follow another "
