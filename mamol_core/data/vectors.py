@@ -18,30 +18,31 @@ COORDINATE_COLUMNS = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat")
                       ("easting", "northing"), ("east", "north")]
 
 
+def listed_layers(path: Path) -> list[tuple[str, str | None]] | None:
+    """``(name, geometry type)`` of every layer GDAL lists in ``path`` (``None`` as the type of a table
+    without geometry), or ``None`` where it cannot read the file as vector data."""
+    import pyogrio
+
+    try:
+        return [(str(name), None if kind is None else str(kind)) for name, kind in pyogrio.list_layers(path)]
+    except Exception:  # pyogrio raises several types for files it cannot read as vectors
+        return None
+
+
 def feature_layers(path: Path) -> list[tuple[str, str]] | None:
     """``(name, geometry type)`` of each layer of ``path`` that holds features (tables without geometry,
     such as a legend, hold none), for a file of several layers; ``None`` for a file of one layer, or one
     that cannot be listed (reading it then says why)."""
-    import pyogrio
-
-    try:
-        listed = pyogrio.list_layers(path)
-    except Exception:  # pyogrio raises several types for unreadable files
+    listed = listed_layers(path)
+    if listed is None or len(listed) < 2:
         return None
-    if len(listed) < 2:
-        return None
-    return [(str(name), str(kind)) for name, kind in listed if kind is not None]
+    return [(name, kind) for name, kind in listed if kind is not None]
 
 
 def holds_features(path: Path) -> bool:
     """Whether GDAL reads ``path`` as a file with a layer of features (tables without geometry, such as
     a raster GeoPackage's legend, do not count)."""
-    import pyogrio
-
-    try:
-        return any(kind is not None for _, kind in pyogrio.list_layers(path))
-    except Exception:  # pyogrio raises several types for files it cannot read as vectors
-        return False
+    return any(kind is not None for _, kind in listed_layers(path) or [])
 
 
 def read_features(path: Path, layer: str | None, unreadable: str = "; pass a GeoPackage, shapefile or GeoJSON"):
