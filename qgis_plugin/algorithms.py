@@ -249,9 +249,9 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
                           "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
             text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
                           r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
-            text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="abs\(A\)" --type=Float32 --outfile=amplitude\.tif',
-                          lambda m: "Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression abs(A), type Float32"
-                          + (", band by band" if m.group(1) else ""), text)
+            text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="([^"]+)" --type=Float32 --outfile=(?:amplitude|converted)\.tif',
+                          lambda m: f"Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression {m.group(2)}, "
+                          "type Float32" + (", band by band" if m.group(1) else ""), text)
             text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "
                                 "raster…, resolution 'Highest'")
             text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")

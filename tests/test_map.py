@@ -1162,6 +1162,66 @@ def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trai
     assert f"(gdal_edit.py -scale 1 -offset 0 {scene / 'hsi.tif'} makes it read as stored)" in caplog.text
 
 
+@pytest.mark.parametrize("crs, units, trained_in, told", [
+    ("EPSG:32632", "", "EPSG:32632", None),  # metres like training
+    ("EPSG:2263", "", "EPSG:32632", "its CRS counts in US survey foot, but the model was trained on a grid counting in metre; values "
+     "are read as stored, so if they are heights or lengths the model reads them 3.28 times too large"),  # State Plane, feet
+    ("EPSG:2263", "m", "EPSG:32632", None),  # heights declared in metres on a grid in feet
+    ("EPSG:2263", "dB", "EPSG:32632", None),  # backscatter: no length
+    ("EPSG:32632", "ft", "EPSG:32632", "its bands declare their values in ft, but the model was trained on a grid counting in metre"),
+    ("EPSG:26918+8228", "", "EPSG:32632", "in foot, but the model"),  # a compound CRS with heights in feet (GDAL also sets the unit)
+    ("EPSG:32632", "", "EPSG:2263", "the model reads them 3.28 times too small"),  # a model trained in feet
+    ("EPSG:4326", "", "EPSG:32632", None), (None, "", "EPSG:32632", None), ("EPSG:2263", "", None, None),  # nothing to compare
+    ("EPSG:2263", "US survey foot", "EPSG:2263", None), ("EPSG:2263", "ft", "EPSG:2263", None)])  # a foot is a foot
+def test_values_in_another_length_unit_than_the_training_grid_are_warned_about(tmp_path, crs, units, trained_in, told):
+    from mamol_core.data.plausibility import other_length_unit
+
+    path = tmp_path / "dsm.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=2, dtype="float32", crs=crs,
+                       transform=Affine(1, 0, 1000, 0, -1, 2000)) as dst:
+        dst.write(np.full((2, 8, 8), 30, np.float32))
+        for band in (1, 2):
+            dst.set_band_unit(band, units)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no CRS
+        message = other_length_unit(path, GridSpec(trained_in, [1.0, 1.0]))
+    if told is None:
+        assert message is None
+        return
+    assert message.startswith(f"{path}: ") and told in message, message
+    factor = "3.280833" if "too small" in message else "0.3048" if "in ft," in message or "in foot," in message else "0.3048006"
+    assert message.endswith(f'(gdal_calc.py -A {path} --allBands=A --calc="A*{factor}" --type=Float32 --outfile=converted.tif)'), message
+    assert other_length_unit(path, None) is None
+
+
+def test_the_unit_of_heights_is_the_vertical_one_of_a_compound_crs_else_the_projected_one():
+    from mamol_core.mapping.crs import height_unit
+
+    assert height_unit(CRS.from_user_input("EPSG:26918+8228")) == ("foot", 0.3048, True)
+    assert height_unit(CRS.from_epsg(2263))[:2] == ("US survey foot", pytest.approx(1200 / 3937)) and not height_unit(CRS.from_epsg(2263))[2]
+    assert height_unit(CRS.from_epsg(32632)) == ("metre", 1.0, False)
+    assert height_unit(CRS.from_epsg(4326)) is None and height_unit(None) is None
+
+
+def test_heights_in_feet_are_warned_about_where_mapped_and_evaluated(trained, scene_dir, tmp_path, caplog):
+    from mamol_cli import evaluate
+
+    _, model = trained
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    with rasterio.open(scene / "dsm.tif", "r+") as dst:
+        dst.set_band_unit(1, "ft")
+    caplog.set_level(logging.WARNING)
+    assert run_map(model, tmp_path / "map.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene / "dsm.tif")).exit_code == 0
+    told = f"{scene / 'dsm.tif'}: its bands declare their values in ft, but the model was trained on a grid counting in metre"
+    assert told in caplog.text and "hsi.tif: its" not in caplog.text
+    caplog.clear()
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "eval"),
+                                                "--device", "cpu", "--progress", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert told in caplog.text
+
+
 def normal(mean, std, size=1000):
     return np.random.default_rng(0).normal(mean, std, size)
 

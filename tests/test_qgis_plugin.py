@@ -191,6 +191,15 @@ def test_a_layer_in_another_unit_is_a_warning_of_the_run(map_id, tmp_path):
     assert any(f"layer 'hsi_dn' in the hsi slot ({tmp_path / 'hsi_dn.tif'}): its hsi values look unlike those the model was trained on"
                in w for w in feedback.warnings), feedback.warnings
     assert not any("look unlike" in line for line in feedback.lines)
+    shutil.copy(SAMPLE / "dsm.tif", tmp_path / "dsm_ft.tif")
+    with rasterio.open(tmp_path / "dsm_ft.tif", "r+") as dst:
+        dst.set_band_unit(1, "ft")  # heights in feet; the model was trained in metres
+    feedback = Recording()
+    run(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(tmp_path / "dsm_ft.tif"), "OUTPUT": str(tmp_path / "ft.tif")}, feedback)
+    assert any(w.startswith(f"layer 'dsm_ft' in the lidar slot ({tmp_path / 'dsm_ft.tif'}): its bands declare their values in ft, but the "
+                            "model was trained on a grid counting in metre") and w.endswith("convert them first (Processing Toolbox › "
+                            "GDAL › Raster miscellaneous › Raster calculator, expression A*0.3048, type Float32)") for w in feedback.warnings), \
+        feedback.warnings
 
 
 class Recording(QgsProcessingFeedback):

@@ -1,10 +1,11 @@
 """Whether an input's values are plausible, for warnings: a raster in another unit or scale than
 the model was trained on (reflectance × 10 000 instead of 0–1, digital numbers, decibels instead of
-linear power), or one that marks missing data with a fill value it does not declare as nodata, is
-read by the model as measurements and maps wrongly without any error."""
+linear power, heights in feet instead of metres), or one that marks missing data with a fill value it
+does not declare as nodata, is read by the model as measurements and maps wrongly without any error."""
 
 from __future__ import annotations
 
+import math
 import shlex
 import warnings
 from pathlib import Path
@@ -15,8 +16,10 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from mamol_core.data.rasters import open_raster, sample_windows
+from mamol_core.config import GridSpec
+from mamol_core.data.rasters import measurement_bands, open_raster, sample_windows
 from mamol_core.data.reader import BandReading, ModelReader
+from mamol_core.mapping.crs import height_unit, parse_crs
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
 #: many training standard deviations from the training mean; scaled down when all its values lie
@@ -33,6 +36,13 @@ MAX_SOURCES = 64
 MAX_PARTIAL = 0.02
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
+#: Metres per unit of the length units that rasters declare for their bands (GDAL's unit type, in lower case).
+US_FOOT = 1200 / 3937
+LENGTH_UNITS = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0, "km": 1000.0, "dm": 0.1, "cm": 0.01,
+                "mm": 0.001, "ft": 0.3048, "foot": 0.3048, "feet": 0.3048, "international foot": 0.3048, "us survey foot": US_FOOT,
+                "us survey feet": US_FOOT, "ftus": US_FOOT, "us-ft": US_FOOT, "us_survey_foot": US_FOOT}
+#: Units whose sizes differ by less than this factor are taken as one (the US survey foot and the foot).
+SAME_UNIT = 1.01
 
 
 def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
@@ -144,9 +154,51 @@ def coarser_vrt(path: Path) -> str | None:
             f"-resolution highest")
 
 
-def file_warnings(path: Path) -> list[str]:
-    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill value."""
-    return [line for line in (coarser_vrt(path), undeclared_fill(path)) if line]
+def file_warnings(path: Path, model_grid: GridSpec | None = None) -> list[str]:
+    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill
+    value, and (given the grid a model was trained on) values in another length unit."""
+    return [line for line in (coarser_vrt(path), undeclared_fill(path), other_length_unit(path, model_grid)) if line]
+
+
+def values_unit(path: Path) -> tuple[str, float, str] | None:
+    """The length unit of the values of the raster at ``path``, as ``(name, metres per unit, whence)``:
+    the unit its measurement bands declare (GDAL's unit type), else its compound CRS's vertical unit,
+    else its projected CRS's linear unit, which heights are usually stored in. ``None`` where its bands
+    declare a unit that is no length, or several, or its CRS tells none (geographic, absent)."""
+    with open_raster(path) as src:
+        declared = {src.units[b].strip() for b in measurement_bands(src, path) if src.units[b]} - {""}
+        crs = src.crs
+    if declared:
+        unit = declared.pop()
+        if declared or unit.lower() not in LENGTH_UNITS:
+            return None
+        return unit, LENGTH_UNITS[unit.lower()], "its bands declare their values in"
+    found = height_unit(crs)
+    if found is None:
+        return None
+    name, per_unit, vertical = found
+    return name, per_unit, "its CRS counts heights in" if vertical else "its CRS counts in"
+
+
+def other_length_unit(path: Path, model_grid: GridSpec | None) -> str | None:
+    """A warning when the raster at ``path`` holds its values (by :func:`values_unit`) in another length
+    unit than the one the model's training grid counts heights in (``model_grid``'s CRS): a height model
+    in feet read by a model trained on metres sees every height 3.28 times too large, which no check of
+    the values' spread notices. Pixel sizes are converted between CRSs; values are read as stored."""
+    trained = height_unit(parse_crs(model_grid.crs, "the model's training grid")) if model_grid is not None and model_grid.crs else None
+    found = values_unit(path) if trained is not None else None
+    if found is None:
+        return None
+    name, per_unit, whence = found
+    ratio = trained[1] / per_unit  # how many times too large the model reads a length
+    if abs(math.log(ratio)) < math.log(SAME_UNIT):
+        return None
+    with open_raster(path) as src:
+        every = " --allBands=A" if src.count > 1 else ""
+    size = f"{ratio:.3g} times too large" if ratio > 1 else f"{1 / ratio:.3g} times too small"
+    return (f"{path}: {whence} {name}, but the model was trained on a grid counting in {trained[0]}; values are read as stored, so if "
+            f"they are heights or lengths the model reads them {size}: convert them first (gdal_calc.py -A {shlex.quote(str(path))}{every} "
+            f"--calc=\"A*{1 / ratio:.7g}\" --type=Float32 --outfile=converted.tif)")
 
 
 def undeclared_fill(path: Path) -> str | None:

@@ -157,7 +157,7 @@ def open_scene(
     label_raster = functools.cache(is_label_raster)  # GDAL probes a labels file without a raster suffix once
     paths = find_modalities(folder, inputs or {}, {"--labels": labels, "--test-labels": test_labels})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
-    for warning in [line for path in paths.values() for line in file_warnings(path)]:
+    for warning in [line for path in paths.values() for line in file_warnings(path, model_grid)]:
         log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)

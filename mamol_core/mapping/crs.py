@@ -75,6 +75,27 @@ def metres_per_unit(crs: CRS | None) -> float | None:
         return None
 
 
+def height_unit(crs: CRS | None) -> tuple[str, float, bool] | None:
+    """The unit ``crs`` counts heights in, as ``(name, metres per unit, vertical)``: a compound CRS's
+    vertical unit (``vertical``), else a projected CRS's linear unit, which heights stored with it are
+    usually in; ``None`` for a geographic, local or unknown CRS."""
+    if crs is None:
+        return None
+    import pyproj
+
+    try:
+        whole = as_pyproj(crs)
+        parts = whole.sub_crs_list if whole.is_compound else [whole]
+        vertical = next((part for part in parts if part.is_vertical), None)
+        found = vertical or next((part for part in parts if part.is_projected), None)
+        if found is None:
+            return None
+        axis = found.axis_info[0]
+        return axis.unit_name, float(axis.unit_conversion_factor), vertical is not None
+    except (pyproj.exceptions.CRSError, IndexError, CRSError):
+        return None
+
+
 def pixel_size_in(spec: GridSpec, crs: CRS | None, at: tuple[float, float] | None = None) -> tuple[float, float] | None:
     """The model's training pixel size expressed in ``crs``'s units, or ``None`` when it cannot be.
 

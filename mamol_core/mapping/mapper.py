@@ -360,7 +360,8 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                 paths = {item.name: item.path for item in inputs}
                 for name, notes in reader.notes().items():
                     log.info("%s: %s", paths[name], "; ".join(notes))
-                for line in [*(line for item in inputs for line in file_warnings(item.path)), *input_warnings(reader, paths)]:
+                for line in [*(line for item in inputs for line in file_warnings(item.path, config.model.grid)),
+                             *input_warnings(reader, paths)]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side, lattice_phase(grid, stride))
         total = sum(len(b.origins) for b in blocks)
