@@ -38,7 +38,8 @@ def main(model_path, as_json, check):
     click.echo(f"mamol model {model.name or model_path.stem!r}: {model_path} (mamol {config.mamol_version}, format {config.format_version})")
     click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'}"
                                           f"{', quantile normalisation' if m.normalization == 'quantile' else ''}"
-                                          f"{'' if m.as_declared else ', every band as stored: no scale, offset or alpha'})"
+                                          f"{'' if m.as_declared else ', every band as stored: no scale, offset or alpha'}"
+                                          f"{unit_text(m.unit)})"
                                           for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, "
@@ -51,8 +52,7 @@ def main(model_path, as_json, check):
                    f"{config.train.validation_block} px, seed {config.train.seed}); best OA {record.best_oa:.2f} % at step "
                    f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:
-        click.echo(f"training grid: {model.grid.crs or 'no CRS'}, pixel {model.grid.pixel_size[0]:g} x {model.grid.pixel_size[1]:g} "
-                   "(mamol-map maps at this pixel size unless --reference is given)")
+        click.echo(f"training grid: {grid_text(model.grid)} (mamol-map maps at this pixel size unless --reference is given)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
     accuracy = report_accuracy(model_path)
@@ -85,6 +85,22 @@ def report_accuracy(model_path: Path) -> str | None:
         return (f"accuracy: {earlier[0]} is the report of an earlier model written to {model_path}, not this one's; "
                 f"mamol-eval --model {model_path} -o {earlier[0]} with the test data writes this one's")
     return None
+
+
+def unit_text(unit) -> str:
+    """A modality's value unit (``ModalitySpec.unit``) for its line where its training raster declared one
+    (``, values in ft``); "" where it did not (a unit presumed from a CRS says nothing of imagery)."""
+    return f", values in {unit.name}" if unit is not None and unit.declared else ""
+
+
+def grid_text(grid) -> str:
+    """The training grid (``GridSpec``) in a few words: its CRS and pixel size with the CRS's unit."""
+    from mamol_core.mapping.align import crs_name
+    from mamol_core.mapping.crs import crs_unit, parse_crs
+
+    crs = parse_crs(grid.crs, "the model's training grid") if grid.crs else None
+    unit = f" {crs_unit(crs)}" if crs is not None and crs_unit(crs) else ""
+    return f"{crs_name(crs)}, pixel {grid.pixel_size[0]:g} x {grid.pixel_size[1]:g}{unit}"
 
 
 def blocks_text(blocks: list[int]) -> str:

@@ -20,6 +20,16 @@ NORMALIZATIONS = ("standard", "quantile")
 
 
 @dataclass
+class ValueUnit:
+    """The length unit of a raster's values: its name, metres per unit, and whether the raster declares it
+    (a band unit, or a compound CRS's vertical unit) or it is presumed from its projected CRS's unit."""
+
+    name: str
+    metres: float
+    declared: bool
+
+
+@dataclass
 class ModalitySpec:
     """One input modality: its name, band count and the per-band normalisation fitted on training pixels.
 
@@ -33,6 +43,10 @@ class ModalitySpec:
     (reflectance as integers with a scale of 0.0001, or as floats) reads alike in training and
     mapping, and an alpha band as the mask it is (data only where it is opaque), not as a
     measurement, so ``bands`` does not count it. Model files of formats 2 and 3 read every band's stored numbers (``False``).
+
+    ``unit``: the length unit its training raster's values were in, where one can be told (heights of a
+    DSM), so that mapping can warn of heights in feet for a model trained on metres; ``None`` where
+    none could be, and in model files written before it was recorded.
     """
 
     name: str
@@ -42,6 +56,7 @@ class ModalitySpec:
     quantile_values: list[list[float]] = field(default_factory=list)
     quantile_scores: list[list[float]] = field(default_factory=list)
     as_declared: bool = True
+    unit: ValueUnit | None = None
 
     @property
     def normalization(self) -> str:
@@ -388,6 +403,8 @@ def check_config(config: MamolConfig, source: str) -> None:
             problems.append(f"modality {m.name!r} has a non-finite mean or a deviation that is not positive")
         elif m.normalization == "quantile" and not quantile_tables_usable(m):
             problems.append(f"modality {m.name!r} has quantile tables that are not one increasing, finite table per band")
+        if m.unit is not None and not (math.isfinite(m.unit.metres) and m.unit.metres > 0):
+            problems.append(f"modality {m.name!r} has a unit of {m.unit.metres!r} metres")
         if m.normalization != config.train.normalization:
             problems.append(f"modality {m.name!r} is normalised by {m.normalization} scores, not the {config.train.normalization!r} "
                             "the model was trained with")

@@ -233,37 +233,42 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
     #: The command's options as the dialog names them, for its messages (``--input NAME``: the NAME slot).
     FIELDS: dict[str, str] = {}
 
-    def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
-        """Run ``tool`` with ``args``, its progress and log in ``feedback``; in its messages the options are
-        named as the dialog names them (:attr:`FIELDS`), files in ``made`` (path -> what the analyst gave: a layer,
-        or a temporary file the plugin made for one) as the analyst knows them, and GDAL fixes by QGIS's menu."""
-        def known(text: str) -> str:
-            path = r"""(?:'[^']*'(?:"'"'[^']*')*|[^\s')]+)"""  # a file in a GDAL command, quoted as shlex does (spaces, ', brackets)
-            for option in sorted(CLI_ONLY, key=len, reverse=True):  # settings the dialog has no field for: what to do in QGIS
-                text = text.replace(option, CLI_ONLY[option])
-            text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
-            text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
-            text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "
-                          r"'Assign a specified nodata value to output bands' \1, then use the new raster", text)
-            text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (convert format)…, additional "
-                          "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
-            text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
-                          r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
-            text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="([^"]+)" --type=Float32 --outfile=(?:amplitude|converted)\.tif',
-                          lambda m: f"Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression {m.group(2)}, "
-                          "type Float32" + (", band by band" if m.group(1) else ""), text)
-            text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "
-                                "raster…, resolution 'Highest'")
-            text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
-            text = re.sub(rf"\(gdal_translate -b 1 {path} labels\.tif\)", "(Raster › Conversion › Translate (convert format)…, "
-                          "additional command-line parameters '-b 1')", text)
-            text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
-                          "the new layer", text)
-            text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
-            text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
-            text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
-            return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
+    def in_qgis_words(self, text: str, made: dict[str, str] | None = None) -> str:
+        """A mamol message as the analyst knows its parts: the options as the dialog names them (:attr:`FIELDS`),
+        files in ``made`` (path -> what the analyst gave: a layer, or a temporary file the plugin made for one)
+        as the analyst knows them, GDAL fixes by QGIS's menu, and settings without a field by what to do in QGIS."""
+        path = r"""(?:'[^']*'(?:"'"'[^']*')*|[^\s')]+)"""  # a file in a GDAL command, quoted as shlex does (spaces, ', brackets)
+        for option in sorted(CLI_ONLY, key=len, reverse=True):  # settings the dialog has no field for: what to do in QGIS
+            text = text.replace(option, CLI_ONLY[option])
+        text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
+        text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
+        text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "
+                      r"'Assign a specified nodata value to output bands' \1, then use the new raster", text)
+        text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (convert format)…, additional "
+                      "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
+        text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
+                      r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
+        text = re.sub(rf", then gdal_edit\.py -units {path} converted\.tif", "", text)  # the calculator's raster declares no unit
+        text = re.sub(rf"declare that \(gdal_edit\.py -units ({path}) {path}\)",  # no QGIS menu sets a band's unit
+                      r"declare that (gdal_edit.py -units \1 on its file, in the OSGeo4W Shell or a terminal)", text)
+        text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="([^"]+)" --type=Float32 --outfile=(?:amplitude|converted)\.tif',
+                      lambda m: f"Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression {m.group(2)}, "
+                      "type Float32" + (", band by band" if m.group(1) else ""), text)
+        text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "
+                            "raster…, resolution 'Highest'")
+        text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
+        text = re.sub(rf"\(gdal_translate -b 1 {path} labels\.tif\)", "(Raster › Conversion › Translate (convert format)…, "
+                      "additional command-line parameters '-b 1')", text)
+        text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
+                      "the new layer", text)
+        text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
+        text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
+        text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
+        return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 
+    def run_mamol(self, tool: str, args: list[str], feedback, made: dict[str, str] | None = None) -> None:
+        """Run ``tool`` with ``args``, its progress and log in ``feedback``, its messages in the analyst's words
+        (:meth:`in_qgis_words`, with ``made``)."""
         def on_progress(record: dict) -> None:
             feedback.setProgress(float(record.get("percent", 0)))
             eta = record.get("eta_s")
@@ -272,15 +277,15 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
 
         def on_log(line: str) -> None:
             if line.startswith("warning: "):
-                feedback.pushWarning(known(line[len("warning: "):]))
+                feedback.pushWarning(self.in_qgis_words(line[len("warning: "):], made))
             else:
-                feedback.pushConsoleInfo(known(line))
+                feedback.pushConsoleInfo(self.in_qgis_words(line, made))
 
         feedback.pushCommandInfo(command_line([tool, *args]))
         try:
             run_command(tool, args, settings.bin_dir(), on_progress, feedback.isCanceled, on_log)
         except (CommandFailed, MamolNotFound, Canceled) as exc:
-            raise QgsProcessingException(known(str(exc))) from None
+            raise QgsProcessingException(self.in_qgis_words(str(exc), made)) from None
 
 
 class ModelAlgorithm(MamolAlgorithm):

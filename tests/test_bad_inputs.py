@@ -94,6 +94,7 @@ def set_in(config, keys, value):
     (["model", "classes", 0, "color"], "green", "not #rrggbb"),
     (["model", "experts", "rank"], 0, "expert sizes"),
     (["model", "backbone", "name"], "tiny@x", "backbone 'tiny@x': what follows '@' is how many of its first blocks to keep"),
+    (["model", "modalities", 0, "unit"], {"name": "ft", "metres": 0, "declared": True}, "has a unit of 0.0 metres"),
 ])
 def test_an_edited_model_file_gets_one_line(model_file, scene_dir, tmp_path, keys, value, message):
     edited = rewrite_config(model_file, tmp_path / "edited.safetensors", lambda c: set_in(c, keys, value))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from conftest import CLI_FAST, copy_with_config
 from mamol_cli import info
 from mamol_cli import map as map_cli
 from mamol_cli import train
-from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import BackboneSpec, ClassSpec, ExpertSpec, GridSpec, LayoutSpec, ProtocolSpec, TrainSpec, ValueUnit
 from mamol_core.data.rasters import Grid, write_raster
 from mamol_core.data.scene import open_scene
 from mamol_core.errors import MamolError
@@ -830,7 +831,8 @@ def test_the_map_is_at_the_models_training_pixel_size_unless_a_reference_says_ot
     run, model = trained
     grid = read_config(model).model.grid
     assert grid.crs == "EPSG:32632" and grid.pixel_size == [2.0, 2.0] == list(run.config.model.grid.pixel_size)
-    assert "training grid: EPSG:32632, pixel 2 x 2" in CliRunner().invoke(info.main, [str(model)]).output
+    described = CliRunner().invoke(info.main, [str(model)]).output
+    assert "training grid: EPSG:32632, pixel 2 x 2 metre (mamol-map" in described and "dsm (1 band)" in described
     with rasterio.open(scene_dir / "dsm.tif") as src:
         dsm, transform = src.read(), src.transform
     write_raster(tmp_path / "dsm_1m.tif", dsm.repeat(2, axis=1).repeat(2, axis=2), transform @ Affine.scale(0.5))
@@ -1162,36 +1164,30 @@ def test_inputs_in_another_unit_are_warned_about_where_mapped_and_evaluated(trai
     assert f"(gdal_edit.py -scale 1 -offset 0 {scene / 'hsi.tif'} makes it read as stored)" in caplog.text
 
 
-@pytest.mark.parametrize("crs, units, trained_in, told", [
-    ("EPSG:32632", "", "EPSG:32632", None),  # metres like training
-    ("EPSG:2263", "", "EPSG:32632", "its CRS counts in US survey foot, but the model was trained on a grid counting in metre; values "
-     "are read as stored, so if they are heights or lengths the model reads them 3.28 times too large"),  # State Plane, feet
-    ("EPSG:2263", "m", "EPSG:32632", None),  # heights declared in metres on a grid in feet
-    ("EPSG:2263", "dB", "EPSG:32632", None),  # backscatter: no length
-    ("EPSG:32632", "ft", "EPSG:32632", "its bands declare their values in ft, but the model was trained on a grid counting in metre"),
-    ("EPSG:26918+8228", "", "EPSG:32632", "in foot, but the model"),  # a compound CRS with heights in feet (GDAL also sets the unit)
-    ("EPSG:32632", "", "EPSG:2263", "the model reads them 3.28 times too small"),  # a model trained in feet
-    ("EPSG:4326", "", "EPSG:32632", None), (None, "", "EPSG:32632", None), ("EPSG:2263", "", None, None),  # nothing to compare
-    ("EPSG:2263", "US survey foot", "EPSG:2263", None), ("EPSG:2263", "ft", "EPSG:2263", None)])  # a foot is a foot
-def test_values_in_another_length_unit_than_the_training_grid_are_warned_about(tmp_path, crs, units, trained_in, told):
-    from mamol_core.data.plausibility import other_length_unit
+@pytest.mark.parametrize("crs, units, unit", [
+    ("EPSG:32632", ("", ""), ("metre", 1.0, False)), ("EPSG:2263", ("", ""), ("US survey foot", 1200 / 3937, False)),  # from the CRS
+    ("EPSG:2263", ("m", "m"), ("m", 1.0, True)), ("EPSG:32632", ("US survey foot",) * 2, ("US survey foot", 1200 / 3937, True)),
+    ("EPSG:26918+8228", ("", ""), ("foot", 0.3048, False)),  # a compound CRS's vertical unit, which GDAL gives the bands: presumed
+    ("EPSG:26918+8228", ("m", "m"), ("m", 1.0, True)),  # declared otherwise than the vertical CRS
+    ("EPSG:2263", ("dB", "dB"), None), ("EPSG:2263", ("m", ""), None), ("EPSG:2263", ("m", "ft"), None),  # no length; not all; several
+    ("EPSG:4326", ("", ""), None), (None, ("", ""), None)])  # a CRS in degrees; none
+def test_the_unit_of_a_rasters_values_is_the_declared_one_else_its_crs_unit(tmp_path, crs, units, unit):
+    from mamol_core.data.plausibility import values_unit
 
     path = tmp_path / "dsm.tif"
     with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=2, dtype="float32", crs=crs,
                        transform=Affine(1, 0, 1000, 0, -1, 2000)) as dst:
         dst.write(np.full((2, 8, 8), 30, np.float32))
-        for band in (1, 2):
-            dst.set_band_unit(band, units)
+        for band, name in enumerate(units, 1):
+            dst.set_band_unit(band, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no CRS
-        message = other_length_unit(path, GridSpec(trained_in, [1.0, 1.0]))
-    if told is None:
-        assert message is None
-        return
-    assert message.startswith(f"{path}: ") and told in message, message
-    factor = "3.280833" if "too small" in message else "0.3048" if "in ft," in message or "in foot," in message else "0.3048006"
-    assert message.endswith(f'(gdal_calc.py -A {path} --allBands=A --calc="A*{factor}" --type=Float32 --outfile=converted.tif)'), message
-    assert other_length_unit(path, None) is None
+        with rasterio.open(path) as src:
+            found = values_unit(src, path)
+            assumed = values_unit(src, path, CRS.from_epsg(2263))
+    assert found == (ValueUnit(unit[0], pytest.approx(unit[1]), unit[2]) if unit else None)
+    if crs is None:  # --assume-crs
+        assert assumed == ValueUnit("US survey foot", pytest.approx(1200 / 3937), False)
 
 
 def test_the_unit_of_heights_is_the_vertical_one_of_a_compound_crs_else_the_projected_one():
@@ -1203,23 +1199,130 @@ def test_the_unit_of_heights_is_the_vertical_one_of_a_compound_crs_else_the_proj
     assert height_unit(CRS.from_epsg(4326)) is None and height_unit(None) is None
 
 
-def test_heights_in_feet_are_warned_about_where_mapped_and_evaluated(trained, scene_dir, tmp_path, caplog):
+def test_values_look_converted_where_their_spread_comes_clearly_nearer_trainings():
+    from mamol_core.data.plausibility import looks_converted
+
+    heights = normal(200, 10)
+    assert looks_converted(heights / 0.3048, 10, 0.3048)  # feet
+    assert not looks_converted(heights, 10, 0.3048)  # metres in a CRS counting in feet
+    assert not looks_converted(normal(0.2, 0.1), 0.1, 0.3048)  # reflectance
+    assert looks_converted(heights * 0.3048, 10, 1 / 0.3048)  # metres for a model trained on feet
+    assert not looks_converted(heights[:50] / 0.3048, 10, 0.3048)  # too few pixels to say
+    assert not looks_converted(normal(200, 24), 10, 0.3048)  # a hillier site in metres: not clearly feet
+    normalised = np.where(np.random.default_rng(1).random(1000) < 0.7, 0.0, np.abs(normal(10, 5)))  # most ground at 0
+    assert looks_converted(normalised / 0.3048, float(normalised.std()), 0.3048)
+    assert not looks_converted(normalised, float(normalised.std()), 0.3048)
+
+
+def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_and_evaluated(trained, scene_dir, tmp_path, caplog):
     from mamol_cli import evaluate
 
-    _, model = trained
+    run, model = trained
+    assert [m.unit for m in run.config.model.modalities] == [ValueUnit("metre", 1.0, False)] * 2  # the scene's CRS (EPSG:32632)
     scene = tmp_path / "scene"
     shutil.copytree(scene_dir, scene)
     with rasterio.open(scene / "dsm.tif", "r+") as dst:
+        dst.write(dst.read() / 0.3048)  # feet, declared
         dst.set_band_unit(1, "ft")
     caplog.set_level(logging.WARNING)
     assert run_map(model, tmp_path / "map.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene / "dsm.tif")).exit_code == 0
-    told = f"{scene / 'dsm.tif'}: its bands declare their values in ft, but the model was trained on a grid counting in metre"
-    assert told in caplog.text and "hsi.tif: its" not in caplog.text
+    told = (f"{scene / 'dsm.tif'}: its dsm values are in ft (declared), where the model's were in metre (presumed from its training "
+            "raster CRS): "
+            f"the model reads heights or lengths 3.28 times too large; convert them (gdal_calc.py -A {scene / 'dsm.tif'} "
+            '--calc="A*0.3048" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units metre converted.tif), or, if they are '
+            f"in metre already, declare that (gdal_edit.py -units metre {scene / 'dsm.tif'})")
+    assert told in caplog.text and "hsi values are in" not in caplog.text
     caplog.clear()
     result = CliRunner().invoke(evaluate.main, ["--model", str(model), "--scene", str(scene), "-o", str(tmp_path / "eval"),
                                                 "--device", "cpu", "--progress", "none", "--quiet"])
     assert result.exit_code == 0, result.output
     assert told in caplog.text
+    caplog.clear()
+    with rasterio.open(scene / "dsm.tif", "r+") as dst:
+        dst.write(dst.read() * 0.3048)  # metres declared as feet: the values say otherwise
+    assert run_map(model, tmp_path / "metres.tif", ("dsm", scene / "dsm.tif")).exit_code == 0
+    assert "values are in" not in caplog.text
+
+    feet = CRS.from_epsg(2263)  # the sensors relabelled in a State Plane CRS, counting in US survey feet: no unit declared
+    for name, scale in (("hsi", 1.0), ("dsm", 3937 / 1200)):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            profile, values = src.profile, src.read()
+        with rasterio.open(tmp_path / f"{name}_ft.tif", "w", **{**profile, "dtype": "float32", "crs": feet,
+                                                                "transform": Affine(3937 / 1200, 0, 1e6, 0, -3937 / 1200, 2e5)}) as dst:
+            dst.write(values.astype(np.float32) * scale)
+    assert run_map(model, tmp_path / "ft.tif", ("hsi", tmp_path / "hsi_ft.tif"), ("dsm", tmp_path / "dsm_ft.tif")).exit_code == 0
+    assert f"{tmp_path / 'dsm_ft.tif'}: its dsm values are in US survey foot (presumed from its CRS, no unit declared; their spread fits " \
+        "that), where the model's were in metre" in caplog.text and 'A*0.3048006' in caplog.text and "or, if they are" not in caplog.text
+    assert "hsi values are in" not in caplog.text  # reflectance in a CRS counting in feet: no length
+
+    def declared_feet(config):
+        for modality in config["model"]["modalities"]:
+            if modality["name"] == "dsm":
+                modality |= {"mean": [v / 0.3048 for v in modality["mean"]], "std": [v / 0.3048 for v in modality["std"]],
+                             "unit": {"name": "ft", "metres": 0.3048, "declared": True}}
+        return config
+
+    feet = tmp_path / "feet.safetensors"
+    copy_with_config(model, feet, declared_feet)  # a model trained on heights declared in feet
+    assert "dsm (1 band, values in ft)" in CliRunner().invoke(info.main, [str(feet)]).output
+    caplog.clear()
+    assert run_map(feet, tmp_path / "feet_map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0  # metres, presumed from the CRS
+    assert f"{scene_dir / 'dsm.tif'}: its dsm values are in metre (presumed from its CRS, no unit declared; their spread fits that), " \
+        "where the model's were in ft (declared): the model reads heights or lengths 3.28 times too small" in caplog.text
+    assert '--calc="A*3.28084" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units ft converted.tif)' in caplog.text
+
+
+def test_a_compound_crs_is_read_by_its_horizontal_part(trained, scene_dir, tmp_path, caplog):
+    """A height model in a compound CRS (UTM + a vertical datum) lies on the same grid as imagery in the UTM
+    CRS alone: read as it is, mapped in the horizontal CRS, named shortly."""
+    _, model = trained
+    shutil.copy(scene_dir / "dsm.tif", tmp_path / "dsm.tif")
+    with rasterio.open(tmp_path / "dsm.tif", "r+") as dst:
+        dst.crs = CRS.from_user_input("EPSG:32632+5773")  # heights above EGM96, in metres
+    caplog.set_level(logging.INFO)
+    assert run_map(model, tmp_path / "map.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", tmp_path / "dsm.tif")).exit_code == 0
+    with rasterio.open(tmp_path / "map.tif") as out:
+        assert out.crs.to_epsg() == 32632 and out.res == (2.0, 2.0)
+    assert "mapping 40x40 px (EPSG:32632)" in caplog.text and "values are in" not in caplog.text and "COMPD_CS" not in caplog.text
+    with rasterio.open(tmp_path / "dsm.tif") as src, rasterio.open(scene_dir / "hsi.tif") as hsi:
+        from mamol_core.mapping.align import effective_grid
+        from mamol_core.data.rasters import grid_of, same_grid
+
+        assert same_grid(effective_grid(grid_of(src), None, tmp_path / "dsm.tif"), effective_grid(grid_of(hsi), None, scene_dir / "hsi.tif"))
+        bare = replace(grid_of(src), crs=None)  # a raster without a CRS, given a compound one by --assume-crs
+        assert effective_grid(bare, CRS.from_user_input("EPSG:32632+5773"), tmp_path / "dsm.tif").crs == CRS.from_epsg(32632)
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    for name in ("dsm.tif", "train_labels.tif"):  # labels made from the compound DSM keep its CRS
+        with rasterio.open(scene / name, "r+") as dst:
+            dst.crs = CRS.from_user_input("EPSG:32632+5773")
+    caplog.clear()
+    assert open_scene(scene).grid.crs == CRS.from_epsg(32632)
+    assert "warped" not in caplog.text and "different grids" not in caplog.text, caplog.text
+
+
+def test_a_models_own_training_rasters_get_no_unit_warning(scene_dir, tmp_path, caplog):
+    """Whatever unit its rasters declare or their CRS counts in, the model was trained on them."""
+    from mamol_core.data.plausibility import unit_warnings
+    from mamol_core.data.pixels import prepare_scene
+    from mamol_core.data.reader import ModelReader
+    from mamol_core.mapping.align import AlignedInputs, MapInput
+
+    scene = tmp_path / "scene"
+    shutil.copytree(scene_dir, scene)
+    with rasterio.open(scene / "dsm.tif", "r+") as dst:
+        dst.set_band_unit(1, "US survey foot")
+    _, specs = prepare_scene(open_scene(scene), ProtocolSpec(0.0, "both", 0), margin=6)
+    by_name = {spec.name: spec for spec in specs}
+    assert by_name["dsm"].unit == ValueUnit("US survey foot", pytest.approx(1200 / 3937), True)
+    paths = {"hsi": scene / "hsi.tif", "dsm": scene / "dsm.tif"}
+    with AlignedInputs([MapInput(n, p) for n, p in paths.items()]) as aligned:
+        reader = ModelReader(specs, aligned)
+        data, valid = reader.read(Window(0, 0, 40, 40), normalized=False)
+        assert unit_warnings(data, valid, reader, paths) == []
+        by_name["dsm"].unit = ValueUnit("metre", 1.0, True)  # had it been trained on metres, declared
+        assert unit_warnings(data, valid, reader, paths)[0].startswith(f"{scene / 'dsm.tif'}: its dsm values are in US survey foot "
+                                                                        "(declared), where the model's were in metre (declared)")
 
 
 def normal(mean, std, size=1000):

@@ -191,15 +191,19 @@ def test_a_layer_in_another_unit_is_a_warning_of_the_run(map_id, tmp_path):
     assert any(f"layer 'hsi_dn' in the hsi slot ({tmp_path / 'hsi_dn.tif'}): its hsi values look unlike those the model was trained on"
                in w for w in feedback.warnings), feedback.warnings
     assert not any("look unlike" in line for line in feedback.lines)
-    shutil.copy(SAMPLE / "dsm.tif", tmp_path / "dsm_ft.tif")
-    with rasterio.open(tmp_path / "dsm_ft.tif", "r+") as dst:
-        dst.set_band_unit(1, "ft")  # heights in feet; the model was trained in metres
-    feedback = Recording()
-    run(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(tmp_path / "dsm_ft.tif"), "OUTPUT": str(tmp_path / "ft.tif")}, feedback)
-    assert any(w.startswith(f"layer 'dsm_ft' in the lidar slot ({tmp_path / 'dsm_ft.tif'}): its bands declare their values in ft, but the "
-                            "model was trained on a grid counting in metre") and w.endswith("convert them first (Processing Toolbox › "
-                            "GDAL › Raster miscellaneous › Raster calculator, expression A*0.3048, type Float32)") for w in feedback.warnings), \
-        feedback.warnings
+
+
+def test_a_unit_fix_is_told_by_the_raster_calculator(map_id):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    told = ("/d/dsm ft.tif: its lidar values are in ft (declared), where the model's were in metre (declared): the model reads heights "
+            "or lengths 3.28 times too large; convert them (gdal_calc.py -A '/d/dsm ft.tif' --calc=\"A*0.3048\" --type=Float32 "
+            "--outfile=converted.tif, then gdal_edit.py -units metre converted.tif), or, if they are in metre already, declare that "
+            "(gdal_edit.py -units metre '/d/dsm ft.tif')")
+    assert algorithm.in_qgis_words(told, {"/d/dsm ft.tif": "layer 'dsm ft' in the lidar slot"}) == (
+        "layer 'dsm ft' in the lidar slot: its lidar values are in ft (declared), where the model's were in metre (declared): the model "
+        "reads heights or lengths 3.28 times too large; convert them (Processing Toolbox › GDAL › Raster miscellaneous › Raster "
+        "calculator, expression A*0.3048, type Float32), or, if they are in metre already, declare that (gdal_edit.py -units metre on "
+        "its file, in the OSGeo4W Shell or a terminal)")
 
 
 class Recording(QgsProcessingFeedback):

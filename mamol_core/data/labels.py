@@ -27,7 +27,8 @@ from mamol_core.config import ClassSpec, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import assign_crs_command
+from mamol_core.mapping.align import crs_name
+from mamol_core.mapping.crs import assign_crs_command, horizontal
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +213,16 @@ def read_label_raster(path: Path, grid: Grid, classes: list[ClassSpec] | None = 
             raise MamolError(f"{path}: a label raster holds one band of class codes, this one {src.count}; give its band of codes "
                              f"alone (gdal_translate -b 1 {shlex.quote(str(path))} labels.tif)")
         own = grid_of(src)
-        on_grid = same_grid(own, grid) or ((src.crs is None or grid.crs is None) and same_grid(replace(own, crs=grid.crs), grid))
-        if on_grid and src.crs != grid.crs:
+        on_grid = same_grid(own, grid) or ((own.crs is None or grid.crs is None) and same_grid(replace(own, crs=grid.crs), grid))
+        if on_grid and own.crs != grid.crs:
             log.info("%s: %s; read on the scene grid, whose origin, pixel size and size it shares", path,
-                     "has no CRS" if src.crs is None else f"lies in {src.crs}, where the scene's rasters have no CRS")
+                     "has no CRS" if own.crs is None else f"lies in {crs_name(own.crs)}, where the scene's rasters have no CRS")
         nodata = src.nodata
         try:
             labels = _read_labels_on(src, path, grid, on_grid)
             if not on_grid:
                 if not (labels > 0).any():
-                    finer = src.crs == grid.crs and abs(src.transform.a * src.transform.e) < abs(grid.transform.a * grid.transform.e)
+                    finer = own.crs == grid.crs and abs(src.transform.a * src.transform.e) < abs(grid.transform.a * grid.transform.e)
                     raise MamolError(f"{path}: no labelled pixel falls on the scene grid ({grid.describe()}); check its CRS and extent"
                                      + ("" if grid.crs is not None else " (the scene's rasters have no CRS: --assume-crs gives theirs)")
                                      + ("; its pixels are finer than the grid's, so labels smaller than a grid pixel fall between its "
@@ -262,7 +263,8 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     grid's CRS, more than 1 % of its labelled area: they lie outside the scene or, finer than the
     grid, between its pixel centres (vector labels are warned about alike). Not for a raster far wider
     than the scene (:data:`WIDE_LABELS`); the source is counted :data:`COUNT_ROWS` rows at a time."""
-    left, bottom, right, top = transform_bounds(src.crs, grid.crs, *src.bounds) if src.crs != grid.crs else src.bounds
+    crs = horizontal(src.crs)
+    left, bottom, right, top = transform_bounds(crs, grid.crs, *src.bounds) if crs != grid.crs else src.bounds
     if (right - left) * (top - bottom) > WIDE_LABELS * grid.width * grid.height * abs(grid.transform.a * grid.transform.e):
         return
     counts, nodata = np.zeros(256, np.int64), src.nodata
@@ -276,7 +278,7 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     lost = [int(c) for c in np.flatnonzero(counts) if not kept_counts[c]]
     area = abs(src.transform.a * src.transform.e) * counts.sum()
     kept = abs(grid.transform.a * grid.transform.e) * kept_counts.sum()
-    outside = 1 - kept / area if area and src.crs == grid.crs else 0.0
+    outside = 1 - kept / area if area and crs == grid.crs else 0.0
     if lost or outside > 0.01:
         several = len(lost) > 1
         which = f" (all of class{'es' if several else ''} {', '.join(map(str, lost))}, so none of {'them' if several else 'it'} is used)"

@@ -17,7 +17,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.plausibility import partial_bands, scale_warnings
+from mamol_core.data.plausibility import partial_bands, scale_warnings, unit_warnings, values_unit
 from mamol_core.data.rasters import open_raster
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
@@ -208,6 +208,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
         reader = ModelReader(layout, aligned)
         data, valid = reader.read(window, normalized=False)
         partial = partial_bands(data, reader, paths)
+        units = [values_unit(d, item.path, aligned.assumed) for d, item in zip(aligned.datasets, aligned.inputs)] if fitting else []
+        other_units = [] if fitting else unit_warnings(data, valid, reader, paths)
     for name, notes in reader.notes().items():
         log.info("%s: %s", paths[name], "; ".join(notes))
     if fitting:
@@ -215,8 +217,10 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
                                                                window.col_off : window.col_off + window.width])
         specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization,
                                   {m.name: reader.file_bands(m.name) for m in scene.modalities})
+        for spec, unit in zip(specs, units):
+            spec.unit = unit
     else:
-        for line in scale_warnings(data, valid, reader, paths):
+        for line in [*scale_warnings(data, valid, reader, paths), *other_units]:
             log.warning(line)
     for line in partial:
         log.warning(line)

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from mamol_core.config import GridSpec
+from mamol_core.config import ValueUnit
 from mamol_core.data.rasters import measurement_bands, open_raster, sample_windows
 from mamol_core.data.reader import BandReading, ModelReader
-from mamol_core.mapping.crs import height_unit, parse_crs
+from mamol_core.mapping.crs import height_unit
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
 #: many training standard deviations from the training mean; scaled down when all its values lie
@@ -87,6 +88,75 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, pat
     return lines
 
 
+def values_unit(dataset, path: Path, assumed: CRS | None = None) -> ValueUnit | None:
+    """The length unit of the values of ``dataset`` (the raster at ``path``; ``assumed`` its CRS where it
+    has none): the unit every measurement band declares (GDAL's unit type), else its CRS's unit for
+    heights (:func:`height_unit`), presumed. A declared unit that GDAL gave the bands from a compound
+    CRS's vertical axis counts as presumed too: it says what heights would be in, not that the bands
+    hold heights. ``None`` where bands declare a unit that is no length, several, or only some declare
+    one, or the CRS tells none (geographic, absent)."""
+    units = [dataset.units[b].strip() if dataset.units[b] else "" for b in measurement_bands(dataset, path)]
+    crs_unit = height_unit(dataset.crs or assumed)
+    if any(units):
+        if len(set(units)) > 1 or units[0].lower() not in LENGTH_UNITS:
+            return None
+        metres = LENGTH_UNITS[units[0].lower()]
+        from_vertical = crs_unit is not None and crs_unit[2] and abs(math.log(crs_unit[1] / metres)) < math.log(SAME_UNIT)
+        return ValueUnit(units[0], metres, not from_vertical)
+    return ValueUnit(crs_unit[0], crs_unit[1], False) if crs_unit is not None else None
+
+
+def looks_converted(values: np.ndarray, std: float, factor: float) -> bool:
+    """Whether one band's valid ``values`` spread clearly nearer the training ``std`` once multiplied by
+    ``factor`` (another length unit): nearer by half the factor at least, on a log scale, so that a site
+    with other relief is not taken for another unit. Their level is not compared: absolute heights
+    differ between sites by more than any unit does."""
+    if values.size < MIN_PIXELS:
+        return False
+    spread = float(values[:: values.size // MAX_PIXELS + 1].astype(np.float64).std())
+    if spread <= 0 or std <= 0:
+        return False
+    now, converted = abs(math.log(spread / std)), abs(math.log(spread * factor / std))
+    return converted < now - abs(math.log(factor)) / 2
+
+
+def unit_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """One line per given modality whose raster holds its values in another length unit than its
+    training raster did (``ModalitySpec.unit``): a height model in feet read by a model trained on
+    metres sees every height 3.28 times too large, which :func:`scale_warnings` does not notice. Where
+    both rasters declare their units, any difference is told; where a unit is only presumed from a CRS
+    (imagery in a State Plane CRS, metre heights in a CRS counting in feet), only when most bands'
+    values (``data`` as ``reader`` read them) also spread clearly nearer training's once converted
+    (:func:`looks_converted`)."""
+    lines, start = [], 0
+    for index, spec in enumerate(reader.modalities):
+        bands = data[start : start + spec.bands]
+        start += spec.bands
+        trained, position = spec.unit, reader.order[index]
+        if spec.name not in paths or trained is None or not spec.mean:
+            continue
+        path = paths[spec.name]
+        found = values_unit(reader.aligned.datasets[position], path, reader.aligned.assumed)
+        factor = found.metres / trained.metres if found is not None else 1.0  # what turns its values into the training unit
+        if abs(math.log(factor)) < math.log(SAME_UNIT):
+            continue
+        if not (found.declared and trained.declared):
+            near = [looks_converted(bands[b][valid[index]], spec.std[b], factor) for b in range(spec.bands)]
+            if sum(near) * 2 <= spec.bands:
+                continue
+        every = " --allBands=A" if reader.aligned.datasets[position].count > 1 else ""
+        size = f"{1 / factor:.3g} times too large" if factor < 1 else f"{factor:.3g} times too small"
+        name, where = shlex.quote(trained.name), shlex.quote(str(path))
+        found_how = "declared" if found.declared else "presumed from its CRS, no unit declared; their spread fits that"
+        trained_how = "declared" if trained.declared else "presumed from its training raster CRS"
+        declare = f", or, if they are in {trained.name} already, declare that (gdal_edit.py -units {name} {where})" if found.declared else ""
+        lines.append(f"{path}: its {spec.name} values are in {found.name} ({found_how}), where the model's were in {trained.name} "
+                     f"({trained_how}): the model reads heights or lengths {size}; convert them (gdal_calc.py -A {where}{every} "
+                     f"--calc=\"A*{factor:.7g}\" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units {name} converted.tif)"
+                     f"{declare}")
+    return lines
+
+
 def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     """One line per given modality whose raw ``data`` (as ``reader`` read it: NaN where a band holds no
     data) has data in only some of its bands on more than ``MAX_PARTIAL`` of its covered pixels: bands
@@ -117,12 +187,13 @@ def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path])
 
 
 def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
-    """:func:`scale_warnings` and :func:`partial_bands` for the inputs of ``reader``, read raw at a few places of its grid."""
+    """:func:`scale_warnings`, :func:`unit_warnings` and :func:`partial_bands` for the inputs of ``reader``, read raw at a
+    few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return [*scale_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths)]
+    return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths)]
 
 
 def coarser_vrt(path: Path) -> str | None:
@@ -154,51 +225,9 @@ def coarser_vrt(path: Path) -> str | None:
             f"-resolution highest")
 
 
-def file_warnings(path: Path, model_grid: GridSpec | None = None) -> list[str]:
-    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill
-    value, and (given the grid a model was trained on) values in another length unit."""
-    return [line for line in (coarser_vrt(path), undeclared_fill(path), other_length_unit(path, model_grid)) if line]
-
-
-def values_unit(path: Path) -> tuple[str, float, str] | None:
-    """The length unit of the values of the raster at ``path``, as ``(name, metres per unit, whence)``:
-    the unit its measurement bands declare (GDAL's unit type), else its compound CRS's vertical unit,
-    else its projected CRS's linear unit, which heights are usually stored in. ``None`` where its bands
-    declare a unit that is no length, or several, or its CRS tells none (geographic, absent)."""
-    with open_raster(path) as src:
-        declared = {src.units[b].strip() for b in measurement_bands(src, path) if src.units[b]} - {""}
-        crs = src.crs
-    if declared:
-        unit = declared.pop()
-        if declared or unit.lower() not in LENGTH_UNITS:
-            return None
-        return unit, LENGTH_UNITS[unit.lower()], "its bands declare their values in"
-    found = height_unit(crs)
-    if found is None:
-        return None
-    name, per_unit, vertical = found
-    return name, per_unit, "its CRS counts heights in" if vertical else "its CRS counts in"
-
-
-def other_length_unit(path: Path, model_grid: GridSpec | None) -> str | None:
-    """A warning when the raster at ``path`` holds its values (by :func:`values_unit`) in another length
-    unit than the one the model's training grid counts heights in (``model_grid``'s CRS): a height model
-    in feet read by a model trained on metres sees every height 3.28 times too large, which no check of
-    the values' spread notices. Pixel sizes are converted between CRSs; values are read as stored."""
-    trained = height_unit(parse_crs(model_grid.crs, "the model's training grid")) if model_grid is not None and model_grid.crs else None
-    found = values_unit(path) if trained is not None else None
-    if found is None:
-        return None
-    name, per_unit, whence = found
-    ratio = trained[1] / per_unit  # how many times too large the model reads a length
-    if abs(math.log(ratio)) < math.log(SAME_UNIT):
-        return None
-    with open_raster(path) as src:
-        every = " --allBands=A" if src.count > 1 else ""
-    size = f"{ratio:.3g} times too large" if ratio > 1 else f"{1 / ratio:.3g} times too small"
-    return (f"{path}: {whence} {name}, but the model was trained on a grid counting in {trained[0]}; values are read as stored, so if "
-            f"they are heights or lengths the model reads them {size}: convert them first (gdal_calc.py -A {shlex.quote(str(path))}{every} "
-            f"--calc=\"A*{1 / ratio:.7g}\" --type=Float32 --outfile=converted.tif)")
+def file_warnings(path: Path) -> list[str]:
+    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill value."""
+    return [line for line in (coarser_vrt(path), undeclared_fill(path)) if line]
 
 
 def undeclared_fill(path: Path) -> str | None:

@@ -18,6 +18,7 @@ from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
+from mamol_core.mapping.crs import horizontal
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,14 @@ def missing_sources(dataset) -> list[str]:
 
 
 def grid_of(dataset) -> Grid:
-    """An open raster's grid; refused when only ground control points or RPCs place it (a raw scene,
-    such as a Sentinel-1 GRD measurement file), since its pixels then lie on no map grid."""
+    """An open raster's grid (in the horizontal part of a compound CRS); refused when only ground control
+    points or RPCs place it (a raw scene, such as a Sentinel-1 GRD measurement file), since its pixels
+    then lie on no map grid."""
     if dataset.crs is None and dataset.transform.is_identity and (dataset.gcps[0] or dataset.rpcs):
         by = "ground control points" if dataset.gcps[0] else "RPCs"
         raise MamolError(f"{dataset.name}: placed only by {by}, on no map grid; warp it onto one first "
                          f"(gdalwarp -t_srs EPSG:XXXX{' -rpc' if by == 'RPCs' else ''} {shlex.quote(dataset.name)} warped.tif)")
-    return Grid(dataset.crs, dataset.transform, dataset.width, dataset.height)
+    return Grid(horizontal(dataset.crs), dataset.transform, dataset.width, dataset.height)
 
 
 def box_of(dataset) -> tuple[float, float, float, float]:

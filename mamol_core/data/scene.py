@@ -19,7 +19,7 @@ import numpy as np
 
 from mamol_core.config import ClassSpec, GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, shared_grid
+from mamol_core.mapping.align import AlignedInputs, MapInput, crs_name, effective_grid, shared_grid
 from mamol_core.mapping.crs import parse_crs
 from mamol_core.data.labels import (
     check_label_values,
@@ -157,7 +157,7 @@ def open_scene(
     label_raster = functools.cache(is_label_raster)  # GDAL probes a labels file without a raster suffix once
     paths = find_modalities(folder, inputs or {}, {"--labels": labels, "--test-labels": test_labels})
     rasters, grids = zip(*(describe_modality(name, path) for name, path in paths.items()))
-    for warning in [line for path in paths.values() for line in file_warnings(path, model_grid)]:
+    for warning in [line for path in paths.values() for line in file_warnings(path)]:
         log.warning(warning)
     grid = scene_grid(rasters, grids, reference, assume_crs, model_grid)
     table = _class_table(folder, classes)
@@ -276,7 +276,8 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
         grid = aligned.grid
     flipped = reference is None and all(same_grid(g, own[0]) for g in own) and is_flipped(own[0])
     log.info("%s: read on one grid of %s, pixel %g x %g, %dx%d px (warped where needed)",
-             "rasters stored y-up" if flipped else "rasters on different grids", grid.crs, *grid.pixel_size, grid.width, grid.height)
+             "rasters stored y-up" if flipped else "rasters on different grids", crs_name(grid.crs), *grid.pixel_size, grid.width,
+             grid.height)
     return grid
 
 

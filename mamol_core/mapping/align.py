@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import as_pyproj, assign_crs_command, check_on_earth, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import as_pyproj, assign_crs_command, check_on_earth, horizontal, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ def differs(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def effective_grid(grid: Grid, assumed: CRS | None, path: Path) -> Grid:
-    """The grid of the raster at ``path``, in ``assumed`` (``--assume-crs``) when it has no CRS of its own;
-    refused where its extent cannot lie in that CRS."""
+    """The grid of the raster at ``path``, in ``assumed`` (``--assume-crs``) when it has no CRS of its own
+    (horizontal: a compound CRS's vertical part is left out); refused where its extent cannot lie in that CRS."""
     t, w, h = grid.transform, grid.width, grid.height
     check_on_earth(grid.crs or assumed, [t @ (0, 0), t @ (w, 0), t @ (0, h), t @ (w, h)], path, assumed=grid.crs is None,
                    slack=max(grid.pixel_size) / 2 * (1 + 1e-9))
-    return Grid(grid.crs or assumed, grid.transform, grid.width, grid.height)
+    return Grid(horizontal(grid.crs or assumed), grid.transform, grid.width, grid.height)
 
 
 def shared_grid(grids: list[Grid], model_grid: GridSpec | None) -> Grid | None:
@@ -101,7 +101,7 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
     pixel size (when the reference was not chosen ``explicit``-ly and the units compare; else the
     reference's, with a warning if it differs from the model's), extent = union of the inputs."""
     crs_list = [source_crs(d, p, assumed, model_grid) for d, p in zip(datasets, paths)]
-    ref_crs = source_crs(reference, reference_path, assumed, model_grid)
+    ref_crs = horizontal(source_crs(reference, reference_path, assumed, model_grid))
     ref_bounds = box_of(reference)
     t = reference.transform
     if t.b != 0 or t.d != 0:
@@ -266,7 +266,7 @@ class AlignedInputs(contextlib.ExitStack):
         paths = [i.path for i in inputs]
         for dataset, path in zip(self.datasets, paths):
             check_real_values(dataset, path)
-        assumed = parse_crs(assume_crs)
+        assumed = self.assumed = parse_crs(assume_crs)
         own = [effective_grid(grid_of(d), assumed, p) for d, p in zip(self.datasets, paths)]
         shared = shared_grid(own, model_grid) if grid is None and reference is None else None
         if grid is not None:

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from mamol_core.data.rasters import Grid, box_of, gdal_reason, grid_of, open_raster
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import effective_grid
+from mamol_core.mapping.align import crs_name, effective_grid
 from mamol_core.mapping.crs import assign_crs_command, check_on_earth
 
 
@@ -73,7 +73,7 @@ def crop_grid(grid: Grid, bounds: tuple[float, float, float, float], source: str
     t = grid.transform
     left, bottom, right, top = bounds
     if not all(map(math.isfinite, bounds)):
-        raise MamolError(f"{source}: cannot be placed in the input rasters' CRS {grid.crs}; check its CRS")
+        raise MamolError(f"{source}: cannot be placed in the input rasters' CRS {crs_name(grid.crs)}; check its CRS")
     col0, col1 = math.floor((left - t.c) / t.a + 1e-6), math.ceil((right - t.c) / t.a - 1e-6)
     row0, row1 = math.floor((top - t.f) / t.e + 1e-6), math.ceil((bottom - t.f) / t.e - 1e-6)
     if min(col1, grid.width) <= max(col0, 0) or min(row1, grid.height) <= max(row0, 0):

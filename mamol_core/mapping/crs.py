@@ -75,6 +75,31 @@ def metres_per_unit(crs: CRS | None) -> float | None:
         return None
 
 
+def horizontal(crs: CRS | None) -> CRS | None:
+    """``crs`` without the vertical part of a compound CRS (a height model's ``UTM 18N + NAVD88 height``):
+    grids, maps and their CRSs are horizontal; ``crs`` itself where it has none."""
+    if crs is None or not crs.to_wkt().startswith(("COMPD_CS", "COMPOUNDCRS")):
+        return crs
+    import pyproj
+
+    try:
+        parts = as_pyproj(crs).sub_crs_list
+        return CRS.from_wkt(next(part for part in parts if not part.is_vertical).to_wkt())
+    except (pyproj.exceptions.CRSError, StopIteration, CRSError):
+        return crs
+
+
+def crs_unit(crs: CRS) -> str | None:
+    """The name of the unit ``crs`` counts its coordinates in (``metre``, ``US survey foot``, ``degree``);
+    ``None`` where PROJ cannot tell."""
+    import pyproj
+
+    try:
+        return as_pyproj(crs).axis_info[0].unit_name
+    except (pyproj.exceptions.CRSError, IndexError, CRSError):
+        return None
+
+
 def height_unit(crs: CRS | None) -> tuple[str, float, bool] | None:
     """The unit ``crs`` counts heights in, as ``(name, metres per unit, vertical)``: a compound CRS's
     vertical unit (``vertical``), else a projected CRS's linear unit, which heights stored with it are

@@ -34,7 +34,7 @@ from mamol_core.data.plausibility import file_warnings, input_warnings
 from mamol_core.data.rasters import Grid
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.align import AlignedInputs, MapInput, crs_name
 from mamol_core.mapping.area import GridArea, MapArea
 from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts, tiles_touching
 from mamol_core.mapping.outputs import MapWriter, OutputPaths, encode_block
@@ -360,13 +360,12 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
                 paths = {item.name: item.path for item in inputs}
                 for name, notes in reader.notes().items():
                     log.info("%s: %s", paths[name], "; ".join(notes))
-                for line in [*(line for item in inputs for line in file_warnings(item.path, config.model.grid)),
-                             *input_warnings(reader, paths)]:
+                for line in [*(line for item in inputs for line in file_warnings(item.path)), *input_warnings(reader, paths)]:
                     log.warning(line)
             blocks = plan_blocks(grid.height, grid.width, size, stride, side, lattice_phase(grid, stride))
         total = sum(len(b.origins) for b in blocks)
         log.info("mapping %dx%d px (%s) in %d block%s, %d tile%s of %d px (tokens of %d px), stride %d, device %s", grid.width,
-                 grid.height, grid.crs, len(blocks), "" if len(blocks) == 1 else "s", total, "" if total == 1 else "s", size,
+                 grid.height, crs_name(grid.crs), len(blocks), "" if len(blocks) == 1 else "s", total, "" if total == 1 else "s", size,
                  config.model.layout.token_size, stride, device)
         parts = None
         if current().distributed or (model_path is not None and len(blocks) > 1):

@@ -100,7 +100,7 @@ class SavedState:
         then settings, with both values where they are short (``train.lr 0.001 then, 0.01 now``). A setting
         added to mamol after the state was written counts as its default there (the run behaved so); one
         this mamol does not know counts as a difference. Where they compute is not compared (see :attr:`compute`)."""
-        differing = _differences(_with_defaults(self.meta["config"]), json.loads(identity.config_json))
+        differing = _differences(_compared(_with_defaults(self.meta["config"])), _compared(json.loads(identity.config_json)))
         return ([TRAINING_LABELS] if self.meta["labels"] != identity.labels else []) + [
             _described(key, *differing[key]) for key in sorted(set(differing) - NOT_COMPARED)]
 
@@ -199,6 +199,16 @@ def _with_defaults(config: dict) -> dict:
         if isinstance(merged.get(section), dict) and merged[section].get(key, value) == value:
             merged[section] = {k: v for k, v in merged[section].items() if k != key}
     return merged
+
+
+def _compared(config: dict) -> dict:
+    """``config`` without what does not change how a run trains: the modalities' value units (read for the
+    warnings of mapping; unrecorded in the states of an earlier mamol)."""
+    model = config.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("modalities"), list):
+        return config
+    modalities = [{k: v for k, v in m.items() if k != "unit"} if isinstance(m, dict) else m for m in model["modalities"]]
+    return {**config, "model": {**model, "modalities": modalities}}
 
 
 def _merged(defaults, stored):
