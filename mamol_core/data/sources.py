@@ -5,6 +5,7 @@ where the model reads bands as declared), and (where asked, as routing plots ask
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from mamol_core.config import ModelConfig
@@ -19,9 +20,12 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     known = model.modality_names
     if not sources:
         raise MamolError(f"no input raster given; the model expects {', '.join(known)} (e.g. --input {known[0]}=PATH)")
-    for name, path in sources.items():
-        if name not in known:
-            raise MamolError(f"{path}: the model knows no modality {name!r}; it expects {', '.join(known)} (use --input NAME=PATH)")
+    unknown, free = [n for n in sources if n not in known], [n for n in known if n not in sources]
+    if unknown:
+        path = sources[unknown[0]]  # where one file and one modality are left over, it is likely that one (dsm.tif for lidar)
+        use = (f"if it is its {free[0]} raster, --input {free[0]}={shlex.quote(str(path))}" if len(unknown) == len(free) == 1
+               else "use --input NAME=PATH")
+        raise MamolError(f"{path}: the model knows no modality {unknown[0]!r}; it expects {', '.join(known)} ({use})")
     check_one_file_each(sources)
     specs = {m.name: m for m in model.modalities}
     for name, path in sources.items():
