@@ -248,10 +248,10 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
                       "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
         text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
                       r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
-        text = re.sub(rf", then gdal_edit\.py -units {path} converted\.tif", "", text)  # the calculator's raster declares no unit
+        text = re.sub(rf", then gdal_edit\.py -units {path} {path}\)", ")", text)  # the calculator's raster declares no unit
         text = re.sub(rf"declare that \(gdal_edit\.py -units ({path}) {path}\)",  # no QGIS menu sets a band's unit
                       r"declare that (gdal_edit.py -units \1 on its file, in the OSGeo4W Shell or a terminal)", text)
-        text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="([^"]+)" --type=Float32 --outfile=(?:amplitude|converted)\.tif',
+        text = re.sub(rf'gdal_calc\.py -A {path}( --allBands=A)? --calc="([^"]+)" --type=Float32 --outfile={path}',
                       lambda m: f"Processing Toolbox › GDAL › Raster miscellaneous › Raster calculator, expression {m.group(2)}, "
                       "type Float32" + (", band by band" if m.group(1) else ""), text)
         text = text.replace("build it again with -resolution highest", "build it again with Raster › Miscellaneous › Build virtual "

@@ -1230,9 +1230,9 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
     caplog.set_level(logging.WARNING)
     assert run_map(model, tmp_path / "map.tif", ("hsi", scene / "hsi.tif"), ("dsm", scene / "dsm.tif")).exit_code == 0
     told = (f"{scene / 'dsm.tif'}: its dsm values are in ft (declared), where the model's were in metre (presumed from its training "
-            "raster CRS): "
-            f"the model reads heights or lengths 3.28 times too large; convert them (gdal_calc.py -A {scene / 'dsm.tif'} "
-            '--calc="A*0.3048" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units metre converted.tif), or, if they are '
+            f"raster's CRS): the model reads heights or lengths 3.28 times too large; convert them (gdal_calc.py -A {scene / 'dsm.tif'} "
+            f'--calc="A*0.3048" --type=Float32 --outfile={scene / "dsm_metre.tif"}, then gdal_edit.py -units metre {scene / "dsm_metre.tif"}), '
+            "or, if they are "
             f"in metre already, declare that (gdal_edit.py -units metre {scene / 'dsm.tif'})")
     assert told in caplog.text and "hsi values are in" not in caplog.text
     caplog.clear()
@@ -1257,6 +1257,15 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
     assert f"{tmp_path / 'dsm_ft.tif'}: its dsm values are in US survey foot (presumed from its CRS, no unit declared; their spread fits " \
         "that), where the model's were in metre" in caplog.text and 'A*0.3048006' in caplog.text and "or, if they are" not in caplog.text
     assert "hsi values are in" not in caplog.text  # reflectance in a CRS counting in feet: no length
+    with rasterio.open(tmp_path / "dsm_ft.tif") as src:
+        profile, values = src.profile, src.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no CRS
+        with rasterio.open(tmp_path / "dsm_nocrs.tif", "w", **{**profile, "crs": None}) as dst:
+            dst.write(values)
+    caplog.clear()
+    assert run_map(model, tmp_path / "nocrs.tif", ("dsm", tmp_path / "dsm_nocrs.tif"), extra=["--assume-crs", "EPSG:2263"]).exit_code == 0
+    assert "its dsm values are in US survey foot (presumed from --assume-crs EPSG:2263, no unit declared" in caplog.text
 
     def declared_feet(config):
         for modality in config["model"]["modalities"]:
@@ -1272,7 +1281,8 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
     assert run_map(feet, tmp_path / "feet_map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0  # metres, presumed from the CRS
     assert f"{scene_dir / 'dsm.tif'}: its dsm values are in metre (presumed from its CRS, no unit declared; their spread fits that), " \
         "where the model's were in ft (declared): the model reads heights or lengths 3.28 times too small" in caplog.text
-    assert '--calc="A*3.28084" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units ft converted.tif)' in caplog.text
+    assert f'--calc="A*3.28084" --type=Float32 --outfile={scene_dir / "dsm_ft.tif"}, then gdal_edit.py -units ft {scene_dir / "dsm_ft.tif"})' \
+        in caplog.text
 
 
 def test_a_compound_crs_is_read_by_its_horizontal_part(trained, scene_dir, tmp_path, caplog):

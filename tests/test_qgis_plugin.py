@@ -197,7 +197,8 @@ def test_a_unit_fix_is_told_by_the_raster_calculator(map_id):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     told = ("/d/dsm ft.tif: its lidar values are in ft (declared), where the model's were in metre (declared): the model reads heights "
             "or lengths 3.28 times too large; convert them (gdal_calc.py -A '/d/dsm ft.tif' --calc=\"A*0.3048\" --type=Float32 "
-            "--outfile=converted.tif, then gdal_edit.py -units metre converted.tif), or, if they are in metre already, declare that "
+            "--outfile='/d/dsm ft_metre.tif', then gdal_edit.py -units metre '/d/dsm ft_metre.tif'), or, if they are in metre already, "
+            "declare that "
             "(gdal_edit.py -units metre '/d/dsm ft.tif')")
     assert algorithm.in_qgis_words(told, {"/d/dsm ft.tif": "layer 'dsm ft' in the lidar slot"}) == (
         "layer 'dsm ft' in the lidar slot: its lidar values are in ft (declared), where the model's were in metre (declared): the model "

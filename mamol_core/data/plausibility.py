@@ -6,6 +6,7 @@ does not declare as nodata, is read by the model as measurements and maps wrongl
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from rasterio.windows import Window
 from mamol_core.config import ValueUnit
 from mamol_core.data.rasters import measurement_bands, open_raster, sample_windows
 from mamol_core.data.reader import BandReading, ModelReader
+from mamol_core.mapping.align import crs_name
 from mamol_core.mapping.crs import height_unit
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
@@ -106,6 +108,14 @@ def values_unit(dataset, path: Path, assumed: CRS | None = None) -> ValueUnit | 
     return ValueUnit(crs_unit[0], crs_unit[1], False) if crs_unit is not None else None
 
 
+def presumed_from(dataset, assumed: CRS | None) -> str:
+    """Where a presumed unit of ``dataset``'s values comes from, for messages."""
+    if dataset.crs is None:
+        return f"--assume-crs {crs_name(assumed)}"
+    found = height_unit(dataset.crs)
+    return "its vertical CRS" if found is not None and found[2] else "its CRS"
+
+
 def looks_converted(values: np.ndarray, std: float, factor: float) -> bool:
     """Whether one band's valid ``values`` spread clearly nearer the training ``std`` once multiplied by
     ``factor`` (another length unit): nearer by half the factor at least, on a log scale, so that a site
@@ -144,15 +154,18 @@ def unit_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, path
             near = [looks_converted(bands[b][valid[index]], spec.std[b], factor) for b in range(spec.bands)]
             if sum(near) * 2 <= spec.bands:
                 continue
-        every = " --allBands=A" if reader.aligned.datasets[position].count > 1 else ""
+        dataset = reader.aligned.datasets[position]
+        every = " --allBands=A" if dataset.count > 1 else ""
         size = f"{1 / factor:.3g} times too large" if factor < 1 else f"{factor:.3g} times too small"
         name, where = shlex.quote(trained.name), shlex.quote(str(path))
-        found_how = "declared" if found.declared else "presumed from its CRS, no unit declared; their spread fits that"
-        trained_how = "declared" if trained.declared else "presumed from its training raster CRS"
+        converted = shlex.quote(str(path.with_name(f"{path.stem}_{re.sub(r'[^A-Za-z0-9]+', '_', trained.name).strip('_')}.tif")))
+        found_how = ("declared" if found.declared else
+                     f"presumed from {presumed_from(dataset, reader.aligned.assumed)}, no unit declared; their spread fits that")
+        trained_how = "declared" if trained.declared else "presumed from its training raster's CRS"
         declare = f", or, if they are in {trained.name} already, declare that (gdal_edit.py -units {name} {where})" if found.declared else ""
         lines.append(f"{path}: its {spec.name} values are in {found.name} ({found_how}), where the model's were in {trained.name} "
                      f"({trained_how}): the model reads heights or lengths {size}; convert them (gdal_calc.py -A {where}{every} "
-                     f"--calc=\"A*{factor:.7g}\" --type=Float32 --outfile=converted.tif, then gdal_edit.py -units {name} converted.tif)"
+                     f"--calc=\"A*{factor:.7g}\" --type=Float32 --outfile={converted}, then gdal_edit.py -units {name} {converted})"
                      f"{declare}")
     return lines
 
