@@ -52,12 +52,17 @@ def main(model_path, as_json, check):
                    f"{config.train.validation_block} px, seed {config.train.seed}); best OA {record.best_oa:.2f} % at step "
                    f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:
-        click.echo(f"training grid: {grid_text(model.grid)} (mamol-map maps at this pixel size unless --reference is given)")
+        click.echo(f"training grid: {grid_text(model.grid)} (mamol-map maps at this pixel size, in the CRS and alignment of the "
+                   "finest input given, unless --reference is given: maps from other sensors align only with the same --reference)")
     else:
         click.echo("training grid: not recorded (an older model file); mamol-map uses the finest input's grid")
     accuracy = report_accuracy(model_path)
     if accuracy:
         click.echo(accuracy)
+
+
+#: Fewer test pixels than this in a sensor combination say little of its accuracy.
+FEW_PIXELS = 100
 
 
 def report_accuracy(model_path: Path) -> str | None:
@@ -75,7 +80,9 @@ def report_accuracy(model_path: Path) -> str | None:
             if report["context"].get(DIGEST_KEY, digest) != digest:  # reports of mamol 0.3.0 and before record none
                 earlier.append(folder)
                 continue
-            patterns = "; ".join(f"{name} {measure_text(summary['oa'])}" for name, summary in results.items() if name != "overall")
+            patterns = "; ".join(f"{name} {measure_text(summary['oa'])} ({summary['samples']} px"
+                                 f"{', too few to judge' if summary['samples'] < FEW_PIXELS else ''})"
+                                 for name, summary in results.items() if name != "overall")
             return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
                     f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
                     + (f"; by missing pattern: {patterns}" if patterns else ""))

@@ -125,6 +125,8 @@ CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)":
             "Assign projection…)", "valid on less than --min-valid of every tile": "valid on too few pixels of every tile",
             "; --missing-rate and --missing set another protocol": "", ", pass --reference RASTER to choose the grid": "",
             ", or train on a finer grid (--reference)": ""}
+#: Fewer test pixels than this in a sensor combination say little of how well the model maps from it.
+FEW_PIXELS = 100
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
 COMPLEX_TYPES = {Qgis.CInt16, Qgis.CInt32, Qgis.CFloat32, Qgis.CFloat64}
@@ -411,10 +413,16 @@ class MapLandCover(ModelAlgorithm):
 
     def accuracy_note(self, given: list[str]) -> str | None:
         """A warning when the model's report shows the sensors ``given`` map poorly (OA under 70 %, or 10
-        points under all sensors), with the figures; ``None`` otherwise or without a report."""
+        points under all sensors), with the figures, or scores them on fewer than :data:`FEW_PIXELS` test
+        pixels (a combination the protocol left out: one of three sensors alone); ``None`` otherwise or
+        without a report."""
         results = model_results(self.model_path)
         names = [m["name"] for m in self.modalities]
         these, complete = results.get(pattern_of(given, names)), results.get("complete")
+        if results and len(given) < len(names) and (not these or these.get("samples", 0) < FEW_PIXELS):
+            scored = f"on only {these['samples']} of its test pixels" if these else "on none of its test pixels"
+            return (f"{self.model_name} was scored from {' + '.join(given)} {scored}, too few to tell how well it maps from these sensors; "
+                    "evaluate it on test labels with these sensors alone before relying on the map.")
         if not these or these.get("oa") is None:
             return None
         best = complete.get("oa") if complete else None

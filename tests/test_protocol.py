@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mamol_core.data.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name
+from mamol_core.data.protocol import assign_presence, describe_protocol, missing_patterns, pattern_name, untrained_note
 from mamol_core.errors import MamolError
 
 NAMES = ["hsi", "lidar"]
@@ -64,3 +64,14 @@ def test_one_modality_or_rate_zero_keeps_every_sample_complete_and_says_so():
     assert describe_protocol(["dsm"], 0.7, "both").startswith("one modality (dsm): every sample is complete")
     assert describe_protocol(["a", "b"], 0.7, "both") == "70% of the samples miss a modality (35% lack a; 35% lack b), 30% have all of a, b"
     assert describe_protocol(["a", "b", "c"], 0.5, "c") == "50% of the samples miss a modality (50% lack c), 50% have all of a, b, c"
+
+
+def test_a_protocol_that_leaves_sensor_combinations_untrained_says_so():
+    three = ["hsi", "lidar", "sar"]
+    note = untrained_note(three, 0.5, "both")
+    assert note == ("with 3 sensors, --missing both trains for 4 of their 7 combinations, so a map from the others (sar alone, say) uses "
+                    "combinations the model never saw; set --missing to subsets to train for every combination")
+    assert "trains for 2 of their 7" in untrained_note(three, 0.7, "sar")
+    assert untrained_note(three, 0.5, "subsets") is None and untrained_note(three, 0.0, "both") is None
+    assert untrained_note(NAMES, 0.5, "both") is None  # two sensors: each alone is trained for
+

@@ -649,6 +649,21 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     assert feedback.warnings == [note]
 
 
+def test_sensors_the_report_scores_on_few_pixels_are_warned_about(map_id, monkeypatch):
+    from qgis_plugin import algorithms
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    monkeypatch.setattr(algorithms, "model_results", lambda path: {"complete": {"oa": 95.0, "samples": 5000},
+                                                                     "missing hsi": {"oa": 96.0, "samples": 11}})
+    assert algorithm.accuracy_note(["lidar"]) == ("sample_model was scored from lidar on only 11 of its test pixels, too few to tell how "
+                                                  "well it maps from these sensors; evaluate it on test labels with these sensors alone "
+                                                  "before relying on the map.")
+    assert "on none of its test pixels" in algorithm.accuracy_note(["hsi"])  # a combination its report does not hold
+    assert algorithm.accuracy_note(["hsi", "lidar"]) is None
+    monkeypatch.setattr(algorithms, "model_results", lambda path: {})
+    assert algorithm.accuracy_note(["lidar"]) is None  # no report: nothing to say
+
+
 def test_the_help_panel_shows_no_report_of_an_earlier_model_at_the_same_path(plugin, tmp_path):
     from mamol_core.modelfile.header import header_digest as core_digest
     from qgis_plugin.algorithms import header_digest, model_results

@@ -99,3 +99,20 @@ def describe_protocol(names: list[str], rate: float, missing: str) -> str:
     shares = [rate * w / sum(weights) for w in weights]
     parts = [f"{share:.0%} lack {' and '.join(n for n, here in zip(names, p) if not here)}" for p, share in zip(patterns, shares)]
     return f"{rate:.0%} of the samples miss a modality ({'; '.join(parts)}), {1 - rate:.0%} have all of {', '.join(names)}"
+
+
+def untrained_note(names: list[str], rate: float, missing: str) -> str | None:
+    """A warning where the protocol trains for only some of the sensor combinations a map may have (three
+    or more sensors: ``both`` trains for one missing at a time, so a map from one sensor alone was never
+    trained for); ``None`` where it trains for all, or for none on purpose (missing rate 0)."""
+    if len(names) < 3 or rate == 0:
+        return None
+    trained = {tuple(p) for p in weighted_patterns(names, missing)[0]}
+    untrained = [bits for bits in itertools.product([False, True], repeat=len(names)) if 0 < sum(bits) < len(names) and bits not in trained]
+    if not untrained:
+        return None
+    example = " and ".join(n for n, here in zip(names, min(untrained, key=sum)) if here)
+    return (f"with {len(names)} sensors, --missing {missing} trains for {2 ** len(names) - 1 - len(untrained)} of their "
+            f"{2 ** len(names) - 1} combinations, so a map from the others ({example} alone, say) uses combinations the model never "
+            "saw; set --missing to subsets to train for every combination")
+
