@@ -1356,3 +1356,12 @@ def test_a_band_is_unlike_training_when_scaled_by_a_large_factor(values, trainin
     from mamol_core.data.plausibility import band_mismatch
 
     assert (band_mismatch(values, *training) is not None) == flagged
+
+
+@pytest.mark.parametrize("sensors", [1, 2, 4, 5, 8])
+def test_every_sensor_combination_has_a_colour_of_its_own(sensors):
+    from mamol_core.mapping.outputs import availability_style
+
+    style = availability_style([f"s{i}" for i in range(sensors)])
+    colours = re.findall(r'paletteEntry value="\d+" color="(#[0-9a-f]{6})"', style)
+    assert len(colours) == 2**sensors - 1 == len(set(colours))

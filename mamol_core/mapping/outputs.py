@@ -5,6 +5,7 @@ only when the map is complete."""
 
 from __future__ import annotations
 
+import colorsys
 import contextlib
 import logging
 import os
@@ -126,15 +127,32 @@ def percent_style(band: int, label: str) -> str:
     </rasterrenderer>""", label)
 
 
+#: Colours of the first sensor combinations (ColorBrewer's Paired, reordered); more combinations than these
+#: (four sensors and up) get colours of their own spread around the hue circle (:func:`distinct_colours`).
+COMBINATION_COLOURS = ["#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f",
+                       "#cab2d6", "#ffff99"]
+
+
+def distinct_colours(count: int) -> list[str]:
+    """``count`` different ``#rrggbb`` colours: :data:`COMBINATION_COLOURS` where they suffice, else hues a
+    golden angle apart in three shades, so no two combinations of up to eight sensors share one."""
+    if count <= len(COMBINATION_COLOURS):
+        return COMBINATION_COLOURS[:count]
+    colours = []
+    for i in range(count):
+        red, green, blue = colorsys.hsv_to_rgb((i * 0.6180339887) % 1, (0.9, 0.55, 0.75)[i % 3], (0.85, 0.95, 0.6)[i % 3])
+        colours.append(f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}")
+    return colours
+
+
 def availability_style(modality_names: list[str]) -> str:
     """A QGIS paletted style for the availability bit mask: one colour and legend entry per sensor combination."""
-    palette = ["#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f",
-               "#cab2d6", "#ffff99"]
+    palette = distinct_colours(2 ** len(modality_names) - 1)
     entries = []
     for value in range(1, 2 ** len(modality_names)):
         used = [name for bit, name in enumerate(modality_names) if value >> bit & 1]
         label = " + ".join(used) + (" (all)" if len(used) == len(modality_names) > 1 else " only" if len(modality_names) > 1 else "")
-        entries.append(f'        <paletteEntry value="{value}" color="{palette[(value - 1) % len(palette)]}" alpha="255" '
+        entries.append(f'        <paletteEntry value="{value}" color="{palette[value - 1]}" alpha="255" '
                        f'label={quoteattr(label)}/>')
     return _style(f"""    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
       <colorPalette>
