@@ -407,22 +407,24 @@ def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_cop
         assert f"declare it (gdal_edit.py -a_nodata {fill:g}" in caplog.text
 
 
-@pytest.mark.parametrize("ground, warned", [(False, True), (True, False)])
-def test_zero_fill_in_the_corners_of_a_reprojected_raster_is_warned_about(tmp_path, ground, warned):
+@pytest.mark.parametrize("wedge, ground, warned", [
+    (12, False, "a value none of its pixels sampled inside takes"), (12, True, None),
+    (70, False, "only around its data"), (70, True, None)])  # wedges wide enough to reach the places sampled
+def test_zero_fill_in_the_corners_of_a_reprojected_raster_is_warned_about(tmp_path, wedge, ground, warned):
     """gdalwarp without -dstnodata fills the wedges at a turned grid's corners with 0 and declares nothing; a height model
     whose ground reads 0 inside as well is left alone."""
     from mamol_core.data.plausibility import undeclared_fill
 
     data = np.random.default_rng(0).uniform(195, 219, (1, 160, 160)).astype(np.float32)
     r, c = np.ogrid[:160, :160]
-    data[:, (r + c < 12) | (r + 159 - c < 12) | (159 - r + c < 12) | (318 - r - c < 12)] = 0
+    data[:, (r + c < wedge) | (r + 159 - c < wedge) | (159 - r + c < wedge) | (318 - r - c < wedge)] = 0
     if ground:
         data[:, 70:90, 20:60] = 0
     write_raster(tmp_path / "dsm_3857.tif", data, Affine(1, 0, 0, 0, -1, 160))
     message = undeclared_fill(tmp_path / "dsm_3857.tif")
     if warned:
-        assert message.startswith(f"{tmp_path / 'dsm_3857.tif'}: holds 0 in every band at 4 corners, a value none of its pixels "
-                                  "sampled inside takes, but declares no nodata;") and "gdal_edit.py -a_nodata 0" in message
+        assert message.startswith(f"{tmp_path / 'dsm_3857.tif'}: holds 0 in every band at 4 corners, {warned}, but declares no nodata;") \
+            and "gdal_edit.py -a_nodata 0" in message, message
     else:
         assert message is None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -37,6 +37,8 @@ MAX_PIXELS = 100_000
 MAX_SOURCES = 64
 #: A share of a modality's covered pixels with data in only some of its bands above which it is worth a warning.
 MAX_PARTIAL = 0.02
+#: The side, in pixels, of the view in which a collar of zeros around the data is looked for.
+COLLAR_VIEW = 512
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
 #: Metres per unit of the length units that rasters declare for their bands (GDAL's unit type, in lower case).
@@ -263,6 +265,8 @@ def undeclared_fill(path: Path) -> str | None:
         try:
             corners = [measured(Window(c, r, 1, 1)) for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
             inside = np.concatenate([measured(window) for window in sample_windows(h, w)], axis=1)
+            zero_corners = sum(bool(c.size) and bool((c == 0).all()) for c in corners)
+            collar = zero_corners >= 2 and inside.size and (inside == 0).any() and zero_collar(src, reading)
         except RasterioError:
             return None  # a damaged file: the read that needs it says so
     for value in FILL_VALUES:
@@ -273,9 +277,26 @@ def undeclared_fill(path: Path) -> str | None:
                 f"on {100 * share:.0f} % of the pixels sampled"
             return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
                     f"(gdal_edit.py -a_nodata {value:g} {shlex.quote(str(path))}), else it is read as a measurement")
-    zero_corners = sum(bool(c.size) and bool((c == 0).all()) for c in corners)
-    if zero_corners >= 2 and inside.size and not (inside == 0).any():  # 0 where the data take no 0: a reprojection's fill
-        return (f"{path}: holds 0 in every band at {zero_corners} corners, a value none of its pixels sampled inside takes, "
-                "but declares no nodata; if that is the fill a reprojection left (gdalwarp without -dstnodata), declare it "
+    if collar or (zero_corners >= 2 and inside.size and not (inside == 0).any()):  # 0 where the data take no 0: a reprojection's fill
+        where = "only around its data" if collar else "a value none of its pixels sampled inside takes"
+        return (f"{path}: holds 0 in every band at {zero_corners} corners, {where}, but declares no nodata; if that is the fill a "
+                "reprojection left (gdalwarp without -dstnodata), declare it "
                 f"(gdal_edit.py -a_nodata 0 {shlex.quote(str(path))}), else it is read as a measurement")
     return None
+
+
+def zero_collar(src, reading: BandReading) -> bool:
+    """Whether the pixels of the open raster ``src`` that hold 0 in every measurement band (``reading``) only
+    surround its data, seen at most :data:`COLLAR_VIEW` pixels a side: the data of every row and of every
+    column one unbroken run, as inside the turned footprint a reprojection fills around. A height model
+    whose ground reads 0 between buildings and trees breaks its rows into many runs."""
+    step = max(1.0, max(src.height, src.width) / COLLAR_VIEW)
+    shape = (src.count, max(1, round(src.height / step)), max(1, round(src.width / step)))
+    raster = src.read(out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
+    data = reading.data_mask(raster) & ~(raster[reading.measurements] == 0).all(axis=0)
+    for lines in (data, data.T):
+        for line in lines:
+            held = np.flatnonzero(line)
+            if held.size and held[-1] - held[0] + 1 != held.size:
+                return False
+    return bool(data.any()) and not data.all()
