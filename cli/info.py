@@ -80,8 +80,7 @@ def report_accuracy(model_path: Path) -> str | None:
             if report["context"].get(DIGEST_KEY, digest) != digest:  # reports of mamol 0.3.0 and before record none
                 earlier.append(folder)
                 continue
-            patterns = "; ".join(f"{name} {measure_text(summary['oa'])} ({summary['samples']} px"
-                                 f"{', too few to judge' if summary['samples'] < FEW_PIXELS else ''})"
+            patterns = "; ".join(f"{name} {measure_text(summary['oa'])}{pixels_text(summary.get('samples'))}"
                                  for name, summary in results.items() if name != "overall")
             return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
                     f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
@@ -92,6 +91,13 @@ def report_accuracy(model_path: Path) -> str | None:
         return (f"accuracy: {earlier[0]} is the report of an earlier model written to {model_path}, not this one's; "
                 f"mamol-eval --model {model_path} -o {earlier[0]} with the test data writes this one's")
     return None
+
+
+def pixels_text(samples: int | None) -> str:
+    """A combination's test pixels for its accuracy: `` (11 px, too few to judge)``; "" where unrecorded."""
+    if samples is None:
+        return ""
+    return f" ({samples} px{', too few to judge' if samples < FEW_PIXELS else ''})"
 
 
 def unit_text(unit) -> str:

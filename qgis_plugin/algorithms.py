@@ -419,7 +419,7 @@ class MapLandCover(ModelAlgorithm):
         results = model_results(self.model_path)
         names = [m["name"] for m in self.modalities]
         these, complete = results.get(pattern_of(given, names)), results.get("complete")
-        if results and len(given) < len(names) and (not these or these.get("samples", 0) < FEW_PIXELS):
+        if results and len(given) < len(names) and (not these or these.get("samples", FEW_PIXELS) < FEW_PIXELS):
             scored = f"on only {these['samples']} of its test pixels" if these else "on none of its test pixels"
             return (f"{self.model_name} was scored from {' + '.join(given)} {scored}, too few to tell how well it maps from these sensors; "
                     "evaluate it on test labels with these sensors alone before relying on the map.")

@@ -660,6 +660,8 @@ def test_sensors_the_report_scores_on_few_pixels_are_warned_about(map_id, monkey
                                                   "before relying on the map.")
     assert "on none of its test pixels" in algorithm.accuracy_note(["hsi"])  # a combination its report does not hold
     assert algorithm.accuracy_note(["hsi", "lidar"]) is None
+    monkeypatch.setattr(algorithms, "model_results", lambda path: {"complete": {"oa": 95.0}, "missing hsi": {"oa": 50.0}})
+    assert algorithm.accuracy_note(["lidar"]).startswith("sample_model scored 50.00 % overall accuracy from lidar")  # counts unrecorded
     monkeypatch.setattr(algorithms, "model_results", lambda path: {})
     assert algorithm.accuracy_note(["lidar"]) is None  # no report: nothing to say
 
