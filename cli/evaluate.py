@@ -67,8 +67,8 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     if absent:
         if missing_rate is None and missing is None:
             protocol = ProtocolSpec(0.0, protocol.missing, protocol.seed)
-        log.warning("%s not given: absent on every test pixel, so the accuracy is that of a map from %s where they hold data, "
-                    "each combination of them in its own row%s", " and ".join(absent),
+        log.warning("%s not given: absent on every test pixel, so the accuracy is that of a map from %s (scored per combination of "
+                    "the sensors given, where they hold data)%s", " and ".join(absent),
                     " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
                     if missing_rate is None and missing is None else "")
     model, config = load_model(model_path, compute)

@@ -61,7 +61,8 @@ def main(model_path, as_json, check):
         click.echo(accuracy)
 
 
-#: Fewer test pixels than this in a sensor combination say little of its accuracy.
+#: Fewer test pixels than this in a sensor combination say little of its accuracy (the QGIS plugin's
+#: ``algorithms.FEW_PIXELS`` says the same in the map dialog).
 FEW_PIXELS = 100
 
 

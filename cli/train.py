@@ -109,6 +109,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         holdout = 0.0  # nothing would score held-out labels: train on all of them
     from mamol_core.backbones import check_backbone_weights
     check_backbone_weights(backbone, backbone_weights)
+    from mamol_core.data.protocol import untrained_note
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
@@ -149,6 +150,9 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                             **{f"the {m.name} raster": m.path for m in opened.modalities}})
             check_model_name(output)
         protocol = ProtocolSpec(missing_rate, missing, seed)
+        note = untrained_note(opened.names, missing_rate, missing)  # not in benchmarks: their protocols are the paper's on purpose
+        if note is not None:
+            log.warning(note)
         experts = ExpertSpec(placement=placement, num_layers=expert_layers, num_dynamic=dynamic_experts, top_k=top_k).with_rank(rank)
         spec = TrainSpec(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, expert_lr_scale=expert_lr_scale,
                          weight_decay=weight_decay, seed=seed,

@@ -125,7 +125,8 @@ CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)":
             "Assign projection…)", "valid on less than --min-valid of every tile": "valid on too few pixels of every tile",
             "; --missing-rate and --missing set another protocol": "", ", pass --reference RASTER to choose the grid": "",
             ", or train on a finer grid (--reference)": ""}
-#: Fewer test pixels than this in a sensor combination say little of how well the model maps from it.
+#: Fewer test pixels than this in a sensor combination say little of how well the model maps from it
+#: (as mamol-info marks them: ``mamol_cli.info.FEW_PIXELS``; the plugin may run without mamol installed).
 FEW_PIXELS = 100
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.

@@ -152,8 +152,8 @@ def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_
     alone = CliRunner().invoke(evaluate.main, [*common, "--input", f"dsm={scene_dir / 'dsm.tif'}", "--labels",
                                                str(scene_dir / "test_labels.tif"), "-o", str(tmp_path / "alone")])
     assert alone.exit_code == 0, alone.output
-    assert "hsi not given: absent on every test pixel, so the accuracy is that of a map from dsm where they hold data, each combination " \
-        "of them in its own row (missing rate 0;" in caplog.text
+    assert "hsi not given: absent on every test pixel, so the accuracy is that of a map from dsm (scored per combination of the sensors " \
+        "given, where they hold data) (missing rate 0;" in caplog.text
     marked, scored = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("marked", "alone"))
     assert set(scored["results"]) == {"overall", "missing hsi"}
     assert scored["results"]["overall"] == marked["results"]["overall"]

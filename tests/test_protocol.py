@@ -68,10 +68,15 @@ def test_one_modality_or_rate_zero_keeps_every_sample_complete_and_says_so():
 
 def test_a_protocol_that_leaves_sensor_combinations_untrained_says_so():
     three = ["hsi", "lidar", "sar"]
-    note = untrained_note(three, 0.5, "both")
-    assert note == ("with 3 sensors, --missing both trains for 4 of their 7 combinations, so a map from the others (sar alone, say) uses "
-                    "combinations the model never saw; set --missing to subsets to train for every combination")
+    assert untrained_note(three, 0.5, "both") == (
+        "with 3 sensors, --missing both at rate 0.5 trains for 4 of their 7 combinations: maps from the other 3 (sar alone, say) use "
+        "combinations the model never saw; set --missing to subsets to train for every combination")
     assert "trains for 2 of their 7" in untrained_note(three, 0.7, "sar")
+    assert "trains for 3 of their 7" in untrained_note(three, 0.7, "sar:1+lidar:2")  # Table 3's uneven rows
+    assert untrained_note(NAMES, 0.5, "lidar") == (
+        "with 2 sensors, --missing lidar at rate 0.5 trains for 2 of their 3 combinations: maps from lidar alone use a combination the "
+        "model never saw; set --missing to subsets to train for every combination")
+    assert untrained_note(three, 1.0, "subsets").endswith("maps from all of them use a combination the model never saw; set "
+                                                          "--missing-rate below 1 to train for every combination")
     assert untrained_note(three, 0.5, "subsets") is None and untrained_note(three, 0.0, "both") is None
-    assert untrained_note(NAMES, 0.5, "both") is None  # two sensors: each alone is trained for
-
+    assert untrained_note(NAMES, 0.5, "both") is None and untrained_note(["hsi"], 0.5, "both") is None

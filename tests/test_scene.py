@@ -409,7 +409,8 @@ def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_cop
 
 @pytest.mark.parametrize("wedge, ground, warned", [
     (12, False, "a value none of its pixels sampled inside takes"), (12, True, None),
-    (70, False, "only around its data"), (70, True, None)])  # wedges wide enough to reach the places sampled
+    (70, False, "only around its data"), (70, True, None),  # wedges wide enough to reach the places sampled
+    ("coast", False, None), ("object", False, None)])  # the sea at 0 across two corners; one object with ground at 0 around it
 def test_zero_fill_in_the_corners_of_a_reprojected_raster_is_warned_about(tmp_path, wedge, ground, warned):
     """gdalwarp without -dstnodata fills the wedges at a turned grid's corners with 0 and declares nothing; a height model
     whose ground reads 0 inside as well is left alone."""
@@ -417,7 +418,12 @@ def test_zero_fill_in_the_corners_of_a_reprojected_raster_is_warned_about(tmp_pa
 
     data = np.random.default_rng(0).uniform(195, 219, (1, 160, 160)).astype(np.float32)
     r, c = np.ogrid[:160, :160]
-    data[:, (r + c < wedge) | (r + 159 - c < wedge) | (159 - r + c < wedge) | (318 - r - c < wedge)] = 0
+    if wedge == "coast":
+        data[:, r + 0.3 * c < 100] = 0
+    elif wedge == "object":
+        data[:, (r < 30) | (r > 130) | (c < 30) | (c > 130)] = 0
+    else:
+        data[:, (r + c < wedge) | (r + 159 - c < wedge) | (159 - r + c < wedge) | (318 - r - c < wedge)] = 0
     if ground:
         data[:, 70:90, 20:60] = 0
     write_raster(tmp_path / "dsm_3857.tif", data, Affine(1, 0, 0, 0, -1, 160))

@@ -37,8 +37,10 @@ MAX_PIXELS = 100_000
 MAX_SOURCES = 64
 #: A share of a modality's covered pixels with data in only some of its bands above which it is worth a warning.
 MAX_PARTIAL = 0.02
-#: The side, in pixels, of the view in which a collar of zeros around the data is looked for.
+#: The side, in pixels, of the view in which a collar of zeros around the data is looked for, and the
+#: size above which it is looked for only in rasters with overviews.
 COLLAR_VIEW = 512
+COLLAR_PIXELS = 100_000_000
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
 #: Metres per unit of the length units that rasters declare for their bands (GDAL's unit type, in lower case).
@@ -248,9 +250,10 @@ def file_warnings(path: Path) -> list[str]:
 def undeclared_fill(path: Path) -> str | None:
     """A warning when the raster at ``path`` declares no nodata but holds a usual fill value at a
     corner or on at least 1 % of the pixels sampled at five places, or 0 in every band at two corners
-    or more where no pixel sampled holds 0 in any band (a reprojection's wedges of fill; a height model
-    whose ground reads 0 somewhere inside is left alone); ``None`` otherwise. Only its measurement bands count,
-    where its alpha bands are opaque."""
+    or more where no pixel sampled holds 0 in any band, or where the zeros only surround its data
+    (:func:`zero_collar`): a reprojection's wedges of fill (a height model whose ground reads 0 between
+    objects is left alone); ``None`` otherwise. Only its measurement bands count, where its alpha
+    bands are opaque."""
     with open_raster(path) as src:
         if src.nodata is not None or any(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in src.mask_flag_enums):
             return None  # declared, or masked by a mask band (alpha bands are read below)
@@ -265,19 +268,25 @@ def undeclared_fill(path: Path) -> str | None:
         try:
             corners = [measured(Window(c, r, 1, 1)) for r, c in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1))]
             inside = np.concatenate([measured(window) for window in sample_windows(h, w)], axis=1)
-            zero_corners = sum(bool(c.size) and bool((c == 0).all()) for c in corners)
-            collar = zero_corners >= 2 and inside.size and (inside == 0).any() and zero_collar(src, reading)
         except RasterioError:
             return None  # a damaged file: the read that needs it says so
-    for value in FILL_VALUES:
-        at_corner = any(c.size and np.isclose(c, value, rtol=1e-6).all() for c in corners)
-        share = float(np.isclose(inside, value, rtol=1e-6).mean()) if inside.size else 0.0
-        if at_corner or share >= 0.01:
-            where = "at a corner" + (f" and on {100 * share:.0f} % of the pixels sampled" if share >= 0.01 else "") if at_corner else \
-                f"on {100 * share:.0f} % of the pixels sampled"
-            return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
-                    f"(gdal_edit.py -a_nodata {value:g} {shlex.quote(str(path))}), else it is read as a measurement")
-    if collar or (zero_corners >= 2 and inside.size and not (inside == 0).any()):  # 0 where the data take no 0: a reprojection's fill
+        for value in FILL_VALUES:
+            at_corner = any(c.size and np.isclose(c, value, rtol=1e-6).all() for c in corners)
+            share = float(np.isclose(inside, value, rtol=1e-6).mean()) if inside.size else 0.0
+            if at_corner or share >= 0.01:
+                where = "at a corner" + (f" and on {100 * share:.0f} % of the pixels sampled" if share >= 0.01 else "") if at_corner \
+                    else f"on {100 * share:.0f} % of the pixels sampled"
+                return (f"{path}: holds {value:g} {where} but declares no nodata; if {value:g} marks missing data, declare it "
+                        f"(gdal_edit.py -a_nodata {value:g} {shlex.quote(str(path))}), else it is read as a measurement")
+        zero_corners = sum(bool(c.size) and bool((c == 0).all()) for c in corners)
+        if zero_corners < 2 or not inside.size:
+            return None
+        untaken = not (inside == 0).any()  # 0 where the data take no 0
+        try:
+            collar = not untaken and zero_collar(src, reading)
+        except RasterioError:
+            return None
+    if untaken or collar:
         where = "only around its data" if collar else "a value none of its pixels sampled inside takes"
         return (f"{path}: holds 0 in every band at {zero_corners} corners, {where}, but declares no nodata; if that is the fill a "
                 "reprojection left (gdalwarp without -dstnodata), declare it "
@@ -286,17 +295,29 @@ def undeclared_fill(path: Path) -> str | None:
 
 
 def zero_collar(src, reading: BandReading) -> bool:
-    """Whether the pixels of the open raster ``src`` that hold 0 in every measurement band (``reading``) only
-    surround its data, seen at most :data:`COLLAR_VIEW` pixels a side: the data of every row and of every
-    column one unbroken run, as inside the turned footprint a reprojection fills around. A height model
-    whose ground reads 0 between buildings and trees breaks its rows into many runs."""
+    """Whether the pixels of the open raster ``src`` that hold 0 in every measurement band (``reading``)
+    only surround its data, seen at most :data:`COLLAR_VIEW` pixels a side: data in its first and last
+    rows and columns (a reprojection's output spans its footprint's bounding box) and the data of every
+    row and column one unbroken run, as in the turned footprint a reprojection fills around. A coast
+    with the sea at 0, an object with ground at 0 all around it, or ground at 0 between buildings, is
+    none. Not looked for in rasters over :data:`COLLAR_PIXELS` pixels without overviews (each block
+    would be decompressed)."""
+    if src.height * src.width > COLLAR_PIXELS and not src.overviews(1):
+        return False
     step = max(1.0, max(src.height, src.width) / COLLAR_VIEW)
-    shape = (src.count, max(1, round(src.height / step)), max(1, round(src.width / step)))
-    raster = src.read(out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
-    data = reading.data_mask(raster) & ~(raster[reading.measurements] == 0).all(axis=0)
+    shape = (max(1, round(src.height / step)), max(1, round(src.width / step)))
+    data = np.ones(shape, bool)
+    for band, opaque in zip(reading.alphas, reading.opaque.ravel()):  # transparent pixels hold no data
+        data &= src.read(band + 1, out_shape=shape, resampling=Resampling.nearest) >= opaque
+    zero = np.ones(shape, bool)
+    for band in reading.measurements:  # band by band, in the raster's own type
+        zero &= src.read(band + 1, out_shape=shape, resampling=Resampling.nearest) == 0
+    data &= ~zero
+    if not (data[0].any() and data[-1].any() and data[:, 0].any() and data[:, -1].any()):
+        return False
     for lines in (data, data.T):
         for line in lines:
             held = np.flatnonzero(line)
             if held.size and held[-1] - held[0] + 1 != held.size:
                 return False
-    return bool(data.any()) and not data.all()
+    return bool(zero.any())

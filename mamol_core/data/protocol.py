@@ -102,17 +102,22 @@ def describe_protocol(names: list[str], rate: float, missing: str) -> str:
 
 
 def untrained_note(names: list[str], rate: float, missing: str) -> str | None:
-    """A warning where the protocol trains for only some of the sensor combinations a map may have (three
-    or more sensors: ``both`` trains for one missing at a time, so a map from one sensor alone was never
-    trained for); ``None`` where it trains for all, or for none on purpose (missing rate 0)."""
-    if len(names) < 3 or rate == 0:
+    """A warning where the protocol trains for only some of the sensor combinations a map may have (with
+    three sensors ``both`` trains for one missing at a time, so a map from one sensor alone was never
+    trained for; with two, ``--missing lidar`` never trains for lidar alone); ``None`` where it trains for
+    all, or for none on purpose (missing rate 0), or there is one sensor."""
+    if len(names) < 2 or rate == 0:
         return None
-    trained = {tuple(p) for p in weighted_patterns(names, missing)[0]}
-    untrained = [bits for bits in itertools.product([False, True], repeat=len(names)) if 0 < sum(bits) < len(names) and bits not in trained]
+    trained = {tuple(p) for p in weighted_patterns(names, missing)[0]} | ({(True,) * len(names)} if rate < 1 else set())
+    combinations = [bits for bits in itertools.product([False, True], repeat=len(names)) if any(bits)]
+    untrained = [bits for bits in combinations if bits not in trained]
     if not untrained:
         return None
-    example = " and ".join(n for n, here in zip(names, min(untrained, key=sum)) if here)
-    return (f"with {len(names)} sensors, --missing {missing} trains for {2 ** len(names) - 1 - len(untrained)} of their "
-            f"{2 ** len(names) - 1} combinations, so a map from the others ({example} alone, say) uses combinations the model never "
-            "saw; set --missing to subsets to train for every combination")
-
+    fewest = min(untrained, key=sum)
+    example = ("all of them" if all(fewest) else
+               " and ".join(n for n, here in zip(names, fewest) if here) + (" alone" if sum(fewest) == 1 else ""))
+    which = (f"maps from {example} use a combination" if len(untrained) == 1 else
+             f"maps from the other {len(untrained)} ({example}, say) use combinations")
+    fixes = (["set --missing-rate below 1"] if rate >= 1 else []) + (["set --missing to subsets"] if not all(fewest) else [])
+    return (f"with {len(names)} sensors, --missing {missing} at rate {rate:g} trains for {len(combinations) - len(untrained)} of their "
+            f"{len(combinations)} combinations: {which} the model never saw; {' and '.join(fixes)} to train for every combination")

@@ -15,7 +15,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig,
 from mamol_core.data.labels import block_holdout
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PreparedScene, prepare_scene
-from mamol_core.data.protocol import describe_protocol, untrained_note
+from mamol_core.data.protocol import describe_protocol
 from mamol_core.data.scene import Scene
 from mamol_core.device import precision_name
 from mamol_core.errors import MamolError
@@ -94,9 +94,6 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     if len(scene.modalities) == 1 and protocol.missing_rate > 0:
         protocol = replace(protocol, missing_rate=0.0)
     log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
-    note = untrained_note(scene.names, protocol.missing_rate, protocol.missing)
-    if note is not None:
-        log.warning(note)
     held_out = None
     if train.validation > 0:
         scene, held_out = hold_out_validation(scene, train)
