@@ -113,8 +113,8 @@ def grid_text(grid) -> str:
     from mamol_core.mapping.crs import crs_unit, parse_crs
 
     crs = parse_crs(grid.crs, "the model's training grid") if grid.crs else None
-    unit = f" {crs_unit(crs)}" if crs is not None and crs_unit(crs) else ""
-    return f"{crs_name(crs)}, pixel {grid.pixel_size[0]:g} x {grid.pixel_size[1]:g}{unit}"
+    unit = crs_unit(crs) if crs is not None else None
+    return f"{crs_name(crs)}, pixel {grid.pixel_size[0]:g} x {grid.pixel_size[1]:g}{f' {unit}' if unit else ''}"
 
 
 def blocks_text(blocks: list[int]) -> str:

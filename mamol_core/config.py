@@ -21,8 +21,9 @@ NORMALIZATIONS = ("standard", "quantile")
 
 @dataclass
 class ValueUnit:
-    """The length unit of a raster's values: its name, metres per unit, and whether the raster declares it
-    (a band unit, or a compound CRS's vertical unit) or it is presumed from its projected CRS's unit."""
+    """The length unit of a raster's values: its name, metres per unit, and whether the raster's bands
+    declare it or it is presumed from its CRS (the unit a compound CRS's vertical axis gives the bands
+    counts as presumed, as does a projected CRS's unit)."""
 
     name: str
     metres: float

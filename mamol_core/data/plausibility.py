@@ -149,8 +149,8 @@ def unit_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, path
         trained, position = spec.unit, reader.order[index]
         if spec.name not in paths or trained is None or not spec.mean:
             continue
-        path = paths[spec.name]
-        found = values_unit(reader.aligned.datasets[position], path, reader.aligned.assumed)
+        path, dataset = paths[spec.name], reader.aligned.datasets[position]
+        found = values_unit(dataset, path, reader.aligned.assumed)
         factor = found.metres / trained.metres if found is not None else 1.0  # what turns its values into the training unit
         if abs(math.log(factor)) < math.log(SAME_UNIT):
             continue
@@ -158,7 +158,6 @@ def unit_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, path
             near = [looks_converted(bands[b][valid[index]], spec.std[b], factor) for b in range(spec.bands)]
             if sum(near) * 2 <= spec.bands:
                 continue
-        dataset = reader.aligned.datasets[position]
         every = " --allBands=A" if dataset.count > 1 else ""
         size = f"{1 / factor:.3g} times too large" if factor < 1 else f"{factor:.3g} times too small"
         name, where = shlex.quote(trained.name), shlex.quote(str(path))
