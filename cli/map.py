@@ -123,8 +123,9 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                     summary.height, summary.tiles, kept, duration(summary.seconds), compute, summary.megapixels_per_second,
                     extra=RESULT)
         return
-    log.info("wrote %s (%dx%d px, %d tiles%s) in %s s: %.4g Mpx/s", output, summary.width, summary.height, summary.tiles, kept,
-             seconds_text(summary.seconds), summary.megapixels_per_second)
+    rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if summary.kept_pixels < summary.width * summary.height else ""
+    log.info("wrote %s (%dx%d px, %d tiles%s) in %s s%s", output, summary.width, summary.height, summary.tiles, kept,
+             seconds_text(summary.seconds), rate)
 
 
 def duration(seconds: float) -> str:

@@ -1365,3 +1365,13 @@ def test_every_sensor_combination_has_a_colour_of_its_own(sensors):
     style = availability_style([f"s{i}" for i in range(sensors)])
     colours = re.findall(r'paletteEntry value="\d+" color="(#[0-9a-f]{6})"', style)
     assert len(colours) == 2**sensors - 1 == len(set(colours))
+
+
+def test_a_map_whose_every_block_an_earlier_run_finished_gives_no_rate(trained, scene_dir, tmp_path, caplog, monkeypatch):
+    from mamol_core.mapping import mapper
+
+    _, model = trained
+    monkeypatch.setattr(mapper, "map_rasters", lambda *args: mapper.MapSummary(40, 40, 9, 0.2, kept_pixels=1600))
+    caplog.set_level(logging.INFO)
+    assert run_map(model, tmp_path / "map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "(40x40 px, 9 tiles; 100% of the map kept from an earlier run) in 0.2 s\n" in caplog.text and "Mpx/s" not in caplog.text
