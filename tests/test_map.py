@@ -1375,3 +1375,20 @@ def test_a_map_whose_every_block_an_earlier_run_finished_gives_no_rate(trained, 
     caplog.set_level(logging.INFO)
     assert run_map(model, tmp_path / "map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0
     assert "(40x40 px, 9 tiles; 100% of the map kept from an earlier run) in 0.2 s\n" in caplog.text and "Mpx/s" not in caplog.text
+
+
+def test_the_estimate_times_the_middle_block_where_the_inputs_most_likely_overlap():
+    from types import SimpleNamespace
+
+    from mamol_core.mapping.mapper import Block, estimate_seconds
+
+    blocks = [Block(Window(0, 24 * i, 24, 24), Window(0, 24 * i, 24, 24), np.array([[0, 0], [12, 12]])) for i in range(5)]
+    read = []
+
+    class Reader:
+        def read(self, window):
+            read.append(window.row_off)
+            return np.zeros((1, 24, 24), np.float32), np.ones((1, 24, 24), bool)
+
+    predictor = SimpleNamespace(size=12, batch_size=2, predict=lambda *args: None)
+    assert estimate_seconds(blocks, Reader(), predictor, torch.device("cpu")) >= 0 and read == [48]
