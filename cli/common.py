@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
 import sys
 import threading
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 
@@ -51,6 +52,31 @@ def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
     for library in ("rasterio", "pyogrio", "torch"):
         logging.getLogger(library).setLevel(logging.WARNING)
+
+
+class _Kept(logging.Handler):
+    """Keeps the messages of mamol's warnings in a list."""
+
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("mamol"):
+            self.kept.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def warnings_kept() -> Iterator[list[str]]:
+    """The messages of the warnings mamol logs while the block runs (for a report to record what was
+    said about its inputs); they are shown as ever."""
+    kept: list[str] = []
+    handler = _Kept(kept)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield kept
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 class _OneLineUsageError(click.UsageError):

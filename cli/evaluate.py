@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import (COMMAND_SETTINGS, Command, device_options, handle_errors, log, progress_option, progress_sink,
-                              quiet_option, setup_logging)
+                              quiet_option, setup_logging, warnings_kept)
 from mamol_core.config import ProtocolSpec
 
 
@@ -58,24 +58,25 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
         raise MamolError(f"-o {folder}: holds this model's training report, its accuracy as mamol-info and QGIS show it; choose "
                          f"another folder{default}")
     compute = resolve_device(device)
-    opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
-                        for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
-    opened = order_scene_for_model(opened, config, "the inputs", complete=False)
-    absent = [name for name in config.model.modality_names if name not in opened.names]
-    protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
-                            config.protocol.missing if missing is None else missing, config.protocol.seed)
-    if absent:
-        if missing_rate is None and missing is None:
-            protocol = ProtocolSpec(0.0, protocol.missing, protocol.seed)
-        log.warning("%s not given: absent on every test pixel, so the accuracy is that of a map from %s (scored per combination of "
-                    "the sensors given, where they hold data)%s", " and ".join(absent),
-                    " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
-                    if missing_rate is None and missing is None else "")
-    model, config = load_model(model_path, compute)
-    evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
-                                         progress_mode=progress_mode, mode=mode, stride=stride)
+    with warnings_kept() as said:  # recorded in the report: what was said about the inputs it scores
+        opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
+                            for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
+        opened = order_scene_for_model(opened, config, "the inputs", complete=False)
+        absent = [name for name in config.model.modality_names if name not in opened.names]
+        protocol = ProtocolSpec(config.protocol.missing_rate if missing_rate is None else missing_rate,
+                                config.protocol.missing if missing is None else missing, config.protocol.seed)
+        if absent:
+            if missing_rate is None and missing is None:
+                protocol = ProtocolSpec(0.0, protocol.missing, protocol.seed)
+            log.warning("%s not given: absent on every test pixel, so the accuracy is that of a map from %s (scored per combination "
+                        "of the sensors given, where they hold data)%s", " and ".join(absent),
+                        " and ".join(opened.names), " (missing rate 0; --missing-rate and --missing set another protocol)"
+                        if missing_rate is None and missing is None else "")
+        model, config = load_model(model_path, compute)
+        evaluation = evaluate_model_on_scene(model, config, opened, protocol, compute, autocast_dtype(compute, precision),
+                                             progress_mode=progress_mode, mode=mode, stride=stride)
     write_report(folder, evaluation, {"model": str(model_path), DIGEST_KEY: header_digest(model_path), "protocol": vars(protocol),
-                                      "modalities_given": opened.names, "device": str(compute), "mode": mode})
+                                      "modalities_given": opened.names, "device": str(compute), "mode": mode, "warnings": said})
     for name, summary in evaluation.summaries.items():
         log.info(summary_line(name, summary))
     log.info("report written to %s", folder)

@@ -83,6 +83,7 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == {"overall", "complete", "missing hsi"}
+    assert metrics["context"]["warnings"] == [] and "Warnings while scoring" not in (out / "report.html").read_text()
     dense = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "dense"),
                                                "--mode", "dense", "--device", "cpu", "--progress", "none", "--quiet"])
     assert dense.exit_code == 0, dense.output

@@ -1240,6 +1240,9 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
                                                 "--device", "cpu", "--progress", "none", "--quiet"])
     assert result.exit_code == 0, result.output
     assert told in caplog.text
+    assert told in json.loads((tmp_path / "eval" / "metrics.json").read_text())["context"]["warnings"]  # the report keeps what was said
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "<h2>Warnings while scoring</h2>" in page and "its dsm values are in ft (declared)" in page
     caplog.clear()
     with rasterio.open(scene / "dsm.tif", "r+") as dst:
         dst.write(dst.read() * 0.3048)  # metres declared as feet: the values say otherwise

@@ -33,7 +33,10 @@ def report_html(evaluation: Evaluation, context: dict, modality_names: list[str]
     overall = summaries["overall"]
     title = f"Accuracy report — {escape(str(context.get('model', 'mamol model')))}"
     rows = [f"<tr><td>{escape(str(key).replace('_', ' '))}</td><td>{escape(str(value))}</td></tr>"
-            for key, value in context.items() if not isinstance(value, dict)]
+            for key, value in context.items() if not isinstance(value, dict) and key != "warnings"]
+    said = "".join(f"<li>{escape(str(line))}</li>" for line in context.get("warnings") or [])
+    warned = (f"<h2>Warnings while scoring</h2>\n<p class=\"note\">What mamol said about the inputs this report scores; an input in "
+              f"another unit or scale, or with undeclared fill, lowers the accuracy below.</p>\n<ul>{said}</ul>\n" if said else "")
     rows += [f"<tr><td>{escape(key)}: {escape(inner)}</td><td>{escape(str(v))}</td></tr>"
              for key, value in context.items() if isinstance(value, dict) for inner, v in value.items()]
     combinations = [f"<tr><td>{escape(sensors_text(name, modality_names))}</td><td>{s['samples']}</td><td>{cell(s['oa'])}</td>"
@@ -49,7 +52,7 @@ def report_html(evaluation: Evaluation, context: dict, modality_names: list[str]
 <h1>{title}</h1>
 <p class="headline">Overall accuracy <b>{cell(overall['oa'])} %</b>, kappa <b>{cell(overall['kappa'])}</b>,
 average accuracy {cell(overall['aa'])} % on {overall['samples']} test pixels.</p>
-<h2>Accuracy per sensor combination</h2>
+{warned}<h2>Accuracy per sensor combination</h2>
 <p class="note">Test pixels are scored with the sensors the missing-modality protocol left them; a combination the
 model is weak on scores low here, and maps made from those sensors alone will be as weak.</p>
 <table><tr><th>sensors used</th><th>pixels</th><th>OA %</th><th>kappa</th><th>AA %</th></tr>
