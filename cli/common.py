@@ -63,7 +63,10 @@ class _Kept(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith("mamol"):
-            self.kept.append(record.getMessage())
+            try:
+                self.kept.append(record.getMessage())
+            except Exception:  # a log call whose arguments do not fit its format: reported as logging reports it
+                self.handleError(record)
 
 
 @contextlib.contextmanager

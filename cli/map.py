@@ -118,12 +118,13 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                               progress_mode if ranks.main else "none", model_path, estimate)
     kept = f"; {summary.kept_pixels / (summary.width * summary.height):.0%} of the map kept from an earlier run" \
         if summary.kept_pixels else ""
+    mapped = summary.kept_pixels < summary.width * summary.height  # else every block was finished by an earlier run
     if summary.estimated:
-        log.warning("estimate: %dx%d px, %d tiles%s; about %s on %s (%.4g Mpx/s); nothing was written", summary.width,
-                    summary.height, summary.tiles, kept, duration(summary.seconds), compute, summary.megapixels_per_second,
-                    extra=RESULT)
+        log.warning("estimate: %dx%d px, %d tiles%s; about %s on %s%s; nothing was written", summary.width,
+                    summary.height, summary.tiles, kept, duration(summary.seconds), compute,
+                    f" ({summary.megapixels_per_second:.4g} Mpx/s)" if mapped else "", extra=RESULT)
         return
-    rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if summary.kept_pixels < summary.width * summary.height else ""
+    rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if mapped else ""
     log.info("wrote %s (%dx%d px, %d tiles%s) in %s s%s", output, summary.width, summary.height, summary.tiles, kept,
              seconds_text(summary.seconds), rate)
 

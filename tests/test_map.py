@@ -1378,6 +1378,9 @@ def test_a_map_whose_every_block_an_earlier_run_finished_gives_no_rate(trained, 
     caplog.set_level(logging.INFO)
     assert run_map(model, tmp_path / "map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0
     assert "(40x40 px, 9 tiles; 100% of the map kept from an earlier run) in 0.2 s\n" in caplog.text and "Mpx/s" not in caplog.text
+    monkeypatch.setattr(mapper, "map_rasters", lambda *args: mapper.MapSummary(40, 40, 9, 0.0, estimated=True, kept_pixels=1600))
+    assert run_map(model, tmp_path / "map.tif", ("dsm", scene_dir / "dsm.tif"), extra=["--estimate"]).exit_code == 0
+    assert "100% of the map kept from an earlier run; about 0 s on cpu; nothing was written" in caplog.text and "Mpx/s" not in caplog.text
 
 
 def test_the_estimate_times_the_middle_block_where_the_inputs_most_likely_overlap():
@@ -1385,13 +1388,16 @@ def test_the_estimate_times_the_middle_block_where_the_inputs_most_likely_overla
 
     from mamol_core.mapping.mapper import Block, estimate_seconds
 
-    blocks = [Block(Window(0, 24 * i, 24, 24), Window(0, 24 * i, 24, 24), np.array([[0, 0], [12, 12]])) for i in range(5)]
     read = []
 
     class Reader:
         def read(self, window):
-            read.append(window.row_off)
+            read.append((window.row_off, window.col_off))
             return np.zeros((1, 24, 24), np.float32), np.ones((1, 24, 24), bool)
 
     predictor = SimpleNamespace(size=12, batch_size=2, predict=lambda *args: None)
-    assert estimate_seconds(blocks, Reader(), predictor, torch.device("cpu")) >= 0 and read == [48]
+    for rows, cols, middle in ((5, 1, (48, 0)), (4, 4, (24, 24)), (3, 3, (24, 24))):  # listed row by row
+        blocks = [Block(Window(24 * c, 24 * r, 24, 24), Window(24 * c, 24 * r, 24, 24), np.array([[0, 0], [12, 12]]))
+                  for r in range(rows) for c in range(cols)]
+        read.clear()
+        assert estimate_seconds(blocks, Reader(), predictor, torch.device("cpu")) >= 0 and read == [middle]

@@ -220,13 +220,17 @@ def predicted_blocks(indices: list[int], blocks: list[Block], reader: ModelReade
 
 def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DensePredictor, device: torch.device,
                      area: GridArea | None = None) -> float:
-    """About how long mapping ``blocks`` takes: the middle block, else one of the first blocks, that holds
-    data is read and a few batches of its tiles with data are predicted (after one warm-up tile), both
-    timed, then scaled to every block's pixels and to the tiles there are to predict (those touching
-    ``area``). The middle block is where the inputs most likely overlap: a corner with fewer sensors
-    predicts faster (an absent sensor costs no backbone pass) and would make the estimate short."""
+    """About how long mapping ``blocks`` takes: the block nearest their centre, else one of the first
+    blocks, that holds data is read and a few batches of its tiles with data are predicted (after one
+    warm-up tile), both timed, then scaled to every block's pixels and to the tiles there are to predict
+    (those touching ``area``). The centre is where the inputs most likely overlap: a corner with fewer
+    sensors predicts faster (an absent sensor costs no backbone pass) and would make the estimate short."""
     size = predictor.size
-    for block in [blocks[len(blocks) // 2], *blocks[:8]]:
+    rows = [b.target.row_off + b.target.height / 2 for b in blocks]
+    cols = [b.target.col_off + b.target.width / 2 for b in blocks]
+    centre = (min(rows) + max(rows)) / 2, (min(cols) + max(cols)) / 2
+    middle = min(range(len(blocks)), key=lambda i: abs(rows[i] - centre[0]) + abs(cols[i] - centre[1]))
+    for block in [blocks[middle], *(b for i, b in enumerate(blocks[:8]) if i != middle)]:
         start = time.perf_counter()
         data, valid = reader.read(block.read_window)
         read_seconds = time.perf_counter() - start
