@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from mamol_cli.common import (COMMAND_SETTINGS, Command, backbone_name, device_options, handle_errors, layout_options, log, progress_option,
-                              progress_sink, quiet_option, seconds_text, setup_logging)
+                              progress_sink, quiet_option, seconds_text, setup_logging, warnings_kept)
 from mamol_core.atomic import check_distinct, check_folder, check_writable
 from mamol_core.config import NORMALIZATIONS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
 from mamol_core.errors import MamolError
@@ -125,7 +125,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         check_state_file(resume)
     folder = report or output.with_suffix(".report")
     state_path = state_path or output.with_name(f"{output.stem}.state.safetensors")
-    with process_group(resolve_device(device)) as (ranks, compute):
+    with process_group(resolve_device(device)) as (ranks, compute), warnings_kept() as said:  # said: kept in the report
         if not ranks.main:  # under torchrun rank 0 writes files and reports; the others only print their own errors
             logging.getLogger().setLevel(logging.ERROR)
         with stop_together(compute):  # a bad argument or an input one rank cannot read stops every rank, with one message
@@ -189,7 +189,8 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                                     label_field, assume_crs))
         raise
     context = {"model": str(output), DIGEST_KEY: header_digest(output), "protocol": vars(run.config.protocol), "device": str(compute),
-               "train_seconds": round(run.seconds, 1), "test_pixels": total, "test_pixels_scored": min(total, eval_pixels)}
+               "train_seconds": round(run.seconds, 1), "test_pixels": total, "test_pixels_scored": min(total, eval_pixels),
+               "warnings": said}
     if run.config.validation is not None:
         context["validation"] = {k: v for k, v in vars(run.config.validation).items() if k != "checks"}  # all checks: mamol-info --json
     write_report(folder, evaluation, context)

@@ -27,6 +27,16 @@ def test_train_writes_model_and_report(model_file):
     complete = metrics["results"]["complete"]
     assert f"<td>dsm + hsi (all)</td><td>{complete['samples']}</td><td>{complete['oa']:.2f}</td>" in page
     assert "<td>Trees</td>" in page and 'src="data:image/png;base64,iVBOR' in page
+    assert metrics["context"]["warnings"] == [] and "Warnings about the inputs" not in page
+
+
+def test_a_training_report_keeps_the_warnings_given(scene_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(out), "--missing", "dsm", *FAST])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.report" / "metrics.json").read_text())
+    assert [w for w in metrics["context"]["warnings"] if w.startswith("with 2 sensors, --missing dsm at rate 0.7 trains for 2 of their 3")]
+    assert "maps from dsm alone use a combination the model never saw" in (tmp_path / "m.report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
@@ -83,7 +93,7 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == {"overall", "complete", "missing hsi"}
-    assert metrics["context"]["warnings"] == [] and "Warnings while scoring" not in (out / "report.html").read_text()
+    assert metrics["context"]["warnings"] == [] and "Warnings about the inputs" not in (out / "report.html").read_text()
     dense = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "dense"),
                                                "--mode", "dense", "--device", "cpu", "--progress", "none", "--quiet"])
     assert dense.exit_code == 0, dense.output

@@ -1242,7 +1242,7 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
     assert told in caplog.text
     assert told in json.loads((tmp_path / "eval" / "metrics.json").read_text())["context"]["warnings"]  # the report keeps what was said
     page = (tmp_path / "eval" / "report.html").read_text()
-    assert "<h2>Warnings while scoring</h2>" in page and "its dsm values are in ft (declared)" in page
+    assert "<h2>Warnings about the inputs</h2>" in page and "its dsm values are in ft (declared)" in page
     caplog.clear()
     with rasterio.open(scene / "dsm.tif", "r+") as dst:
         dst.write(dst.read() * 0.3048)  # metres declared as feet: the values say otherwise

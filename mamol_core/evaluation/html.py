@@ -35,8 +35,9 @@ def report_html(evaluation: Evaluation, context: dict, modality_names: list[str]
     rows = [f"<tr><td>{escape(str(key).replace('_', ' '))}</td><td>{escape(str(value))}</td></tr>"
             for key, value in context.items() if not isinstance(value, dict) and key != "warnings"]
     said = "".join(f"<li>{escape(str(line))}</li>" for line in context.get("warnings") or [])
-    warned = (f"<h2>Warnings while scoring</h2>\n<p class=\"note\">What mamol said about the inputs this report scores; an input in "
-              f"another unit or scale, or with undeclared fill, lowers the accuracy below.</p>\n<ul>{said}</ul>\n" if said else "")
+    warned = (f"<h2>Warnings about the inputs</h2>\n<p class=\"note\">What mamol said while it read the inputs and labels of this "
+              f"report (and, for a training report, trained): an input in another unit or scale, or with undeclared fill, lowers the "
+              f"accuracy below.</p>\n<ul>{said}</ul>\n" if said else "")
     rows += [f"<tr><td>{escape(key)}: {escape(inner)}</td><td>{escape(str(v))}</td></tr>"
              for key, value in context.items() if isinstance(value, dict) for inner, v in value.items()]
     combinations = [f"<tr><td>{escape(sensors_text(name, modality_names))}</td><td>{s['samples']}</td><td>{cell(s['oa'])}</td>"
