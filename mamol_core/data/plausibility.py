@@ -74,10 +74,9 @@ def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, pat
     """One line per given modality whose raw values (``data`` as ``reader`` read them, in its model's
     band layout; ``valid`` per modality) are unlike the training statistics on most of its bands. Where
     the raster's own metadata scaled it, the line says so and how to read its stored numbers instead."""
-    lines, start, declared = [], 0, reader.declared_scaling()
+    lines, declared = [], reader.declared_scaling()
     for index, spec in enumerate(reader.modalities):
-        bands = data[start : start + spec.bands]
-        start += spec.bands
+        bands = data[reader.layout[index]]
         if spec.name not in paths or not spec.mean:
             continue
         found = [(b, band_mismatch(bands[b][valid[index]], spec.mean[b], spec.std[b])) for b in range(spec.bands)]
@@ -142,10 +141,9 @@ def unit_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, path
     (imagery in a State Plane CRS, metre heights in a CRS counting in feet), only when most bands'
     values (``data`` as ``reader`` read them) also spread clearly nearer training's once converted
     (:func:`looks_converted`)."""
-    lines, start = [], 0
+    lines = []
     for index, spec in enumerate(reader.modalities):
-        bands = data[start : start + spec.bands]
-        start += spec.bands
+        bands = data[reader.layout[index]]
         trained, position = spec.unit, reader.order[index]
         if spec.name not in paths or trained is None or not spec.mean:
             continue
@@ -178,10 +176,9 @@ def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path])
     data) has data in only some of its bands on more than ``MAX_PARTIAL`` of its covered pixels: bands
     that cover different areas, or a nodata value that one band also measures (0 in a normalised DSM).
     mamol counts such a pixel as that modality missing. Alpha bands (masks) are not counted."""
-    lines, start = [], 0
+    lines = []
     for index, spec in enumerate(reader.modalities):
-        bands = data[start : start + spec.bands].reshape(spec.bands, -1)
-        start += spec.bands
+        bands = data[reader.layout[index]].reshape(spec.bands, -1)
         reading = reader.readings[index]
         if spec.name not in paths or reading is None:
             continue

@@ -53,7 +53,8 @@ def crs_name(crs: CRS | None) -> str:
     """A CRS in a few words: its EPSG code, else its name (never a whole WKT in a one-line message)."""
     if crs is None:
         return "no CRS"
-    return f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else as_pyproj(crs).name
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else as_pyproj(crs).name
 
 
 def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | None = None) -> CRS:
