@@ -56,7 +56,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
               help="Also write the class map as polygons with their area in m² (.gpkg or .geojson; held in memory while written).")
 @click.option("--polygons-layer", metavar="NAME",
               help="The polygons' layer name; default: the --polygons file's name.")
-@click.option("--estimate", is_flag=True, help="Only estimate the run time (from the first block) and write nothing.")
+@click.option("--estimate", is_flag=True, help="Only estimate the run time (from the block nearest the map's centre) and write nothing.")
 @device_options
 @progress_option
 @quiet_option
