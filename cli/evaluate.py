@@ -43,7 +43,8 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.errors import MamolError
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.evaluation.metrics import summary_line
-    from mamol_core.evaluation.report import is_training_report, write_report
+    from mamol_core.evaluation.report import write_report
+    from mamol_core.evaluation.reports_found import is_training_report
     from mamol_core.evaluation.score import evaluate_model_on_scene, order_scene_for_model
     from mamol_core.modelfile.header import DIGEST_KEY, header_digest, read_config
     from mamol_core.modelfile.weights import load_model

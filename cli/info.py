@@ -61,33 +61,24 @@ def main(model_path, as_json, check):
         click.echo(accuracy)
 
 
-#: Fewer test pixels than this in a sensor combination say little of its accuracy (the QGIS plugin's
-#: ``algorithms.FEW_PIXELS`` says the same in the map dialog).
-FEW_PIXELS = 100
-
-
 def report_accuracy(model_path: Path) -> str | None:
     """One line of the accuracy per sensor combination in the model's training report (``<model>.report/``,
     or ``<model>_report/``), ``None`` without one; a report that records another model file's header (an
     earlier model written to the same path) is not this model's, and the line says so."""
     from mamol_core.evaluation.metrics import measure_text
-    from mamol_core.modelfile.header import DIGEST_KEY, header_digest
+    from mamol_core.evaluation.reports_found import model_report, report_folders
 
-    earlier, digest = [], header_digest(model_path)
-    for folder in (model_path.with_suffix(".report"), model_path.with_name(f"{model_path.stem}_report")):
+    report, folder, earlier = model_report(model_path, report_folders(model_path))
+    if report is not None:
         try:
-            report = json.loads((folder / "metrics.json").read_text())
             results, overall = report["results"], report["results"]["overall"]
-            if report["context"].get(DIGEST_KEY, digest) != digest:  # reports of mamol 0.3.0 and before record none
-                earlier.append(folder)
-                continue
             patterns = "; ".join(f"{name} {measure_text(summary['oa'])}{pixels_text(summary.get('samples'))}"
                                  for name, summary in results.items() if name != "overall")
             return (f"accuracy in its report ({folder}, {overall['samples']} test pixels, {report['context'].get('mode', 'pixel')}): "
                     f"OA {measure_text(overall['oa'])}, kappa {measure_text(overall['kappa'])}"
                     + (f"; by missing pattern: {patterns}" if patterns else ""))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not a report
-            continue
+        except (KeyError, TypeError, AttributeError):  # not a report mamol wrote: nothing to say from it
+            return None
     if earlier:
         return (f"accuracy: {earlier[0]} is the report of an earlier model written to {model_path}, not this one's; "
                 f"mamol-eval --model {model_path} -o {earlier[0]} with the test data writes this one's")
@@ -96,6 +87,8 @@ def report_accuracy(model_path: Path) -> str | None:
 
 def pixels_text(samples: int | None) -> str:
     """A combination's test pixels for its accuracy: `` (11 px, too few to judge)``; "" where unrecorded."""
+    from mamol_core.evaluation.reports_found import FEW_PIXELS
+
     if samples is None:
         return ""
     return f" ({samples} px{', too few to judge' if samples < FEW_PIXELS else ''})"

@@ -56,14 +56,17 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
               help="Also write the class map as polygons with their area in m² (.gpkg or .geojson; held in memory while written).")
 @click.option("--polygons-layer", metavar="NAME",
               help="The polygons' layer name; default: the --polygons file's name.")
+@click.option("--report", type=click.Path(path_type=Path), metavar="FOLDER",
+              help="A report of this model (mamol-train's or mamol-eval's) whose accuracy per sensor combination warns of a map "
+                   "from sensors it is weak on; default: the report beside the model (<MODEL>.report or <MODEL>_report).")
 @click.option("--estimate", is_flag=True, help="Only estimate the run time (from the block nearest the map's centre) and write nothing.")
 @device_options
 @progress_option
 @quiet_option
 @handle_errors
 def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence, availability, reference, assume_crs, resampling,
-         stride, batch_size, block_size, min_valid, cog, aoi, mask, sieve, polygons, polygons_layer, estimate, device, precision, progress_mode,
-         quiet):
+         stride, batch_size, block_size, min_valid, cog, aoi, mask, sieve, polygons, polygons_layer, report, estimate, device, precision,
+         progress_mode, quiet):
     """Map land cover with MODEL from any subset of its modalities; absent ones count as missing."""
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
@@ -72,6 +75,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.data.sources import check_sources
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
+    from mamol_core.evaluation.reports_found import combination_warning
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
     from mamol_core.mapping.outputs import POLYGON_DRIVERS, RESERVED_TABLE_PREFIXES, OutputPaths, polygon_target_problem
@@ -91,6 +95,10 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
             given = parse_inputs(inputs, given=aliases)
             flags = {name: aliases[name][1] if name in aliases else f"--input {name}" for name in given}
             check_sources(config.model, given, complete=False)
+            warning = combination_warning(config.model.name or model_path.stem, list(given), config.model.modality_names,
+                                          report_results(model_path, report))
+            if warning:
+                log.warning(warning)
             items = [MapInput(name, path) for name, path in given.items()]
             outputs = OutputPaths(output, sibling(output, probabilities, "probabilities"), sibling(output, confidence, "confidence"),
                                   sibling(output, availability, "availability"), cog, polygons, sieve, polygons_layer)
@@ -127,6 +135,19 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if mapped else ""
     log.info("wrote %s (%dx%d px, %d tiles%s) in %s s%s", output, summary.width, summary.height, summary.tiles, kept,
              seconds_text(summary.seconds), rate)
+
+
+def report_results(model_path: Path, report: Path | None) -> dict:
+    """The accuracy per sensor combination in the model's report (``report``, else the one beside the model);
+    empty without one. A ``report`` that holds none of this model's is refused."""
+    from mamol_core.evaluation.reports_found import model_report, report_folders
+
+    found, _, earlier = model_report(model_path, [report] if report is not None else report_folders(model_path))
+    if report is not None and found is None:
+        whose = "an earlier model's report (written to the same model file)" if earlier else "no report mamol wrote"
+        raise MamolError(f"--report {report}: holds {whose}; give the folder of a report of {model_path} (mamol-train's or "
+                         "mamol-eval's), or leave --report out")
+    return found["results"] if found is not None else {}
 
 
 def duration(seconds: float) -> str:

@@ -125,8 +125,9 @@ CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)":
             "Assign projection…)", "valid on less than --min-valid of every tile": "valid on too few pixels of every tile",
             "; --missing-rate and --missing set another protocol": "", ", pass --reference RASTER to choose the grid": "",
             ", or train on a finer grid (--reference)": ""}
-#: Fewer test pixels than this in a sensor combination say little of how well the model maps from it
-#: (as mamol-info marks them: ``mamol_cli.info.FEW_PIXELS``; the plugin may run without mamol installed).
+#: Fewer test pixels than this in a sensor combination say little of how well the model maps from it: the help
+#: panel marks them, as mamol-info does (``mamol_core.evaluation.reports_found.FEW_PIXELS``; the plugin may run
+#: without mamol installed).
 FEW_PIXELS = 100
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
@@ -265,6 +266,7 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
                       "the new layer", text)
         text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
+        text = text.replace("(mamol-eval)", "(Processing Toolbox › MaMOL › Evaluate a model)")
         text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
         text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
         return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
@@ -383,11 +385,20 @@ class MapLandCover(ModelAlgorithm):
             for given in itertools.combinations(names, count):
                 summary = results.get(pattern_of(list(given), names))
                 if summary and summary.get("oa") is not None:
-                    rows.append(f"<tr><td>{' + '.join(given)}</td><td align='right'>{summary['oa']:.2f} %</td></tr>")
+                    samples = summary.get("samples")
+                    pixels = "" if samples is None else f"{samples}{', too few to judge' if samples < FEW_PIXELS else ''}"
+                    rows.append(f"<tr><td>{' + '.join(given)}</td><td align='right'>{summary['oa']:.2f} %</td>"
+                                f"<td align='right'>{pixels}</td></tr>")
         if not rows:
             return ""
         return ("<p>Overall accuracy on the model's test pixels, by the sensors given:</p><table>"
-                "<tr><th>sensors</th><th>OA</th></tr>" + "".join(rows) + "</table>")
+                "<tr><th>sensors</th><th>OA</th><th>test pixels</th></tr>" + "".join(rows) + "</table>")
+
+    def report_args(self) -> list[str]:
+        """``--report FOLDER`` where the train dialog wrote this model's report away from the model (mamol-map finds
+        one beside it itself), so that mamol-map warns of sensors the report shows it weak on."""
+        folder = settings.report_folder(self.model_path)
+        return ["--report", folder] if folder and report_results(self.model_path, Path(folder), strict=False) is not None else []
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_sensor_slots()
@@ -412,30 +423,10 @@ class MapLandCover(ModelAlgorithm):
             return False, problem
         return super().checkParameterValues(parameters, context)
 
-    def accuracy_note(self, given: list[str]) -> str | None:
-        """A warning when the model's report shows the sensors ``given`` map poorly (OA under 70 %, or 10
-        points under all sensors), with the figures, or scores them on fewer than :data:`FEW_PIXELS` test
-        pixels (a combination the protocol left out: one of three sensors alone); ``None`` otherwise or
-        without a report."""
-        results = model_results(self.model_path)
-        names = [m["name"] for m in self.modalities]
-        these, complete = results.get(pattern_of(given, names)), results.get("complete")
-        if results and len(given) < len(names) and (not these or these.get("samples", FEW_PIXELS) < FEW_PIXELS):
-            scored = f"on only {these['samples']} of its test pixels" if these else "on none of its test pixels"
-            return (f"{self.model_name} was scored from {' + '.join(given)} {scored}, too few to tell how well it maps from these sensors; "
-                    "evaluate it on test labels with these sensors alone before relying on the map.")
-        if not these or these.get("oa") is None:
-            return None
-        best = complete.get("oa") if complete else None
-        if these["oa"] < 70 or (best is not None and best - these["oa"] > 10):
-            return (f"{self.model_name} scored {these['oa']:.2f} % overall accuracy from {' + '.join(given)} on its test pixels"
-                    + (f" (all sensors: {best:.2f} %)" if best is not None else "") + "; expect a weaker map from these sensors.")
-        return None
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         area, made = self.area_args(parameters, context, feedback)
         inputs, given = self.sensor_args(parameters, context, made)
-        args = ["--model", self.model_path, *inputs, *area]
+        args = ["--model", self.model_path, *inputs, *area, *self.report_args()]
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         args += ["-o", output, "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         if self.parameterAsBoolean(parameters, "ESTIMATE", context):
@@ -460,10 +451,7 @@ class MapLandCover(ModelAlgorithm):
         sieve = self.parameterAsInt(parameters, "SIEVE", context)
         if sieve > 1:
             args += ["--sieve", str(sieve)]
-        note = self.accuracy_note(given)
-        if note:
-            feedback.pushWarning(note)
-        self.run_mamol("mamol-map", args, feedback, made)
+        self.run_mamol("mamol-map", args, feedback, made)  # it warns of sensors the model's report shows it weak on
         run = RunGroup(f"{self.model_name} — {' + '.join(given)}")
         for order, key in enumerate(["POLYGONS", "OUTPUT", *OPTIONAL_OUTPUTS]):
             path = results.get(key)

@@ -136,6 +136,36 @@ def test_the_report_of_an_earlier_model_at_the_same_path_is_not_shown_as_this_on
     assert "accuracy in its report (" in CliRunner().invoke(info.main, [str(model)]).output
 
 
+def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, scene_dir, tmp_path, caplog):
+    model, report = tmp_path / "m.safetensors", tmp_path / "elsewhere"
+    model.write_bytes(model_file.read_bytes())
+    shutil.copytree(model_file.with_suffix(".report"), report)
+    metrics = json.loads((report / "metrics.json").read_text())
+    metrics["results"] |= {"complete": {"oa": 95.0, "samples": 5000}, "missing hsi": {"oa": 60.0, "samples": 900}}
+    (report / "metrics.json").write_text(json.dumps(metrics))
+    args = ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}", "-o", str(tmp_path / "map.tif"), "--estimate",
+            "--progress", "none", "--device", "cpu"]
+    with caplog.at_level(logging.WARNING):
+        assert CliRunner().invoke(map_cli.main, args).exit_code == 0  # no report beside the model: nothing to go by
+        assert "weaker map" not in caplog.text
+        assert CliRunner().invoke(map_cli.main, [*args, "--report", str(report)]).exit_code == 0
+        assert "model scored 60.00 % overall accuracy from dsm on its test pixels (all sensors: 95.00 %); expect a weaker map from " \
+            "these sensors" in caplog.text
+        caplog.clear()
+        shutil.move(report, model.with_suffix(".report"))  # beside the model: found without --report
+        assert CliRunner().invoke(map_cli.main, args).exit_code == 0 and "60.00 % overall accuracy from dsm" in caplog.text
+        caplog.clear()
+        both = [*args, "--input", f"hsi={scene_dir / 'hsi.tif'}"]
+        assert CliRunner().invoke(map_cli.main, both).exit_code == 0 and "weaker map" not in caplog.text  # every sensor
+    refused = CliRunner().invoke(map_cli.main, [*args, "--report", str(tmp_path)])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert f"--report {tmp_path}: holds no report mamol wrote; give the folder of a report of {model}" in refused.output
+    copy_with_config(model_file, model, lambda c: c | {"model": c["model"] | {"name": "retrained"}})  # another model at that path
+    earlier = CliRunner().invoke(map_cli.main, [*args, "--report", str(model.with_suffix(".report"))])
+    assert earlier.exit_code == 1 and "holds an earlier model's report (written to the same model file)" in earlier.output
+    assert not (tmp_path / "map.tif").exists()
+
+
 def test_eval_never_replaces_the_training_report(model_file, scene_dir):
     report = model_file.with_suffix(".report")
     before = {p.name: p.read_bytes() for p in report.iterdir()}

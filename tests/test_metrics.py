@@ -50,3 +50,25 @@ def test_a_report_rewritten_in_its_folder_leaves_no_confusion_file_of_the_earlie
     write_report(tmp_path, Evaluation(["a", "b"], {"overall": matrix, "complete": matrix}, ["hsi"]), {})
     assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["confusion_complete.csv", "confusion_overall.csv",
                                                                "metrics.csv", "notes.csv"]
+
+
+def test_sensor_combinations_a_report_scores_poorly_or_on_few_pixels_are_warned_about():
+    from mamol_core.evaluation.reports_found import FEW_PIXELS, combination_warning
+
+    names = ["s10", "s20", "s30"]
+    results = {"complete": {"oa": 95.0, "samples": 5000}, "missing s30": {"oa": 93.0, "samples": 800},
+               "missing s10+s30": {"oa": 96.0, "samples": FEW_PIXELS - 89}, "missing s20+s30": {"oa": 84.0, "samples": 700},
+               "missing s10+s20": {"oa": 60.0, "samples": 600}}
+    assert combination_warning("m", ["s20", "s10"], names, results) is None  # 2 points under all sensors
+    assert combination_warning("m", ["s20"], names, results) == (
+        "m was scored from s20 on only 11 of its test pixels, too few to tell how well it maps from these sensors; evaluate it "
+        "on test labels with these sensors alone (mamol-eval) before relying on the map")
+    assert "m was scored from s10 + s30 on none of its test pixels" in combination_warning("m", ["s30", "s10"], names, results)
+    assert combination_warning("m", ["s10"], names, results) == (
+        "m scored 84.00 % overall accuracy from s10 on its test pixels (all sensors: 95.00 %); expect a weaker map from these sensors")
+    assert combination_warning("m", ["s30"], names, results).startswith("m scored 60.00 % overall accuracy from s30")  # under 70
+    assert combination_warning("m", names, names, results) is None and combination_warning("m", ["s10"], names, {}) is None
+    unrecorded = {"missing s20+s30": {"oa": 50.0}}  # a report without counts or the complete pattern
+    assert combination_warning("m", ["s10"], names, unrecorded) == (
+        "m scored 50.00 % overall accuracy from s10 on its test pixels; expect a weaker map from these sensors")
+    assert combination_warning("m", ["s10"], names, {"missing s20+s30": {"oa": None, "samples": 500}}) is None  # nothing scored

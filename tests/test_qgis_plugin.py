@@ -4,6 +4,7 @@ qgis_process, and render the mapping dialog."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -640,30 +641,43 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     assert "<tr><td>hsi + lidar</td>" in algorithm.shortHelpString() and "<tr><td>lidar</td>" in algorithm.shortHelpString()
     complete = json.loads((SAMPLE / "sample_model_report" / "metrics.json").read_text())["results"]["complete"]["oa"]
     assert f"<td align='right'>{complete:.2f} %</td>" in algorithm.shortHelpString()  # as the report writes it: 99.99 is not 100.0
-    note = algorithm.accuracy_note(["lidar"])
-    assert note.startswith("sample_model scored ") and "from lidar on its test pixels (all sensors: " in note
-    assert algorithm.accuracy_note(["hsi", "lidar"]) is None
-
-    feedback = Recording()
+    lidar = json.loads((SAMPLE / "sample_model_report" / "metrics.json").read_text())["results"]["missing hsi"]["oa"]
+    feedback = Recording()  # mamol-map warns, by the report beside the model
     run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "weak.tif")}, feedback)
-    assert feedback.warnings == [note]
+    assert feedback.warnings == [f"sample_model scored {lidar:.2f} % overall accuracy from lidar on its test pixels (all sensors: "
+                                 f"{complete:.2f} %); expect a weaker map from these sensors"]
 
 
-def test_sensors_the_report_scores_on_few_pixels_are_warned_about(map_id, monkeypatch):
+def test_the_help_panel_marks_combinations_scored_on_few_pixels(map_id, monkeypatch):
     from qgis_plugin import algorithms
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
     monkeypatch.setattr(algorithms, "model_results", lambda path: {"complete": {"oa": 95.0, "samples": 5000},
                                                                      "missing hsi": {"oa": 96.0, "samples": 11}})
-    assert algorithm.accuracy_note(["lidar"]) == ("sample_model was scored from lidar on only 11 of its test pixels, too few to tell how "
-                                                  "well it maps from these sensors; evaluate it on test labels with these sensors alone "
-                                                  "before relying on the map.")
-    assert "on none of its test pixels" in algorithm.accuracy_note(["hsi"])  # a combination its report does not hold
-    assert algorithm.accuracy_note(["hsi", "lidar"]) is None
-    monkeypatch.setattr(algorithms, "model_results", lambda path: {"complete": {"oa": 95.0}, "missing hsi": {"oa": 50.0}})
-    assert algorithm.accuracy_note(["lidar"]).startswith("sample_model scored 50.00 % overall accuracy from lidar")  # counts unrecorded
-    monkeypatch.setattr(algorithms, "model_results", lambda path: {})
-    assert algorithm.accuracy_note(["lidar"]) is None  # no report: nothing to say
+    table = algorithm.accuracy_table()
+    assert "<td>hsi + lidar</td><td align='right'>95.00 %</td><td align='right'>5000</td>" in table
+    assert "<td>lidar</td><td align='right'>96.00 %</td><td align='right'>11, too few to judge</td>" in table
+    assert "<td>hsi</td>" not in table  # a combination its report does not hold
+    monkeypatch.setattr(algorithms, "model_results", lambda path: {"missing hsi": {"oa": 50.0}})  # counts unrecorded
+    assert "<td>lidar</td><td align='right'>50.00 %</td><td align='right'></td>" in algorithm.accuracy_table()
+    assert algorithm.in_qgis_words("m was scored from lidar on none of its test pixels, too few to tell how well it maps from these "
+                                   "sensors; evaluate it on test labels with these sensors alone (mamol-eval) before relying on "
+                                   "the map").endswith("alone (Processing Toolbox › MaMOL › Evaluate a model) before relying on the map")
+
+
+def test_mamol_map_is_told_of_the_report_the_train_dialog_wrote_away_from_the_model(plugin, tmp_path):
+    from mamol_core.modelfile.header import read_config
+    from qgis_plugin import settings
+    from qgis_plugin.algorithms import MapLandCover
+
+    model, custom = tmp_path / "m.safetensors", tmp_path / "custom report"
+    model.write_bytes((SAMPLE / "sample_model.safetensors").read_bytes())
+    algorithm = MapLandCover(str(model), dataclasses.asdict(read_config(model)), "map_m")
+    assert algorithm.report_args() == []  # none recorded: mamol-map looks beside the model itself
+    settings.remember_report(str(model), str(custom))
+    assert algorithm.report_args() == []  # the folder holds no report (yet)
+    shutil.copytree(SAMPLE / "sample_model_report", custom)
+    assert algorithm.report_args() == ["--report", str(custom.resolve())]
 
 
 def test_the_help_panel_shows_no_report_of_an_earlier_model_at_the_same_path(plugin, tmp_path):

@@ -17,7 +17,6 @@ from mamol_core.evaluation.html import report_html, sensors_text
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 from mamol_core.figures import glyphs_told
-from mamol_core.modelfile.header import DIGEST_KEY, header_digest
 
 
 def slug(name: str) -> str:
@@ -38,17 +37,6 @@ def accuracy_columns(class_names: list[str]) -> list[str]:
             candidate = f"{column}_{index + 1}_{extra}"
         unique.append(candidate)
     return unique
-
-
-def is_training_report(folder: Path, model: Path) -> bool:
-    """Whether ``folder`` holds the report mamol-train wrote after training the ``model`` file (its context records
-    the training time, and the model's header digest unless mamol 0.3.0 wrote it); not one of an earlier model
-    written to the same path. ``model`` is a readable model file."""
-    try:
-        context = json.loads((Path(folder) / "metrics.json").read_text())["context"]
-        return "train_seconds" in context and context.get(DIGEST_KEY) in (None, header_digest(model))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
 
 
 def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:

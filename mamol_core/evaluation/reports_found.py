@@ -1,0 +1,68 @@
+"""Finding a model's report and reading what it says of each sensor combination (read without torch:
+mamol-info uses it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mamol_core.data.protocol import pattern_name
+from mamol_core.modelfile.header import DIGEST_KEY, header_digest
+
+
+#: Fewer test pixels than this in a sensor combination say little of its accuracy: mamol-info marks them and
+#: mamol-map warns of maps from them (the QGIS plugin's ``algorithms.FEW_PIXELS`` marks them in the map dialog's help panel).
+FEW_PIXELS = 100
+
+
+def report_folders(model: Path) -> list[Path]:
+    """Where a model's training report lies unless told otherwise: ``<model>.report``, then ``<model>_report``."""
+    return [model.with_suffix(".report"), model.with_name(f"{model.stem}_report")]
+
+
+def model_report(model: Path, folders: list[Path]) -> tuple[dict | None, Path | None, list[Path]]:
+    """The first report among ``folders`` that scored the ``model`` file (its context records the file's header
+    digest, or none: mamol 0.3.0 recorded none) and its folder; then the folders holding an earlier model's
+    report (one written to the same path). ``(None, None, earlier)`` without one."""
+    earlier, digest = [], header_digest(model)
+    for folder in folders:
+        try:
+            report = json.loads((Path(folder) / "metrics.json").read_text())
+            report["results"]["overall"]  # noqa: B018 - a report holds its overall accuracy
+            if report["context"].get(DIGEST_KEY, digest) != digest:
+                earlier.append(Path(folder))
+                continue
+            return report, Path(folder), earlier
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not a report
+            continue
+    return None, None, earlier
+
+
+def combination_warning(model_name: str, given: list[str], names: list[str], results: dict) -> str | None:
+    """A warning where a report's ``results`` show the sensors ``given`` (of the model's ``names``) map poorly
+    (OA under 70 %, or 10 points under all sensors), with the figures, or score them on fewer than
+    :data:`FEW_PIXELS` test pixels or none (a combination the protocol left out: one of three sensors alone);
+    ``None`` where they map well, with every sensor, or without results."""
+    if not results or set(names) <= set(given):
+        return None
+    these, complete = results.get(pattern_name(np.isin(names, given), names)), results.get("complete")
+    sensors = " + ".join(name for name in names if name in given)
+    if not these or these.get("samples", FEW_PIXELS) < FEW_PIXELS:
+        scored = f"on only {these['samples']} of its test pixels" if these else "on none of its test pixels"
+        return (f"{model_name} was scored from {sensors} {scored}, too few to tell how well it maps from these sensors; "
+                "evaluate it on test labels with these sensors alone (mamol-eval) before relying on the map")
+    best = complete.get("oa") if complete else None
+    if these.get("oa") is not None and (these["oa"] < 70 or (best is not None and best - these["oa"] > 10)):
+        return (f"{model_name} scored {these['oa']:.2f} % overall accuracy from {sensors} on its test pixels"
+                + (f" (all sensors: {best:.2f} %)" if best is not None else "") + "; expect a weaker map from these sensors")
+    return None
+
+
+def is_training_report(folder: Path, model: Path) -> bool:
+    """Whether ``folder`` holds the report mamol-train wrote after training the ``model`` file (its context records
+    the training time; :func:`model_report`'s rule says it scored this file); not one of an earlier model
+    written to the same path. ``model`` is a readable model file."""
+    report = model_report(model, [folder])[0]
+    return report is not None and "train_seconds" in report["context"]
