@@ -42,6 +42,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.errors import MamolError
     from mamol_core.device import autocast_dtype, resolve_device
+    from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.reports_found import is_training_report
@@ -79,7 +80,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     write_report(folder, evaluation, {"model": str(model_path), DIGEST_KEY: header_digest(model_path), "protocol": vars(protocol),
                                       "modalities_given": opened.names, "device": str(compute), "mode": mode, "warnings": said})
     for name, summary in evaluation.summaries.items():
-        log.info(summary_line(name, summary))
+        log.info(summary_line(pattern_title(name, evaluation.modality_names), summary))
     log.info("report written to %s", folder)
 
 

@@ -113,6 +113,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
+    from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
@@ -195,7 +196,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
         context["validation"] = {k: v for k, v in vars(run.config.validation).items() if k != "checks"}  # all checks: mamol-info --json
     write_report(folder, evaluation, context)
     for name, summary in evaluation.summaries.items():
-        log.info(summary_line(name, summary))
+        log.info(summary_line(pattern_title(name, evaluation.modality_names), summary))
     log.info("report written to %s", folder)
 
 

@@ -368,8 +368,8 @@ class MapLandCover(ModelAlgorithm):
         names = ", ".join(f"{m['name']} ({bands(m['bands'])})" for m in self.modalities)
         classes = ", ".join(c["name"] for c in self.info["model"]["classes"])
         return (f"<p>Maps land cover with the MaMOL model <b>{self.model_name}</b> ({self.model_path}).</p>"
-                f"<p>Give a raster for any subset of its modalities: {names}. Layers named like a modality are "
-                f"filled in when the dialog opens. A modality that is not given, or that does not cover part of the area, "
+                f"<p>Give a raster for any subset of its modalities: {names}. Opened with <i>Map land cover (MaMOL)…</i> "
+                f"(toolbar, Raster menu), the dialog fills in the layers named like a modality. A modality that is not given, or that does not cover part of the area, "
                 f"counts as missing there; the model adapts to whichever sensors are present. Rasters may differ in CRS "
                 f"and resolution; the map is at the model's training pixel size.</p>"
                 f"<p>Classes: {classes}. The results are loaded in one group: the class map with the classes' colours "

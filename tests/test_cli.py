@@ -197,6 +197,7 @@ def test_eval_from_a_subset_of_the_sensors_scores_them_as_a_map_from_them(model_
         "given, where they hold data) (missing rate 0;" in caplog.text
     marked, scored = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("marked", "alone"))
     assert set(scored["results"]) == {"overall", "missing hsi"}
+    assert " dsm only                     OA " in caplog.text and "missing hsi" not in caplog.text  # the sensors used, as the report says
     assert scored["results"]["overall"] == marked["results"]["overall"]
     assert scored["context"]["protocol"]["missing_rate"] == 0.0 and scored["context"]["modalities_given"] == ["dsm"]
 

@@ -105,11 +105,16 @@ def test_dense_map_agrees_with_per_pixel_classification(trained, scene_dir, tmp_
 
 
 def test_one_modality_is_enough(trained, scene_dir, tmp_path):
+    from mamol_core.mapping.outputs import COMBINATION_COLOURS
+
     _, model = trained
     out = tmp_path / "dsm_only.tif"
     assert run_map(model, out, ("dsm", scene_dir / "dsm.tif"), extra=["--availability"]).exit_code == 0
     assert (read(out)[0] > 0).all()
     assert np.all(read(tmp_path / "dsm_only_availability.tif")[0] == 1)
+    legend = re.findall(r'paletteEntry value="(\d+)" color="(#[0-9a-f]{6})" alpha="255" label="([^"]+)"',
+                        (tmp_path / "dsm_only_availability.qml").read_text())
+    assert legend == [("1", COMBINATION_COLOURS[0], "dsm only")]  # only what a map from the dsm can hold, in its usual colour
 
 
 def test_mixed_resolutions_and_crs_align_on_the_finest_grid(trained, scene_dir, tmp_path):

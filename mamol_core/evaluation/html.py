@@ -23,6 +23,11 @@ def sensors_text(pattern: str, modality_names: list[str]) -> str:
     return " + ".join(present) + " only" if present else pattern
 
 
+def pattern_title(name: str, modality_names: list[str]) -> str:
+    """A result's title for people: ``overall``, or the sensors used (:func:`sensors_text`) where the names are known."""
+    return name if name == "overall" or not modality_names else sensors_text(name, modality_names)
+
+
 def cell(value: float | None) -> str:
     return "–" if value is None else measure_text(value)
 

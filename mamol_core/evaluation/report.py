@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mamol_core.atomic import atomic_paths
-from mamol_core.evaluation.html import report_html, sensors_text
+from mamol_core.evaluation.html import pattern_title, report_html
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
 from mamol_core.figures import glyphs_told
@@ -106,7 +106,7 @@ def plot_confusions(evaluation: Evaluation, path: Path) -> None:
         ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
         summary = evaluation.summaries[name]
         oa = "n/a" if summary["oa"] is None else f"{summary['oa']:.1f}%"
-        title = name if name == "overall" or not evaluation.modality_names else sensors_text(name, evaluation.modality_names)
+        title = pattern_title(name, evaluation.modality_names)
         ax.set_title(f"{title}\nOA {oa}, n={summary['samples']}", fontsize=9)
         ax.set_xticks(range(count), evaluation.class_names, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(count), evaluation.class_names, fontsize=7)

@@ -258,7 +258,7 @@ def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: 
                   config: MamolConfig, inputs: list[MapInput], limited_by: str = "") -> None:
     """Write every block's encoded outputs into ``outputs`` (they appear only when all are complete);
     ``limited_by`` names the options that confined the map (see :func:`check_usage`)."""
-    with MapWriter(outputs, grid, config.model.classes, config.model.modality_names) as writer:
+    with MapWriter(outputs, grid, config.model.classes, config.model.modality_names, [item.name for item in inputs]) as writer:
         used_by = np.zeros(len(config.model.modalities), np.int64)
         for index, block in encoded:
             writer.write(blocks[index].target, block)

@@ -145,12 +145,16 @@ def distinct_colours(count: int) -> list[str]:
     return colours
 
 
-def availability_style(modality_names: list[str]) -> str:
-    """A QGIS paletted style for the availability bit mask: one colour and legend entry per sensor combination."""
+def availability_style(modality_names: list[str], given: list[str] | None = None) -> str:
+    """A QGIS paletted style for the availability bit mask: one colour and legend entry per sensor combination
+    that can occur in a map from the sensors ``given`` (default: every one); a combination keeps its colour
+    whichever sensors are given."""
     palette = distinct_colours(2 ** len(modality_names) - 1)
     entries = []
     for value in range(1, 2 ** len(modality_names)):
         used = [name for bit, name in enumerate(modality_names) if value >> bit & 1]
+        if given is not None and not set(used) <= set(given):
+            continue
         label = " + ".join(used) + (" (all)" if len(used) == len(modality_names) > 1 else " only" if len(modality_names) > 1 else "")
         entries.append(f'        <paletteEntry value="{value}" color="{palette[value - 1]}" alpha="255" '
                        f'label={quoteattr(label)}/>')
@@ -208,8 +212,10 @@ class MapWriter(contextlib.ExitStack):
     finishes the side files and renames everything into place. Leaving the context without
     :meth:`commit` (an error, Ctrl-C) deletes all temporaries."""
 
-    def __init__(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str]) -> None:
+    def __init__(self, paths: OutputPaths, grid: Grid, classes: list[ClassSpec], modality_names: list[str],
+                 given: list[str] | None = None) -> None:
         super().__init__()
+        self.given = given  # the sensors given (default: every one): the availability legend lists their combinations
         try:
             self._open_all(paths, grid, classes, modality_names)
         except BaseException:
@@ -272,7 +278,7 @@ class MapWriter(contextlib.ExitStack):
         if "confidence" in side:
             self.temporaries[side["confidence"]].write_text(percent_style(1, "confidence %"))
         if "availability" in side:
-            self.temporaries[side["availability"]].write_text(availability_style(self.modality_names))
+            self.temporaries[side["availability"]].write_text(availability_style(self.modality_names, self.given))
         self.temporaries[self.paths.categories].write_text(category_sidecar(self.classes))
         write_quicklook(self.temporaries[self.paths.classes], self.temporaries[self.paths.quicklook], self.classes)
         polygons = self.paths.polygons
