@@ -102,8 +102,7 @@ def unit_text(unit) -> str:
 
 def grid_text(grid) -> str:
     """The training grid (``GridSpec``) in a few words: its CRS and pixel size with the CRS's unit."""
-    from mamol_core.mapping.align import crs_name
-    from mamol_core.mapping.crs import crs_unit, parse_crs
+    from mamol_core.mapping.crs import crs_name, crs_unit, parse_crs
 
     crs = parse_crs(grid.crs, "the model's training grid") if grid.crs else None
     unit = crs_unit(crs) if crs is not None else None

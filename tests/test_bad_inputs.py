@@ -307,6 +307,34 @@ def test_a_table_of_coordinates_is_refused_with_the_line_that_makes_it_points(mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.csv", "gps.csv", "gps.gpkg"]
 
 
+def test_a_local_engineering_crs_is_refused_with_the_line_that_assigns_one(model_file, scene_dir, tmp_path):
+    import geopandas
+
+    local = 'LOCAL_CS["arbitrary",UNIT["metre",1]]'
+    for name in ("dsm", "test_labels"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            profile, data = src.profile | {"crs": rasterio.crs.CRS.from_wkt(local)}, src.read()
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data)
+    for name in ("train_points", "test_polygons"):
+        geopandas.read_file(scene_dir / f"{name}.gpkg").set_crs(local, allow_override=True).to_file(tmp_path / f"{name}.gpkg")
+    fix = "being a local (engineering) one; assign it the CRS its coordinates are in: "
+    sensors = ["--input", f"hsi={scene_dir / 'hsi.tif'}", "--input", f"dsm={tmp_path / 'dsm.tif'}"]
+    for extra in ([], ["--assume-crs", "EPSG:32632"]):  # --assume-crs is for rasters without a CRS
+        result = run_map("--model", model_file, *sensors, "-o", tmp_path / "m.tif", *extra)
+        one_line_error(result, f"dsm.tif: its CRS (arbitrary) cannot be related to {scene_dir / 'hsi.tif'}'s (EPSG:32632), {fix}"
+                               f"gdal_edit.py -a_srs EPSG:XXXX {tmp_path / 'dsm.tif'}")
+    hsi = ["--input", f"hsi={scene_dir / 'hsi.tif'}"]
+    result = run_map("--model", model_file, *hsi, "--mask", tmp_path / "test_labels.tif", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"test_labels.tif: its CRS (arbitrary) cannot be related to the map's (EPSG:32632), {fix}")
+    result = run_map("--model", model_file, *hsi, "--aoi", tmp_path / "test_polygons.gpkg", "-o", tmp_path / "m.tif")
+    one_line_error(result, f"test_polygons.gpkg: its CRS (arbitrary) cannot be related to the map's (EPSG:32632), {fix}ogr2ogr -a_srs EPSG:XXXX")
+    for labels in ([tmp_path / "test_labels.tif"], [tmp_path / "train_points.gpkg", "--label-field", "landcover"]):
+        result = CliRunner().invoke(train.main, [*hsi, "--labels", *map(str, labels), "-o", str(tmp_path / "t.safetensors"), *FAST])
+        one_line_error(result, f"{labels[0].name}: its CRS (arbitrary) cannot be related to the scene's (EPSG:32632), {fix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif", "test_labels.tif", "test_polygons.gpkg", "train_points.gpkg"]
+
+
 def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):
     import geopandas
     from shapely.geometry import Polygon

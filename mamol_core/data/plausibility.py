@@ -21,8 +21,7 @@ from rasterio.windows import Window
 from mamol_core.config import ValueUnit
 from mamol_core.data.rasters import measurement_bands, open_raster, sample_windows
 from mamol_core.data.reader import BandReading, ModelReader
-from mamol_core.mapping.align import crs_name
-from mamol_core.mapping.crs import height_unit
+from mamol_core.mapping.crs import crs_name, height_unit
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
 #: many training standard deviations from the training mean; scaled down when all its values lie

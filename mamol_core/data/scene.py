@@ -19,8 +19,8 @@ import numpy as np
 
 from mamol_core.config import ClassSpec, GridSpec
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput, crs_name, effective_grid, shared_grid
-from mamol_core.mapping.crs import parse_crs
+from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, shared_grid
+from mamol_core.mapping.crs import crs_name, parse_crs
 from mamol_core.data.labels import (
     check_label_values,
     class_name,

@@ -25,13 +25,12 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.config import GridSpec
 from mamol_core.data.rasters import Grid, box_of, check_real_values, gdal_reason, grid_of, is_flipped, open_raster, same_grid
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import as_pyproj, assign_crs_command, check_on_earth, horizontal, parse_crs, pixel_size_in
+from mamol_core.mapping.crs import assign_crs_command, bounds_in, check_on_earth, crs_name, horizontal, parse_crs, pixel_size_in
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,6 @@ class MapInput:
 
     name: str
     path: Path
-
-
-def crs_name(crs: CRS | None) -> str:
-    """A CRS in a few words: its EPSG code, else its name (never a whole WKT in a one-line message)."""
-    if crs is None:
-        return "no CRS"
-    code = crs.to_epsg()
-    return f"EPSG:{code}" if code else as_pyproj(crs).name
 
 
 def source_crs(dataset, path: Path, assumed: CRS | None, model_grid: GridSpec | None = None) -> CRS:
@@ -109,7 +100,7 @@ def output_grid(datasets: list, paths: list[Path], assumed: CRS | None, referenc
         raise MamolError(f"{reference_path}: a rotated grid cannot be the reference; warp it north-up first (gdalwarp)")
     size = (abs(t.a), abs(t.e))
     left, top = ref_bounds[0], ref_bounds[3]  # the reference's pixel edges, whichever way its rows run; the map runs north-up
-    boxes = [transform_bounds(crs, ref_crs, *box_of(dataset)) for dataset, crs in zip(datasets, crs_list)]
+    boxes = [bounds_in(crs, ref_crs, box_of(dataset), path, reference_path) for dataset, crs, path in zip(datasets, crs_list, paths)]
     pixels = [max((b[2] - b[0]) / d.width, (b[3] - b[1]) / d.height) for b, d in zip(boxes, datasets)]
     check_overlaps(boxes, paths, ref_bounds if explicit else None, reference_path, crs_list, pixels)
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
@@ -217,7 +208,7 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
     candidates = comparable or [i for i in everyone if not crs_list[i].is_geographic] or everyone
     common = crs_list[candidates[0]]
     def area(index: int) -> float:
-        left, bottom, right, top = transform_bounds(crs_list[index], common, *box_of(datasets[index]))
+        left, bottom, right, top = bounds_in(crs_list[index], common, box_of(datasets[index]), paths[index], paths[candidates[0]])
         return abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height)
 
     chosen = candidates[int(np.argmin([area(i) for i in candidates]))]

@@ -17,14 +17,13 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from mamol_core.data.rasters import Grid, box_of, gdal_reason, grid_of, open_raster
 from mamol_core.data.vectors import feature_layers, read_features
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import crs_name, effective_grid
-from mamol_core.mapping.crs import assign_crs_command, check_on_earth
+from mamol_core.mapping.align import effective_grid
+from mamol_core.mapping.crs import assign_crs_command, bounds_in, check_on_earth, check_related, crs_name
 
 
 def polygon_layer(path: Path) -> str | None:
@@ -108,9 +107,10 @@ class MapArea:
                              "cannot be placed on them; pass --assume-crs EPSG:XXXX (the CRS they are in)")
         boxes = []
         if self.polygons is not None:
+            check_related(self.polygons.crs, grid.crs, self.aoi, "the map", vector=True)
             boxes.append(tuple(self.polygons.to_crs(grid.crs).total_bounds))
         if self.mask is not None:
-            boxes.append(transform_bounds(self.mask_crs, grid.crs, *self.mask_bounds))
+            boxes.append(bounds_in(self.mask_crs, grid.crs, self.mask_bounds, self.mask, "the map"))
         left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
         right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
         return crop_grid(grid, (left, bottom, right, top), " and ".join(str(p) for p in (self.aoi, self.mask) if p), margin)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
+from rasterio.warp import transform_bounds
 
 from mamol_core.config import GridSpec
 from mamol_core.errors import MamolError
@@ -56,6 +57,44 @@ def check_on_earth(crs: CRS | None, corners: list[tuple[float, float]], path: Pa
         raise MamolError(f"--assume-crs {crs.to_string()}: {path} cannot lie in it ({why}); give the CRS its coordinates are in")
     raise MamolError(f"{path}: its extent cannot lie in its CRS {crs.to_string()} ({why}); the CRS is wrong: assign the right one "
                      f"({assign_crs_command(path, vector)})")
+
+
+def crs_name(crs: CRS | None) -> str:
+    """A CRS in a few words: its EPSG code, else its name (never a whole WKT in a one-line message)."""
+    if crs is None:
+        return "no CRS"
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else as_pyproj(crs).name
+
+
+def bounds_in(crs: CRS, target: CRS, box: tuple[float, float, float, float], path: Path | str,
+              target_path: Path | str) -> tuple[float, float, float, float]:
+    """``box``, in ``crs`` (that of ``path``), in ``target`` (that of ``target_path``); refused as
+    :func:`check_related` says where the two cannot be related."""
+    check_related(crs, target, path, target_path)
+    return transform_bounds(crs, target, *box)
+
+
+def check_related(crs: CRS, target: CRS, path: Path | str, target_path: Path | str, vector: bool = False) -> None:
+    """A one-line error where no coordinate operation relates ``crs`` (that of ``path``, a ``vector`` file or a
+    raster) and ``target`` (that of the raster ``target_path``), as for a local (engineering) CRS, which some
+    LiDAR tools write, and any other."""
+    import pyproj
+
+    if crs == target:
+        return
+    try:
+        pyproj.Transformer.from_crs(as_pyproj(crs), as_pyproj(target))
+    except pyproj.exceptions.ProjError:
+        (local, local_crs), (other, other_crs) = sorted([(path, crs), (target_path, target)], key=lambda item: not is_local(item[1]))
+        raise MamolError(f"{local}: its CRS ({crs_name(local_crs)}) cannot be related to {other}'s ({crs_name(other_crs)})"
+                         f"{', being a local (engineering) one' if is_local(local_crs) else ''}; assign it the CRS its coordinates "
+                         f"are in: {assign_crs_command(Path(local), vector=vector and local == path)}") from None
+
+
+def is_local(crs: CRS) -> bool:
+    """Whether ``crs`` is a local (engineering) CRS: neither geographic nor projected, related to no other."""
+    return not crs.is_geographic and not crs.is_projected
 
 
 def assign_crs_command(path: Path, vector: bool) -> str:

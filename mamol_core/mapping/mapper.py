@@ -34,7 +34,8 @@ from mamol_core.data.plausibility import file_warnings, input_warnings
 from mamol_core.data.rasters import Grid
 from mamol_core.distributed import all_sum, current, stop_together
 from mamol_core.errors import MamolError
-from mamol_core.mapping.align import AlignedInputs, MapInput, crs_name
+from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.crs import crs_name
 from mamol_core.mapping.area import GridArea, MapArea
 from mamol_core.mapping.dense import MIN_VALID, DensePredictor, default_stride, tile_starts, tiles_touching
 from mamol_core.mapping.outputs import MapWriter, OutputPaths, encode_block
