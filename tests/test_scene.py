@@ -3,6 +3,7 @@
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,39 @@ def test_normalisation_is_fitted_on_training_pixels_only(scene_dir):
     assert np.isclose(specs[0].std[0], dsm[train].std(), rtol=1e-5)
     assert not np.isclose(specs[0].mean[0], dsm[scene.test_labels > 0].mean(), rtol=1e-6)
     assert len(prepared.train) == train.sum()
+
+
+def test_a_fill_value_under_one_training_pixel_that_sets_a_bands_scale_is_warned_about(scene_copy, caplog):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        profile, data = src.profile, src.read()
+    clean = open_scene(scene_copy)
+    caplog.set_level(logging.WARNING)
+    prepare_scene(clean, ProtocolSpec(0.0, "both", 0), margin=5)
+    assert "training pixels, far from the others" not in caplog.text  # the scene as it is
+    rows, cols = np.nonzero(clean.train_labels)
+    data[0, rows[0], cols[0]] = -9999  # one of the training pixels, in a hole of the DSM whose fill is not declared
+    with rasterio.open(scene_copy / "dsm.tif", "w", **profile) as dst:
+        dst.write(data)
+    _, specs = prepare_scene(open_scene(scene_copy), ProtocolSpec(0.0, "both", 0), margin=5)
+    assert f"{scene_copy / 'dsm.tif'}: band 1 holds -9999 under 1 of its {rows.size} training pixels, far from the others (median " \
+        in caplog.text
+    assert f"so the model reads the band nearly flat; if -9999 marks missing data, declare it (gdal_edit.py -a_nodata -9999 " \
+        f"{scene_copy / 'dsm.tif'}), else check those pixels, or train with --normalization quantile" in caplog.text
+    assert specs[0].std[0] > 100
+
+
+def test_a_heavy_tail_is_no_outlier_but_values_that_set_the_scale_are():
+    from mamol_core.data.plausibility import outlier_warning
+
+    rng = np.random.default_rng(0)
+    intensity = rng.gamma(2.0, 20.0, 800)  # a LiDAR intensity's long bright tail
+    assert outlier_warning(np.append(intensity, 400.0), Path("c2.tif"), 1) is None  # 10 times the median: a bright roof
+    heights = rng.normal(200.0, 6.0, 800)
+    assert outlier_warning(heights, Path("dsm.tif"), 1) is None
+    voids = outlier_warning(np.concatenate([heights, [-32768.0, -32767.0, -32768.0]]), Path("dsm.tif"), 2)
+    assert voids.startswith("dsm.tif: band 2 holds values from -32768 to -32767 under 3 of its 803 training pixels")
+    assert "if one of them marks missing data, declare it (gdal_edit.py -a_nodata VALUE dsm.tif)" in voids
+    assert outlier_warning(np.full(50, 3.0), Path("flat.tif"), 1) is None  # no spread to judge by
 
 
 def test_vector_points_and_polygons_rasterise_like_the_rasters(scene_dir):
@@ -388,10 +422,13 @@ def test_an_input_that_names_a_scene_file_renames_that_modality(scene_dir, caplo
     (-9999.0, None, slice(0, 2), "holds -9999 at a corner"),  # a collar along the top
     (-32768, None, slice(15, 25), "holds -32768 on"),  # a void of an int16 DEM
     (-3.4028234663852886e38, None, slice(15, 25), "holds -3.40282e+38 on"),  # a void in the middle
+    (3.4028234663852886e38, None, slice(15, 25), "holds 3.40282e+38 on"),  # float32's highest
+    (-3.4e38, None, slice(0, 2), "holds -3.4e+38 at a corner"),  # R's raster package
+    (65535, None, slice(15, 25), "holds 65535 on"),  # unsigned 16-bit's highest
     (-9999.0, -9999.0, slice(0, 2), None),  # declared: nothing to say
     (None, None, None, None)])  # no fill at all
 def test_an_undeclared_fill_value_is_warned_about_when_the_scene_opens(scene_copy, caplog, fill, declared, rows, warned):
-    dtype = "int16" if isinstance(fill, int) else "float32"
+    dtype = ("uint16" if fill > 0 else "int16") if isinstance(fill, int) else "float32"
     with rasterio.open(scene_copy / "dsm.tif") as src:
         profile, data = src.profile, src.read().astype(dtype)
     if fill is not None:

@@ -17,7 +17,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.plausibility import partial_bands, scale_warnings, unit_warnings, values_unit
+from mamol_core.data.plausibility import outlier_warning, partial_bands, scale_warnings, unit_warnings, values_unit
 from mamol_core.data.rasters import open_raster
 from mamol_core.mapping.align import AlignedInputs, MapInput
 
@@ -110,6 +110,10 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
                                  f"{shlex.quote(str(raster.path))} {shlex.quote(raster.path.stem + '_bands.tif')})")
             raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
         values = bands[:, rows[usable], cols[usable]].astype(np.float64)
+        for number, band in zip((file_bands or {}).get(raster.name) or range(1, raster.bands + 1), values):
+            warning = outlier_warning(band, raster.path, number)
+            if warning:
+                log.warning(warning)
         std = values.std(axis=1)
         spec = ModalitySpec(raster.name, raster.bands, values.mean(axis=1).tolist(), np.where(std > 0, std, 1.0).tolist())
         if method == "quantile":

@@ -40,8 +40,13 @@ MAX_PARTIAL = 0.02
 #: size above which it is looked for only in rasters with overviews.
 COLLAR_VIEW = 512
 COLLAR_PIXELS = 100_000_000
-#: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest).
-FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, -1e10)
+#: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest and highest, R's
+#: raster package, unsigned 16-bit's highest).
+FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, 3.4028234663852886e38, -3.4e38, 3.4e38, -1e10, 65535.0)
+#: Training values farther than ``OUTLIER_SPREADS`` robust spreads from their band's median that make its standard
+#: deviation, the band's scale in the model, more than ``OUTLIER_EFFECT`` times what the other values give.
+OUTLIER_SPREADS = 50.0
+OUTLIER_EFFECT = 3.0
 #: Metres per unit of the length units that rasters declare for their bands (GDAL's unit type, in lower case).
 US_FOOT = 1200 / 3937
 LENGTH_UNITS = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0, "km": 1000.0, "dm": 0.1, "cm": 0.01,
@@ -67,6 +72,26 @@ def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
     if up or down or flipped:
         return f"median {median:.4g}, spread {spread:.4g}; training {mean:.4g} ± {std:.4g}"
     return None
+
+
+def outlier_warning(values: np.ndarray, path: Path, band: int) -> str | None:
+    """A warning where a few of the training ``values`` of band ``band`` of the raster at ``path`` lie so far from the
+    others (:data:`OUTLIER_SPREADS`) that they set the band's scale (:data:`OUTLIER_EFFECT`), as an undeclared fill
+    value under a training pixel does: how many, which, the scale with and without them, and the fix; ``None`` otherwise."""
+    if values.size < 2:
+        return None
+    p1, low, median, high, p99 = np.percentile(values, [1, 25, 50, 75, 99])
+    spread = (high - low) / 1.349 or (p99 - p1) / 4.65
+    far = np.abs(values - median) > OUTLIER_SPREADS * spread
+    if not spread or not far.any() or far.all() or values.std() <= OUTLIER_EFFECT * values[~far].std():
+        return None
+    odd = np.unique(values[far])
+    which = f"{odd[0]:g}" if odd.size == 1 else f"values from {odd[0]:g} to {odd[-1]:g}"
+    fix = (f"if {odd[0]:g} marks missing data, declare it (gdal_edit.py -a_nodata {odd[0]:g} {shlex.quote(str(path))})" if odd.size == 1
+           else f"if one of them marks missing data, declare it (gdal_edit.py -a_nodata VALUE {shlex.quote(str(path))})")
+    return (f"{path}: band {band} holds {which} under {int(far.sum())} of its {values.size} training pixels, far from the others "
+            f"(median {median:.4g}); they set the band's scale ({values.std():.4g}, where the others give {values[~far].std():.4g}), "
+            f"so the model reads the band nearly flat; {fix}, else check those pixels, or train with --normalization quantile")
 
 
 def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
