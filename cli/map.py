@@ -75,7 +75,7 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.data.sources import check_sources
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
-    from mamol_core.evaluation.reports_found import combination_warning
+    from mamol_core.evaluation.reports_found import combination_warning, coverage_warnings
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
     from mamol_core.mapping.outputs import POLYGON_DRIVERS, RESERVED_TABLE_PREFIXES, OutputPaths, polygon_target_problem
@@ -95,8 +95,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
             given = parse_inputs(inputs, given=aliases)
             flags = {name: aliases[name][1] if name in aliases else f"--input {name}" for name in given}
             check_sources(config.model, given, complete=False)
-            warning = combination_warning(config.model.name or model_path.stem, list(given), config.model.modality_names,
-                                          report_results(model_path, report))
+            results = report_results(model_path, report)
+            warning = combination_warning(config.model.name or model_path.stem, list(given), config.model.modality_names, results)
             if warning:
                 log.warning(warning)
             items = [MapInput(name, path) for name, path in given.items()]
@@ -132,6 +132,10 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                     summary.height, summary.tiles, kept, duration(summary.seconds), compute,
                     f" ({summary.megapixels_per_second:.4g} Mpx/s)" if mapped else "", extra=RESULT)
         return
+    if summary.combinations is not None:
+        for line in coverage_warnings(config.model.name or model_path.stem, list(given), config.model.modality_names,
+                                      summary.combinations, results):
+            log.warning(line)
     rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if mapped else ""
     log.info("wrote %s (%dx%d px, %d tiles%s) in %s s%s", output, summary.width, summary.height, summary.tiles, kept,
              seconds_text(summary.seconds), rate)

@@ -5,6 +5,7 @@ import logging
 import shutil
 
 import pytest
+import rasterio
 from click.testing import CliRunner
 
 from conftest import CLI_FAST, copy_with_config
@@ -157,6 +158,17 @@ def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, sc
         caplog.clear()
         both = [*args, "--input", f"hsi={scene_dir / 'hsi.tif'}"]
         assert CliRunner().invoke(map_cli.main, both).exit_code == 0 and "weaker map" not in caplog.text  # every sensor
+        with rasterio.open(scene_dir / "hsi.tif") as src:  # a hyperspectral strip over the top quarter
+            profile, strip = src.profile | {"height": 10}, src.read()[:, :10]
+        with rasterio.open(tmp_path / "strip.tif", "w", **profile) as dst:
+            dst.write(strip)
+        mapped = [arg for arg in args if arg != "--estimate"] + ["--input", f"hsi={tmp_path / 'strip.tif'}"]
+        assert CliRunner().invoke(map_cli.main, mapped).exit_code == 0
+        assert "% of the map (" in caplog.text and "px) was predicted from dsm alone, the other sensors given holding no data " \
+            "there (--availability shows where): model scored 60.00 % overall accuracy from dsm" in caplog.text
+        (tmp_path / "map.tif").unlink()
+        for side in tmp_path.glob("map.*"):
+            side.unlink()
     refused = CliRunner().invoke(map_cli.main, [*args, "--report", str(tmp_path)])
     assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
     assert f"--report {tmp_path}: holds no report mamol wrote; give the folder of a report of {model}" in refused.output

@@ -72,3 +72,22 @@ def test_sensor_combinations_a_report_scores_poorly_or_on_few_pixels_are_warned_
     assert combination_warning("m", ["s10"], names, unrecorded) == (
         "m scored 50.00 % overall accuracy from s10 on its test pixels; expect a weaker map from these sensors")
     assert combination_warning("m", ["s10"], names, {"missing s20+s30": {"oa": None, "samples": 500}}) is None  # nothing scored
+
+
+def test_a_map_predicted_from_a_weak_combination_on_much_of_it_is_warned_about():
+    from mamol_core.evaluation.reports_found import WEAK_SHARE, coverage_warnings
+
+    names = ["hsi", "lidar", "sar"]
+    results = {"complete": {"oa": 95.0, "samples": 5000}, "missing hsi+sar": {"oa": 48.1, "samples": 900},
+               "missing lidar+sar": {"oa": 92.0, "samples": 900}, "missing sar": {"oa": 94.0, "samples": 900}}
+    combinations = np.zeros(8, np.int64)
+    combinations[[0, 1, 2, 3]] = [500, 100, 690, 210]  # none, hsi only, lidar only, hsi + lidar
+    lines = coverage_warnings("m", ["hsi", "lidar"], names, combinations, results)
+    assert lines == ["69% of the map (690 px) was predicted from lidar alone, the other sensors given holding no data there "
+                     "(--availability shows where): m scored 48.10 % overall accuracy from lidar on its test pixels (all sensors: "
+                     "95.00 %); expect a weaker map from these sensors"]  # hsi alone maps well; the pixels of none do not count
+    combinations[2] = int(WEAK_SHARE * 310 / (1 - WEAK_SHARE))  # under 5 % of the 310 + it pixels mapped
+    assert coverage_warnings("m", ["hsi", "lidar"], names, combinations, results) == []  # too small a share to mention
+    combinations[2] = 690
+    assert coverage_warnings("m", ["lidar"], names, np.array([0, 0, 690, 0, 0, 0, 0, 0]), results) == []  # warned before the run
+    assert coverage_warnings("m", ["hsi", "lidar"], names, combinations, {}) == []  # no report

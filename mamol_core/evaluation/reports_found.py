@@ -60,6 +60,29 @@ def combination_warning(model_name: str, given: list[str], names: list[str], res
     return None
 
 
+#: A sensor combination that the report shows weak and that a map was predicted from on at least this share of its
+#: pixels (where the other sensors given hold no data) is warned about after the map.
+WEAK_SHARE = 0.05
+
+
+def coverage_warnings(model_name: str, given: list[str], names: list[str], combinations, results: dict) -> list[str]:
+    """Warnings for the sensor combinations, other than every sensor ``given``, that a map was predicted from on at
+    least :data:`WEAK_SHARE` of its pixels (``combinations``: pixels per availability code, bit i for ``names[i]``)
+    and that the report's ``results`` show weak (:func:`combination_warning`)."""
+    mapped = int(combinations[1:].sum())
+    lines = []
+    for code in np.flatnonzero(combinations[1:]) + 1:
+        used = [name for bit, name in enumerate(names) if code >> bit & 1]
+        share = combinations[code] / mapped
+        if set(used) == set(given) or share < WEAK_SHARE:
+            continue
+        warning = combination_warning(model_name, used, names, results)
+        if warning:
+            lines.append(f"{share:.0%} of the map ({combinations[code]} px) was predicted from {' + '.join(used)} alone, the other "
+                         f"sensors given holding no data there (--availability shows where): {warning}")
+    return lines
+
+
 def is_training_report(folder: Path, model: Path) -> bool:
     """Whether ``folder`` holds the report mamol-train wrote after training the ``model`` file (its context records
     the training time; :func:`model_report`'s rule says it scored this file); not one of an earlier model

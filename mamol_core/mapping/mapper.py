@@ -84,6 +84,9 @@ class MapSummary:
     seconds: float
     estimated: bool = False  # seconds is an estimate: nothing was mapped
     kept_pixels: int = 0  # pixels of the blocks an earlier, stopped run finished: not mapped (or estimated) by this one
+    #: Pixels mapped from each combination of the model's sensors, by availability code (bit i: modality i; 0: none);
+    #: ``None`` where unknown (estimated, a rank other than 0 under torchrun, blocks of an earlier release kept).
+    combinations: np.ndarray | None = None
 
     @property
     def megapixels_per_second(self) -> float:
@@ -256,16 +259,21 @@ def estimate_seconds(blocks: list[Block], reader: ModelReader, predictor: DenseP
 
 
 def write_outputs(encoded: Iterable[tuple[int, dict[str, np.ndarray]]], blocks: list[Block], outputs: OutputPaths, grid,
-                  config: MamolConfig, inputs: list[MapInput], limited_by: str = "") -> None:
+                  config: MamolConfig, inputs: list[MapInput], limited_by: str = "") -> np.ndarray | None:
     """Write every block's encoded outputs into ``outputs`` (they appear only when all are complete);
-    ``limited_by`` names the options that confined the map (see :func:`check_usage`)."""
+    ``limited_by`` names the options that confined the map (see :func:`check_usage`). Returns the pixels of
+    each sensor combination (:attr:`MapSummary.combinations`)."""
     with MapWriter(outputs, grid, config.model.classes, config.model.modality_names, [item.name for item in inputs]) as writer:
         used_by = np.zeros(len(config.model.modalities), np.int64)
+        combinations: np.ndarray | None = np.zeros(2 ** len(config.model.modalities), np.int64)
         for index, block in encoded:
             writer.write(blocks[index].target, block)
             used_by += block["used_count"]
+            combinations = combinations + block["combination_count"] if "combination_count" in block and \
+                combinations is not None else None  # a block kept from an earlier release counts none
         check_usage(used_by, config, inputs, limited_by)
         writer.commit()
+    return combinations
 
 
 def wait_for_blocks(parts: BlockParts, count: int, poll: float = 0.5) -> None:
@@ -399,13 +407,16 @@ def map_rasters(model: MaMOLClassifier, config: MamolConfig, inputs: list[MapInp
             return predicted_blocks(indices, blocks, reader, predictor, grid,
                                     lambda p, u: encode_block(p, u, values, outputs), device, bar, area)
 
+        written: list[np.ndarray | None] = [None]
+
         def write(encoded: Iterable[tuple[int, dict]]) -> None:
             limited_by = " and ".join(flag for flag, given in (("--aoi", options.aoi), ("--mask", options.mask)) if given)
-            write_outputs(encoded, blocks, outputs, grid, config, inputs, limited_by)
+            written[0] = write_outputs(encoded, blocks, outputs, grid, config, inputs, limited_by)
 
         kept = np.zeros(len(blocks), bool)
         if parts is None:
             write(predict(list(range(len(blocks)))))
         else:
             kept = map_share(parts, blocks, predict, write, device)
-        return MapSummary(grid.width, grid.height, total, time.perf_counter() - start, kept_pixels=block_pixels(blocks, kept))
+        return MapSummary(grid.width, grid.height, total, time.perf_counter() - start, kept_pixels=block_pixels(blocks, kept),
+                          combinations=written[0])
