@@ -630,6 +630,24 @@ def test_declared_scale_and_offset_read_as_the_quantity_they_stand_for(trained, 
     assert np.array_equal(maps[0], maps[1])
 
 
+def test_dead_bands_are_warned_about(trained, scene_dir, tmp_path, caplog):
+    """Bands that hold one value everywhere, no nodata declared, where training's varied: read as measurements, and said to be."""
+    _, model = trained
+    cube, profile, _ = read(scene_dir / "hsi.tif")
+    cube[[3, 4]] = 0
+    with rasterio.open(tmp_path / "hsi_dead.tif", "w", **(profile | {"nodata": None})) as dst:
+        dst.write(cube)
+    caplog.set_level(logging.WARNING)
+    result = run_map(model, tmp_path / "dead.tif", ("hsi", tmp_path / "hsi_dead.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'hsi_dead.tif'}: bands 4, 5 hold one value (0) at every pixel sampled, where the model's training values " \
+        "varied (band 4: " in caplog.text
+    assert "if they hold no data, declare that value nodata (hsi then counts as missing there" in caplog.text
+    caplog.clear()
+    assert run_map(model, tmp_path / "whole.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "one value" not in caplog.text
+
+
 def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, tmp_path, caplog):
     """A stack whose last bands hold no data on part of the scene: the sensor counts as missing there, and is said to."""
     _, model = trained

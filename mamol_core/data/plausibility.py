@@ -223,14 +223,37 @@ def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path])
     return lines
 
 
+def dead_bands(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """One line per given modality some of whose bands hold one value at every valid pixel of ``data`` (raw, as
+    ``reader`` read it, ``valid`` per modality) where the model's training values of that band varied: a dead band
+    or an undeclared fill, which the model would read as a measurement."""
+    lines = []
+    for index, spec in enumerate(reader.modalities):
+        bands = data[reader.layout[index]][:, valid[index]]
+        if spec.name not in paths or not spec.std or bands.shape[1] < MIN_PIXELS:
+            continue
+        flat = [b for b in range(spec.bands) if spec.std[b] > 0 and (bands[b] == bands[b, 0]).all()]
+        if not flat:
+            continue
+        numbers = [reader.file_bands(spec.name)[b] for b in flat]
+        one = len(flat) == 1
+        lines.append(f"{paths[spec.name]}: band{'' if one else 's'} {', '.join(map(str, numbers))} hold{'s' if one else ''} one value "
+                     f"({bands[flat[0], 0]:g}) at every pixel sampled, where the model's training values varied (band {numbers[0]}: "
+                     f"{spec.mean[flat[0]]:.4g} ± {spec.std[flat[0]]:.4g}): a dead band, or a fill not declared? The model reads it "
+                     f"as a measurement; if {'it holds' if one else 'they hold'} no data, declare that value nodata ({spec.name} then counts as missing there and "
+                     f"the map comes from the other sensors), or give a raster whose band{'' if one else 's'} hold{'s' if one else ''} data")
+    return lines
+
+
 def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
-    """:func:`scale_warnings`, :func:`unit_warnings` and :func:`partial_bands` for the inputs of ``reader``, read raw at a
-    few places of its grid."""
+    """:func:`scale_warnings`, :func:`unit_warnings`, :func:`partial_bands` and :func:`dead_bands` for the inputs of
+    ``reader``, read raw at a few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths)]
+    return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths),
+            *dead_bands(data, valid, reader, paths)]
 
 
 def coarser_vrt(path: Path) -> str | None:
