@@ -48,6 +48,11 @@ class ModalitySpec:
     ``unit``: the length unit its training raster's values were in, where one can be told (heights of a
     DSM), so that mapping can warn of heights in feet for a model trained on metres; ``None`` where
     none could be, and in model files written before it was recorded.
+
+    ``band_names``: its training raster's band descriptions, in order, where every measurement band had
+    its own (``[]`` otherwise, and in earlier model files), so that mapping can tell bands in another
+    order; ``ground_pixel``: that raster's own pixel size on the ground in metres (``None`` where its CRS
+    gives none), so that mapping can tell a much coarser raster of the sensor.
     """
 
     name: str
@@ -58,6 +63,8 @@ class ModalitySpec:
     quantile_scores: list[list[float]] = field(default_factory=list)
     as_declared: bool = True
     unit: ValueUnit | None = None
+    band_names: list[str] = field(default_factory=list)
+    ground_pixel: float | None = None
 
     @property
     def normalization(self) -> str:
@@ -406,6 +413,10 @@ def check_config(config: MamolConfig, source: str) -> None:
             problems.append(f"modality {m.name!r} has quantile tables that are not one increasing, finite table per band")
         if m.unit is not None and not (math.isfinite(m.unit.metres) and m.unit.metres > 0):
             problems.append(f"modality {m.name!r} has a unit of {m.unit.metres!r} metres")
+        if m.band_names and (len(m.band_names) != m.bands or len(set(m.band_names)) != m.bands):
+            problems.append(f"modality {m.name!r} has {m.bands} bands but {len(m.band_names)} band names, or names repeated")
+        if m.ground_pixel is not None and not (math.isfinite(m.ground_pixel) and m.ground_pixel > 0):
+            problems.append(f"modality {m.name!r} has a ground pixel of {m.ground_pixel!r} metres")
         if m.normalization != config.train.normalization:
             problems.append(f"modality {m.name!r} is normalised by {m.normalization} scores, not the {config.train.normalization!r} "
                             "the model was trained with")

@@ -263,6 +263,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
         text = re.sub(rf"\(gdal_translate -b 1 {path} labels\.tif\)", "(Raster › Conversion › Translate (convert format)…, "
                       "additional command-line parameters '-b 1')", text)
+        text = re.sub(rf"gdal_translate((?: -b \d+)+) {path} {path}", lambda m: "Raster › Conversion › Translate (convert format)…, "
+                      f"additional command-line parameters '{m.group(1).strip()}', then use the new raster", text)  # bands chosen or ordered
         text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
                       "the new layer", text)
         text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")

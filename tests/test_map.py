@@ -648,6 +648,38 @@ def test_dead_bands_are_warned_about(trained, scene_dir, tmp_path, caplog):
     assert "one value" not in caplog.text
 
 
+def test_bands_in_another_order_and_a_much_coarser_raster_than_at_training_are_warned_about(scene_dir, tmp_path, caplog):
+    """A model records its training rasters' band names and ground pixel size; mapping tells bands given in another order
+    (with the line that restores it) and a raster of the sensor far coarser than training's."""
+    cube, profile, _ = read(scene_dir / "hsi.tif")
+    names = [f"{450 + 20 * b} nm" for b in range(cube.shape[0])]
+    for name, order in (("hsi_named", slice(None)), ("hsi_reversed", slice(None, None, -1))):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(cube[order])
+            for band, description in enumerate(names[order], start=1):
+                dst.set_band_description(band, description)
+    model = tmp_path / "named.safetensors"
+    trained = CliRunner().invoke(train.main, ["--input", f"hsi={tmp_path / 'hsi_named.tif'}", "--input", f"dsm={scene_dir / 'dsm.tif'}",
+                                              "--labels", str(scene_dir / "train_labels.tif"), "-o", str(model), "--no-eval", *CLI_FAST])
+    assert trained.exit_code == 0, trained.output
+    spec = {m.name: m for m in read_config(model).model.modalities}
+    assert spec["hsi"].band_names == names and spec["dsm"].band_names == [] and spec["hsi"].ground_pixel == pytest.approx(2.0, rel=1e-3)
+    with rasterio.open(scene_dir / "dsm.tif") as src, rasterio.open(tmp_path / "dsm_coarse.tif", "w", **(src.profile | {
+            "width": src.width // 5, "height": src.height // 5, "transform": src.transform @ Affine.scale(5)})) as dst:
+        dst.write(src.read(out_shape=(src.count, src.height // 5, src.width // 5), resampling=Resampling.average))
+    caplog.set_level(logging.WARNING)
+    assert run_map(model, tmp_path / "odd.tif", ("hsi", tmp_path / "hsi_reversed.tif"), ("dsm", tmp_path / "dsm_coarse.tif")).exit_code == 0
+    reorder = " ".join(f"-b {b}" for b in range(len(names), 0, -1))
+    assert f"{tmp_path / 'hsi_reversed.tif'}: its bands are those of the hsi raster the model was trained on in another order (band 1 " \
+        f"is '{names[-1]}', which was band {len(names)}); the model reads bands by position, so put them in its order: gdal_translate " \
+        f"{reorder} {tmp_path / 'hsi_reversed.tif'} hsi_reversed_ordered.tif" in caplog.text
+    assert f"{tmp_path / 'dsm_coarse.tif'}: its pixels are about 10 m on the ground, 5.0 times those of the dsm raster the model was " \
+        "trained on (2 m)" in caplog.text
+    caplog.clear()
+    assert run_map(model, tmp_path / "as_trained.tif", ("hsi", tmp_path / "hsi_named.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "another order" not in caplog.text and "on the ground" not in caplog.text
+
+
 def test_bands_that_cover_different_areas_are_warned_about(trained, scene_dir, tmp_path, caplog):
     """A stack whose last bands hold no data on part of the scene: the sensor counts as missing there, and is said to."""
     _, model = trained

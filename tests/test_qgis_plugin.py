@@ -208,6 +208,16 @@ def test_a_unit_fix_is_told_by_the_raster_calculator(map_id):
         "its file, in the OSGeo4W Shell or a terminal)")
 
 
+def test_bands_to_put_in_order_are_told_by_translate(map_id):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(map_id)
+    told = ("/d/hsi r.tif: its bands are those of the hsi raster the model was trained on in another order (band 1 is '640 nm', "
+            "which was band 3); the model reads bands by position, so put them in its order: gdal_translate -b 3 -b 2 -b 1 -b 4 "
+            "'/d/hsi r.tif' 'hsi r_ordered.tif'")
+    assert algorithm.in_qgis_words(told, {"/d/hsi r.tif": "layer 'hsi r' in the hsi slot"}).endswith(
+        "so put them in its order: Raster › Conversion › Translate (convert format)…, additional command-line parameters "
+        "'-b 3 -b 2 -b 1 -b 4', then use the new raster")
+
+
 class Recording(QgsProcessingFeedback):
     """Keeps the warnings and console lines an algorithm reports."""
 

@@ -17,9 +17,11 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.plausibility import outlier_warning, partial_bands, scale_warnings, unit_warnings, values_unit
+from mamol_core.data.plausibility import (band_names, outlier_warning, partial_bands, raster_warnings, scale_warnings, unit_warnings,
+                                          values_unit)
 from mamol_core.data.rasters import open_raster
 from mamol_core.mapping.align import AlignedInputs, MapInput
+from mamol_core.mapping.crs import ground_pixel
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
         data, valid = reader.read(window, normalized=False)
         partial = partial_bands(data, reader, paths)
         units = [values_unit(d, item.path, aligned.assumed) for d, item in zip(aligned.datasets, aligned.inputs)] if fitting else []
-        other_units = [] if fitting else unit_warnings(data, valid, reader, paths)
+        rasters = [(band_names(d, r), ground_pixel(d)) for d, r in zip(aligned.datasets, reader.readings)] if fitting else []
+        other_units = [] if fitting else [*unit_warnings(data, valid, reader, paths), *raster_warnings(reader, paths)]
     for name, notes in reader.notes().items():
         log.info("%s: %s", paths[name], "; ".join(notes))
     if fitting:
@@ -221,8 +224,8 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
                                                                window.col_off : window.col_off + window.width])
         specs = fit_normalization(data, valid, scene, train_rows, train_cols, normalization,
                                   {m.name: reader.file_bands(m.name) for m in scene.modalities})
-        for spec, unit in zip(specs, units):
-            spec.unit = unit
+        for spec, unit, (names, pixel) in zip(specs, units, rasters):
+            spec.unit, spec.band_names, spec.ground_pixel = unit, names, pixel
     else:
         for line in [*scale_warnings(data, valid, reader, paths), *other_units]:
             log.warning(line)

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from mamol_core.config import ValueUnit
 from mamol_core.data.rasters import measurement_bands, open_raster, sample_windows
 from mamol_core.data.reader import BandReading, ModelReader
-from mamol_core.mapping.crs import crs_name, height_unit
+from mamol_core.mapping.crs import crs_name, ground_pixel, height_unit
 
 #: A band looks scaled up when its spread is this many times the training one and its median this
 #: many training standard deviations from the training mean; scaled down when all its values lie
@@ -245,15 +245,53 @@ def dead_bands(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: 
     return lines
 
 
+#: An input whose own pixels are more than this many times as large on the ground as those of the raster the
+#: model was trained on for that sensor is warned about.
+COARSER = 2.0
+
+
+def band_names(dataset, reading: BandReading) -> list[str]:
+    """The descriptions of a raster's measurement bands, in order, where every one has its own; else ``[]``."""
+    names = [(dataset.descriptions[band] or "").strip() for band in reading.measurements]
+    return names if all(names) and len(set(names)) == len(names) else []
+
+
+def raster_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """Lines for the given inputs unlike the rasters the model was trained on: bands that carry the training bands'
+    names in another order (with the ``gdal_translate`` line that restores it), and pixels much coarser on the ground
+    (:data:`COARSER`). Model files that recorded neither say nothing."""
+    lines = []
+    for spec, index, reading in zip(reader.modalities, reader.order, reader.readings):
+        if spec.name not in paths or reading is None:
+            continue
+        dataset, path = reader.aligned.datasets[index], paths[spec.name]
+        names = band_names(dataset, reading)
+        if spec.band_names and names != spec.band_names and sorted(names) == sorted(spec.band_names):
+            moved = next(i for i, (a, b) in enumerate(zip(names, spec.band_names)) if a != b)
+            order = [reading.measurements[names.index(name)] + 1 for name in spec.band_names]
+            rest = [band + 1 for band in range(dataset.count) if band not in reading.measurements]  # alpha bands, kept last
+            lines.append(f"{path}: its bands are those of the {spec.name} raster the model was trained on in another order (band "
+                         f"{reading.measurements[moved] + 1} is {names[moved]!r}, which was band {spec.band_names.index(names[moved]) + 1}"
+                         f"); the model reads bands by position, so put them in its order: gdal_translate "
+                         f"{' '.join(f'-b {b}' for b in order + rest)} {shlex.quote(str(path))} "
+                         f"{shlex.quote(Path(path).stem + '_ordered.tif')}")
+        pixel = ground_pixel(dataset) if spec.ground_pixel else None
+        if pixel is not None and pixel > COARSER * spec.ground_pixel:
+            lines.append(f"{path}: its pixels are about {pixel:.3g} m on the ground, {pixel / spec.ground_pixel:.1f} times those of the "
+                         f"{spec.name} raster the model was trained on ({spec.ground_pixel:.3g} m); read onto the map's finer grid they "
+                         f"hold less detail than the model learned from: expect a weaker map from {spec.name}")
+    return lines
+
+
 def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
-    """:func:`scale_warnings`, :func:`unit_warnings`, :func:`partial_bands` and :func:`dead_bands` for the inputs of
-    ``reader``, read raw at a few places of its grid."""
+    """:func:`scale_warnings`, :func:`unit_warnings`, :func:`partial_bands`, :func:`dead_bands` and :func:`raster_warnings`
+    for the inputs of ``reader``, read raw at a few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
     return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths),
-            *dead_bands(data, valid, reader, paths)]
+            *dead_bands(data, valid, reader, paths), *raster_warnings(reader, paths)]
 
 
 def coarser_vrt(path: Path) -> str | None:

@@ -227,6 +227,22 @@ def as_pyproj(crs: CRS):
     return pyproj.CRS.from_epsg(code) if code else pyproj.CRS.from_wkt(crs.to_wkt())
 
 
+def ground_pixel(dataset) -> float | None:
+    """The side of an open raster's own pixels on the ground in metres (the geometric mean of its x and y sizes at its
+    centre); ``None`` without a CRS, or where its CRS gives none (a local one)."""
+    import pyproj
+
+    crs = horizontal(dataset.crs)
+    if crs is None:
+        return None
+    t = dataset.transform
+    try:
+        lengths = ground_lengths(as_pyproj(crs), t @ (dataset.width / 2, dataset.height / 2), dataset.res)
+    except pyproj.exceptions.ProjError:
+        return None
+    return math.sqrt(lengths[0] * lengths[1]) if lengths else None
+
+
 def ground_lengths(crs, at: tuple[float, float], step: tuple[float, float]) -> tuple[float, float] | None:
     """Metres on the WGS 84 ellipsoid spanned by ``step[0]`` units along ``crs``'s x axis and ``step[1]``
     along its y axis, centred on the point ``at`` (a pyproj CRS); ``None`` outside its domain."""

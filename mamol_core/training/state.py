@@ -201,13 +201,18 @@ def _with_defaults(config: dict) -> dict:
     return merged
 
 
+#: The fields of a modality that say what its training raster was like, for mapping's warnings only.
+RECORDED_FOR_MAPPING = ("unit", "band_names", "ground_pixel")
+
+
 def _compared(config: dict) -> dict:
-    """``config`` without what does not change how a run trains: the modalities' value units (read for the
-    warnings of mapping; unrecorded in the states of an earlier mamol)."""
+    """``config`` without what does not change how a run trains: what the modalities' training rasters were like,
+    recorded for the warnings of mapping (:data:`RECORDED_FOR_MAPPING`; unrecorded in the states of an earlier mamol)."""
     model = config.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("modalities"), list):
         return config
-    modalities = [{k: v for k, v in m.items() if k != "unit"} if isinstance(m, dict) else m for m in model["modalities"]]
+    modalities = [{k: v for k, v in m.items() if k not in RECORDED_FOR_MAPPING} if isinstance(m, dict) else m
+                  for m in model["modalities"]]
     return {**config, "model": {**model, "modalities": modalities}}
 
 
