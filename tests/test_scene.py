@@ -64,6 +64,19 @@ def test_a_fill_value_under_one_training_pixel_that_sets_a_bands_scale_is_warned
     assert specs[0].std[0] > 100
 
 
+def test_a_paletted_raster_given_as_a_sensor_is_warned_about(scene_copy, caplog):
+    with rasterio.open(scene_copy / "dsm.tif") as src:
+        profile, heights = src.profile | {"dtype": "uint8", "nodata": None}, src.read()
+    with rasterio.open(scene_copy / "dsm.tif", "w", **profile) as dst:  # heights rendered into 256 colours
+        dst.write(np.clip((heights - heights.min()) * 8, 0, 255).astype("uint8"))
+        dst.write_colormap(1, {i: (i, 255 - i, 0, 255) for i in range(256)})
+    caplog.set_level(logging.WARNING)
+    open_scene(scene_copy)
+    assert f"{scene_copy / 'dsm.tif'}: band 1 holds indices into a colour table (a rendered map, or one classified into colours), " \
+        "not measured values" in caplog.text
+    assert "hsi.tif: band" not in caplog.text
+
+
 def test_a_heavy_tail_is_no_outlier_but_values_that_set_the_scale_are():
     from mamol_core.data.plausibility import outlier_warning
 

@@ -324,8 +324,19 @@ def coarser_vrt(path: Path) -> str | None:
 
 
 def file_warnings(path: Path) -> list[str]:
-    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill value."""
-    return [line for line in (coarser_vrt(path), undeclared_fill(path)) if line]
+    """What is odd about one input file by itself: a VRT coarser than its sources, an undeclared fill value, a colour table."""
+    return [line for line in (coarser_vrt(path), undeclared_fill(path), colour_table(path)) if line]
+
+
+def colour_table(path: Path) -> str | None:
+    """A warning when a band of the raster at ``path`` is paletted (GDAL's colour interpretation): its values index a
+    colour table, as in a rendered or colour-classified map, and are no measurements; ``None`` otherwise."""
+    with open_raster(path) as src:
+        paletted = [band + 1 for band, kind in enumerate(src.colorinterp) if kind == ColorInterp.palette]
+    if not paletted:
+        return None
+    return (f"{path}: band {paletted[0]} holds indices into a colour table (a rendered map, or one classified into colours), not "
+            "measured values, and is read as if they were; give the sensor's measured values (the raster the colours were made from)")
 
 
 def undeclared_fill(path: Path) -> str | None:
