@@ -93,6 +93,21 @@ def test_map_writes_styled_class_raster_and_side_outputs(trained, scene_dir, tmp
     assert 'value="3" color=' in availability and 'label="dsm + hsi (all)"' in availability and 'label="hsi only"' in availability
 
 
+def test_side_outputs_of_an_earlier_map_are_told_apart_and_left_alone(trained, scene_dir, tmp_path, caplog):
+    _, model = trained
+    out, sensors = tmp_path / "landcover.tif", (("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif"))
+    assert run_map(model, out, *sensors, extra=["--confidence", "--availability"]).exit_code == 0
+    earlier = (tmp_path / "landcover_availability.tif").read_bytes()
+    caplog.set_level(logging.WARNING)
+    assert run_map(model, out, *sensors, extra=["--confidence"]).exit_code == 0
+    assert f"{tmp_path / 'landcover_availability.tif'}, beside the map, is from an earlier run, not of this map (this run did not ask " \
+        "for --availability); delete it or ask for it again" in caplog.text
+    assert (tmp_path / "landcover_availability.tif").read_bytes() == earlier
+    caplog.clear()
+    assert run_map(model, out, *sensors, extra=["--confidence", "--availability"]).exit_code == 0
+    assert "from an earlier run" not in caplog.text
+
+
 def test_dense_map_agrees_with_per_pixel_classification(trained, scene_dir, tmp_path):
     run, model = trained
     out = tmp_path / "map.tif"
