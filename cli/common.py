@@ -42,7 +42,8 @@ def setup_logging(quiet: bool) -> None:
     ``warning:``; GDAL's own error reports (logged by rasterio at INFO) and pyogrio's record counts
     are left out, since mamol turns each failure into one line and says what it wrote; so is torch's
     INFO (its loggers inherit the root's level until torch has set up its own logging, so a command
-    stopped while torch loads printed torch's cache statistics at exit). So is rasterio's warning about
+    stopped while torch loads printed torch's cache statistics at exit), and matplotlib's ("generated new
+    fontManager" on a fresh account, in QGIS's log too). So is rasterio's warning about
     a raster without a geotransform, and about writing one (the map of such rasters has none either):
     mamol says itself what such a raster lacks and what to do."""
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
@@ -50,7 +51,7 @@ def setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MessageFormat())
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
-    for library in ("rasterio", "pyogrio", "torch"):
+    for library in ("rasterio", "pyogrio", "torch", "matplotlib"):
         logging.getLogger(library).setLevel(logging.WARNING)
 
 
