@@ -78,7 +78,8 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
     from mamol_core.evaluation.reports_found import combination_warning, coverage_warnings
     from mamol_core.mapping.align import MapInput
     from mamol_core.mapping.mapper import MapOptions, map_rasters
-    from mamol_core.mapping.outputs import POLYGON_DRIVERS, RESERVED_TABLE_PREFIXES, OutputPaths, polygon_target_problem
+    from mamol_core.mapping.outputs import (AVAILABILITY_BITS, POLYGON_DRIVERS, RESERVED_TABLE_PREFIXES, OutputPaths,
+                                            polygon_target_problem)
     from mamol_core.modelfile.header import read_config
     from mamol_core.modelfile.weights import load_model
 
@@ -118,6 +119,9 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
                                "--availability": outputs.availability}.items():
                 if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
                     raise MamolError(f"{flag} {path}: mamol-map writes GeoTIFF rasters; give the file a .tif name")
+            if outputs.availability is not None and len(config.model.modalities) > AVAILABILITY_BITS:
+                raise MamolError(f"--availability: the model has {len(config.model.modalities)} sensors, and the availability raster "
+                                 f"holds one bit for each of up to {AVAILABILITY_BITS}; leave --availability out")
             for path in outputs.all():
                 check_writable(path)
             model, config = load_model(model_path, compute)
@@ -155,8 +159,9 @@ def report_results(model_path: Path, report: Path | None) -> dict:
 
     found, _, earlier = model_report(model_path, [report] if report is not None else report_folders(model_path))
     if report is not None and found is None:
-        whose = "an earlier model's report (written to the same model file)" if earlier else "no report mamol wrote"
-        raise MamolError(f"--report {report}: holds {whose}; give the folder of a report of {model_path} (mamol-train's or "
+        what = ("holds an earlier model's report (written to the same model file)" if earlier else
+                "holds no report mamol wrote" if report.is_dir() else "is no folder")
+        raise MamolError(f"--report {report}: {what}; give the folder of a report of {model_path} (mamol-train's or "
                          "mamol-eval's), or leave --report out")
     return found["results"] if found is not None else {}
 

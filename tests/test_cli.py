@@ -172,6 +172,8 @@ def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, sc
     refused = CliRunner().invoke(map_cli.main, [*args, "--report", str(tmp_path)])
     assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
     assert f"--report {tmp_path}: holds no report mamol wrote; give the folder of a report of {model}" in refused.output
+    missing = CliRunner().invoke(map_cli.main, [*args, "--report", str(tmp_path / "gone")])
+    assert missing.exit_code == 1 and f"--report {tmp_path / 'gone'}: is no folder; give the folder of a report" in missing.output
     copy_with_config(model_file, model, lambda c: c | {"model": c["model"] | {"name": "retrained"}})  # another model at that path
     earlier = CliRunner().invoke(map_cli.main, [*args, "--report", str(model.with_suffix(".report"))])
     assert earlier.exit_code == 1 and "holds an earlier model's report (written to the same model file)" in earlier.output

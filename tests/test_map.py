@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -657,10 +658,25 @@ def test_dead_bands_are_warned_about(trained, scene_dir, tmp_path, caplog):
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'hsi_dead.tif'}: bands 4, 5 hold one value (0) at every pixel sampled, where the model's training values " \
         "varied (band 4: " in caplog.text
-    assert "if they hold no data, declare that value nodata (hsi then counts as missing there" in caplog.text
+    assert "if they hold no data, give a raster whose bands hold data, or leave hsi out (the map then comes from the other " \
+        "sensors)" in caplog.text
+    caplog.clear()
+    from mamol_cli import evaluate
+
+    scored = CliRunner().invoke(evaluate.main, ["--model", str(model), "--input", f"hsi={tmp_path / 'hsi_dead.tif'}", "--input",
+                                                f"dsm={scene_dir / 'dsm.tif'}", "--labels", str(scene_dir / "test_labels.tif"), "-o",
+                                                str(tmp_path / "eval"), "--progress", "none"])
+    assert scored.exit_code == 0, scored.output
+    assert f"{tmp_path / 'hsi_dead.tif'}: bands 4, 5 hold one value (0)" in caplog.text  # mamol-eval says it too
     caplog.clear()
     assert run_map(model, tmp_path / "whole.tif", ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
     assert "one value" not in caplog.text
+    hsi = next(m for m in read_config(model).model.modalities if m.name == "hsi")
+    cube[[3, 4]] = np.rint(np.array(hsi.mean[3:5]) + 0.5 * np.array(hsi.std[3:5]))[:, None, None]  # held at a value training took
+    with rasterio.open(tmp_path / "hsi_held.tif", "w", **(profile | {"nodata": None})) as dst:
+        dst.write(cube)
+    assert run_map(model, tmp_path / "held.tif", ("hsi", tmp_path / "hsi_held.tif"), ("dsm", scene_dir / "dsm.tif")).exit_code == 0
+    assert "one value" not in caplog.text  # as an nDSM's ground held at 0 over the places sampled
 
 
 def test_bands_in_another_order_and_a_much_coarser_raster_than_at_training_are_warned_about(scene_dir, tmp_path, caplog):
@@ -1429,6 +1445,22 @@ def test_a_band_is_unlike_training_when_scaled_by_a_large_factor(values, trainin
     from mamol_core.data.plausibility import band_mismatch
 
     assert (band_mismatch(values, *training) is not None) == flagged
+
+
+@pytest.mark.parametrize("sensors", [2, 9, 17])
+def test_blocks_count_the_pixels_of_each_sensor_combination(sensors):
+    from mamol_core.mapping.outputs import COUNTED_SENSORS, OutputPaths, encode_block
+
+    used = np.zeros((sensors, 2, 3), bool)
+    used[-1, 0, :] = True  # the last sensor alone on the first row
+    used[:, 1, 0] = True  # every sensor on one pixel
+    block = encode_block(np.full((2, 2, 3), 0.5), used, np.array([1, 2], np.uint8), OutputPaths(Path("m.tif")))
+    assert block["used_count"][-1] == 4 and block["used_count"][0] == 1
+    if sensors > COUNTED_SENSORS:
+        assert "combination_count" not in block  # too many combinations to count
+        return
+    counts = block["combination_count"]
+    assert counts.size == 2**sensors and counts[0] == 2 and counts[2 ** (sensors - 1)] == 3 and counts[-1] == 1 and counts.sum() == 6
 
 
 @pytest.mark.parametrize("sensors", [1, 2, 4, 5, 8])

@@ -57,10 +57,10 @@ def test_a_fill_value_under_one_training_pixel_that_sets_a_bands_scale_is_warned
     with rasterio.open(scene_copy / "dsm.tif", "w", **profile) as dst:
         dst.write(data)
     _, specs = prepare_scene(open_scene(scene_copy), ProtocolSpec(0.0, "both", 0), margin=5)
-    assert f"{scene_copy / 'dsm.tif'}: band 1 holds -9999 under 1 of its {rows.size} training pixels, far from the others (median " \
-        in caplog.text
+    assert f"{scene_copy / 'dsm.tif'}: band 1 holds -9999 under 1 of the {rows.size} training pixels, far from the other values: a fill " \
+        "not declared as nodata? Training reads it as a measurement, and as the band's scale (band 1: " in caplog.text
     assert f"so the model reads the band nearly flat; if -9999 marks missing data, declare it (gdal_edit.py -a_nodata -9999 " \
-        f"{scene_copy / 'dsm.tif'}), else check those pixels, or train with --normalization quantile" in caplog.text
+        f"{scene_copy / 'dsm.tif'}) and train again" in caplog.text
     assert specs[0].std[0] > 100
 
 
@@ -77,18 +77,26 @@ def test_a_paletted_raster_given_as_a_sensor_is_warned_about(scene_copy, caplog)
     assert "hsi.tif: band" not in caplog.text
 
 
-def test_a_heavy_tail_is_no_outlier_but_values_that_set_the_scale_are():
-    from mamol_core.data.plausibility import outlier_warning
+def test_a_long_tail_or_a_second_kind_of_ground_is_no_fill_but_one_far_value_under_a_few_pixels_is():
+    from mamol_core.data.plausibility import fill_under_training
 
     rng = np.random.default_rng(0)
-    intensity = rng.gamma(2.0, 20.0, 800)  # a LiDAR intensity's long bright tail
-    assert outlier_warning(np.append(intensity, 400.0), Path("c2.tif"), 1) is None  # 10 times the median: a bright roof
-    heights = rng.normal(200.0, 6.0, 800)
-    assert outlier_warning(heights, Path("dsm.tif"), 1) is None
-    voids = outlier_warning(np.concatenate([heights, [-32768.0, -32767.0, -32768.0]]), Path("dsm.tif"), 2)
-    assert voids.startswith("dsm.tif: band 2 holds values from -32768 to -32767 under 3 of its 803 training pixels")
-    assert "if one of them marks missing data, declare it (gdal_edit.py -a_nodata VALUE dsm.tif)" in voids
-    assert outlier_warning(np.full(50, 3.0), Path("flat.tif"), 1) is None  # no spread to judge by
+    ndsm = np.where(rng.random(600) < 0.1, rng.uniform(5, 25, 600), rng.normal(0, 0.15, 600))  # ground, and 10 % trees and roofs
+    sar = np.where(rng.random(600) < 0.02, rng.uniform(20, 80, 600), rng.gamma(1.0, 0.05, 600))  # linear power, 2 % towns
+    nir = np.where(rng.random(600) < 0.83, rng.normal(0.02, 0.002, 600), rng.normal(0.35, 0.05, 600))  # mostly water
+    for band in (ndsm, sar, nir):
+        assert fill_under_training(band[None], [1], Path("x.tif"), "standard") is None
+    heights = rng.normal(200.0, 6.0, (3, 800))
+    heights[:, 5] = -9999.0  # a hole through every band, under one training pixel
+    told = fill_under_training(heights, [1, 2, 3], Path("cube.tif"), "standard")
+    assert told.startswith("cube.tif: bands 1-3 hold -9999 under 1 of the 800 training pixels") and told.count("\n") == 0
+    assert ", and as the band's scale (band 1: " in told and told.endswith("(gdal_edit.py -a_nodata -9999 cube.tif) and train again")
+    assert "band's scale" not in fill_under_training(heights, [1, 2, 3], Path("cube.tif"), "quantile")  # quantiles: no scale to set
+    voids = np.append(rng.normal(200.0, 6.0, 800), [-32768.0, -32767.0])
+    assert "holds -32768 and -32767 under 2 of the 802" in fill_under_training(voids[None], [2], Path("dem.tif"), "standard")
+    towers = np.append(rng.normal(200.0, 6.0, 800), [9000.0, 9500.0])  # two different far values that are no usual fill
+    assert fill_under_training(towers[None], [1], Path("dem.tif"), "standard") is None
+    assert fill_under_training(np.full((1, 50), 3.0), [1], Path("flat.tif"), "standard") is None  # no spread to judge by
 
 
 def test_vector_points_and_polygons_rasterise_like_the_rasters(scene_dir):

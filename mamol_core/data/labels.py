@@ -196,7 +196,7 @@ def _read_labels_on(src, path: Path, grid: Grid, on_grid: bool) -> np.ndarray:
     if grid.crs is None:
         raise MamolError(f"{path}: lies in {src.crs} on another grid than the scene's rasters, which have no CRS to warp it to; "
                          "give them the one they are in (--assume-crs EPSG:XXXX) or put the labels on their grid")
-    check_related(horizontal(src.crs), grid.crs, path, "the scene")
+    check_related(horizontal(src.crs), grid.crs, path, "the sensor rasters")
     with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                    resampling=Resampling.nearest, src_nodata=src.nodata, nodata=0) as view:
         return view.read(1)
@@ -263,7 +263,7 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     grid, between its pixel centres (vector labels are warned about alike). Not for a raster far wider
     than the scene (:data:`WIDE_LABELS`); the source is counted :data:`COUNT_ROWS` rows at a time."""
     crs = horizontal(src.crs)
-    left, bottom, right, top = bounds_in(crs, grid.crs, src.bounds, path, "the scene") if crs != grid.crs else src.bounds
+    left, bottom, right, top = bounds_in(crs, grid.crs, src.bounds, path, "the sensor rasters") if crs != grid.crs else src.bounds
     if (right - left) * (top - bottom) > WIDE_LABELS * grid.width * grid.height * abs(grid.transform.a * grid.transform.e):
         return
     counts, nodata = np.zeros(256, np.int64), src.nodata
@@ -334,7 +334,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     if grid.crs is None:
         raise MamolError(f"the sensor rasters have no CRS, so {path} cannot be placed on them; give them the one they are in "
                          "(--assume-crs EPSG:XXXX)")
-    check_related(frame.crs, grid.crs, path, "the scene", vector=True)
+    check_related(frame.crs, grid.crs, path, "the sensor rasters", vector=True)
     frame = frame.to_crs(grid.crs)
     codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
     shape = (grid.height, grid.width)

@@ -17,8 +17,7 @@ from mamol_core.data.protocol import assign_presence
 from mamol_core.data.scene import Scene
 from mamol_core.errors import MamolError
 from mamol_core.data.reader import ModelReader, normalize
-from mamol_core.data.plausibility import (band_names, outlier_warning, partial_bands, raster_warnings, scale_warnings, unit_warnings,
-                                          values_unit)
+from mamol_core.data.plausibility import band_names, fill_under_training, model_input_warnings, partial_bands, values_unit
 from mamol_core.data.rasters import open_raster
 from mamol_core.mapping.align import AlignedInputs, MapInput
 from mamol_core.mapping.crs import ground_pixel
@@ -112,10 +111,9 @@ def fit_normalization(data: np.ndarray, valid: np.ndarray, scene: Scene, rows: n
                                  f"{shlex.quote(str(raster.path))} {shlex.quote(raster.path.stem + '_bands.tif')})")
             raise MamolError(f"{raster.path}: no valid value under any training pixel; check its nodata value and extent")
         values = bands[:, rows[usable], cols[usable]].astype(np.float64)
-        for number, band in zip((file_bands or {}).get(raster.name) or range(1, raster.bands + 1), values):
-            warning = outlier_warning(band, raster.path, number)
-            if warning:
-                log.warning(warning)
+        warning = fill_under_training(values, (file_bands or {}).get(raster.name) or list(range(1, raster.bands + 1)), raster.path, method)
+        if warning:
+            log.warning(warning)
         std = values.std(axis=1)
         spec = ModalitySpec(raster.name, raster.bands, values.mean(axis=1).tolist(), np.where(std > 0, std, 1.0).tolist())
         if method == "quantile":
@@ -213,10 +211,10 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
     with AlignedInputs([MapInput(m.name, m.path) for m in scene.modalities], scene.assume_crs, grid=scene.grid) as aligned:
         reader = ModelReader(layout, aligned)
         data, valid = reader.read(window, normalized=False)
-        partial = partial_bands(data, reader, paths)
+        said = partial_bands(data, reader, paths) if fitting else model_input_warnings(data, valid, reader, paths)
         units = [values_unit(d, item.path, aligned.assumed) for d, item in zip(aligned.datasets, aligned.inputs)] if fitting else []
-        rasters = [(band_names(d, r), ground_pixel(d)) for d, r in zip(aligned.datasets, reader.readings)] if fitting else []
-        other_units = [] if fitting else [*unit_warnings(data, valid, reader, paths), *raster_warnings(reader, paths)]
+        rasters = [(band_names(d, r), ground_pixel(d, aligned.assumed)) for d, r in zip(aligned.datasets, reader.readings)] \
+            if fitting else []
     for name, notes in reader.notes().items():
         log.info("%s: %s", paths[name], "; ".join(notes))
     if fitting:
@@ -226,10 +224,7 @@ def prepare_scene(scene: Scene, protocol: ProtocolSpec, margin: int, specs: list
                                   {m.name: reader.file_bands(m.name) for m in scene.modalities})
         for spec, unit, (names, pixel) in zip(specs, units, rasters):
             spec.unit, spec.band_names, spec.ground_pixel = unit, names, pixel
-    else:
-        for line in [*scale_warnings(data, valid, reader, paths), *other_units]:
-            log.warning(line)
-    for line in partial:
+    for line in said:
         log.warning(line)
     normalize(data, valid, specs)
     names = [m.name for m in layout]  # the model's modalities, given or not

@@ -43,9 +43,11 @@ COLLAR_PIXELS = 100_000_000
 #: Values that software writes for "no data" (GDAL, ArcGIS, ENVI, SRTM voids, float32's lowest and highest, R's
 #: raster package, unsigned 16-bit's highest).
 FILL_VALUES = (-9999.0, -32768.0, -32767.0, -3.4028234663852886e38, 3.4028234663852886e38, -3.4e38, 3.4e38, -1e10, 65535.0)
-#: Training values farther than ``OUTLIER_SPREADS`` robust spreads from their band's median that make its standard
-#: deviation, the band's scale in the model, more than ``OUTLIER_EFFECT`` times what the other values give.
+#: One value (or usual fill values) under at most ``OUTLIER_SHARE`` of a band's training pixels, farther than
+#: ``OUTLIER_SPREADS`` robust spreads from its median, is taken for a fill not declared; where it makes the band's standard
+#: deviation, its scale in the model, more than ``OUTLIER_EFFECT`` times what the other values give, that is said too.
 OUTLIER_SPREADS = 50.0
+OUTLIER_SHARE = 0.01
 OUTLIER_EFFECT = 3.0
 #: Metres per unit of the length units that rasters declare for their bands (GDAL's unit type, in lower case).
 US_FOOT = 1200 / 3937
@@ -74,24 +76,48 @@ def band_mismatch(values: np.ndarray, mean: float, std: float) -> str | None:
     return None
 
 
-def outlier_warning(values: np.ndarray, path: Path, band: int) -> str | None:
-    """A warning where a few of the training ``values`` of band ``band`` of the raster at ``path`` lie so far from the
-    others (:data:`OUTLIER_SPREADS`) that they set the band's scale (:data:`OUTLIER_EFFECT`), as an undeclared fill
-    value under a training pixel does: how many, which, the scale with and without them, and the fix; ``None`` otherwise."""
-    if values.size < 2:
+def fill_under_training(values: np.ndarray, numbers: list[int], path: Path, method: str) -> str | None:
+    """One warning for the raster at ``path`` where some of its bands (``values``: ``[bands, training pixels]``, band
+    ``numbers`` as the file counts them) hold, under a few training pixels (:data:`OUTLIER_SHARE`), one value, or usual
+    fill values (:data:`FILL_VALUES`), farther than :data:`OUTLIER_SPREADS` robust spreads from the others: a fill not
+    declared as nodata, which training reads as a measurement and, with ``method`` ``standard``, as the band's scale
+    (said where it makes it :data:`OUTLIER_EFFECT` times what the other values give); ``None`` otherwise."""
+    found = []
+    for number, band in zip(numbers, values):
+        p1, low, median, high, p99 = np.percentile(band, [1, 25, 50, 75, 99])
+        spread = (high - low) / 1.349 or (p99 - p1) / 4.65
+        far = np.abs(band - median) > OUTLIER_SPREADS * spread if spread else np.zeros(band.shape, bool)
+        count = int(far.sum())
+        odd = np.unique(band[far])
+        if count and count <= OUTLIER_SHARE * band.size and (odd.size == 1 or all(is_fill_value(v) for v in odd)):
+            found.append((number, odd, count, float(band.std()), float(band[~far].std())))
+    if not found:
         return None
-    p1, low, median, high, p99 = np.percentile(values, [1, 25, 50, 75, 99])
-    spread = (high - low) / 1.349 or (p99 - p1) / 4.65
-    far = np.abs(values - median) > OUTLIER_SPREADS * spread
-    if not spread or not far.any() or far.all() or values.std() <= OUTLIER_EFFECT * values[~far].std():
-        return None
-    odd = np.unique(values[far])
-    which = f"{odd[0]:g}" if odd.size == 1 else f"values from {odd[0]:g} to {odd[-1]:g}"
-    fix = (f"if {odd[0]:g} marks missing data, declare it (gdal_edit.py -a_nodata {odd[0]:g} {shlex.quote(str(path))})" if odd.size == 1
-           else f"if one of them marks missing data, declare it (gdal_edit.py -a_nodata VALUE {shlex.quote(str(path))})")
-    return (f"{path}: band {band} holds {which} under {int(far.sum())} of its {values.size} training pixels, far from the others "
-            f"(median {median:.4g}); they set the band's scale ({values.std():.4g}, where the others give {values[~far].std():.4g}), "
-            f"so the model reads the band nearly flat; {fix}, else check those pixels, or train with --normalization quantile")
+    number, odd, count, scale, others = found[0]
+    one = len(found) == 1
+    which = f"{odd[0]:g}" if odd.size == 1 else " and ".join(f"{v:g}" for v in odd)
+    flat = method == "standard" and scale > OUTLIER_EFFECT * others
+    return (f"{path}: band{'' if one else 's'} {band_ranges([f[0] for f in found])} hold{'s' if one else ''} {which} under {count} of the "
+            f"{values.shape[1]} training pixels, far from the other values: a fill not declared as nodata? Training reads it as a "
+            "measurement" + (f", and as the band's scale (band {number}: {scale:.4g}, where the other values give {others:.4g}), so the "
+                             "model reads the band nearly flat" if flat else "")
+            + f"; if {odd[0]:g} marks missing data, declare it (gdal_edit.py -a_nodata {odd[0]:g} {shlex.quote(str(path))}) and train again")
+
+
+def is_fill_value(value: float) -> bool:
+    """Whether ``value`` is one of the usual fill values (:data:`FILL_VALUES`)."""
+    return any(np.isclose(value, fill, rtol=1e-6) for fill in FILL_VALUES)
+
+
+def band_ranges(numbers: list[int]) -> str:
+    """Band numbers in few characters: ``1-24``, ``3, 5-7``."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs)
 
 
 def scale_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
@@ -225,23 +251,27 @@ def partial_bands(data: np.ndarray, reader: ModelReader, paths: dict[str, Path])
 
 def dead_bands(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     """One line per given modality some of whose bands hold one value at every valid pixel of ``data`` (raw, as
-    ``reader`` read it, ``valid`` per modality) where the model's training values of that band varied: a dead band
-    or an undeclared fill, which the model would read as a measurement."""
+    ``reader`` read it, ``valid`` per modality) where the model's training values of that band varied around
+    another (more than one standard deviation away, or a usual fill value): a dead band or an undeclared fill,
+    which the model reads as a measurement. A band constant at training too (its mean that value), or held at a
+    value training's took often (an nDSM's ground at 0), is left alone."""
     lines = []
     for index, spec in enumerate(reader.modalities):
         bands = data[reader.layout[index]][:, valid[index]]
         if spec.name not in paths or not spec.std or bands.shape[1] < MIN_PIXELS:
             continue
-        flat = [b for b in range(spec.bands) if spec.std[b] > 0 and (bands[b] == bands[b, 0]).all()]
+        flat = [b for b in range(spec.bands) if (bands[b] == bands[b, 0]).all() and bands[b, 0] != spec.mean[b]
+                and (abs(bands[b, 0] - spec.mean[b]) > spec.std[b] or is_fill_value(bands[b, 0]))]
         if not flat:
             continue
         numbers = [reader.file_bands(spec.name)[b] for b in flat]
         one = len(flat) == 1
-        lines.append(f"{paths[spec.name]}: band{'' if one else 's'} {', '.join(map(str, numbers))} hold{'s' if one else ''} one value "
+        lines.append(f"{paths[spec.name]}: band{'' if one else 's'} {band_ranges(numbers)} hold{'s' if one else ''} one value "
                      f"({bands[flat[0], 0]:g}) at every pixel sampled, where the model's training values varied (band {numbers[0]}: "
-                     f"{spec.mean[flat[0]]:.4g} ± {spec.std[flat[0]]:.4g}): a dead band, or a fill not declared? The model reads it "
-                     f"as a measurement; if {'it holds' if one else 'they hold'} no data, declare that value nodata ({spec.name} then counts as missing there and "
-                     f"the map comes from the other sensors), or give a raster whose band{'' if one else 's'} hold{'s' if one else ''} data")
+                     f"{spec.mean[flat[0]]:.4g} ± {spec.std[flat[0]]:.4g}): a dead band, or a fill not declared? The model reads "
+                     f"{'it' if one else 'them'} as measurements; if {'it holds' if one else 'they hold'} no data, give a raster "
+                     f"whose band{'' if one else 's'} hold{'s' if one else ''} data, or leave {spec.name} out (the map then comes from "
+                     "the other sensors)")
     return lines
 
 
@@ -275,7 +305,7 @@ def raster_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
                          f"); the model reads bands by position, so put them in its order: gdal_translate "
                          f"{' '.join(f'-b {b}' for b in order + rest)} {shlex.quote(str(path))} "
                          f"{shlex.quote(Path(path).stem + '_ordered.tif')}")
-        pixel = ground_pixel(dataset) if spec.ground_pixel else None
+        pixel = ground_pixel(dataset, reader.aligned.assumed) if spec.ground_pixel else None
         if pixel is not None and pixel > COARSER * spec.ground_pixel:
             lines.append(f"{path}: its pixels are about {pixel:.3g} m on the ground, {pixel / spec.ground_pixel:.1f} times those of the "
                          f"{spec.name} raster the model was trained on ({spec.ground_pixel:.3g} m); read onto the map's finer grid they "
@@ -283,15 +313,21 @@ def raster_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
     return lines
 
 
+def model_input_warnings(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: dict[str, Path]) -> list[str]:
+    """What is unlike the rasters the model was trained on about the inputs of ``reader`` (``data`` raw as it read them,
+    ``valid`` per modality): :func:`scale_warnings`, :func:`unit_warnings`, :func:`partial_bands`, :func:`dead_bands` and
+    :func:`raster_warnings`."""
+    return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths),
+            *dead_bands(data, valid, reader, paths), *raster_warnings(reader, paths)]
+
+
 def input_warnings(reader: ModelReader, paths: dict[str, Path]) -> list[str]:
-    """:func:`scale_warnings`, :func:`unit_warnings`, :func:`partial_bands`, :func:`dead_bands` and :func:`raster_warnings`
-    for the inputs of ``reader``, read raw at a few places of its grid."""
+    """:func:`model_input_warnings` for the inputs of ``reader``, read raw at a few places of its grid."""
     grid = reader.aligned.grid
     reads = [reader.read(window, normalized=False) for window in sample_windows(grid.height, grid.width)]
     data = np.concatenate([d.reshape(d.shape[0], -1) for d, _ in reads], axis=1)
     valid = np.concatenate([v.reshape(v.shape[0], -1) for _, v in reads], axis=1)
-    return [*scale_warnings(data, valid, reader, paths), *unit_warnings(data, valid, reader, paths), *partial_bands(data, reader, paths),
-            *dead_bands(data, valid, reader, paths), *raster_warnings(reader, paths)]
+    return model_input_warnings(data, valid, reader, paths)
 
 
 def coarser_vrt(path: Path) -> str | None:

@@ -65,7 +65,7 @@ def combination_warning(model_name: str, given: list[str], names: list[str], res
 WEAK_SHARE = 0.05
 
 
-def coverage_warnings(model_name: str, given: list[str], names: list[str], combinations, results: dict) -> list[str]:
+def coverage_warnings(model_name: str, given: list[str], names: list[str], combinations: np.ndarray, results: dict) -> list[str]:
     """Warnings for the sensor combinations, other than every sensor ``given``, that a map was predicted from on at
     least :data:`WEAK_SHARE` of its pixels (``combinations``: pixels per availability code, bit i for ``names[i]``)
     and that the report's ``results`` show weak (:func:`combination_warning`)."""

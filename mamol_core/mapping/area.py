@@ -107,10 +107,10 @@ class MapArea:
                              "cannot be placed on them; pass --assume-crs EPSG:XXXX (the CRS they are in)")
         boxes = []
         if self.polygons is not None:
-            check_related(self.polygons.crs, grid.crs, self.aoi, "the map", vector=True)
+            check_related(self.polygons.crs, grid.crs, self.aoi, "the sensor rasters", vector=True)
             boxes.append(tuple(self.polygons.to_crs(grid.crs).total_bounds))
         if self.mask is not None:
-            boxes.append(bounds_in(self.mask_crs, grid.crs, self.mask_bounds, self.mask, "the map"))
+            boxes.append(bounds_in(self.mask_crs, grid.crs, self.mask_bounds, self.mask, "the sensor rasters"))
         left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
         right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
         return crop_grid(grid, (left, bottom, right, top), " and ".join(str(p) for p in (self.aoi, self.mask) if p), margin)

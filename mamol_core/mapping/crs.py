@@ -77,8 +77,9 @@ def bounds_in(crs: CRS, target: CRS, box: tuple[float, float, float, float], pat
 
 def check_related(crs: CRS, target: CRS, path: Path | str, target_path: Path | str, vector: bool = False) -> None:
     """A one-line error where no coordinate operation relates ``crs`` (that of ``path``, a ``vector`` file or a
-    raster) and ``target`` (that of the raster ``target_path``), as for a local (engineering) CRS, which some
-    LiDAR tools write, and any other."""
+    raster) and ``target`` (that of the raster ``target_path``, or of the rasters a text such as "the sensor rasters"
+    names), as for a local (engineering) CRS, which some LiDAR tools write, and any other. It names the file whose
+    CRS is the local one, with the command that assigns the CRS it is in."""
     import pyproj
 
     if crs == target:
@@ -86,10 +87,16 @@ def check_related(crs: CRS, target: CRS, path: Path | str, target_path: Path | s
     try:
         pyproj.Transformer.from_crs(as_pyproj(crs), as_pyproj(target))
     except pyproj.exceptions.ProjError:
-        (local, local_crs), (other, other_crs) = sorted([(path, crs), (target_path, target)], key=lambda item: not is_local(item[1]))
-        raise MamolError(f"{local}: its CRS ({crs_name(local_crs)}) cannot be related to {other}'s ({crs_name(other_crs)})"
-                         f"{', being a local (engineering) one' if is_local(local_crs) else ''}; assign it the CRS its coordinates "
-                         f"are in: {assign_crs_command(Path(local), vector=vector and local == path)}") from None
+        if is_local(target) and not is_local(crs):
+            if not isinstance(target_path, Path):
+                raise MamolError(f"{path}: its CRS ({crs_name(crs)}) cannot be related to that of {target_path} ({crs_name(target)}, a "
+                                 f"local (engineering) one); assign {target_path} the CRS their coordinates are in (gdal_edit.py -a_srs "
+                                 "EPSG:XXXX on each)") from None
+            path, crs, target_path, target, vector = target_path, target, path, crs, False
+        other = f"{target_path}'s" if isinstance(target_path, Path) else f"that of {target_path}"
+        raise MamolError(f"{path}: its CRS ({crs_name(crs)}) cannot be related to {other} ({crs_name(target)})"
+                         f"{', being a local (engineering) one' if is_local(crs) else ''}; assign it the CRS its coordinates "
+                         f"are in: {assign_crs_command(Path(path), vector=vector)}") from None
 
 
 def is_local(crs: CRS) -> bool:
@@ -227,12 +234,13 @@ def as_pyproj(crs: CRS):
     return pyproj.CRS.from_epsg(code) if code else pyproj.CRS.from_wkt(crs.to_wkt())
 
 
-def ground_pixel(dataset) -> float | None:
+def ground_pixel(dataset, assumed: CRS | None = None) -> float | None:
     """The side of an open raster's own pixels on the ground in metres (the geometric mean of its x and y sizes at its
-    centre); ``None`` without a CRS, or where its CRS gives none (a local one)."""
+    centre), in its CRS or, where it has none, ``assumed`` (``--assume-crs``); ``None`` without either, or where the
+    CRS gives none (a local one)."""
     import pyproj
 
-    crs = horizontal(dataset.crs)
+    crs = horizontal(dataset.crs or assumed)
     if crs is None:
         return None
     t = dataset.transform

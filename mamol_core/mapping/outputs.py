@@ -294,13 +294,15 @@ def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray
     """What the outputs store of one block, from ``probabilities`` ``[K, h, w]`` and ``used``
     ``[M, h, w]`` (bool): ``classes`` (class values, 0 where no sensor was usable), the outputs asked
     for in ``paths`` (``probabilities``, ``confidence`` in percent, ``availability`` bits) and
-    ``used_count``, the pixels each modality was used on, and ``combination_count``, the pixels of each
-    combination of them (by its availability code; code 0: none, no prediction)."""
+    ``used_count``, the pixels each modality was used on, and, for up to :data:`COUNTED_SENSORS` modalities,
+    ``combination_count``, the pixels of each combination of them (by its availability code; code 0: none, no
+    prediction). The availability raster holds :data:`AVAILABILITY_BITS` modalities."""
     predicted = used.any(0)
-    codes = (used.astype(np.uint8) << np.arange(len(used), dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8)
+    codes = (used.astype(np.int64) << np.arange(len(used), dtype=np.int64)[:, None, None]).sum(0)
     block = {"classes": np.where(predicted, values[probabilities.argmax(0)], CLASS_NODATA).astype(np.uint8),
-             "used_count": used.reshape(len(used), -1).sum(1).astype(np.int64),
-             "combination_count": np.bincount(codes.ravel(), minlength=2 ** len(used)).astype(np.int64)}
+             "used_count": used.reshape(len(used), -1).sum(1).astype(np.int64)}
+    if len(used) <= COUNTED_SENSORS:
+        block["combination_count"] = np.bincount(codes.ravel(), minlength=2 ** len(used)).astype(np.int64)
     if paths.probabilities is not None or paths.confidence is not None:
         percent = np.rint(probabilities * 100).astype(np.uint8)
         if paths.probabilities is not None:
@@ -308,9 +310,13 @@ def encode_block(probabilities: np.ndarray, used: np.ndarray, values: np.ndarray
         if paths.confidence is not None:
             block["confidence"] = np.where(predicted, percent.max(0), PERCENT_NODATA).astype(np.uint8)
     if paths.availability is not None:
-        block["availability"] = codes
+        block["availability"] = codes.astype(np.uint8)
     return block
 
+
+#: Modalities the availability raster (one bit each, uint8) holds, and those whose combinations a map counts.
+AVAILABILITY_BITS = 8
+COUNTED_SENSORS = 16
 
 #: Vector formats ``--polygons`` writes, by file suffix (single-file formats, so they can be written atomically).
 POLYGON_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON"}
