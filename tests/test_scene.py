@@ -316,12 +316,22 @@ def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_
                          classes=tmp_path / "numbers.json")
     assert np.array_equal(by_name.train_labels, np.where(expected > 0, count + 1 - expected, 0))
     points["e"] = [str(code + 300) for code in points["d"].astype(int)]  # CORINE-like codes past 255: names, as before
-    points["f"] = [str(code - 1) for code in points["d"].astype(int)]  # "0" is no class code: names
+    points["f"] = [str(code - 1) for code in points["d"].astype(int)]  # "0" is unlabelled, as in a field of numbers, and said to be
     points.to_file(tmp_path / "labels.gpkg", driver="GPKG")
-    for field, offset in (("e", 300), ("f", -1)):
-        names = open_scene(None, {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}, labels=tmp_path / "labels.gpkg",
-                           label_field=field, test_labels=scene_dir / "test_labels.tif")
-        assert sorted(c.name for c in names.classes) == sorted(str(c.value + offset) for c in open_scene(scene_dir).classes)
+    sensors = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    names = open_scene(None, sensors, labels=tmp_path / "labels.gpkg", label_field="e", test_labels=scene_dir / "test_labels.tif")
+    assert sorted(c.name for c in names.classes) == sorted(str(c.value + 300) for c in open_scene(scene_dir).classes)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        zero = open_scene(None, sensors, labels=tmp_path / "labels.gpkg", label_field="f")
+    unlabelled = int((points["f"] == "0").sum())
+    assert f"read as class codes; {unlabelled} of {len(points)} features hold \"0\", read as unlabelled and left out (if \"0\" names " \
+        "a class, give a class table that names it)" in caplog.text
+    assert [c.value for c in zero.classes] == list(range(1, count)) and zero.train_labels.max() == count - 1  # "0": no class
+    (tmp_path / "zero.json").write_text(json.dumps({str(code + 1): {"name": str(code), "color": "#000000"} for code in range(count)}))
+    named = open_scene(None, sensors, labels=tmp_path / "labels.gpkg", label_field="f", test_labels=scene_dir / "test_labels.tif",
+                       classes=tmp_path / "zero.json")  # a table that names "0": names
+    assert np.array_equal(named.train_labels, expected)
 
 
 def test_training_labels_outside_a_scene_take_the_class_table_beside_them(scene_dir, tmp_path, caplog):

@@ -418,15 +418,15 @@ def drop_conflicts(labels: np.ndarray, ids: np.ndarray, shapes: list, grid: Grid
 
 
 def codes_in_text(values, classes: list[ClassSpec] | None):
-    """The class codes a text field holds (every value a whole number from 1 to 255, as a shapefile or CSV
-    may store them, also written "3.0" by a spreadsheet), as numbers; ``None`` when it holds names: a value
-    outside that range (CORINE's "311", or "0", which as a code would be unlabelled), or a class table that
-    names every value (classes called "12", say)."""
+    """The class codes a text field holds (every value a whole number from 0 to 255, as a shapefile or CSV
+    may store them, also written "3.0" by a spreadsheet; "0" is unlabelled, as in a number field), as numbers;
+    ``None`` when it holds names: a value outside that range (CORINE's "311"), only "0", or a class table
+    that names every value (classes called "12", say)."""
     text = values.astype(str).str.strip()
     if not text.str.fullmatch(r"[0-9]{1,3}(\.0*)?").all():
         return None
     codes = text.astype(np.float64)
-    if not codes.between(1, 255).all():
+    if not codes.between(0, 255).all() or not codes.any():
         return None
     if classes:
         code_of = class_by_name(classes)
@@ -446,7 +446,13 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         values = values.astype(str)
     codes_text = None if is_numeric_dtype(values) else codes_in_text(values, classes)
     if codes_text is not None:
-        log.info("%s: field %r holds whole numbers stored as text, read as class codes", path, field)
+        zeros = int((codes_text == 0).sum())
+        if zeros:  # "0" could name a class: say what was done with it
+            log.warning("%s: field %r holds whole numbers stored as text, read as class codes; %d of %d features hold \"0\", read as "
+                        "unlabelled and left out (if \"0\" names a class, give a class table that names it)", path, field, zeros,
+                        len(codes_text))
+        else:
+            log.info("%s: field %r holds whole numbers stored as text, read as class codes", path, field)
         values = codes_text
     if is_numeric_dtype(values):
         numbers = values.to_numpy().astype(np.float64)
