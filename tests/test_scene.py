@@ -334,6 +334,42 @@ def test_a_text_field_of_whole_numbers_holds_class_codes_unless_the_table_names_
     assert np.array_equal(named.train_labels, expected)
 
 
+def test_class_names_a_label_raster_carries_are_its_class_table(scene_dir, tmp_path, caplog):
+    """An ENVI Classification header's class names, or GDAL category names in an .aux.xml (mamol-map's maps carry them),
+    say what the raster's codes are: they name the classes where no table is given, a scene table that names a code
+    otherwise is refused, and test labels are matched to a model's classes by them."""
+    from mamol_core.mapping.outputs import category_sidecar
+
+    scene = open_scene(scene_dir)
+    count = len(scene.classes)
+    reversed_names = [c.name for c in reversed(scene.classes)]  # code k names the class the scene calls count + 1 - k
+    for name in ("train_labels", "test_labels"):
+        with rasterio.open(scene_dir / f"{name}.tif") as src:
+            codes = src.read(1)
+            profile = src.profile | {"driver": "ENVI"}
+            profile.pop("compress", None), profile.pop("tiled", None), profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        with rasterio.open(tmp_path / f"{name}.dat", "w", **profile) as dst:
+            dst.write(np.where(codes > 0, count + 1 - codes, 0).astype(codes.dtype)[None])
+        with open(tmp_path / f"{name}.hdr", "a") as header:
+            header.write(f"file type = ENVI Classification\nclasses = {count + 1}\nclass names = {{Unclassified, "
+                         f"{', '.join(reversed_names)}}}\n")
+    sensors = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    with caplog.at_level(logging.INFO):
+        own = open_scene(None, sensors, labels=tmp_path / "train_labels.dat", test_labels=tmp_path / "test_labels.dat")
+    assert [c.name for c in own.classes] == reversed_names and "train_labels.dat: class names from its own (1=" in caplog.text
+    with pytest.raises(MamolError, match=f"train_labels.dat: its own class names call code 1 {reversed_names[0]!r}, where "
+                                         f".*classes.json, which training reads its codes with, calls it {scene.classes[0].name!r}"):
+        open_scene(scene_dir, labels=tmp_path / "train_labels.dat")
+    scored = open_scene(scene_dir, for_training=False, labels=tmp_path / "test_labels.dat", classes=scene.classes)
+    assert np.array_equal(scored.test_labels, scene.test_labels)  # matched to the model's classes by name, not by code
+    with rasterio.open(tmp_path / "test_labels.dat") as src, \
+            rasterio.open(tmp_path / "map.tif", "w", **(src.profile | {"driver": "GTiff"})) as dst:  # GDAL category names, as mamol-map's
+        dst.write(src.read())
+    (tmp_path / "map.tif.aux.xml").write_text(category_sidecar([ClassSpec(count + 1 - c.value, c.name, c.color) for c in scene.classes]))
+    scored = open_scene(None, sensors, for_training=False, labels=tmp_path / "map.tif", classes=scene.classes)
+    assert np.array_equal(scored.test_labels, scene.test_labels)
+
+
 def test_training_labels_outside_a_scene_take_the_class_table_beside_them(scene_dir, tmp_path, caplog):
     inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
     shutil.copy(scene_dir / "train_labels.tif", tmp_path / "truth.tif")

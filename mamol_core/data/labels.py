@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import unicodedata
 import warnings
@@ -98,6 +99,48 @@ def load_class_table(path: Path) -> list[ClassSpec]:
 def default_classes(values: list[int]) -> list[ClassSpec]:
     """Class table for label values that came without one: ``class N`` and a fixed palette."""
     return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
+
+
+def embedded_classes(path: Path) -> list[ClassSpec] | None:
+    """The class names a label raster carries itself, index = code: GDAL's category names in its ``.aux.xml`` (as
+    mamol-map's maps and QGIS write them) or an ENVI Classification header's ``class names``; colours from its
+    colour table where it has one. Code 0 (unlabelled) and unnamed codes are left out; ``None`` without names."""
+    names = pam_category_names(path) or envi_class_names(path)
+    if not names:
+        return None
+    try:
+        with open_raster(path) as src:
+            colours = src.colormap(1)
+    except (ValueError, MamolError):  # no colour table
+        colours = {}
+    named = [(code, name) for code, name in enumerate(names) if code and name.strip()]
+    return [ClassSpec(code, name.strip(), "#{:02x}{:02x}{:02x}".format(*colours[code][:3]) if code in colours
+                      else PALETTE[i % len(PALETTE)]) for i, (code, name) in enumerate(named)] or None
+
+
+def pam_category_names(path: Path) -> list[str]:
+    """Band 1's category names in the GDAL ``.aux.xml`` beside ``path`` (index = value); ``[]`` without one."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(f"{path}.aux.xml").getroot()
+    except (OSError, ElementTree.ParseError):
+        return []
+    band = next((b for b in root.iter("PAMRasterBand") if b.get("band", "1") == "1"), None)
+    found = band.find("CategoryNames") if band is not None else None
+    return [item.text or "" for item in found.iter("Category")] if found is not None else []
+
+
+def envi_class_names(path: Path) -> list[str]:
+    """The ``class names`` of the ENVI header of ``path`` (``name.hdr`` or ``name.ext.hdr``); ``[]`` without one."""
+    for header in (Path(path).with_suffix(".hdr"), Path(f"{path}.hdr")):
+        try:
+            text = header.read_text(errors="replace")
+        except OSError:
+            continue
+        found = re.search(r"^\s*class\s+names\s*=\s*\{([^}]*)\}", text, re.IGNORECASE | re.MULTILINE)
+        return [name.strip() for name in found.group(1).split(",")] if found else []
+    return []
 
 
 def check_label_values(labels: np.ndarray, classes: list[ClassSpec], path: Path,

@@ -25,6 +25,7 @@ from mamol_core.data.labels import (
     check_label_values,
     class_name,
     default_classes,
+    embedded_classes,
     grouped_holdout,
     is_label_raster,
     is_raster,
@@ -183,7 +184,9 @@ def open_scene(
         about a class the table lacks where the table came from the training labels."""
         if label_raster(path):
             values = read_label_raster(path, grid, table)
-            found = table or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
+            found = table or embedded_classes(path) or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
+            if table is None and found[0].name != f"class {found[0].value}":
+                log.info("%s: class names from its own (%s)", path, ", ".join(f"{c.value}={c.name}" for c in found))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if models else untrained or "add them to classes.json or relabel them as 0")
             return values, None, found
@@ -194,10 +197,14 @@ def open_scene(
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
         if test_path is None or not Path(test_path).exists():
             raise MamolError(f"{test_path or 'no --labels'}: test labels not found; add {TEST_LABELS}.tif to the scene or pass --labels FILE")
-        if models:  # the labels' codes follow the class table beside them, else the scene's
-            own_path = next((p for p in (Path(test_path).parent / CLASS_TABLE, folder / CLASS_TABLE if folder else None)
-                             if p is not None and p.is_file()), None)
-            own = load_class_table(own_path) if own_path is not None else None
+        if models:  # the labels' codes follow the class table beside them, else their own class names, else the scene's table
+            beside = Path(test_path).parent / CLASS_TABLE
+            embedded = embedded_classes(Path(test_path)) if not beside.is_file() and label_raster(Path(test_path)) else None
+            own_path = next((p for p in (beside, folder / CLASS_TABLE if folder else None) if p is not None and p.is_file()), None)
+            if embedded is not None:
+                own, own_path = embedded, "its own class names"
+            else:
+                own = load_class_table(own_path) if own_path is not None else None
         if own is not None and label_raster(Path(test_path)):  # labels coded by their own table: match the model's by name
             log.info("%s: its codes are those of %s, matched to the model's classes by name", test_path, own_path)
             test = recode_by_name(read_label_raster(Path(test_path), grid, own), own, classes, Path(test_path))
@@ -282,18 +289,25 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
 
 
 def check_same_table(labels: Path, table: list[ClassSpec], source: Path) -> None:
-    """Stop when the class table beside the label raster ``labels`` gives one of its codes another class
-    name than the ``table`` read from ``source`` does (names compared as :func:`class_name` and in any
-    case; codes only one of them has do not count): training would read the raster's codes by the wrong one."""
-    beside = labels.parent / CLASS_TABLE
-    if not beside.is_file() or beside.resolve() == source.resolve():
-        return
+    """Stop when the class table beside the label raster ``labels``, or the class names it carries itself
+    (:func:`embedded_classes`), give one of its codes another class name than the ``table`` read from ``source``
+    does (names compared as :func:`class_name` and in any case; codes only one of them has do not count): training
+    would read the raster's codes by the wrong one."""
     names = {c.value: class_name(c.name).casefold() for c in table}
-    clash = next((c for c in load_class_table(beside) if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
-    if clash is not None:
+
+    def clash_in(own: list[ClassSpec]) -> ClassSpec | None:
+        return next((c for c in own if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
+
+    beside = labels.parent / CLASS_TABLE
+    if beside.is_file() and beside.resolve() != source.resolve() and (clash := clash_in(load_class_table(beside))) is not None:
         raise MamolError(f"{beside}: calls code {clash.value} {clash.name!r}, where {source}, which training reads {labels}'s codes "
                          f"with, calls it {next(c.name for c in table if c.value == clash.value)!r}; give the table its codes follow "
                          f"(--classes {shlex.quote(str(beside))}) or make the two alike")
+    own = embedded_classes(labels)
+    if own is not None and (clash := clash_in(own)) is not None:
+        raise MamolError(f"{labels}: its own class names call code {clash.value} {clash.name!r}, where {source}, which training reads "
+                         f"its codes with, calls it {next(c.name for c in table if c.value == clash.value)!r}; give a class table its "
+                         "codes follow (--classes FILE) or make the two alike")
 
 
 def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:
