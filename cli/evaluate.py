@@ -45,7 +45,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
     from mamol_core.evaluation.report import write_report
-    from mamol_core.evaluation.reports_found import is_training_report
+    from mamol_core.evaluation.reports_found import check_report_folder, is_training_report
     from mamol_core.evaluation.score import evaluate_model_on_scene, order_scene_for_model
     from mamol_core.modelfile.header import DIGEST_KEY, header_digest, read_config
     from mamol_core.modelfile.weights import load_model
@@ -54,6 +54,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
         raise MamolError(f"--stride {stride}: only --mode dense steps tiles; add --mode dense or leave --stride out")
     folder = output or model_path.with_suffix(".eval")
     check_folder(folder)
+    check_report_folder(folder, "-o")
     config = read_config(model_path)
     if is_training_report(folder, model_path):
         default = "" if output is None else f", or leave -o out to write {model_path.with_suffix('.eval')}"

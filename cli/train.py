@@ -115,6 +115,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
+    from mamol_core.evaluation.reports_found import check_report_folder
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
     from mamol_core.modelfile.header import DIGEST_KEY, header_digest
@@ -140,6 +141,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                                  f"{state_path} or --continue (and the same other arguments), or delete the file to start afresh")
             if not no_eval:
                 check_folder(folder)
+                check_report_folder(folder, "--report")
             amp = autocast_dtype(compute, precision)
             if not output.exists():  # a new file cannot be an input: refuse a wrong name before reading the scene
                 check_model_name(output)

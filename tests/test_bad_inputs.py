@@ -347,6 +347,26 @@ def test_a_local_engineering_crs_is_refused_with_the_line_that_assigns_one(model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif", "test_labels.tif", "test_polygons.gpkg", "train_points.gpkg"]
 
 
+def test_a_report_folder_holding_files_no_mamol_report_wrote_is_refused_and_left_alone(model_file, scene_dir, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "report.html").write_text("<html>my thesis</html>")
+    (project / "metrics.csv").write_text("random forest,0.91\n")
+    result = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(project), "--progress", "none"])
+    one_line_error(result, f"-o {project}: holds metrics.csv, report.html, which no mamol report wrote and a report there would replace; "
+                           "give the report a folder of its own (a new or an empty one)")
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), "--report", str(project), *FAST])
+    one_line_error(result, f"--report {project}: holds metrics.csv, report.html, which no mamol report wrote")
+    assert (project / "report.html").read_text() == "<html>my thesis</html>" and sorted(p.name for p in project.iterdir()) == [
+        "metrics.csv", "report.html"]
+    scored = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "eval"),
+                                                "--progress", "none"])
+    assert scored.exit_code == 0, scored.output
+    again = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "eval"),
+                                               "--progress", "none"])
+    assert again.exit_code == 0, again.output  # an earlier mamol report there is replaced, as before
+
+
 def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):
     import geopandas
     from shapely.geometry import Polygon

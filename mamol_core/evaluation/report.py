@@ -16,6 +16,7 @@ from mamol_core.atomic import atomic_paths
 from mamol_core.evaluation.html import pattern_title, report_html
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
+from mamol_core.evaluation.reports_found import REPORT_FILES
 from mamol_core.figures import glyphs_told
 
 
@@ -48,7 +49,7 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     summaries = evaluation.summaries
     confusions = {name: confusion_file(folder, name) for name in evaluation.matrices}
     earlier = earlier_confusions(folder)
-    files = [folder / "metrics.json", folder / "metrics.csv", *confusions.values(), folder / "confusion.png", folder / "report.html"]
+    files = [*(folder / name for name in REPORT_FILES), *confusions.values()]
     with atomic_paths(files) as temporaries:
         temporary = dict(zip(files, temporaries))
         payload = {"context": context, "classes": evaluation.class_names,

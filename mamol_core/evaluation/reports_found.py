@@ -9,12 +9,38 @@ from pathlib import Path
 import numpy as np
 
 from mamol_core.data.protocol import pattern_name
+from mamol_core.errors import MamolError
 from mamol_core.modelfile.header import DIGEST_KEY, header_digest
 
 
 #: Fewer test pixels than this in a sensor combination say little of its accuracy: mamol-info marks them and
 #: mamol-map warns of maps from them (the QGIS plugin's ``algorithms.FEW_PIXELS`` marks them in the map dialog's help panel).
 FEW_PIXELS = 100
+
+
+#: The files a report writes into its folder, besides one ``confusion_<pattern>.csv`` per sensor combination.
+REPORT_FILES = ("metrics.json", "metrics.csv", "confusion.png", "report.html")
+
+
+def check_report_folder(folder: Path, flag: str) -> None:
+    """Stop where the folder ``folder`` (given as ``flag``) holds files of a report's names that no mamol report
+    wrote (an analyst's own ``report.html``, say): writing the report would replace them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    taken = sorted(p.name for p in folder.iterdir() if p.name in REPORT_FILES or (p.name.startswith("confusion_") and p.suffix == ".csv"))
+    if taken and not is_report(folder):
+        raise MamolError(f"{flag} {folder}: holds {', '.join(taken)}, which no mamol report wrote and a report there would replace; "
+                         "give the report a folder of its own (a new or an empty one)")
+
+
+def is_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a report mamol wrote (its ``metrics.json`` has a context and an overall result)."""
+    try:
+        report = json.loads((Path(folder) / "metrics.json").read_text())
+        return isinstance(report["context"], dict) and "overall" in report["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def report_folders(model: Path) -> list[Path]:
