@@ -380,6 +380,30 @@ def test_training_labels_outside_a_scene_take_the_class_table_beside_them(scene_
     assert scene.classes == open_scene(scene_dir).classes and "class names and colours from" in caplog.text
 
 
+def test_vector_codes_numbered_by_a_table_of_their_own_are_refused_against_the_scenes(scene_dir, tmp_path):
+    """As for a label raster: training reads the codes with the scene's table, so a table beside the labels that
+    numbers the classes otherwise is refused; names are matched whatever the tables' numbering."""
+    import geopandas
+
+    scene = open_scene(scene_dir)
+    count = len(scene.classes)
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    code_of = {c.name: count + 1 - c.value for c in scene.classes}  # their own numbering, the scene's reversed
+    points["code"] = [code_of[name] for name in points["landcover"]]
+    (tmp_path / "theirs").mkdir()
+    points.to_file(tmp_path / "theirs" / "points.gpkg", driver="GPKG")
+    (tmp_path / "theirs" / "classes.json").write_text(json.dumps({str(code): {"name": name} for name, code in code_of.items()}))
+    with pytest.raises(MamolError, match=r"theirs/classes\.json: calls code 1 .* where the class table training reads points\.gpkg's codes "
+                                         r"with calls it .*; give the table its codes follow \(--classes .*theirs/classes\.json\)"):
+        open_scene(scene_dir, labels=tmp_path / "theirs" / "points.gpkg", label_field="code")
+    by_table = open_scene(scene_dir, labels=tmp_path / "theirs" / "points.gpkg", label_field="code",
+                          classes=tmp_path / "theirs" / "classes.json")  # the table given: read by it
+    assert [c.name for c in by_table.classes] == [c.name for c in reversed(scene.classes)]
+    by_name = open_scene(scene_dir, labels=tmp_path / "theirs" / "points.gpkg", label_field="landcover")
+    assert np.array_equal(by_name.train_labels, open_scene(scene_dir, labels=scene_dir / "train_points.gpkg",
+                                                           label_field="landcover").train_labels)
+
+
 def test_a_float_label_raster_with_nan_for_unlabelled_reads_nan_as_unlabelled(scene_copy):
     expected = open_scene(scene_copy).train_labels
     with rasterio.open(scene_copy / "train_labels.tif") as src:

@@ -362,7 +362,8 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     class names (names are matched to the table, case-insensitively, or numbered in sorted order without one). ``fix``
     says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
     read as those of the labels' own table ``codes_of`` (beside them, else the scene's) and matched to the model's by name, as label
-    rasters are, and without one read as the model's, with a warning (names are matched).
+    rasters are, and without one read as the model's, with a warning (names are matched). In training, a table
+    ``codes_of`` beside the labels that names a code otherwise than ``classes`` is refused, as for label rasters.
     """
     frame = read_features(path, label_layer(path, field), " nor as a raster; pass a GeoPackage, shapefile or GeoJSON, or a label raster "
                           "GDAL reads")
@@ -511,6 +512,14 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         if models and codes_of:
             log.info("%s: field %r holds class codes, read by the labels' class table and matched to the model's by name", path, field)
             return recode_by_name(codes, codes_of, classes, path), classes
+        if codes_of and classes:  # training: the table beside the labels must number the classes as the one read
+            names = {c.value: class_name(c.name).casefold() for c in classes}
+            clash = next((c for c in codes_of if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
+            if clash is not None:
+                raise MamolError(f"{path.parent / 'classes.json'}: calls code {clash.value} {clash.name!r}, where the class table training "
+                                 f"reads {path.name}'s codes with calls it {next(c.name for c in classes if c.value == clash.value)!r}; "
+                                 f"give the table its codes follow (--classes {shlex.quote(str(path.parent / 'classes.json'))}) or make "
+                                 "the two alike")
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path, fix)
         if models:

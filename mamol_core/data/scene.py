@@ -166,11 +166,12 @@ def open_scene(
         table = _class_table(Path(labels).parent, None)
         if table is not None:
             log.info("%s: class names and colours from %s beside it", labels, Path(labels).parent / CLASS_TABLE)
+    table_source = (folder / CLASS_TABLE if folder is not None and (folder / CLASS_TABLE).is_file() else
+                    Path(labels).parent / CLASS_TABLE if labels is not None else None)  # where the table was found
     if table is not None and for_training and classes is None:  # label rasters whose own table numbers otherwise
-        source = folder / CLASS_TABLE if folder is not None and (folder / CLASS_TABLE).is_file() else Path(labels).parent / CLASS_TABLE
         for path in (labels, test_labels):
             if path is not None and label_raster(Path(path)):
-                check_same_table(Path(path), table, source)
+                check_same_table(Path(path), table, table_source)
     given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
@@ -190,8 +191,11 @@ def open_scene(
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if models else untrained or "add them to classes.json or relabel them as 0")
             return values, None, found
+        beside = path.parent / CLASS_TABLE
+        codes_of = own if models else load_class_table(beside) if table is not None and beside.is_file() and classes is None and \
+            beside.resolve() != table_source.resolve() else None
         return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
-                                if models else untrained or "add them to classes.json", models, own)
+                                if models else untrained or "add them to classes.json", models, codes_of)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
