@@ -39,6 +39,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     setup_logging(quiet)
     progress_mode = progress_sink(progress_mode)
     from mamol_core.atomic import check_folder
+    from mamol_core.data.labels import labels_record
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.errors import MamolError
     from mamol_core.device import autocast_dtype, resolve_device
@@ -62,6 +63,12 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
                          f"another folder{default}")
     compute = resolve_device(device)
     with warnings_kept() as said:  # recorded in the report: what was said about the inputs it scores
+        scored = labels or (scene / "test_labels.tif" if scene is not None else None)
+        if config.training_labels is not None and scored is not None and scored.is_file() and \
+                labels_record(scored).sha256 == config.training_labels.sha256:
+            log.warning("%s: the model was trained on this file's labels (its training labels, %s), so its accuracy on them is that "
+                        "of pixels it learned, not of a map elsewhere: score it on labels it did not train on", scored,
+                        config.training_labels.name)
         opened = open_scene(scene, parse_inputs(inputs), labels=labels, label_field=label_field, classes=config.model.classes,
                             for_training=False, reference=reference, assume_crs=assume_crs, model_grid=config.model.grid)
         opened = order_scene_for_model(opened, config, "the inputs", complete=False)

@@ -45,7 +45,8 @@ def main(model_path, as_json, check):
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, "
                f"{blocks_text(expert_blocks(model_path))}, rank {model.experts.rank}; tiles of {model.layout.patch_size} px, "
                f"tokens of {model.layout.token_size} px, tokenizer width {model.layout.hidden}, {model.layout.encoding} encoding")
-    click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}")
+    click.echo(f"trained with missing rate {config.protocol.missing_rate:g}, missing {config.protocol.missing}"
+               + (f", on the labels of {config.training_labels.name}" if config.training_labels is not None else ""))
     record = config.validation
     if record is not None:
         click.echo(f"validation: {record.pixels} held-out training pixels ({config.train.validation:g} of the labels, blocks of "

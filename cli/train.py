@@ -115,6 +115,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
+    from mamol_core.data.labels import labels_record
     from mamol_core.evaluation.reports_found import check_report_folder
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
@@ -169,6 +170,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                              name or output.stem)
     if not ranks.main:
         return
+    run.config.training_labels = labels_record(labels or scene / "train_labels.tif")  # read by open_scene: it is there
     try:
         save_model(run.model, run.config, output)
     except MamolError as exc:

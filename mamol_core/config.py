@@ -267,14 +267,25 @@ class ValidationRecord:
 
 
 @dataclass
+class LabelsRecord:
+    """A training labels file as a model records it: its name and the SHA-256 of its content, so that an
+    evaluation on that same file (which scores the model on the pixels it learned) can be told."""
+
+    name: str
+    sha256: str
+
+
+@dataclass
 class MamolConfig:
     """The whole configuration of a trained model, embedded as JSON in its weights file, with what
-    its validation split showed (``None`` when none was held out)."""
+    its validation split showed (``None`` when none was held out) and its training labels file
+    (``None`` in files written before it was recorded)."""
 
     model: ModelConfig
     protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     validation: ValidationRecord | None = None
+    training_labels: LabelsRecord | None = None
     mamol_version: str = __version__
     #: The format of the file this config was read from (a new config: the newest); a file is always
     #: written in :meth:`file_format`, so this does not take part in comparisons.

@@ -180,6 +180,29 @@ def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, sc
     assert not (tmp_path / "map.tif").exists()
 
 
+def test_an_evaluation_on_the_models_own_training_labels_is_warned_about(model_file, scene_dir, tmp_path, caplog):
+    from mamol_core.modelfile.header import read_config
+
+    record = read_config(model_file).training_labels
+    assert record.name == "train_labels.tif" and len(record.sha256) == 64
+    assert ", on the labels of train_labels.tif" in CliRunner().invoke(info.main, [str(model_file)]).output
+    common = ["--model", str(model_file), "--scene", str(scene_dir), "--device", "cpu", "--progress", "none"]
+    with caplog.at_level(logging.WARNING):
+        assert CliRunner().invoke(evaluate.main, [*common, "--labels", str(scene_dir / "train_labels.tif"), "-o", str(tmp_path / "own")]
+                                  ).exit_code == 0
+    told = f"{scene_dir / 'train_labels.tif'}: the model was trained on this file's labels (its training labels, train_labels.tif)"
+    assert told in caplog.text
+    assert any(told in line for line in json.loads((tmp_path / "own" / "metrics.json").read_text())["context"]["warnings"])
+    caplog.clear()
+    shutil.copy(scene_dir / "train_labels.tif", tmp_path / "copy.tif")  # the same labels under another name: the same content
+    with caplog.at_level(logging.WARNING):
+        CliRunner().invoke(evaluate.main, [*common, "--labels", str(tmp_path / "copy.tif"), "-o", str(tmp_path / "copy")])
+        assert "copy.tif: the model was trained on this file's labels" in caplog.text
+        caplog.clear()
+        assert CliRunner().invoke(evaluate.main, [*common, "-o", str(tmp_path / "test")]).exit_code == 0  # the scene's test labels
+        assert "trained on this file's labels" not in caplog.text
+
+
 def test_eval_never_replaces_the_training_report(model_file, scene_dir):
     report = model_file.with_suffix(".report")
     before = {p.name: p.read_bytes() for p in report.iterdir()}

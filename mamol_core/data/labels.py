@@ -23,7 +23,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from scipy import ndimage
 
-from mamol_core.config import ClassSpec, TrainSpec
+from mamol_core.config import ClassSpec, LabelsRecord, TrainSpec
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
@@ -99,6 +99,17 @@ def load_class_table(path: Path) -> list[ClassSpec]:
 def default_classes(values: list[int]) -> list[ClassSpec]:
     """Class table for label values that came without one: ``class N`` and a fixed palette."""
     return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
+
+
+def labels_record(path: Path) -> LabelsRecord:
+    """What a model records of its training labels file: its name and the SHA-256 of its content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return LabelsRecord(Path(path).name, digest.hexdigest())
 
 
 def embedded_classes(path: Path) -> list[ClassSpec] | None:
