@@ -52,8 +52,9 @@ def test_bad_conditions_are_one_line_errors():
         assign_presence(10, NAMES, 70, "both", 0)
     with pytest.raises(MamolError, match="every modality"):
         assign_presence(10, NAMES, 0.5, "hsi,lidar", 0)
-    with pytest.raises(MamolError, match="NAME:WEIGHT"):
-        assign_presence(10, NAMES, 0.5, "lidar:x", 0)
+    for weights in ("lidar:x", "lidar:nan+hsi:1", "lidar:inf+hsi:1", "lidar:0+hsi:1"):  # a weight is a positive number
+        with pytest.raises(MamolError, match="NAME:WEIGHT"):
+            assign_presence(10, NAMES, 0.5, weights, 0)
     assert pattern_name(np.array([True, False]), NAMES) == "missing lidar"
 
 

@@ -177,7 +177,11 @@ def test_a_class_table_that_gives_a_class_twice_is_refused(scene_copy):
     the last of two equal keys without a word."""
     table = json.loads((scene_copy / "classes.json").read_text())
     text = json.dumps({**table, "6": {**table["6"], "name": table["1"]["name"]}})
+    other_case = json.dumps({**table, "6": {**table["6"], "name": table["1"]["name"].upper()}})  # matched in any case: one name
+    empty = json.dumps({**table, "6": {**table["6"], "name": " "}})
     for written, message in ((text, f"the class name {table['1']['name']!r} is given twice"),
+                             (other_case, f"the class name {table['1']['name']!r} is given twice \\(names are compared in any case\\)"),
+                             (empty, "class 6 has an empty name; give every class a name"),
                              (json.dumps(table)[:-1] + ', "02": {"name": "Other"}}', "the class value 2 is given twice"),
                              (json.dumps(table)[:-1] + ', "2": {"name": "Other"}}', "the key '2' is given twice in one object")):
         (scene_copy / "classes.json").write_text(written)
@@ -414,6 +418,10 @@ def test_a_float_label_raster_with_nan_for_unlabelled_reads_nan_as_unlabelled(sc
     write_raster(scene_copy / "train_labels.tif", labels, transform)
     with pytest.raises(MamolError, match=r"train_labels\.tif: label raster holds NaN where no nodata value says it is unlabelled; "
                                          r"declare it \(gdal_edit\.py -a_nodata nan"):
+        open_scene(scene_copy)
+    write_raster(scene_copy / "train_labels.tif", np.where(np.isnan(labels), -9999, labels), transform)  # a fill not declared
+    with pytest.raises(MamolError, match=r"train_labels\.tif: label values must lie in 0\.\.255 \(0 = unlabelled\); found -9999\.\.\d; if "
+                                         r"-9999 marks unlabelled pixels, declare it \(gdal_edit\.py -a_nodata -9999 "):
         open_scene(scene_copy)
 
 

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec, LabelsRecord, TrainSpec
+from mamol_core.data.plausibility import FILL_VALUES
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
@@ -85,11 +86,15 @@ def load_class_table(path: Path) -> list[ClassSpec]:
     bad = [c.value for c in classes if not 1 <= c.value <= 255]
     if bad:
         raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
-    values, names = [c.value for c in classes], [class_name(c.name) for c in classes]  # "Grass" and "Grass " are one name
+    values = [c.value for c in classes]
+    names = [class_name(c.name).casefold() for c in classes]  # "Grass", "grass" and "Grass " are one name: labels are matched so
+    if "" in names:
+        raise MamolError(f"{path}: class {classes[names.index('')].value} has an empty name; give every class a name")
     twice = next((f"value {v}" for v in values if values.count(v) > 1), None) or \
-        next((f"name {n!r}" for n in names if names.count(n) > 1), None)
+        next((f"name {classes[i].name!r}" for i, n in enumerate(names) if names.count(n) > 1), None)
     if twice is not None:
-        raise MamolError(f"{path}: the class {twice} is given twice; give each class one value and its own name")
+        raise MamolError(f"{path}: the class {twice} is given twice (names are compared in any case); give each class one value and "
+                         "its own name")
     colours = [f"{c.value} ({c.color!r})" for c in classes if not c.has_hex_colour()]
     if colours:
         raise MamolError(f"{path}: the colour of class {', '.join(colours)} is not #rrggbb; write it as \"#1b7837\"")
@@ -295,7 +300,10 @@ def read_label_raster(path: Path, grid: Grid, classes: list[ClassSpec] | None = 
             raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() > 255:
-        raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}")
+        fills = [value for value in (labels.min(), labels.max()) if (value < 0 or value > 255) and np.isclose(FILL_VALUES, value).any()]
+        fix = (f"; if {fills[0]:g} marks unlabelled pixels, declare it (gdal_edit.py -a_nodata {fills[0]:g} {shlex.quote(str(path))})"
+               if nodata is None and fills else "")
+        raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}{fix}")
     fill = int((labels == 255).sum())
     if nodata is None and fill * 2 > (labels > 0).sum() and 255 not in {c.value for c in classes or []}:
         log.warning("%s: holds 255 on %d of its %d labelled pixels but declares no nodata, so 255 is read as a class; if it marks "

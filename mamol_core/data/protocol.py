@@ -13,6 +13,7 @@ The assignment is a seeded permutation, one pattern per sample, the same rule in
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def weighted_patterns(names: list[str], missing: str) -> tuple[list[np.ndarray],
             value = float(weight)
         except ValueError:
             value = -1.0
-        if name not in names or value <= 0:
+        if name not in names or not (math.isfinite(value) and value > 0):  # nan and inf are no weights
             raise MamolError(f"--missing {missing!r}: write NAME:WEIGHT+NAME:WEIGHT with modalities among {', '.join(names)} and positive weights")
         patterns.append(np.arange(len(names)) != names.index(name))
         weights.append(value)
