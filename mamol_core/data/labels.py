@@ -86,15 +86,13 @@ def load_class_table(path: Path) -> list[ClassSpec]:
     bad = [c.value for c in classes if not 1 <= c.value <= 255]
     if bad:
         raise MamolError(f"{path}: class values {bad} are outside 1..255; renumber them (0 means unlabelled)")
-    values = [c.value for c in classes]
-    names = [class_name(c.name).casefold() for c in classes]  # "Grass", "grass" and "Grass " are one name: labels are matched so
+    values, names = [c.value for c in classes], [class_name(c.name) for c in classes]  # "Grass" and "Grass " are one name
     if "" in names:
         raise MamolError(f"{path}: class {classes[names.index('')].value} has an empty name; give every class a name")
     twice = next((f"value {v}" for v in values if values.count(v) > 1), None) or \
-        next((f"name {classes[i].name!r}" for i, n in enumerate(names) if names.count(n) > 1), None)
+        next((f"name {n!r}" for n in names if names.count(n) > 1), None)
     if twice is not None:
-        raise MamolError(f"{path}: the class {twice} is given twice (names are compared in any case); give each class one value and "
-                         "its own name")
+        raise MamolError(f"{path}: the class {twice} is given twice; give each class one value and its own name")
     colours = [f"{c.value} ({c.color!r})" for c in classes if not c.has_hex_colour()]
     if colours:
         raise MamolError(f"{path}: the colour of class {', '.join(colours)} is not #rrggbb; write it as \"#1b7837\"")
