@@ -671,6 +671,28 @@ def test_a_test_class_no_training_label_has_says_the_model_cannot_learn_it(scene
         open_scene(None, inputs, labels=tmp_path / "train.gpkg", label_field="landcover", test_labels=tmp_path / "test.gpkg")
 
 
+def test_a_label_raster_finer_than_the_scene_that_loses_its_small_patches_is_warned_about(scene_dir, tmp_path, caplog):
+    """Labels drawn 4 times finer than the scene: whole fields survive the nearest-neighbour read, but patches smaller than a
+    scene pixel away from its centre are lost, which the labelled area alone did not show."""
+    with rasterio.open(scene_dir / "train_labels.tif") as src:
+        labels, profile, t = src.read(1), src.profile, src.transform
+    fine = profile | {"width": src.width * 4, "height": src.height * 4, "transform": t @ Affine.scale(0.25), "nodata": 0}
+    with rasterio.open(tmp_path / "fields.tif", "w", **fine) as dst:  # each labelled pixel as 4 x 4 fine pixels: nothing lost
+        dst.write(np.kron(labels, np.ones((4, 4), labels.dtype))[None])
+    patches = np.zeros((src.height * 4, src.width * 4), labels.dtype)
+    rows, cols = np.nonzero(labels)
+    offset = np.where(np.arange(rows.size) % 4 == 0, 2, 0)  # a quarter at the scene pixel's centre, the others in its corner
+    patches[rows * 4 + offset, cols * 4 + offset] = labels[rows, cols]  # each label as a 1 x 1 fine patch
+    with rasterio.open(tmp_path / "patches.tif", "w", **fine) as dst:
+        dst.write(patches[None])
+    caplog.set_level(logging.WARNING)
+    assert np.array_equal(open_scene(scene_dir, labels=tmp_path / "fields.tif", holdout=0).train_labels, labels)
+    assert "took their class" not in caplog.text
+    kept = open_scene(scene_dir, labels=tmp_path / "patches.tif", holdout=0).train_labels
+    assert (kept > 0).sum() == (offset == 2).sum()  # the corner patches are lost
+    assert "patches.tif: only 25 % of its labelled pixels lie in scene pixels that took their class: its pixels (" in caplog.text
+
+
 def test_label_rasters_off_the_scene_without_crs_or_with_an_undeclared_fill_are_warned_about_or_refused(scene_dir, tmp_path, caplog):
     inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
     with rasterio.open(scene_dir / "train_labels.tif") as src:

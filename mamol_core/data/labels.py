@@ -327,17 +327,32 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     if (right - left) * (top - bottom) > WIDE_LABELS * grid.width * grid.height * abs(grid.transform.a * grid.transform.e):
         return
     counts, nodata = np.zeros(256, np.int64), src.nodata
+    s, g = src.transform, grid.transform
+    finer = crs == grid.crs and s.b == s.d == g.b == g.d == 0 and abs(s.a * s.e) * 2 <= abs(g.a * g.e)
+    inside = matched = 0  # labelled source pixels inside the grid, and those in grid pixels that took their class
     for row in range(0, src.height, COUNT_ROWS):
         stored = src.read(1, window=Window(0, row, src.width, min(COUNT_ROWS, src.height - row)))
         code = (stored != 0) & np.isfinite(stored) & (stored >= 0) & (stored <= 255) & (stored == np.round(stored))
         if nodata is not None and not np.isnan(nodata):
             code &= stored != nodata
         counts += np.bincount(stored[code].astype(np.int64), minlength=256)
+        if finer:
+            rows, cols = np.nonzero(code)
+            x, y = s.c + (cols + 0.5) * s.a, s.f + (rows + row + 0.5) * s.e  # the labelled pixels' centres
+            at_col, at_row = np.floor((x - g.c) / g.a).astype(np.int64), np.floor((y - g.f) / g.e).astype(np.int64)
+            on = (at_col >= 0) & (at_col < grid.width) & (at_row >= 0) & (at_row < grid.height)
+            inside += int(on.sum())
+            matched += int((labels[at_row[on], at_col[on]] == stored[rows[on], cols[on]]).sum())
     kept_counts = np.bincount(labels[(labels > 0) & (labels <= 255)].astype(np.int64), minlength=256)
     lost = [int(c) for c in np.flatnonzero(counts) if not kept_counts[c]]
     area = abs(src.transform.a * src.transform.e) * counts.sum()
     kept = abs(grid.transform.a * grid.transform.e) * kept_counts.sum()
     outside = 1 - kept / area if area and crs == grid.crs else 0.0
+    if inside and matched < inside / 2:
+        log.warning("%s: only %.0f %% of its labelled pixels lie in scene pixels that took their class: its pixels (%g x %g) are finer "
+                    "than the scene's (%g x %g), a scene pixel takes the label at its centre, and labelled patches smaller than a scene "
+                    "pixel are lost; give the labels as points or polygons (each labels the pixels it covers, a point the one it lies "
+                    "in), or at the scene's pixel size", path, 100 * matched / inside, abs(s.a), abs(s.e), abs(g.a), abs(g.e))
     if lost or outside > 0.01:
         several = len(lost) > 1
         which = f" (all of class{'es' if several else ''} {', '.join(map(str, lost))}, so none of {'them' if several else 'it'} is used)"
