@@ -423,7 +423,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     hidden, skipped = unseen_features(ids, list(frame.geometry), grid)
     if hidden:
         log.warning("%s: %d of %d features lie on pixels that other features label (repeated features, or points closer than a "
-                    "pixel), and count once there", path, hidden, len(frame))
+                    "pixel), and count once there (or not at all where their classes differ)", path, hidden, len(frame))
     if skipped:
         log.warning("%s: %d of %d features lie outside the scene or cover no pixel centre, and were skipped", path, skipped, len(frame))
     outside = area_outside(frame.geometry[codes > 0], grid)  # features of code 0 are left out anyway
