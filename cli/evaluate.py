@@ -65,7 +65,7 @@ def main(model_path, scene, inputs, labels, label_field, missing_rate, missing, 
     with warnings_kept() as said:  # recorded in the report: what was said about the inputs it scores
         scored = labels or (scene / "test_labels.tif" if scene is not None else None)
         if config.training_labels is not None and scored is not None and scored.is_file() and \
-                labels_record(scored).sha256 == config.training_labels.sha256:
+                labels_record(scored, label_field).same_labels(config.training_labels):
             log.warning("%s: the model was trained on this file's labels (its training labels, %s), so its accuracy on them is that "
                         "of pixels it learned, not of a map elsewhere: score it on labels it did not train on", scored,
                         config.training_labels.name)

@@ -148,6 +148,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                 check_model_name(output)
             opened = open_scene(scene, parse_inputs(inputs), labels, label_field, test_labels, classes, holdout, seed,
                                 reference=reference, assume_crs=assume_crs)
+            record = labels_record(labels or scene / "train_labels.tif", label_field)  # the file open_scene has just read
             check_distinct({"-o": output, "--report": None if no_eval else folder, "--state": state_path},
                            {"--labels": labels, "--test-labels": test_labels, "--classes": classes, "--backbone-weights": backbone_weights,
                             "--reference": reference, "--resume": None if resume and os.path.realpath(resume) == os.path.realpath(state_path) else resume,
@@ -170,7 +171,7 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
                              name or output.stem)
     if not ranks.main:
         return
-    run.config.training_labels = labels_record(labels or scene / "train_labels.tif")  # read by open_scene: it is there
+    run.config.training_labels = record
     try:
         save_model(run.model, run.config, output)
     except MamolError as exc:

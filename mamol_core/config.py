@@ -268,11 +268,18 @@ class ValidationRecord:
 
 @dataclass
 class LabelsRecord:
-    """A training labels file as a model records it: its name and the SHA-256 of its content, so that an
-    evaluation on that same file (which scores the model on the pixels it learned) can be told."""
+    """A training labels file as a model records it: its name, the SHA-256 of its content (a shapefile's
+    attributes included) and, for vector labels, the layer and class field read, so that an evaluation on
+    those same labels (which scores the model on the pixels it learned) can be told."""
 
     name: str
     sha256: str
+    layer: str | None = None
+    field: str | None = None
+
+    def same_labels(self, other: "LabelsRecord") -> bool:
+        """Whether ``other`` records the same labels, whatever the file is called."""
+        return (self.sha256, self.layer, self.field) == (other.sha256, other.layer, other.field)
 
 
 @dataclass

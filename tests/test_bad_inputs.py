@@ -365,6 +365,11 @@ def test_a_report_folder_holding_files_no_mamol_report_wrote_is_refused_and_left
     again = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "eval"),
                                                "--progress", "none"])
     assert again.exit_code == 0, again.output  # an earlier mamol report there is replaced, as before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "confusion_matrix.csv").write_text("mine\n")  # no name a report writes: left beside it
+    beside = CliRunner().invoke(evaluate.main, ["--model", str(model_file), "--scene", str(scene_dir), "-o", str(tmp_path / "mine"),
+                                                "--progress", "none"])
+    assert beside.exit_code == 0 and (tmp_path / "mine" / "confusion_matrix.csv").read_text() == "mine\n", beside.output
 
 
 def test_features_without_geometry_are_skipped_and_invalid_ones_counted_without_a_library_warning(scene_dir, tmp_path, caplog, recwarn):

@@ -196,11 +196,33 @@ def test_an_evaluation_on_the_models_own_training_labels_is_warned_about(model_f
     caplog.clear()
     shutil.copy(scene_dir / "train_labels.tif", tmp_path / "copy.tif")  # the same labels under another name: the same content
     with caplog.at_level(logging.WARNING):
-        CliRunner().invoke(evaluate.main, [*common, "--labels", str(tmp_path / "copy.tif"), "-o", str(tmp_path / "copy")])
+        assert CliRunner().invoke(evaluate.main, [*common, "--labels", str(tmp_path / "copy.tif"), "-o", str(tmp_path / "copy")]
+                                  ).exit_code == 0
         assert "copy.tif: the model was trained on this file's labels" in caplog.text
         caplog.clear()
         assert CliRunner().invoke(evaluate.main, [*common, "-o", str(tmp_path / "test")]).exit_code == 0  # the scene's test labels
         assert "trained on this file's labels" not in caplog.text
+
+
+def test_the_training_labels_record_tells_layers_and_fields_of_one_file_apart(scene_dir, tmp_path):
+    """A project GeoPackage holding a training layer and a test layer: evaluating on its test layer is no evaluation on
+    the training labels; the same layer and field is, whatever the file is called."""
+    import geopandas
+
+    from mamol_core.data.labels import labels_record
+
+    points = geopandas.read_file(scene_dir / "train_points.gpkg")
+    points["other"] = points["landcover"]
+    points.to_file(tmp_path / "project.gpkg", layer="train", driver="GPKG")
+    polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
+    polygons["truth"] = polygons["landcover"]
+    polygons.to_file(tmp_path / "project.gpkg", layer="test", driver="GPKG")
+    trained = labels_record(tmp_path / "project.gpkg", "other")
+    assert (trained.layer, trained.field) == ("train", "other")
+    tested = labels_record(tmp_path / "project.gpkg", "truth")
+    assert tested.layer == "test" and not tested.same_labels(trained)  # the same file, its test layer
+    shutil.copy(tmp_path / "project.gpkg", tmp_path / "renamed.gpkg")
+    assert labels_record(tmp_path / "renamed.gpkg", "other").same_labels(trained)
 
 
 def test_eval_never_replaces_the_training_report(model_file, scene_dir):

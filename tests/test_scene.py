@@ -364,6 +364,15 @@ def test_class_names_a_label_raster_carries_are_its_class_table(scene_dir, tmp_p
         open_scene(scene_dir, labels=tmp_path / "train_labels.dat")
     scored = open_scene(scene_dir, for_training=False, labels=tmp_path / "test_labels.dat", classes=scene.classes)
     assert np.array_equal(scored.test_labels, scene.test_labels)  # matched to the model's classes by name, not by code
+    with open(tmp_path / "test_labels.hdr", "r+") as header:  # test labels naming their codes otherwise than the training labels'
+        text = header.read().replace(", ".join(reversed_names), ", ".join(c.name for c in scene.classes))
+        header.seek(0), header.truncate(), header.write(text)
+    with pytest.raises(MamolError, match=f"test_labels.dat: its own class names call code 1 {scene.classes[0].name!r}, where the "
+                                         f"training labels' own table, which training reads its codes with, calls"):
+        open_scene(None, sensors, labels=tmp_path / "train_labels.dat", test_labels=tmp_path / "test_labels.dat")
+    given = open_scene(None, sensors, labels=tmp_path / "train_labels.dat", test_labels=tmp_path / "test_labels.dat",
+                       classes=scene_dir / "classes.json")  # --classes given: the codes read as it says
+    assert np.array_equal(given.test_labels, np.where(scene.test_labels > 0, count + 1 - scene.test_labels, 0))
     with rasterio.open(tmp_path / "test_labels.dat") as src, \
             rasterio.open(tmp_path / "map.tif", "w", **(src.profile | {"driver": "GTiff"})) as dst:  # GDAL category names, as mamol-map's
         dst.write(src.read())
@@ -382,6 +391,27 @@ def test_training_labels_outside_a_scene_take_the_class_table_beside_them(scene_
     assert scene.classes == open_scene(scene_dir).classes and "class names and colours from" in caplog.text
 
 
+def test_labels_without_a_table_or_a_labelled_pixel_beside_vector_test_codes_with_their_own_table(scene_dir, tmp_path):
+    """No table anywhere but beside the vector test labels: the raster training labels are numbered, the test codes
+    read by them; an empty training raster is named as such."""
+    import geopandas
+
+    inputs = {"hsi": scene_dir / "hsi.tif", "dsm": scene_dir / "dsm.tif"}
+    shutil.copy(scene_dir / "train_labels.tif", tmp_path / "train.tif")
+    (tmp_path / "other").mkdir()
+    polygons = geopandas.read_file(scene_dir / "test_polygons.gpkg")
+    code_of = {c.name: c.value for c in open_scene(scene_dir).classes}
+    polygons["code"] = [code_of[name] for name in polygons["landcover"]]
+    polygons.to_file(tmp_path / "other" / "test.gpkg", driver="GPKG")
+    shutil.copy(scene_dir / "classes.json", tmp_path / "other" / "classes.json")
+    scene = open_scene(None, inputs, labels=tmp_path / "train.tif", test_labels=tmp_path / "other" / "test.gpkg", label_field="code")
+    assert [c.name for c in scene.classes][0] == "class 1" and (scene.test_labels > 0).any()
+    with rasterio.open(tmp_path / "train.tif", "r+") as dst:
+        dst.write(np.zeros((1, dst.height, dst.width), dst.dtypes[0]))
+    with pytest.raises(MamolError, match="train.tif: no labelled training pixels on the scene grid"):
+        open_scene(None, inputs, labels=tmp_path / "train.tif", holdout=0)
+
+
 def test_vector_codes_numbered_by_a_table_of_their_own_are_refused_against_the_scenes(scene_dir, tmp_path):
     """As for a label raster: training reads the codes with the scene's table, so a table beside the labels that
     numbers the classes otherwise is refused; names are matched whatever the tables' numbering."""
@@ -395,8 +425,9 @@ def test_vector_codes_numbered_by_a_table_of_their_own_are_refused_against_the_s
     (tmp_path / "theirs").mkdir()
     points.to_file(tmp_path / "theirs" / "points.gpkg", driver="GPKG")
     (tmp_path / "theirs" / "classes.json").write_text(json.dumps({str(code): {"name": name} for name, code in code_of.items()}))
-    with pytest.raises(MamolError, match=r"theirs/classes\.json: calls code 1 .* where the class table training reads points\.gpkg's codes "
-                                         r"with calls it .*; give the table its codes follow \(--classes .*theirs/classes\.json\)"):
+    with pytest.raises(MamolError, match=r"theirs/classes\.json: calls code 1 .*, where .*/classes\.json, which training reads "
+                                         r"points\.gpkg's codes with, calls it .*; give the table its codes follow \(--classes "
+                                         r".*theirs/classes\.json\)"):
         open_scene(scene_dir, labels=tmp_path / "theirs" / "points.gpkg", label_field="code")
     by_table = open_scene(scene_dir, labels=tmp_path / "theirs" / "points.gpkg", label_field="code",
                           classes=tmp_path / "theirs" / "classes.json")  # the table given: read by it

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from mamol_core.config import ClassSpec, LabelsRecord, TrainSpec
-from mamol_core.data.plausibility import FILL_VALUES
+from mamol_core.data.plausibility import is_fill_value
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
@@ -104,15 +104,27 @@ def default_classes(values: list[int]) -> list[ClassSpec]:
     return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
 
 
-def labels_record(path: Path) -> LabelsRecord:
-    """What a model records of its training labels file: its name and the SHA-256 of its content."""
+def table_clash(own: list[ClassSpec], table: list[ClassSpec]) -> tuple[ClassSpec, str] | None:
+    """The first class of ``own`` (a labels file's own table or names) whose code ``table`` names otherwise (names compared
+    as :func:`class_name` and in any case; codes only one of them has do not count), with ``table``'s name; ``None``."""
+    names = {c.value: c.name for c in table}
+    return next(((c, names[c.value]) for c in own
+                 if c.value in names and class_name(names[c.value]).casefold() != class_name(c.name).casefold()), None)
+
+
+def labels_record(path: Path, field: str | None) -> LabelsRecord:
+    """What a model records of its labels file (read with the class ``field`` where it holds vector features): its name,
+    the SHA-256 of its content (with a shapefile's ``.dbf`` of attributes) and, for vectors, the layer and field read."""
     import hashlib
 
+    path = Path(path)
+    raster = is_label_raster(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return LabelsRecord(Path(path).name, digest.hexdigest())
+    for part in [path] + ([path.with_suffix(".dbf")] if path.suffix.lower() == ".shp" and path.with_suffix(".dbf").is_file() else []):
+        with open(part, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return LabelsRecord(path.name, digest.hexdigest(), None if raster else label_layer(path, field), None if raster else field)
 
 
 def embedded_classes(path: Path) -> list[ClassSpec] | None:
@@ -153,7 +165,8 @@ def envi_class_names(path: Path) -> list[str]:
         except OSError:
             continue
         found = re.search(r"^\s*class\s+names\s*=\s*\{([^}]*)\}", text, re.IGNORECASE | re.MULTILINE)
-        return [name.strip() for name in found.group(1).split(",")] if found else []
+        if found:
+            return [name.strip() for name in found.group(1).split(",")]
     return []
 
 
@@ -296,12 +309,13 @@ def read_label_raster(path: Path, grid: Grid, classes: list[ClassSpec] | None = 
                              "for unlabelled pixels")
         if not np.all(np.isfinite(labels) & (labels == np.round(labels))):
             raise MamolError(f"{path}: label raster holds non-integer values; store class codes as integers (0 = unlabelled)")
-    labels = labels.astype(np.int64)
-    if labels.min() < 0 or labels.max() > 255:
-        fills = [value for value in (labels.min(), labels.max()) if (value < 0 or value > 255) and np.isclose(FILL_VALUES, value).any()]
+    low, high = labels.min(), labels.max()  # in the stored type: float32's fill does not fit an integer
+    if low < 0 or high > 255:
+        fills = [float(value) for value in (low, high) if (value < 0 or value > 255) and is_fill_value(float(value))]
         fix = (f"; if {fills[0]:g} marks unlabelled pixels, declare it (gdal_edit.py -a_nodata {fills[0]:g} {shlex.quote(str(path))})"
                if nodata is None and fills else "")
-        raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {labels.min()}..{labels.max()}{fix}")
+        raise MamolError(f"{path}: label values must lie in 0..255 (0 = unlabelled); found {float(low):g}..{float(high):g}{fix}")
+    labels = labels.astype(np.int64)
     fill = int((labels == 255).sum())
     if nodata is None and fill * 2 > (labels > 0).sum() and 255 not in {c.value for c in classes or []}:
         log.warning("%s: holds 255 on %d of its %d labelled pixels but declares no nodata, so 255 is read as a class; if it marks "
@@ -330,6 +344,9 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     s, g = src.transform, grid.transform
     finer = crs == grid.crs and s.b == s.d == g.b == g.d == 0 and abs(s.a * s.e) * 2 <= abs(g.a * g.e)
     inside = matched = 0  # labelled source pixels inside the grid, and those in grid pixels that took their class
+    if finer:  # the grid column of each source column (-1 outside), the grid row of each source row: the grids are axis-aligned
+        at_col = np.floor((s.c + (np.arange(src.width) + 0.5) * s.a - g.c) / g.a).astype(np.int64)
+        at_col[(at_col < 0) | (at_col >= grid.width)] = -1
     for row in range(0, src.height, COUNT_ROWS):
         stored = src.read(1, window=Window(0, row, src.width, min(COUNT_ROWS, src.height - row)))
         code = (stored != 0) & np.isfinite(stored) & (stored >= 0) & (stored <= 255) & (stored == np.round(stored))
@@ -337,12 +354,11 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
             code &= stored != nodata
         counts += np.bincount(stored[code].astype(np.int64), minlength=256)
         if finer:
-            rows, cols = np.nonzero(code)
-            x, y = s.c + (cols + 0.5) * s.a, s.f + (rows + row + 0.5) * s.e  # the labelled pixels' centres
-            at_col, at_row = np.floor((x - g.c) / g.a).astype(np.int64), np.floor((y - g.f) / g.e).astype(np.int64)
-            on = (at_col >= 0) & (at_col < grid.width) & (at_row >= 0) & (at_row < grid.height)
-            inside += int(on.sum())
-            matched += int((labels[at_row[on], at_col[on]] == stored[rows[on], cols[on]]).sum())
+            at_row = np.floor((s.f + (np.arange(row, row + len(stored)) + 0.5) * s.e - g.f) / g.e).astype(np.int64)
+            at_row[(at_row < 0) | (at_row >= grid.height)] = -1
+            counted = code & (at_row >= 0)[:, None] & (at_col >= 0)[None, :]
+            inside += int(counted.sum())
+            matched += int((counted & (labels[np.ix_(np.maximum(at_row, 0), np.maximum(at_col, 0))] == stored)).sum())
     kept_counts = np.bincount(labels[(labels > 0) & (labels <= 255)].astype(np.int64), minlength=256)
     lost = [int(c) for c in np.flatnonzero(counts) if not kept_counts[c]]
     area = abs(src.transform.a * src.transform.e) * counts.sum()
@@ -385,8 +401,8 @@ def label_layer(path: Path, field: str | None) -> str | None:
 
 
 def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[ClassSpec] | None,
-                     fix: str = "add them to classes.json", models: bool = False,
-                     codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
+                     fix: str = "add them to classes.json", models: bool = False, codes_of: list[ClassSpec] | None = None,
+                     beside: tuple[Path, Path] | None = None) -> tuple[np.ndarray, np.ndarray, list[ClassSpec]]:
     """Burn points/polygons into the scene grid.
 
     Returns labels (int32, 0 = unlabelled), the 1-based index of the feature each pixel came from
@@ -394,8 +410,9 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     class names (names are matched to the table, case-insensitively, or numbered in sorted order without one). ``fix``
     says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
     read as those of the labels' own table ``codes_of`` (beside them, else the scene's) and matched to the model's by name, as label
-    rasters are, and without one read as the model's, with a warning (names are matched). In training, a table
-    ``codes_of`` beside the labels that names a code otherwise than ``classes`` is refused, as for label rasters.
+    rasters are, and without one read as the model's, with a warning (names are matched). In training, ``beside`` (a
+    class table beside the labels, and the file ``classes`` came from): a field of codes that it numbers otherwise than
+    ``classes`` is refused, as such a label raster is.
     """
     frame = read_features(path, label_layer(path, field), " nor as a raster; pass a GeoPackage, shapefile or GeoJSON, or a label raster "
                           "GDAL reads")
@@ -412,7 +429,7 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
                          "(--assume-crs EPSG:XXXX)")
     check_related(frame.crs, grid.crs, path, "the sensor rasters", vector=True)
     frame = frame.to_crs(grid.crs)
-    codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of)
+    codes, classes = _class_codes(frame[field], classes, path, field, fix, models, codes_of, beside)
     shape = (grid.height, grid.width)
     shapes = list(zip(frame.geometry, codes))
     labels = features.rasterize(shapes, out_shape=shape, transform=grid.transform, fill=0, dtype="int32") if shapes else np.zeros(shape, np.int32)
@@ -511,8 +528,8 @@ def codes_in_text(values, classes: list[ClassSpec] | None):
     return codes
 
 
-def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str,
-                 models: bool, codes_of: list[ClassSpec] | None = None) -> tuple[np.ndarray, list[ClassSpec]]:
+def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str, fix: str, models: bool,
+                 codes_of: list[ClassSpec] | None = None, beside: tuple[Path, Path] | None = None) -> tuple[np.ndarray, list[ClassSpec]]:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     empty = values.isna() | (values.astype(str).str.strip() == "")
@@ -544,14 +561,11 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
         if models and codes_of:
             log.info("%s: field %r holds class codes, read by the labels' class table and matched to the model's by name", path, field)
             return recode_by_name(codes, codes_of, classes, path), classes
-        if codes_of and classes:  # training: the table beside the labels must number the classes as the one read
-            names = {c.value: class_name(c.name).casefold() for c in classes}
-            clash = next((c for c in codes_of if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
-            if clash is not None:
-                raise MamolError(f"{path.parent / 'classes.json'}: calls code {clash.value} {clash.name!r}, where the class table training "
-                                 f"reads {path.name}'s codes with calls it {next(c.name for c in classes if c.value == clash.value)!r}; "
-                                 f"give the table its codes follow (--classes {shlex.quote(str(path.parent / 'classes.json'))}) or make "
-                                 "the two alike")
+        if beside is not None and classes and (found := table_clash(load_class_table(beside[0]), classes)) is not None:
+            clash, other = found  # training: the table beside the labels numbers the classes otherwise than the one read
+            raise MamolError(f"{beside[0]}: calls code {clash.value} {clash.name!r}, where {beside[1]}, which training reads {path.name}'s "
+                             f"codes with, calls it {other!r}; give the table its codes follow (--classes {shlex.quote(str(beside[0]))}) "
+                             "or make the two alike")
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path, fix)
         if models:

@@ -33,6 +33,7 @@ from mamol_core.data.labels import (
     rasterize_vector,
     read_label_raster,
     recode_by_name,
+    table_clash,
 )
 from mamol_core.data.plausibility import file_warnings
 from mamol_core.data.rasters import Grid, ModalityRaster, describe_modality, is_flipped, same_grid, stack_hint
@@ -185,17 +186,23 @@ def open_scene(
         about a class the table lacks where the table came from the training labels."""
         if label_raster(path):
             values = read_label_raster(path, grid, table)
-            found = table or embedded_classes(path) or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
-            if table is None and found[0].name != f"class {found[0].value}":
+            named = embedded_classes(path)
+            numbered = table is not None and all(c.name == f"class {c.value}" for c in table)  # training labels without names
+            if named is not None and table is not None and not models and not numbered:
+                check_own_names(path, named, table, table_source if given is not None else "the training labels' own table",
+                                explicit=classes is not None)
+            found = table or named or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
+            if table is None and named is not None:
                 log.info("%s: class names from its own (%s)", path, ", ".join(f"{c.value}={c.name}" for c in found))
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if models else untrained or "add them to classes.json or relabel them as 0")
             return values, None, found
         beside = path.parent / CLASS_TABLE
-        codes_of = own if models else load_class_table(beside) if table is not None and beside.is_file() and classes is None and \
-            beside.resolve() != table_source.resolve() else None
+        other_table = not models and given is not None and classes is None and table_source is not None and beside.is_file() and \
+            beside.resolve() != table_source.resolve()
         return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
-                                if models else untrained or "add them to classes.json", models, codes_of)
+                                if models else untrained or "add them to classes.json", models, own,
+                                (beside, table_source) if other_table else None)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
@@ -293,25 +300,31 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
 
 
 def check_same_table(labels: Path, table: list[ClassSpec], source: Path) -> None:
-    """Stop when the class table beside the label raster ``labels``, or the class names it carries itself
-    (:func:`embedded_classes`), give one of its codes another class name than the ``table`` read from ``source``
-    does (names compared as :func:`class_name` and in any case; codes only one of them has do not count): training
-    would read the raster's codes by the wrong one."""
-    names = {c.value: class_name(c.name).casefold() for c in table}
-
-    def clash_in(own: list[ClassSpec]) -> ClassSpec | None:
-        return next((c for c in own if c.value in names and names[c.value] != class_name(c.name).casefold()), None)
-
+    """Stop when the class table beside the label raster ``labels`` gives one of its codes another class
+    name than the ``table`` read from ``source`` does (:func:`table_clash`): training would read the raster's
+    codes by the wrong one."""
     beside = labels.parent / CLASS_TABLE
-    if beside.is_file() and beside.resolve() != source.resolve() and (clash := clash_in(load_class_table(beside))) is not None:
+    if beside.is_file() and beside.resolve() != source.resolve() and (found := table_clash(load_class_table(beside), table)):
+        clash, other = found
         raise MamolError(f"{beside}: calls code {clash.value} {clash.name!r}, where {source}, which training reads {labels}'s codes "
-                         f"with, calls it {next(c.name for c in table if c.value == clash.value)!r}; give the table its codes follow "
-                         f"(--classes {shlex.quote(str(beside))}) or make the two alike")
-    own = embedded_classes(labels)
-    if own is not None and (clash := clash_in(own)) is not None:
-        raise MamolError(f"{labels}: its own class names call code {clash.value} {clash.name!r}, where {source}, which training reads "
-                         f"its codes with, calls it {next(c.name for c in table if c.value == clash.value)!r}; give a class table its "
-                         "codes follow (--classes FILE) or make the two alike")
+                         f"with, calls it {other!r}; give the table its codes follow (--classes {shlex.quote(str(beside))}) or make "
+                         "the two alike")
+
+
+def check_own_names(labels: Path, named: list[ClassSpec], table: list[ClassSpec], source: Path | str, explicit: bool) -> None:
+    """Stop when the class names the label raster ``labels`` carries (``named``) give one of its codes another name than
+    the ``table`` training reads it with (from ``source``) does; a table given ``explicit``-ly (``--classes``) is read
+    as it says, with a word."""
+    found = table_clash(named, table)
+    if found is None:
+        return
+    clash, other = found
+    if explicit:
+        log.info("%s: its own class names call code %d %r, where --classes calls it %r; read by --classes", labels, clash.value,
+                 clash.name, other)
+        return
+    raise MamolError(f"{labels}: its own class names call code {clash.value} {clash.name!r}, where {source}, which training reads "
+                     f"its codes with, calls it {other!r}; give a class table its codes follow (--classes FILE) or make the two alike")
 
 
 def _class_table(folder: Path | None, classes: Path | list[ClassSpec] | None) -> list[ClassSpec] | None:

@@ -4,6 +4,7 @@ mamol-info uses it)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ def check_report_folder(folder: Path, flag: str) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         return
-    taken = sorted(p.name for p in folder.iterdir() if p.name in REPORT_FILES or (p.name.startswith("confusion_") and p.suffix == ".csv"))
+    taken = sorted(p.name for p in folder.iterdir() if p.name in REPORT_FILES or re.fullmatch(r"confusion_(overall|complete|missing_.+)\.csv",
+                                                                                                   p.name))
     if taken and not is_report(folder):
         raise MamolError(f"{flag} {folder}: holds {', '.join(taken)}, which no mamol report wrote and a report there would replace; "
                          "give the report a folder of its own (a new or an empty one)")
