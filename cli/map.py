@@ -138,15 +138,16 @@ def main(model_path, hsi, lidar, sar, inputs, output, probabilities, confidence,
         return
     if summary.combinations is not None:
         for line in coverage_warnings(config.model.name or model_path.stem, list(given), config.model.modality_names,
-                                      summary.combinations, results):
+                                      summary.combinations, results, outputs.availability is not None):
             log.warning(line)
     stale = {name: path for name in ("probabilities", "confidence", "availability")
              if getattr(outputs, name) is None and (path := sibling(output, Path("-"), name)).exists()}
     if stale:  # side outputs of an earlier map into the same -o, which this run leaves as they are
         one = len(stale) == 1
-        log.warning("%s, beside the map, %s from an earlier run, not of this map (this run did not ask for %s); delete %s or ask "
-                    "for %s again", " and ".join(map(str, stale.values())), "is" if one else "are",
-                    " or ".join(f"--{name}" for name in stale), *(["it" if one else "them"] * 2))
+        log.warning("the raster%s of %s beside the map (%s) %s from an earlier run, not of this map; delete %s, or map with %s to "
+                    "write %s anew", "" if one else "s", " and ".join(f"--{name}" for name in stale),
+                    ", ".join(map(str, stale.values())), "is" if one else "are", "it" if one else "them",
+                    " and ".join(f"--{name}" for name in stale), "it" if one else "them")
     rate = f": {summary.megapixels_per_second:.4g} Mpx/s" if mapped else ""
     log.info("wrote %s (%dx%d px, %d tiles%s) in %s s%s", output, summary.width, summary.height, summary.tiles, kept,
              seconds_text(summary.seconds), rate)

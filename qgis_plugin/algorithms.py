@@ -129,6 +129,8 @@ CLI_ONLY = {", or pass --assume-crs EPSG:XXXX": "", " (--assume-crs EPSG:XXXX)":
 #: panel marks them, as mamol-info does (``mamol_core.evaluation.reports_found.FEW_PIXELS``; the plugin may run
 #: without mamol installed).
 FEW_PIXELS = 100
+#: Where GDAL options go in a GDAL dialog of QGIS.
+EXTRA = "Advanced Parameters › Additional command-line parameters"
 SAVE_AS_GEOTIFF = "save it as a GeoTIFF first (right-click the layer › Export › Save As…, format GeoTIFF) and give that"
 #: GDAL's complex data types (QGIS's Qgis.DataType values): what single-look complex SAR is stored in.
 COMPLEX_TYPES = {Qgis.CInt16, Qgis.CInt32, Qgis.CFloat32, Qgis.CFloat64}
@@ -244,14 +246,15 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         path = r"""(?:'[^']*'(?:"'"'[^']*')*|[^\s')]+)"""  # a file in a GDAL command, quoted as shlex does (spaces, ', brackets)
         for option in sorted(CLI_ONLY, key=len, reverse=True):  # settings the dialog has no field for: what to do in QGIS
             text = text.replace(option, CLI_ONLY[option])
-        text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection…", text)
+        text = re.sub(rf"gdal_edit\.py -a_srs EPSG:XXXX {path}", "Raster › Projections › Assign projection… (it sets the file's own CRS, "
+                      "which mamol reads; a CRS set in the layer's properties is not)", text)
         text = re.sub(rf"gdalwarp -t_srs EPSG:XXXX(?: -rpc)? {path} warped\.tif", "Raster › Projections › Warp (reproject)…", text)
         text = re.sub(rf"gdal_edit\.py -a_nodata (\S+) {path}", r"Raster › Conversion › Translate (convert format)…, "
                       r"'Assign a specified nodata value to output bands' \1, then use the new raster", text)
-        text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (convert format)…, additional "
-                      "command-line parameters '-a_scale 1 -a_offset 0', then use the new raster", text)
+        text = re.sub(rf"gdal_edit\.py -scale 1 -offset 0 {path}", "Raster › Conversion › Translate (convert format)…, "
+                      f"{EXTRA} '-a_scale 1 -a_offset 0', then use the new raster", text)
         text = re.sub(rf"gdal_edit\.py -colorinterp_(\d+) undefined {path}", r"Raster › Conversion › Translate (convert format)…, "
-                      r"additional command-line parameters '-colorinterp_\1 undefined', then use the new raster", text)
+                      rf"{EXTRA} '-colorinterp_\1 undefined', then use the new raster", text)
         text = re.sub(rf", then gdal_edit\.py -units {path} {path}\)", ")", text)  # the calculator's raster declares no unit
         text = re.sub(rf"declare that \(gdal_edit\.py -units ({path}) {path}\)",  # no QGIS menu sets a band's unit
                       r"declare that (gdal_edit.py -units \1 on its file, in the OSGeo4W Shell or a terminal)", text)
@@ -262,13 +265,14 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
                             "raster…, resolution 'Highest'")
         text = text.replace("(gdalbuildvrt)", "(Raster › Miscellaneous › Build virtual raster…)")
         text = re.sub(rf"\(gdal_translate -b 1 {path} labels\.tif\)", "(Raster › Conversion › Translate (convert format)…, "
-                      "additional command-line parameters '-b 1')", text)
+                      f"{EXTRA} '-b 1')", text)
         text = re.sub(rf"gdal_translate((?: -b \d+)+) {path} {path}", lambda m: "Raster › Conversion › Translate (convert format)…, "
-                      f"additional command-line parameters '{m.group(1).strip()}', then use the new raster", text)  # bands chosen or ordered
+                      f"{EXTRA} '{m.group(1).strip()}', then use the new raster", text)  # bands chosen or ordered
         text = re.sub(rf"ogr2ogr -a_srs EPSG:XXXX {path} {path}", "Processing Toolbox › Vector general › Assign projection, then use "
                       "the new layer", text)
         text = text.replace("(ogr2ogr -makevalid, or QGIS's Fix geometries)", "(Processing Toolbox › Vector geometry › Fix geometries)")
         text = text.replace("(mamol-eval)", "(Processing Toolbox › MaMOL › Evaluate a model)")
+        text = re.sub(r"leave (\w+) out \(the map then comes", r"leave the \1 slot empty (the map then comes", text)
         text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
         text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
         return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
@@ -279,7 +283,8 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         def on_progress(record: dict) -> None:
             feedback.setProgress(float(record.get("percent", 0)))
             eta = record.get("eta_s")
-            feedback.setProgressText(f"{record.get('stage', tool)}: {record.get('done')}/{record.get('total')} {record.get('unit', '')}"
+            unit = record.get("unit", "") + ("s" if record.get("unit") and record.get("total") != 1 else "")
+            feedback.setProgressText(f"{record.get('stage', tool)}: {record.get('done')}/{record.get('total')} {unit}"
                                      + (f", about {eta:.0f} s left" if eta is not None else ""))
 
         def on_log(line: str) -> None:
@@ -371,7 +376,8 @@ class MapLandCover(ModelAlgorithm):
         classes = ", ".join(c["name"] for c in self.info["model"]["classes"])
         return (f"<p>Maps land cover with the MaMOL model <b>{self.model_name}</b> ({self.model_path}).</p>"
                 f"<p>Give a raster for any subset of its modalities: {names}. Opened with <i>Map land cover (MaMOL)…</i> "
-                f"(toolbar, Raster menu), the dialog fills in the layers named like a modality. A modality that is not given, or that does not cover part of the area, "
+                f"(toolbar, Raster menu), the dialog fills in the layers named like a modality. A modality that is not given, or "
+                f"that does not cover part of the area, "
                 f"counts as missing there; the model adapts to whichever sensors are present. Rasters may differ in CRS "
                 f"and resolution; the map is at the model's training pixel size.</p>"
                 f"<p>Classes: {classes}. The results are loaded in one group: the class map with the classes' colours "

@@ -318,32 +318,37 @@ def test_a_local_engineering_crs_is_refused_with_the_line_that_assigns_one(model
             dst.write(data)
     for name in ("train_points", "test_polygons"):
         geopandas.read_file(scene_dir / f"{name}.gpkg").set_crs(local, allow_override=True).to_file(tmp_path / f"{name}.gpkg")
-    fix = "being a local (engineering) one; assign it the CRS its coordinates are in: "
+    fix = "assign it the CRS its coordinates are in: "
     sensors = ["--input", f"hsi={scene_dir / 'hsi.tif'}", "--input", f"dsm={tmp_path / 'dsm.tif'}"]
     for extra in ([], ["--assume-crs", "EPSG:32632"]):  # --assume-crs is for rasters without a CRS
         result = run_map("--model", model_file, *sensors, "-o", tmp_path / "m.tif", *extra)
-        one_line_error(result, f"dsm.tif: its CRS (arbitrary) cannot be related to {scene_dir / 'hsi.tif'}'s (EPSG:32632), {fix}"
+        one_line_error(result, f"dsm.tif: its CRS (arbitrary, a local (engineering) CRS) cannot be related to EPSG:32632, the CRS of "
+                               f"{scene_dir / 'hsi.tif'}; {fix}"
                                f"gdal_edit.py -a_srs EPSG:XXXX {tmp_path / 'dsm.tif'}")
     hsi = ["--input", f"hsi={scene_dir / 'hsi.tif'}"]
     result = run_map("--model", model_file, *hsi, "--mask", tmp_path / "test_labels.tif", "-o", tmp_path / "m.tif")
-    one_line_error(result, f"test_labels.tif: its CRS (arbitrary) cannot be related to that of the sensor rasters (EPSG:32632), {fix}")
+    one_line_error(result, f"test_labels.tif: its CRS (arbitrary, a local (engineering) CRS) cannot be related to EPSG:32632, the "
+                           f"CRS of the sensor rasters; {fix}")
     result = run_map("--model", model_file, *hsi, "--aoi", tmp_path / "test_polygons.gpkg", "-o", tmp_path / "m.tif")
-    one_line_error(result, f"test_polygons.gpkg: its CRS (arbitrary) cannot be related to that of the sensor rasters (EPSG:32632), "
+    one_line_error(result, f"test_polygons.gpkg: its CRS (arbitrary, a local (engineering) CRS) cannot be related to EPSG:32632, the "
+                           f"CRS of the sensor rasters; "
                            f"{fix}ogr2ogr -a_srs EPSG:XXXX")
     for labels in ([tmp_path / "test_labels.tif"], [tmp_path / "train_points.gpkg", "--label-field", "landcover"]):
         result = CliRunner().invoke(train.main, [*hsi, "--labels", *map(str, labels), "-o", str(tmp_path / "t.safetensors"), *FAST])
-        one_line_error(result, f"{labels[0].name}: its CRS (arbitrary) cannot be related to that of the sensor rasters (EPSG:32632), {fix}")
+        one_line_error(result, f"{labels[0].name}: its CRS (arbitrary, a local (engineering) CRS) cannot be related to EPSG:32632, "
+                               f"the CRS of the sensor rasters; {fix}")
     local_sensors = ["--input", f"dsm={tmp_path / 'dsm.tif'}"]  # the sensor in the local CRS, the labels and area in a real one
     result = CliRunner().invoke(train.main, [*local_sensors, "--labels", str(scene_dir / "train_points.gpkg"), "--label-field", "landcover",
                                              "-o", str(tmp_path / "t.safetensors"), *FAST])
-    told = "train_points.gpkg: its CRS (EPSG:32632) cannot be related to that of the sensor rasters (arbitrary, a local (engineering) " \
-        "one); assign the sensor rasters the CRS their coordinates are in (gdal_edit.py -a_srs EPSG:XXXX on each)"
+    told = "train_points.gpkg: its CRS (EPSG:32632) cannot be related to arbitrary, the CRS of the sensor rasters, a local " \
+        "(engineering) CRS; assign the sensor rasters the CRS their coordinates are in (gdal_edit.py -a_srs EPSG:XXXX on each)"
     one_line_error(result, told)
     result = run_map("--model", model_file, *local_sensors, "--aoi", scene_dir / "test_polygons.gpkg", "-o", tmp_path / "m.tif")
-    one_line_error(result, "test_polygons.gpkg: its CRS (EPSG:32632) cannot be related to that of the sensor rasters (arbitrary, a local")
+    one_line_error(result, "test_polygons.gpkg: its CRS (EPSG:32632) cannot be related to arbitrary, the CRS of the sensor rasters, a local")
     result = run_map("--model", model_file, *local_sensors, "--input", f"hsi={scene_dir / 'hsi.tif'}", "--reference",
                      tmp_path / "dsm.tif", "-o", tmp_path / "m.tif")  # the local raster as the grid: it is the one to fix
-    one_line_error(result, f"dsm.tif: its CRS (arbitrary) cannot be related to {scene_dir / 'hsi.tif'}'s (EPSG:32632), {fix}")
+    one_line_error(result, f"dsm.tif: its CRS (arbitrary, a local (engineering) CRS) cannot be related to EPSG:32632, the CRS of "
+                               f"{scene_dir / 'hsi.tif'}; {fix}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsm.tif", "test_labels.tif", "test_polygons.gpkg", "train_points.gpkg"]
 
 

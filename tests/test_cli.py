@@ -151,7 +151,7 @@ def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, sc
         assert "weaker map" not in caplog.text
         assert CliRunner().invoke(map_cli.main, [*args, "--report", str(report)]).exit_code == 0
         assert "model scored 60.00 % overall accuracy from dsm on its test pixels (all sensors: 95.00 %); expect a weaker map from " \
-            "these sensors" in caplog.text
+            "this sensor" in caplog.text
         caplog.clear()
         shutil.move(report, model.with_suffix(".report"))  # beside the model: found without --report
         assert CliRunner().invoke(map_cli.main, args).exit_code == 0 and "60.00 % overall accuracy from dsm" in caplog.text
@@ -165,7 +165,7 @@ def test_a_map_from_sensors_its_report_shows_weak_is_warned_about(model_file, sc
         mapped = [arg for arg in args if arg != "--estimate"] + ["--input", f"hsi={tmp_path / 'strip.tif'}"]
         assert CliRunner().invoke(map_cli.main, mapped).exit_code == 0
         assert "% of the map (" in caplog.text and "px) was predicted from dsm alone, the other sensors given holding no data " \
-            "there (--availability shows where): model scored 60.00 % overall accuracy from dsm" in caplog.text
+            "there (map with --availability to see where): model scored 60.00 % overall accuracy from dsm" in caplog.text
         (tmp_path / "map.tif").unlink()
         for side in tmp_path.glob("map.*"):
             side.unlink()

@@ -101,8 +101,8 @@ def test_side_outputs_of_an_earlier_map_are_told_apart_and_left_alone(trained, s
     earlier = (tmp_path / "landcover_availability.tif").read_bytes()
     caplog.set_level(logging.WARNING)
     assert run_map(model, out, *sensors, extra=["--confidence"]).exit_code == 0
-    assert f"{tmp_path / 'landcover_availability.tif'}, beside the map, is from an earlier run, not of this map (this run did not ask " \
-        "for --availability); delete it or ask for it again" in caplog.text
+    assert f"the raster of --availability beside the map ({tmp_path / 'landcover_availability.tif'}) is from an earlier run, not " \
+        "of this map; delete it, or map with --availability to write it anew" in caplog.text
     assert (tmp_path / "landcover_availability.tif").read_bytes() == earlier
     caplog.clear()
     assert run_map(model, out, *sensors, extra=["--confidence", "--availability"]).exit_code == 0

@@ -61,16 +61,16 @@ def test_sensor_combinations_a_report_scores_poorly_or_on_few_pixels_are_warned_
                "missing s10+s20": {"oa": 60.0, "samples": 600}}
     assert combination_warning("m", ["s20", "s10"], names, results) is None  # 2 points under all sensors
     assert combination_warning("m", ["s20"], names, results) == (
-        "m was scored from s20 on only 11 of its test pixels, too few to tell how well it maps from these sensors; evaluate it "
-        "on test labels with these sensors alone (mamol-eval) before relying on the map")
+        "m was scored from s20 on only 11 of its test pixels, too few to tell how well it maps from this sensor; evaluate it "
+        "on test labels with this sensor alone (mamol-eval) before relying on the map")
     assert "m was scored from s10 + s30 on none of its test pixels" in combination_warning("m", ["s30", "s10"], names, results)
     assert combination_warning("m", ["s10"], names, results) == (
-        "m scored 84.00 % overall accuracy from s10 on its test pixels (all sensors: 95.00 %); expect a weaker map from these sensors")
+        "m scored 84.00 % overall accuracy from s10 on its test pixels (all sensors: 95.00 %); expect a weaker map from this sensor")
     assert combination_warning("m", ["s30"], names, results).startswith("m scored 60.00 % overall accuracy from s30")  # under 70
     assert combination_warning("m", names, names, results) is None and combination_warning("m", ["s10"], names, {}) is None
     unrecorded = {"missing s20+s30": {"oa": 50.0}}  # a report without counts or the complete pattern
     assert combination_warning("m", ["s10"], names, unrecorded) == (
-        "m scored 50.00 % overall accuracy from s10 on its test pixels; expect a weaker map from these sensors")
+        "m scored 50.00 % overall accuracy from s10 on its test pixels; expect a weaker map from this sensor")
     assert combination_warning("m", ["s10"], names, {"missing s20+s30": {"oa": None, "samples": 500}}) is None  # nothing scored
 
 
@@ -84,8 +84,8 @@ def test_a_map_predicted_from_a_weak_combination_on_much_of_it_is_warned_about()
     combinations[[0, 1, 2, 3]] = [500, 100, 690, 210]  # none, hsi only, lidar only, hsi + lidar
     lines = coverage_warnings("m", ["hsi", "lidar"], names, combinations, results)
     assert lines == ["69% of the map (690 px) was predicted from lidar alone, the other sensors given holding no data there "
-                     "(--availability shows where): m scored 48.10 % overall accuracy from lidar on its test pixels (all sensors: "
-                     "95.00 %); expect a weaker map from these sensors"]  # hsi alone maps well; the pixels of none do not count
+                     "(map with --availability to see where): m scored 48.10 % overall accuracy from lidar on its test pixels (all "
+                     "sensors: 95.00 %); expect a weaker map from this sensor"]  # hsi alone maps well; the pixels of none do not count
     combinations[2] = int(WEAK_SHARE * 310 / (1 - WEAK_SHARE))  # under 5 % of the 310 + it pixels mapped
     assert coverage_warnings("m", ["hsi", "lidar"], names, combinations, results) == []  # too small a share to mention
     combinations[2] = 690

@@ -26,6 +26,8 @@ from mamol_core import __version__
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 MODEL = SAMPLE / "sample_model.safetensors"
+#: The plugin's words for assigning a raster its CRS.
+ASSIGN = "Raster › Projections › Assign projection… (it sets the file's own CRS, which mamol reads; a CRS set in the layer's properties is not)"
 QGIS_PATHS = ["/usr/lib/python3/dist-packages", "/usr/share/qgis/python/plugins"]
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -214,8 +216,8 @@ def test_bands_to_put_in_order_are_told_by_translate(map_id):
             "which was band 3); the model reads bands by position, so put them in its order: gdal_translate -b 3 -b 2 -b 1 -b 4 "
             "'/d/hsi r.tif' 'hsi r_ordered.tif'")
     assert algorithm.in_qgis_words(told, {"/d/hsi r.tif": "layer 'hsi r' in the hsi slot"}).endswith(
-        "so put them in its order: Raster › Conversion › Translate (convert format)…, additional command-line parameters "
-        "'-b 3 -b 2 -b 1 -b 4', then use the new raster")
+        "so put them in its order: Raster › Conversion › Translate (convert format)…, Advanced Parameters › Additional command-line "
+        "parameters '-b 3 -b 2 -b 1 -b 4', then use the new raster")
 
 
 class Recording(QgsProcessingFeedback):
@@ -608,7 +610,7 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
     with pytest.raises(QgsProcessingException) as error:
         processing.run("mamol:train", parameters, feedback=QgsProcessingFeedback())
     assert f"layer 'heights' in the lidar slot ({tmp_path / 'heights.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "(Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
+        f"({ASSIGN})" in str(error.value), str(error.value)
     assert not (tmp_path / "m.safetensors").exists()
     parameters = {**parameters, "LIDAR": str(SAMPLE / "dsm.tif"), "HSI": str(SAMPLE / "hsi.tif"), "MISSING": "sar"}
     with pytest.raises(QgsProcessingException) as error:  # options are named as the dialog names them
@@ -622,7 +624,7 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
         processing.run("mamol:train", {**parameters, "MISSING": "both", "TRUTH_RASTER": str(tmp_path / "rgb_labels.tif")},
                        feedback=QgsProcessingFeedback())
     assert "a label raster holds one band of class codes, this one 3; give its band of codes alone (Raster › Conversion › " \
-        "Translate (convert format)…, additional command-line parameters '-b 1')" in str(error.value), str(error.value)
+        "Translate (convert format)…, Advanced Parameters › Additional command-line parameters '-b 1')" in str(error.value), str(error.value)
 
 
 def test_evaluating_a_model_on_test_labels_from_some_of_its_sensors_writes_its_report(plugin, tmp_path):
@@ -655,7 +657,7 @@ def test_mapping_warns_before_run_about_sensors_the_model_is_weak_on(map_id, tmp
     feedback = Recording()  # mamol-map warns, by the report beside the model
     run(map_id, {"lidar": str(SAMPLE / "dsm.tif"), "OUTPUT": str(tmp_path / "weak.tif")}, feedback)
     assert feedback.warnings == [f"sample_model scored {lidar:.2f} % overall accuracy from lidar on its test pixels (all sensors: "
-                                 f"{complete:.2f} %); expect a weaker map from these sensors"]
+                                 f"{complete:.2f} %); expect a weaker map from this sensor"]
 
 
 def test_the_help_panel_marks_combinations_scored_on_few_pixels(map_id, monkeypatch):
@@ -843,13 +845,13 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:
         run(map_id, {**inputs, "MASK": str(tmp_path / "mask.tif"), "OUTPUT": str(tmp_path / "masked.tif")})
     assert f"layer 'mask' in the mask ({tmp_path / 'mask.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "(Raster › Projections › Assign projection…)" in str(error.value) and "Traceback" not in str(error.value), str(error.value)
+        f"({ASSIGN})" in str(error.value) and "Traceback" not in str(error.value), str(error.value)
     with rasterio.open(tmp_path / "dsm.tif", "r+") as wrong:
         wrong.crs = "EPSG:4326"  # metres labelled as degrees
     with pytest.raises(QgsProcessingException) as error:  # the fix by QGIS's menu, not a GDAL command
         run(map_id, {**inputs, "lidar": str(tmp_path / "dsm.tif"), "OUTPUT": str(tmp_path / "wrong.tif")})
     assert f"layer 'dsm' in the lidar slot ({tmp_path / 'dsm.tif'}): its extent cannot lie in its CRS EPSG:4326" in str(error.value) and \
-        "the CRS is wrong: assign the right one (Raster › Projections › Assign projection…)" in str(error.value), str(error.value)
+        f"the CRS is wrong: assign the right one ({ASSIGN})" in str(error.value), str(error.value)
     bare = tmp_path / "l'étude" / "bare.tif"  # an apostrophe, quoted in the GDAL command the menu replaces
     bare.parent.mkdir()
     with rasterio.open(SAMPLE / "dsm.tif") as src, rasterio.open(bare, "w", **(src.profile | {"crs": None})) as dst:
@@ -861,7 +863,7 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # the dialog has no --assume-crs: the file needs its CRS
         run(map_id, {"hsi": str(tmp_path / "coarse.tif"), "lidar": str(bare), "OUTPUT": str(tmp_path / "bare_map.tif")})
     assert f"layer 'bare' in the lidar slot ({bare}): has no CRS; assign the one it is in (the model was " \
-        "trained in EPSG:" in str(error.value) and str(error.value).endswith("): Raster › Projections › Assign projection…") and \
+        "trained in EPSG:" in str(error.value) and str(error.value).endswith(f"): {ASSIGN}") and \
         "--assume-crs" not in str(error.value), str(error.value)
     with rasterio.open(SAMPLE / "dsm.tif") as src:
         heights, profile = src.read(1), src.profile
@@ -879,8 +881,8 @@ def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tm
     with pytest.raises(QgsProcessingException) as error:  # the dialog lets it through to mamol, which says how to mark it a band
         run(map_id, {**inputs, "lidar": str(tmp_path / "marked.tif"), "OUTPUT": str(tmp_path / "marked_map.tif")})
     assert "band 2 is marked alpha but holds values between transparent and opaque" in str(error.value) and \
-        "(Raster › Conversion › Translate (convert format)…, additional command-line parameters '-colorinterp_2 undefined', then use " \
-        "the new raster)" in str(error.value), str(error.value)
+        "(Raster › Conversion › Translate (convert format)…, Advanced Parameters › Additional command-line parameters " \
+        "'-colorinterp_2 undefined', then use the new raster)" in str(error.value), str(error.value)
     copy(SAMPLE / "dsm.tif", tmp_path / "dsm.nc", driver="netCDF")
     variable = QgsRasterLayer(f'NETCDF:"{tmp_path / "dsm.nc"}":Band1', "heights")
     assert variable.isValid()

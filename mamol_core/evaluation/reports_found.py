@@ -79,12 +79,15 @@ def combination_warning(model_name: str, given: list[str], names: list[str], res
     sensors = " + ".join(name for name in names if name in given)
     if not these or these.get("samples", FEW_PIXELS) < FEW_PIXELS:
         scored = f"on only {these['samples']} of its test pixels" if these else "on none of its test pixels"
-        return (f"{model_name} was scored from {sensors} {scored}, too few to tell how well it maps from these sensors; "
-                "evaluate it on test labels with these sensors alone (mamol-eval) before relying on the map")
+        return (f"{model_name} was scored from {sensors} {scored}, too few to tell how well it maps from "
+                f"{'this sensor' if len(given) == 1 else 'these sensors'}; "
+                f"evaluate it on test labels with {'this sensor' if len(given) == 1 else 'these sensors'} alone (mamol-eval) before "
+                "relying on the map")
     best = complete.get("oa") if complete else None
     if these.get("oa") is not None and (these["oa"] < 70 or (best is not None and best - these["oa"] > 10)):
         return (f"{model_name} scored {these['oa']:.2f} % overall accuracy from {sensors} on its test pixels"
-                + (f" (all sensors: {best:.2f} %)" if best is not None else "") + "; expect a weaker map from these sensors")
+                + (f" (all sensors: {best:.2f} %)" if best is not None else "")
+                + f"; expect a weaker map from {'this sensor' if len(given) == 1 else 'these sensors'}")
     return None
 
 
@@ -93,10 +96,12 @@ def combination_warning(model_name: str, given: list[str], names: list[str], res
 WEAK_SHARE = 0.05
 
 
-def coverage_warnings(model_name: str, given: list[str], names: list[str], combinations: np.ndarray, results: dict) -> list[str]:
+def coverage_warnings(model_name: str, given: list[str], names: list[str], combinations: np.ndarray, results: dict,
+                      availability: bool = False) -> list[str]:
     """Warnings for the sensor combinations, other than every sensor ``given``, that a map was predicted from on at
     least :data:`WEAK_SHARE` of its pixels (``combinations``: pixels per availability code, bit i for ``names[i]``)
-    and that the report's ``results`` show weak (:func:`combination_warning`)."""
+    and that the report's ``results`` show weak (:func:`combination_warning`); they point to the availability raster
+    where the map wrote one (``availability``)."""
     mapped = int(combinations[1:].sum())
     lines = []
     for code in np.flatnonzero(combinations[1:]) + 1:
@@ -106,8 +111,9 @@ def coverage_warnings(model_name: str, given: list[str], names: list[str], combi
             continue
         warning = combination_warning(model_name, used, names, results)
         if warning:
+            where = "the raster of --availability shows where" if availability else "map with --availability to see where"
             lines.append(f"{share:.0%} of the map ({combinations[code]} px) was predicted from {' + '.join(used)} alone, the other "
-                         f"sensors given holding no data there (--availability shows where): {warning}")
+                         f"sensors given holding no data there ({where}): {warning}")
     return lines
 
 

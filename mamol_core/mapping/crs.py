@@ -89,14 +89,13 @@ def check_related(crs: CRS, target: CRS, path: Path | str, target_path: Path | s
     except pyproj.exceptions.ProjError:
         if is_local(target) and not is_local(crs):
             if not isinstance(target_path, Path):
-                raise MamolError(f"{path}: its CRS ({crs_name(crs)}) cannot be related to that of {target_path} ({crs_name(target)}, a "
-                                 f"local (engineering) one); assign {target_path} the CRS their coordinates are in (gdal_edit.py -a_srs "
+                raise MamolError(f"{path}: its CRS ({crs_name(crs)}) cannot be related to {crs_name(target)}, the CRS of {target_path}, a "
+                                 f"local (engineering) CRS; assign {target_path} the CRS their coordinates are in (gdal_edit.py -a_srs "
                                  "EPSG:XXXX on each)") from None
             path, crs, target_path, target, vector = target_path, target, path, crs, False
-        other = f"{target_path}'s" if isinstance(target_path, Path) else f"that of {target_path}"
-        raise MamolError(f"{path}: its CRS ({crs_name(crs)}) cannot be related to {other} ({crs_name(target)})"
-                         f"{', being a local (engineering) one' if is_local(crs) else ''}; assign it the CRS its coordinates "
-                         f"are in: {assign_crs_command(Path(path), vector=vector)}") from None
+        kind = ", a local (engineering) CRS" if is_local(crs) else ""
+        raise MamolError(f"{path}: its CRS ({crs_name(crs)}{kind}) cannot be related to {crs_name(target)}, the CRS of {target_path}; "
+                         f"assign it the CRS its coordinates are in: {assign_crs_command(Path(path), vector=vector)}") from None
 
 
 def is_local(crs: CRS) -> bool:
