@@ -290,8 +290,6 @@ def test_the_grid_covers_every_input_that_overlaps_another_and_prefers_a_project
 
 
 def test_rasters_without_a_crs_on_the_grid_of_a_model_trained_without_one_map_as_they_are(trained, scene_dir, tmp_path):
-    from conftest import CLI_FAST, copy_with_config
-
     _, model = trained
     crsless = tmp_path / "crsless.safetensors"
     copy_with_config(model, crsless, lambda config: set_grid_crs(config, None))

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 MODEL = SAMPLE / "sample_model.safetensors"
 #: The plugin's words for assigning a raster its CRS.
-ASSIGN = "Raster › Projections › Assign projection… (it sets the file's own CRS, which mamol reads; a CRS set in the layer's properties is not)"
+ASSIGN = ("Raster › Projections › Assign projection… (it sets the file's own CRS, which mamol reads; a CRS set in the layer's "
+          "properties is not)")
 QGIS_PATHS = ["/usr/lib/python3/dist-packages", "/usr/share/qgis/python/plugins"]
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -268,8 +268,8 @@ def dead_bands(data: np.ndarray, valid: np.ndarray, reader: ModelReader, paths: 
         one = len(flat) == 1
         lines.append(f"{paths[spec.name]}: band{'' if one else 's'} {band_ranges(numbers)} hold{'s' if one else ''} one value "
                      f"({bands[flat[0], 0]:g}) at every pixel sampled, where the model's training values varied (band {numbers[0]}: "
-                     f"{spec.mean[flat[0]]:.4g} ± {spec.std[flat[0]]:.4g}): a dead band, or a fill value not declared as nodata? The model reads "
-                     f"{'it' if one else 'them'} as measurements; if {'it holds' if one else 'they hold'} no data, give a raster "
+                     f"{spec.mean[flat[0]]:.4g} ± {spec.std[flat[0]]:.4g}): a dead band, or a fill value not declared as nodata? "
+                     f"The model reads {'it' if one else 'them'} as measurements; if {'it holds' if one else 'they hold'} no data, give a raster "
                      f"whose band{'' if one else 's'} hold{'s' if one else ''} data, or leave {spec.name} out (the map then comes from "
                      "the other sensors)")
     return lines

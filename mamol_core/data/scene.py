@@ -23,7 +23,6 @@ from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, sh
 from mamol_core.mapping.crs import crs_name, parse_crs
 from mamol_core.data.labels import (
     check_label_values,
-    class_name,
     default_classes,
     embedded_classes,
     grouped_holdout,

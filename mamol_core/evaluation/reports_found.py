@@ -29,8 +29,8 @@ def check_report_folder(folder: Path, flag: str) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         return
-    taken = sorted(p.name for p in folder.iterdir() if p.name in REPORT_FILES or re.fullmatch(r"confusion_(overall|complete|missing_.+)\.csv",
-                                                                                                   p.name))
+    written = re.compile(r"confusion_(overall|complete|missing_.+)\.csv")  # the confusion tables a report writes
+    taken = sorted(p.name for p in folder.iterdir() if p.name in REPORT_FILES or written.fullmatch(p.name))
     if taken and not is_report(folder):
         raise MamolError(f"{flag} {folder}: holds {', '.join(taken)}, which no mamol report wrote and a report there would replace; "
                          "give the report a folder of its own (a new or an empty one)")
@@ -103,7 +103,9 @@ def coverage_warnings(model_name: str, given: list[str], names: list[str], combi
     and that the report's ``results`` show weak (:func:`combination_warning`); they point to the availability raster
     where the map wrote one (``availability``)."""
     mapped = int(combinations[1:].sum())
-    lines = []
+    lines: list[str] = []
+    if not mapped:
+        return lines
     for code in np.flatnonzero(combinations[1:]) + 1:
         used = [name for bit, name in enumerate(names) if code >> bit & 1]
         share = combinations[code] / mapped
