@@ -110,12 +110,12 @@ def main(scene, inputs, labels, label_field, test_labels, classes, reference, as
     from mamol_core.backbones import check_backbone_weights
     check_backbone_weights(backbone, backbone_weights)
     from mamol_core.data.protocol import untrained_note
+    from mamol_core.data.labels import labels_record
     from mamol_core.data.scene import open_scene, parse_inputs
     from mamol_core.device import autocast_dtype, resolve_device
     from mamol_core.distributed import process_group, stop_together
     from mamol_core.evaluation.html import pattern_title
     from mamol_core.evaluation.metrics import summary_line
-    from mamol_core.data.labels import labels_record
     from mamol_core.evaluation.reports_found import check_report_folder
     from mamol_core.evaluation.report import write_report
     from mamol_core.evaluation.score import evaluate_run
