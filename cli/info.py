@@ -36,10 +36,11 @@ def main(model_path, as_json, check):
         return
     model = config.model
     click.echo(f"mamol model {model.name or model_path.stem!r}: {model_path} (mamol {config.mamol_version}, format {config.format_version})")
-    click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'}"
+    click.echo("modalities: " + ", ".join(f"{m.name} ({m.bands} band{'' if m.bands == 1 else 's'}{names_text(m.band_names)}"
                                           f"{', quantile normalisation' if m.normalization == 'quantile' else ''}"
                                           f"{'' if m.as_declared else ', every band as stored: no scale, offset or alpha'}"
-                                          f"{unit_text(m.unit)})"
+                                          f"{unit_text(m.unit)}"
+                                          f"{f', pixels of {m.ground_pixel:.3g} m' if m.ground_pixel else ''})"
                                           for m in model.modalities))
     click.echo("classes: " + ", ".join(f"{c.value}={c.name}" for c in model.classes))
     click.echo(f"backbone: {model.backbone.name}; experts: {model.experts.method}, "
@@ -99,6 +100,14 @@ def unit_text(unit) -> str:
     """A modality's value unit (``ModalitySpec.unit``) for its line where its training raster declared one
     (``, values in ft``); "" where it did not (a unit presumed from a CRS says nothing of imagery)."""
     return f", values in {unit.name}" if unit is not None and unit.declared else ""
+
+
+def names_text(names: list[str]) -> str:
+    """A modality's band names as its training raster described them, first and last (``: '400 nm' … '975 nm'``);
+    "" where none were recorded."""
+    if not names:
+        return ""
+    return f": {names[0]!r}" if len(names) == 1 else f": {names[0]!r} … {names[-1]!r}"
 
 
 def grid_text(grid) -> str:

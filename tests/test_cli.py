@@ -102,7 +102,7 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert dense_metrics["context"]["mode"] == "dense"
     assert dense_metrics["results"]["overall"]["samples"] == metrics["results"]["overall"]["samples"]
     described = CliRunner().invoke(info.main, [str(model_file)])
-    assert "dsm (1 band), hsi (8 bands)" in described.output and "tokens of 2 px, tokenizer width 32, separate encoding" in described.output
+    assert "dsm (1 band, pixels of 2 m), hsi (8 bands, pixels of 2 m)" in described.output and "tokens of 2 px, tokenizer width 32, separate encoding" in described.output
     report = json.loads(model_file.with_suffix(".report").joinpath("metrics.json").read_text())["results"]
     assert f"accuracy in its report ({model_file.with_suffix('.report')}, {report['overall']['samples']} test pixels, pixel): " \
         f"OA {report['overall']['oa']:.2f}" in described.output
@@ -116,7 +116,8 @@ def test_eval_and_info(model_file, scene_dir, tmp_path):
     assert both.exit_code == 1 and "--check describes this environment, not a model" in both.output
     older = tmp_path / "older.safetensors"  # a model file of mamol 0.2.0 reads every band as stored
     copy_with_config(model_file, older, lambda c: c | {"format_version": 2} | {"model": c["model"] | {
-        "modalities": [{k: v for k, v in m.items() if k != "as_declared"} for m in c["model"]["modalities"]]}})
+        "modalities": [{k: v for k, v in m.items() if k not in ("as_declared", "unit", "band_names", "ground_pixel")}
+                       for m in c["model"]["modalities"]]}})  # fields of later releases left out
     described = CliRunner().invoke(info.main, [str(older)])
     assert "accuracy in its report" not in described.output  # a copy without its report
     assert "format 2)" in described.output and "dsm (1 band, every band as stored: no scale, offset or alpha)" in described.output

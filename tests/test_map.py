@@ -1363,7 +1363,7 @@ def test_heights_in_another_unit_than_trainings_are_warned_about_where_mapped_an
 
     feet = tmp_path / "feet.safetensors"
     copy_with_config(model, feet, declared_feet)  # a model trained on heights declared in feet
-    assert "dsm (1 band, values in ft)" in CliRunner().invoke(info.main, [str(feet)]).output
+    assert "dsm (1 band, values in ft, pixels of " in CliRunner().invoke(info.main, [str(feet)]).output
     caplog.clear()
     assert run_map(feet, tmp_path / "feet_map.tif", ("dsm", scene_dir / "dsm.tif")).exit_code == 0  # metres, presumed from the CRS
     assert f"{scene_dir / 'dsm.tif'}: its dsm values are in metre (presumed from its CRS, no unit declared; their spread fits that), " \

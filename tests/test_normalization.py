@@ -75,7 +75,7 @@ def test_a_quantile_model_carries_its_tables_to_mapping(scene_dir, tmp_path):
     assert [m.normalization for m in config.model.modalities] == ["quantile", "quantile"] and config.train.normalization == "quantile"
     assert config.format_version == 4
     described = CliRunner().invoke(info.main, [str(model)])
-    assert "dsm (1 band, quantile normalisation)" in described.output
+    assert "dsm (1 band, quantile normalisation, " in described.output
     out = tmp_path / "map.tif"
     mapped = CliRunner().invoke(map_cli.main, ["--model", str(model), "--input", f"dsm={scene_dir / 'dsm.tif'}",
                                                "--input", f"hsi={scene_dir / 'hsi.tif'}", "-o", str(out), "--device", "cpu",
