@@ -1,5 +1,7 @@
 """The missing-modality protocol: proportions, determinism, generalisation to M modalities."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,15 @@ def test_a_protocol_that_leaves_sensor_combinations_untrained_says_so():
                                                           "--missing-rate below 1 to train for every combination")
     assert untrained_note(three, 0.5, "subsets") is None and untrained_note(three, 0.0, "both") is None
     assert untrained_note(NAMES, 0.5, "both") is None and untrained_note(["hsi"], 0.5, "both") is None
+
+
+def test_a_missing_sensor_name_that_is_no_sensor_is_refused_even_with_one_sensor():
+    from mamol_core.data.protocol import check_missing_names
+
+    for missing in ("both", "subsets", "lidar", "hsi,lidar", "lidar:2+hsi:1"):
+        check_missing_names(NAMES, missing)
+    check_missing_names(["lidar"], "both")  # the default, whatever the sensors
+    for names, missing, unknown in ((["lidar"], "foo", "'foo'"), (NAMES, "lidar:1+sar:1", "'sar'"), (NAMES, "hsi,sar", "'sar'")):
+        with pytest.raises(MamolError, match=re.escape(f"--missing {missing!r}: {unknown} is not one of the modalities")):
+            check_missing_names(names, missing)
+

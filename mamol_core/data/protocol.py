@@ -39,6 +39,18 @@ def weighted_patterns(names: list[str], missing: str) -> tuple[list[np.ndarray],
     return patterns, weights
 
 
+def check_missing_names(names: list[str], missing: str) -> None:
+    """Stop where ``missing`` (``--missing``) names a sensor that is not one of ``names``: checked even where the protocol
+    does not apply (one sensor), since a misspelt name says the command is not what was meant."""
+    if missing in ("both", "all", "subsets"):
+        return
+    named = [part.partition(":")[0].strip() for part in missing.replace(",", "+").split("+")]
+    unknown = [name for name in named if name and name not in names]
+    if unknown:
+        raise MamolError(f"--missing {missing!r}: {', '.join(repr(n) for n in unknown)} is not one of the modalities "
+                         f"({', '.join(names)}); use both, subsets, or their names")
+
+
 def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
     """Presence patterns (bool ``[M]``) that the incomplete samples are spread over evenly."""
     count = len(names)

@@ -15,7 +15,7 @@ from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, MamolConfig,
 from mamol_core.data.labels import block_holdout
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PreparedScene, prepare_scene
-from mamol_core.data.protocol import describe_protocol
+from mamol_core.data.protocol import check_missing_names, describe_protocol
 from mamol_core.data.scene import Scene
 from mamol_core.device import precision_name
 from mamol_core.errors import MamolError
@@ -91,6 +91,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     (resumably with ``state``)."""
     layout.check()
     patch_size = layout.patch_size
+    check_missing_names(scene.names, protocol.missing)
     if len(scene.modalities) == 1 and protocol.missing_rate > 0:
         protocol = replace(protocol, missing_rate=0.0)
     log.info("protocol: %s", describe_protocol(scene.names, protocol.missing_rate, protocol.missing))
