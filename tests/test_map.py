@@ -919,7 +919,7 @@ def test_the_map_is_at_the_models_training_pixel_size_unless_a_reference_says_ot
     grid = read_config(model).model.grid
     assert grid.crs == "EPSG:32632" and grid.pixel_size == [2.0, 2.0] == list(run.config.model.grid.pixel_size)
     described = CliRunner().invoke(info.main, [str(model)]).output
-    assert "training grid: EPSG:32632, pixel 2 x 2 metre (mamol-map" in described and "dsm (1 band)" in described
+    assert "training grid: EPSG:32632, pixel 2 x 2 metre (mamol-map" in described and "dsm (1 band, pixels of 2 m)" in described
     with rasterio.open(scene_dir / "dsm.tif") as src:
         dsm, transform = src.read(), src.transform
     write_raster(tmp_path / "dsm_1m.tif", dsm.repeat(2, axis=1).repeat(2, axis=2), transform @ Affine.scale(0.5))
