@@ -20,6 +20,7 @@ from rasterio import features
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
@@ -28,7 +29,7 @@ from mamol_core.data.plausibility import is_fill_value
 from mamol_core.data.rasters import Grid, gdal_reason, grid_of, open_raster, same_grid
 from mamol_core.data.vectors import feature_layers, holds_features, read_features
 from mamol_core.errors import MamolError
-from mamol_core.mapping.crs import assign_crs_command, bounds_in, check_related, crs_name, horizontal
+from mamol_core.mapping.crs import assign_crs_command, check_related, crs_name, horizontal
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,28 @@ def default_classes(values: list[int]) -> list[ClassSpec]:
     return [ClassSpec(int(v), f"class {v}", PALETTE[i % len(PALETTE)]) for i, v in enumerate(sorted(values))]
 
 
+def names_classes(table: list[ClassSpec]) -> bool:
+    """Whether ``table`` names its classes, not only numbers them as :func:`default_classes` does (``class 3``)."""
+    return any(c.name != f"class {c.value}" for c in table)
+
+
 def table_clash(own: list[ClassSpec], table: list[ClassSpec]) -> tuple[ClassSpec, str] | None:
     """The first class of ``own`` (a labels file's own table or names) whose code ``table`` names otherwise (names compared
     as :func:`class_name` and in any case; codes only one of them has do not count), with ``table``'s name; ``None``."""
     names = {c.value: c.name for c in table}
     return next(((c, names[c.value]) for c in own
                  if c.value in names and class_name(names[c.value]).casefold() != class_name(c.name).casefold()), None)
+
+
+def check_same_table(labels: Path, beside: Path, table: list[ClassSpec], source: Path) -> None:
+    """Stop when the class table ``beside`` the labels at ``labels`` (their ``classes.json``), where there is one and it
+    is not ``source``, gives one of their codes another class name than the ``table`` read from ``source`` does
+    (:func:`table_clash`): training would read the labels' codes by the wrong one."""
+    if beside.is_file() and beside.resolve() != source.resolve() and (found := table_clash(load_class_table(beside), table)):
+        clash, other = found
+        raise MamolError(f"{beside}: calls code {clash.value} {clash.name!r}, where {source}, which training reads {labels}'s codes "
+                         f"with, calls it {other!r}; give the table its codes follow (--classes {shlex.quote(str(beside))}) or make "
+                         "the two alike")
 
 
 def labels_record(path: Path, field: str | None) -> LabelsRecord:
@@ -337,7 +354,8 @@ def warn_of_labels_off_grid(src, path: Path, labels: np.ndarray, grid: Grid) -> 
     grid, between its pixel centres (vector labels are warned about alike). Not for a raster far wider
     than the scene (:data:`WIDE_LABELS`); the source is counted :data:`COUNT_ROWS` rows at a time."""
     crs = horizontal(src.crs)
-    left, bottom, right, top = bounds_in(crs, grid.crs, src.bounds, path, "the sensor rasters") if crs != grid.crs else src.bounds
+    # the two CRSs relate: the raster was just read onto the grid (_read_labels_on)
+    left, bottom, right, top = transform_bounds(crs, grid.crs, *src.bounds) if crs != grid.crs else src.bounds
     if (right - left) * (top - bottom) > WIDE_LABELS * grid.width * grid.height * abs(grid.transform.a * grid.transform.e):
         return
     counts, nodata = np.zeros(256, np.int64), src.nodata
@@ -410,9 +428,9 @@ def rasterize_vector(path: Path, field: str | None, grid: Grid, classes: list[Cl
     class names (names are matched to the table, case-insensitively, or numbered in sorted order without one). ``fix``
     says what to do about a class the table lacks; with ``models`` the table is a model's: codes are
     read as those of the labels' own table ``codes_of`` (beside them, else the scene's) and matched to the model's by name, as label
-    rasters are, and without one read as the model's, with a warning (names are matched). In training, ``beside`` (a
-    class table beside the labels, and the file ``classes`` came from): a field of codes that it numbers otherwise than
-    ``classes`` is refused, as such a label raster is.
+    rasters are, and without one read as the model's, with a warning (names are matched). In training, ``beside`` (the
+    class table beside the labels, and the file ``classes`` came from): a field of codes is checked against it as a
+    label raster is (:func:`check_same_table`).
     """
     frame = read_features(path, label_layer(path, field), " nor as a raster; pass a GeoPackage, shapefile or GeoJSON, or a label raster "
                           "GDAL reads")
@@ -555,17 +573,14 @@ def _class_codes(values, classes: list[ClassSpec] | None, path: Path, field: str
             raise MamolError(f"{path}: field {field!r} holds {', '.join(f'{v:g}' for v in shown)}; class codes are whole "
                              "numbers 1..255 (0 = unlabelled), or use a field of class names")
         codes = numbers.astype(np.int64)
-        if (codes == 0).any():
+        if (codes == 0).any() and codes_text is None:  # text said so above
             log.info("%s: %d of %d features hold code 0 in field %r (unlabelled) and are left out", path, int((codes == 0).sum()),
                      len(codes), field)
         if models and codes_of:
             log.info("%s: field %r holds class codes, read by the labels' class table and matched to the model's by name", path, field)
             return recode_by_name(codes, codes_of, classes, path), classes
-        if beside is not None and classes and (found := table_clash(load_class_table(beside[0]), classes)) is not None:
-            clash, other = found  # training: the table beside the labels numbers the classes otherwise than the one read
-            raise MamolError(f"{beside[0]}: calls code {clash.value} {clash.name!r}, where {beside[1]}, which training reads {path.name}'s "
-                             f"codes with, calls it {other!r}; give the table its codes follow (--classes {shlex.quote(str(beside[0]))}) "
-                             "or make the two alike")
+        if beside is not None and classes:  # training: the table beside the labels must number the classes as the one read
+            check_same_table(path, beside[0], classes, beside[1])
         table = classes or default_classes(sorted(set(codes.tolist()) - {0}))
         check_label_values(codes, table, path, fix)
         if models:

@@ -44,11 +44,12 @@ def check_missing_names(names: list[str], missing: str) -> None:
     does not apply (one sensor), since a misspelt name says the command is not what was meant."""
     if missing in ("both", "all", "subsets"):
         return
-    named = [part.partition(":")[0].strip() for part in missing.replace(",", "+").split("+")]
+    weighted = ":" in missing  # NAME:WEIGHT+NAME:WEIGHT, else NAME,NAME
+    named = [part.partition(":")[0].strip() for part in missing.split("+")] if weighted else [w.strip() for w in missing.split(",")]
     unknown = [name for name in named if name and name not in names]
     if unknown:
-        raise MamolError(f"--missing {missing!r}: {', '.join(repr(n) for n in unknown)} is not one of the modalities "
-                         f"({', '.join(names)}); use both, subsets, or their names")
+        raise MamolError(f"--missing {missing!r}: {', '.join(repr(n) for n in unknown)} is not one of the modalities; use both, "
+                         f"subsets, or names among {', '.join(names)}{'' if weighted else ' (comma-separated)'}")
 
 
 def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
@@ -63,11 +64,10 @@ def missing_patterns(names: list[str], missing: str) -> list[np.ndarray]:
             raise MamolError(f"--missing subsets needs at least two modalities; the model has {', '.join(names)} only")
         patterns = [np.array(bits, bool) for bits in itertools.product([False, True], repeat=count)]
         return [p for p in patterns if 0 < p.sum() < count]
+    check_missing_names(names, missing)
     wanted = [w.strip() for w in missing.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in names]
-    if unknown or not wanted:
-        named = ", ".join(repr(w) for w in unknown) if unknown else repr(missing)
-        raise MamolError(f"--missing {missing!r}: {named} is not one of the modalities; use both, subsets, or names among "
+    if not wanted:
+        raise MamolError(f"--missing {missing!r}: {missing!r} is not one of the modalities; use both, subsets, or names among "
                          f"{', '.join(names)} (comma-separated)")
     pattern = np.array([n not in wanted for n in names])
     if not pattern.any():

@@ -23,12 +23,14 @@ from mamol_core.mapping.align import AlignedInputs, MapInput, effective_grid, sh
 from mamol_core.mapping.crs import crs_name, parse_crs
 from mamol_core.data.labels import (
     check_label_values,
+    check_same_table,
     default_classes,
     embedded_classes,
     grouped_holdout,
     is_label_raster,
     is_raster,
     load_class_table,
+    names_classes,
     rasterize_vector,
     read_label_raster,
     recode_by_name,
@@ -171,7 +173,7 @@ def open_scene(
     if table is not None and for_training and classes is None:  # label rasters whose own table numbers otherwise
         for path in (labels, test_labels):
             if path is not None and label_raster(Path(path)):
-                check_same_table(Path(path), table, table_source)
+                check_same_table(Path(path), Path(path).parent / CLASS_TABLE, table, table_source)
     given = table  # the class table given or found, before labels without one number their classes
 
     models = isinstance(classes, list)  # a model's classes: labels are scored against them
@@ -186,8 +188,7 @@ def open_scene(
         if label_raster(path):
             values = read_label_raster(path, grid, table)
             named = embedded_classes(path)
-            numbered = table is not None and all(c.name == f"class {c.value}" for c in table)  # training labels without names
-            if named is not None and table is not None and not models and not numbered:
+            if named is not None and table is not None and not models and names_classes(table):  # not numbered labels' table
                 check_own_names(path, named, table, table_source if given is not None else "the training labels' own table",
                                 explicit=classes is not None)
             found = table or named or default_classes(sorted(set(np.unique(values).tolist()) - {0}))
@@ -196,12 +197,10 @@ def open_scene(
             check_label_values(values, found, path, "relabel them as 0 or evaluate a model trained with those classes"
                                if models else untrained or "add them to classes.json or relabel them as 0")
             return values, None, found
-        beside = path.parent / CLASS_TABLE
-        other_table = not models and given is not None and classes is None and table_source is not None and beside.is_file() and \
-            beside.resolve() != table_source.resolve()
+        checked = not models and given is not None and classes is None and table_source is not None  # as label rasters are
         return rasterize_vector(path, label_field, grid, table, "relabel them or evaluate a model trained with those classes"
                                 if models else untrained or "add them to classes.json", models, own,
-                                (beside, table_source) if other_table else None)
+                                (path.parent / CLASS_TABLE, table_source) if checked else None)
 
     if not for_training:
         test_path = test_labels or labels or (folder / f"{TEST_LABELS}.tif" if folder is not None else None)
@@ -239,7 +238,7 @@ def open_scene(
         test = read(Path(test_path), None if given else f"no training label of {train_path} is of such classes, so the model cannot "
                     "learn them: add training labels of them, or leave those test labels out (0)")[0]
         numbered = given is None and not label_raster(Path(train_path)) and label_raster(Path(test_path)) and \
-            any(c.name != f"class {c.value}" for c in table)
+            names_classes(table)
         if numbered:  # names of a vector field, numbered by mamol: the raster's codes may follow another numbering
             log.warning("%s: its codes are read as the numbers given to the class names of %s (%s); if they follow another "
                         "numbering, give the class table (--classes classes.json)", test_path, train_path,
@@ -296,18 +295,6 @@ def scene_grid(rasters: tuple[ModalityRaster, ...], grids: tuple[Grid, ...], ref
              "rasters stored y-up" if flipped else "rasters on different grids", crs_name(grid.crs), *grid.pixel_size, grid.width,
              grid.height)
     return grid
-
-
-def check_same_table(labels: Path, table: list[ClassSpec], source: Path) -> None:
-    """Stop when the class table beside the label raster ``labels`` gives one of its codes another class
-    name than the ``table`` read from ``source`` does (:func:`table_clash`): training would read the raster's
-    codes by the wrong one."""
-    beside = labels.parent / CLASS_TABLE
-    if beside.is_file() and beside.resolve() != source.resolve() and (found := table_clash(load_class_table(beside), table)):
-        clash, other = found
-        raise MamolError(f"{beside}: calls code {clash.value} {clash.name!r}, where {source}, which training reads {labels}'s codes "
-                         f"with, calls it {other!r}; give the table its codes follow (--classes {shlex.quote(str(beside))}) or make "
-                         "the two alike")
 
 
 def check_own_names(labels: Path, named: list[ClassSpec], table: list[ClassSpec], source: Path | str, explicit: bool) -> None:
