@@ -12,6 +12,7 @@ NaN, so that modality counts as missing there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shlex
@@ -207,6 +208,8 @@ def finest(datasets: list, paths: list[Path], assumed: CRS | None, model_grid: G
     comparable = [i for i in everyone if model_grid is not None and pixel_size_in(model_grid, crs_list[i]) is not None]
     candidates = comparable or [i for i in everyone if not crs_list[i].is_geographic] or everyone
     common = crs_list[candidates[0]]
+
+    @functools.cache
     def area(index: int) -> float:
         left, bottom, right, top = bounds_in(crs_list[index], common, box_of(datasets[index]), paths[index], paths[candidates[0]])
         return abs((right - left) / datasets[index].width * (top - bottom) / datasets[index].height)
