@@ -1,6 +1,7 @@
 """Resumable training: a run interrupted by Ctrl-C or SIGTERM saves its state at the end of the step
 under way and, resumed, ends with exactly the weights of a run that was never interrupted (CPU)."""
 
+import logging
 import os
 import shlex
 import shutil
@@ -201,6 +202,24 @@ def test_a_run_stopped_early_before_the_interruption_stays_stopped(scene_dir, tm
     assert resumed.exit_code == 0 and steps == [5], (resumed.output, steps)
     record = read_config(out).validation
     assert record.steps_run == 5 and record.stopped_early
+
+
+def test_a_run_interrupted_at_the_check_that_stops_it_ends_with_the_uninterrupted_loss(scene_dir, tmp_path, caplog):
+    """Ctrl-C at the step whose validation check stops the run inside an epoch (batches of 2, a learning rate
+    too small to change a prediction, patience 1): the state keeps that epoch's loss so far, so the resumed
+    run reports the final loss of the run never interrupted."""
+    caplog.set_level(logging.INFO)
+    extra = ("--batch-size", "2", "--lr", "1e-9", "--validation", "0.25", "--validation-block", "10", "--patience", "1")
+    straight = tmp_path / "straight.safetensors"
+    assert train_run(scene_dir, straight, *extra).exit_code == 0
+    record = read_config(straight).validation
+    assert record.stopped_early
+    expected = caplog.text.split("final loss ")[1].split(")")[0]
+    caplog.clear()
+    out = tmp_path / "resumed.safetensors"
+    assert train_run(scene_dir, out, *extra, stop_at=record.steps_run).exit_code == 130
+    assert train_run(scene_dir, out, *extra, "--resume", str(tmp_path / "resumed.state.safetensors")).exit_code == 0
+    assert caplog.text.split("final loss ")[1].split(")")[0] == expected and read_config(out).validation == record
 
 
 def test_a_run_stopped_while_scoring_keeps_the_model_and_says_how_to_score_it(scene_dir, tmp_path, monkeypatch, caplog):

@@ -234,6 +234,8 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                 if tracker is not None and tracker.due(position.step):
                     stopped = tracker.check(model, position.step)
                     bar.set_postfix(epoch=position.epoch, validation_oa=tracker.record.checks[-1][1])
+                    if stopped and position.order is not None:  # stopped inside an epoch: its loss so far ends the history
+                        position.history.append(position.total / position.seen)
                 if distributed.any_rank(bool(interrupted), device):
                     save()
                     bar.close()
@@ -242,8 +244,6 @@ def train_model(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelSet,
                                     checkpointing.path, checkpointing.how_to_continue)
                     raise interrupted[0] if interrupted else KeyboardInterrupt()
                 if stopped:
-                    if position.order is not None:  # stopped inside an epoch: its loss so far ends the history
-                        position.history.append(position.total / position.seen)
                     break
                 if checkpointing is not None and position.step % checkpointing.every == 0 and position.step < total_steps:
                     save()
