@@ -51,7 +51,7 @@ def main(model_path, as_json, check):
     record = config.validation
     if record is not None:
         click.echo(f"validation: {record.pixels} held-out training pixels ({config.train.validation:g} of the labels, blocks of "
-                   f"{config.train.validation_block} px, seed {config.train.seed}); best OA {record.best_oa:.2f} % at step "
+                   f"{config.train.validation_block} px, seed {config.train.seed}){record.sample_text()}; best OA {record.best_oa:.2f} % at step "
                    f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:
         click.echo(f"training grid: {grid_text(model.grid)} (mamol-map maps at this pixel size, in the CRS and alignment of the "

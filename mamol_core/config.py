@@ -253,6 +253,10 @@ class TrainSpec:
     patience: int = 0
 
 
+#: Validation pixels a check scores at most (a seeded sample of them beyond that).
+MAX_CHECK_PIXELS = 4096
+
+
 @dataclass
 class ValidationRecord:
     """What the validation split of a training run showed: its size, the OA (%) of each check as
@@ -264,6 +268,10 @@ class ValidationRecord:
     best_oa: float = 0.0
     steps_run: int = 0
     stopped_early: bool = False
+
+    def sample_text(self) -> str:
+        """Words saying that each check scored a seeded sample of the split (empty where it scored it whole)."""
+        return f" (each check scores a seeded sample of {MAX_CHECK_PIXELS} of them)" if self.pixels > MAX_CHECK_PIXELS else ""
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from mamol_cli import info, train
-from mamol_core.config import BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec
+from mamol_core.config import MAX_CHECK_PIXELS, BackboneSpec, ExpertSpec, LayoutSpec, ProtocolSpec, TrainSpec, ValidationRecord
 from mamol_core.data.scene import open_scene
 from mamol_core.evaluation.predict import predict_pixels
 from mamol_core.modelfile.header import read_config
@@ -59,6 +59,12 @@ def test_the_model_ends_with_the_weights_that_scored_best_and_records_them(kept_
     assert read_config(path).validation == record
     described = CliRunner().invoke(info.main, [str(path)])
     assert f"best OA {record.best_oa:.2f} % at step {record.best_step} of {record.steps_run}" in described.output
+    assert "sample" not in described.output  # these checks scored every held-out pixel
+
+
+def test_a_validation_split_larger_than_a_check_says_checks_score_a_sample_of_it():
+    assert ValidationRecord(pixels=MAX_CHECK_PIXELS).sample_text() == ""
+    assert ValidationRecord(pixels=MAX_CHECK_PIXELS + 1).sample_text() == f" (each check scores a seeded sample of {MAX_CHECK_PIXELS} of them)"
 
 
 def test_patience_stops_after_that_many_checks_without_gain(scene_dir):

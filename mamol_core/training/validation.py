@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mamol_core import distributed
-from mamol_core.config import TrainSpec, ValidationRecord
+from mamol_core.config import MAX_CHECK_PIXELS, TrainSpec, ValidationRecord
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.evaluation.predict import predict_pixels
@@ -19,8 +19,6 @@ from mamol_core.model import MaMOLClassifier
 
 log = logging.getLogger(__name__)
 
-#: Validation pixels a check scores at most (a seeded sample of them beyond that).
-MAX_CHECK_PIXELS = 4096
 #: Prefix of the tracker's tensors in a training state file.
 STATE_PREFIX = "validation."
 
@@ -76,8 +74,9 @@ class ValidationTracker:
                     p.copy_(self.best[name])
         self.record.steps_run = steps_run
         self.record.stopped_early = steps_run < self.total_steps
-        log.info("validation on %d held-out pixels: best OA %.2f %% after step %d of %d%s", self.record.pixels, self.record.best_oa,
-                 self.record.best_step, steps_run, f" (stopped early: no gain in {self.patience} checks)" if self.record.stopped_early else "")
+        log.info("validation on %d held-out pixels%s: best OA %.2f %% after step %d of %d%s", self.record.pixels,
+                 self.record.sample_text(), self.record.best_oa, self.record.best_step, steps_run,
+                 f" (stopped early: no gain in {self.patience} checks)" if self.record.stopped_early else "")
         return self.record
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
