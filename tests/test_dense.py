@@ -83,3 +83,21 @@ def test_forced_pattern_overrides_presence(model):
     expected = torch.softmax(model(data[None], torch.tensor([[False, True]])), 1)[0]
     torch.testing.assert_close(result.probabilities, expected)
     assert not result.used[0].any()
+
+
+def test_dense_scoring_leaves_out_test_pixels_no_tile_of_their_sensors_reaches(model, caplog):
+    """Sensor b covers a strip 2 px wide, a third of any 6-px tile: a test pixel scored with b alone gets no
+    tile (a map leaves it empty); it was scored as a prediction of the first class."""
+    from mamol_core.data.pixels import PixelSet
+    from mamol_core.evaluation.predict import NO_PREDICTION, evaluate_predictions, predict_pixels_dense
+
+    data = torch.randn(5, 12, 12)
+    valid = torch.zeros(2, 12, 12, dtype=torch.bool)
+    valid[0, :, :8] = True
+    valid[1, :, 9:11] = True
+    pixels = PixelSet(np.array([3, 5]), np.array([2, 10]), np.array([1, 0]), np.array([[True, False], [False, True]]))
+    predicted = predict_pixels_dense(model, data, valid, pixels, 3, 8, None, "none")
+    assert predicted[0] != NO_PREDICTION and predicted[1] == NO_PREDICTION
+    assert "1 of the 2 test pixels lie where no tile holds enough valid data" in caplog.text
+    scores = evaluate_predictions(pixels, predicted, [f"class {i + 1}" for i in range(4)], ["a", "b"]).summaries
+    assert scores["overall"]["samples"] == 1 and set(scores) == {"overall", "missing b"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,9 @@ from mamol_core.mapping.dense import inference_model, tiles_touching
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import progress
 
+log = logging.getLogger(__name__)
+#: A prediction of no class: the pixel got none (dense scoring, where no tile its sensors cover enough reached it).
+NO_PREDICTION = -1
 
 @dataclass
 class Evaluation:
@@ -53,8 +57,13 @@ def predict_pixels(model: MaMOLClassifier, sampler: PatchSampler, pixels: PixelS
 
 
 def evaluate_predictions(pixels: PixelSet, predicted: np.ndarray, class_names: list[str], modality_names: list[str]) -> Evaluation:
-    """Overall and per-pattern confusion matrices of ``predicted`` against ``pixels.targets``."""
+    """Overall and per-pattern confusion matrices of ``predicted`` against ``pixels.targets``; pixels
+    predicted :data:`NO_PREDICTION` are left out."""
     count = len(class_names)
+    scored = predicted != NO_PREDICTION
+    if not scored.all():
+        pixels = PixelSet(pixels.rows[scored], pixels.cols[scored], pixels.targets[scored], pixels.presence[scored])
+        predicted = predicted[scored]
     result = Evaluation(class_names, modality_names=list(modality_names))
     result.matrices["overall"] = confusion_matrix(pixels.targets, predicted, count)
     patterns, inverse = np.unique(pixels.presence, axis=0, return_inverse=True)
@@ -68,7 +77,8 @@ def evaluate_predictions(pixels: PixelSet, predicted: np.ndarray, class_names: l
 def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torch.Tensor, pixels: PixelSet, stride: int,
                          batch_size: int, amp_dtype: torch.dtype | None, progress_mode: str = "bar") -> np.ndarray:
     """Class index of each pixel from blended dense tiles, one pass per presence pattern over the
-    tiles that hold pixels of that pattern (the pattern is forced on every tile)."""
+    tiles that hold pixels of that pattern (the pattern is forced on every tile); :data:`NO_PREDICTION`
+    where no such tile holds enough valid data of the pattern's sensors (a map leaves those pixels empty)."""
     from mamol_core.mapping.dense import DensePredictor
     from mamol_core.progress import counter
 
@@ -88,7 +98,12 @@ def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torc
         for chosen, pattern, origins in jobs:
             result = predictor.predict(data, valid, origins, force=pattern, on_tiles=bar.update)
             rows, cols = torch.as_tensor(pixels.rows[chosen]), torch.as_tensor(pixels.cols[chosen])
-            predicted[chosen] = result.probabilities[:, rows, cols].argmax(0).cpu().numpy()
+            classes = result.probabilities[:, rows, cols].argmax(0)
+            predicted[chosen] = torch.where(result.predicted[rows, cols], classes, NO_PREDICTION).cpu().numpy()
     finally:
         bar.close()
+    missed = int(np.sum(predicted == NO_PREDICTION))
+    if missed:
+        log.warning("%d of the %d test pixels lie where no tile holds enough valid data of the sensors scored there (a map leaves "
+                    "them empty): dense scoring leaves them out (--mode pixel scores each from a patch centred on it)", missed, len(pixels))
     return predicted
