@@ -390,8 +390,10 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(trained, scene_dir, tmp
     before = sorted(tmp_path.iterdir())
     hsi, dsm = ("hsi", scene_dir / "hsi.tif"), ("dsm", scene_dir / "dsm.tif")
     expect_error(run_map(model, out, ("hsi", tmp_path / "hsi5.tif")), "hsi5.tif: 5 bands, but the model's hsi has 8", tmp_path, before)
-    expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi (use --input "
-                 "NAME=PATH)", tmp_path, before)
+    expect_error(run_map(model, out, ("sar", scene_dir / "hsi.tif")), "the model knows no modality 'sar'; it expects dsm, hsi (give it under "
+                 f"the name of the sensor it holds: --input NAME={scene_dir / 'hsi.tif'}, NAME one of dsm, hsi)", tmp_path, before)
+    expect_error(run_map(model, out, hsi, dsm, ("sar", tmp_path / "hsi5.tif")), "the model knows no modality 'sar'; it expects dsm, hsi "
+                 "(leave it out: every modality of the model is given)", tmp_path, before)
     expect_error(run_map(model, out, hsi, ("lidar", scene_dir / "dsm.tif")), f"dsm.tif: the model knows no modality 'lidar'; it expects "
                  f"dsm, hsi (if it is its dsm raster, --input dsm={scene_dir / 'dsm.tif'})", tmp_path, before)
     expect_error(run_map(model, out, dsm, ("hsi", tmp_path / "far.tif")), "neither overlaps nor borders", tmp_path, before)

@@ -77,7 +77,8 @@ def test_errors_arrive_as_one_line(model, tmp_path):
     with pytest.raises(CommandFailed) as error:
         run_command("mamol-map", ["--model", str(model), "--input", "sar=/nowhere.tif", "-o", str(tmp_path / "x.tif")], BIN,
                     lambda r: None, lambda: False, lambda line: None)
-    assert str(error.value) == "/nowhere.tif: the model knows no modality 'sar'; it expects dsm, hsi (use --input NAME=PATH)"
+    assert str(error.value) == "/nowhere.tif: the model knows no modality 'sar'; it expects dsm, hsi (give it under the name of the sensor it " \
+                                 "holds: --input NAME=/nowhere.tif, NAME one of dsm, hsi)"
 
 
 @pytest.mark.parametrize("bin_dir", [BIN, "/nonexistent-so-in-process"])

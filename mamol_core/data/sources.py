@@ -23,8 +23,12 @@ def check_sources(model: ModelConfig, sources: dict[str, Path], complete: bool, 
     unknown, free = [n for n in sources if n not in known], [n for n in known if n not in sources]
     if unknown:
         path = sources[unknown[0]]  # where one file and one modality are left over, it is likely that one (dsm.tif for lidar)
-        use = (f"if it is its {free[0]} raster, --input {free[0]}={shlex.quote(str(path))}" if len(unknown) == len(free) == 1
-               else "use --input NAME=PATH")
+        if len(unknown) == len(free) == 1:
+            use = f"if it is its {free[0]} raster, --input {free[0]}={shlex.quote(str(path))}"
+        elif free:
+            use = f"give it under the name of the sensor it holds: --input NAME={shlex.quote(str(path))}, NAME one of {', '.join(free)}"
+        else:
+            use = "leave it out: every modality of the model is given"
         raise MamolError(f"{path}: the model knows no modality {unknown[0]!r}; it expects {', '.join(known)} ({use})")
     check_one_file_each(sources)
     specs = {m.name: m for m in model.modalities}
