@@ -50,7 +50,9 @@ def main(model_path, as_json, check):
                + (f", on the labels of {config.training_labels.name}" if config.training_labels is not None else ""))
     record = config.validation
     if record is not None:
-        click.echo(f"validation: {record.pixels} held-out training pixels ({config.train.validation:g} of the labels, blocks of "
+        share = f"{record.share:.0%} of the labels, --validation {config.train.validation:g}" if record.share is not None \
+            else f"{config.train.validation:g} of the labels"
+        click.echo(f"validation: {record.pixels} held-out training pixels ({share}, blocks of "
                    f"{config.train.validation_block} px, seed {config.train.seed}){record.sample_text()}; best OA {record.best_oa:.2f} % at step "
                    f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:

@@ -259,8 +259,10 @@ MAX_CHECK_PIXELS = 4096
 
 @dataclass
 class ValidationRecord:
-    """What the validation split of a training run showed: its size, the OA (%) of each check as
-    ``[step, oa]``, the step whose weights the model file holds, and the steps actually run."""
+    """What the validation split of a training run showed: its size (and its share of the training
+    labels: whole blocks hold out more than asked where classes cluster; None in older files), the OA
+    (%) of each check as ``[step, oa]``, the step whose weights the model file holds, and the steps
+    actually run."""
 
     pixels: int
     checks: list[list[float]] = field(default_factory=list)
@@ -268,6 +270,7 @@ class ValidationRecord:
     best_oa: float = 0.0
     steps_run: int = 0
     stopped_early: bool = False
+    share: float | None = None
 
     def sample_text(self) -> str:
         """Words saying that each check scored a seeded sample of the split (empty where it scored it whole)."""

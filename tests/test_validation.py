@@ -60,6 +60,8 @@ def test_the_model_ends_with_the_weights_that_scored_best_and_records_them(kept_
     described = CliRunner().invoke(info.main, [str(path)])
     assert f"best OA {record.best_oa:.2f} % at step {record.best_step} of {record.steps_run}" in described.output
     assert "sample" not in described.output  # these checks scored every held-out pixel
+    assert record.share == len(prepared.validation) / (len(prepared.validation) + len(prepared.train))
+    assert f"{record.pixels} held-out training pixels ({record.share:.0%} of the labels, --validation 0.25, blocks of" in described.output
 
 
 def test_a_validation_split_larger_than_a_check_says_checks_score_a_sample_of_it():

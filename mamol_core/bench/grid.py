@@ -309,6 +309,9 @@ def run_cell(cell: Cell, scene: Scene, grid: Grid, device: torch.device, amp_dty
     modes = [parse_eval_mode(m) for m in grid.eval_modes]
     if grid.validation > 0:
         scene = validation_scene(scene, grid.validation, cell.seed, grid.validation_unit)
+        held, kept = int((scene.test_labels > 0).sum()), int((scene.train_labels > 0).sum())
+        log.info("scoring on %d held-out training pixels in whole %s, %.0f %% of the training labels (--validation %g)", held,
+                 grid.validation_unit, 100 * held / (held + kept), grid.validation)
     protocol = ProtocolSpec(cell.missing_rate, cell.condition, cell.seed)
     cpu_start = time.process_time()
     run = train_on_scene(scene, BackboneSpec(grid.backbone), METHODS[cell.method].with_rank(grid.rank), grid.layout, protocol,

@@ -114,9 +114,11 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
              ", ".join(scene.names), len(scene.classes), device, precision_name(amp_dtype), steps,
              epochs if steps == by_epochs else f"--min-steps {train.min_steps}; {epochs} would be {by_epochs}")
+    share = None
     if prepared.validation is not None:
-        log.info("validation: %d pixels held out in blocks of %d px (%g of the training labels)", len(prepared.validation),
-                 train.validation_block, train.validation)
+        share = len(prepared.validation) / (len(prepared.validation) + len(prepared.train))
+        log.info("validation: %d pixels held out in blocks of %d px, %.0f %% of the training labels (--validation %g; whole blocks "
+                 "hold out more where classes cluster)", len(prepared.validation), train.validation_block, 100 * share, train.validation)
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
     checkpointing = None
     if state is not None:
@@ -124,7 +126,7 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
         checkpointing = Checkpointing(state.path, identity, state.how_to_continue(), state.every, state.state_to_resume(identity, device))
     result = train_model(model, sampler, prepared.train, train, amp_dtype, progress_mode, checkpointing, prepared.validation)
     if result.validation is not None:
-        config.validation = result.validation.record
+        config.validation = replace(result.validation.record, share=share)
     return TrainingRun(model, config, prepared, sampler, result.history, result.seconds, result.other_cpu_seconds)
 
 
