@@ -228,10 +228,10 @@ def paper(dataset, source, table, methods, seeds, backbone, epochs, min_steps, p
               help="A results.csv of mamol-bench run, or LABEL=results.csv; repeat to tabulate several together (a labelled "
                    "file's methods become LABEL:method, e.g. d3:mamol, so the same method in two setups is compared run by run).")
 @click.option("--anchor", type=click.Path(path_type=Path), help="Anchor CSV (dataset,missing_rate,condition,method,oa,kappa).")
-@click.option("--anchor-dataset", help="Dataset name of the anchor rows to use.")
+@click.option("--anchor-dataset", help="Dataset name of the anchor rows to use (needed where the file holds several).")
 @click.option("--anchor-map", help="Our condition = anchor condition, comma-separated (e.g. both=missing_both).")
 @click.option("--paper", type=click.Path(path_type=Path), help="The paper's Table 1 CSV.")
-@click.option("--paper-dataset", help="Dataset name in the paper table (e.g. Trento).")
+@click.option("--paper-dataset", help="Dataset name in the paper table (e.g. Trento; needed where it holds several).")
 @click.option("--paper-map", help="Our condition = paper condition, comma-separated.")
 @click.option("--methods", help="Comma-separated methods to tabulate, in column order (default: all in the results).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the markdown table here too.")

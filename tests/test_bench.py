@@ -64,13 +64,20 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert lines[2].startswith("| 50% | both | 70.00 ± 0.00 / 10.00 (n=2) | 60.00 ± 1.41 / 10.00 (n=2) | b |")
     assert lines[3].startswith("| 70% | both |  | 65.00 / 10.00 |  |")
     assert lines[4].startswith("| 90% | both | 10.00 / 10.00 | 81.00 ± 1.41 / 10.00 (n=2) |  |")  # b has not run seed 1 yet
-    assert "Best OA in the 1 cells that every method finished (same seeds): b 1, a 0." in table.output
+    assert "Best OA in the 1 cells that every method finished (same seeds): b 1, a 0 (b lacks seeds the others have in 2 of the 3 " \
+           "cells: finish those runs, or leave it out with --methods)." in table.output
     assert "Mean OA over those cells: b 70.00, a 60.00." in table.output
     assert "Device: cpu (test), precision not recorded: 8 runs." in table.output  # a and b; c is not tabulated
     assert "(each method's mean over its runs; the table's columns average every method): b 50 / 1, a 69 / 1." in table.output
     assert lines[2].endswith("| 65 | 1 |")  # a 59, 61 and b 70, 70 in the 50 % cell (c is not tabulated)
     refused = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--methods", "svm"])
-    assert refused.exit_code == 1 and "no rows for the methods svm" in refused.output
+    assert refused.exit_code == 1 and f"--methods svm: {results} holds no run of it; choose --methods among a, b, c" in refused.output
+    one_dataset = tmp_path / "anchor.csv"
+    one_dataset.write_text("dataset,missing_rate,condition,method,oa,kappa\nsynth,50,missing_both,RF,74.00,60.00\n")
+    anchored = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--anchor", str(one_dataset), "--anchor-map", "both=missing_both"])
+    assert anchored.exit_code == 0 and "| 74.00 / 60.00 |" in anchored.output, anchored.output  # its one dataset needs no --anchor-dataset
+    typo = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--anchor", str(one_dataset), "--anchor-map", "both=missing_bth"])
+    assert typo.exit_code == 1 and "has no condition 'missing_bth' in that dataset; map to one of missing_both" in typo.output
 
 
 def test_unknown_method_is_refused(scene_dir, tmp_path):
@@ -391,6 +398,7 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
     (tmp_path / "number.csv").write_text(header + "s,0.5,both,a,0,tiny,5,1,sixty,10.00,3,1,pixel,cpu,test\n")
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 8)
     (tmp_path / "anchor.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\ntrento,50,both,rf,80,70\n")
+    (tmp_path / "anchors.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\ntrento,50,both,rf,80,70\nhouston,50,both,rf,70,60\n")
     before = {path: path.read_bytes() for path in tmp_path.iterdir()}
     cases = [(["--results", str(tmp_path / "columns.csv")], "columns.csv: has no column scene, missing_rate"),
              (["--results", str(tmp_path / "number.csv")], "number.csv: line 2: oa is 'sixty', not a number"),
@@ -405,7 +413,7 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
              (["--results", str(results), "--paper-dataset", "Trento"], "--paper-dataset says how to read --paper's file"),
              (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv"), "--anchor-dataset", "houston"],
               "anchor.csv: no rows of the dataset 'houston'; give --anchor-dataset, one of trento"),
-             (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv")], "anchor.csv: give --anchor-dataset, one of trento"),
+             (["--results", str(results), "--anchor", str(tmp_path / "anchors.csv")], "anchors.csv: give --anchor-dataset, one of trento, houston"),
              (["--results", str(results), "--anchor", str(tmp_path / "anchor.csv"), "--anchor-dataset", "trento", "--anchor-map", "both"],
               "--anchor-map both: 'both' is no pair; write OURS=THEIRS")]
     for args, message in cases:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import statistics
 from collections import Counter
@@ -16,6 +17,8 @@ from typing import Sequence
 
 from mamol_core.config import ExpertSpec, TrainSpec
 from mamol_core.errors import MamolError
+
+log = logging.getLogger(__name__)
 
 #: Our method names -> the paper's names in ../shared/bench/paper_table1.csv.
 PAPER_NAMES = {"mamol": "MaMOL", "moe_rep": "MoE_rep", "moe_ada": "MoE_ada", "moe_task": "MoE_task", "mmp": "MMP", "dcp": "DCP"}
@@ -44,14 +47,28 @@ def reference_rows(path: Path, dataset: str | None, flag: str, fix: str) -> list
     """The rows of ``dataset`` in the reference table ``path`` (an anchor's or the paper's); a one-line error where
     it holds none (the column would be left out without a word)."""
     rows = read_rows(path, REFERENCE_COLUMNS, REFERENCE_NUMBERS, fix)
-    chosen = [row for row in rows if row["dataset"] == dataset]
     if not rows:
         raise MamolError(f"{path}: holds no rows; {fix}")
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    if dataset is None and len(datasets) == 1:  # a table of one dataset needs no name for it
+        dataset = datasets[0]
+    chosen = [row for row in rows if row["dataset"] == dataset]
     if not chosen:
-        datasets = ", ".join(dict.fromkeys(row["dataset"] for row in rows))
-        raise MamolError(f"{path}: no rows of the dataset {dataset!r}; give {flag}-dataset, one of {datasets}"
-                         if dataset is not None else f"{path}: give {flag}-dataset, one of {datasets}")
+        raise MamolError(f"{path}: no rows of the dataset {dataset!r}; give {flag}-dataset, one of {', '.join(datasets)}"
+                         if dataset is not None else f"{path}: give {flag}-dataset, one of {', '.join(datasets)}")
     return chosen
+
+
+def check_mapped(mapping: dict[str, str], reference: list[dict], flag: str, path: Path) -> None:
+    """Stop where ``mapping`` (``--anchor-map``/``--paper-map``) names none of the reference table's conditions
+    (its column would stay empty without a word); warn of each it names that the table lacks."""
+    theirs = list(dict.fromkeys(row["condition"] for row in reference))
+    unknown = [t for t in mapping.values() if t not in theirs]
+    if unknown and len(unknown) == len(mapping):
+        raise MamolError(f"{flag}: {path} has no condition {unknown[0]!r} in that dataset; map to one of {', '.join(theirs)}")
+    for name in unknown:
+        log.warning("%s: %s has no condition %r in that dataset (it has %s): its cells show no number from it", flag, path, name,
+                    ", ".join(theirs))
 
 
 #: What a table reads of a results CSV of mamol-bench run: the columns, and those that hold numbers.
@@ -206,6 +223,10 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     rows = read_labelled(specs)
     offered = list(dict.fromkeys(r["method"] for r in rows))
     methods = methods or offered
+    absent = next((m for m in methods if m not in offered), None)
+    if absent is not None:
+        raise MamolError(f"--methods {absent}: {', '.join(map(str, specs))} {'holds' if len(specs) == 1 else 'hold'} no run of it; "
+                         f"choose --methods among {', '.join(offered)}")
     rows = [r for r in rows if r["method"] in methods]
     if not rows:
         raise MamolError(f"{', '.join(map(str, specs))}: no rows for the methods {', '.join(methods)}; "
@@ -213,16 +234,20 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map, "--anchor-map"), parse_mapping(paper_map, "--paper-map")
-    anchors = {(f"{float(a['missing_rate']) / 100:g}", a["condition"]): a
-               for a in reference_rows(anchor, anchor_dataset, "--anchor", ANCHOR_FIX)} if anchor else {}
-    papers = {(f"{float(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p
-              for p in reference_rows(paper, paper_dataset, "--paper", PAPER_FIX)} if paper else {}
+    anchor_rows = reference_rows(anchor, anchor_dataset, "--anchor", ANCHOR_FIX) if anchor else []
+    paper_rows = reference_rows(paper, paper_dataset, "--paper", PAPER_FIX) if paper else []
+    if anchor:
+        check_mapped(to_anchor, anchor_rows, "--anchor-map", anchor)
+    if paper:
+        check_mapped(to_paper, paper_rows, "--paper-map", paper)
+    anchors = {(f"{float(a['missing_rate']) / 100:g}", a["condition"]): a for a in anchor_rows}
+    papers = {(f"{float(p['missing_rate']) / 100:g}", p["condition"], p["method"]): p for p in paper_rows}
     header = ["missing rate", "condition", *[f"{m} OA / κ" for m in methods], "best"]
     if anchors:
         header += ["anchor OA / κ", "best − anchor (OA)"]
     header += ["train s / cell", "eval s / cell"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    wins, totals = Counter(), Counter()
+    wins, totals, lacking = Counter(), Counter(), Counter()
     above, with_anchor = Counter(), Counter()
     finished_anchors: list[float] = []  # the anchor's OA in each cell every method finished
     for rate, condition in cells:
@@ -245,6 +270,7 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
         best = max(scores.values(), default=None)
         seeds = [{r["seed"] for r in chosen if r["method"] == method} for method in methods]
         complete = all(seeds) and all(s == seeds[0] for s in seeds)  # every method, on the same seeds
+        lacking.update(m for m, s in zip(methods, seeds) if s != set().union(*seeds))
         line.append(max(scores, key=scores.get) if complete else "")
         if complete:
             wins[line[-1]] += 1
@@ -271,6 +297,10 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
                      f"{' (' + r['steps'] + ' steps)' if r.get('steps') else ''}, on the {r.get('split') or 'test'} split" for r in rows})
     finished_cells = sum(wins.values())
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
+    if lacking:
+        short = [m for m in methods if lacking[m]]
+        tally += (f" ({'; '.join(f'{m} lacks seeds the others have in {lacking[m]} of the {len(cells)} cells' for m in short)}: "
+                  f"finish those runs, or leave {'it' if len(short) == 1 else 'them'} out with --methods)")
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
     if len(finished_anchors) == finished_cells > 0:
         means += f"; anchor {statistics.mean(finished_anchors):.2f}"
