@@ -42,7 +42,7 @@ def sibling(output: Path, value: Path | None, name: str) -> Path | None:
                    "alignment at the model's training pixel size.")
 @click.option("--assume-crs", help="CRS for inputs that have none, e.g. EPSG:32632.")
 @click.option("--resampling", type=click.Choice(["bilinear", "nearest", "cubic", "average"]), default="bilinear", show_default=True)
-@click.option("--stride", type=click.IntRange(min=1), help="Tile step in pixels; default: half the tile (overlapping tiles are blended). The tile side is 4x cheaper, less accurate.")
+@click.option("--stride", type=click.IntRange(min=1), help="Tile step in pixels; default: half the tile (overlapping tiles are blended). A step of the whole tile side (tiles side by side) costs a quarter and is less accurate.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per forward pass; default 128 on CPU, 2048 on GPU.")
 @click.option("--block-size", type=click.IntRange(min=1), help="Block side in pixels read at once; default: from a 128 MiB budget.")
 @click.option("--min-valid", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True, help="Share of a tile's pixels a modality needs to count as present there.")

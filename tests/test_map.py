@@ -483,7 +483,7 @@ def test_ctrl_c_and_sigterm_leave_no_partial_output_and_the_same_command_continu
     assert sorted(p.name for p in (tmp_path / ".map.tif.blocks").iterdir()) == kept_blocks
     resumed = subprocess.run([*command[:-4], "--progress", "none", "--block-size", "96"], capture_output=True, text=True, cwd=root)
     assert resumed.returncode == 0, resumed.stderr
-    assert "continuing:" in resumed.stderr and "blocks finished by an earlier run are kept" in resumed.stderr
+    assert "continuing:" in resumed.stderr and f"blocks finished by an earlier run are kept, {kept_share.group(1)}% of the map (" in resumed.stderr
     assert f"{kept_share.group(0)}) in" in resumed.stderr  # its Mpx/s counts only the pixels it mapped
     assert not (tmp_path / ".map.tif.blocks").exists()
     fresh = subprocess.run([*command[:7], "-o", str(tmp_path / "fresh.tif"), "--device", "cpu", "--block-size", "96", "--quiet"],

@@ -246,7 +246,8 @@ def run_speed(settings: SpeedSettings, device: torch.device, amp: torch.dtype | 
             config = speed_model_config(folder, backbone, settings.layout)
             log.info("%s: mapping %dx%d px", backbone, settings.side, settings.side)
             result.mapping_mpx_s[backbone] = measure_mapping(folder, work, config, device, amp, settings.map_batch, warmup)
-            log.info("%s: %d training steps of %d samples", backbone, settings.train_steps, settings.train_batch)
+            log.info("%s: %d training step%s of %d samples", backbone, settings.train_steps, "" if settings.train_steps == 1 else "s",
+                     settings.train_batch)
             steps = measure_training(folder, config, settings, device, amp)
             result.training_steps_s[backbone] = steps
             result.training_samples_s[backbone] = steps * settings.train_batch

@@ -301,7 +301,8 @@ def map_share(parts: BlockParts, blocks: list[Block], predict: Callable[[list[in
                                    dtype=torch.float32, device=device)).cpu().numpy() > 0
     todo = np.flatnonzero(~kept)
     mine = [int(i) for i in todo[ranks.rank :: ranks.world]]
-    earlier = f"{int(kept.sum())} of {len(blocks)} blocks finished by an earlier run are kept" if kept.any() else ""
+    share = block_pixels(blocks, kept) / max(block_pixels(blocks, np.ones(len(blocks), bool)), 1)
+    earlier = f"{int(kept.sum())} of {len(blocks)} blocks finished by an earlier run are kept, {share:.0%} of the map" if kept.any() else ""
     if ranks.distributed:
         log.info("torchrun: %d ranks share %d blocks%s", ranks.world, len(todo), f" ({earlier})" if earlier else "")
     elif earlier:

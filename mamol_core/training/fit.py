@@ -111,8 +111,8 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
                     resolved.name, depth)
     steps, by_epochs = schedule_steps(len(prepared.train), train), epoch_steps(len(prepared.train), train)
     epochs = f"{train.epochs} epoch{'' if train.epochs == 1 else 's'}"
-    log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer steps (%s)", len(prepared.train),
-             ", ".join(scene.names), len(scene.classes), device, precision_name(amp_dtype), steps,
+    log.info("training on %d pixels (%s), %d classes, device %s, %s; %d optimizer step%s (%s)", len(prepared.train),
+             ", ".join(scene.names), len(scene.classes), device, precision_name(amp_dtype), steps, "" if steps == 1 else "s",
              epochs if steps == by_epochs else f"--min-steps {train.min_steps}; {epochs} would be {by_epochs}")
     share = None
     if prepared.validation is not None:

@@ -76,7 +76,7 @@ class ValidationTracker:
         self.record.stopped_early = steps_run < self.total_steps
         log.info("validation on %d held-out pixels%s: best OA %.2f %% after step %d of %d%s", self.record.pixels,
                  self.record.sample_text(), self.record.best_oa, self.record.best_step, steps_run,
-                 f" (stopped early: no gain in {self.patience} checks)" if self.record.stopped_early else "")
+                 f" (stopped early, of {self.total_steps} planned: no gain in {self.patience} checks)" if self.record.stopped_early else "")
         return self.record
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
