@@ -52,9 +52,9 @@ def main(model_path, as_json, check):
     if record is not None:
         share = f"{record.share:.0%} of the labels, --validation {config.train.validation:g}" if record.share is not None \
             else f"{config.train.validation:g} of the labels"
-        click.echo(f"validation: {record.pixels} held-out training pixels ({share}, blocks of "
-                   f"{config.train.validation_block} px, seed {config.train.seed}){record.sample_text()}; best OA {record.best_oa:.2f} % at step "
-                   f"{record.best_step} of {record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
+        click.echo(f"validation: {record.pixels} held-out training pixels ({share}, blocks of {config.train.validation_block} px, "
+                   f"seed {config.train.seed}){record.sample_text()}; best OA {record.best_oa:.2f} % at step {record.best_step} of "
+                   f"{record.steps_run}{' (stopped early)' if record.stopped_early else ''}")
     if model.grid is not None:
         click.echo(f"training grid: {grid_text(model.grid)} (mamol-map maps at this pixel size, in the CRS and alignment of the "
                    "finest input given, unless --reference is given: maps from other sensors align only with the same --reference)")

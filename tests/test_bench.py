@@ -74,9 +74,10 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert refused.exit_code == 1 and f"--methods svm: {results} holds no run of it; choose --methods among a, b, c" in refused.output
     one_dataset = tmp_path / "anchor.csv"
     one_dataset.write_text("dataset,missing_rate,condition,method,oa,kappa\nsynth,50,missing_both,RF,74.00,60.00\n")
-    anchored = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--anchor", str(one_dataset), "--anchor-map", "both=missing_both"])
+    with_anchor = ["table", "--results", str(results), "--anchor", str(one_dataset)]
+    anchored = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_both"])
     assert anchored.exit_code == 0 and "| 74.00 / 60.00 |" in anchored.output, anchored.output  # its one dataset needs no --anchor-dataset
-    typo = CliRunner().invoke(bench.main, ["table", "--results", str(results), "--anchor", str(one_dataset), "--anchor-map", "both=missing_bth"])
+    typo = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_bth"])
     assert typo.exit_code == 1 and "has no condition 'missing_bth' in that dataset; map to one of missing_both" in typo.output
 
 
@@ -398,7 +399,8 @@ def test_table_refuses_files_it_cannot_read_and_an_output_that_is_an_input(tmp_p
     (tmp_path / "number.csv").write_text(header + "s,0.5,both,a,0,tiny,5,1,sixty,10.00,3,1,pixel,cpu,test\n")
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 8)
     (tmp_path / "anchor.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\ntrento,50,both,rf,80,70\n")
-    (tmp_path / "anchors.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\ntrento,50,both,rf,80,70\nhouston,50,both,rf,70,60\n")
+    (tmp_path / "anchors.csv").write_text("dataset,missing_rate,condition,method,oa,kappa\n"
+                                          "trento,50,both,rf,80,70\nhouston,50,both,rf,70,60\n")
     before = {path: path.read_bytes() for path in tmp_path.iterdir()}
     cases = [(["--results", str(tmp_path / "columns.csv")], "columns.csv: has no column scene, missing_rate"),
              (["--results", str(tmp_path / "number.csv")], "number.csv: line 2: oa is 'sixty', not a number"),

@@ -66,7 +66,8 @@ def test_the_model_ends_with_the_weights_that_scored_best_and_records_them(kept_
 
 def test_a_validation_split_larger_than_a_check_says_checks_score_a_sample_of_it():
     assert ValidationRecord(pixels=MAX_CHECK_PIXELS).sample_text() == ""
-    assert ValidationRecord(pixels=MAX_CHECK_PIXELS + 1).sample_text() == f" (each check scores a seeded sample of {MAX_CHECK_PIXELS} of them)"
+    sampled = ValidationRecord(pixels=MAX_CHECK_PIXELS + 1).sample_text()
+    assert sampled == f" (each check scores a seeded sample of {MAX_CHECK_PIXELS} of them)"
 
 
 def test_patience_stops_after_that_many_checks_without_gain(scene_dir):

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 #: A prediction of no class: the pixel got none (dense scoring, where no tile its sensors cover enough reached it).
 NO_PREDICTION = -1
 
+
 @dataclass
 class Evaluation:
     """Confusion matrices and summaries: ``overall`` and one per presence pattern."""
