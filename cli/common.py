@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -96,13 +97,25 @@ _HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class _OneLineUsage:
-    """Turns a usage error raised while parsing the command line into a :class:`_OneLineUsageError`."""
+    """Turns a usage error raised while parsing the command line into a :class:`_OneLineUsageError`, and
+    Ctrl-C or SIGTERM from the start (an option's check may import for a while) into the commands' own
+    message and exit status (click said "Aborted!" and exited 1; SIGTERM ended the process unsaid)."""
+
+    def main(self, *args, **kwargs):
+        _RECEIVED.clear()
+        with signals_raised():
+            return super().main(*args, **kwargs)
 
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            raise exc if isinstance(exc, _HELP) else _OneLineUsageError(exc.format_message(), exc.ctx) from None
+        except (Exception, KeyboardInterrupt) as exc:
+            stopped = interruption(exc)
+            if stopped is not None and not (extra.get("obj") or {}).get("raise"):
+                stop_interrupted(stopped)
+            if isinstance(exc, click.UsageError) and not isinstance(exc, _HELP):
+                raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
+            raise
 
     def resolve_command(self, ctx, args):
         try:
@@ -142,8 +155,48 @@ def progress_sink(progress_mode: str):
     return embedding().get("progress", progress_mode)
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
+#: The Ctrl-C and SIGTERM signals this command received (an interruption inside a lazy import can surface
+#: as another error, numpy's RecursionError say, which is then still an interruption).
+_RECEIVED: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    _RECEIVED.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def signals_raised() -> Iterator[None]:
+    """On the main thread, Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated` while the
+    block runs (a process started in the background by a script inherits SIGINT ignored, and Ctrl-C or a
+    stop button must still end it cleanly); the handlers before are put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, *CTRL_C_SIGNALS)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interruption ``exc`` stands for: itself if it is one, another error raised after Ctrl-C or
+    SIGTERM reached this command (an import it broke), else None."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    if _RECEIVED:
+        return Terminated() if _RECEIVED[-1] == signal.SIGTERM else KeyboardInterrupt()
+    return None
+
+
+def stop_interrupted(exc: KeyboardInterrupt) -> None:
+    """Say what the interruption left behind (under torchrun only rank 0 does) and exit 143 for
+    SIGTERM, 130 for Ctrl-C."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(interruption_message(exc), err=True)
+    sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def interruption_message(exc: KeyboardInterrupt) -> str:
@@ -162,27 +215,20 @@ def handle_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         forget_finished()
-        main_thread = threading.current_thread() is threading.main_thread()
-        # SIGINT is set too: a process started in the background by a script inherits it ignored,
-        # and Ctrl-C or a stop button must still end it cleanly (as mamol-train's loop does).
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
-                    **{s: signal.signal(s, signal.default_int_handler) for s in CTRL_C_SIGNALS}} if main_thread else {}
-        try:
-            return command(*args, **kwargs)
-        except MamolError as exc:
-            if embedding().get("raise"):
-                raise
-            if not isinstance(exc, PeerStopped):  # under torchrun the rank that failed says why
-                click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt as exc:
-            if embedding().get("raise"):
-                raise
-            click.echo(interruption_message(exc), err=True)
-            sys.exit(143 if isinstance(exc, Terminated) else 130)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        with signals_raised():
+            try:
+                return command(*args, **kwargs)
+            except (Exception, KeyboardInterrupt) as exc:
+                if embedding().get("raise"):
+                    raise
+                stopped = interruption(exc)
+                if stopped is not None:
+                    stop_interrupted(stopped)
+                if not isinstance(exc, MamolError):
+                    raise
+                if not isinstance(exc, PeerStopped):  # under torchrun the rank that failed says why
+                    click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
 
     return wrapper
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from safetensors import SafetensorError
 
-from mamol_core.errors import MamolError
+from mamol_core.errors import MamolError, deferred_interruptions
 
 #: Final outputs this process has renamed into place, in order (for an honest message on interruption).
 _FINISHED: list[Path] = []
@@ -121,14 +121,33 @@ def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
             folders = ", ".join(dict.fromkeys(str(p.parent) for p in paths))
             raise MamolError(f"{folders}: writing {', '.join(p.name for p in paths)} failed ({reason}); "
                              "free space there or choose another output folder") from None
-        for temporary, path in zip(temporaries, paths):
-            if temporary.exists():
-                os.chmod(temporary, 0o666 & ~_umask())
-                os.replace(temporary, path)
-                _FINISHED.append(path)
+        with deferred_interruptions(True) as interrupted:  # the outputs are renamed together, or none of them
+            for temporary, path in zip(temporaries, paths):
+                if temporary.exists():
+                    os.chmod(temporary, 0o666 & ~_umask())
+                    os.replace(temporary, path)
+                    _FINISHED.append(path)
+        if interrupted:
+            raise interrupted[0]
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def created_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` (and its missing parents) for the block; when the block fails (Ctrl-C included),
+    remove the folders it created that are still empty, so a stopped command leaves no trace."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                path.rmdir()
+        raise
 
 
 @contextlib.contextmanager

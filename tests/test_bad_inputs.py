@@ -5,6 +5,7 @@ that disagree with the model, SIGTERM; each gets one line, a non-zero exit and n
 import json
 import logging
 import os
+import signal
 import struct
 from pathlib import Path
 
@@ -627,6 +628,72 @@ def test_finished_outputs_follow_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_ctrl_c_during_the_renames_waits_until_every_output_has_its_name(tmp_path, monkeypatch):
+    """A signal between two renames would leave a new map beside an old map's side outputs."""
+    from mamol_core import atomic
+
+    renamed = []
+
+    def replace_then_stop(source, target):
+        os.rename(source, target)
+        renamed.append(target)
+        if len(renamed) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_stop)
+    forget_finished()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_paths([tmp_path / "map.tif", tmp_path / "map_confidence.tif"]) as temporaries:
+            for temporary in temporaries:
+                temporary.write_bytes(b"x")
+    assert len(renamed) == 2 and interruption_message(KeyboardInterrupt()).startswith(f"interrupted: kept {tmp_path / 'map.tif'}, ")
+    forget_finished()
+
+
+def test_a_report_stopped_while_written_leaves_no_folder(tmp_path, monkeypatch):
+    from mamol_core.evaluation import report
+    from mamol_core.evaluation.predict import Evaluation
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_confusions", stopped)
+    evaluation = Evaluation(["a", "b"], {"overall": np.array([[3, 1], [0, 2]])}, ["hsi"])
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(tmp_path / "new" / "report", evaluation, {})
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(tmp_path / "kept", evaluation, {})
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []  # a folder it found stays
+
+
+def test_ctrl_c_while_an_option_is_checked_or_breaking_an_import_ends_as_any_interruption(scene_dir, tmp_path, monkeypatch):
+    """click said "Aborted!" and exited 1 for Ctrl-C in --backbone's check (it imports the backbones); an
+    import that Ctrl-C broke surfaced as numpy's RecursionError with a traceback."""
+    from mamol_core import backbones
+    from mamol_core.data import scene
+
+    def stopped(name):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(backbones, "check_backbone_name", stopped)
+        result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), *CLI_FAST])
+    assert result.exit_code == 130 and result.output.strip() == "interrupted: nothing was written", result.output
+
+    def broken_import(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt:
+            raise RecursionError("maximum recursion depth exceeded") from None
+
+    monkeypatch.setattr(scene, "open_scene", broken_import)
+    result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), *CLI_FAST])
+    assert result.exit_code == 143 and result.output.strip() == "terminated (SIGTERM): nothing was written", result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_single_sensor_model_trains_maps_and_ignores_earlier_maps_in_its_folder(scene_dir, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamol_core.atomic import atomic_paths
+from mamol_core.atomic import atomic_paths, created_folder
 from mamol_core.evaluation.html import pattern_title, report_html
 from mamol_core.evaluation.metrics import measure_text
 from mamol_core.evaluation.predict import Evaluation
@@ -45,12 +45,11 @@ def write_report(folder: Path, evaluation: Evaluation, context: dict) -> Path:
     Every file is written under a temporary name and renamed only when all are complete; then the
     confusion CSVs of an earlier report there that this one does not write are removed."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     summaries = evaluation.summaries
     confusions = {name: confusion_file(folder, name) for name in evaluation.matrices}
-    earlier = earlier_confusions(folder)
     files = [*(folder / name for name in REPORT_FILES), *confusions.values()]
-    with atomic_paths(files) as temporaries:
+    with created_folder(folder), atomic_paths(files) as temporaries:
+        earlier = earlier_confusions(folder)
         temporary = dict(zip(files, temporaries))
         payload = {"context": context, "classes": evaluation.class_names,
                    "results": {name: {**summary, "confusion_matrix": evaluation.matrices[name].tolist()} for name, summary in summaries.items()}}

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,7 +19,7 @@ from mamol_core.config import TrainSpec
 from mamol_core.data.patches import DIHEDRAL, PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.device import training_attention
-from mamol_core.errors import CTRL_C_SIGNALS, Terminated
+from mamol_core.errors import deferred_interruptions
 from mamol_core.experts.lora import LoRABank
 from mamol_core.model import MaMOLClassifier
 from mamol_core.progress import counter
@@ -271,26 +267,3 @@ def drop_one_modality(presence: torch.Tensor, share: float, generator: torch.Gen
     out = presence.clone()
     out[drop.nonzero().flatten(), victim[drop]] = False
     return out
-
-
-@contextlib.contextmanager
-def deferred_interruptions(active: bool) -> Iterator[list[BaseException]]:
-    """While ``active`` (and on the main thread), Ctrl-C and SIGTERM do not stop the code at once:
-    they are recorded in the yielded list (as the exception each would raise) for the loop to act
-    on at a step boundary; a second one raises at once."""
-    caught: list[BaseException] = []
-    if not active or threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    def record(signum, frame) -> None:
-        exception = KeyboardInterrupt() if signum in CTRL_C_SIGNALS else Terminated()
-        if caught:  # a second signal: the step did not end (a hung rank?), stop now
-            raise exception
-        caught.append(exception)
-
-    previous = {s: signal.signal(s, record) for s in (*CTRL_C_SIGNALS, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
