@@ -289,4 +289,4 @@ def progress_option(command: Callable) -> Callable:
 
 
 def quiet_option(command: Callable) -> Callable:
-    return click.option("--quiet", is_flag=True, help="Only warnings and errors on stderr.")(command)
+    return click.option("--quiet", is_flag=True, help="Only warnings, errors and the result among the messages on stderr (a progress bar stays: --progress none hides it).")(command)
