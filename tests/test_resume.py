@@ -185,7 +185,7 @@ def test_a_state_is_never_continued_on_other_training_labels(scene_dir, tmp_path
         values[rows[changed], cols[changed]] = first  # five pixels of other classes now of the first pixel's class
         labels.write(values, 1)
     refused = train_run(edited, out, "--resume", str(state))
-    assert refused.exit_code == 1 and "(differing: the training labels (their file, or those --holdout" in refused.output
+    assert refused.exit_code == 1 and "(differing: the training labels or their sensor masks (the labels' file, those --holdout" in refused.output
     steps = []
     assert train_run(edited, out, "--continue", steps=steps).exit_code == 0 and steps[0] == 0 and not state.exists()
 

@@ -230,8 +230,9 @@ def differences_text(differing: list[str]) -> str:
     return f"differing: {'; '.join(differing[:4])}{more}"
 
 
-#: A difference in the training pixels, and what makes one.
-TRAINING_LABELS = "the training labels (their file, or those --holdout, --no-eval or --validation keep out)"
+#: A difference in the training pixels or their sensor masks, and what makes one.
+TRAINING_LABELS = ("the training labels or their sensor masks (the labels' file, those --holdout, --no-eval or --validation keep "
+                   "out, or the missing-sensor protocol and its --seed)")
 #: What sets the configuration keys (by prefix) whose names do not say it.
 SET_BY = {"model.name": "--name, else -o's file name", "model.modalities": "the sensors, their bands, or their statistics on the "
           "training pixels", "model.classes": "the class table or label names",
