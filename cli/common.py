@@ -6,7 +6,6 @@ import contextlib
 import functools
 import logging
 import os
-import signal
 import sys
 import threading
 import warnings
@@ -15,7 +14,7 @@ from typing import Callable, Iterator
 import click
 
 from mamol_core.atomic import finished_outputs, forget_finished
-from mamol_core.errors import CTRL_C_SIGNALS, MamolError, PeerStopped, Terminated
+from mamol_core.errors import MamolError, PeerStopped, Terminated, handling_signals, signal_exception
 from mamol_core.progress import MODES
 
 log = logging.getLogger("mamol")
@@ -111,7 +110,8 @@ class _OneLineUsage:
             return super().make_context(info_name, args, parent=parent, **extra)
         except (Exception, KeyboardInterrupt) as exc:
             stopped = interruption(exc)
-            if stopped is not None and not (extra.get("obj") or {}).get("raise"):
+            obj = extra.get("obj", parent.obj if parent is not None else None)  # a group's subcommand gets its parent's
+            if stopped is not None and not (obj if isinstance(obj, dict) else {}).get("raise"):
                 stop_interrupted(stopped)
             if isinstance(exc, click.UsageError) and not isinstance(exc, _HELP):
                 raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
@@ -162,7 +162,7 @@ _RECEIVED: list[int] = []
 
 def _on_signal(signum, frame) -> None:
     _RECEIVED.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise signal_exception(signum)
 
 
 @contextlib.contextmanager
@@ -173,12 +173,8 @@ def signals_raised() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, *CTRL_C_SIGNALS)}
-    try:
+    with handling_signals(_on_signal):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def interruption(exc: BaseException) -> KeyboardInterrupt | None:
@@ -186,15 +182,13 @@ def interruption(exc: BaseException) -> KeyboardInterrupt | None:
     SIGTERM reached this command (an import it broke), else None."""
     if isinstance(exc, KeyboardInterrupt):
         return exc
-    if _RECEIVED:
-        return Terminated() if _RECEIVED[-1] == signal.SIGTERM else KeyboardInterrupt()
-    return None
+    return signal_exception(_RECEIVED[-1]) if _RECEIVED else None
 
 
 def stop_interrupted(exc: KeyboardInterrupt) -> None:
     """Say what the interruption left behind (under torchrun only rank 0 does) and exit 143 for
     SIGTERM, 130 for Ctrl-C."""
-    if os.environ.get("RANK", "0") == "0":
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0":
         click.echo(interruption_message(exc), err=True)
     sys.exit(143 if isinstance(exc, Terminated) else 130)
 
@@ -289,4 +283,6 @@ def progress_option(command: Callable) -> Callable:
 
 
 def quiet_option(command: Callable) -> Callable:
-    return click.option("--quiet", is_flag=True, help="Only warnings, errors and the result among the messages on stderr (a progress bar stays: --progress none hides it).")(command)
+    return click.option("--quiet", is_flag=True, help="Fewer messages on stderr: warnings, errors and a map's line naming what it "
+                                                      "wrote (a progress bar stays where the command has --progress: --progress "
+                                                      "none hides it).")(command)

@@ -63,8 +63,9 @@ EVAL_PIXELS = 50_000
               help="How band values are scaled, fitted on the training pixels: standard, (x - mean) / std; quantile, each band's "
                    "quantiles mapped to normal scores (for heavy-tailed bands: LiDAR intensity, SAR backscatter).")
 @click.option("--validation", type=click.FloatRange(0, 0.5, max_open=True), default=TrainSpec.validation, show_default=True,
-              help="Share of the training labels held out, in whole blocks (--validation-block), to keep the weights that score best on "
-                   "them (and stop early with --patience); recorded in the model file.")
+              help="About this share of the training labels held out, in whole blocks (--validation-block; more where classes "
+                   "cluster, as the log says), to keep the weights that score best on them (and stop early with --patience); "
+                   "recorded in the model file.")
 @click.option("--validation-block", type=click.IntRange(min=1), default=TrainSpec.validation_block, show_default=True,
               help="Side in pixels of the square blocks --validation holds out whole (larger where neighbouring pixels are alike).")
 @click.option("--patience", type=click.IntRange(min=0), default=TrainSpec.patience, show_default=True,

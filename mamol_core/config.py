@@ -230,8 +230,8 @@ class TrainSpec:
     standard-normal scores, which spreads a heavy-tailed band (LiDAR intensity, SAR backscatter,
     heights dominated by a few tall objects) evenly and ignores its outliers.
 
-    With ``validation`` > 0 that share of the training labels, in whole square blocks of
-    ``validation_block`` pixels (seeded by ``seed``), is held out: the model is scored on it
+    With ``validation`` > 0 about that share of the training labels (more where classes cluster),
+    in whole square blocks of ``validation_block`` pixels (seeded by ``seed``), is held out: the model is scored on it
     ``validation_checks`` times over the schedule, the weights that scored best are kept, and the run
     stops after ``patience`` checks without improvement (0: it runs the whole schedule).
     """

@@ -26,25 +26,46 @@ class PeerStopped(MamolError):
     the CLI exits 1 without printing this one."""
 
 
+def signal_exception(signum: int) -> KeyboardInterrupt:
+    """What a signal raises: :class:`Terminated` for SIGTERM, ``KeyboardInterrupt`` for Ctrl-C."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def handling_signals(handler) -> Iterator[None]:
+    """``handler`` answers Ctrl-C and SIGTERM while the block runs (main thread only); the handlers
+    before are put back after."""
+    previous = {s: signal.signal(s, handler) for s in (*CTRL_C_SIGNALS, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before if before is not None else signal.SIG_DFL)
+
+
+#: The lists of the interruptions deferred by the holds now active (see :func:`deferred_interruptions`).
+_HOLDS: list[list[BaseException]] = []
+
+
 @contextlib.contextmanager
 def deferred_interruptions(active: bool) -> Iterator[list[BaseException]]:
     """While ``active`` (and on the main thread), Ctrl-C and SIGTERM do not stop the code at once:
     they are recorded in the yielded list (as the exception each would raise) for the code to act
-    on where it can stop cleanly (a training step's end); a second one raises at once."""
+    on where it can stop cleanly (a training step's end); a second one raises at once. Inside another
+    such hold the outer one records them (it acts on them) and the yielded list stays empty."""
     caught: list[BaseException] = []
-    if not active or threading.current_thread() is not threading.main_thread():
+    if not active or _HOLDS or threading.current_thread() is not threading.main_thread():
         yield caught
         return
 
     def record(signum, frame) -> None:
-        exception = KeyboardInterrupt() if signum in CTRL_C_SIGNALS else Terminated()
         if caught:  # a second signal: the step did not end (a hung rank?), stop now
-            raise exception
-        caught.append(exception)
+            raise signal_exception(signum)
+        caught.append(signal_exception(signum))
 
-    previous = {s: signal.signal(s, record) for s in (*CTRL_C_SIGNALS, signal.SIGTERM)}
+    _HOLDS.append(caught)
     try:
-        yield caught
+        with handling_signals(record):
+            yield caught
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        _HOLDS.remove(caught)

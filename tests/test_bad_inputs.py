@@ -9,6 +9,7 @@ import signal
 import struct
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import rasterio
@@ -652,6 +653,38 @@ def test_ctrl_c_during_the_renames_waits_until_every_output_has_its_name(tmp_pat
     forget_finished()
 
 
+def test_renames_inside_training_s_own_hold_leave_the_signal_to_it(tmp_path, monkeypatch):
+    """A state saved inside the training loop's hold: Ctrl-C during its rename is the loop's to act on at
+    the step's end (raised from the save, the loop never said where the state was)."""
+    from mamol_core import atomic
+    from mamol_core.errors import deferred_interruptions
+
+    def replace_then_stop(source, target):
+        os.rename(source, target)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_stop)
+    with deferred_interruptions(True) as interrupted:
+        with atomic.atomic_path(tmp_path / "m.state.safetensors") as temporary:
+            temporary.write_bytes(b"x")
+        assert (tmp_path / "m.state.safetensors").exists() and len(interrupted) == 1
+    forget_finished()
+
+
+def test_only_rank_0_of_several_says_what_an_interruption_left(monkeypatch, capsys):
+    from mamol_cli.common import stop_interrupted
+
+    for world, rank, said in [("2", "1", False), ("2", "0", True), (None, "3", True)]:
+        monkeypatch.setenv("RANK", rank)
+        if world is None:
+            monkeypatch.delenv("WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("WORLD_SIZE", world)
+        with pytest.raises(SystemExit) as stopped:
+            stop_interrupted(KeyboardInterrupt())
+        assert stopped.value.code == 130 and ("interrupted: nothing was written" in capsys.readouterr().err) == said
+
+
 def test_a_report_stopped_while_written_leaves_no_folder(tmp_path, monkeypatch):
     from mamol_core.evaluation import report
     from mamol_core.evaluation.predict import Evaluation
@@ -683,6 +716,11 @@ def test_ctrl_c_while_an_option_is_checked_or_breaking_an_import_ends_as_any_int
         patched.setattr(backbones, "check_backbone_name", stopped)
         result = CliRunner().invoke(train.main, ["--scene", str(scene_dir), "-o", str(tmp_path / "m.safetensors"), *CLI_FAST])
     assert result.exit_code == 130 and result.output.strip() == "interrupted: nothing was written", result.output
+    from mamol_cli import bench
+
+    with monkeypatch.context() as patched, pytest.raises(click.exceptions.Abort):  # embedded: the caller's to handle, no exit
+        patched.setattr(backbones, "check_backbone_name", stopped)
+        bench.main.main(["speed", "--backbones", "tiny", "--json", str(tmp_path / "s.json")], standalone_mode=False, obj={"raise": True})
 
     def broken_import(*args, **kwargs):
         try:

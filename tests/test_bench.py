@@ -48,7 +48,7 @@ def test_grid_resumes_and_tabulates_beside_an_anchor(scene_dir, tmp_path):
     assert f"), {precision}: 8 runs." in table.output  # each device's runs counted with their precision
 
 
-def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path):
+def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_cells_without_a_winner(tmp_path, caplog):
     header = "scene,missing_rate,condition,method,seed,backbone,patch_size,epochs,oa,kappa,train_s,eval_s,eval_mode,device,hardware\n"
     row = "s,{rate},both,{method},{seed},tiny,5,1,{oa},10.00,{oa},1,dense,cpu,test\n"  # training took as many seconds as the OA
     results = tmp_path / "results.csv"
@@ -79,6 +79,9 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert anchored.exit_code == 0 and "| 74.00 / 60.00 |" in anchored.output, anchored.output  # its one dataset needs no --anchor-dataset
     typo = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_bth"])
     assert typo.exit_code == 1 and "has no condition 'missing_bth' in that dataset; map to one of missing_both" in typo.output
+    partly = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_both,dsm=missing_dsm"])
+    assert partly.exit_code == 0 and "| 74.00 / 60.00 |" in partly.output
+    assert "--anchor-map: " in caplog.text and "has no condition 'missing_dsm' in that dataset (it has missing_both)" in caplog.text
 
 
 def test_unknown_method_is_refused(scene_dir, tmp_path):

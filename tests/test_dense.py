@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from mamol_core.errors import MamolError
 from mamol_core.mapping.dense import DensePredictor, tent_window, tile_starts
 from mamol_core.model import build_model
 
@@ -101,3 +102,6 @@ def test_dense_scoring_leaves_out_test_pixels_no_tile_of_their_sensors_reaches(m
     assert "1 of the 2 test pixels lie where no tile holds enough valid data" in caplog.text
     scores = evaluate_predictions(pixels, predicted, [f"class {i + 1}" for i in range(4)], ["a", "b"]).summaries
     assert scores["overall"]["samples"] == 1 and set(scores) == {"overall", "missing b"}
+    with pytest.raises(MamolError, match="none of the 1 test pixels lies where a tile holds enough valid data"):
+        predict_pixels_dense(model, data, valid, PixelSet(pixels.rows[1:], pixels.cols[1:], pixels.targets[1:], pixels.presence[1:]),
+                             3, 8, None, "none")

@@ -299,8 +299,9 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     tally = ", ".join(f"{m} {wins[m]}" for m in methods)
     if lacking:
         short = [m for m in methods if lacking[m]]
+        leave = f", or leave {'it' if len(short) == 1 else 'them'} out with --methods" if len(short) < len(methods) else ""
         tally += (f" ({'; '.join(f'{m} lacks seeds the others have in {lacking[m]} of the {len(cells)} cells' for m in short)}: "
-                  f"finish those runs, or leave {'it' if len(short) == 1 else 'them'} out with --methods)")
+                  f"finish those runs{leave})")
     means = ", ".join(f"{m} {totals[m] / finished_cells:.2f}" for m in methods) if finished_cells else "none"
     if len(finished_anchors) == finished_cells > 0:
         means += f"; anchor {statistics.mean(finished_anchors):.2f}"

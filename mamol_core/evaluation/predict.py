@@ -11,6 +11,7 @@ import torch
 from mamol_core.data.patches import PatchSampler
 from mamol_core.data.pixels import PixelSet
 from mamol_core.data.protocol import pattern_name
+from mamol_core.errors import MamolError
 from mamol_core.evaluation.metrics import confusion_matrix, summarize
 from mamol_core.mapping.dense import inference_model, tiles_touching
 from mamol_core.model import MaMOLClassifier
@@ -104,6 +105,9 @@ def predict_pixels_dense(model: MaMOLClassifier, data: torch.Tensor, valid: torc
     finally:
         bar.close()
     missed = int(np.sum(predicted == NO_PREDICTION))
+    if missed and missed == len(pixels):
+        raise MamolError(f"none of the {missed} test pixels lies where a tile holds enough valid data of the sensors scored there "
+                         "(dense scoring predicts nothing there, as a map leaves them empty); score with --mode pixel")
     if missed:
         log.warning("%d of the %d test pixels lie where no tile holds enough valid data of the sensors scored there (a map leaves "
                     "them empty): dense scoring leaves them out (--mode pixel scores each from a patch centred on it)", missed, len(pixels))

@@ -117,8 +117,9 @@ def train_on_scene(scene: Scene, backbone: BackboneSpec, experts: ExpertSpec, la
     share = None
     if prepared.validation is not None:
         share = len(prepared.validation) / (len(prepared.validation) + len(prepared.train))
-        log.info("validation: %d pixels held out in blocks of %d px, %.0f %% of the training labels (--validation %g; whole blocks "
-                 "hold out more where classes cluster)", len(prepared.validation), train.validation_block, 100 * share, train.validation)
+        log.info("validation: %d pixels held out in blocks of %d px, %.0f %% of the training labels (--validation %g%s)",
+                 len(prepared.validation), train.validation_block, 100 * share, train.validation,
+                 "; whole blocks hold out more where classes cluster" if share > train.validation + 0.01 else "")
     sampler = PatchSampler(torch.from_numpy(prepared.data).to(device), patch_size, training_label_map(prepared, device))
     checkpointing = None
     if state is not None:
