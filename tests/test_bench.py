@@ -79,6 +79,10 @@ def test_table_sorts_rates_picks_methods_averages_seeds_and_leaves_unfinished_ce
     assert anchored.exit_code == 0 and "| 74.00 / 60.00 |" in anchored.output, anchored.output  # its one dataset needs no --anchor-dataset
     typo = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_bth"])
     assert typo.exit_code == 1 and "has no condition 'missing_bth' in that dataset; map to one of missing_both" in typo.output
+    empty = tmp_path / "empty.csv"
+    empty.write_text(header)
+    nothing = CliRunner().invoke(bench.main, ["table", "--results", str(empty)])
+    assert nothing.exit_code == 1 and f"{empty}: no run recorded yet; pass the results.csv" in nothing.output
     partly = CliRunner().invoke(bench.main, [*with_anchor, "--anchor-map", "both=missing_both,dsm=missing_dsm"])
     assert partly.exit_code == 0 and "| 74.00 / 60.00 |" in partly.output
     assert "--anchor-map: " in caplog.text and "has no condition 'missing_dsm' in that dataset (it has missing_both)" in caplog.text

@@ -221,6 +221,8 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
     is one CSV or a list of ``PATH`` / ``LABEL=PATH`` (see :func:`read_labelled`)."""
     specs = [results] if isinstance(results, (str, Path)) else list(results)
     rows = read_labelled(specs)
+    if not rows:
+        raise MamolError(f"{', '.join(map(str, specs))}: no run recorded yet; {RESULTS_FIX}, once a run has finished")
     offered = list(dict.fromkeys(r["method"] for r in rows))
     methods = methods or offered
     absent = next((m for m in methods if m not in offered), None)
@@ -228,9 +230,6 @@ def markdown_table(results: str | Path | Sequence[str | Path], anchor: Path | No
         raise MamolError(f"--methods {absent}: {', '.join(map(str, specs))} {'holds' if len(specs) == 1 else 'hold'} no run of it; "
                          f"choose --methods among {', '.join(offered)}")
     rows = [r for r in rows if r["method"] in methods]
-    if not rows:
-        raise MamolError(f"{', '.join(map(str, specs))}: no rows for the methods {', '.join(methods)}; "
-                         f"choose --methods among {', '.join(offered)}")
     mode = headline_mode(rows)
     cells = sorted(dict.fromkeys((r["missing_rate"], r["condition"]) for r in rows), key=lambda cell: float(cell[0]))
     to_anchor, to_paper = parse_mapping(anchor_map, "--anchor-map"), parse_mapping(paper_map, "--paper-map")
