@@ -42,6 +42,20 @@ class Canceled(Exception):
     """The user cancelled; the command was stopped and left no partial output."""
 
 
+#: Variables QGIS sets for its own Python, PROJ and GDAL (OSGeo4W, the macOS bundle): mamol's environment
+#: brings its own, which another PROJ database or GDAL plugin folder would break (PYTHONHOME stops its Python).
+QGIS_OWN_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+
+
+def child_options() -> dict:
+    """Keyword arguments for every process started in mamol's environment: QGIS's own settings left out
+    of its environment and, on Windows, no console window (QGIS has none to share with it)."""
+    options: dict = {"env": {k: v for k, v in os.environ.items() if k not in QGIS_OWN_VARIABLES}}
+    if sys.platform == "win32":
+        options["creationflags"] = subprocess.CREATE_NO_WINDOW
+    return options
+
+
 def find_tool(name: str, bin_dir: str | None) -> str | None:
     """Path of a mamol executable: in ``bin_dir`` when configured, else on PATH."""
     if bin_dir:
@@ -86,7 +100,7 @@ def run_tool(name: str, argument: str, bin_dir: str | None, timeout: float) -> s
     if tool is None:
         raise not_found(bin_dir)
     try:
-        return subprocess.run([tool, argument], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([tool, argument], capture_output=True, text=True, timeout=timeout, **child_options())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
 
@@ -216,7 +230,7 @@ def create_environment(folder: Path, requirement: list[str], on_line: Callable[[
 def _stream(title: str, command: list[str], on_line: Callable[[str], None], is_canceled: Callable[[], bool]) -> None:
     """Run ``command`` (what it does: ``title``), handing each output line to ``on_line``; stop it when ``is_canceled``."""
     try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **child_options())
     except OSError as exc:
         raise CommandFailed(f"{command[0]} cannot be started ({exc.strerror})") from None
     lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
@@ -243,7 +257,10 @@ def model_info(model: str, bin_dir: str | None) -> dict:
     """The configuration embedded in a model file, as a dict (modalities, classes, ...)."""
     tool = find_tool("mamol-info", bin_dir)
     if tool:
-        done = subprocess.run([tool, str(model), "--json"], capture_output=True, text=True, timeout=120)
+        try:
+            done = subprocess.run([tool, str(model), "--json"], capture_output=True, text=True, timeout=120, **child_options())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CommandFailed(f"{tool} does not run ({exc}); create a new environment with {SETUP_MENU}") from None
         if done.returncode != 0:
             raise CommandFailed(last_error(done.stderr) or f"mamol-info failed on {model}")
         return json.loads(done.stdout)
@@ -292,11 +309,12 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
     from this (the caller's) thread. Cancelling interrupts the whole group (a launcher and the
     Python it starts alike) and, past ``grace`` seconds, kills it and deletes the partial files its
     processes left."""
+    options = child_options()
     if sys.platform == "win32":
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                   creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+        options["creationflags"] |= subprocess.CREATE_NEW_PROCESS_GROUP
     else:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        options["start_new_session"] = True
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, **options)
     lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
     readers = [threading.Thread(target=_pump, args=(process.stdout, "out", lines), daemon=True),
                threading.Thread(target=_pump, args=(process.stderr, "err", lines), daemon=True)]
@@ -329,8 +347,7 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
     while process.poll() is None:
         drain()
         if is_canceled():
-            _interrupt_group(process)
-            deadline = time.monotonic() + grace
+            deadline = time.monotonic() + (grace if _interrupt_group(process) else 0.0)
             while _group_alive(process) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _group_alive(process):
@@ -349,15 +366,19 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
         raise CommandFailed(last_error("\n".join(errors)) or f"{Path(command[0]).name} exited with code {process.returncode}")
 
 
-def _interrupt_group(process: subprocess.Popen) -> None:
-    """Ctrl-C (SIGINT; CTRL_BREAK on Windows) to every process of ``process``'s group."""
-    if sys.platform == "win32":
-        process.send_signal(signal.CTRL_BREAK_EVENT)
-        return
+def _interrupt_group(process: subprocess.Popen) -> bool:
+    """Ctrl-C (SIGINT; CTRL_BREAK on Windows) to every process of ``process``'s group; False where it
+    cannot be sent (on Windows a process without a console takes none: it is then killed at once)."""
     try:
-        os.killpg(process.pid, signal.SIGINT)
+        if sys.platform == "win32":
+            process.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
     except ProcessLookupError:
         pass
+    except OSError:
+        return False
+    return True
 
 
 def _group_alive(process: subprocess.Popen) -> bool:
@@ -379,7 +400,7 @@ def _group_alive(process: subprocess.Popen) -> bool:
 def _kill_group(process: subprocess.Popen) -> None:
     """Kill ``process`` and every process it started (its group; its tree on Windows) and reap it."""
     if sys.platform == "win32":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, **child_options())
         process.kill()
     else:
         try:

@@ -150,6 +150,17 @@ def test_the_environment_is_checked_by_running_mamol_map_version(tmp_path):
         tool_version(str(tmp_path / "nothing"))
 
 
+def test_qgis_s_own_python_proj_and_gdal_settings_do_not_reach_mamol(model, tmp_path, monkeypatch):
+    """OSGeo4W's QGIS sets PYTHONHOME and PROJ/GDAL folders for itself: inherited, mamol's Python would not start."""
+    from qgis_plugin.environment import tool_version
+
+    for name, value in [("PYTHONHOME", str(tmp_path / "qgis-python")), ("PYTHONPATH", str(tmp_path)), ("PROJ_DATA", str(tmp_path)),
+                        ("GDAL_DRIVER_PATH", str(tmp_path))]:
+        monkeypatch.setenv(name, value)
+    assert tool_version(BIN) == f"mamol-map, version {__version__}"
+    assert model_info(model, BIN)["model"]["modalities"]
+
+
 def test_an_environment_of_another_mamol_release_is_refused_with_the_fix(tmp_path, monkeypatch):
     import re
 
