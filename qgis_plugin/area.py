@@ -1,6 +1,7 @@
 """Vector inputs as files for the mamol commands: the area to map (a polygon layer, its selected
 features, or an extent) and the ground truth. A layer that is one plain file is passed as it is;
-anything else (a memory sketch, a sublayer of a GeoPackage, a filter, a selection) is read through
+anything else (a memory sketch, a sublayer of a GeoPackage, a filter, a selection, unsaved edits, a
+CRS set on the layer rather than in its file) is read through
 Processing's feature source, which is safe in the algorithm's thread, and saved as a GeoPackage."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def vector_file(algorithm, parameters: dict, name: str, context, feedback) -> st
     if layer is not None and not selected:
         source = layer.source()
         path = source.split("|")[0]
-        if "|" not in source and not layer.subsetString() and Path(path).is_file():
+        as_saved = not layer.isModified() and layer.crs() == layer.dataProvider().crs()  # no unsaved edits, no CRS set on the layer
+        if "|" not in source and not layer.subsetString() and as_saved and Path(path).is_file():
             return path
     source = algorithm.parameterAsSource(parameters, name, context)
     if source is None:

@@ -800,6 +800,36 @@ def test_without_an_environment_the_map_button_says_so_instead_of_blaming_the_mo
     assert asked and asked[0].startswith("The mamol environment is not set up yet")
 
 
+def test_an_area_with_unsaved_edits_or_a_crs_set_on_its_layer_is_read_as_qgis_shows_it(map_id, tmp_path):
+    """The plugin passed the layer's file: edits not saved yet and a CRS corrected in Layer Properties were lost
+    (the saved polygon lies far away, and the file's CRS says degrees of metres)."""
+    import geopandas
+    from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsVectorLayer
+    from shapely.geometry import box
+
+    with rasterio.open(SAMPLE / "hsi.tif") as src:
+        b, epsg = src.bounds, src.crs.to_epsg()
+    inputs = {"hsi": str(SAMPLE / "hsi.tif"), "lidar": str(SAMPLE / "dsm.tif")}
+    far = box(b.right + 1000, b.top + 1000, b.right + 1100, b.top + 1100)
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[far], crs=f"EPSG:{epsg}").to_file(tmp_path / "area.gpkg")
+    edited = QgsVectorLayer(str(tmp_path / "area.gpkg"), "area", "ogr")
+    assert edited.startEditing()
+    inside = QgsGeometry.fromWkt(box(b.left + 10, b.bottom + 10, b.right - 10, b.top - 10).wkt)
+    assert edited.changeGeometry(next(edited.getFeatures()).id(), inside)
+    result = run(map_id, {**inputs, "AOI": edited, "OUTPUT": str(tmp_path / "edited.tif")})
+    with rasterio.open(result["OUTPUT"]) as out:
+        assert (out.read(1) > 0).mean() > 0.8
+    edited.rollBack()
+    assert geopandas.read_file(tmp_path / "area.gpkg").geometry[0].equals(far)  # the file as saved
+    geopandas.GeoDataFrame({"id": [1]}, geometry=[box(b.left + 10, b.bottom + 10, b.right - 10, b.top - 10)],
+                           crs="EPSG:4326").to_file(tmp_path / "degrees.gpkg")  # metres labelled as degrees
+    corrected = QgsVectorLayer(str(tmp_path / "degrees.gpkg"), "degrees", "ogr")
+    corrected.setCrs(QgsCoordinateReferenceSystem(f"EPSG:{epsg}"))
+    result = run(map_id, {**inputs, "AOI": corrected, "OUTPUT": str(tmp_path / "corrected.tif")})
+    with rasterio.open(result["OUTPUT"]) as out:
+        assert (out.read(1) > 0).mean() > 0.8
+
+
 def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tmp_path):
     import processing
     from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProject, QgsVectorLayer
