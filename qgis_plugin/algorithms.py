@@ -274,6 +274,11 @@ class MamolAlgorithm(QgsProcessingAlgorithm):
         text = text.replace("(mamol-eval)", "(Processing Toolbox › MaMOL › Evaluate a model)")
         text = re.sub(r"leave (\w+) out \(the map then comes", r"leave the \1 slot empty (the map then comes", text)
         text = replace_paths(text, made or {})  # after the GDAL commands, whose files the menus replace
+        style = next((what for what in (made or {}).values() if what.startswith("the style of ")), None)
+        if style is not None:  # the class table was written from a categorized style: the style is what to mend
+            text = text.replace("are not in the class table; add them to classes.json",
+                                f"have no category in {style}; add a category for each (Symbology › Classify)")
+            text = text.replace("add them to classes.json", f"add a category for each to {style} (Symbology › Classify)")
         text = re.sub(r"(?<![\w-])--input (\w+)", r"the \1 layer", text)
         return re.sub(r"(?<![\w-])(-o|--[a-z-]+)(?![\w-])", lambda m: self.FIELDS.get(m.group(1), m.group(1)), text)
 

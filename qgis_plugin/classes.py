@@ -30,6 +30,8 @@ def class_table(layer, field: str, qml: str | None = None) -> dict | None:
             continue  # "all other values" and merged categories name no single class
         colour = category.symbol().color().name() if category.symbol() is not None else "#808080"
         if numeric:
+            if int(value) == 0:
+                continue  # 0 is unlabelled to mamol, as in a label raster: a category of it (Classify adds one) is no class
             table[str(int(value))] = {"name": category.label().strip() or str(value), "color": colour}
         elif compared(str(value)) not in {compared(c["name"]) for c in table.values()}:  # values mamol reads as one class, once
             table[str(len(table) + 1)] = {"name": str(value).strip(), "color": colour}

@@ -3,6 +3,7 @@ report in a lasting place, and show the report."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -182,7 +183,10 @@ class TrainModel(MamolAlgorithm):
             args += ["--labels", known_layer_file(truth_raster, made, "the ground truth")]
             table, source = raster_class_table(truth_raster, style), "the label raster's style"
         if table is not None:  # else mamol reads the classes.json beside a label raster, if there is one
-            args += ["--classes", write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))]
+            written = write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))
+            for spelling in {written, os.path.normpath(written)}:  # messages name the style, not a temporary file the analyst never made
+                made[spelling] = source
+            args += ["--classes", written]
             feedback.pushInfo(f"classes from {source}: " + ", ".join(c["name"] for c in table.values()))
         test_raster = self.parameterAsRasterLayer(parameters, "TEST_TRUTH_RASTER", context)
         if self.parameterAsVectorLayer(parameters, "TEST_TRUTH", context) is not None:

@@ -390,6 +390,8 @@ def test_class_table_from_the_ground_truths_categorized_style(qgis_app, tmp_path
     coded = QgsVectorLayer(str(tmp_path / "coded.gpkg"), "coded", "ogr")
     categorized(coded, "code", [(1, "#0000ff", "  "), (2, "#00ff00", " Grass ")])  # labels of spaces, and spaced
     assert class_table(coded, "code") == {"1": {"name": "1", "color": "#0000ff"}, "2": {"name": "Grass", "color": "#00ff00"}}
+    categorized(coded, "code", [(0, "#000000", "0"), (1, "#0000ff", "Water")])  # Classify's category of 0, unlabelled to mamol
+    assert class_table(coded, "code") == {"1": {"name": "Water", "color": "#0000ff"}}
 
 
 def test_class_table_from_the_label_rasters_paletted_style(qgis_app, tmp_path):
@@ -626,6 +628,19 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
                        feedback=QgsProcessingFeedback())
     assert "a label raster holds one band of class codes, this one 3; give its band of codes alone (Raster › Conversion › " \
         "Translate (convert format)…, Advanced Parameters › Additional command-line parameters '-b 1')" in str(error.value), str(error.value)
+    import geopandas
+    from qgis.core import QgsVectorLayer
+
+    points = geopandas.read_file(SAMPLE / "train_points.gpkg")
+    points.assign(code=(points["landcover"] == "Grass").astype(int) + 1).to_file(tmp_path / "coded.gpkg")
+    coded = QgsVectorLayer(str(tmp_path / "coded.gpkg"), "coded", "ogr")
+    categorized(coded, "code", [(0, "#000000", "0"), (1, "#0000ff", "Water")])  # Classify's 0, and no category for code 2
+    del parameters["TRUTH_RASTER"]
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("mamol:train", {**parameters, "MISSING": "both", "TRUTH": coded, "CLASS_FIELD": "code"}, feedback=QgsProcessingFeedback())
+    message = str(error.value)  # the table the plugin wrote from the style is named as the style, and mended there
+    assert "label values [2] have no category in the style of 'code'; add a category for each (Symbology › Classify)" in message, message
+    assert "classes.json" not in message and "outside 1..255" not in message, message
 
 
 def test_evaluating_a_model_on_test_labels_from_some_of_its_sensors_writes_its_report(plugin, tmp_path):
