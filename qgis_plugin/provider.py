@@ -70,4 +70,4 @@ class MamolProvider(QgsProcessingProvider):
         self.addAlgorithm(TrainModel())
         for model, algorithm_id in self.mapping_ids().items():
             self.addAlgorithm(MapLandCover(model, self.info(model), algorithm_id))
-            self.addAlgorithm(EvaluateModel(model, self.info(model), "evaluate_" + algorithm_id.removeprefix("map_")))
+            self.addAlgorithm(EvaluateModel(model, self.info(model), "evaluate_" + algorithm_id[len("map_"):]))  # ids are map_NAME

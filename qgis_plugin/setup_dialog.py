@@ -148,6 +148,11 @@ class SetupDialog(QDialog):
 
     def create(self) -> None:
         """Create the environment in a background thread; its output appears in the log."""
+        try:
+            requirement = requirement_args(self.requirement.text())
+        except ValueError as exc:  # an unclosed quote, say
+            self.log.appendPlainText(f"The package to install cannot be read ({exc}); correct it and create again.")
+            return
         if not CREATING.acquire(blocking=False):
             self.log.appendPlainText("An environment is being created already (in another window); wait for it to finish.")
             return
@@ -155,7 +160,6 @@ class SetupDialog(QDialog):
         self.create_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy
-        requirement = requirement_args(self.requirement.text())
 
         def work() -> None:
             try:
@@ -164,6 +168,8 @@ class SetupDialog(QDialog):
                 self.lines.put(("done", folder))
             except (CommandFailed, MamolNotFound, Canceled) as exc:
                 self.lines.put(("failed", str(exc)))
+            except Exception as exc:  # anything else still ends the wait, with what happened
+                self.lines.put(("failed", f"{type(exc).__name__}: {exc}"))
             finally:
                 CREATING.release()
 

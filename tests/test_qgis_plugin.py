@@ -794,6 +794,11 @@ def test_setup_window_shows_the_environment_and_finds_one(plugin, tmp_path, monk
         dialog.refresh()
         assert dialog.status.text() == f"Working: mamol-map, version {__version__} ({settings.bin_dir()})."
         assert dialog.requirement.text() == f"mamol=={__version__}"  # no wheel inside the source tree's plugin: its release from the index
+        dialog.requirement.setText('"mamol==0.2')  # a stray quote: said, and Create stays usable (the lock was kept)
+        dialog.create()
+        assert "cannot be read (No closing quotation)" in dialog.log.toPlainText() and setup_dialog.CREATING.acquire(blocking=False)
+        setup_dialog.CREATING.release()
+        dialog.requirement.setText(f"mamol=={__version__}")
         path = tmp_path / "setup.png"
         assert dialog.grab().save(str(path)) and path.stat().st_size > 5_000
         dialog.close()
