@@ -158,6 +158,11 @@ def layer_file(layer, role: str | None = None) -> str:
             raise QgsProcessingException(f"The {layer_name(layer, role)} is a layer inside {inside}, which mamol cannot read by itself; "
                                          f"{SAVE_AS_GEOTIFF}")
         raise QgsProcessingException(f"The {layer_name(layer, role)} is not a raster file ({source}); {SAVE_AS_GEOTIFF}")
+    own = layer.dataProvider().crs()
+    if own.isValid() and layer.crs().isValid() and layer.crs() != own:  # set in Layer Properties: mamol reads the file's
+        raise QgsProcessingException(f"The {layer_name(layer, role)} has the CRS {layer.crs().authid() or layer.crs().description()} "
+                                     f"set in QGIS, but its file ({source}) says {own.authid() or own.description()}, which mamol "
+                                     "reads; give the file the right one with Raster › Projections › Assign projection…, then use it")
     return source
 
 

@@ -850,6 +850,20 @@ def test_an_area_with_unsaved_edits_or_a_crs_set_on_its_layer_is_read_as_qgis_sh
         assert (out.read(1) > 0).mean() > 0.8
 
 
+def test_a_raster_whose_crs_is_set_in_qgis_otherwise_than_in_its_file_is_refused_with_the_fix(map_id, tmp_path):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer
+
+    dsm = QgsRasterLayer(str(SAMPLE / "dsm.tif"), "DSM 2021")
+    with rasterio.open(SAMPLE / "dsm.tif") as src:
+        own = src.crs.to_epsg()
+    dsm.setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    with pytest.raises(QgsProcessingException) as error:
+        run(map_id, {"hsi": str(SAMPLE / "hsi.tif"), "lidar": dsm, "OUTPUT": str(tmp_path / "m.tif")})
+    assert f"has the CRS EPSG:3857 set in QGIS, but its file ({SAMPLE / 'dsm.tif'}) says EPSG:{own}, which mamol reads; give the file " \
+        "the right one with Raster › Projections › Assign projection…" in str(error.value), str(error.value)
+    assert not list(tmp_path.iterdir())
+
+
 def test_map_inside_a_drawn_polygon_or_an_extent_sieved_with_polygons(map_id, tmp_path):
     import processing
     from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProject, QgsVectorLayer
