@@ -280,16 +280,20 @@ class ValidationRecord:
 @dataclass
 class LabelsRecord:
     """A training labels file as a model records it: its name, the SHA-256 of its content (a shapefile's
-    attributes included) and, for vector labels, the layer and class field read, so that an evaluation on
-    those same labels (which scores the model on the pixels it learned) can be told."""
+    attributes included) and, for vector labels, the layer and class field read and the SHA-256 of the
+    features themselves (None in older files), so that an evaluation on those same labels (which scores the
+    model on the pixels it learned) can be told, from a copy of them too."""
 
     name: str
     sha256: str
     layer: str | None = None
     field: str | None = None
+    features_sha256: str | None = None
 
     def same_labels(self, other: "LabelsRecord") -> bool:
-        """Whether ``other`` records the same labels, whatever the file is called."""
+        """Whether ``other`` records the same labels, whatever the file (or, for features, its layer) is called."""
+        if self.features_sha256 and other.features_sha256 and self.features_sha256 == other.features_sha256:
+            return self.field == other.field
         return (self.sha256, self.layer, self.field) == (other.sha256, other.layer, other.field)
 
 

@@ -1,5 +1,6 @@
 """The commands: train, evaluate and describe a model; bad input stops with one line and writes nothing."""
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -224,6 +225,16 @@ def test_the_training_labels_record_tells_layers_and_fields_of_one_file_apart(sc
     assert tested.layer == "test" and not tested.same_labels(trained)  # the same file, its test layer
     shutil.copy(tmp_path / "project.gpkg", tmp_path / "renamed.gpkg")
     assert labels_record(tmp_path / "renamed.gpkg", "other").same_labels(trained)
+    # the features copied to another file, layer and format, in another order (as QGIS saves a GeoPackage layer for mamol)
+    points.sample(frac=1, random_state=0).to_file(tmp_path / "features.gpkg", layer="features", driver="GPKG")
+    points.to_file(tmp_path / "points.shp")
+    assert labels_record(tmp_path / "features.gpkg", "other").same_labels(trained)
+    assert labels_record(tmp_path / "points.shp", "other").same_labels(trained)
+    points.assign(other=points["other"].iloc[::-1].values).to_file(tmp_path / "relabelled.gpkg", layer="train", driver="GPKG")
+    assert not labels_record(tmp_path / "relabelled.gpkg", "other").same_labels(trained)  # the same places, other classes
+    older = dataclasses.replace(trained, features_sha256=None)  # a model of session 45 recorded no features
+    assert not labels_record(tmp_path / "features.gpkg", "other").same_labels(older) and labels_record(tmp_path / "renamed.gpkg",
+                                                                                                        "other").same_labels(older)
 
 
 def test_eval_never_replaces_the_training_report(model_file, scene_dir):

@@ -141,7 +141,33 @@ def labels_record(path: Path, field: str | None) -> LabelsRecord:
         with open(part, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return LabelsRecord(path.name, digest.hexdigest(), None if raster else label_layer(path, field), None if raster else field)
+    if raster:
+        return LabelsRecord(path.name, digest.hexdigest())
+    layer = label_layer(path, field)
+    return LabelsRecord(path.name, digest.hexdigest(), layer, field, features_digest(path, layer, field))
+
+
+def features_digest(path: Path, layer: str | None, field: str | None) -> str | None:
+    """SHA-256 of a vector layer's features — each geometry (its parts normalised and sorted) with its value of
+    ``field``, in an order of their own — so that a copy of them in another file or format (QGIS saves a
+    GeoPackage layer, or a filtered one, for mamol) is known as the same labels; ``None`` where they cannot be read."""
+    import hashlib
+
+    import pyogrio
+    import shapely
+
+    try:
+        meta, _, wkb, values = pyogrio.raw.read(str(path), layer=layer, columns=[field] if field else [], force_2d=True)
+    except Exception:  # the labels were read before; a digest that cannot be taken only leaves the check to the file's
+        return None
+    column = values[0] if field and len(values) else [None] * len(wkb)
+    features = []
+    for geometry, value in zip(shapely.from_wkb(wkb), column):
+        if geometry is None or geometry.is_empty:
+            continue
+        parts = sorted(shapely.to_wkb(shapely.normalize(part)) for part in shapely.get_parts(geometry))
+        features.append(hashlib.sha256(str(value).encode() + b"|" + b"".join(parts)).digest())
+    return hashlib.sha256(b"".join(sorted(features))).hexdigest() if features else None
 
 
 def embedded_classes(path: Path) -> list[ClassSpec] | None:
