@@ -166,22 +166,31 @@ class TrainModel(MamolAlgorithm):
             return False, next(filter(None, problems))
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        args, made = [], {}
-        for name, layer, role in self.sensors(parameters, context):
-            args += ["--input", f"{name}={known_layer_file(layer, made, role)}"]
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802
+        """On the main thread: the class table from the ground truth's style (a project layer's renderer is read,
+        and a layer cloned to apply a QML file, here rather than on Processing's worker thread)."""
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         style = self.parameterAsFile(parameters, "CLASS_STYLE", context) or None
         if truth is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+            self.classes = class_table(truth, field, style), f"the style of {field!r}"
+        else:
+            self.classes = raster_class_table(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), style), \
+                "the label raster's style"
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        args, made = [], {}
+        for name, layer, role in self.sensors(parameters, context):
+            args += ["--input", f"{name}={known_layer_file(layer, made, role)}"]
+        if self.parameterAsVectorLayer(parameters, "TRUTH", context) is not None:
             labels, copied = named_vector_file(self, parameters, "TRUTH", context, feedback, "the ground truth")
             made.update(copied)
-            args += ["--labels", labels, "--label-field", field]
-            table, source = class_table(truth, field, style), f"the style of {field!r}"
+            args += ["--labels", labels, "--label-field", self.parameterAsString(parameters, "CLASS_FIELD", context)]
         else:
             truth_raster = self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context)
             args += ["--labels", known_layer_file(truth_raster, made, "the ground truth")]
-            table, source = raster_class_table(truth_raster, style), "the label raster's style"
+        table, source = self.classes
         if table is not None:  # else mamol reads the classes.json beside a label raster, if there is one
             written = write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))
             for spelling in {written, os.path.normpath(written)}:  # messages name the style, not a temporary file the analyst never made
