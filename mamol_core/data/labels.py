@@ -157,7 +157,7 @@ def features_digest(path: Path, layer: str | None, field: str | None) -> str | N
     import shapely
 
     try:
-        meta, _, wkb, values = pyogrio.raw.read(str(path), layer=layer, columns=[field] if field else [], force_2d=True)
+        _, _, wkb, values = pyogrio.raw.read(str(path), layer=layer, columns=[field] if field else [], force_2d=True)
     except Exception:  # the labels were read before; a digest that cannot be taken only leaves the check to the file's
         return None
     column = values[0] if field and len(values) else [None] * len(wkb)
