@@ -158,7 +158,9 @@ def features_digest(path: Path, layer: str | None, field: str | None) -> str | N
 
     try:
         _, _, wkb, values = pyogrio.raw.read(str(path), layer=layer, columns=[field] if field else [], force_2d=True)
-    except Exception:  # the labels were read before; a digest that cannot be taken only leaves the check to the file's
+    except Exception:  # a digest that cannot be taken only leaves the check to the file's (reading them says what is wrong)
+        return None
+    if wkb is None:  # a table without geometry: refused when it is read as labels
         return None
     column = values[0] if field and len(values) else [None] * len(wkb)
     features = []
