@@ -367,13 +367,12 @@ def _run_subprocess(command: list[str], on_progress, is_canceled, on_log, grace:
 
 
 def _interrupt_group(process: subprocess.Popen) -> bool:
-    """Ctrl-C (SIGINT; CTRL_BREAK on Windows) to every process of ``process``'s group; False where it
-    cannot be sent (on Windows a process without a console takes none: it is then killed at once)."""
+    """Ctrl-C (SIGINT) to every process of ``process``'s group; False where none can be sent (on Windows
+    mamol runs without a console, which Ctrl-Break needs: it is then killed at once)."""
+    if sys.platform == "win32":  # mamol runs without a console (child_options): no Ctrl-Break reaches it
+        return False
     try:
-        if sys.platform == "win32":
-            process.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
     except ProcessLookupError:
         pass
     except OSError:

@@ -167,16 +167,19 @@ class TrainModel(MamolAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802
-        """On the main thread: the class table from the ground truth's style (a project layer's renderer is read,
-        and a layer cloned to apply a QML file, here rather than on Processing's worker thread)."""
+        """The class table from the ground truth's style, read where Processing prepares (the main thread when run
+        from its dialog) rather than on its worker thread: a project layer's renderer, or a clone with a QML file."""
         truth = self.parameterAsVectorLayer(parameters, "TRUTH", context)
         style = self.parameterAsFile(parameters, "CLASS_STYLE", context) or None
-        if truth is not None:
-            field = self.parameterAsString(parameters, "CLASS_FIELD", context)
-            self.classes = class_table(truth, field, style), f"the style of {field!r}"
-        else:
-            self.classes = raster_class_table(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), style), \
-                "the label raster's style"
+        try:
+            if truth is not None:
+                field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+                self.classes = class_table(truth, field, style), f"the style of {field!r}"
+            else:
+                self.classes = raster_class_table(self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context), style), \
+                    "the label raster's style"
+        except QgsProcessingException as exc:  # raised by processAlgorithm, whose errors the caller sees (prepare's go to the log)
+            self.classes = exc
         return True
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -190,6 +193,8 @@ class TrainModel(MamolAlgorithm):
         else:
             truth_raster = self.parameterAsRasterLayer(parameters, "TRUTH_RASTER", context)
             args += ["--labels", known_layer_file(truth_raster, made, "the ground truth")]
+        if isinstance(self.classes, QgsProcessingException):
+            raise self.classes
         table, source = self.classes
         if table is not None:  # else mamol reads the classes.json beside a label raster, if there is one
             written = write_class_table(table, QgsProcessingUtils.generateTempFilename("classes.json"))

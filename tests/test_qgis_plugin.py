@@ -641,6 +641,10 @@ def test_training_messages_about_a_file_name_the_layer_that_holds_it(plugin, tmp
     message = str(error.value)  # the table the plugin wrote from the style is named as the style, and mended there
     assert "label values [2] have no category in the style of 'code'; add a category for each (Symbology › Classify)" in message, message
     assert "classes.json" not in message and "outside 1..255" not in message, message
+    coded.saveNamedStyle(str(tmp_path / "style.qml"))  # a style of the field 'code' given for the field 'landcover'
+    with pytest.raises(QgsProcessingException, match="does not categorize the field 'landcover'"):  # prepare's error reaches the caller
+        processing.run("mamol:train", {**parameters, "MISSING": "both", "TRUTH": coded, "CLASS_FIELD": "landcover",
+                                       "CLASS_STYLE": str(tmp_path / "style.qml")}, feedback=QgsProcessingFeedback())
 
 
 def test_evaluating_a_model_on_test_labels_from_some_of_its_sensors_writes_its_report(plugin, tmp_path):

@@ -158,17 +158,17 @@ def features_digest(path: Path, layer: str | None, field: str | None) -> str | N
 
     try:
         _, _, wkb, values = pyogrio.raw.read(str(path), layer=layer, columns=[field] if field else [], force_2d=True)
-    except Exception:  # a digest that cannot be taken only leaves the check to the file's (reading them says what is wrong)
+        if wkb is None:  # a table without geometry: refused when it is read as labels
+            return None
+        column = values[0] if field and len(values) else [None] * len(wkb)
+        features = []
+        for geometry, value in zip(shapely.from_wkb(wkb), column):
+            if geometry is None or geometry.is_empty:
+                continue
+            parts = sorted(shapely.to_wkb(shapely.normalize(part)) for part in shapely.get_parts(geometry))
+            features.append(hashlib.sha256(str(value).encode() + b"|" + b"".join(parts)).digest())
+    except Exception:  # curved geometries, say: a digest that cannot be taken only leaves the check to the file's
         return None
-    if wkb is None:  # a table without geometry: refused when it is read as labels
-        return None
-    column = values[0] if field and len(values) else [None] * len(wkb)
-    features = []
-    for geometry, value in zip(shapely.from_wkb(wkb), column):
-        if geometry is None or geometry.is_empty:
-            continue
-        parts = sorted(shapely.to_wkb(shapely.normalize(part)) for part in shapely.get_parts(geometry))
-        features.append(hashlib.sha256(str(value).encode() + b"|" + b"".join(parts)).digest())
     return hashlib.sha256(b"".join(sorted(features))).hexdigest() if features else None
 
 
